@@ -1,0 +1,210 @@
+"""The event schema: one ``message.scanned`` event per message attempt.
+
+Events are self-contained so every projection (archive, SQL, notifications,
+DLP) can be rebuilt by replaying the log. They are versioned
+(``schema_version``); consumers must ignore fields they do not know. The JSON
+Schema in ``schemas/`` is generated from these models (``qscan schema``) for
+consumers written in other languages.
+
+Addresses and header values are decoded as UTF-8 with replacement for display
+and search; the byte-exact envelope travels in ``envelope.raw`` (base64) so a
+release re-injects exactly what qmail handed over.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+
+SCHEMA_VERSION = 1
+
+
+def _b64_validate(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return base64.b64decode(value, validate=True)
+    raise ValueError("expected base64 text")
+
+
+B64Bytes = Annotated[
+    bytes,
+    PlainValidator(_b64_validate, json_schema_input_type=str),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+]
+
+
+class Category(StrEnum):
+    CLEAN = "clean"
+    VIRUS = "virus"
+    POLICY = "policy"
+    SPAM = "spam"
+    DLP = "dlp"
+    MALFORMED = "malformed"
+
+
+class Action(StrEnum):
+    DELIVER = "deliver"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+    DROP = "drop"
+
+
+QUARANTINE_FOLDERS: dict[Category, str] = {
+    Category.VIRUS: "viruses",
+    Category.POLICY: "policy",
+    Category.MALFORMED: "policy",
+    Category.SPAM: "spam",
+    Category.DLP: "dlp",
+    Category.CLEAN: "policy",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
+
+
+class EnvelopeInfo(_Model):
+    sender: str = Field(description="MAIL FROM, empty for bounces")
+    recipients: list[str]
+    raw: B64Bytes = Field(description="the envelope bytes exactly as qmail handed them (base64)")
+
+
+class ClientInfo(_Model):
+    ip: str | None = Field(None, description="TCPREMOTEIP; absent for locally injected mail")
+    host: str | None = None
+    info: str | None = Field(None, description="TCPREMOTEINFO (ident or AUTH user)")
+    helo: str | None = None
+    relay: bool = Field(False, description="RELAYCLIENT was set: authorised relay / outbound")
+    auth_user: str | None = None
+    local: bool = Field(False, description="no TCPREMOTEIP: injected on this host")
+
+
+class HeaderSummary(_Model):
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    cc: str | None = None
+    subject: str | None = None
+    message_id: str | None = None
+    date: str | None = None
+
+
+class Part(_Model):
+    path: str = Field(description="MIME part path, e.g. '1.2' ('0' for a single-part message)")
+    content_type: str
+    detected_type: str | None = None
+    filename: str | None = None
+    size: int = Field(description="decoded size in bytes")
+    sha256: str
+
+
+class Finding(_Model):
+    """One scanner result (the uniform result type, flattened for the log)."""
+
+    scanner: str
+    version: str = ""
+    verdict: Category
+    name: str = Field("", description="signature, rule or check name")
+    score: float = 0.0
+    detail: str = ""
+    duration_ms: float = 0.0
+
+
+class Timings(_Model):
+    receive_ms: float = 0.0
+    parse_ms: float = 0.0
+    scan_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class MessageScanned(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["message.scanned"] = "message.scanned"
+    event_id: str = Field(description="UUIDv7, time-ordered")
+    time: datetime = Field(description="when the daemon received the message (UTC)")
+    host: str = Field(description="the scanning host (journal host)")
+    envelope: EnvelopeInfo
+    client: ClientInfo
+    headers: HeaderSummary
+    size: int = Field(description="size of the message as received")
+    sha256: str = Field(description="SHA-256 of the message as received")
+    parts: list[Part] = []
+    findings: list[Finding] = []
+    category: Category
+    action: Action
+    reason: str = Field("", description="short machine-friendly reason, e.g. 'clean', 'too-large'")
+    reply: str | None = Field(None, description="reply text for reject/tempfail (D.../Z...)")
+    spam_score: float | None = None
+    dlp_findings: list[dict[str, Any]] = []
+    added_headers: list[str] = Field([], description="header lines qscan added")
+    timings: Timings = Timings()
+    raw_message: B64Bytes = Field(
+        b"", description="the message as handed to qmail-queue (with added headers), base64"
+    )
+
+    @property
+    def quarantine_folder(self) -> str | None:
+        if self.action != Action.QUARANTINE:
+            return None
+        return QUARANTINE_FOLDERS.get(self.category, "policy")
+
+
+class QueueFailed(_Model):
+    """Compensating event: qmail-queue did not accept a message whose event was written."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["message.queue_failed"] = "message.queue_failed"
+    event_id: str
+    time: datetime
+    host: str
+    ref_event_id: str = Field(description="the message.scanned event this compensates")
+    exit_code: int
+    reply: str | None = None
+
+
+EVENT_TYPES: dict[str, type[_Model]] = {
+    "message.scanned": MessageScanned,
+    "message.queue_failed": QueueFailed,
+}
+
+AnyEvent = MessageScanned | QueueFailed
+
+
+def to_json(event: _Model, *, with_raw: bool = True) -> bytes:
+    exclude = None if with_raw else {"raw_message"}
+    return event.model_dump_json(by_alias=True, exclude=exclude).encode()
+
+
+def from_json(data: bytes | str, raw: bytes | None = None) -> AnyEvent:
+    """Decode any known event; ``raw`` re-attaches a raw message stored beside it."""
+    obj = json.loads(data)
+    cls = EVENT_TYPES.get(obj.get("type", ""))
+    if cls is None:
+        raise ValueError(f"unknown event type {obj.get('type')!r}")
+    if raw is not None and cls is MessageScanned:
+        obj["raw_message"] = raw
+    return cls.model_validate(obj)  # type: ignore[return-value]
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) covering every event type."""
+    from pydantic.json_schema import models_json_schema
+
+    _, top = models_json_schema(
+        [(m, "serialization") for m in EVENT_TYPES.values()],
+        by_alias=True,
+        title="qscan events",
+    )
+    top["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    top["description"] = (
+        "Events on the qscan log. Discriminate on 'type'; check 'schema_version'. "
+        "Bytes fields are base64."
+    )
+    top["oneOf"] = [{"$ref": f"#/$defs/{m.__name__}"} for m in EVENT_TYPES.values()]
+    return top

@@ -1,0 +1,151 @@
+"""Sans-I/O codec for the qscan-queue <-> daemon protocol (``QSCAN/1``).
+
+Every frame is ``type (1 byte) | length (4 bytes, big-endian) | payload``.
+Client to daemon, in this order::
+
+    H  b"QSCAN/1"                      hello, exactly once, first
+    A  b"NAME=value"                   one per passed environment variable (0..64)
+    M  message bytes                   any number of chunks (<= 1 MiB each), fd 0 as read
+    V  envelope bytes                  exactly once, fd 1 as read (<= 1 MiB, validated)
+    Q  b""                             end of request
+
+Daemon to client, once::
+
+    R  b"<exit code>" [b"\\n" b"D<text>" | b"Z<text>"]
+
+The daemon answers only after the message was durably handled; a connection
+that closes without an ``R`` frame means "temporary failure" to the client.
+
+Only the standard library may be imported here: ``qscan-queue`` uses it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PROTOCOL = b"QSCAN/1"
+HEADER = struct.Struct(">cI")
+MAX_CHUNK = 1 << 20
+MAX_CONTROL = 64 * 1024  # any non-M frame
+MAX_ATTRS = 64
+
+HELLO = b"H"
+ATTR = b"A"
+MESSAGE = b"M"
+ENVELOPE = b"V"
+END = b"Q"
+RESULT = b"R"
+KNOWN = frozenset([HELLO, ATTR, MESSAGE, ENVELOPE, END, RESULT])
+
+
+class ProtocolError(ValueError):
+    """The peer sent something the protocol does not allow."""
+
+
+def encode(kind: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def encode_result(code: int, text: str | None = None) -> bytes:
+    body = str(int(code)).encode()
+    if text:
+        body += b"\n" + text.encode("utf-8", "replace")
+    return encode(RESULT, body)
+
+
+def decode_result(payload: bytes) -> tuple[int, str | None]:
+    head, sep, text = payload.partition(b"\n")
+    try:
+        code = int(head)
+    except ValueError as exc:
+        raise ProtocolError("bad result code") from exc
+    if not 0 <= code <= 255:
+        raise ProtocolError("result code out of range")
+    return code, (text.decode("utf-8", "replace") if sep else None)
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get complete ``(kind, payload)`` frames."""
+
+    def __init__(self, max_chunk: int = MAX_CHUNK) -> None:
+        self._buf = bytearray()
+        self._max_chunk = max_chunk
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        self._buf += data
+        out: list[tuple[bytes, bytes]] = []
+        buf = self._buf
+        pos = 0
+        n = len(buf)
+        while n - pos >= 5:
+            kind, length = HEADER.unpack_from(buf, pos)
+            if kind not in KNOWN:
+                raise ProtocolError(f"unknown frame type {kind!r}")
+            limit = self._max_chunk if kind in (MESSAGE, ENVELOPE) else MAX_CONTROL
+            if length > limit:
+                raise ProtocolError(f"frame {kind!r} too large ({length} bytes)")
+            if n - pos - 5 < length:
+                break
+            out.append((kind, bytes(buf[pos + 5 : pos + 5 + length])))
+            pos += 5 + length
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+class RequestAssembler:
+    """Validates frame order on the daemon side and collects one request."""
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self.attrs: dict[str, str] = {}
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.oversized = False
+        self.envelope: bytes | None = None
+        self.done = False
+        self._hello = False
+
+    def add(self, kind: bytes, payload: bytes) -> None:
+        if self.done:
+            raise ProtocolError("frame after end of request")
+        if not self._hello:
+            if kind != HELLO or payload != PROTOCOL:
+                raise ProtocolError("expected hello QSCAN/1")
+            self._hello = True
+            return
+        if kind == ATTR:
+            if self.chunks or self.envelope is not None:
+                raise ProtocolError("attribute after message data")
+            if len(self.attrs) >= MAX_ATTRS:
+                raise ProtocolError("too many attributes")
+            name, sep, value = payload.partition(b"=")
+            if not sep or not name:
+                raise ProtocolError("attribute without NAME=")
+            self.attrs[name.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+        elif kind == MESSAGE:
+            if self.envelope is not None:
+                raise ProtocolError("message data after envelope")
+            self.size += len(payload)
+            if self.size > self.max_message:
+                self.oversized = True  # keep draining, keep nothing
+                self.chunks.clear()
+            else:
+                self.chunks.append(payload)
+        elif kind == ENVELOPE:
+            if self.envelope is not None:
+                raise ProtocolError("second envelope")
+            self.envelope = payload
+        elif kind == END:
+            if self.envelope is None:
+                raise ProtocolError("end without envelope")
+            self.done = True
+        else:
+            raise ProtocolError(f"unexpected frame {kind!r}")
+
+    def message(self) -> bytes:
+        return b"".join(self.chunks)

@@ -1,0 +1,1 @@
+"""Scanners: bytes in, findings out. Nothing here knows about qmail, logs or databases."""

@@ -1,0 +1,49 @@
+"""The one result type every scanner returns (like rspamd's symbols).
+
+Headers, events, log lines and SQL rows are all built from lists of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """Same vocabulary as the event's categories."""
+
+    CLEAN = "clean"
+    VIRUS = "virus"
+    POLICY = "policy"
+    SPAM = "spam"
+    DLP = "dlp"
+    MALFORMED = "malformed"
+
+
+class Disposition(StrEnum):
+    """What a scanner asks for; the verdict engine takes the strongest request."""
+
+    NONE = "none"  # informational (e.g. spam score below every threshold)
+    DELIVER = "deliver"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+    DROP = "drop"
+
+
+@dataclass(slots=True)
+class ScanResult:
+    scanner: str
+    verdict: Verdict = Verdict.CLEAN
+    name: str = ""  # signature / rule / check name
+    score: float = 0.0
+    detail: str = ""
+    duration_ms: float = 0.0
+    version: str = ""
+    disposition: Disposition = Disposition.NONE
+    reply: str | None = None  # 'D...' or 'Z...' text for reject/tempfail
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hit(self) -> bool:
+        return self.verdict != Verdict.CLEAN
