@@ -35,7 +35,9 @@ def _b64_validate(value: Any) -> bytes:
 B64Bytes = Annotated[
     bytes,
     PlainValidator(_b64_validate, json_schema_input_type=str),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+    PlainSerializer(
+        lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
+    ),
 ]
 
 
@@ -142,6 +144,7 @@ class MessageScanned(_Model):
     reply: str | None = Field(None, description="reply text for reject/tempfail (D.../Z...)")
     spam_score: float | None = None
     dlp_findings: list[dict[str, Any]] = []
+    defects: list[str] = Field([], description="MIME defects the parser reported")
     added_headers: list[str] = Field([], description="header lines qscan added")
     timings: Timings = Timings()
     raw_message: B64Bytes = Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,17 +65,31 @@ class Journal:
             self._db = sqlite3.connect(
                 self.path, timeout=60.0, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=60000")
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._retry(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+            self._db.execute("PRAGMA synchronous=FULL")
             if not readonly:
-                self._db.executescript(SCHEMA)
+                self._retry(lambda: self._db.executescript(SCHEMA))
                 try:
                     os.chmod(self.path, 0o600)
                 except OSError:
                     pass
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _retry(fn: Callable[[], object], attempts: int = 50) -> None:
+        # Switching to WAL and creating the schema can report "locked" without waiting
+        # for the busy timeout when several processes open a new journal at once.
+        for i in range(attempts):
+            try:
+                fn()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or i == attempts - 1:
+                    raise
+                time.sleep(0.02 * (i + 1))
 
     def close(self) -> None:
         self._db.close()

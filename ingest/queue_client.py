@@ -16,7 +16,9 @@ passes its environment through; set them in tcpserver rules or the run script):
 """
 
 import os
-import socket
+
+# _socket, not socket: the socket module drags in enum and selectors (~5 ms a start).
+import _socket
 
 from ingest import exitcodes as ec
 from ingest.envelope import AddressTooLong, EnvelopeError, parse_envelope
@@ -102,8 +104,8 @@ def _read_all(fd: int) -> bytes:
         parts.append(data)
 
 
-def _connect(path: str, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str, timeout: float) -> "_socket.socket":
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)

@@ -87,7 +87,9 @@ class SummaryLogConfig(_Section):
         "syslog", description="where the one-line summary of each message goes"
     )
     path: Path | None = Field(None, description="file for target='file' (default: DATA_DIR/summary.log)")
-    facility: Literal["mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"] = "mail"
+    facility: Literal[
+        "mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+    ] = "mail"
 
 
 class HeadersConfig(_Section):
@@ -209,7 +211,7 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
         m = assign.match(line)
         if m:
             dotted = current + [p.strip('"') for p in m.group(1).split(".")]
-            if dotted == table + [key]:
+            if dotted == [*table, key]:
                 return lineno
             if dotted[: len(keys)] == keys or (current == table and dotted[-1] == key):
                 fallback = fallback or lineno

@@ -1,0 +1,229 @@
+"""The scan daemon: a pre-forked pool of workers accepting on one unix socket.
+
+Why pre-fork: each worker keeps its warm state (parser, scanners, journal
+connection) and runs Python on its own core; a crash or leak in one message
+costs one worker, which the master replaces. Workers are recycled after
+``max_messages_per_worker`` messages. SIGTERM makes every worker finish the
+message in hand, then exit; the master waits for them and removes the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import hashlib
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest import frames
+from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
+from ingest.processor import Processor, Request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DaemonOptions:
+    socket_path: Path
+    socket_mode: int = 0o660
+    socket_group: str | None = None
+    workers: int = 4
+    max_messages_per_worker: int = 1000
+    max_message_size: int = 50 * 1024 * 1024
+    timeout: float = 300.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def bind_socket(opts: DaemonOptions) -> socket.socket:
+    path = opts.socket_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket from a dead daemon
+        else:
+            raise AlreadyRunning(f"a daemon is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    if opts.socket_group:
+        os.chown(path, -1, grp.getgrnam(opts.socket_group).gr_gid)
+    os.chmod(path, opts.socket_mode)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    def __init__(self, lsock: socket.socket, opts: DaemonOptions, processor: Processor) -> None:
+        self.lsock = lsock
+        self.opts = opts
+        self.processor = processor
+        self.stop = False
+        self.parent = os.getppid()
+
+    def run(self) -> None:
+        def on_term(signum: int, frame: object) -> None:
+            self.stop = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        handled = 0
+        while not self.stop and handled < self.opts.max_messages_per_worker:
+            if os.getppid() != self.parent:  # master died: stop taking new work
+                break
+            try:
+                ready, _, _ = select.select([self.lsock], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if not ready:
+                continue
+            try:
+                conn, _ = self.lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another worker took it
+            except OSError:
+                log.exception("accept failed")
+                time.sleep(0.1)
+                continue
+            try:
+                self.handle(conn)
+            except Exception:
+                log.exception("connection handler failed")
+            finally:
+                conn.close()
+            handled += 1
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        conn.settimeout(self.opts.timeout)
+        start = time.time()
+        t0 = time.perf_counter()
+        decoder = FrameDecoder()
+        req = RequestAssembler(self.opts.max_message_size)
+        sha = hashlib.sha256()
+        try:
+            while not req.done:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return  # client gave up: nothing was accepted, nothing recorded
+                for kind, payload in decoder.feed(data):
+                    if kind == frames.MESSAGE:
+                        sha.update(payload)
+                    req.add(kind, payload)
+            if decoder.pending:
+                raise ProtocolError("bytes after end of request")
+        except (OSError, ProtocolError) as exc:
+            log.warning("dropping connection: %s", exc)
+            return
+        assert req.envelope is not None
+        request = Request(
+            message=req.message(), envelope=req.envelope, attrs=req.attrs, size=req.size,
+            sha256=sha.hexdigest(), received=start, receive_ms=(time.perf_counter() - t0) * 1000,
+        )
+        outcome = self.processor.process(request)
+        try:
+            conn.sendall(frames.encode_result(outcome.code, outcome.text))
+        except OSError:
+            log.warning("client went away before the answer (%s)", outcome.code)
+
+
+class Daemon:
+    """The master process: binds, forks, replaces dead workers, shuts down cleanly."""
+
+    def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor]) -> None:
+        self.opts = opts
+        self.make_processor = make_processor
+        self.children: dict[int, float] = {}
+        self.stopping = False
+
+    def _spawn(self, lsock: socket.socket) -> None:
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 0
+            try:
+                Worker(lsock, self.opts, self.make_processor()).run()
+            except BaseException:
+                log.exception("worker crashed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = time.monotonic()
+
+    def serve(self, ready: Callable[[], None] | None = None) -> int:
+        lsock = bind_socket(self.opts)
+        log.info("listening on %s with %d workers", self.opts.socket_path, self.opts.workers)
+
+        def on_term(signum: int, frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        try:
+            for _ in range(self.opts.workers):
+                self._spawn(lsock)
+            if ready:
+                ready()
+            backoff = 0.0
+            while not self.stopping:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = 0, 0
+                if pid == 0:
+                    time.sleep(0.2)
+                    continue
+                started = self.children.pop(pid, None)
+                if started is None:
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                if code != 0:
+                    log.warning("worker %d exited with %d; replacing it", pid, code)
+                    # a worker that dies at once, repeatedly, must not spin the CPU
+                    backoff = min(5.0, backoff * 2 or 0.1) if time.monotonic() - started < 1 else 0.0
+                    time.sleep(backoff)
+                if not self.stopping:
+                    self._spawn(lsock)
+        finally:
+            self._shutdown(lsock)
+        return 0
+
+    def _shutdown(self, lsock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self.opts.socket_path.unlink()  # new clients now temp-fail at once
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.opts.timeout + 30
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.05)
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        lsock.close()

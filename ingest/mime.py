@@ -1,0 +1,125 @@
+"""MIME parsing for the scan stage: the stdlib parser, never trusted to be polite.
+
+Hostile mail can make ``email`` raise in surprising places (header accessors,
+payload decoding, RFC 2231 parameters). Every access here is guarded: a part
+that cannot be decoded is still listed, with the raw payload, and a defect is
+recorded so the verdict can treat the message as malformed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+
+from ingest.event import HeaderSummary, Part
+from scanners.base import ScanPart
+from scanners.filetype import sniff
+
+MAX_PARTS = 1000
+MAX_DEPTH = 20
+_PARSER = BytesParser(policy=policy.default)
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return _PARSER.parsebytes(raw)  # type: ignore[return-value]
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    for key, value in msg.raw_items():  # type: ignore[attr-defined]
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def header(msg: Message, name: str) -> str | None:
+    try:
+        value = msg.get(name)
+        return None if value is None else str(value)
+    except Exception:
+        return _raw_header(msg, name)
+
+
+def header_summary(msg: EmailMessage) -> HeaderSummary:
+    return HeaderSummary.model_validate(
+        {
+            "from": header(msg, "From"),
+            "to": header(msg, "To"),
+            "cc": header(msg, "Cc"),
+            "subject": header(msg, "Subject"),
+            "message_id": header(msg, "Message-ID"),
+            "date": header(msg, "Date"),
+        }
+    )
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        return None
+    return str(name) if name else None
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def walk_parts(msg: EmailMessage) -> tuple[list[Part], list[ScanPart], list[str]]:
+    """Leaf parts with decoded payloads, in document order, plus parser defects seen."""
+    parts: list[Part] = []
+    scan: list[ScanPart] = []
+    defects: list[str] = []
+
+    def visit(node: Message, path: str, depth: int) -> None:
+        if len(parts) >= MAX_PARTS:
+            if "too-many-parts" not in defects:
+                defects.append("too-many-parts")
+            return
+        for d in getattr(node, "defects", ()):
+            name = type(d).__name__
+            if name not in defects:
+                defects.append(name)
+        if depth > MAX_DEPTH:
+            defects.append("nesting-too-deep")
+            return
+        if node.is_multipart():
+            try:
+                children = node.get_payload()
+            except Exception:
+                children = []
+            if not isinstance(children, list):
+                children = []
+            for i, child in enumerate(children, 1):
+                if isinstance(child, Message):
+                    visit(child, f"{path}.{i}" if path else str(i), depth + 1)
+            return
+        ctype = _content_type(node)
+        try:
+            payload = node.get_payload(decode=True)
+        except Exception:
+            payload = None
+            defects.append("undecodable-payload")
+        if not isinstance(payload, bytes):
+            raw_payload = node.get_payload()
+            payload = raw_payload.encode("utf-8", "surrogateescape") if isinstance(raw_payload, str) else b""
+        filename = _filename(node)
+        p = path or "1"
+        parts.append(
+            Part(
+                path=p,
+                content_type=ctype,
+                detected_type=sniff(payload),
+                filename=filename,
+                size=len(payload),
+                sha256=hashlib.sha256(payload).hexdigest(),
+            )
+        )
+        scan.append(ScanPart(path=p, content_type=ctype, filename=filename, payload=payload))
+
+    visit(msg, "", 0)
+    return parts, scan, defects

@@ -1,0 +1,306 @@
+"""One message through the scan stage: parse, scan, decide, add headers, journal, queue.
+
+Ordering is the durability contract: the event (with the raw message) is
+appended to the journal, fsynced, *before* qmail-queue runs. If qmail-queue
+then fails, a compensating ``message.queue_failed`` event follows and the
+client gets the failure, so the sender retries. A message is never accepted
+without its event being durable; when anything is in doubt we temp-fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest import exitcodes as ec
+from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, parse_envelope
+from ingest.event import (
+    Action,
+    Category,
+    ClientInfo,
+    EnvelopeInfo,
+    Finding,
+    HeaderSummary,
+    MessageScanned,
+    QueueFailed,
+    Timings,
+    to_json,
+)
+from ingest.headers import diagnostics_value, fold, line_ending, safe
+from ingest.ids import uuid7
+from ingest.journal import Journal, JournalError
+from ingest.mime import header_summary, parse, walk_parts
+from ingest.qmail_queue import run_qmail_queue
+from ingest.summary_line import format_summary
+from ingest.summary_log import NullLog, SummaryLog
+from ingest.verdict import decide
+from scanners.base import ScanContext, Scanner, ScanPart
+from scanners.result import Disposition, ScanResult, Verdict
+from scanners.size import SizeScanner
+
+log = logging.getLogger(__name__)
+
+PRODUCT = "qscan-0.1.0"
+JOURNAL_FAIL = "Zqscan: cannot record the message, try again later (#4.3.0)"
+AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
+
+
+@dataclass
+class ProcessorOptions:
+    hostname: str
+    qmail_queue: Path
+    qmail_queue_timeout: float = 600.0
+    max_message_size: int = 50 * 1024 * 1024
+    diagnostics: bool = True
+    diagnostics_style: str = "header"  # or "received"
+    header_mail_from: bool = False
+    header_attachments: bool = False
+    header_recipients: bool = False
+    queue_env: dict[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
+
+
+@dataclass
+class Request:
+    message: bytes
+    envelope: bytes
+    attrs: dict[str, str]
+    size: int  # bytes received (may exceed len(message) when oversized)
+    sha256: str
+    received: float  # epoch seconds
+    receive_ms: float = 0.0
+
+
+@dataclass
+class Outcome:
+    code: int
+    text: str | None
+    event: MessageScanned | None = None
+
+
+def _addr(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+class Processor:
+    """Holds the warm state of one worker: journal connection, scanners, log."""
+
+    def __init__(
+        self,
+        options: ProcessorOptions,
+        journal: Journal,
+        scanners: list[Scanner],
+        summary_log: SummaryLog | None = None,
+    ) -> None:
+        self.opt = options
+        self.journal = journal
+        self.scanners = scanners
+        self.summary_log = summary_log or NullLog()
+        self.uid = os.getuid()
+
+    # -- the pipeline -------------------------------------------------------
+    def process(self, req: Request) -> Outcome:
+        try:
+            env = parse_envelope(req.envelope)
+        except AddressTooLong:
+            return Outcome(ec.ADDRESS_TOO_LONG, None)
+        except EnvelopeError:
+            return Outcome(ec.ENVELOPE_FORMAT, None)
+        try:
+            event, new_raw = self._scan(req, env)
+        except Exception:  # a bug must never lose or wrongly accept mail
+            log.exception("scan failed; temp-failing the message")
+            return Outcome(ec.CUSTOM_ERROR, "Zqscan: internal error while scanning (#4.3.0)")
+        return self._commit(event, new_raw, env)
+
+    def _client(self, attrs: dict[str, str]) -> ClientInfo:
+        ip = attrs.get("TCPREMOTEIP") or None
+        auth = next((attrs[v] for v in AUTH_VARS if attrs.get(v)), None)
+        return ClientInfo(
+            ip=ip,
+            host=attrs.get("TCPREMOTEHOST") or None,
+            info=attrs.get("TCPREMOTEINFO") or None,
+            helo=attrs.get("SMTPHELO") or attrs.get("HELO") or None,
+            relay="RELAYCLIENT" in attrs,
+            auth_user=auth,
+            local=ip is None,
+        )
+
+    def _scan(self, req: Request, env: Envelope) -> tuple[MessageScanned, bytes]:
+        t0 = time.perf_counter()
+        client = self._client(req.attrs)
+        raw = req.message
+        findings: list[ScanResult] = []
+        oversized = req.size > self.opt.max_message_size
+        message = None
+        parts_meta = []
+        scan_parts: list[ScanPart] = []
+        headers = HeaderSummary()
+        defects: list[str] = []
+        if not oversized:
+            try:
+                message = parse(raw)
+                headers = header_summary(message)
+                parts_meta, scan_parts, defects = walk_parts(message)
+            except Exception as exc:  # the parser itself gave up: quarantine, keep the mail
+                findings.append(
+                    ScanResult(
+                        scanner="mime",
+                        verdict=Verdict.MALFORMED,
+                        name="unparseable",
+                        detail=safe(f"{type(exc).__name__}: {exc}"),
+                        disposition=Disposition.QUARANTINE,
+                    )
+                )
+        t_parse = time.perf_counter()
+        ctx = ScanContext(
+            raw=raw,
+            message=message,
+            parts=scan_parts,
+            sender=_addr(env.sender),
+            recipients=[_addr(r) for r in env.recipients],
+            client_ip=client.ip,
+            relay=client.relay,
+            size=req.size,
+            max_size=self.opt.max_message_size,
+            env=req.attrs,
+        )
+        if oversized:  # enforced whatever the scanner list says: the bytes were not kept
+            findings.extend(SizeScanner().scan(ctx))
+        for scanner in [] if oversized else self.scanners:
+            s0 = time.perf_counter()
+            try:
+                results = scanner.scan(ctx)
+            except Exception as exc:
+                log.exception("scanner %s failed", scanner.name)
+                results = [
+                    ScanResult(
+                        scanner=scanner.name,
+                        name="scanner-error",
+                        detail=safe(f"{type(exc).__name__}: {exc}"),
+                        disposition=Disposition.TEMPFAIL,
+                        reply="Zqscan: a scanner failed, try again later (#4.3.0)",
+                    )
+                ]
+            took = (time.perf_counter() - s0) * 1000
+            for r in results:
+                r.duration_ms = r.duration_ms or took
+                r.version = r.version or getattr(scanner, "version", "")
+            findings.extend(results)
+        t_scan = time.perf_counter()
+        decision = decide(findings)
+        event_id = str(uuid7())
+        added = self._headers(raw, client, env, decision.category, findings, scan_parts,
+                              time.perf_counter() - t0 + req.receive_ms / 1000, req.received)
+        new_raw = b"".join(added) + raw if added else raw
+        total_ms = (time.perf_counter() - t0) * 1000 + req.receive_ms
+        event = MessageScanned(
+            event_id=event_id,
+            time=datetime.fromtimestamp(req.received, UTC),
+            host=self.opt.hostname,
+            envelope=EnvelopeInfo(
+                sender=_addr(env.sender),
+                recipients=[_addr(r) for r in env.recipients],
+                raw=env.raw,
+            ),
+            client=client,
+            headers=headers,
+            size=req.size,
+            sha256=req.sha256,
+            parts=parts_meta,
+            findings=[
+                Finding(
+                    scanner=r.scanner, version=r.version, verdict=Category(r.verdict.value),
+                    name=r.name, score=r.score, detail=r.detail, duration_ms=round(r.duration_ms, 3),
+                )
+                for r in findings
+            ],
+            category=decision.category,
+            action=decision.action,
+            reason=decision.reason,
+            reply=decision.reply,
+            added_headers=[h.decode("utf-8", "replace").rstrip("\r\n") for h in added],
+            timings=Timings(
+                receive_ms=round(req.receive_ms, 3),
+                parse_ms=round((t_parse - t0) * 1000, 3),
+                scan_ms=round((t_scan - t_parse) * 1000, 3),
+                total_ms=round(total_ms, 3),
+            ),
+            defects=defects,
+            raw_message=new_raw if not oversized else b"",
+        )
+        return event, new_raw
+
+    def _headers(
+        self, raw: bytes, client: ClientInfo, env: Envelope, category: Category,
+        findings: list[ScanResult], parts: list[ScanPart], elapsed: float, when: float,
+    ) -> list[bytes]:
+        eol = line_ending(raw)
+        out: list[bytes] = []
+        if self.opt.diagnostics:
+            versions = [(s.name, s.version) for s in self.scanners]
+            verdict = "Clear" if category == Category.CLEAN else category.value.capitalize()
+            value = diagnostics_value(
+                client_ip=client.ip, client_host=client.host, helo=client.helo,
+                hostname=self.opt.hostname, sender=_addr(env.sender), uid=self.uid,
+                product=PRODUCT, versions=versions, verdict=verdict, relay=client.relay,
+                spam=None, elapsed=elapsed, when=when,
+            )
+            name = "Received" if self.opt.diagnostics_style == "received" else "X-Qmail-Scanner-Diagnostics"
+            out.append(fold(name, value, eol))
+        if self.opt.header_mail_from:
+            out.append(fold("X-Qmail-Scanner-Mail-From", safe(_addr(env.sender), 500) or "<>", eol))
+        if self.opt.header_recipients:
+            out.append(fold("X-Qmail-Scanner-Rcpt-To",
+                            ", ".join(safe(_addr(r), 200) for r in env.recipients[:100]), eol))
+        if self.opt.header_attachments:
+            names = [f"{safe(p.filename, 100)}:{len(p.payload)}" for p in parts if p.filename]
+            if names:
+                out.append(fold("X-Qmail-Scanner-Mime-Attachments", " ".join(names[:50]), eol))
+        return out
+
+    def _commit(self, event: MessageScanned, new_raw: bytes, env: Envelope) -> Outcome:
+        try:
+            self.journal.append(
+                event.event_id, event.type, to_json(event, with_raw=False),
+                new_raw if event.raw_message else None,
+            )
+        except JournalError:
+            log.exception("journal append failed; temp-failing")
+            return Outcome(ec.CUSTOM_ERROR, JOURNAL_FAIL, event)
+        try:
+            self.summary_log.write(format_summary(event))
+        except Exception:  # the summary line is a convenience; the journal has the truth
+            log.exception("summary log write failed")
+        if event.action == Action.DELIVER:
+            res = run_qmail_queue(
+                self.opt.qmail_queue, new_raw, env.raw,
+                timeout=self.opt.qmail_queue_timeout, env=self.opt.queue_env,
+            )
+            if res.code != ec.QUEUED:
+                log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
+                failed = QueueFailed(
+                    event_id=str(uuid7()), time=datetime.now(UTC), host=self.opt.hostname,
+                    ref_event_id=event.event_id, exit_code=res.code, reply=res.text,
+                )
+                try:
+                    self.journal.append(failed.event_id, failed.type, to_json(failed))
+                except JournalError:
+                    log.exception("could not record queue failure of %s", event.event_id)
+                return Outcome(res.code, res.text, event)
+            return Outcome(ec.QUEUED, None, event)
+        if event.action in (Action.QUARANTINE, Action.DROP):
+            return Outcome(ec.QUEUED, None, event)  # durable in the journal: accepted
+        return Outcome(ec.CUSTOM_ERROR, event.reply, event)
+
+
+def make_request(message: bytes, envelope: bytes, attrs: dict[str, str] | None = None) -> Request:
+    """Build a request directly (tests, benchmarks, re-injection)."""
+    return Request(
+        message=message, envelope=envelope, attrs=attrs or {}, size=len(message),
+        sha256=hashlib.sha256(message).hexdigest(), received=time.time(),
+    )

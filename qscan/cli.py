@@ -1,0 +1,300 @@
+"""The admin CLI: ``qscan [-c CONFIG] COMMAND``.
+
+Every command reads one TOML config (``-c``, else ``$QSCAN_CONFIG``, else
+/etc/qscan/qscan.toml). Start with ``qscan config example > qscan.toml`` and
+``qscan config check``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from qscan import __version__
+from qscan.config import Config, ConfigError, example_config, load_config
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _config(ctx: click.Context) -> Config:
+    loader: Callable[[], Config] = ctx.obj["config"]
+    return loader()
+
+
+class _Group(click.Group):
+    """Turns config errors into one clear message and exit code 2 wherever they surface."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"qscan: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="QSCAN_CONFIG",
+              default="/etc/qscan/qscan.toml", show_default=True, help="configuration file")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.version_option(__version__, prog_name="qscan")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
+    """qscan: content scanner and compliance pipeline for qmail.
+
+    \b
+    Quick start:
+      qscan config example > /etc/qscan/qscan.toml
+      qscan config check
+      qscan db upgrade
+      qscan run                      # daemon + consumers (embedded defaults)
+    Then point qmail at it: QMAILQUEUE=/usr/local/bin/qscan-queue
+    """
+    _setup_logging(verbose)
+    cache: dict[str, Config] = {}
+
+    def load() -> Config:
+        if "cfg" not in cache:
+            cache["cfg"] = load_config(config_path)
+        return cache["cfg"]
+
+    ctx.obj = {"config": load, "config_path": config_path}
+
+
+# -- config -----------------------------------------------------------------
+@cli.group()
+def config() -> None:
+    """Write, check and show the configuration."""
+
+
+@config.command("check")
+@click.option("--json", "as_json", is_flag=True, help="print the effective config as JSON")
+@click.pass_context
+def config_check(ctx: click.Context, as_json: bool) -> None:
+    """Validate the config file and print the effective values (defaults resolved).
+
+    Errors name the file, the line and the key, e.g.
+    ``/etc/qscan/qscan.toml:7: key 'daemon.workers': Input should be greater than or equal to 1``.
+    """
+    cfg = _config(ctx)
+    eff = cfg.effective()
+    if as_json:
+        click.echo(json.dumps(eff, indent=2))
+        return
+    click.echo(f"{cfg.source}: OK")
+    for section, values in eff.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                click.echo(f"  {section}.{key} = {value}")
+        else:
+            click.echo(f"  {section} = {values}")
+
+
+@config.command("example")
+@click.option("--data-dir", default="/var/lib/qscan", show_default=True)
+def config_example(data_dir: str) -> None:
+    """Print a complete, commented config with every default."""
+    click.echo(example_config(data_dir), nl=False)
+
+
+# -- daemon and consumers ---------------------------------------------------
+@cli.command()
+@click.pass_context
+def daemon(ctx: click.Context) -> None:
+    """Run the scan daemon (pre-forked workers on the unix socket) in the foreground."""
+    from ingest.daemon import AlreadyRunning, Daemon
+    from ingest.journal import Journal
+    from qscan.wiring import daemon_options, make_processor, make_scanners
+
+    cfg = _config(ctx)
+    make_scanners(cfg)  # fail now, not in every worker
+    Journal(cfg.journal_path).close()  # create it before workers race to
+    try:
+        code = Daemon(daemon_options(cfg), lambda: make_processor(cfg)).serve()
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
+@click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
+@click.pass_context
+def consume(ctx: click.Context, name: str, once: bool, from_start: bool) -> None:
+    """Run one consumer: project the journal into the archive maildirs or the SQL store.
+
+    \b
+    Examples:
+      qscan consume archive             # follow the log
+      qscan consume summaries --once    # catch up and exit
+      qscan consume archive --from-start --once   # rebuild from what the journal holds
+    """
+    from ingest.journal import Journal
+    from ingest.log import JournalReader, Stop, run_consumer
+    from qscan.wiring import make_sink
+
+    cfg = _config(ctx)
+    sink = make_sink(cfg, name)
+    journal = Journal(cfg.journal_path)
+    if from_start:
+        sink.set_position(0)
+    stop = Stop().install()
+    try:
+        n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=once,
+                         poll_interval=cfg.consumers.poll_interval, stop=stop)
+    finally:
+        sink.close()
+        journal.close()
+    if once:
+        click.echo(f"{name}: applied {n} events, position {sink.position()}")
+
+
+@cli.group()
+def consumer() -> None:
+    """Inspect and move consumer positions."""
+
+
+@consumer.command("position")
+@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
+@click.pass_context
+def consumer_position(ctx: click.Context, name: str, new_position: int | None) -> None:
+    """Show (or set) where a consumer stands in the journal."""
+    from ingest.journal import Journal
+    from qscan.wiring import make_sink
+
+    cfg = _config(ctx)
+    sink = make_sink(cfg, name)
+    try:
+        if new_position is not None:
+            sink.set_position(new_position)
+            with Journal(cfg.journal_path) as j:
+                j.set_position(name, new_position)
+        with Journal(cfg.journal_path) as j:
+            head = j.head()
+        click.echo(f"{name}: position {sink.position()} of {head} (lag {head - sink.position()})")
+    finally:
+        sink.close()
+
+
+@cli.command()
+@click.option("--no-upgrade", is_flag=True, help="do not migrate the SQL schema on start")
+@click.pass_context
+def run(ctx: click.Context, no_upgrade: bool) -> None:
+    """Run the daemon and every enabled consumer under one supervisor (embedded default).
+
+    Migrates the SQL schema first (``--no-upgrade`` to skip), restarts crashed
+    components with back-off, prunes the journal behind the consumers, and
+    stops everything cleanly on SIGTERM or Ctrl-C.
+    """
+    from qscan.supervisor import supervise
+
+    cfg = _config(ctx)
+    if not no_upgrade and "summaries" in cfg.consumers.enabled:
+        from compliance.db import upgrade
+
+        upgrade(cfg.sql_url)
+    sys.exit(supervise(cfg, str(Path(ctx.obj["config_path"]).resolve())))
+
+
+# -- journal ----------------------------------------------------------------
+@cli.group()
+def journal() -> None:
+    """The embedded durable log."""
+
+
+@journal.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def journal_status(ctx: click.Context, as_json: bool) -> None:
+    """Head, oldest kept event, size on disk and every reader's position and lag."""
+    from ingest.journal import Journal
+
+    cfg = _config(ctx)
+    with Journal(cfg.journal_path) as j:
+        head = j.head()
+        info = {
+            "path": str(cfg.journal_path),
+            "head": head,
+            "oldest": j.oldest(),
+            "events": j.count(),
+            "bytes": sum(p.stat().st_size for p in cfg.journal_path.parent.glob(cfg.journal_path.name + "*")),
+            "positions": {n: {"position": p, "lag": head - p} for n, p in j.positions().items()},
+        }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"journal {info['path']}: head {head}, oldest kept {info['oldest']}, "
+               f"{info['events']} events, {info['bytes'] / 1e6:.1f} MB")
+    for name, p in info["positions"].items():
+        click.echo(f"  {name}: position {p['position']} (lag {p['lag']})")
+
+
+@journal.command("prune")
+@click.pass_context
+def journal_prune(ctx: click.Context) -> None:
+    """Delete events every enabled consumer has passed and older than journal.retain_days."""
+    from ingest.journal import Journal
+
+    cfg = _config(ctx)
+    with Journal(cfg.journal_path) as j:
+        n = j.prune(cfg.consumers.enabled, cfg.journal.retain_days * 86400)
+    click.echo(f"pruned {n} events")
+
+
+# -- schema and demo --------------------------------------------------------
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to a file")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the events (for consumers in other languages)."""
+    from ingest.event import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default="demo-data", show_default=True,
+              help="where the demo keeps its config, journal, maildirs and database (wiped first)")
+@click.option("--concurrency", type=int, default=4, show_default=True, help="concurrent senders")
+@click.option("--keep-running", is_flag=True, help="leave the daemon running until Ctrl-C")
+def demo(data_dir: str, concurrency: int, keep_running: bool) -> None:
+    """Run the whole pipeline on embedded defaults with the bundled corpus.
+
+    Starts `qscan run` with a fresh config under DATA_DIR, pushes every corpus
+    message through the real qscan-queue program over the qmail-queue
+    protocol (a stand-in qmail-queue records what would be queued), waits for
+    the consumers, prints the audit table and where everything is, and stops
+    what it started.
+    """
+    from qscan.demo import run_demo
+
+    sys.exit(run_demo(Path(data_dir), concurrency=concurrency, keep_running=keep_running))
+
+
+def _register_optional() -> None:
+    from qscan.cli_db import audit, db
+
+    cli.add_command(db)
+    cli.add_command(audit)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="qscan")

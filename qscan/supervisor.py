@@ -1,0 +1,94 @@
+"""`qscan run`: the daemon and every consumer under one supervisor (embedded default).
+
+Each component is its own process (``python -m qscan ...``), so a crash in a
+consumer never touches the daemon. Crashed children are restarted with
+back-off; SIGTERM is passed on and the supervisor waits for clean exits. The
+journal is pruned periodically behind every consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ingest.journal import Journal
+from qscan.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0
+    next_start: float = 0.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def components(cfg: Config, config_path: str) -> list[Child]:
+    base = [sys.executable, "-m", "qscan", "-c", config_path]
+    children = [Child("daemon", [*base, "daemon"])]
+    for name in cfg.consumers.enabled:
+        children.append(Child(f"consume-{name}", [*base, "consume", name]))
+    return children
+
+
+def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> int:
+    children = components(cfg, config_path)
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    journal = Journal(cfg.journal_path)
+    next_prune = time.monotonic() + cfg.journal.prune_interval
+    try:
+        while not stopping:
+            now = time.monotonic()
+            for c in children:
+                if c.proc is not None and c.proc.poll() is not None:
+                    code = c.proc.returncode
+                    log.warning("%s exited with %s", c.name, code)
+                    c.failures = c.failures + 1 if now - c.started < 10 else 1
+                    c.next_start = now + min(30.0, 0.5 * 2 ** (c.failures - 1))
+                    c.proc = None
+                if c.proc is None and now >= c.next_start:
+                    log.info("starting %s", c.name)
+                    c.proc = subprocess.Popen(c.argv, env={**os.environ, **c.extra_env})
+                    c.started = now
+            if now >= next_prune:
+                try:
+                    n = journal.prune(cfg.consumers.enabled, cfg.journal.retain_days * 86400)
+                    if n:
+                        log.info("pruned %d journal events", n)
+                except Exception:
+                    log.exception("journal prune failed")
+                next_prune = now + cfg.journal.prune_interval
+            time.sleep(0.2)
+    finally:
+        for c in children:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + stop_timeout
+        for c in children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop in time; killing it", c.name)
+                c.proc.kill()
+                c.proc.wait()
+        journal.close()
+    return 0

@@ -1,0 +1,120 @@
+"""Start a real daemon (``python -m qscan daemon``) with a stand-in qmail-queue, for tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.envelope import build_envelope
+from qscan.injector import InjectResult, inject
+from qscan.standin import recorded, write_standin
+
+CLIENT = str(Path(sys.executable).parent / "qscan-queue")
+
+
+@dataclass
+class Harness:
+    root: Path
+    config: Path
+    socket: Path
+    record: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.db"
+
+    def set_exit(self, code: int, reply: str | None = None, sleep: float | None = None) -> None:
+        (self.record / "exit_code").write_text(str(code))
+        for name, value in (("reply", reply), ("sleep", sleep)):
+            path = self.record / name
+            if value is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text(str(value))
+
+    def recorded(self) -> list[tuple[bytes, bytes]]:
+        return recorded(self.record)
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QSCAN_SOCKET": str(self.socket),
+                "QSCAN_TIMEOUT": "30", **extra}
+
+    def send(self, message: bytes, sender: bytes = b"alice@example.com",
+             recipients: list[bytes] | None = None, envelope: bytes | None = None,
+             fd6: bool = True, **env: str) -> InjectResult:
+        if envelope is None:
+            envelope = build_envelope(sender, recipients or [b"bob@example.org"])
+        return inject(CLIENT, message, envelope, self.client_env(**env), fd6=fd6, timeout=60)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qscan", "-c", str(self.config), "daemon"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(self.root / "daemon.log", "ab"),
+        )
+        deadline = time.monotonic() + 20
+        while not self._connectable():
+            if self.proc.poll() is not None:
+                raise RuntimeError("daemon exited: " + (self.root / "daemon.log").read_text())
+            if time.monotonic() > deadline:
+                raise RuntimeError("daemon did not start")
+            time.sleep(0.02)
+
+    def _connectable(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+@contextmanager
+def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2) -> Iterator[Harness]:
+    sock_dir = Path(tempfile.mkdtemp(prefix="qs"))  # unix socket paths must stay short
+    record = tmp_path / "queued"
+    standin = write_standin(tmp_path / "bin" / "qmail-queue", record)
+    config = tmp_path / "qscan.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\n{extra}\n[daemon]\nsocket = "{sock_dir}/q.sock"\n'
+        f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "mx.test.example"\n'
+        f'timeout = 20\n[summary_log]\ntarget = "file"\n'
+    )
+    h = Harness(tmp_path, config, sock_dir / "q.sock", record)
+    h.start()
+    try:
+        yield h
+    finally:
+        h.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)

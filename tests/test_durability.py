@@ -1,0 +1,103 @@
+"""Crashes and shutdowns never lose mail nor leave half-written events."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.event import from_json
+from ingest.journal import Journal
+from qscan.injector import InjectResult
+from tests.daemon_harness import running_daemon
+
+pytestmark = pytest.mark.integration
+
+MSG = b"From: a@example.com\nSubject: in flight\n\nbody\n"
+
+
+def send_in_background(h, results: list[InjectResult]) -> threading.Thread:  # type: ignore[no-untyped-def]
+    t = threading.Thread(target=lambda: results.append(h.send(MSG)))
+    t.start()
+    return t
+
+
+def wait_for_event_count(journal: Path, n: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Journal(journal) as j:
+            if j.count() >= n:
+                return
+        time.sleep(0.02)
+    raise AssertionError("event never appeared")
+
+
+def test_kill_9_in_flight_temp_fails_and_restart_flows(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as h:
+        assert h.send(MSG).code == 0
+        h.set_exit(0, sleep=30)  # qmail-queue hangs: the message is in flight
+        results: list[InjectResult] = []
+        t = send_in_background(h, results)
+        wait_for_event_count(h.journal, 2)  # scanned and journaled, now waiting on qmail-queue
+        h.stop(signal.SIGKILL)
+        t.join(30)
+        assert results and results[0].code == 82 and results[0].fd6.startswith("Z")  # temporary
+        with Journal(h.journal) as j:
+            assert j.integrity_ok()
+            for entry in j.read(0, 1000):
+                from_json(entry.body, entry.raw)  # every event decodes whole
+        h.set_exit(0)
+        h.start()
+        assert h.send(MSG).code == 0
+        assert h.send(MSG).code == 0
+
+
+def test_sigterm_finishes_in_flight_message(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as h:
+        h.set_exit(0, sleep=1.5)
+        results: list[InjectResult] = []
+        t = send_in_background(h, results)
+        wait_for_event_count(h.journal, 1)
+        assert h.stop(signal.SIGTERM) == 0
+        t.join(30)
+        assert results[0].code == 0  # accepted: it was finished, not abandoned
+        assert len(h.recorded()) == 1
+        assert not h.socket.exists()
+
+
+def test_workers_are_recycled(tmp_path: Path) -> None:
+    extra = ""
+    with running_daemon(tmp_path, extra=extra, workers=1) as h:
+        h.stop()
+        h.config.write_text(h.config.read_text().replace("workers = 1", "workers = 1\nmax_messages_per_worker = 2"))
+        h.start()
+        codes = [h.send(MSG).code for _ in range(7)]
+        assert codes == [0] * 7
+        assert len(h.recorded()) == 7
+
+
+def test_kill_worker_mid_message_is_replaced(tmp_path: Path) -> None:
+    import os
+
+    with running_daemon(tmp_path, workers=1) as h:
+        h.set_exit(0, sleep=30)
+        results: list[InjectResult] = []
+        t = send_in_background(h, results)
+        wait_for_event_count(h.journal, 1)
+        assert h.proc is not None
+        children = Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split()
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        t.join(30)
+        assert results[0].code in (71, 82) and (results[0].code == 71 or results[0].fd6.startswith("Z"))
+        h.set_exit(0)
+        deadline = time.monotonic() + 10
+        while True:  # the master replaces the worker
+            res = h.send(MSG)
+            if res.code == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert res.code == 0
