@@ -15,10 +15,9 @@ passes its environment through; set them in tcpserver rules or the run script):
     QSCAN_TIMEOUT  seconds to wait for the whole exchange (default 600)
 """
 
-import os
-
 # _socket, not socket: the socket module drags in enum and selectors (~5 ms a start).
 import _socket
+import os
 
 from ingest import exitcodes as ec
 from ingest.envelope import AddressTooLong, EnvelopeError, parse_envelope

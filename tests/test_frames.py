@@ -23,7 +23,7 @@ def assemble(data: bytes, cuts: list[int], max_message: int = 1 << 20) -> Reques
     dec = FrameDecoder()
     req = RequestAssembler(max_message)
     prev = 0
-    for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         for kind, payload in dec.feed(data[prev:cut]):
             req.add(kind, payload)
         prev = cut

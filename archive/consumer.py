@@ -1,0 +1,203 @@
+"""The archive consumer: the event log projected into archive and quarantine maildirs.
+
+It is rebuilt by replay, so it must be idempotent: the file name is derived
+from the event alone (``<unix time>.<event id>.qscan``) and a name already on
+disk is left alone. Its position lives in a checkpoint file next to the
+maildirs, written only after the batch's files and directories are fsynced:
+after a crash the consumer re-applies at most one batch, and re-applying
+changes nothing.
+
+Quarantined mail is written whatever the archive settings say: the quarantine
+is the only copy of a message that was accepted but not delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from archive.envelope_block import archived_message, utc
+from archive.maildir import FILE_MODE, Maildir, check_name, deliver_batch, fsync_dir, make_dirs
+from ingest.event import Action, MessageScanned, QueueFailed
+from ingest.ids import uuid7_time
+from ingest.log import LogRecord
+
+log = logging.getLogger(__name__)
+
+POSITION_FILE = ".qscan-archive-position"
+QUARANTINE_FOLDERS = frozenset({"viruses", "policy", "spam", "dlp"})
+SUFFIX = ".qscan"
+
+# How far the event time may be from the time inside its UUIDv7 before a
+# queue_failed removal falls back to listing the maildir.
+_ID_TIME_SLACK = 5
+
+
+def message_name(event: MessageScanned) -> str:
+    """The maildir name for an event: stable across replays, never from mail content."""
+    return check_name(f"{int(utc(event.time).timestamp())}.{event.event_id}{SUFFIX}")
+
+
+class ArchiveSink:
+    """Sink for ``run_consumer`` writing archive and quarantine maildirs."""
+
+    name = "archive"
+    needs_raw = True
+
+    def __init__(
+        self,
+        archive_dir: Path,
+        quarantine_dir: Path,
+        filter: str | None = None,
+        archive_enabled: bool = True,
+        *,
+        fsync_workers: int = 16,
+    ) -> None:
+        self.archive_dir = Path(archive_dir)
+        self.quarantine_dir = Path(quarantine_dir)
+        self.archive_enabled = archive_enabled
+        # Addresses are case-insensitive in practice; a filter that missed
+        # "Support@Example.COM" would silently leave mail out of the archive.
+        self.filter = re.compile(filter, re.IGNORECASE) if filter else None
+        make_dirs(self.archive_dir)
+        self._archive: Maildir | None = None
+        self._quarantine: dict[str, Maildir] = {}
+        self._position: int | None = None
+        self._executor = (
+            ThreadPoolExecutor(max_workers=fsync_workers, thread_name_prefix="archive-fsync")
+            if fsync_workers > 1
+            else None
+        )
+
+    # -- position -------------------------------------------------------------
+
+    @property
+    def position_path(self) -> Path:
+        return self.archive_dir / POSITION_FILE
+
+    def position(self) -> int:
+        if self._position is None:
+            try:
+                text = self.position_path.read_text("ascii").strip()
+            except FileNotFoundError:
+                self._position = 0
+            else:
+                self._position = int(text)
+        return self._position
+
+    def set_position(self, position: int) -> None:
+        """Replace the checkpoint atomically: a crash leaves the old or the new value."""
+        if position < 0:
+            raise ValueError("position must be >= 0")
+        tmp = self.archive_dir / (POSITION_FILE + ".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, FILE_MODE)
+        try:
+            os.write(fd, f"{position}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.position_path)
+        fsync_dir(self.archive_dir)
+        self._position = position
+
+    # -- applying -------------------------------------------------------------
+
+    def apply(self, records: Sequence[LogRecord], position: int) -> None:
+        # Writes are collected first so that a queue_failed later in the same
+        # batch cancels its message before anything touches the disk.
+        pending: dict[tuple[Path, str], tuple[Maildir, str, MessageScanned]] = {}
+        removed_from: list[Maildir] = []
+        for record in records:
+            event = record.event
+            if isinstance(event, MessageScanned):
+                target = self._target(event)
+                if target is None:
+                    continue
+                if not event.raw_message and event.size:
+                    raise ValueError(
+                        f"event {event.event_id} has no raw message: read the log with_raw=True"
+                    )
+                name = message_name(event)
+                pending[(target.path, name)] = (target, name, event)
+            elif isinstance(event, QueueFailed):
+                ref = event.ref_event_id
+                for key in [k for k, v in pending.items() if v[2].event_id == ref]:
+                    del pending[key]
+                if self._remove_archived(ref):
+                    removed_from.append(self._archive_maildir())
+        # Built lazily: only one archived copy of a large message is in memory at a time.
+        deliver_batch(
+            ((m, n, archived_message(e)) for m, n, e in pending.values()), self._executor
+        )
+        for maildir in removed_from:
+            maildir.sync()
+        self.set_position(position)
+
+    def _target(self, event: MessageScanned) -> Maildir | None:
+        if event.action == Action.QUARANTINE:
+            return self._quarantine_maildir(event.quarantine_folder or "policy")
+        accepted = event.action in (Action.DELIVER, Action.DROP)
+        if accepted and self.archive_enabled and self._matches(event):
+            return self._archive_maildir()
+        return None  # reject / tempfail were never accepted; filtered-out mail is not kept
+
+    def _matches(self, event: MessageScanned) -> bool:
+        if self.filter is None:
+            return True
+        addresses = [event.envelope.sender, *event.envelope.recipients]
+        return any(self.filter.search(a) for a in addresses)
+
+    def _archive_maildir(self) -> Maildir:
+        if self._archive is None:
+            self._archive = Maildir(self.archive_dir)
+        return self._archive
+
+    def _quarantine_maildir(self, folder: str) -> Maildir:
+        if folder not in QUARANTINE_FOLDERS:
+            raise ValueError(f"unknown quarantine folder {folder!r}")
+        maildir = self._quarantine.get(folder)
+        if maildir is None:
+            maildir = self._quarantine[folder] = Maildir(self.quarantine_dir / folder)
+        return maildir
+
+    def _remove_archived(self, ref_event_id: str) -> bool:
+        """Remove the archived copy of a message qmail-queue did not accept.
+
+        The sender will retry, and the retry gets its own event and copy; the
+        failed attempt must not appear in the archive as if it were delivered.
+        The name holds the event time, which a queue_failed event does not
+        carry: the UUIDv7 time finds it without a listing in the usual case.
+        """
+        if not self.archive_enabled:
+            return False
+        suffix = f".{ref_event_id}{SUFFIX}"
+        try:
+            check_name("x" + suffix)
+        except ValueError:
+            log.warning("queue_failed refers to an unusable event id %r", ref_event_id)
+            return False
+        maildir = self._archive_maildir()
+        names: list[str] = []
+        try:
+            t = int(uuid7_time(ref_event_id))
+        except ValueError:
+            t = None
+        if t is not None:
+            for s in range(t - _ID_TIME_SLACK, t + _ID_TIME_SLACK + 1):
+                if maildir.exists(f"{s}{suffix}"):
+                    names.append(f"{s}{suffix}")
+        if not names:
+            names = maildir.find(lambda n: n.endswith(suffix))
+        removed = False
+        for n in names:
+            removed = maildir.remove(n) or removed
+        return removed
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
