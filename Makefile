@@ -10,7 +10,7 @@ STAMP    := $(VENV)/.installed-stamp
 
 .PHONY: install demo test test-fast lint typecheck schema clean
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
 	touch $(STAMP)
 

@@ -116,6 +116,7 @@ class Finding(_Model):
     score: float = 0.0
     detail: str = ""
     duration_ms: float = 0.0
+    error: str | None = Field(None, description="set when the scan did not happen (timeout, refused, ...)")
 
 
 class Timings(_Model):

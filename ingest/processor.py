@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from scanners.size import SizeScanner
 log = logging.getLogger(__name__)
 
 PRODUCT = "qscan-0.1.0"
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
 JOURNAL_FAIL = "Zqscan: cannot record the message, try again later (#4.3.0)"
 AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
 
@@ -184,6 +186,7 @@ class Processor:
                         detail=safe(f"{type(exc).__name__}: {exc}"),
                         disposition=Disposition.TEMPFAIL,
                         reply="Zqscan: a scanner failed, try again later (#4.3.0)",
+                        error=safe(f"{type(exc).__name__}: {exc}"),
                     )
                 ]
             took = (time.perf_counter() - s0) * 1000
@@ -194,9 +197,16 @@ class Processor:
         t_scan = time.perf_counter()
         decision = decide(findings)
         event_id = str(uuid7())
+        body = raw
+        for r in findings:
+            if r.transform is not None:
+                try:
+                    body = r.transform(body)
+                except Exception:  # a broken rewrite must not lose the message
+                    log.exception("transform from %s failed; message left as received", r.scanner)
         added = self._headers(raw, client, env, decision.category, findings, scan_parts,
                               time.perf_counter() - t0 + req.receive_ms / 1000, req.received)
-        new_raw = b"".join(added) + raw if added else raw
+        new_raw = b"".join(added) + body if added else body
         total_ms = (time.perf_counter() - t0) * 1000 + req.receive_ms
         event = MessageScanned(
             event_id=event_id,
@@ -216,6 +226,7 @@ class Processor:
                 Finding(
                     scanner=r.scanner, version=r.version, verdict=Category(r.verdict.value),
                     name=r.name, score=r.score, detail=r.detail, duration_ms=round(r.duration_ms, 3),
+                    error=r.error,
                 )
                 for r in findings
             ],
@@ -252,6 +263,10 @@ class Processor:
             )
             name = "Received" if self.opt.diagnostics_style == "received" else "X-Qmail-Scanner-Diagnostics"
             out.append(fold(name, value, eol))
+        for r in findings:
+            for name, value in r.add_headers:
+                if _HEADER_NAME.fullmatch(name):
+                    out.append(fold(name, safe(value, 900), eol))
         if self.opt.header_mail_from:
             out.append(fold("X-Qmail-Scanner-Mail-From", safe(_addr(env.sender), 500) or "<>", eol))
         if self.opt.header_recipients:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest.daemon import DaemonOptions
@@ -14,7 +15,9 @@ from qscan.config import Config
 from scanners.base import Scanner
 from scanners.size import SizeScanner
 
-SCANNERS: dict[str, type] = {"size": SizeScanner}
+# name -> factory(config). Scanner issues register theirs here; order of use is
+# `scanners.enabled`, but AV-type scanners should be listed first (see README).
+SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
 CONSUMERS = ("archive", "summaries")
 
 
@@ -23,7 +26,7 @@ def make_scanners(cfg: Config) -> list[Scanner]:
     for name in cfg.scanners.enabled:
         if name not in SCANNERS:
             raise ValueError(f"unknown scanner {name!r} (known: {', '.join(SCANNERS)})")
-        out.append(SCANNERS[name]())
+        out.append(SCANNERS[name](cfg))
     return out
 
 

@@ -5,6 +5,7 @@ Headers, events, log lines and SQL rows are all built from lists of these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -42,6 +43,11 @@ class ScanResult:
     version: str = ""
     disposition: Disposition = Disposition.NONE
     reply: str | None = None  # 'D...' or 'Z...' text for reject/tempfail
+    error: str | None = None  # the scan did not happen (timeout, refused, protocol): never "clean"
+    add_headers: list[tuple[str, str]] = field(default_factory=list)  # added on top, sanitised
+    # A rewrite of the raw message (e.g. renaming repeated MIME headers, a subject prefix).
+    # Applied in scanner order before qscan's own headers are added; must be total (never raise).
+    transform: Callable[[bytes], bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -25,8 +25,21 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "bootstrap: qscan needs Python >= 3.11 ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
     exit 1
 fi
-if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    apt_install python3-venv
+# Debian packages the project needs (real servers for the tests, libraries): only the missing ones.
+if command -v dpkg-query >/dev/null 2>&1; then
+    missing=""
+    for pkg in $(sed -e 's/#.*//' "$(dirname "$0")/debian-packages.txt"); do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing="$missing $pkg"
+        fi
+    done
+    if [ -n "$missing" ]; then
+        # shellcheck disable=SC2086
+        apt_install $missing
+    fi
+elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "bootstrap: Python's venv module is missing; install it (Debian: python3-venv)" >&2
+    exit 1
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

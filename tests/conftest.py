@@ -8,3 +8,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def require(what: str, available: bool) -> None:
+    """A test that needs a real component: skip on a developer box, fail in CI (CI=true).
+
+    `make test` installs every component (scripts/debian-packages.txt), so in CI a missing
+    one is a broken install, never a reason to pass quietly.
+    """
+    import os
+
+    import pytest
+
+    if available:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} not available (make test installs it)")

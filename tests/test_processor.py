@@ -1,0 +1,122 @@
+"""The processor without sockets: scanner hook, verdicts, added headers, transforms, journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.envelope import build_envelope
+from ingest.event import MessageScanned, from_json
+from ingest.journal import Journal
+from ingest.processor import Processor, ProcessorOptions, make_request
+from qscan.standin import recorded, write_standin
+from scanners.base import ScanContext
+from scanners.result import Disposition, ScanResult, Verdict
+
+MSG = b"From: a@example.com\nSubject: hi\n\nbody\n"
+ENV = build_envelope(b"a@example.com", [b"b@example.org"])
+
+
+class FakeScanner:
+    name = "fake"
+    version = "9"
+
+    def __init__(self, results: list[ScanResult] | Exception) -> None:
+        self.results = results
+
+    def scan(self, ctx: ScanContext) -> list[ScanResult]:
+        if isinstance(self.results, Exception):
+            raise self.results
+        return self.results
+
+
+@pytest.fixture
+def make(tmp_path: Path):  # type: ignore[no-untyped-def]
+    standin = write_standin(tmp_path / "qq", tmp_path / "rec")
+
+    def factory(*scanners: FakeScanner) -> tuple[Processor, Journal]:
+        journal = Journal(tmp_path / "j.db")
+        opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin)
+        return Processor(opts, journal, list(scanners)), journal
+
+    return factory
+
+
+def scanned(journal: Journal) -> list[MessageScanned]:
+    return [e for e in (from_json(x.body, x.raw) for x in journal.read(0, 100)) if isinstance(e, MessageScanned)]
+
+
+def test_clean_message_is_queued_with_diagnostics(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proc, journal = make(FakeScanner([]))
+    out = proc.process(make_request(MSG, ENV))
+    assert (out.code, out.text) == (0, None)
+    [(msg, env)] = recorded(tmp_path / "rec")
+    assert env == ENV and msg.endswith(MSG) and msg.startswith(b"X-Qmail-Scanner-Diagnostics:")
+    assert b"fake: 9." in msg.replace(b"\n\t", b" ")
+    [ev] = scanned(journal)
+    assert ev.raw_message == msg and ev.action == "deliver"
+
+
+def test_scanner_headers_and_transform(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = ScanResult(
+        scanner="fake", verdict=Verdict.SPAM, score=7.5, disposition=Disposition.DELIVER,
+        add_headers=[("X-Spam-Status", "Yes, score=7.5\r\nBcc: evil@example.com"), ("Bad Name", "x")],
+        transform=lambda raw: raw.replace(b"Subject: hi", b"Subject: [SPAM] hi"),
+    )
+    proc, journal = make(FakeScanner([result]))
+    assert proc.process(make_request(MSG, ENV)).code == 0
+    [(msg, _)] = recorded(tmp_path / "rec")
+    assert b"Subject: [SPAM] hi" in msg
+    assert b"X-Spam-Status: Yes, score=7.5 Bcc: evil@example.com\n" in msg  # CR/LF never reach a header
+    assert b"Bad Name" not in msg
+    [ev] = scanned(journal)
+    assert ev.category == "spam" and ev.action == "deliver"
+
+
+@pytest.mark.parametrize(
+    ("disposition", "code", "text"),
+    [
+        (Disposition.REJECT, 82, "Dblocked (#5.7.1)"),
+        (Disposition.TEMPFAIL, 82, "Zlater (#4.7.1)"),
+        (Disposition.QUARANTINE, 0, None),
+        (Disposition.DROP, 0, None),
+    ],
+)
+def test_dispositions(make, tmp_path: Path, disposition: Disposition, code: int, text: str | None) -> None:  # type: ignore[no-untyped-def]
+    reply = text if disposition in (Disposition.REJECT, Disposition.TEMPFAIL) else None
+    result = ScanResult(scanner="fake", verdict=Verdict.POLICY, name="rule-1", disposition=disposition, reply=reply)
+    proc, journal = make(FakeScanner([result]))
+    out = proc.process(make_request(MSG, ENV))
+    assert (out.code, out.text) == (code, text)
+    assert recorded(tmp_path / "rec") == []  # nothing reached qmail-queue
+    [ev] = scanned(journal)
+    assert ev.action == disposition.value and ev.reason == "rule-1" and ev.category == "policy"
+    assert ev.raw_message  # the message is kept in the journal: quarantine/drop lose nothing
+
+
+def test_virus_outranks_policy(make) -> None:  # type: ignore[no-untyped-def]
+    proc, journal = make(FakeScanner([
+        ScanResult(scanner="internal", verdict=Verdict.POLICY, name="exe", disposition=Disposition.QUARANTINE),
+        ScanResult(scanner="clamd", verdict=Verdict.VIRUS, name="Eicar-Test", disposition=Disposition.QUARANTINE),
+    ]))
+    proc.process(make_request(MSG, ENV))
+    [ev] = scanned(journal)
+    assert ev.category == "virus" and ev.reason == "Eicar-Test"
+
+
+def test_crashing_scanner_temp_fails_and_records(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proc, journal = make(FakeScanner(RuntimeError("boom")))
+    out = proc.process(make_request(MSG, ENV))
+    assert out.code == 82 and out.text and out.text.startswith("Z")
+    [ev] = scanned(journal)
+    assert ev.action == "tempfail" and ev.findings[0].error == "RuntimeError: boom"
+    assert recorded(tmp_path / "rec") == []
+
+
+def test_unparseable_garbage_is_still_handled(make) -> None:  # type: ignore[no-untyped-def]
+    proc, journal = make()
+    garbage = b"\xff\xfe\x00" * 1000 + b"\n\n--x\nContent-Type: multipart/mixed; boundary=\n"
+    out = proc.process(make_request(garbage, ENV))
+    assert out.code in (0, 82)
+    assert len(scanned(journal)) == 1
