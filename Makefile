@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-data
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint typecheck schema clean
+.PHONY: install demo test test-fast lint typecheck schema clean bench
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
@@ -38,3 +38,6 @@ schema: install
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+bench: install
+	$(PY) -m bench.run

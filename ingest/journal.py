@@ -113,6 +113,23 @@ class Journal:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def append_many(self, entries: Iterable[tuple[str, str, bytes, bytes | None]]) -> int:
+        """Append many events in one transaction (bulk loads, relays); returns the last seq."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events(event_id, type, appended, body, raw) VALUES (?,?,?,?,?)",
+                    ((eid, typ, time.time(), body, raw) for eid, typ, body, raw in entries),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"append failed: {exc}") from exc
+        return self.head()
+
     # -- reading -------------------------------------------------------------
     def read(self, after: int, limit: int = 500, *, with_raw: bool = True) -> list[JournalEntry]:
         cols = "seq, event_id, type, appended, body, " + ("raw" if with_raw else "NULL")

@@ -8,8 +8,11 @@ recorded so the verdict can treat the message as malformed.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import re
 from email import policy
+from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
@@ -27,8 +30,9 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
+    lname = name.lower()
     for key, value in msg.raw_items():  # type: ignore[attr-defined]
-        if key.lower() == name.lower():
+        if key.lower() == lname:
             return str(value)
     return None
 
@@ -41,15 +45,49 @@ def header(msg: Message, name: str) -> str | None:
         return _raw_header(msg, name)
 
 
+_FOLD = re.compile(r"\r?\n[ \t]")
+
+
+def display_header(msg: Message, name: str) -> str | None:
+    """A header's text for display and search: unfolded and RFC 2047-decoded.
+
+    Cheaper than the structured header registry (which parses address lists in
+    full) and total: a header that will not decode is shown raw.
+    """
+    raw = _raw_header(msg, name)
+    if raw is None:
+        return None
+    value = _FOLD.sub(" ", raw).strip()
+    if "=?" in value:
+        try:
+            value = "".join(
+                chunk.decode(_charset(charset), "replace") if isinstance(chunk, bytes) else chunk
+                for chunk, charset in decode_header(value)
+            )
+        except Exception:
+            pass
+    return value
+
+
+def _charset(name: str | None) -> str:
+    if not name or name == "unknown-8bit":
+        return "ascii"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return "latin-1"
+    return name
+
+
 def header_summary(msg: EmailMessage) -> HeaderSummary:
     return HeaderSummary.model_validate(
         {
-            "from": header(msg, "From"),
-            "to": header(msg, "To"),
-            "cc": header(msg, "Cc"),
-            "subject": header(msg, "Subject"),
-            "message_id": header(msg, "Message-ID"),
-            "date": header(msg, "Date"),
+            "from": display_header(msg, "From"),
+            "to": display_header(msg, "To"),
+            "cc": display_header(msg, "Cc"),
+            "subject": display_header(msg, "Subject"),
+            "message_id": display_header(msg, "Message-ID"),
+            "date": display_header(msg, "Date"),
         }
     )
 

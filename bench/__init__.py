@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (bench/run.py). Targets live here, not in timed tests."""

@@ -1,0 +1,497 @@
+"""The benchmark harness: `make bench` (or `python -m bench.run --help`).
+
+Measures, on one deterministic corpus and in one run:
+  floors       what the machine and Python allow (parse, fsync, interpreter start-up)
+  daemon_core  the daemon fed straight over its socket (our scanning cost, no process spawns)
+  end_to_end   a real qscan-queue process per message, as qmail runs it, at 1/4/8 senders
+  consumers    events/s of the archive maildir writer and the SQL summaries
+and prints each qscan figure beside its floor. Results go to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+from bench.corpus import BenchMessage, generate
+from ingest import frames
+from qscan.injector import inject
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CLIENT = str(Path(sys.executable).parent / "qscan-queue")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return 0.0
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+# -- machine ------------------------------------------------------------------
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "model": model or platform.processor(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+# -- floors -------------------------------------------------------------------
+def floor_parse(corpus: list[BenchMessage]) -> float:
+    parser = BytesParser(policy=policy.default)
+    t0 = time.perf_counter()
+    for m in corpus:
+        msg = parser.parsebytes(m.data)
+        for part in msg.walk():
+            if not part.is_multipart():
+                part.get_payload(decode=True)
+    return len(corpus) / (time.perf_counter() - t0)
+
+
+def floor_fsync(corpus: list[BenchMessage], work: Path) -> float:
+    path = work / "fsync-floor.log"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    t0 = time.perf_counter()
+    try:
+        for m in corpus:
+            os.write(fd, m.data)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return len(corpus) / (time.perf_counter() - t0)
+
+
+def start_ms(argv: list[str], env: dict[str, str] | None = None, runs: int = 40) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+# -- the daemon under test ----------------------------------------------------
+class Daemon:
+    def __init__(self, work: Path, standin: Path, workers: int | None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="qsb", dir=work))
+        self.socket = Path(tempfile.mkdtemp(prefix="qsb")) / "q.sock"
+        workers_line = f"workers = {workers}\n" if workers else ""
+        self.config = self.dir / "qscan.toml"
+        self.config.write_text(
+            f'data_dir = "{self.dir}"\n[daemon]\nsocket = "{self.socket}"\n'
+            f'qmail_queue = "{standin}"\n{workers_line}[summary_log]\ntarget = "file"\n'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qscan", "-c", str(self.config), "daemon"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "daemon.log", "wb"),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.socket))
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("daemon did not start: " + (self.dir / "daemon.log").read_text())
+        time.sleep(0.5)  # let every worker finish importing
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        try:
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            pids += [int(k) for k in kids]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """Master + workers, each with the children they reaped (recycled workers, qmail-queue)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total / TICK
+
+    def pss_mb(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+
+def send_direct(sock_path: Path, m: BenchMessage) -> tuple[int, float]:
+    """One message straight over the daemon socket (no qscan-queue process)."""
+    t0 = time.perf_counter()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(sock_path))
+        out = [frames.encode(frames.HELLO, frames.PROTOCOL)]
+        out += [frames.encode(frames.ATTR, f"{k}={v}".encode()) for k, v in m.env.items()]
+        data = m.data
+        for i in range(0, len(data), frames.MAX_CHUNK):
+            out.append(frames.encode(frames.MESSAGE, data[i : i + frames.MAX_CHUNK]))
+        out += [frames.encode(frames.ENVELOPE, m.envelope), frames.encode(frames.END)]
+        s.sendall(b"".join(out))
+        dec = frames.FrameDecoder()
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("daemon closed without an answer")
+            got = dec.feed(chunk)
+            if got:
+                code, _ = frames.decode_result(got[0][1])
+                return code, (time.perf_counter() - t0) * 1000
+
+
+def send_client(sock_path: Path, m: BenchMessage) -> tuple[int, float]:
+    env = {"QSCAN_SOCKET": str(sock_path), **m.env}
+    r = inject(CLIENT, m.data, m.envelope, env, fd6=True)
+    return r.code, r.elapsed * 1000
+
+
+def drive(
+    d: Daemon,
+    corpus: list[BenchMessage],
+    concurrency: int,
+    send: Callable[[Path, BenchMessage], tuple[int, float]],
+    sample_pss: bool = False,
+) -> dict[str, float]:
+    pss: list[float] = []
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.wait(0.1):
+            pss.append(d.pss_mb())
+
+    if sample_pss:
+        threading.Thread(target=sampler, daemon=True).start()
+    cpu0 = d.cpu_seconds()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(lambda m: send(d.socket, m), corpus))
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1 = d.cpu_seconds()
+    stop.set()
+    bad = [c for c, _ in results if c != 0]
+    if bad:
+        log(f"  warning: {len(bad)} messages answered non-zero (e.g. {bad[0]})")
+    lat = [ms for _, ms in results]
+    clients = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {
+        "msgs_per_s": round(len(corpus) / wall, 1),
+        "p50_ms": round(pct(lat, 50), 2),
+        "p95_ms": round(pct(lat, 95), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+        "cpu_ms_per_msg": round((cpu1 - cpu0 + clients) * 1000 / len(corpus), 2),
+        "daemon_cpu_ms_per_msg": round((cpu1 - cpu0) * 1000 / len(corpus), 2),
+        "pss_mb": round(max(pss), 1) if pss else 0.0,
+        "non_zero": len(bad),
+    }
+
+
+# -- consumers ------------------------------------------------------------------
+def consumers(
+    corpus: list[BenchMessage], work: Path, n_events: int, pg_url: str | None
+) -> dict[str, float | None]:
+    from archive.consumer import ArchiveSink
+    from compliance.db import upgrade
+    from compliance.summaries import SummarySink
+    from ingest.envelope import parse_envelope
+    from ingest.event import to_json
+    from ingest.ids import uuid7
+    from ingest.journal import Journal
+    from ingest.log import JournalReader, run_consumer
+    from ingest.processor import Processor, ProcessorOptions, make_request
+    from qscan.config import parse_config
+    from qscan.wiring import make_scanners
+
+    root = Path(tempfile.mkdtemp(prefix="consumers", dir=work))
+    cfg = parse_config(f'data_dir = "{root}"\n', root / "q.toml")
+    journal = Journal(root / "journal.db")
+    proc = Processor(
+        ProcessorOptions(hostname="bench.example", qmail_queue=Path("/bin/true")), journal, make_scanners(cfg)
+    )
+    base = []
+    for m in corpus[:500]:
+        base.append(proc._scan(make_request(m.data, m.envelope, m.env), parse_envelope(m.envelope)))
+    log(f"  filling a journal with {n_events} events ...")
+
+    def entries():  # type: ignore[no-untyped-def]
+        for i in range(n_events):
+            ev, raw = base[i % len(base)]
+            ev = ev.model_copy(update={"event_id": str(uuid7())})
+            yield ev.event_id, ev.type, to_json(ev, with_raw=False), raw
+
+    journal.append_many(entries())
+    out: dict[str, float | None] = {}
+
+    def timed(sink) -> float:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        n = run_consumer(JournalReader(journal), sink, batch=200, once=True)
+        rate = n / (time.perf_counter() - t0)
+        sink.close()
+        return round(rate, 1)
+
+    out["archive_events_per_s"] = timed(ArchiveSink(root / "archive", root / "quarantine"))
+    url = f"sqlite:///{root / 'qscan.db'}"
+    upgrade(url)
+    out["sqlite_events_per_s"] = timed(SummarySink(url))
+    out["postgres_events_per_s"] = None
+    if pg_url:
+        upgrade(pg_url)
+        out["postgres_events_per_s"] = timed(SummarySink(pg_url))
+    journal.close()
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def postgres_url(work: Path) -> tuple[str | None, Callable[[], None]]:
+    """A throw-away PostgreSQL on loopback when the server binaries are installed."""
+    try:
+        from tests.pg import start_postgres  # the same helper the tests use
+    except ImportError:
+        return None, lambda: None
+    try:
+        return start_postgres(work)
+    except Exception as exc:  # no server here: say so, measure the rest
+        log(f"  PostgreSQL not available: {exc}")
+        return None, lambda: None
+
+
+# -- main -------------------------------------------------------------------------
+TARGETS = {
+    ("end_to_end", "4", "msgs_per_s"): (">=", 250),
+    ("end_to_end", "4", "p50_ms"): ("<=", 10),
+    ("end_to_end", "4", "p99_ms"): ("<=", 50),
+    ("daemon_core", "msgs_per_s"): (">=", 650),
+    ("consumers", "sqlite_events_per_s"): (">=", 2000),
+    ("consumers", "archive_events_per_s"): (">=", 1000),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--messages", type=int, default=2000, help="corpus size (default 2000)")
+    ap.add_argument("--events", type=int, default=20000, help="journal events for the consumer figures")
+    ap.add_argument("--concurrency", default="1,4,8", help="end-to-end sender counts")
+    ap.add_argument("--workers", type=int, default=None, help="daemon workers (default: the config default)")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: floors,core,e2e,consumers")
+    ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+
+    work = ROOT / "bench" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    standin = work / "qmail-queue-standin"
+    subprocess.run(["cc", "-O2", "-o", str(standin), str(ROOT / "bench" / "standin.c")], check=True)
+
+    log(f"generating corpus ({args.messages} messages + 25 MB + nested archive) ...")
+    corpus = generate(args.messages)
+    steady = corpus[:-2]  # the two outliers are measured separately
+    result: dict[str, object] = {
+        "machine": machine(),
+        "corpus": {"messages": len(corpus), "bytes": sum(len(m.data) for m in corpus), "seed": 20261125},
+    }
+
+    if "floors" not in skip:
+        log("floors ...")
+        py = sys.executable
+        result["floors"] = {
+            "parse_msgs_per_s": round(floor_parse(steady), 1),
+            "fsync_msgs_per_s": round(floor_fsync(steady, work), 1),
+            "python_start_ms": round(start_ms([py, "-c", "pass"]), 2),
+            "python_S_start_ms": round(start_ms([py, "-S", "-c", "pass"]), 2),
+            "client_start_ms": round(start_ms([CLIENT], env={"QSCAN_SOCKET": "/nonexistent/q.sock"}), 2),
+        }
+    if "core" not in skip:
+        log("daemon core (straight over the socket, 4 connections) ...")
+        with Daemon(work, standin, args.workers) as d:
+            drive(d, steady[:200], 4, send_direct)  # warm-up
+            core = drive(d, steady, 4, send_direct, sample_pss=True)
+            t0 = time.perf_counter()
+            big = [send_direct(d.socket, m) for m in corpus[-2:]]
+            core["outliers_ms"] = {"huge_25mb": round(big[0][1], 1), "nested_zip": round(big[1][1], 1)}
+            core["outliers_wall_s"] = round(time.perf_counter() - t0, 2)
+            core["pss_after_outliers_mb"] = round(d.pss_mb(), 1)
+        result["daemon_core"] = core
+    if "e2e" not in skip:
+        e2e: dict[str, object] = {}
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            log(f"end to end, {c} concurrent sender(s), a qscan-queue process per message ...")
+            with Daemon(work, standin, args.workers) as d:
+                drive(d, steady[:100], c, send_client)  # warm-up
+                e2e[str(c)] = drive(d, steady, c, send_client)
+        result["end_to_end"] = e2e
+    if "consumers" not in skip:
+        log("consumers ...")
+        pg_url, pg_stop = postgres_url(work)
+        try:
+            result["consumers"] = consumers(steady, work, args.events, pg_url)
+        finally:
+            pg_stop()
+
+    report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    log(f"wrote {args.out}")
+    return 0
+
+
+def _get(result: dict[str, object], path: tuple[str, ...]) -> float | None:
+    node: object = result
+    for k in path:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node if isinstance(node, (int, float)) else None
+
+
+def report(r: dict[str, object]) -> None:
+    f = r.get("floors") or {}
+    assert isinstance(f, dict)
+    rows: list[tuple[str, str, str]] = []
+
+    def ratio(value: float | None, floor: float | None, inverse: bool = False) -> str:
+        if not value or not floor:
+            return ""
+        return f"{(floor / value if inverse else value / floor):.2f}x floor"
+
+    core = r.get("daemon_core")
+    if isinstance(core, dict):
+        rows.append(
+            (
+                "daemon core msgs/s",
+                f"{core['msgs_per_s']}",
+                ratio(core["msgs_per_s"], f.get("parse_msgs_per_s") and 2 * f["parse_msgs_per_s"])
+                + " (2 cores' parse)",
+            )
+        )
+        rows.append(("daemon core p50 / p99 ms", f"{core['p50_ms']} / {core['p99_ms']}", ""))
+        rows.append(
+            ("daemon PSS MB (peak)", f"{core['pss_mb']}", f"after outliers {core['pss_after_outliers_mb']}")
+        )
+        rows.append(
+            (
+                "25 MB msg / nested zip ms",
+                f"{core['outliers_ms']['huge_25mb']} / {core['outliers_ms']['nested_zip']}",
+                "",
+            )
+        )
+    e2e = r.get("end_to_end")
+    if isinstance(e2e, dict):
+        for c, v in e2e.items():
+            rows.append((f"end-to-end c={c} msgs/s", f"{v['msgs_per_s']}", ""))
+            rows.append(
+                (f"end-to-end c={c} p50/p95/p99 ms", f"{v['p50_ms']} / {v['p95_ms']} / {v['p99_ms']}", "")
+            )
+            rows.append(
+                (
+                    f"end-to-end c={c} CPU ms/msg",
+                    f"{v['cpu_ms_per_msg']}",
+                    f"daemon {v['daemon_cpu_ms_per_msg']}",
+                )
+            )
+    if f:
+        rows.append(("floor: parse+walk+decode msgs/s", f"{f['parse_msgs_per_s']}", "1 process"))
+        rows.append(("floor: write+fsync msgs/s", f"{f['fsync_msgs_per_s']}", ""))
+        rows.append(("python -c pass / -S ms", f"{f['python_start_ms']} / {f['python_S_start_ms']}", ""))
+        rows.append(
+            (
+                "qscan-queue start-up ms",
+                f"{f['client_start_ms']}",
+                ratio(f["client_start_ms"], f["python_S_start_ms"]) + " (python -S)",
+            )
+        )
+    cons = r.get("consumers")
+    if isinstance(cons, dict):
+        for k, v in cons.items():
+            rows.append((k.replace("_", " "), "n/a" if v is None else f"{v}", ""))
+    width = max(len(a) for a, _, _ in rows) + 2
+    print("\nqscan benchmark", json.dumps(r["machine"]))
+    for a, b, c in rows:
+        print(f"  {a:<{width}}{b:>22}   {c}")
+    print("\ntargets:")
+    for path, (op, target) in TARGETS.items():
+        v = _get(r, path)
+        if v is None:
+            continue
+        ok = v >= target if op == ">=" else v <= target
+        print(f"  {'.'.join(path):<40} {v:>10} {op} {target:<6} {'ok' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The scan stage's MIME helpers never raise, whatever the bytes."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.mime import display_header, header_summary, parse, walk_parts
+
+
+def test_display_header_decodes_and_unfolds() -> None:
+    msg = parse(
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\n =?utf-8?q?_aus_K=C3=B6ln?= today\n"
+        b'From: "=?iso-8859-1?q?J=F6rg?=" <j@example.com>\nTo: a@example.org,\n\tc@example.org\n\nbody\n'
+    )
+    assert display_header(msg, "subject") == "Grüße aus Köln today"
+    assert display_header(msg, "From") == '"Jörg" <j@example.com>'
+    assert display_header(msg, "To") == "a@example.org, c@example.org"
+    assert display_header(msg, "Cc") is None
+
+
+def test_parts_are_numbered_and_hashed() -> None:
+    msg = parse(
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\nhello\n'
+        b'--b\nContent-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n'
+        b"TVqQAAMAAAAEAAAA\n--b--\n"
+    )
+    parts, scan, defects = walk_parts(msg)
+    assert [p.path for p in parts] == ["1", "2"]
+    assert parts[1].filename == "a.bin" and parts[1].size == 12
+    assert scan[1].payload.startswith(b"MZ")
+    assert defects == []
+
+
+header_line = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" "))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from([b"Subject", b"From", b"To", b"Content-Type", b"X-A"]), header_line), max_size=8),
+       st.binary(max_size=500))
+def test_arbitrary_headers_and_bodies_never_raise(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    raw = b"".join(k + b": " + v + b"\n" for k, v in headers) + b"\n" + body
+    msg = parse(raw)
+    header_summary(msg)
+    walk_parts(msg)
+
+
+@settings(max_examples=100)
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    msg = parse(raw)
+    header_summary(msg)
+    walk_parts(msg)
