@@ -40,4 +40,4 @@ clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 bench: install
-	$(PY) -m bench.run
+	$(PY) -m bench.run --docs docs/performance.md

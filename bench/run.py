@@ -351,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="daemon workers (default: the config default)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: floors,core,e2e,consumers")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument(
+        "--docs", type=Path, default=None,
+        help="markdown file whose figures section (between the figures markers) is rewritten",
+    )
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -405,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             pg_stop()
 
     report(result)
+    if args.docs and args.docs.exists():
+        update_docs(args.docs, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     log(f"wrote {args.out}")
@@ -418,6 +424,45 @@ def _get(result: dict[str, object], path: tuple[str, ...]) -> float | None:
             return None
         node = node[k]
     return node if isinstance(node, (int, float)) else None
+
+
+BEGIN = "<!-- figures:begin (written by bench/run.py) -->"
+END = "<!-- figures:end -->"
+
+
+def update_docs(path: Path, r: dict[str, object]) -> None:
+    """Rewrite the figures section of docs/performance.md from this run."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        log(f"{path}: no figures markers; not updated")
+        return
+    m = r["machine"]
+    assert isinstance(m, dict)
+    lines = [
+        BEGIN,
+        "",
+        f"Measured {m['date']} on {m['cpus']} × {m['model']}, Python {m['python']}, "
+        f"Linux {m['kernel']}; corpus seed 20261125.",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+    ]
+    targets = {".".join(k): f"{op} {t}" for k, (op, t) in TARGETS.items()}
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float)) or node is None:
+            lines.append(f"| `{prefix}` | {'n/a' if node is None else node} | {targets.get(prefix, '')} |")
+
+    for section in ("end_to_end", "daemon_core", "floors", "consumers"):
+        walk(section, r.get(section))
+    lines += ["", END]
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    path.write_text(head + "\n".join(lines) + tail)
+    log(f"updated {path}")
 
 
 def report(r: dict[str, object]) -> None:
