@@ -5,6 +5,7 @@ connection) and runs Python on its own core; a crash or leak in one message
 costs one worker, which the master replaces. Workers are recycled after
 ``max_messages_per_worker`` messages. SIGTERM makes every worker finish the
 message in hand, then exit; the master waits for them and removes the socket.
+SIGHUP replaces every worker the same gentle way (new rules, new databases).
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class Daemon:
         self.make_processor = make_processor
         self.children: dict[int, float] = {}
         self.stopping = False
+        self.recycle = False
 
     def _spawn(self, lsock: socket.socket) -> None:
         pid = os.fork()
@@ -176,8 +178,12 @@ class Daemon:
         def on_term(signum: int, frame: object) -> None:
             self.stopping = True
 
+        def on_hup(signum: int, frame: object) -> None:
+            self.recycle = True
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
         try:
             for _ in range(self.opts.workers):
                 self._spawn(lsock)
@@ -185,6 +191,12 @@ class Daemon:
                 ready()
             backoff = 0.0
             while not self.stopping:
+                if self.recycle:  # SIGHUP: fresh workers (they re-read rules and databases)
+                    self.recycle = False
+                    log.info("SIGHUP: recycling %d workers", len(self.children))
+                    for pid in list(self.children):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:

@@ -148,4 +148,6 @@ class RequestAssembler:
             raise ProtocolError(f"unexpected frame {kind!r}")
 
     def message(self) -> bytes:
-        return b"".join(self.chunks)
+        data = b"".join(self.chunks)
+        self.chunks = [data]  # keep one copy, not two
+        return data

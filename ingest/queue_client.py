@@ -12,7 +12,8 @@ started once per message. Configuration comes from the environment (qmail
 passes its environment through; set them in tcpserver rules or the run script):
 
     QSCAN_SOCKET   daemon socket (default /run/qscan/qscan.sock)
-    QSCAN_TIMEOUT  seconds to wait for the whole exchange (default 600)
+    QSCAN_TIMEOUT  seconds to wait for the whole exchange (default 1200; keep it above
+                   daemon.timeout + scanner timeouts + daemon.qmail_queue_timeout)
 """
 
 # _socket, not socket: the socket module drags in enum and selectors (~5 ms a start).
@@ -36,7 +37,7 @@ from ingest.frames import (
 )
 
 DEFAULT_SOCKET = "/run/qscan/qscan.sock"
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 1200.0  # qmail-smtpd's own data timeout; must exceed the daemon's budget
 CHUNK = 256 * 1024
 # The environment qmail-smtpd/tcpserver and the common AUTH patches provide.
 PASSED_ENV = (

@@ -101,3 +101,27 @@ def test_kill_worker_mid_message_is_replaced(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert res.code == 0
+
+
+def test_sighup_recycles_workers_without_losing_mail(tmp_path: Path) -> None:
+    import os
+
+    with running_daemon(tmp_path, workers=2) as h:
+        assert h.proc is not None
+        before = set(Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split())
+        h.set_exit(0, sleep=1.0)
+        results: list[InjectResult] = []
+        t = send_in_background(h, results)
+        wait_for_event_count(h.journal, 1)
+        os.kill(h.proc.pid, signal.SIGHUP)
+        t.join(30)
+        assert results[0].code == 0  # the in-flight message finished
+        h.set_exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = set(Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split())
+            if len(after) == 2 and not (after & before):
+                break
+            time.sleep(0.1)
+        assert len(after) == 2 and not (after & before)
+        assert h.send(MSG).code == 0
