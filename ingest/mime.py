@@ -26,12 +26,12 @@ _PARSER = BytesParser(policy=policy.default)
 
 
 def parse(raw: bytes) -> EmailMessage:
-    return _PARSER.parsebytes(raw)  # type: ignore[return-value]
+    return _PARSER.parsebytes(raw)  # type: ignore[return-value,unused-ignore]
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
     lname = name.lower()
-    for key, value in msg.raw_items():  # type: ignore[attr-defined]
+    for key, value in msg.raw_items():  # type: ignore[attr-defined,unused-ignore]
         if key.lower() == lname:
             return str(value)
     return None

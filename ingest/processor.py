@@ -28,6 +28,7 @@ from ingest.event import (
     Finding,
     HeaderSummary,
     MessageScanned,
+    Part,
     QueueFailed,
     Timings,
     to_json,
@@ -139,7 +140,7 @@ class Processor:
         findings: list[ScanResult] = []
         oversized = req.size > self.opt.max_message_size
         message = None
-        parts_meta = []
+        parts_meta: list[Part] = []
         scan_parts: list[ScanPart] = []
         headers = HeaderSummary()
         defects: list[str] = []

@@ -91,7 +91,7 @@ def finish(code: int, text: str | None, fd6_open: bool) -> int:
 
 
 def _read_all(fd: int) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         try:
             data = os.read(fd, CHUNK)

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -224,7 +225,7 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
     cfg = _config(ctx)
     with Journal(cfg.journal_path) as j:
         head = j.head()
-        info = {
+        info: dict[str, Any] = {
             "path": str(cfg.journal_path),
             "head": head,
             "oldest": j.oldest(),
