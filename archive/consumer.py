@@ -42,6 +42,10 @@ def message_name(event: MessageScanned) -> str:
     return check_name(f"{int(utc(event.time).timestamp())}.{event.event_id}{SUFFIX}")
 
 
+def _safe_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
 class ArchiveSink:
     """Sink for ``run_consumer`` writing archive and quarantine maildirs."""
 
@@ -56,8 +60,12 @@ class ArchiveSink:
         archive_enabled: bool = True,
         *,
         fsync_workers: int = 16,
+        position_key: str | None = None,
     ) -> None:
         self.archive_dir = Path(archive_dir)
+        # One checkpoint per log source: the journal's, or one per Kafka partition
+        # (``kafka.<topic>.<partition>``), each replaced atomically on its own.
+        self._position_file = POSITION_FILE + (f".{_safe_key(position_key)}" if position_key else "")
         self.quarantine_dir = Path(quarantine_dir)
         self.archive_enabled = archive_enabled
         # Addresses are case-insensitive in practice; a filter that missed
@@ -77,7 +85,7 @@ class ArchiveSink:
 
     @property
     def position_path(self) -> Path:
-        return self.archive_dir / POSITION_FILE
+        return self.archive_dir / self._position_file
 
     def position(self) -> int:
         if self._position is None:
@@ -93,7 +101,7 @@ class ArchiveSink:
         """Replace the checkpoint atomically: a crash leaves the old or the new value."""
         if position < 0:
             raise ValueError("position must be >= 0")
-        tmp = self.archive_dir / (POSITION_FILE + ".tmp")
+        tmp = self.archive_dir / (self._position_file + ".tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, FILE_MODE)
         try:
             os.write(fd, f"{position}\n".encode("ascii"))

@@ -14,22 +14,46 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
+import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import ColumnElement, Engine, SQLColumnExpression, String, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    SQLColumnExpression,
+    String,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from compliance.models import Message, Recipient
+from compliance.models import (
+    Deletion,
+    DlpFinding,
+    Export,
+    ExportItem,
+    Finding,
+    Message,
+    Part,
+    QuarantineEntry,
+    QueueFailure,
+    Recipient,
+)
 from compliance.summaries import utc
+from ingest.event import Action, Category
 
 FIELDS = (
     "time", "event_id", "action", "category", "reason", "client_ip", "sender",
@@ -66,58 +90,208 @@ def _address(value: str) -> str:
     return value.strip().removeprefix("<").removesuffix(">").strip().lower()
 
 
-def _match(column: SQLColumnExpression[str], value: str) -> ColumnElement[bool]:
+def _match(column: SQLColumnExpression[str | None] | SQLColumnExpression[str], value: str
+           ) -> ColumnElement[bool]:
     return column.like(_like_pattern(value), escape="\\") if "*" in value else column == value
 
 
-def _filters(
-    *,
-    sender: str | None = None,
-    recipient: str | None = None,
-    domain: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject: str | None = None,
-    action: str | None = None,
-) -> list[ColumnElement[bool]]:
+class FilterError(ValueError):
+    """A filter value that cannot mean anything (bad IP network, unknown category...)."""
+
+
+DIRECTIONS = ("inbound", "outbound", "local")
+_EXTENSION_ONLY = re.compile(r"^\*\.([^*./\\]+)$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """One audit query. Every field is optional; the ones given combine with AND.
+
+    The same object is stored with legal holds and exports (``as_json``), so a
+    matter's selection can be re-run and shown exactly as it was asked.
+    """
+
+    sender: str | None = None
+    recipient: str | None = None
+    domain: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    subject: str | None = None
+    action: str | None = None
+    category: str | None = None
+    direction: str | None = None
+    attachment: str | None = None
+    attachment_type: str | None = None
+    client_ip: str | None = None
+    finding: str | None = None
+    dlp_rule: str | None = None
+    message_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action is not None and self.action not in {a.value for a in Action}:
+            raise FilterError(f"unknown action {self.action!r}")
+        if self.category is not None and self.category not in {c.value for c in Category}:
+            raise FilterError(f"unknown verdict {self.category!r}")
+        if self.direction is not None and self.direction not in DIRECTIONS:
+            raise FilterError(f"unknown direction {self.direction!r} (inbound, outbound, local)")
+        if self.client_ip is not None:
+            _ip_clause(self.client_ip)  # refuse a bad address or network now, not mid-query
+        if self.since and self.until and utc(self.since) >= utc(self.until):
+            raise FilterError("--since must be before --until")
+
+    def as_json(self) -> dict[str, Any]:
+        """The filters that are set, times as ISO 8601 UTC (for holds, exports, custody)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = utc(value).isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Filters:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise FilterError(f"unknown filters: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for key in ("since", "until"):
+            if isinstance(values.get(key), str):
+                values[key] = datetime.fromisoformat(values[key])
+        return cls(**values)
+
+    def where(self) -> list[ColumnElement[bool]]:
+        return _where(self)
+
+
+def party_clause(address: str) -> ColumnElement[bool]:
+    """The address sent the message or is one of its envelope recipients."""
+    value = _address(address)
+    rcpt = select(Recipient.event_id).where(_match(func.lower(Recipient.address), value))
+    return or_(_match(func.lower(Message.sender), value), Message.event_id.in_(rcpt))
+
+
+def _ip_clause(value: str) -> ColumnElement[bool]:
+    """An address, a '*' pattern, or an IPv4 network (192.0.2.0/24) of the client."""
+    value = value.strip()
+    if "*" in value:
+        return _match(Message.client_ip, value)
+    if "/" not in value:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise FilterError(f"{value!r} is not an IP address, network or '*' pattern") from exc
+        return Message.client_ip.in_(sorted({value, str(ip), ip.exploded}))
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise FilterError(f"{value!r} is not an IP network") from exc
+    if net.version == 6:
+        raise FilterError("IPv6 networks are not supported: use a '*' pattern (2001:db8:*)")
+    if net.prefixlen == 0:
+        return Message.client_ip.is_not(None)
+    # Stored as text: a network becomes the dotted prefixes covering it, at most 256.
+    octets = -(-net.prefixlen // 8)  # the octets the prefix touches
+    step = 1 << (8 * (4 - octets))
+    patterns = []
+    first = int(net.network_address)
+    for start in range(first, first + net.num_addresses, step):
+        head = ".".join(str(ipaddress.IPv4Address(start)).split(".")[:octets])
+        patterns.append(head if octets == 4 else head + ".%")
+    if octets == 4:
+        return Message.client_ip.in_(patterns)
+    return or_(*(Message.client_ip.like(p) for p in patterns))
+
+
+def _where(f: Filters) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
-    if sender is not None:
-        where.append(_match(func.lower(Message.sender), _address(sender)))
-    if recipient is not None:
-        rcpt = _match(func.lower(Recipient.address), _address(recipient))
+    if f.sender is not None:
+        where.append(_match(func.lower(Message.sender), _address(f.sender)))
+    if f.recipient is not None:
+        rcpt = _match(func.lower(Recipient.address), _address(f.recipient))
         where.append(Message.event_id.in_(select(Recipient.event_id).where(rcpt)))
-    if domain is not None:
-        d = domain.strip().lstrip("@").lower()  # domains are stored lowercased
+    if f.domain is not None:
+        d = f.domain.strip().lstrip("@").lower()  # domains are stored lowercased
         by_rcpt = select(Recipient.event_id).where(_match(Recipient.domain, d))
         where.append(or_(_match(Message.sender_domain, d), Message.event_id.in_(by_rcpt)))
-    if since is not None:
-        where.append(Message.received_at >= utc(since))
-    if until is not None:
-        where.append(Message.received_at < utc(until))
-    if subject:
-        pattern = _like_pattern(subject.lower(), contains=True)
-        where.append(text_lower(Message.subject).like(pattern, escape="\\"))
-    if action is not None:
-        where.append(Message.action == action)
+    if f.since is not None:
+        where.append(Message.received_at >= utc(f.since))
+    if f.until is not None:
+        where.append(Message.received_at < utc(f.until))
+    if f.subject:
+        where.append(_contains(Message.subject, f.subject))
+    if f.action is not None:
+        where.append(Message.action == f.action)
+    if f.category is not None:
+        where.append(Message.category == f.category)
+    if f.direction is not None:
+        where.append(Message.direction == f.direction)
+    if f.attachment is not None:
+        name = f.attachment.strip().lower()
+        ext = _EXTENSION_ONLY.match(name)
+        cond = (Part.extension == ext.group(1)) if ext else _match(func.lower(Part.filename), name)
+        where.append(Message.event_id.in_(select(Part.event_id).where(cond)))
+    if f.attachment_type is not None:
+        t = f.attachment_type.strip().lower()  # types are stored lowercased
+        by_type = select(Part.event_id).where(or_(_match(Part.content_type, t),
+                                                  _match(Part.detected_type, t)))
+        where.append(Message.event_id.in_(by_type))
+    if f.client_ip is not None:
+        where.append(_ip_clause(f.client_ip))
+    if f.finding is not None:
+        where.append(Message.event_id.in_(select(Finding.event_id).where(*_finding(f.finding))))
+    if f.dlp_rule is not None:
+        by_rule = select(DlpFinding.event_id).where(_match(DlpFinding.rule, f.dlp_rule.strip()))
+        where.append(Message.event_id.in_(by_rule))
+    if f.message_id is not None:
+        mid = f.message_id.strip().lower()
+        bare = mid.removeprefix("<").removesuffix(">")
+        where.append(func.lower(Message.message_id).in_(sorted({mid, bare, f"<{bare}>"})))
     return where
 
 
-def search(
-    engine: Engine,
-    *,
-    sender: str | None = None,
-    recipient: str | None = None,
-    domain: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject: str | None = None,
-    action: str | None = None,
-    limit: int | None = 100,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Matching messages, newest first; ``limit=None`` returns them all."""
-    where = _filters(sender=sender, recipient=recipient, domain=domain, since=since,
-                     until=until, subject=subject, action=action)
+def _finding(value: str) -> list[ColumnElement[bool]]:
+    """'NAME' or 'SCANNER:NAME' ('*' allowed): a scanner found something (not 'clean')."""
+    scanner, sep, name = value.strip().partition(":")
+    if not sep:
+        scanner, name = "", scanner
+    cond: list[ColumnElement[bool]] = [Finding.verdict != Category.CLEAN.value]
+    if scanner and scanner != "*":
+        cond.append(Finding.scanner == scanner)
+    if name and name != "*":
+        cond.append(_match(func.lower(Finding.name), name.lower()))
+    return cond
+
+
+def _contains(column: SQLColumnExpression[str], text: str) -> ColumnElement[bool]:
+    """Case-insensitive 'contains' that stays in C on SQLite for ASCII text.
+
+    SQLite's LIKE already folds ASCII case, so an ASCII needle needs no Python
+    call per row; only a non-ASCII one goes through qscan_lower (compliance.db).
+    """
+    pattern = _like_pattern(text.lower(), contains=True)
+    if text.isascii():
+        return _ascii_ilike(column, pattern)
+    return text_lower(column).like(pattern, escape="\\")
+
+
+def _ascii_ilike(column: SQLColumnExpression[str], pattern: str) -> ColumnElement[bool]:
+    return column.ilike(pattern, escape="\\")
+
+
+def _query(filters: Filters | None, kwargs: dict[str, Any]) -> Filters:
+    if filters is not None and kwargs:
+        raise TypeError("pass either a Filters object or keyword filters, not both")
+    return filters if filters is not None else Filters(**kwargs)
+
+
+def search(engine: Engine, filters: Filters | None = None, *, limit: int | None = 100,
+           offset: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
+    """Matching messages, newest first; ``limit=None`` returns them all.
+
+    Filters come as a ``Filters`` object or as its fields in keywords.
+    """
+    where = _query(filters, kwargs).where()
     m = Message
     stmt = (
         select(m.received_at, m.event_id, m.action, m.category, m.reason, m.client_ip,
@@ -145,28 +319,87 @@ def search(
     return out
 
 
-def count(
-    engine: Engine,
-    *,
-    sender: str | None = None,
-    recipient: str | None = None,
-    domain: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject: str | None = None,
-    action: str | None = None,
-) -> int:
-    where = _filters(sender=sender, recipient=recipient, domain=domain, since=since,
-                     until=until, subject=subject, action=action)
+def count(engine: Engine, filters: Filters | None = None, **kwargs: Any) -> int:
+    where = _query(filters, kwargs).where()
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(Message).where(*where)).scalar_one()
+
+
+def event_ids(engine: Engine, filters: Filters, *, batch: int = 1000) -> Iterator[list[str]]:
+    """Every matching event id, oldest first, in batches (exports, holds)."""
+    last: tuple[datetime, str] | None = None
+    while True:
+        stmt = select(Message.received_at, Message.event_id).where(*filters.where())
+        if last is not None:
+            stmt = stmt.where(tuple_(Message.received_at, Message.event_id) > tuple_(*last))
+        stmt = stmt.order_by(Message.received_at, Message.event_id).limit(batch)
+        with engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        yield [r.event_id for r in rows]
+        last = (rows[-1].received_at, rows[-1].event_id)
+
+
+class NotFound(LookupError):
+    """No message (or more than one) answers to an id."""
+
+
+def resolve_id(engine: Engine, ident: str) -> str:
+    """A full event id, or a unique prefix of at least 8 characters."""
+    ident = ident.strip().lower()
+    with engine.connect() as conn:
+        if conn.scalar(select(Message.event_id).where(Message.event_id == ident)):
+            return ident
+        if len(ident) < 8:
+            raise NotFound(f"no message {ident!r} (give the whole event id or 8+ characters)")
+        found = list(conn.scalars(select(Message.event_id)
+                                  .where(Message.event_id.like(_like_pattern(ident) + "%",
+                                                               escape="\\")).limit(2)))
+    if not found:
+        raise NotFound(f"no message {ident!r}")
+    if len(found) > 1:
+        raise NotFound(f"{ident!r} is the start of several event ids: give more of it")
+    return found[0]
+
+
+def _dicts(conn: Any, stmt: Any) -> list[dict[str, Any]]:
+    return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+            for row in conn.execute(stmt).mappings()]
+
+
+def details(engine: Engine, event_id: str) -> dict[str, Any]:
+    """Everything SQL knows about one message (``qscan audit show``)."""
+    with engine.connect() as conn:
+        found = _dicts(conn, select(Message).where(Message.event_id == event_id))
+        if not found:
+            raise NotFound(f"no message {event_id!r}")
+        out: dict[str, Any] = {"message": found[0]}
+        for key, model in (("recipients", Recipient), ("parts", Part), ("findings", Finding),
+                           ("dlp_findings", DlpFinding)):
+            out[key] = _dicts(conn, select(model).where(model.event_id == event_id)
+                              .order_by(model.id))
+        quarantine = _dicts(conn, select(QuarantineEntry)
+                            .where(QuarantineEntry.event_id == event_id))
+        out["quarantine"] = quarantine[0] if quarantine else None
+        out["queue_failures"] = _dicts(conn, select(QueueFailure)
+                                       .where(QueueFailure.ref_event_id == event_id)
+                                       .order_by(QueueFailure.time))
+        deletion = _dicts(conn, select(Deletion).where(Deletion.ref_event_id == event_id))
+        out["deletion"] = deletion[0] if deletion else None
+        out["exports"] = _dicts(conn, select(Export.export_id, Export.matter, ExportItem.doc_id,
+                                             Export.finished_at, Export.out_dir)
+                                .join(Export, Export.export_id == ExportItem.export_id)
+                                .where(ExportItem.event_id == event_id)
+                                .order_by(Export.finished_at))
+    return out
 
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _printable(value: Any) -> str:
+def printable(value: Any) -> str:
     """No terminal escapes from mail reach the auditor's screen (C1 controls too)."""
     if isinstance(value, datetime):
         return utc(value).strftime("%Y-%m-%d %H:%M:%S")
@@ -185,7 +418,7 @@ def _table_cell(row: dict[str, Any], name: str) -> Text:
         if len(rcpts) > _TABLE_RECIPIENTS:  # a list mailing keeps one row one row
             value = ",".join(rcpts[:_TABLE_RECIPIENTS]) + f" (+{len(rcpts) - _TABLE_RECIPIENTS} more)"
     # Text(), never str: a subject like "[red]" must not be read as markup.
-    return Text(_printable(value))
+    return Text(printable(value))
 
 
 def render_table(rows: Sequence[dict[str, Any]], *, width: int | None = None) -> str:

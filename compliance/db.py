@@ -76,6 +76,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
+        if u.get_backend_name() == "postgresql" and "options" not in u.query:
+            # Sessions in UTC: what psql shows an auditor matches what qscan prints.
+            kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
         return create_engine(u, **kwargs)
     path = _sqlite_file(u.database)
     if path is not None:

@@ -7,13 +7,20 @@ the same two columns to the same values, so it replays safely as well. Rows
 and the consumer's position commit in one transaction: after a crash the
 consumer resumes exactly where its rows end.
 
+Every message row, queue failure and tombstone is chained into its host's
+hash chain (compliance.chain) in the same transaction, so the proof is never
+behind the rows. The compliance events (deletions, holds, exports) are
+projected by compliance.records, which their commands also call directly.
+
 Rows go in with executemany-style bulk inserts (no ORM object per row): a
 batch of 200 events is a handful of statements.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -21,24 +28,43 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from compliance.chain import ChainWriter
 from compliance.db import check_schema, make_engine, session_factory
 from compliance.models import (
     ADDRESS_LEN,
     DETAIL_LEN,
     DOMAIN_LEN,
+    EXTENSION_LEN,
+    FILENAME_LEN,
     SUBJECT_LEN,
+    TYPE_LEN,
     ConsumerPosition,
+    DlpFinding,
     Finding,
     Message,
+    Part,
+    QuarantineEntry,
+    QueueFailure,
     Recipient,
 )
-from ingest.event import Action, MessageScanned, QueueFailed
+from compliance.records import ComplianceEvent, chain_hosts, record
+from ingest.event import (
+    Action,
+    ClientInfo,
+    ExportCompleted,
+    HoldCreated,
+    HoldReleased,
+    MessageDeleted,
+    MessageScanned,
+    QueueFailed,
+)
 from ingest.log import LogRecord
 from ingest.summary_line import attachment_list, clean, format_summary
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+HEADER_LEN = 4000  # To/Cc of a large mailing: enough to read, bounded for the index-less column
 
 
 def utc(value: datetime) -> datetime:
@@ -50,9 +76,22 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()[:DOMAIN_LEN] if "@" in address else ""
 
 
+def direction_of(client: ClientInfo) -> str:
+    """outbound: RELAYCLIENT was set (authorised relay); local: injected on the host."""
+    if client.relay:
+        return "outbound"
+    return "local" if client.local or not client.ip else "inbound"
+
+
+def _finite(value: float | None) -> float | None:
+    # NaN has no canonical form, and SQLite would store it as NULL anyway.
+    return value if value is None or math.isfinite(value) else None
+
+
 def message_row(position: int, ev: MessageScanned) -> Row:
     sender = clean(ev.envelope.sender, ADDRESS_LEN)
     client = ev.client
+    headers = ev.headers
     return {
         "event_id": ev.event_id,
         "position": position,
@@ -74,11 +113,19 @@ def message_row(position: int, ev: MessageScanned) -> Row:
         "attachments": ",".join(attachment_list(ev)),
         "parts_count": len(ev.parts),
         "recipients_count": len(ev.envelope.recipients),
-        "spam_score": ev.spam_score,
-        "processing_ms": ev.timings.total_ms,
+        "spam_score": _finite(ev.spam_score),
+        "processing_ms": _finite(ev.timings.total_ms) or 0.0,
         "queue_status": "queued" if ev.action == Action.DELIVER else "n/a",
         "queue_exit_code": None,
         "summary": format_summary(ev),
+        "direction": direction_of(client),
+        "header_from": clean(headers.from_, SUBJECT_LEN),
+        "header_to": clean(headers.to, HEADER_LEN),
+        "header_cc": clean(headers.cc, HEADER_LEN),
+        "header_date": clean(headers.date, 200),
+        # An oversized message travels without its bytes (size > 0, raw empty).
+        "raw_sha256": (hashlib.sha256(ev.raw_message).hexdigest()
+                       if ev.raw_message or not ev.size else None),
     }
 
 
@@ -90,6 +137,74 @@ def recipient_rows(ev: MessageScanned) -> list[Row]:
     return rows
 
 
+def extension_of(filename: str | None) -> str | None:
+    """'Report.PDF' -> 'pdf'; None without a usable extension."""
+    if not filename or "." not in filename:
+        return None
+    ext = filename.rpartition(".")[2].strip().lower()
+    return ext if ext and len(ext) <= EXTENSION_LEN else None
+
+
+def part_rows(ev: MessageScanned) -> list[Row]:
+    rows = []
+    for p in ev.parts:
+        filename = clean(p.filename, FILENAME_LEN) or None
+        rows.append({
+            "event_id": ev.event_id,
+            "path": clean(p.path, 100),
+            "content_type": clean(p.content_type, TYPE_LEN).lower(),
+            "detected_type": clean(p.detected_type, TYPE_LEN).lower() or None,
+            "filename": filename,
+            "extension": extension_of(filename),
+            "size": p.size,
+            "sha256": clean(p.sha256, 64),
+        })
+    return rows
+
+
+def _text(finding: dict[str, Any], *keys: str, limit: int) -> str:
+    for key in keys:
+        value = finding.get(key)
+        if value not in (None, ""):
+            return clean(str(value), limit)
+    return ""
+
+
+def dlp_rows(ev: MessageScanned) -> list[Row]:
+    """DLP findings, whatever optional keys the DLP scanner fills (see docs/compliance.md)."""
+    rows = []
+    for f in ev.dlp_findings:
+        try:
+            count = int(f.get("count") or 1)
+        except (TypeError, ValueError):
+            count = 1
+        rows.append({
+            "event_id": ev.event_id,
+            "rule": _text(f, "rule", "name", limit=200),
+            "detector": _text(f, "detector", "type", limit=200),
+            "confidence": _text(f, "confidence", limit=16),
+            "count": max(0, min(count, 2**31 - 1)),
+            "action": _text(f, "action", limit=32),
+            "location": _text(f, "location", "part", limit=DETAIL_LEN),
+            "evidence": _text(f, "evidence", "masked", limit=DETAIL_LEN),
+        })
+    return rows
+
+
+def quarantine_row(ev: MessageScanned) -> Row | None:
+    if ev.action != Action.QUARANTINE:
+        return None
+    when = utc(ev.time)
+    return {"event_id": ev.event_id, "folder": ev.quarantine_folder or "policy",
+            "received_at": when, "reason": clean(ev.reason, 100), "state": "quarantined",
+            "updated_at": when}
+
+
+def failure_row(ev: QueueFailed) -> Row:
+    return {"event_id": ev.event_id, "ref_event_id": ev.ref_event_id, "time": utc(ev.time),
+            "host": clean(ev.host, 255), "exit_code": ev.exit_code}
+
+
 def finding_rows(ev: MessageScanned) -> list[Row]:
     return [
         {
@@ -97,9 +212,9 @@ def finding_rows(ev: MessageScanned) -> list[Row]:
             "scanner": clean(f.scanner, 64),
             "verdict": f.verdict.value,
             "name": clean(f.name, 200),
-            "score": f.score,
+            "score": _finite(f.score) or 0.0,
             "detail": clean(f.detail, DETAIL_LEN),
-            "duration_ms": f.duration_ms,
+            "duration_ms": _finite(f.duration_ms) or 0.0,
         }
         for f in ev.findings
     ]
@@ -118,7 +233,9 @@ class SummarySink:
     """The ``summaries`` projection (a ``ingest.log.Sink``)."""
 
     name = "summaries"
-    needs_raw = False  # the raw message stays in the journal and the archive
+    # The raw message is only hashed (raw_sha256: what the stored copy must hash to);
+    # it is never written to SQL.
+    needs_raw = True
 
     def __init__(self, url: str, *, name: str = "summaries") -> None:
         self.name = name
@@ -137,13 +254,14 @@ class SummarySink:
             return session.scalar(stmt) or 0
 
     def apply(self, records: Sequence[LogRecord], position: int) -> None:
-        """One transaction per batch: new messages first, then the batch's queue failures.
+        """One transaction per batch: new messages, then queue failures, then the rest.
 
         A failure is written after its message even when both sit in one batch.
         """
         messages: dict[str, Row] = {}
         events: list[MessageScanned] = []
-        failures: list[Row] = []
+        failures: dict[str, QueueFailed] = {}
+        others: list[ComplianceEvent] = []
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned):
@@ -151,31 +269,70 @@ class SummarySink:
                     messages[ev.event_id] = message_row(rec.position, ev)
                     events.append(ev)
             elif isinstance(ev, QueueFailed):
-                failures.append({"ref": ev.ref_event_id, "code": ev.exit_code})
+                failures.setdefault(ev.event_id, ev)
+            elif isinstance(ev, (MessageDeleted, HoldCreated, HoldReleased, ExportCompleted)):
+                others.append(ev)
             else:  # a later event type this version does not project
                 log.debug("summaries: skipping %s at %d", type(ev).__name__, rec.position)
+        hosts = {row["host"] for row in messages.values()}
+        hosts |= {clean(f.host, 255) for f in failures.values()}
+        hosts |= {h for ev in others for h in chain_hosts(ev)}
         with self._write.begin() as session:
+            chain = ChainWriter(session, hosts)
             if messages:
-                self._insert_new(session, messages, events)
+                self._insert_new(session, chain, messages, events)
             if failures:
-                session.execute(_mark_failed, failures)
+                self._insert_failures(session, chain, list(failures.values()))
+            for other in others:
+                record(session, chain, other)
+            chain.store()
             self._store_position(session, position)
 
     @staticmethod
-    def _insert_new(session: Session, messages: dict[str, Row],
+    def _insert_new(session: Session, chain: ChainWriter, messages: dict[str, Row],
                     events: list[MessageScanned]) -> None:
+        # After the chain heads are locked: a concurrent writer of the same host has
+        # committed its rows by now, so "already present" is the whole truth.
         stmt = select(Message.event_id).where(Message.event_id.in_(list(messages)))
         present = set(session.scalars(stmt))
         fresh = [ev for ev in events if ev.event_id not in present]
         if not fresh:
             return
+        children: dict[str, list[Row]] = {"recipients": [], "parts": [], "findings": [],
+                                          "dlp_findings": []}
+        quarantine: list[Row] = []
+        for ev in fresh:
+            row = messages[ev.event_id]
+            mine = {"recipients": recipient_rows(ev), "parts": part_rows(ev),
+                    "findings": finding_rows(ev), "dlp_findings": dlp_rows(ev)}
+            row["chain_seq"], row["chain_hash"] = chain.append("message", row["host"], row, mine)
+            for table, rows in mine.items():
+                children[table].extend(rows)
+            q = quarantine_row(ev)
+            if q is not None:
+                quarantine.append(q)
         session.execute(insert(Message), [messages[ev.event_id] for ev in fresh])
-        recipients = [row for ev in fresh for row in recipient_rows(ev)]
-        if recipients:
-            session.execute(insert(Recipient), recipients)
-        findings = [row for ev in fresh for row in finding_rows(ev)]
-        if findings:
-            session.execute(insert(Finding), findings)
+        for table, model in (("recipients", Recipient), ("parts", Part), ("findings", Finding),
+                             ("dlp_findings", DlpFinding)):
+            if children[table]:
+                session.execute(insert(model), children[table])
+        if quarantine:
+            session.execute(insert(QuarantineEntry), quarantine)
+
+    @staticmethod
+    def _insert_failures(session: Session, chain: ChainWriter, failures: list[QueueFailed]
+                         ) -> None:
+        ids = [f.event_id for f in failures]
+        present = set(session.scalars(select(QueueFailure.event_id)
+                                      .where(QueueFailure.event_id.in_(ids))))
+        fresh = [failure_row(f) for f in failures if f.event_id not in present]
+        for row in fresh:
+            row["chain_seq"], row["chain_hash"] = chain.append("queue_failed", row["host"], row)
+        if fresh:
+            session.execute(insert(QueueFailure), fresh)
+        # Setting the same two columns to the same values: harmless on a replay.
+        session.execute(_mark_failed, [{"ref": f.ref_event_id, "code": f.exit_code}
+                                       for f in failures])
 
     def _store_position(self, session: Session, position: int) -> None:
         values = {"position": position, "updated_at": datetime.now(UTC)}

@@ -98,7 +98,10 @@ class HeaderSummary(_Model):
 
 
 class Part(_Model):
-    path: str = Field(description="MIME part path, e.g. '1.2' ('0' for a single-part message)")
+    path: str = Field(
+        description="MIME part path, e.g. '2/1' ('1' for a single-part message); archive members, "
+        "TNEF and uuencoded files continue it: '2/1/invoice.zip!/a.exe'"
+    )
     content_type: str
     detected_type: str | None = None
     filename: str | None = None
@@ -172,12 +175,98 @@ class QueueFailed(_Model):
     reply: str | None = None
 
 
+class MessageDeleted(_Model):
+    """The stored copy of a message was deleted lawfully (retention, quarantine expiry).
+
+    The SQL side keeps it as a tombstone chained into the message host's hash chain,
+    so a lawful deletion is told apart from a file that went missing.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["message.deleted"] = "message.deleted"
+    event_id: str
+    time: datetime
+    host: str = Field(description="the host the deletion ran on")
+    ref_event_id: str = Field(description="the message.scanned event whose copy was deleted")
+    ref_host: str = Field(description="that message's journal host (the chain the tombstone joins)")
+    actor: str = Field(description="user@host that deleted it")
+    reason: str
+    rule: str = Field("", description="the retention rule that expired it, if any")
+    location: str = Field(description="'archive' or 'quarantine/FOLDER'")
+    raw_sha256: str | None = Field(None, description="SHA-256 of the deleted copy's message")
+    message_hash: str | None = Field(None, description="chain hash of the message's SQL row")
+
+
+class HoldCreated(_Model):
+    """A legal hold: matching messages must not be deleted until it is released."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["hold.created"] = "hold.created"
+    event_id: str = Field(description="also the hold's id")
+    time: datetime
+    host: str
+    matter: str
+    custodians: list[str] = Field(description="addresses whose mail (sent or received) is held")
+    since: datetime | None = None
+    until: datetime | None = None
+    query: dict[str, Any] = Field({}, description="further audit-search filters")
+    reason: str
+    actor: str
+
+
+class HoldReleased(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["hold.released"] = "hold.released"
+    event_id: str
+    time: datetime
+    host: str
+    hold_id: str
+    matter: str
+    reason: str
+    actor: str
+
+
+class ExportedItem(_Model):
+    doc_id: str
+    event_id: str
+    sha256: str | None = Field(None, description="of the produced message; null when missing")
+
+
+class ExportCompleted(_Model):
+    """A legal-discovery export's chain-of-custody record."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["export.completed"] = "export.completed"
+    event_id: str = Field(description="also the export's id")
+    time: datetime = Field(description="when the export was complete")
+    host: str
+    matter: str
+    hold_id: str | None = None
+    actor: str
+    started: datetime
+    query: dict[str, Any]
+    tool_version: str
+    format: str
+    out_dir: str
+    messages: int
+    missing: int
+    total_bytes: int
+    files: dict[str, str] = Field(description="relative path -> SHA-256 of every produced file")
+    custody_sha256: str = Field(description="SHA-256 of custody.json")
+    items: list[ExportedItem] = []
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
+    "message.deleted": MessageDeleted,
+    "hold.created": HoldCreated,
+    "hold.released": HoldReleased,
+    "export.completed": ExportCompleted,
 }
 
-AnyEvent = MessageScanned | QueueFailed
+AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
+            | ExportCompleted)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

@@ -134,7 +134,7 @@ def walk_parts(msg: EmailMessage) -> tuple[list[Part], list[ScanPart], list[str]
                 children = []
             for i, child in enumerate(children, 1):
                 if isinstance(child, Message):
-                    visit(child, f"{path}.{i}" if path else str(i), depth + 1)
+                    visit(child, f"{path}/{i}" if path else str(i), depth + 1)
             return
         ctype = _content_type(node)
         try:

@@ -33,6 +33,7 @@ from ingest.event import (
     Timings,
     to_json,
 )
+from ingest.found_parts import merge_found_parts
 from ingest.headers import diagnostics_value, fold, line_ending, safe
 from ingest.ids import uuid7
 from ingest.journal import Journal, JournalError
@@ -87,6 +88,20 @@ class Outcome:
 
 def _addr(b: bytes) -> str:
     return b.decode("utf-8", "replace")
+
+
+def _spam_status(findings: list[ScanResult]) -> tuple[str | None, float | None]:
+    """Qmail-Scanner's ``SA:1(15.0/5.0)`` part and the event's spam score, from the spam scanner
+    that ran (it records ``spam_score``/``spam_required`` in ``extra``)."""
+    for r in findings:
+        if r.error is None and "spam_score" in r.extra:
+            try:
+                score = float(r.extra["spam_score"])
+            except ValueError:
+                continue
+            flag = 1 if r.verdict == Verdict.SPAM else 0
+            return f"{flag}({r.extra['spam_score']}/{r.extra.get('spam_required', '?')})", score
+    return None, None
 
 
 class Processor:
@@ -160,6 +175,7 @@ class Processor:
                     )
                 )
         t_parse = time.perf_counter()
+        event_id = str(uuid7())  # before scanning: scanners pass it on as a queue id (rspamd)
         ctx = ScanContext(
             raw=raw,
             message=message,
@@ -171,6 +187,7 @@ class Processor:
             size=req.size,
             max_size=self.opt.max_message_size,
             env=req.attrs,
+            queue_id=event_id,
         )
         if oversized:  # enforced whatever the scanner list says: the bytes were not kept
             findings.extend(SizeScanner().scan(ctx))
@@ -196,8 +213,8 @@ class Processor:
                 r.version = r.version or getattr(scanner, "version", "")
             findings.extend(results)
         t_scan = time.perf_counter()
+        parts_meta = merge_found_parts(parts_meta, ctx.found_parts)  # archive members etc.
         decision = decide(findings)
-        event_id = str(uuid7())
         body = raw
         for r in findings:
             if r.transform is not None:
@@ -235,6 +252,7 @@ class Processor:
             action=decision.action,
             reason=decision.reason,
             reply=decision.reply,
+            spam_score=_spam_status(findings)[1],
             added_headers=[h.decode("utf-8", "replace").rstrip("\r\n") for h in added],
             timings=Timings(
                 receive_ms=round(req.receive_ms, 3),
@@ -254,13 +272,15 @@ class Processor:
         eol = line_ending(raw)
         out: list[bytes] = []
         if self.opt.diagnostics:
-            versions = [(s.name, s.version) for s in self.scanners]
+            failed = {r.scanner for r in findings if r.error}  # said in the header: never "Clear" silently
+            versions = [(s.name, f"{s.version} FAILED" if s.name in failed else s.version)
+                        for s in self.scanners]
             verdict = "Clear" if category == Category.CLEAN else category.value.capitalize()
             value = diagnostics_value(
                 client_ip=client.ip, client_host=client.host, helo=client.helo,
                 hostname=self.opt.hostname, sender=_addr(env.sender), uid=self.uid,
                 product=PRODUCT, versions=versions, verdict=verdict, relay=client.relay,
-                spam=None, elapsed=elapsed, when=when,
+                spam=_spam_status(findings)[0], elapsed=elapsed, when=when,
             )
             name = "Received" if self.opt.diagnostics_style == "received" else "X-Qmail-Scanner-Diagnostics"
             out.append(fold(name, value, eol))

@@ -131,21 +131,31 @@ def daemon(ctx: click.Context) -> None:
 @click.argument("name", type=click.Choice(["archive", "summaries"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
 @click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
+@click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
+              help="read the local journal or the Kafka topic (default: consumers.source)")
+@click.option("--partitions", default=None, metavar="0,1,...",
+              help="Kafka: read exactly these partitions instead of joining the consumer group")
 @click.pass_context
-def consume(ctx: click.Context, name: str, once: bool, from_start: bool) -> None:
-    """Run one consumer: project the journal into the archive maildirs or the SQL store.
+def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source: str | None,
+            partitions: str | None) -> None:
+    """Run one consumer: project the log into the archive maildirs, the SQL store, ...
 
     \b
     Examples:
       qscan consume archive             # follow the log
       qscan consume summaries --once    # catch up and exit
       qscan consume archive --from-start --once   # rebuild from what the journal holds
+      qscan consume summaries --source kafka      # join the group qscan-summaries
+      qscan consume archive --source kafka --partitions 0,1   # a static layout
     """
     from ingest.journal import Journal
     from ingest.log import JournalReader, Stop, run_consumer
     from qscan.wiring import make_sink
 
     cfg = _config(ctx)
+    if (source or cfg.consumers.source) == "kafka":
+        _consume_kafka(cfg, name, once=once, from_start=from_start, partitions=partitions)
+        return
     sink = make_sink(cfg, name)
     journal = Journal(cfg.journal_path)
     if from_start:
@@ -159,6 +169,89 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool) -> None
         journal.close()
     if once:
         click.echo(f"{name}: applied {n} events, position {sink.position()}")
+
+
+def _partition_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError as exc:
+        raise click.BadParameter(f"not a comma-separated list of partition numbers: {text!r}") from exc
+
+
+def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
+                   partitions: str | None) -> None:
+    from ingest.kafka_source import KafkaSource
+    from ingest.log import Stop
+    from qscan.wiring import kafka_settings, make_sink
+
+    try:
+        settings = kafka_settings(cfg)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    static = _partition_list(partitions)
+    if from_start:
+        for p in static if static is not None else range(settings.partitions):
+            _reset_kafka_position(cfg, name, settings.topic, p)
+    source = KafkaSource(settings, name, lambda key: make_sink(cfg, name, key), partitions=static,
+                         batch=cfg.consumers.batch)
+    n = source.run(Stop().install(), once=once)
+    if once:
+        click.echo(f"{name}: applied {n} events from {settings.topic}")
+
+
+def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) -> None:
+    from ingest.kafka_source import position_key
+    from qscan.wiring import make_sink
+
+    sink = make_sink(cfg, name, position_key(topic, partition))
+    try:
+        sink.set_position(0)
+    finally:
+        sink.close()
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.option("--from-beginning", is_flag=True, required=True,
+              help="required: start again from the oldest event the log still holds")
+@click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
+              help="which log's positions to reset (default: consumers.source)")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | None, yes: bool) -> None:
+    """Reset a consumer's stored position and rebuild its projection from the log.
+
+    Projections are keyed by event id, so a replay rewrites the same files and rows and
+    fills whatever is missing; it reaches back as far as the log keeps events (the
+    journal's retain_days, the topic's retention).
+    """
+    from ingest.journal import Journal
+    from ingest.log import JournalReader, Stop, run_consumer
+    from qscan.wiring import kafka_settings, make_sink
+
+    cfg = _config(ctx)
+    source = source or cfg.consumers.source
+    if not yes:
+        click.confirm(f"reset {name}'s {source} position to the beginning and rebuild?", abort=True)
+    if source == "kafka":
+        try:
+            settings = kafka_settings(cfg)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _consume_kafka(cfg, name, once=True, from_start=True,
+                       partitions=",".join(str(p) for p in range(settings.partitions)))
+        return
+    sink = make_sink(cfg, name)
+    sink.set_position(0)
+    with Journal(cfg.journal_path) as journal:
+        try:
+            n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=True,
+                             stop=Stop().install())
+        finally:
+            sink.close()
+    click.echo(f"{name}: replayed {n} events from the journal")
 
 
 @cli.group()
@@ -219,7 +312,10 @@ def journal() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def journal_status(ctx: click.Context, as_json: bool) -> None:
-    """Head, oldest kept event, size on disk and every reader's position and lag."""
+    """Head, oldest kept event, size on disk and every reader's position and lag.
+
+    Exits 3 when the journal is larger than journal.disk_budget_mb (a stuck reader).
+    """
     from ingest.journal import Journal
 
     cfg = _config(ctx)
@@ -233,25 +329,90 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
             "bytes": sum(p.stat().st_size for p in cfg.journal_path.parent.glob(cfg.journal_path.name + "*")),
             "positions": {n: {"position": p, "lag": head - p} for n, p in j.positions().items()},
         }
+    budget = cfg.journal.disk_budget_mb * 1e6
+    info["disk_budget_bytes"] = int(budget)
+    info["over_budget"] = info["bytes"] > budget
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
-    click.echo(f"journal {info['path']}: head {head}, oldest kept {info['oldest']}, "
-               f"{info['events']} events, {info['bytes'] / 1e6:.1f} MB")
-    for name, p in info["positions"].items():
-        click.echo(f"  {name}: position {p['position']} (lag {p['lag']})")
+    else:
+        click.echo(f"journal {info['path']}: head {head}, oldest kept {info['oldest']}, "
+                   f"{info['events']} events, {info['bytes'] / 1e6:.1f} MB")
+        for name, p in info["positions"].items():
+            click.echo(f"  {name}: position {p['position']} (lag {p['lag']})")
+    if info["over_budget"]:
+        # Mail still flows (the daemon never stops journaling); the operator must act:
+        # bring the relay/consumers back, raise the budget, or add disk.
+        click.echo(f"qscan: journal is over its disk budget ({info['bytes'] / 1e6:.0f} MB > "
+                   f"{budget / 1e6:.0f} MB): a reader is stuck; see README 'Operations'", err=True)
+        sys.exit(3)
 
 
 @journal.command("prune")
 @click.pass_context
 def journal_prune(ctx: click.Context) -> None:
-    """Delete events every enabled consumer has passed and older than journal.retain_days."""
+    """Delete events every reader (consumers, or the relay) has passed, older than journal.retain_days."""
     from ingest.journal import Journal
+    from qscan.wiring import log_readers_required
 
     cfg = _config(ctx)
     with Journal(cfg.journal_path) as j:
-        n = j.prune(cfg.consumers.enabled, cfg.journal.retain_days * 86400)
+        n = j.prune(log_readers_required(cfg), cfg.journal.retain_days * 86400)
     click.echo(f"pruned {n} events")
+
+
+# -- kafka ------------------------------------------------------------------
+@cli.command()
+@click.option("--once", is_flag=True, help="relay what is pending and exit")
+@click.pass_context
+def relay(ctx: click.Context, once: bool) -> None:
+    """Relay the journal to the Kafka topic of [log.kafka] (also started by `qscan run`).
+
+    The relay position advances only after the broker acknowledged (acks=all); a broker
+    outage never stops mail: the daemon keeps journaling and the relay catches up.
+    """
+    from ingest.journal import Journal
+    from ingest.kafka_log import Relay
+    from ingest.log import Stop
+    from qscan.wiring import kafka_settings
+
+    cfg = _config(ctx)
+    try:
+        settings = kafka_settings(cfg)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    assert cfg.log.kafka is not None
+    with Journal(cfg.journal_path) as j:
+        r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch)
+        n = r.run(Stop().install(), once=once)
+        if once:
+            events, seconds = r.lag()
+            click.echo(f"relayed {n} events; lag {events} events ({seconds:.0f}s)")
+            if events:
+                sys.exit(1)
+
+
+@cli.group()
+def kafka() -> None:
+    """The Kafka topic: create and check it."""
+
+
+@kafka.command("init")
+@click.pass_context
+def kafka_init(ctx: click.Context) -> None:
+    """Create the topic of [log.kafka] (partitions, max.message.bytes, retention) or check it."""
+    from ingest.kafka_log import init_topic
+    from qscan.wiring import kafka_settings
+
+    cfg = _config(ctx)
+    try:
+        notes = init_topic(kafka_settings(cfg))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # broker unreachable and friends
+        servers = cfg.log.kafka.bootstrap_servers if cfg.log.kafka else []
+        raise click.ClickException(f"cannot reach Kafka at {servers}: {exc}") from exc
+    for note in notes:
+        click.echo(note)
 
 
 # -- schema and demo --------------------------------------------------------
@@ -292,6 +453,12 @@ def _register_optional() -> None:
 
     cli.add_command(db)
     cli.add_command(audit)
+    from qscan.cli_compliance import export, hold, retention, verify
+
+    for command in (verify, retention, hold, export):
+        cli.add_command(command)
+    from qscan.cli_policy import policy
+    cli.add_command(policy)
 
 
 _register_optional()

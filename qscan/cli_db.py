@@ -1,27 +1,32 @@
-"""``qscan db`` (schema) and ``qscan audit`` (search the summary store).
+"""``qscan db`` (schema) and ``qscan audit`` (search the summary store, show one message).
 
 Both open the SQL store named by ``[sql] url`` (default: DATA_DIR/qscan.db).
 A database without the schema gets one line telling the administrator what to
-run, not a traceback.
+run, not a traceback. The audit filters are shared with ``qscan hold create``
+and ``qscan export`` (``filter_options``), so a matter is selected with exactly
+the words an auditor already searches with.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.event import Action
+from ingest.event import Action, Category
 from qscan.config import Config
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -70,7 +75,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 @contextmanager
-def _store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
+def sql_store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
     """The SQL store's engine, with every database failure turned into one line."""
     from compliance.db import SchemaMissing, check_schema, make_engine
 
@@ -124,7 +129,7 @@ def upgrade(ctx: click.Context, revision: str, sql_only: bool) -> None:
     if sql_only:
         store.upgrade(url, revision, sql=True, output=sys.stdout)
         return
-    with _store(ctx, check=False) as engine:
+    with sql_store(ctx, check=False) as engine:
         where = engine.url.render_as_string(hide_password=True)
         before = store.current_revision(engine)
         store.upgrade(url, revision)
@@ -146,7 +151,7 @@ def current(ctx: click.Context) -> None:
     """
     import compliance.db as store
 
-    with _store(ctx, check=False) as engine:
+    with sql_store(ctx, check=False) as engine:
         rev = store.current_revision(engine)
     want = store.head()
     if rev is None:
@@ -169,27 +174,73 @@ def audit() -> None:
     """
 
 
+FILTER_NAMES = ("sender", "recipient", "domain", "since", "until", "subject", "action",
+                "category", "direction", "attachment", "attachment_type", "client_ip", "finding",
+                "dlp_rule", "message_id")
+
+
+def filter_options(fn: F) -> F:
+    """The audit filters, as options (audit search, hold create, export)."""
+    options = [
+        click.option("--sender", metavar="ADDR",
+                     help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces"),
+        click.option("--recipient", metavar="ADDR",
+                     help="any envelope recipient (same rules as --sender)"),
+        click.option("--domain", metavar="DOMAIN",
+                     help="sender's or any recipient's domain ('*' allowed)"),
+        click.option("--since", type=When(),
+                     help="from this time on (UTC): 2026-11-25, 2026-11-25T10:00, 7d"),
+        click.option("--until", type=When(end=True),
+                     help="before this time (UTC); a date alone includes that whole day"),
+        click.option("--subject", metavar="TEXT", help="case-insensitive part of the subject"),
+        click.option("--action", type=click.Choice([a.value for a in Action]),
+                     help="what qscan did"),
+        click.option("--verdict", "category", type=click.Choice([c.value for c in Category]),
+                     help="the category qscan decided (clean, virus, spam, ...)"),
+        click.option("--direction", type=click.Choice(["inbound", "outbound", "local"]),
+                     help="outbound = RELAYCLIENT set; local = injected on the host"),
+        click.option("--attachment", metavar="NAME",
+                     help="an attachment's file name, case-insensitive, '*' allowed ('*.exe')"),
+        click.option("--attachment-type", metavar="TYPE",
+                     help="a part's declared or detected type ('application/pdf', 'image/*')"),
+        click.option("--client-ip", metavar="IP",
+                     help="client address, '*' pattern or IPv4 network (192.0.2.0/24)"),
+        click.option("--finding", metavar="[SCANNER:]NAME",
+                     help="a scanner found NAME ('clamav:Eicar*', 'spamd:*')"),
+        click.option("--dlp-rule", metavar="RULE", help="a DLP rule fired ('*' allowed)"),
+        click.option("--message-id", metavar="ID", help="the Message-ID header, <> optional"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def take_filters(kwargs: dict[str, Any]) -> Any:
+    """Pop the filter options out of a command's kwargs into a ``compliance.audit.Filters``."""
+    from compliance.audit import FilterError, Filters
+
+    values = {name: kwargs.pop(name, None) for name in FILTER_NAMES}
+    try:
+        return Filters(**values)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 @audit.command("search")
-@click.option("--sender", metavar="ADDR",
-              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces")
-@click.option("--recipient", metavar="ADDR", help="any envelope recipient (same rules as --sender)")
-@click.option("--domain", metavar="DOMAIN", help="sender's or any recipient's domain ('*' allowed)")
-@click.option("--since", type=When(), help="from this time on (UTC): 2026-11-25, 2026-11-25T10:00, 7d")
-@click.option("--until", type=When(end=True),
-              help="before this time (UTC); a date alone includes that whole day")
-@click.option("--subject", metavar="TEXT", help="case-insensitive part of the subject")
-@click.option("--action", type=click.Choice([a.value for a in Action]), help="what qscan did")
+@filter_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="csv for spreadsheets, json for tools")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
-              help="at most this many rows (0: all)")
-@click.option("--offset", type=click.IntRange(min=0), default=0, help="skip this many rows first")
+              help="at most this many rows, the page size with --page (0: all)")
+@click.option("--offset", type=click.IntRange(min=0), default=None, help="skip this many rows first")
+@click.option("--page", type=click.IntRange(min=1), default=None,
+              help="page N of --limit rows (1 is the newest)")
 @click.option("--count", "count_only", is_flag=True, help="print only the number of matches")
 @click.pass_context
-def search(ctx: click.Context, sender: str | None, recipient: str | None, domain: str | None,
-           since: datetime | None, until: datetime | None, subject: str | None,
-           action: str | None, fmt: str, limit: int, offset: int, count_only: bool) -> None:
-    """Find messages by sender, recipient, domain, time, subject or action; newest first.
+def search(ctx: click.Context, fmt: str, limit: int, offset: int | None, page: int | None,
+           count_only: bool, **kwargs: Any) -> None:
+    """Find messages by sender, recipient, domain, time, subject, verdict, attachment,
+    client, finding or DLP rule; newest first.
 
     Filters combine with AND. Times are UTC; relative times (30m, 12h, 7d, 2w)
     count back from now.
@@ -200,17 +251,23 @@ def search(ctx: click.Context, sender: str | None, recipient: str | None, domain
       qscan audit search --recipient '*@example.org' --subject invoice --format csv
       qscan audit search --domain example.net --action quarantine --since 7d --count
       qscan audit search --sender '<>' --since 12h          # bounces of the last 12 hours
+      qscan audit search --attachment '*.exe' --direction inbound --page 2
+      qscan audit search --finding 'clamav:Eicar*' --client-ip 192.0.2.0/24
     """
     from compliance import audit as store
 
-    filters: dict[str, Any] = {"sender": sender, "recipient": recipient, "domain": domain,
-                               "since": since, "until": until, "subject": subject, "action": action}
-    with _store(ctx) as engine:
+    filters = take_filters(kwargs)
+    if page is not None and offset is not None:
+        raise click.UsageError("--page and --offset cannot be combined")
+    if page is not None and not limit:
+        raise click.UsageError("--page needs a page size (--limit N, N > 0)")
+    offset = (page - 1) * limit if page is not None else (offset or 0)
+    with sql_store(ctx) as engine:
         if count_only:
-            click.echo(store.count(engine, **filters))
+            click.echo(store.count(engine, filters))
             return
-        rows = store.search(engine, **filters, limit=limit or None, offset=offset)
-        total = store.count(engine, **filters) if fmt == "table" else None
+        rows = store.search(engine, filters, limit=limit or None, offset=offset)
+        total = store.count(engine, filters) if fmt == "table" else None
     if fmt == "csv":
         click.echo(store.render_csv(rows), nl=False)
     elif fmt == "json":
@@ -219,7 +276,113 @@ def search(ctx: click.Context, sender: str | None, recipient: str | None, domain
         if rows:
             width = max(shutil.get_terminal_size((200, 24)).columns, 120)
             click.echo(store.render_table(rows, width=width), nl=False)
-            click.echo(f"{offset + 1}-{offset + len(rows)} of {total} matching messages", err=True)
+            pages = f", page {page} of {-(-(total or 0) // limit)}" if page else ""
+            click.echo(f"{offset + 1}-{offset + len(rows)} of {total} matching messages{pages}",
+                       err=True)
         else:
             click.echo(f"no matching messages{f' past the first {total}' if total else ''}",
                        err=True)
+
+
+@audit.command("show")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="everything as one JSON object")
+@click.pass_context
+def show(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Print one message: its summary line, envelope, parts, every finding, and where its
+    archived or quarantined copy is (or what became of it).
+
+    EVENT_ID may be the whole id or its first 8+ characters.
+
+    \b
+    Examples:
+      qscan audit show 0192f1c0-7a3e-7c4b-9d2e-5f1a2b3c4d5e
+      qscan audit show 0192f1c0 --json
+    """
+    from compliance import audit as store
+    from compliance import holds
+    from qscan.compliance_wiring import copy_locations
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine:
+        try:
+            full = store.resolve_id(engine, event_id)
+            info = store.details(engine, full)
+        except store.NotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+        info["holds"] = [{"hold_id": h.hold_id, "matter": h.matter}
+                         for h in holds.covering(engine, full)]
+    info["copies"] = copy_locations(cfg, info)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    click.echo(render_details(info), nl=False)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def render_details(info: dict[str, Any]) -> str:
+    """The human reading of ``audit show``: mail text printed literally, controls removed."""
+    from compliance.audit import printable
+
+    m = info["message"]
+    lines = [printable(m["summary"]), ""]
+
+    def kv(key: str, value: object) -> None:
+        lines.append(f"  {key + ':':<15} {printable(value)}")
+
+    lines.append("message")
+    kv("event id", m["event_id"])
+    kv("received", f"{printable(m['received_at'])} UTC on {m['host']}")
+    kv("action", f"{m['action']} ({m['category']}, {m['reason']}), {m['direction']}")
+    kv("client", f"{m['client_ip'] or 'local'} {m['client_host'] or ''}"
+       f"{' relay' if m['relay'] else ''}{' auth=' + m['auth_user'] if m['auth_user'] else ''}")
+    kv("envelope from", f"<{m['sender']}>")
+    for r in info["recipients"]:
+        kv("envelope to", f"<{r['address']}>")
+    kv("from", m["header_from"])
+    kv("to", m["header_to"])
+    if m["header_cc"]:
+        kv("cc", m["header_cc"])
+    kv("subject", m["subject"])
+    kv("message-id", m["message_id"])
+    kv("date", m["header_date"])
+    kv("size", f"{m['size']} bytes, sha256 {m['sha256']}")
+    kv("queue", f"{m['queue_status']}"
+       f"{' exit ' + str(m['queue_exit_code']) if m['queue_exit_code'] is not None else ''}")
+    kv("chain", f"{m['host']}#{m['chain_seq']} {m['chain_hash']}")
+    if info["parts"]:
+        lines.append("parts")
+        for part in info["parts"]:
+            detected = f" (detected {part['detected_type']})" if part["detected_type"] else ""
+            name = f" {part['filename']!r}" if part["filename"] else ""
+            lines.append(printable(f"  {part['path']:<6} {part['content_type']}{detected}{name} "
+                                   f"{part['size']} bytes"))
+    lines.append("findings" if info["findings"] else "findings: none")
+    for f in info["findings"]:
+        lines.append(printable(f"  {f['scanner']}: {f['verdict']} {f['name']} "
+                               f"score={f['score']:g} {f['detail']} ({f['duration_ms']:.1f} ms)"))
+    for d in info["dlp_findings"]:
+        lines.append(printable(f"  dlp {d['rule']}: {d['detector']} x{d['count']} "
+                               f"{d['confidence']} {d['location']} {d['evidence']}"))
+    lines.append("stored copy")
+    for c in info["copies"]:
+        lines.append(printable(f"  {c}"))
+    if info["quarantine"]:
+        q = info["quarantine"]
+        kv("quarantine", f"{q['folder']} ({q['state']} since {printable(q['updated_at'])})")
+    if info["deletion"]:
+        d = info["deletion"]
+        kv("deleted", f"{printable(d['time'])} by {d['actor']}: {d['reason']} "
+           f"(tombstone {d['event_id']})")
+    for qf in info["queue_failures"]:
+        kv("queue failed", f"{printable(qf['time'])} exit {qf['exit_code']}")
+    for h in info["holds"]:
+        kv("legal hold", f"{h['matter']} ({h['hold_id']})")
+    for e in info["exports"]:
+        kv("exported", f"{e['matter']} as {e['doc_id']} on {printable(e['finished_at'])}")
+    return "\n".join(lines) + "\n"

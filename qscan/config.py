@@ -14,7 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
 MiB = 1024 * 1024
@@ -51,6 +53,9 @@ class JournalConfig(_Section):
         7.0, ge=0, description="keep consumed events this long for replays before pruning"
     )
     prune_interval: float = Field(300.0, gt=0, description="seconds between prunes in `qscan run`")
+    disk_budget_mb: float = Field(
+        10240.0, gt=0, description="journal size that makes `qscan journal status` fail loudly"
+    )
 
 
 class ArchiveConfig(_Section):
@@ -103,27 +108,370 @@ class HeadersConfig(_Section):
 
 
 class ScannersConfig(_Section):
-    enabled: list[str] = Field(["size"], description="scanners to run, in order")
+    enabled: list[str] = Field(["size", "internal"], description="scanners to run, in order")
+
+
+InternalActionName = Literal["quarantine", "reject", "tempfail", "drop", "deliver"]
+
+
+class InternalConfig(_Section):
+    """The internal scanner: format checks, unpacking limits, policy rules (docs/policy.md)."""
+
+    rules: Path | None = Field(None, description="policy rules file (TOML); unset: built-in check rules only")
+    checks: dict[str, Literal[CHECK_ACTIONS]] = Field(  # type: ignore[valid-type]
+        {}, description="per-check action: quarantine|reject|tempfail|drop|tag|record|off "
+        "(defaults in docs/policy.md), e.g. { password-protected-archive = \"quarantine\" }",
+    )
+    ignore_eol: bool = Field(False, description="do not flag bare CR in MIME headers (NUL still is)")
+    dangerous_extensions: list[str] = Field(
+        list(DEFAULT_DANGEROUS_EXTENSIONS),
+        description="final extensions that make a double-barrelled name (invoice.pdf.exe) dangerous",
+    )
+    max_depth: int = Field(10, ge=0, le=100, description="archives nested within archives")
+    max_members: int = Field(1000, ge=1, description="archive members per message")
+    max_total_bytes: int = Field(200 * MiB, ge=1024, description="expanded bytes per message")
+    max_ratio: float = Field(100.0, gt=1, description="expanded/compressed size of one archive (zip bombs)")
+    max_time: float = Field(10.0, ge=0, description="seconds of inspection and unpacking per message")
+    error_action: InternalActionName = Field(
+        "quarantine", description="what an internal error in the scanner does (finding: internal-error)"
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"unknown check(s) {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+        return value
+
+    @field_validator("dangerous_extensions")
+    @classmethod
+    def _extensions(cls, value: list[str]) -> list[str]:
+        return [v.strip().lstrip(".").lower() for v in value if v.strip().lstrip(".")]
+
+
+# -- external scanners (scanners/clamd.py, spamd.py, rspamd.py, cmdline.py, cymru.py) ---------
+FailurePolicyName = Literal["tempfail", "pass"]
+VirusActionName = Literal["quarantine", "reject", "drop"]
+
+
+def _socket_path(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("must be an absolute path, or empty to use TCP host/port")
+    return value
+
+
+class ClamdConfig(_Section):
+    socket: str = Field("/var/run/clamav/clamd.ctl", description="clamd's unix socket; empty: TCP host/port")
+    host: str = Field("127.0.0.1", description="clamd's TCP address when socket is empty")
+    port: int = Field(3310, ge=1, le=65535)
+    connect_timeout: float = Field(2.0, gt=0, description="seconds to connect")
+    timeout: float = Field(60.0, gt=0, description="seconds for one part, connect to reply")
+    redundant: bool = Field(False, description="also scan the raw message, not only the decoded parts")
+    max_stream_size: int = Field(
+        25 * MiB, ge=1, description="parts above this are not sent (keep equal to clamd's StreamMaxLength)"
+    )
+    failure_policy: FailurePolicyName = Field(
+        "tempfail", description="clamd down, timed out or answering nonsense: tempfail, or pass (recorded)"
+    )
+    size_limit_policy: FailurePolicyName = Field(
+        "pass", description="a part too big for clamd: pass (recorded as not scanned) or tempfail"
+    )
+    action: VirusActionName = Field("quarantine", description="what a detection does (or reject, drop)")
+    version_refresh: float = Field(300.0, gt=0, description="seconds between zVERSION queries")
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: str) -> str:
+        return _socket_path(value)
+
+
+class SpamThresholdsConfig(_Section):
+    """Shared by spamd and rspamd; every threshold is optional and the highest reached wins."""
+
+    required_score: float | None = Field(None, description="spam from this score; unset: the engine decides")
+    tag_score: float | None = Field(None, description="X-Spam-* headers from this score; unset: always")
+    subject_prefix: str = Field("", max_length=40, description="e.g. '[SPAM]'; empty: subject untouched")
+    subject_score: float | None = Field(None, description="prefix from this score; unset: what is spam")
+    quarantine_score: float | None = Field(None, description="quarantine into spam/ from this score")
+    reject_score: float | None = Field(None, description="reject permanently from this score")
+    drop_score: float | None = Field(None, description="accept and silently delete from this score")
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
+
+
+class SpamdConfig(SpamThresholdsConfig):
+    socket: str = Field("", description="spamd's unix socket; empty: TCP host/port")
+    host: str = "127.0.0.1"
+    port: int = Field(783, ge=1, le=65535)
+    connect_timeout: float = Field(2.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds from connect to reply")
+    command: Literal["SYMBOLS", "REPORT"] = Field(
+        "SYMBOLS", description="REPORT also gives each rule's points (tests=GTUBE=1000)"
+    )
+    user: str | None = Field(None, description="spamd User: header (per-user settings)")
+    max_size: int = Field(512 * 1024, ge=1, description="bigger mail is not spam-scanned (recorded)")
+    skip_relay: bool = Field(True, description="do not spam-scan mail from relay clients (RELAYCLIENT)")
+    failure_policy: FailurePolicyName = Field("pass", description="spamd unavailable: pass or tempfail")
+    version_refresh: float = Field(3600.0, gt=0, description="seconds between version probes")
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: str) -> str:
+        return _socket_path(value)
+
+
+class RspamdConfig(SpamThresholdsConfig):
+    host: str = "127.0.0.1"
+    port: int = Field(11333, ge=1, le=65535, description="rspamd's normal worker")
+    path: str = Field("/checkv2", pattern=r"^/[!-~]*$")
+    password: SecretStr | None = Field(None, description="only if the worker requires one")
+    timeout: float = Field(30.0, gt=0, description="seconds per socket operation")
+    max_size: int = Field(2 * MiB, ge=1, description="bigger mail is not spam-scanned (recorded as skipped)")
+    skip_relay: bool = True
+    failure_policy: FailurePolicyName = "pass"
+    follow_actions: bool = Field(
+        True, description="rspamd's reject/soft reject/discard/quarantine actions apply on top of thresholds"
+    )
+    reject_action: Literal["reject", "quarantine", "drop"] = Field(
+        "reject", description="what rspamd's 'reject' action does here"
+    )
+
+
+class CmdlineConfig(_Section):
+    name: str = Field("cmdline", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="name in findings, headers")
+    argv: list[str] = Field(
+        [], description="program and arguments, no shell; '{path}' is replaced by the directory or file"
+    )
+    target: Literal["directory", "file"] = "directory"
+    exit_codes: dict[int, Literal["clean", "virus", "error"]] = Field(
+        {0: "clean", 1: "virus"}, description="exit code meanings; unlisted codes are errors"
+    )
+    virus_regex: str = Field(
+        r"(?m)(?P<name>[^\s:]+)[ \t]+FOUND[ \t]*$",
+        description="finds the virus name in the output (group 'name', else the first group)",
+    )
+    timeout: float = Field(60.0, gt=0)
+    redundant: bool = Field(False, description="also give the scanner the raw message (message.eml)")
+    failure_policy: FailurePolicyName = "tempfail"
+    action: VirusActionName = "quarantine"
+    version: str = Field("", max_length=60, description="version shown in the diagnostics header")
+    version_argv: list[str] = Field([], description="command printing the version (first line is used)")
+    tmp_dir: Path | None = Field(None, description="where scan directories are made (default: system temp)")
+
+    @field_validator("virus_regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+
+class CymruConfig(_Section):
+    zone: str = Field("hash.cymru.com", pattern=r"^[A-Za-z0-9.-]+$", description="MHR DNS zone")
+    nameservers: list[str] = Field([], description="resolver IPs; empty: /etc/resolv.conf")
+    port: int = Field(53, ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0, description="seconds of DNS for all lookups of one message")
+    threshold: int = Field(25, ge=0, le=100, description="detection percent from which a hash is malware")
+    hash: Literal["md5", "sha1", "sha256"] = "sha256"
+    cache_ttl: float = Field(600.0, ge=0, description="seconds answers (also 'unknown') are cached")
+    cache_size: int = Field(10000, ge=0)
+    max_lookups: int = Field(20, ge=1, description="hashes looked up per message at most")
+    attachments_only: bool = Field(True, description="skip text/* parts without a file name")
+    failure_policy: FailurePolicyName = "pass"
+    action: VirusActionName = "quarantine"
+
+
+# -- notifications (compliance/notify, docs/notifications.md) ------------------------------------
+NotifyKindName = Literal["virus", "policy", "spam", "dlp", "reject"]
+NotifyLanguage = Literal["en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "pt", "nl", "zh"]
+ALL_NOTIFY_KINDS: list[NotifyKindName] = ["virus", "policy", "spam", "dlp", "reject"]
+# Viruses known to forge the sender (Qmail-Scanner's list, kept up to date): their
+# "senders" are innocent bystanders and are never told. Case-insensitive globs on the name.
+DEFAULT_FORGING_VIRUSES = [
+    "*klez*", "*bugbear*", "*hybris*", "*yaha*", "*braid*", "*nimda*", "*tanatos*", "*sobig*",
+    "*winevar*", "*palyh*", "*fizzer*", "*gibe*", "*cailont*", "*lovelorn*", "*swen*", "*dumaru*",
+    "*sober*", "*hawawi*", "*holar*", "*mimail*", "*poffer*", "*bagle*", "*beagle*", "*mydoom*",
+    "*novarg*", "*netsky*", "*lovgate*", "*zafi*", "*mytob*", "*warezov*", "*stration*",
+    "*nyxem*", "*bagz*", "*@mm*", "*mass-mailer*", "*massmailer*", "*email-worm*", "*email.worm*",
+    "*i-worm*", "*worm.mass*", "*phish*",
+]
+# Sender local parts that are never told (postmaster-style and list robots).
+DEFAULT_NEVER_NOTIFY = [
+    "postmaster", "mailer-daemon", "mailer_daemon", "mailerdaemon", "double-bounce", "daemon",
+    "root", "listserv", "majordomo", "ezmlm", "mailman", "owner-*", "*-owner", "*-request",
+    "*-bounces", "*-bounce", "bounce*", "noreply", "no-reply", "no_reply", "donotreply",
+    "do-not-reply", "*-errors",
+]
+
+
+class NotifyConfig(_Section):
+    """Who is told about quarantined, rejected and DLP-caught mail, and how (docs/notifications.md)."""
+
+    sender: Literal["none", "psender", "all"] = Field(
+        "psender", description="tell the envelope sender: never, only of policy blocks "
+        "(Qmail-Scanner's psender), or of every kind (never of forging viruses, lists, bounces)"
+    )
+    recipients: bool = Field(True, description="tell envelope recipients in local_domains")
+    recipient_kinds: list[NotifyKindName] = Field(
+        list(ALL_NOTIFY_KINDS), description="kinds recipients are told of"
+    )
+    local_domains: list[str] = Field(
+        [], description="recipients told (exact domains; '.example.com' matches subdomains); empty: none"
+    )
+    admin: str = Field("", description="quarantine admin address; empty: none")
+    admin_kinds: list[NotifyKindName] = Field(list(ALL_NOTIFY_KINDS), description="kinds the admin is told of")
+    compliance_officer: str = Field(
+        "", description="told of every DLP event (quarantined, rejected, delivered); empty: none"
+    )
+    from_address: str = Field("", description="From: of notifications (default postmaster@HOSTNAME)")
+    from_name: str = Field("Mail scanner", max_length=80, description="display name in From:")
+    envelope_sender: str = Field("", description="MAIL FROM of notifications; empty: the null sender <>")
+    release_contact: str = Field(
+        "", description="address people ask for a release (default: the admin address)"
+    )
+    default_language: NotifyLanguage = "en"
+    languages: dict[str, NotifyLanguage] = Field(
+        {}, description="recipient domain -> language, e.g. { \"example.de\" = \"de\" } (subdomains inherit)"
+    )
+    admin_language: NotifyLanguage | None = Field(None, description="admin and officer (default: default_language)")
+    timezone: str = Field("UTC", description="zone dates are shown in (IANA name)")
+    html: bool = Field(True, description="add an HTML alternative to the plain text")
+    template_dir: Path | None = Field(
+        None, description="directory whose KIND/AUDIENCE.txt|.html override the built-in templates"
+    )
+    forging_viruses: list[str] = Field(
+        list(DEFAULT_FORGING_VIRUSES), description="virus-name globs whose senders are never told"
+    )
+    never_notify: list[str] = Field(
+        list(DEFAULT_NEVER_NOTIFY), description="sender local-part globs never told (postmaster-style)"
+    )
+    transport: Literal["smtp", "qmail-inject"] = "smtp"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_timeout: float = Field(30.0, gt=0, description="seconds per SMTP command")
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    qmail_inject: Path = Field(Path("/var/qmail/bin/qmail-inject"), description="for transport = 'qmail-inject'")
+    retry_base: float = Field(60.0, gt=0, description="seconds before the first retry; doubles each time")
+    retry_max: float = Field(3600.0, gt=0, description="longest wait between retries")
+    give_up_after: float = Field(172800.0, gt=0, description="seconds after which a failing notice is dropped")
+    delivery_interval: float = Field(10.0, gt=0, description="seconds between delivery passes when idle")
+
+    @field_validator("local_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower().rstrip(".") for v in value if v.strip()]
+
+    @field_validator("languages")
+    @classmethod
+    def _language_domains(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.strip().lower().lstrip(".").rstrip("."): v for k, v in value.items()}
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("admin", "compliance_officer", "from_address", "envelope_sender", "release_contact")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if value and (not re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+", value) or value.startswith("-")):
+            raise ValueError(f"not a plain address (local@domain): {value!r}")
+        return value
 
 
 class ConsumersConfig(_Section):
-    enabled: list[Literal["archive", "summaries"]] = Field(
+    enabled: list[Literal["archive", "summaries", "notify"]] = Field(
         ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
     )
     batch: int = Field(200, ge=1, le=10000, description="events per consumer transaction")
     poll_interval: float = Field(0.2, gt=0, description="seconds between polls when idle")
+    source: Literal["journal", "kafka"] = Field(
+        "journal", description="where consumers read events: the local journal or the Kafka topic"
+    )
+
+
+Days = int | Literal["forever"]
+
+
+class RetentionRuleConfig(_Section):
+    """One retention rule (compliance/retention.py): all conditions given must hold."""
+
+    name: str = Field(..., min_length=1, description="shown in tombstones and reports")
+    days: Days = Field(..., description="keep stored copies this many days, or 'forever'")
+    domain: str | None = Field(None, description="sender's or any recipient's domain ('*' allowed)")
+    address: str | None = Field(None, description="sender or any recipient ('*' allowed)")
+    direction: Literal["inbound", "outbound", "local"] | None = None
+    verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = None
+
+    @field_validator("days")
+    @classmethod
+    def _positive(cls, value: Days) -> Days:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("days must be at least 1, or 'forever'")
+        return value
+
+
+class RetentionConfig(_Section):
+    default_days: Days = Field(
+        "forever", description="days to keep copies no rule matches ('forever': never delete)"
+    )
+    rules: list[RetentionRuleConfig] = Field([], description="tried in order; the first match decides")
+
+
+class KafkaConfig(_Section):
+    """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
+
+    bootstrap_servers: list[str] = Field(description="broker addresses, e.g. ['kafka1:9092']")
+    topic: str = Field("qscan.events", description="the event topic")
+    partitions: int = Field(6, ge=1, le=1000, description="partitions `qscan kafka init` creates")
+    replication_factor: int = Field(1, ge=1, le=10)
+    retention_days: float = Field(7.0, gt=0, description="topic retention")
+    compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
+    group_prefix: str = Field("qscan", description="consumer groups are PREFIX-NAME")
+    relay_batch: int = Field(500, ge=1, le=100000, description="events per relay round trip")
+    request_timeout_ms: int = Field(30000, ge=1000)
+
+
+class LogConfig(_Section):
+    kafka: KafkaConfig | None = Field(None, description="set [log.kafka] to relay to Kafka")
 
 
 class Config(_Section):
     data_dir: Path = Field(Path("/var/lib/qscan"), description="where data lives by default")
     daemon: DaemonConfig = DaemonConfig()
     journal: JournalConfig = JournalConfig()
+    log: LogConfig = LogConfig()
     archive: ArchiveConfig = ArchiveConfig()
     sql: SqlConfig = SqlConfig()
     summary_log: SummaryLogConfig = SummaryLogConfig()
     headers: HeadersConfig = HeadersConfig()
     scanners: ScannersConfig = ScannersConfig()
+    internal: InternalConfig = InternalConfig()
+    clamd: ClamdConfig = ClamdConfig()
+    spamd: SpamdConfig = SpamdConfig()
+    rspamd: RspamdConfig = RspamdConfig()
+    cmdline: CmdlineConfig = CmdlineConfig()
+    cymru: CymruConfig = CymruConfig()
     consumers: ConsumersConfig = ConsumersConfig()
+    notify: NotifyConfig = NotifyConfig()
+    retention: RetentionConfig = RetentionConfig()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
     # Effective values (defaults resolved against data_dir).
@@ -171,6 +519,9 @@ _PATH_KEYS = [
     ("archive", "maildir"),
     ("archive", "quarantine_dir"),
     ("summary_log", "path"),
+    ("internal", "rules"),
+    ("notify", "template_dir"),
+    ("notify", "qmail_inject"),
 ]
 
 
@@ -312,10 +663,141 @@ attachments = false
 recipients = false                     # privacy: off unless asked
 
 [scanners]
-enabled = ["size"]
+enabled = ["size", "internal"]
+# External scanners: list antivirus first (clamd, cmdline, cymru), then the internal policy
+# engine, then spam (spamd or rspamd), e.g.
+# enabled = ["size", "clamd", "cymru", "internal", "spamd"]
+
+[internal]                             # format checks, unpacking, policy rules (docs/policy.md)
+# rules = "policy.toml"                # ordered [[rule]] tables; `qscan policy check` lints them
+# checks = { password-protected-archive = "quarantine", broken-part-header = "off" }
+ignore_eol = false                     # true: bare CR in MIME headers is not flagged
+# dangerous_extensions = ["exe", "scr", "pif", "bat", "cmd", "com", "vbs", "js", ...]
+max_depth = 10                         # archives within archives
+max_members = 1000                     # archive members per message
+max_total_bytes = 209715200            # expanded bytes per message
+max_ratio = 100                        # expanded/compressed per archive (zip bombs)
+max_time = 10                          # seconds of inspection and unpacking per message
+error_action = "quarantine"            # an internal scanner error: quarantine|reject|tempfail|drop|deliver
+
+[clamd]
+socket = "/var/run/clamav/clamd.ctl"   # empty: TCP host/port
+host = "127.0.0.1"
+port = 3310
+connect_timeout = 2
+timeout = 60                           # seconds per part
+redundant = false                      # also scan the raw message
+max_stream_size = 26214400             # = clamd's StreamMaxLength
+failure_policy = "tempfail"            # clamd down/timeout/error: tempfail | pass (recorded)
+size_limit_policy = "pass"             # part too big for clamd: pass (recorded) | tempfail
+action = "quarantine"                  # quarantine | reject | drop
+version_refresh = 300
+
+[spamd]
+socket = ""                            # e.g. "/run/spamd.sock"; empty: TCP host/port
+host = "127.0.0.1"
+port = 783
+connect_timeout = 2
+timeout = 30
+command = "SYMBOLS"                    # or REPORT (rule points in tests=)
+# user = "spamd-user"
+max_size = 524288                      # bigger mail is not spam-scanned
+skip_relay = true                      # relay clients (RELAYCLIENT) are not spam-scanned
+failure_policy = "pass"
+version_refresh = 3600
+# Thresholds (spamd and rspamd alike); unset ones are off, the highest reached wins.
+# required_score = 5.0                 # default: spamd's own required score
+# tag_score = -100                     # X-Spam-* headers from this score (default: always)
+subject_prefix = ""                    # e.g. "[SPAM]"
+# subject_score = 5.0                  # default: what is spam
+# quarantine_score = 8.0               # into quarantine spam/
+# reject_score = 15.0
+# drop_score = 25.0                    # accepted, silently deleted (kept in the journal)
+
+[rspamd]
+host = "127.0.0.1"
+port = 11333
+path = "/checkv2"
+timeout = 30
+max_size = 2097152
+skip_relay = true
+failure_policy = "pass"
+follow_actions = true                  # rspamd's reject / soft reject / discard apply
+reject_action = "reject"               # what rspamd's "reject" does: reject | quarantine | drop
+
+[cmdline]
+name = "cmdline"
+# argv = ["/opt/av/bin/scan", "--recursive", "{path}"]   # no shell; {path}: directory or file
+target = "directory"                   # one run per message, or "file": one run per part
+exit_codes = { 0 = "clean", 1 = "virus" }                # other codes are errors
+virus_regex = '(?m)(?P<name>[^\\s:]+)[ \\t]+FOUND[ \\t]*$'   # clamscan style: 'FILE: NAME FOUND'
+timeout = 60
+redundant = false
+failure_policy = "tempfail"
+action = "quarantine"
+# version_argv = ["/opt/av/bin/scan", "--version"]
+
+[cymru]
+zone = "hash.cymru.com"
+nameservers = []                       # empty: /etc/resolv.conf
+port = 53
+timeout = 2                            # seconds of DNS per message, all lookups together
+threshold = 25                         # detection percent from which a hash is malware
+hash = "sha256"                        # md5 | sha1 | sha256
+cache_ttl = 600
+cache_size = 10000
+max_lookups = 20
+attachments_only = true
+failure_policy = "pass"
+action = "quarantine"
 
 [consumers]
-enabled = ["archive", "summaries"]
+enabled = ["archive", "summaries"]     # add "notify" to send notifications (docs/notifications.md)
 batch = 200
 poll_interval = 0.2
+
+[notify]                               # `qscan consume notify` (docs/notifications.md)
+sender = "psender"                     # none | psender (policy blocks only) | all
+recipients = true                      # only those in local_domains
+recipient_kinds = ["virus", "policy", "spam", "dlp", "reject"]
+local_domains = []                     # e.g. ["example.com", ".example.com"] (subdomains)
+admin = ""                             # quarantine admin, e.g. "quarantine-admin@example.com"
+admin_kinds = ["virus", "policy", "spam", "dlp", "reject"]
+compliance_officer = ""                # told of every DLP event
+# from_address = "postmaster@mx1.example.com"   # default postmaster@HOSTNAME
+from_name = "Mail scanner"
+envelope_sender = ""                   # empty: the null sender <> (no bounces, no loops)
+# release_contact = "helpdesk@example.com"      # default: the admin address
+default_language = "en"                # en it af pl sv cs de es tr lt fr pt nl zh
+languages = {}                         # e.g. { "example.de" = "de", "example.it" = "it" }
+# admin_language = "en"
+timezone = "UTC"
+html = true                            # add an HTML alternative
+# template_dir = "notify-templates"    # KIND/AUDIENCE.txt|.html overriding the built-in ones
+# forging_viruses = ["*netsky*", "*mydoom*", ...]   # senders of these are never told
+# never_notify = ["postmaster", "mailer-daemon", "*-request", ...]
+transport = "smtp"                     # or "qmail-inject"
+smtp_host = "localhost"
+smtp_port = 25
+smtp_timeout = 30
+smtp_starttls = false
+# smtp_user = "qscan"
+# smtp_password = "..."
+qmail_inject = "/var/qmail/bin/qmail-inject"
+retry_base = 60                        # first retry after 60 s, doubling...
+retry_max = 3600                       # ...up to an hour between tries
+give_up_after = 172800                 # two days, then the notice is marked failed
+delivery_interval = 10
+
+[retention]                            # `qscan retention apply` (docs/compliance.md)
+default_days = "forever"               # or e.g. 2555 (7 years); legal holds always win
+# [[retention.rules]]                  # tried in order, the first match decides
+# name = "spam"
+# verdict = "spam"                     # clean | virus | policy | spam | dlp | malformed
+# days = 30
+# [[retention.rules]]
+# name = "sales-outbound"
+# domain = "example.com"               # sender's or any recipient's domain
+# direction = "outbound"               # inbound | outbound | local
+# days = 3650
 """

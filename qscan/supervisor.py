@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ingest.journal import Journal
 from qscan.config import Config
+from qscan.wiring import log_readers_required
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class Child:
 def components(cfg: Config, config_path: str) -> list[Child]:
     base = [sys.executable, "-m", "qscan", "-c", config_path]
     children = [Child("daemon", [*base, "daemon"])]
+    if cfg.log.kafka is not None:
+        children.append(Child("relay", [*base, "relay"]))
     for name in cfg.consumers.enabled:
         children.append(Child(f"consume-{name}", [*base, "consume", name]))
     return children
@@ -69,7 +72,7 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
                     c.started = now
             if now >= next_prune:
                 try:
-                    n = journal.prune(cfg.consumers.enabled, cfg.journal.retain_days * 86400)
+                    n = journal.prune(log_readers_required(cfg), cfg.journal.retain_days * 86400)
                     if n:
                         log.info("pruned %d journal events", n)
                 except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.daemon import DaemonOptions
 from ingest.journal import Journal
@@ -12,12 +13,19 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
+from qscan.external_scanners import EXTERNAL_SCANNERS
+from qscan.internal_scanner import make_internal_scanner
 from scanners.base import Scanner
 from scanners.size import SizeScanner
+
+if TYPE_CHECKING:
+    from ingest.kafka_log import KafkaSettings
 
 # name -> factory(config). Scanner issues register theirs here; order of use is
 # `scanners.enabled`, but AV-type scanners should be listed first (see README).
 SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
+SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/external_scanners.py)
+SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
 CONSUMERS = ("archive", "summaries")
 
 
@@ -56,16 +64,42 @@ def make_processor(cfg: Config) -> Processor:
     return Processor(processor_options(cfg), Journal(cfg.journal_path), make_scanners(cfg), summary)
 
 
-def make_sink(cfg: Config, name: str) -> Sink:
+def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
+    """The projection NAME; ``position_key`` names the log source it stores a position for
+    (None: the journal; ``kafka.TOPIC.PARTITION``: one Kafka partition)."""
     if name == "archive":
         from archive.consumer import ArchiveSink
 
         return ArchiveSink(
             Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
-            archive_enabled=cfg.archive.enabled,
+            archive_enabled=cfg.archive.enabled, position_key=position_key,
         )
     if name == "summaries":
         from compliance.summaries import SummarySink
 
-        return SummarySink(cfg.sql_url)
+        return SummarySink(cfg.sql_url, name=f"summaries@{position_key}" if position_key else "summaries")
     raise ValueError(f"unknown consumer {name!r} (known: {', '.join(CONSUMERS)})")
+
+
+def kafka_settings(cfg: Config) -> KafkaSettings:
+    """The Kafka side of the config; raises ValueError when [log.kafka] is not configured."""
+    from ingest.kafka_log import KafkaSettings
+
+    k = cfg.log.kafka
+    if k is None:
+        raise ValueError("Kafka is not configured: add a [log.kafka] section with bootstrap_servers")
+    return KafkaSettings(
+        bootstrap_servers=k.bootstrap_servers, topic=k.topic, partitions=k.partitions,
+        replication_factor=k.replication_factor, retention_ms=int(k.retention_days * 86400 * 1000),
+        compression=k.compression, max_message_size=cfg.daemon.max_message_size,
+        client_id=f"qscan-{cfg.hostname}", group_prefix=k.group_prefix,
+        request_timeout_ms=k.request_timeout_ms,
+    )
+
+
+def log_readers_required(cfg: Config) -> list[str]:
+    """Who must have passed an event before the journal may prune it."""
+    names: list[str] = list(cfg.consumers.enabled) if cfg.consumers.source == "journal" else []
+    if cfg.log.kafka is not None:
+        names.append("relay")
+    return names

@@ -18,8 +18,22 @@ class ScanPart:
 
 
 @dataclass(slots=True)
+class PartInfo:
+    """A part a scanner found inside another (archive member, TNEF attachment, uuencoded file)
+    or re-typed (a MIME part's libmagic type), for the event's part list. A path already in
+    the list updates that part's detected type; a new path is appended."""
+
+    path: str  # e.g. '2/invoice.zip!/a.exe'
+    content_type: str  # declared type; for members, the type their name claims
+    detected_type: str | None
+    filename: str | None
+    size: int
+    sha256: str
+
+
+@dataclass(slots=True)
 class ScanContext:
-    """Everything a scanner may look at. Scanners must not mutate it."""
+    """Everything a scanner may look at. Scanners must not mutate it (but may append to found_parts)."""
 
     raw: bytes
     message: EmailMessage | None  # None when the parser gave up
@@ -31,6 +45,8 @@ class ScanContext:
     size: int
     max_size: int
     env: dict[str, str] = field(default_factory=dict)
+    queue_id: str = ""  # the event id, for correlating a scanner's own logs (rspamd Queue-Id)
+    found_parts: list[PartInfo] = field(default_factory=list)  # the one thing scanners may append to
 
 
 class Scanner(Protocol):

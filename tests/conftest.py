@@ -9,6 +9,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# SQL tests run on SQLite and on a real PostgreSQL server (tests/pg.py).
+# Kafka tests run against a real Kafka-protocol broker (Tansu; tests/kafka_broker.py).
+from tests.kafka_broker import broker  # noqa: E402, F401
+from tests.pg import (  # noqa: E402, F401
+    db_kind,
+    db_url,
+    fresh_db,
+    migrated_url,
+    pg_migrated_template,
+    pg_server,
+    sqlite_migrated_template,
+)
+
 
 def require(what: str, available: bool) -> None:
     """A test that needs a real component: skip on a developer box, fail in CI (CI=true).

@@ -21,10 +21,12 @@ def test_make_demo(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "26/26 accepted" in text
-    assert "audit table" in text and "deliver=26" in text
-    assert f"archive maildir:   {data / 'archive'} (26 messages in new/)" in text
+    # the internal scanner quarantines 20-invoice-exe.eml (invoice.pdf.exe, category policy)
+    assert "audit table" in text and "deliver=25, quarantine=1" in text
+    assert f"archive maildir:   {data / 'archive'} (25 messages in new/)" in text
+    assert len(list((data / "quarantine" / "policy" / "new").iterdir())) == 1
     assert "stopped qscan run" in text
-    assert len(list((data / "queued").glob("*.msg"))) == 26
+    assert len(list((data / "queued").glob("*.msg"))) == 25
     # one archived message carries the envelope block at its bottom
     archived = sorted((data / "archive" / "new").iterdir())
     assert archived

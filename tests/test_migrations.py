@@ -1,73 +1,180 @@
-"""The Alembic migrations build exactly the schema the models describe."""
+"""The Alembic migrations build exactly the schema the models describe, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import io
+import re
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, text
 
 from compliance import db
 from compliance.models import Base
 from compliance.summaries import SummarySink
+from ingest.event import Action, Category
+from ingest.log import LogRecord
+from tests.factories import make_event
 
 # SQLite cannot reflect expression indexes, so Alembic warns it skips them;
 # test_expression_indexes checks those directly.
 pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
 
+TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "dlp_findings",
+          "quarantine_entries", "queue_failures", "deletions", "chain_heads", "holds", "exports",
+          "export_items", "alembic_version"}
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'sub' / 'qscan.db'}"
+
+def engine_for(url: str) -> Engine:
+    return db.make_engine(url)
 
 
-def test_upgrade_matches_models(url: str) -> None:
-    assert db.current(url) is None
-    db.upgrade(url)
-    engine = db.make_engine(url)
+def index_sql(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        else:
+            query = ("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                     "AND indexname NOT LIKE 'pk_%%' AND indexname NOT LIKE 'uq_%%' AND tablename <> 'alembic_version'")
+        found = dict(conn.exec_driver_sql(query).all())  # type: ignore[arg-type]
+    # PostgreSQL shows lower((sender)::text); compare in SQLite's spelling
+    return {k: re.sub(r"\(\((\w+)\)::text\)", r"(\1)", v) for k, v in found.items()}
+
+
+def test_upgrade_matches_models(db_url: str) -> None:
+    assert db.current(db_url) is None
+    db.upgrade(db_url)
+    engine = engine_for(db_url)
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
             tables = set(inspect(conn).get_table_names())
+            views = set(inspect(conn).get_view_names())
     finally:
         engine.dispose()
-    assert tables == {"messages", "recipients", "findings", "consumer_positions", "alembic_version"}
+    assert tables == TABLES
+    assert views == {"summary_lines"}
 
 
-def test_expression_indexes(url: str) -> None:
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    with engine.connect() as conn:
-        sql = dict(conn.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-        ).all())
+def test_expression_indexes(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = engine_for(db_url)
+    sql = index_sql(engine)
     engine.dispose()
     expected = {i.name for t in Base.metadata.tables.values() for i in t.indexes}
     assert set(sql) == expected
     assert "lower(sender), received_at" in sql["ix_messages_sender_received"]
     assert "lower(address), event_id" in sql["ix_recipients_address_event"]
+    assert "lower" in sql["ix_parts_filename_event"] and "lower" in sql["ix_findings_name_event"]
 
 
-def test_current_is_head_and_upgrade_is_idempotent(url: str) -> None:
-    db.upgrade(url)
-    db.upgrade(url)
-    assert db.current(url) == db.head() == "0001"
+def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
+    db.upgrade(db_url)
+    db.upgrade(db_url)
+    assert db.current(db_url) == db.head() == "0002"
 
 
-def test_downgrade_round_trip(url: str) -> None:
-    db.upgrade(url)
-    db.downgrade(url, "base")
-    assert db.current(url) is None
-    engine = db.make_engine(url)
+def test_downgrade_round_trip(db_url: str) -> None:
+    db.upgrade(db_url)
+    db.downgrade(db_url, "0001")
+    assert db.current(db_url) == "0001"
+    db.downgrade(db_url, "base")
+    assert db.current(db_url) is None
+    engine = engine_for(db_url)
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    assert inspect(engine).get_view_names() == []
     engine.dispose()
-    db.upgrade(url)
-    assert db.current(url) == db.head()
+    db.upgrade(db_url)
+    assert db.current(db_url) == db.head()
+
+
+def test_downgrade_keeps_the_messages(db_url: str) -> None:
+    db.upgrade(db_url)
+    sink = SummarySink(db_url)
+    sink.apply([LogRecord(1, make_event(recipients=["a@example.org", "b@example.org"]))], 1)
+    sink.close()
+    db.downgrade(db_url, "0001")
+    engine = engine_for(db_url)
+    with engine.connect() as conn:
+        counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                  for t in ("messages", "recipients")]
+    engine.dispose()
+    assert counts == [1, 2]
+
+
+def _insert_legacy(engine: Engine) -> list[str]:
+    """Rows as revision 0001 wrote them (no chain, no parts)."""
+    ids = []
+    with engine.begin() as conn:
+        for i, (host, status) in enumerate([("mx1", "queued"), ("mx2", "queued"),
+                                            ("mx1", "failed")]):
+            event_id = f"0192f1c0-0000-7000-8000-00000000000{i}"
+            ids.append(event_id)
+            conn.execute(text(
+                "INSERT INTO messages (event_id, position, received_at, host, action, category, "
+                "reason, client_ip, client_host, relay, auth_user, sender, sender_domain, subject, "
+                "message_id, size, sha256, attachments, parts_count, recipients_count, spam_score, "
+                "processing_ms, queue_status, queue_exit_code, summary) VALUES (:e, :p, :t, :h, "
+                "'deliver', 'clean', 'clean', :ip, NULL, :relay, NULL, 'a@example.com', "
+                "'example.com', 'Hello', '<m@x>', 10, :sha, '', 1, 1, NULL, 1.5, :st, :code, 'line')"
+            ), {"e": event_id, "p": i + 1, "t": datetime(2026, 1, 1, i, tzinfo=UTC), "h": host,
+                "ip": None if i == 1 else "192.0.2.1", "relay": i == 2, "sha": "a" * 64,
+                "st": status, "code": 53 if status == "failed" else None})
+            conn.execute(text("INSERT INTO recipients (event_id, address, domain) "
+                              "VALUES (:e, 'b@example.org', 'example.org')"), {"e": event_id})
+    return ids
+
+
+def test_upgrade_seals_existing_rows(db_url: str) -> None:
+    from compliance.verify import verify_chain
+
+    db.upgrade(db_url, "0001")
+    engine = engine_for(db_url)
+    ids = _insert_legacy(engine)
+    db.upgrade(db_url)
+    with engine.connect() as conn:
+        rows = {r.event_id: r for r in conn.execute(text(
+            "SELECT event_id, host, chain_seq, direction FROM messages"))}
+        failures = conn.execute(text("SELECT ref_event_id, exit_code, chain_seq FROM queue_failures")
+                                ).all()
+        quarantined = conn.execute(text("SELECT count(*) FROM quarantine_entries")).scalar()
+    assert [(rows[i].host, rows[i].chain_seq, rows[i].direction) for i in ids] == [
+        ("mx1", 1, "inbound"), ("mx2", 1, "local"), ("mx1", 2, "outbound")]
+    assert [tuple(f) for f in failures] == [(ids[2], 53, 3)]
+    assert quarantined == 0
+    report = verify_chain(engine)
+    engine.dispose()
+    assert report.problems == []
+    assert report.entries == 4
+
+
+def test_summary_view(db_url: str) -> None:
+    db.upgrade(db_url)
+    sink = SummarySink(db_url)
+    ev = make_event(sender="alice@example.com", recipients=["bob@example.org", "carol@example.net"],
+                    subject="Quarterly report", attachments=[("r.pdf", "application/pdf", 9)],
+                    when=datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC), action=Action.QUARANTINE,
+                    category=Category.VIRUS)
+    ev.timings.total_ms = 4.0
+    sink.apply([LogRecord(1, ev)], 1)
+    sink.close()
+    engine = engine_for(db_url)
+    with engine.connect() as conn:
+        got: dict[str, Any] = dict(conn.execute(text(
+            "SELECT * FROM summary_lines WHERE event_id = :e"), {"e": ev.event_id}).mappings().one())
+    engine.dispose()
+    assert got["line"].split("\t") == [
+        "2026-11-25 10:00:05", "Virus:RC:0(192.0.2.10):virus:quarantine:", "0.004",
+        str(ev.size), "alice@example.com", "bob@example.org,carol@example.net",
+        "Quarterly report", "<m1@example.com>", ev.event_id, "r.pdf"]
+    assert got["summary"].startswith(f"event={ev.event_id} action=quarantine")
+    assert got["deleted_at"] is None
 
 
 def test_sqlite_settings_and_private_file(tmp_path: Path) -> None:
@@ -81,14 +188,24 @@ def test_sqlite_settings_and_private_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_missing_schema_names_the_fix(url: str) -> None:
+def test_postgresql_sessions_are_utc(db_url: str) -> None:
+    engine = engine_for(db_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            assert conn.exec_driver_sql("SHOW timezone").scalar() == "UTC"
+        else:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
+
+
+def test_missing_schema_names_the_fix(db_url: str) -> None:
     with pytest.raises(db.SchemaMissing, match="qscan db upgrade"):
-        SummarySink(url)
+        SummarySink(db_url)
 
 
-def test_unknown_revision_is_reported_as_newer(url: str) -> None:
-    db.upgrade(url)
-    engine = db.make_engine(url)
+def test_unknown_revision_is_reported_as_newer(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = engine_for(db_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(db.SchemaMissing, match="newer than this qscan"):
@@ -104,3 +221,5 @@ def test_offline_sql_for_postgresql() -> None:
     assert "TIMESTAMP WITH TIME ZONE" in ddl
     assert "CREATE INDEX ix_recipients_address_event ON recipients (lower(address), event_id)" in ddl
     assert "BIGSERIAL" in ddl
+    assert "CREATE VIEW summary_lines" in ddl and "string_agg" in ddl
+    assert "not sealed into the hash chain" in ddl

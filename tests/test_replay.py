@@ -57,8 +57,10 @@ def test_replay_gives_identical_maildirs_and_rows(tmp_path: Path) -> None:
         qscan(h, "consume", "archive", "--once")
         qscan(h, "consume", "summaries", "--once")
         files = maildir_snapshot(tmp_path / "archive")
+        quarantined = maildir_snapshot(tmp_path / "quarantine")  # the internal scanner's invoice.pdf.exe
         rows = sql_snapshot(tmp_path / "qscan.db")
-        assert len(files) == len(corpus)  # the refused message was not archived
+        assert len(files) + len(quarantined) == len(corpus)  # the refused message was not archived
+        assert list(quarantined) and all(k.startswith("policy/new/") for k in quarantined)
         assert len(rows["messages"]) == len(corpus) + 1
         failed = [r for r in rows["messages"] if "failed" in r]
         assert len(failed) == 1
@@ -66,6 +68,7 @@ def test_replay_gives_identical_maildirs_and_rows(tmp_path: Path) -> None:
         qscan(h, "consume", "archive", "--from-start", "--once")
         qscan(h, "consume", "summaries", "--from-start", "--once")
         assert maildir_snapshot(tmp_path / "archive") == files
+        assert maildir_snapshot(tmp_path / "quarantine") == quarantined
         assert sql_snapshot(tmp_path / "qscan.db") == rows
 
         # and a reset through the position command behaves the same way

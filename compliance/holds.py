@@ -1,0 +1,192 @@
+"""Legal holds: a named matter whose messages must survive retention and quarantine expiry.
+
+A hold selects messages by custodians (addresses: mail they sent or received,
+``*`` patterns allowed), an optional date range, and optional audit-search
+filters (``compliance.audit.Filters``). Holds are matched at deletion time, not
+copied onto rows, so a hold also covers mail that arrives after it was created
+(a custodian's new mail is held too) and releasing it needs no row updates.
+
+Creating and releasing a hold is an event on the log first (the durable
+record), then a row in SQL (compliance.records).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, and_, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from compliance.audit import FilterError, Filters, party_clause
+from compliance.db import session_factory
+from compliance.models import MATTER_LEN, Hold, Message
+from compliance.records import record_hold, record_release
+from ingest.event import AnyEvent, HoldCreated, HoldReleased
+from ingest.ids import uuid7
+
+LogAppend = Callable[[AnyEvent], None]
+
+
+class HoldError(ValueError):
+    """A hold that cannot be created or released (duplicate matter, unknown matter...)."""
+
+
+@dataclass(frozen=True)
+class HoldSpec:
+    """What a hold covers."""
+
+    matter: str
+    custodians: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    query: Filters = field(default_factory=Filters)
+
+    def __post_init__(self) -> None:
+        if not self.matter.strip() or len(self.matter) > MATTER_LEN:
+            raise HoldError(f"a matter name is 1 to {MATTER_LEN} characters")
+        if any(ord(c) < 32 for c in self.matter):
+            raise HoldError("a matter name cannot contain control characters")
+        if not self.custodians and not self.query.as_json():
+            raise HoldError("a hold needs custodians (--custodian) or a query (filters)")
+        if self.since and self.until and self.since >= self.until:
+            raise HoldError("--since must be before --until")
+        if self.query.since or self.query.until:
+            raise HoldError("give the hold's date range as its own since/until")
+
+    def clause(self) -> ColumnElement[bool]:
+        """SQL condition on ``messages``: the message is covered by this hold."""
+        conds: list[ColumnElement[bool]] = list(self.query.where())
+        if self.custodians:
+            conds.append(or_(*(party_clause(c) for c in self.custodians)))
+        if self.since:
+            conds.append(Message.received_at >= _utc(self.since))
+        if self.until:
+            conds.append(Message.received_at < _utc(self.until))
+        return and_(*conds)
+
+    def describe(self) -> dict[str, Any]:
+        return {"matter": self.matter, "custodians": list(self.custodians),
+                "since": _utc(self.since).isoformat() if self.since else None,
+                "until": _utc(self.until).isoformat() if self.until else None,
+                "query": self.query.as_json()}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def spec_of(row: Hold) -> HoldSpec:
+    try:
+        return HoldSpec(matter=row.matter, custodians=tuple(json.loads(row.custodians)),
+                        since=row.since, until=row.until,
+                        query=Filters.from_json(json.loads(row.query)))
+    except (FilterError, ValueError) as exc:  # pragma: no cover - only a hand-edited row
+        raise HoldError(f"hold {row.hold_id} ({row.matter}) is unreadable: {exc}") from exc
+
+
+def active(session: Session) -> list[Hold]:
+    return list(session.scalars(select(Hold).where(Hold.released_at.is_(None))
+                                .order_by(Hold.created_at)))
+
+
+def held_clause(holds: Iterable[Hold]) -> ColumnElement[bool]:
+    """Covered by any of ``holds`` (``false()`` when there are none)."""
+    clauses = [spec_of(h).clause() for h in holds]
+    return or_(*clauses) if clauses else false()
+
+
+def held_ids(session: Session, event_ids: Iterable[str]) -> set[str]:
+    """Which of these messages an active hold covers."""
+    ids = list(event_ids)
+    holds = active(session)
+    if not ids or not holds:
+        return set()
+    stmt = select(Message.event_id).where(Message.event_id.in_(ids), held_clause(holds))
+    return set(session.scalars(stmt))
+
+
+def covering(engine: Engine, event_id: str, *, include_released: bool = False) -> list[Hold]:
+    """The holds (active, or all) that cover one message."""
+    with session_factory(engine)() as session:
+        stmt = select(Hold).order_by(Hold.created_at)
+        if not include_released:
+            stmt = stmt.where(Hold.released_at.is_(None))
+        out = []
+        for hold in session.scalars(stmt):
+            hit = session.scalar(select(Message.event_id).where(
+                Message.event_id == event_id, spec_of(hold).clause()))
+            if hit:
+                out.append(hold)
+        return out
+
+
+def find(session: Session, matter_or_id: str, *, active_only: bool = False) -> Hold:
+    """A hold by id, or by matter (the active one, else the latest)."""
+    hold = session.get(Hold, matter_or_id)
+    if hold is None:
+        stmt = select(Hold).where(Hold.matter == matter_or_id)
+        if active_only:
+            stmt = stmt.where(Hold.released_at.is_(None))
+        hold = session.scalars(stmt.order_by(Hold.released_at.is_(None).desc(),
+                                             Hold.created_at.desc())).first()
+    if hold is None or (active_only and hold.released_at is not None):
+        what = "no active hold" if active_only else "no hold"
+        raise HoldError(f"{what} for matter {matter_or_id!r} (see `qscan hold list`)")
+    return hold
+
+
+def create(engine: Engine, log: LogAppend, spec: HoldSpec, *, reason: str, actor: str,
+           host: str) -> HoldCreated:
+    """Put a hold in place: on the log first, then in SQL."""
+    if not reason.strip():
+        raise HoldError("say why (--reason): holds are evidence too")
+    with session_factory(engine, write=True).begin() as session:
+        existing = session.scalar(select(Hold.hold_id).where(
+            Hold.matter == spec.matter, Hold.released_at.is_(None)))
+        if existing:
+            raise HoldError(f"matter {spec.matter!r} already has an active hold ({existing})")
+        ev = HoldCreated(event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+                         matter=spec.matter, custodians=list(spec.custodians),
+                         since=spec.since, until=spec.until, query=spec.query.as_json(),
+                         reason=reason, actor=actor)
+        log(ev)
+        record_hold(session, ev)
+    return ev
+
+
+def release(engine: Engine, log: LogAppend, matter_or_id: str, *, reason: str, actor: str,
+            host: str) -> HoldReleased:
+    if not reason.strip():
+        raise HoldError("say why (--reason) the hold ends")
+    with session_factory(engine, write=True).begin() as session:
+        hold = find(session, matter_or_id, active_only=True)
+        ev = HoldReleased(event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+                          hold_id=hold.hold_id, matter=hold.matter, reason=reason, actor=actor)
+        log(ev)
+        record_release(session, ev)
+    return ev
+
+
+def listing(engine: Engine, *, include_released: bool = False) -> list[dict[str, Any]]:
+    """Holds with how many stored messages each covers right now."""
+    out = []
+    with session_factory(engine)() as session:
+        stmt = select(Hold).order_by(Hold.created_at)
+        if not include_released:
+            stmt = stmt.where(Hold.released_at.is_(None))
+        for hold in session.scalars(stmt):
+            spec = spec_of(hold)
+            covered = session.scalar(select(func.count()).select_from(Message).where(spec.clause()))
+            out.append({
+                "hold_id": hold.hold_id, "matter": hold.matter, **spec.describe(),
+                "reason": hold.reason, "created_by": hold.created_by,
+                "created_at": _utc(hold.created_at).isoformat(),
+                "released_at": _utc(hold.released_at).isoformat() if hold.released_at else None,
+                "released_by": hold.released_by, "release_reason": hold.release_reason,
+                "messages": int(covered or 0),
+            })
+    return out

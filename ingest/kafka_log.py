@@ -1,0 +1,244 @@
+"""The Kafka topic as the log: relaying journals into it, and the topic contract.
+
+Contract (docs/kafka.md has the long form):
+- key: the event id (UTF-8); value: the serialized event (JSON, raw message base64);
+  headers: ``schema_version``, ``event_type``, ``source_host``.
+- partition: chosen from the *root* event id - the event's own id, or the id of the
+  message it is about (``ref_event_id``) - with Kafka's murmur2, so every event about a
+  message lands in that message's partition, after it. Consumers see a message's
+  ``message.queue_failed`` (and later release/hold events) after the message itself.
+- delivery is at least once: consumers are idempotent by event id.
+
+Kafka down never stops mail: the daemon writes to the journal whatever happens, the
+relay retries with bounded back-off, and advances its journal position only after the
+broker acknowledged (acks=all), so the journal is pruned only behind it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.journal import Journal, JournalEntry
+from ingest.log import Stop
+
+with warnings.catch_warnings():  # kafka-python 3 warns about its own internals on 3.11
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+    from kafka.partitioner.default import murmur2
+
+log = logging.getLogger(__name__)
+
+RELAY_NAME = "relay"
+HEADER_SCHEMA = "schema_version"
+HEADER_TYPE = "event_type"
+HEADER_HOST = "source_host"
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap_servers: list[str]
+    topic: str = "qscan.events"
+    partitions: int = 6
+    replication_factor: int = 1
+    retention_ms: int = 7 * 86400 * 1000
+    compression: str = "zstd"
+    max_message_size: int = 50 * 1024 * 1024
+    client_id: str = "qscan"
+    group_prefix: str = "qscan"
+    request_timeout_ms: int = 30000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_request_size(self) -> int:
+        """Room for the base64-encoded raw message (4/3) plus the event around it."""
+        return self.max_message_size * 4 // 3 + 1024 * 1024
+
+
+def partition_for(root_id: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, positive) applied to the root event id."""
+    return (murmur2(root_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def serialize(entry: JournalEntry) -> tuple[bytes, dict[str, Any]]:
+    """The full event (raw message re-attached as base64) and its decoded header dict.
+
+    The journal keeps the raw message beside the JSON; the topic carries one JSON value.
+    """
+    obj = json.loads(entry.body)
+    if entry.raw is not None:
+        obj["raw_message"] = base64.b64encode(entry.raw).decode("ascii")
+    return json.dumps(obj, separators=(",", ":")).encode(), obj
+
+
+def record_for(entry: JournalEntry, host: str, partitions: int) -> dict[str, Any]:
+    value, obj = serialize(entry)
+    root = obj.get("ref_event_id") or entry.event_id
+    return {
+        "key": entry.event_id.encode(),
+        "value": value,
+        "partition": partition_for(root, partitions),
+        "headers": [
+            (HEADER_SCHEMA, str(obj.get("schema_version", 1)).encode()),
+            (HEADER_TYPE, entry.type.encode()),
+            (HEADER_HOST, host.encode()),
+        ],
+    }
+
+
+def make_producer(settings: KafkaSettings) -> KafkaProducer:
+    compression = None if settings.compression == "none" else settings.compression
+    return KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-relay",
+        acks="all",
+        enable_idempotence=True,
+        compression_type=compression,
+        max_request_size=settings.max_request_size,
+        request_timeout_ms=settings.request_timeout_ms,
+        linger_ms=5,
+        retries=5,
+        **settings.extra,
+    )
+
+
+class Relay:
+    """Journal -> topic, advancing the relay position only behind broker acknowledgements."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        settings: KafkaSettings,
+        host: str,
+        *,
+        batch: int = 500,
+        producer_factory: Callable[[KafkaSettings], Any] = make_producer,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.host = host
+        self.batch = batch
+        self.producer_factory = producer_factory
+        self.max_backoff = max_backoff
+        self._producer: Any = None
+        self.failures = 0
+        self.sent = 0
+
+    def position(self) -> int:
+        return self.journal.get_position(RELAY_NAME) or 0
+
+    def lag(self) -> tuple[int, float]:
+        """(events not yet relayed, seconds since the oldest of them was appended)."""
+        pos = self.position()
+        pending = self.journal.read(pos, 1, with_raw=False)
+        if not pending:
+            return 0, 0.0
+        return self.journal.head() - pos, max(0.0, time.time() - pending[0].appended)
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=0)
+            except Exception:
+                log.debug("closing a broken producer failed", exc_info=True)
+            self._producer = None
+
+    def send_batch(self) -> int:
+        """Relay one batch; returns how many events were acknowledged (0: nothing pending)."""
+        pos = self.position()
+        entries = self.journal.read(pos, self.batch, with_raw=True)
+        if not entries:
+            return 0
+        if self._producer is None:
+            self._producer = self.producer_factory(self.settings)
+        futures = [
+            self._producer.send(self.settings.topic, **record_for(e, self.host, self.settings.partitions))
+            for e in entries
+        ]
+        self._producer.flush(timeout=self.settings.request_timeout_ms / 1000)
+        timeout = self.settings.request_timeout_ms / 1000
+        for f in futures:
+            f.get(timeout=timeout)  # raises if the broker did not acknowledge
+        self.journal.set_position(RELAY_NAME, entries[-1].seq)
+        self.sent += len(entries)
+        return len(entries)
+
+    def run(self, stop: Stop, *, once: bool = False, poll_interval: float = 0.2) -> int:
+        """Relay until stopped (or caught up with ``once``); returns events relayed."""
+        total = 0
+        backoff = 0.0
+        while not stop.requested:
+            try:
+                n = self.send_batch()
+            except (KafkaError, OSError, AssertionError) as exc:
+                # A fatal producer state (lost producer id after a broker restart, say)
+                # must not wedge the relay: start over with a fresh producer.
+                self.failures += 1
+                self._drop_producer()
+                backoff = min(self.max_backoff, backoff * 2 or 0.5)
+                events, seconds = self.lag()
+                log.warning("relay: %s: %s; %d events waiting (%.0fs); retrying in %.1fs",
+                            type(exc).__name__, exc, events, seconds, backoff)
+                _sleep(stop, backoff)
+                continue
+            backoff = 0.0
+            total += n
+            if n == 0:
+                if once:
+                    break
+                _sleep(stop, poll_interval)
+        self._drop_producer()
+        return total
+
+
+def _sleep(stop: Stop, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.requested and time.monotonic() < deadline:
+        time.sleep(min(0.1, deadline - time.monotonic()))
+
+
+def init_topic(settings: KafkaSettings) -> list[str]:
+    """Create the topic, or check an existing one; returns what was done or found wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+    configs = {
+        "max.message.bytes": str(settings.max_request_size),
+        "retention.ms": str(settings.retention_ms),
+    }
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                             client_id=f"{settings.client_id}-admin",
+                             request_timeout_ms=settings.request_timeout_ms)
+    notes: list[str] = []
+    try:
+        try:
+            admin.create_topics([NewTopic(settings.topic, settings.partitions,
+                                          settings.replication_factor, topic_configs=configs)])
+            notes.append(f"created topic {settings.topic} with {settings.partitions} partitions")
+        except TopicAlreadyExistsError:
+            described = admin.describe_topics([settings.topic])[0]
+            have = len(described.get("partitions", []))
+            if have != settings.partitions:
+                notes.append(f"topic {settings.topic} has {have} partitions, config says "
+                             f"{settings.partitions} (events keep their partition; change neither lightly)")
+            else:
+                notes.append(f"topic {settings.topic} exists with {have} partitions")
+    finally:
+        admin.close()
+    return notes
+
+
+def partitions_of(entries: Sequence[JournalEntry], partitions: int) -> list[int]:
+    """Where each entry goes (for tests and status)."""
+    return [record_for(e, "", partitions)["partition"] for e in entries]

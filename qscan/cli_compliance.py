@@ -1,0 +1,361 @@
+"""``qscan verify``, ``qscan retention``, ``qscan hold`` and ``qscan export``.
+
+The commands auditors and lawyers run (docs/compliance.md). Each prints what
+it did in words, exits non-zero when something is wrong (1: tampering found or
+an export that does not verify; 2: a bad option), and never leaves anything
+half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from qscan import __version__
+from qscan.cli_db import When, filter_options, sql_store, take_filters
+from qscan.config import Config
+
+
+def _config(ctx: click.Context) -> Config:
+    loader: Callable[[], Config] = ctx.obj["config"]
+    return loader()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+# -- verify -----------------------------------------------------------------------
+@click.command()
+@click.option("--no-files", is_flag=True, help="skip the archive and quarantine copies")
+@click.option("--no-log", is_flag=True, help="skip the cross-check with the journal")
+@click.option("--anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a saved --save-anchor file the chains must still pass through")
+@click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the chain heads to FILE (keep it where the database admins cannot)")
+@click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
+@click.pass_context
+def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None,
+           save_anchor: Path | None, as_json: bool) -> None:
+    """Prove the summaries and stored copies are unaltered: walk every host's hash chain,
+    check the rows against it, every archive/quarantine file against its row, and the
+    journal against SQL. Exit code 1 when anything was altered, inserted or deleted.
+
+    \b
+    Examples:
+      qscan verify
+      qscan verify --save-anchor /mnt/worm/qscan-anchor-$(date +%F).json
+      qscan verify --anchor /mnt/worm/qscan-anchor-2026-11-01.json --no-files
+    """
+    from compliance import verify as v
+    from ingest.journal import Journal
+    from ingest.log import JournalReader
+    from qscan.compliance_wiring import archived, copy_store
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine:
+        report = v.verify_chain(engine)
+        if anchor is not None:
+            try:
+                report.problems += v.check_anchor(engine, v.load_anchor(anchor))
+            except (ValueError, KeyError) as exc:
+                raise click.UsageError(f"--anchor {anchor}: {exc}") from exc
+        position = v.summaries_position(engine)
+        journal = None
+        if not no_log and cfg.journal_path.exists():
+            journal = Journal(cfg.journal_path, readonly=True)
+        try:
+            if journal is not None:
+                reader = JournalReader(journal)
+                report.merge(v.verify_log(engine, _batches(reader), position=position))
+            if not no_files:
+                known = _journal_ids(journal, position)
+                report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
+                                             pending=lambda event_id: event_id in known))
+        finally:
+            if journal is not None:
+                journal.close()
+    if save_anchor is not None:
+        save_anchor.write_text(json.dumps({"heads": report.heads}, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(problem.line())
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        heads = ", ".join(f"{h}#{x['seq']}" for h, x in sorted(report.heads.items())) or "none"
+        verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+        click.echo(f"{verdict}: {report.entries} chain entries ({heads}), {report.files} stored "
+                   f"copies, {report.log_events} journal events checked", err=True)
+    sys.exit(0 if report.ok else 1)
+
+
+def _batches(reader: Any, size: int = 1000) -> Any:
+    pos = 0
+    while True:
+        batch = reader.read(pos, size, with_raw=False)
+        if not batch:
+            return
+        yield batch
+        pos = batch[-1].position
+
+
+def _journal_ids(journal: Any, after: int) -> set[str]:
+    """Events on the log the summaries consumer has not reached (their files may exist)."""
+    if journal is None:
+        return set()
+    ids: set[str] = set()
+    pos = after
+    while True:
+        entries = journal.read(pos, 1000, with_raw=False)
+        if not entries:
+            return ids
+        ids.update(e.event_id for e in entries)
+        pos = entries[-1].seq
+
+
+# -- retention --------------------------------------------------------------------
+@click.group()
+def retention() -> None:
+    """Delete stored copies past their retention, lawfully (tombstones; holds win).
+
+    \b
+    Examples:
+      qscan retention show
+      qscan retention apply --dry-run
+      qscan retention apply            # e.g. nightly from cron or a systemd timer
+    """
+
+
+@retention.command("show")
+@click.pass_context
+def retention_show(ctx: click.Context) -> None:
+    """Print the rules in the order they are tried."""
+    from compliance.retention import RetentionError
+    from qscan.compliance_wiring import policy
+
+    try:
+        p = policy(_config(ctx))
+    except RetentionError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for rule in p.rules:
+        conds = [f"{k}={getattr(rule, k)}" for k in ("domain", "address", "direction", "verdict")
+                 if getattr(rule, k)]
+        click.echo(f"{rule.name}: {' '.join(conds) or 'everything'} -> "
+                   f"{'forever' if rule.days is None else f'{rule.days} days'}")
+    click.echo(f"default: {'forever' if p.default_days is None else f'{p.default_days} days'}")
+
+
+@retention.command("apply")
+@click.option("--dry-run", is_flag=True, help="only say what would be deleted")
+@click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) -> None:
+    """Delete the archive and quarantine copies the rules say have expired.
+
+    Each deletion is a message.deleted event on the log and a chained tombstone
+    in SQL; messages under a legal hold are skipped; a copy that does not match
+    its row is never deleted (it is reported; run `qscan verify`).
+    """
+    from compliance import retention as r
+    from qscan.compliance_wiring import actor, archived, copy_store, log_appender, policy
+
+    cfg = _config(ctx)
+    try:
+        p = policy(cfg)
+    except r.RetentionError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
+                          actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "deleted": outcome.deleted,
+                               "held": outcome.held, "finished": outcome.finished,
+                               "problems": outcome.problems, "examples": outcome.examples},
+                              indent=2))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for rule, n in sorted(outcome.deleted.items()):
+            click.echo(f"{rule}: {verb} {n} stored copies")
+        click.echo(f"{verb} {outcome.total} in all; {outcome.held} kept under legal hold"
+                   + (f"; finished {outcome.finished} interrupted deletions"
+                      if outcome.finished else ""))
+        for problem in outcome.problems:
+            click.echo(f"problem: {problem}", err=True)
+    sys.exit(1 if outcome.problems else 0)
+
+
+# -- holds ------------------------------------------------------------------------
+@click.group()
+def hold() -> None:
+    """Legal holds: matters whose mail retention and expiry must not delete.
+
+    \b
+    Examples:
+      qscan hold create "Acme v. Example" --custodian ceo@example.com \\
+          --custodian '*@acme.test' --since 2025-01-01 --reason "litigation notice 2026-11-20"
+      qscan hold list
+      qscan hold release "Acme v. Example" --reason "case settled"
+    """
+
+
+@hold.command("create")
+@click.argument("matter")
+@click.option("--custodian", "custodians", multiple=True, metavar="ADDR",
+              help="an address whose mail (sent or received) is held; repeat; '*' allowed")
+@click.option("--reason", required=True, help="why (kept with the hold, on the log and in SQL)")
+@filter_options
+@click.pass_context
+def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], reason: str,
+                **kwargs: Any) -> None:
+    """Put MATTER on hold: the custodians' mail, within --since/--until, narrowed by any
+    further filters. Mail arriving later is covered as well."""
+    from compliance import holds
+    from qscan.compliance_wiring import actor, log_appender
+
+    filters = take_filters(kwargs)
+    cfg = _config(ctx)
+    since, until = filters.since, filters.until
+    query = type(filters)(**{**filters.__dict__, "since": None, "until": None})
+    try:
+        spec = holds.HoldSpec(matter=matter, custodians=custodians, since=since, until=until,
+                              query=query)
+    except holds.HoldError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            ev = holds.create(engine, append, spec, reason=reason, actor=actor(cfg),
+                              host=cfg.hostname)
+        except holds.HoldError as exc:
+            raise click.ClickException(str(exc)) from exc
+        covered = [h for h in holds.listing(engine) if h["hold_id"] == ev.event_id]
+    n = covered[0]["messages"] if covered else 0
+    click.echo(f"hold {ev.event_id} on {matter!r}: {n} stored messages covered now")
+
+
+@hold.command("list")
+@click.option("--all", "include_released", is_flag=True, help="released holds too")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None:
+    """Active holds (with --all, released ones too) and how many messages each covers."""
+    from compliance import holds
+
+    with sql_store(ctx) as engine:
+        rows = holds.listing(engine, include_released=include_released)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no holds" if include_released else "no active holds", err=True)
+    for h in rows:
+        state = f"released {h['released_at']} by {h['released_by']}" if h["released_at"] \
+            else "active"
+        click.echo(f"{h['matter']} ({h['hold_id']}): {state}; {h['messages']} messages; "
+                   f"custodians {', '.join(h['custodians']) or '-'}; "
+                   f"{h['since'] or '...'} to {h['until'] or '...'}; "
+                   f"query {json.dumps(h['query'])}; created {h['created_at']} by "
+                   f"{h['created_by']}: {h['reason']}")
+
+
+@hold.command("release")
+@click.argument("matter")
+@click.option("--reason", required=True, help="why the hold ends")
+@click.pass_context
+def hold_release(ctx: click.Context, matter: str, reason: str) -> None:
+    """End the active hold on MATTER (or the hold with that id)."""
+    from compliance import holds
+    from qscan.compliance_wiring import actor, log_appender
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            ev = holds.release(engine, append, matter, reason=reason, actor=actor(cfg),
+                               host=cfg.hostname)
+        except holds.HoldError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"hold {ev.hold_id} on {ev.matter!r} released")
+
+
+# -- export -----------------------------------------------------------------------
+@click.group(invoke_without_command=True)
+@click.option("--matter", help="the matter (a hold's name) whose messages are exported")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="directory to create (must not exist)")
+@click.option("--format", "fmt", type=click.Choice(["eml", "mbox"]), default="eml",
+              show_default=True, help="one .eml per message, or one mbox (mboxrd)")
+@click.option("--prefix", default="QSCAN", show_default=True, help="document id prefix")
+@filter_options
+@click.pass_context
+def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, prefix: str,
+           **kwargs: Any) -> None:
+    """Produce a legal-discovery export of a matter: .eml files (or one mbox), manifest.csv
+    and manifest.json, an EDRM XML and a Concordance DAT load file, and a chain-of-custody
+    record (custody.json, also in SQL and on the log).
+
+    \b
+    Examples:
+      qscan export --matter "Acme v. Example" --out /srv/productions/acme-001
+      qscan export --matter "Acme v. Example" --since 2025-06-01 --subject contract \\
+          --format mbox --out /srv/productions/acme-002
+      qscan export verify /srv/productions/acme-001
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not matter or out is None:
+        raise click.UsageError("qscan export needs --matter NAME and --out DIR "
+                               "(or: qscan export verify DIR)")
+    from compliance import export as ex
+    from qscan.compliance_wiring import actor, copy_store, journal_raw, log_appender
+
+    filters = take_filters(kwargs)
+    cfg = _config(ctx)
+    try:
+        req = ex.ExportRequest(matter=matter, out=out, actor=actor(cfg), host=cfg.hostname,
+                               tool_version=__version__, filters=filters,
+                               fmt="mbox" if fmt == "mbox" else "eml", prefix=prefix)
+    except ex.ExportError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_store(ctx) as engine, log_appender(cfg) as append, journal_raw(cfg) as raw, \
+            _progress() as bar:
+        task = bar.add_task(f"exporting {matter}", total=None)
+        try:
+            ev = ex.run(engine, copy_store(cfg), append, req, raw_from_log=raw,
+                        progress=lambda done, total: bar.update(task, completed=done,
+                                                                total=total))
+        except ex.ExportError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"export {ev.event_id}: {ev.messages} messages ({ev.total_bytes} bytes) in "
+               f"{ev.out_dir}" + (f"; {ev.missing} selected messages had no stored copy left "
+                                  "(listed in the manifest)" if ev.missing else ""))
+
+
+@export.command("verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-db", is_flag=True, help="check the files only, not the record in SQL")
+@click.pass_context
+def export_verify(ctx: click.Context, directory: Path, no_db: bool) -> None:
+    """Re-check every hash of a production against its custody record (and SQL)."""
+    from compliance.export import verify_export
+
+    if no_db:
+        problems = verify_export(directory)
+    else:
+        with sql_store(ctx) as engine:
+            problems = verify_export(directory, engine)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{directory}: {len(problems)} PROBLEM(S)", err=True)
+        sys.exit(1)
+    click.echo(f"{directory}: every file matches its custody record", err=True)

@@ -1,0 +1,107 @@
+"""The compliance commands' view of the rest of the system, built from the config.
+
+compliance/ knows SQL; the stored copies (archive/), the journal (ingest/) and
+the settings (qscan.config) are handed to it from here: where copies live,
+which messages the archive keeps, how an event is appended to the log, where
+a raw message can still be read from the journal, and who is acting.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from archive.copies import MaildirCopies, archive_predicate
+from compliance.copystore import MessageFacts
+from compliance.retention import Policy, Rule
+from compliance.verify import expected_location
+from ingest.event import AnyEvent, to_json
+from ingest.journal import Journal
+from qscan.config import Config
+
+
+def copy_store(cfg: Config) -> MaildirCopies:
+    return MaildirCopies(cfg.archive_maildir, cfg.quarantine_dir)
+
+
+def archived(cfg: Config) -> Callable[[str, list[str]], bool]:
+    return archive_predicate(cfg.archive.enabled, cfg.archive.filter)
+
+
+def actor(cfg: Config) -> str:
+    """user@host: the account that ran the command (sudo's caller when there is one)."""
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{cfg.hostname}"
+
+
+@contextmanager
+def log_appender(cfg: Config) -> Iterator[Callable[[AnyEvent], None]]:
+    """Append compliance events to this host's journal (durable before it returns)."""
+    journal = Journal(cfg.journal_path)
+    try:
+        def append(ev: AnyEvent) -> None:
+            journal.append(ev.event_id, ev.type, to_json(ev))
+
+        yield append
+    finally:
+        journal.close()
+
+
+@contextmanager
+def journal_raw(cfg: Config) -> Iterator[Callable[[str], bytes | None]]:
+    """A raw message from the journal, while it still holds the event (else None)."""
+    if not cfg.journal_path.exists():
+        yield lambda event_id: None
+        return
+    journal = Journal(cfg.journal_path, readonly=True)
+    try:
+        def raw(event_id: str) -> bytes | None:
+            entry = journal.get(event_id, with_raw=True)
+            return entry.raw if entry is not None else None
+
+        yield raw
+    finally:
+        journal.close()
+
+
+def policy(cfg: Config) -> Policy:
+    def days(value: int | str) -> int | None:
+        return None if value == "forever" else int(value)
+
+    rules = tuple(Rule(name=r.name, days=days(r.days), domain=r.domain, address=r.address,
+                       direction=r.direction, verdict=r.verdict)
+                  for r in cfg.retention.rules)
+    return Policy(rules=rules, default_days=days(cfg.retention.default_days))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:
+    """Where a message's stored copy is, or why there is none (``qscan audit show``)."""
+    m = info["message"]
+    rcpts = [r["address"] for r in info["recipients"]]
+    folder = info["quarantine"]["folder"] if info["quarantine"] else None
+    where = expected_location(m["action"], m["category"], m["queue_status"], folder,
+                              archived(cfg)(m["sender"], rcpts))
+    facts = MessageFacts(m["event_id"], _utc(m["received_at"]), m["sender"], rcpts,
+                         m["raw_sha256"], where)
+    out = [f"{c.location}: {c.path}" for c in copy_store(cfg).locate(facts)]
+    if info["deletion"]:
+        out.append(f"deleted lawfully ({info['deletion']['reason']})")
+    elif not out:
+        out.append(f"MISSING: expected in {where} (run `qscan verify`)" if where else
+                   f"none kept ({m['action']}"
+                   f"{', archive filter' if m['action'] in ('deliver', 'drop') else ''})")
+    with journal_raw(cfg) as raw:
+        if raw(m["event_id"]) is not None:
+            out.append(f"journal: {cfg.journal_path} still holds the event and the raw message")
+    return out

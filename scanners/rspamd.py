@@ -1,0 +1,105 @@
+"""rspamd's ``/checkv2`` as a spam scanner: an alternative to spamd, same thresholds.
+
+rspamd decides an action itself; with ``follow_actions`` its ``reject`` becomes
+``reject_action``, ``soft reject`` a temporary failure, ``discard`` a silent drop
+and ``quarantine`` the spam/ quarantine, on top of the site's score thresholds
+(the stronger wins). Its version comes free with every reply (``Server: rspamd/3.4``).
+The HTTP exchange uses the standard library; ``timeout`` bounds each socket
+operation.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from scanners import outcomes, spam_policy
+from scanners.base import ScanContext
+from scanners.outcomes import FailurePolicy
+from scanners.protocols import ProtocolError
+from scanners.protocols import rspamd as proto
+from scanners.result import Disposition, ScanResult
+from scanners.spam_policy import SpamPolicy, SpamScore
+
+log = logging.getLogger(__name__)
+AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")  # as qmail-smtpd AUTH patches set them
+_REJECT_ACTION = {
+    "reject": Disposition.REJECT, "quarantine": Disposition.QUARANTINE, "drop": Disposition.DROP,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RspamdOptions:
+    host: str = "127.0.0.1"
+    port: int = 11333
+    path: str = proto.PATH
+    password: str | None = None  # only when rspamd's normal worker asks for one
+    timeout: float = 30.0
+    max_size: int = 2 * 1024 * 1024
+    skip_relay: bool = True
+    failure_policy: FailurePolicy = "pass"
+    follow_actions: bool = True
+    reject_action: Literal["reject", "quarantine", "drop"] = "reject"
+    policy: SpamPolicy = field(default_factory=SpamPolicy)
+
+
+class RspamdScanner:
+    name = "rspamd"
+
+    def __init__(self, options: RspamdOptions) -> None:
+        self.opt = options
+        self.version = "unknown"
+
+    def _forced(self, action: str) -> Disposition:
+        if not self.opt.follow_actions:
+            return Disposition.NONE
+        return {
+            "reject": _REJECT_ACTION[self.opt.reject_action],
+            "soft reject": Disposition.TEMPFAIL,
+            "discard": Disposition.DROP,
+            "quarantine": Disposition.QUARANTINE,
+        }.get(action, Disposition.NONE)
+
+    def _post(self, ctx: ScanContext) -> tuple[int, str | None, bytes]:
+        conn = http.client.HTTPConnection(self.opt.host, self.opt.port, timeout=self.opt.timeout)
+        try:
+            conn.putrequest("POST", self.opt.path, skip_accept_encoding=True)
+            headers = proto.request_headers(
+                ip=ctx.client_ip,
+                helo=ctx.env.get("SMTPHELO") or ctx.env.get("HELO"),
+                sender=ctx.sender,
+                recipients=ctx.recipients,
+                queue_id=ctx.queue_id or None,
+                user=next((ctx.env[v] for v in AUTH_VARS if ctx.env.get(v)), None),
+                password=self.opt.password,
+            )
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(ctx.raw)))
+            conn.endheaders(ctx.raw)
+            response = conn.getresponse()
+            return response.status, response.getheader("Server"), response.read()
+        finally:
+            conn.close()
+
+    def scan(self, ctx: ScanContext) -> list[ScanResult]:
+        if self.opt.skip_relay and ctx.relay:
+            return [spam_policy.skipped(self.name, self.version, "relay client")]
+        if len(ctx.raw) > self.opt.max_size:
+            return [spam_policy.skipped(self.name, self.version, f"{len(ctx.raw)} bytes > max_size")]
+        try:
+            status, server, body = self._post(ctx)
+            reply = proto.parse_reply(status, body)
+        except (OSError, http.client.HTTPException, ProtocolError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("rspamd %s:%s: %s", self.opt.host, self.opt.port, error)
+            return [outcomes.failed(self.name, self.version, error, self.opt.failure_policy,
+                                    reply=outcomes.SPAM_TEMPFAIL_REPLY)]
+        self.version = proto.server_version(server) or self.version
+        rules = tuple(sorted(reply.symbols, key=lambda s: (-abs(reply.symbols[s]), s)))
+        score = SpamScore(reply.score, reply.required_score, reply.spam, rules, self._forced(reply.action))
+        result = spam_policy.spam_result(self.name, self.version, score, self.opt.policy)
+        result.detail = f"action={reply.action} {result.detail}"
+        return [result]

@@ -1,0 +1,97 @@
+"""Config sections of the external scanners: defaults match the scanners', wiring builds them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from qscan.config import (
+    ClamdConfig,
+    CmdlineConfig,
+    Config,
+    ConfigError,
+    CymruConfig,
+    RspamdConfig,
+    SpamdConfig,
+    SpamThresholdsConfig,
+    parse_config,
+)
+from qscan.wiring import make_scanners
+from scanners.clamd import ClamdOptions, ClamdScanner
+from scanners.cmdline import CmdlineOptions, CmdlineScanner
+from scanners.cymru import CymruOptions
+from scanners.rspamd import RspamdOptions, RspamdScanner
+from scanners.spam_policy import SpamPolicy
+from scanners.spamd import SpamdOptions, SpamdScanner
+
+PAIRS = [
+    (ClamdConfig, ClamdOptions), (SpamdConfig, SpamdOptions), (RspamdConfig, RspamdOptions),
+    (CmdlineConfig, CmdlineOptions), (CymruConfig, CymruOptions), (SpamThresholdsConfig, SpamPolicy),
+]
+
+
+def _option_defaults(cls: type) -> dict[str, object]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+@pytest.mark.parametrize(("section", "options"), PAIRS)
+def test_documented_defaults_are_the_scanners_defaults(section: type, options: type) -> None:
+    config_defaults = section().model_dump()
+    for name, default in _option_defaults(options).items():
+        if name in ("policy", "chunk_size", "reject_reply"):  # built from the thresholds / not user-facing
+            continue
+        value = config_defaults[name]
+        if name in ("socket",):
+            value = value or None
+        if isinstance(default, tuple):
+            value = tuple(value)
+        assert value == default, f"{section.__name__}.{name}: {value!r} != {default!r}"
+
+
+def test_wiring_builds_every_external_scanner(tmp_path: Path) -> None:
+    cfg = parse_config(
+        '[scanners]\nenabled = ["size", "clamd", "cmdline", "cymru", "spamd", "rspamd"]\n'
+        '[clamd]\nsocket = ""\nport = 3311\nredundant = true\n'
+        '[spamd]\nsocket = "/run/spamd.sock"\nsubject_prefix = "[SPAM]"\nreject_score = 20\n'
+        '[rspamd]\npassword = "s3cret"\nreject_action = "quarantine"\n'
+        '[cmdline]\nname = "sophos"\nargv = ["/opt/sophos/savscan", "{path}"]\nexit_codes = { "0" = "clean", "3" = "virus" }\n'
+        '[cymru]\nnameservers = ["127.0.0.1"]\nthreshold = 40\n',
+        tmp_path / "q.toml",
+    )
+    _size, clamd, cmd, cymru, spamd, rspamd = make_scanners(cfg)
+    assert isinstance(clamd, ClamdScanner) and clamd.opt.socket is None and clamd.opt.port == 3311
+    assert isinstance(cmd, CmdlineScanner) and cmd.name == "sophos" and cmd.opt.exit_codes == {0: "clean", 3: "virus"}
+    assert cymru.opt.threshold == 40  # type: ignore[attr-defined]
+    assert isinstance(spamd, SpamdScanner) and spamd.opt.socket == "/run/spamd.sock"
+    assert spamd.opt.policy == SpamPolicy(subject_prefix="[SPAM]", reject_score=20)
+    assert isinstance(rspamd, RspamdScanner) and rspamd.opt.password == "s3cret"
+    assert "s3cret" not in str(cfg.effective())  # secrets are never printed by `config check`
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[clamd]\nsocket = "relative.sock"\n', "q.toml:2: key 'clamd.socket': Value error, must be an absolute path"),
+        ("[spamd]\nfailure_policy = 'maybe'\n", "q.toml:2: key 'spamd.failure_policy': Input should be"),
+        ("[cmdline]\nvirus_regex = '('\n", "q.toml:2: key 'cmdline.virus_regex': Value error, invalid regular"),
+        ("[cymru]\nthreshold = 101\n", "q.toml:2: key 'cymru.threshold': Input should be less than or equal to 100"),
+    ],
+)
+def test_errors_name_the_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, tmp_path / "q.toml")
+    assert expected in str(exc.value)
+
+
+def test_cmdline_enabled_without_a_command_is_refused() -> None:
+    cfg = Config.model_validate({"scanners": {"enabled": ["cmdline"]}})
+    with pytest.raises(ValueError, match=r"cmdline\.argv is empty"):
+        make_scanners(cfg)

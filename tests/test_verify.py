@@ -1,0 +1,184 @@
+"""Tamper evidence: each kind of alteration, insertion and deletion is caught; lawful ones are not.
+
+Runs on SQLite and PostgreSQL, through the real journal and consumers (tests/compliance_site.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.event import Action, Category
+from tests.compliance_site import Site, open_site
+from tests.factories import make_event, make_queue_failed
+
+
+@pytest.fixture
+def site(migrated_url: str, tmp_path: Path) -> Iterator[Site]:
+    yield from open_site(migrated_url, tmp_path)
+
+
+@pytest.fixture
+def events(site: Site) -> list:  # type: ignore[type-arg]
+    evs = [make_event(recipients=[f"r{i}@example.org", "bob@example.org"], subject=f"m{i}")
+           for i in range(5)]
+    evs.append(make_event(action=Action.QUARANTINE, category=Category.VIRUS, subject="virus"))
+    evs.append(make_event(action=Action.REJECT, category=Category.POLICY, subject="rejected"))
+    site.add(*evs)
+    return evs
+
+
+def test_an_untouched_store_verifies(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    result = site.cli("verify")
+    assert result.exit_code == 0, result.output
+    assert "OK: 7 chain entries (mx1.example.com#7), 6 stored copies, 7 journal events" in result.stderr
+
+
+def test_altered_row(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.sql("UPDATE messages SET subject = 'nothing to see' WHERE event_id = :e", e=events[2].event_id)
+    assert site.verify_kinds("--no-files", "--no-log") == ["altered-row"]
+
+
+def test_altered_child_rows(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.sql("UPDATE recipients SET address = 'eve@example.org' WHERE event_id = :e AND "
+             "address = 'bob@example.org'", e=events[1].event_id)
+    site.sql("DELETE FROM parts WHERE event_id = :e", e=events[3].event_id)
+    report = json.loads(site.cli("verify", "--json", "--no-files").stdout)
+    assert sorted((p["kind"], p["event_id"]) for p in report["problems"]) == sorted(
+        [("altered-row", events[1].event_id), ("altered-row", events[3].event_id)])
+
+
+def test_rehashed_row_is_caught_at_the_next_link(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    from compliance import canonical
+    from compliance.verify import _stream
+
+    site.sql("UPDATE messages SET subject = 'forged' WHERE event_id = :e", e=events[1].event_id)
+    with site.engine.connect() as conn:  # recompute the forged row's own link, as an attacker would
+        entries = list(_stream(conn, "message", "mx1.example.com"))
+    prev = entries[0].chain_hash
+    forged = canonical.link(prev, canonical.encode("message", "mx1.example.com", 2, entries[1].row,
+                                                   entries[1].children))
+    site.sql("UPDATE messages SET chain_hash = :h WHERE event_id = :e", h=forged, e=events[1].event_id)
+    report = json.loads(site.cli("verify", "--json", "--no-files", "--no-log").stdout)
+    assert [(p["kind"], p["event_id"]) for p in report["problems"]] == [
+        ("altered-row", events[2].event_id)]
+
+
+def test_inserted_rows(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    cols = ("position, received_at, host, action, category, reason, client_ip, client_host, relay, "
+            "auth_user, sender, sender_domain, subject, message_id, size, sha256, attachments, "
+            "parts_count, recipients_count, spam_score, processing_ms, queue_status, queue_exit_code, "
+            "summary, direction, header_from, header_to, header_cc, header_date, raw_sha256")
+    site.sql(f"INSERT INTO messages (event_id, {cols}) SELECT '01a2ffff-0000-7000-8000-000000000001', "
+             f"{cols} FROM messages WHERE event_id = :e", e=events[0].event_id)
+    assert site.verify_kinds("--no-files", "--no-log") == ["inserted-row"]
+    # one forged after the head, and a queue failure forged at a taken position
+    site.sql("UPDATE messages SET chain_seq = 8, chain_hash = :h WHERE event_id = "
+             "'01a2ffff-0000-7000-8000-000000000001'", h="f" * 64)
+    site.sql("INSERT INTO queue_failures (event_id, ref_event_id, time, host, exit_code, chain_seq, "
+             "chain_hash) VALUES ('01a2ffff-0000-7000-8000-000000000002', :e, :t, "
+             "'mx1.example.com', 71, 3, :h)", e=events[0].event_id, t=events[0].time, h="e" * 64)
+    # (the forged failure also contradicts the message's queue_status)
+    assert site.verify_kinds("--no-files", "--no-log") == ["altered-row", "inconsistent",
+                                                           "inserted-row", "inserted-row"]
+
+
+def test_deleted_row_in_the_middle(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.sql("DELETE FROM messages WHERE event_id = :e", e=events[2].event_id)
+    # the chain gap, the journal that still has it, and its archive file that no row explains
+    assert site.verify_kinds() == ["deleted-row", "inserted-file", "missing-row"]
+
+
+def test_deleted_tail(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.sql("DELETE FROM messages WHERE event_id = :e", e=events[-1].event_id)  # the rejected one
+    assert site.verify_kinds("--no-log") == ["deleted-row"]
+
+
+def test_rewritten_tail_and_head_need_the_log_or_an_anchor(site: Site, events: list,  # type: ignore[type-arg]
+                                                           tmp_path: Path) -> None:
+    anchor = tmp_path / "anchor.json"
+    assert site.cli("verify", "--save-anchor", str(anchor)).exit_code == 0
+    assert json.loads(anchor.read_text())["heads"]["mx1.example.com"]["seq"] == 7
+    last = events[-1].event_id
+    (prev,) = site.sql("SELECT chain_hash FROM messages WHERE chain_seq = 6")
+    site.sql("DELETE FROM messages WHERE event_id = :e", e=last)
+    site.sql("UPDATE chain_heads SET seq = 6, hash = :h", h=prev[0])
+    assert site.verify_kinds("--no-log") == []  # the chain alone cannot tell
+    assert site.verify_kinds() == ["missing-row"]  # the journal still has the event
+    assert site.verify_kinds("--no-log", "--anchor", str(anchor)) == ["deleted-row"]
+
+
+def test_queue_status_must_match_the_chained_failures(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.add(make_queue_failed(events[0], exit_code=53))
+    assert site.verify_kinds() == []
+    site.sql("UPDATE messages SET queue_status = 'queued', queue_exit_code = NULL WHERE event_id = :e",
+             e=events[0].event_id)
+    site.sql("UPDATE messages SET queue_status = 'failed' WHERE event_id = :e", e=events[1].event_id)
+    assert site.verify_kinds("--no-files") == ["inconsistent", "inconsistent"]
+
+
+def test_altered_deleted_and_inserted_files(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    changed = site.copy_path(events[0])
+    changed.write_bytes(changed.read_bytes().replace(b"Hi there", b"Hi THERE"))
+    site.copy_path(events[1]).unlink()
+    virus = site.copy_path(events[5], "viruses")
+    virus.write_bytes(virus.read_bytes().replace(b"<bob@example.org>", b"<eve@example.org>"))
+    stray = site.cfg.archive_maildir / "new" / "1700000000.01a2ffff-0000-7000-8000-000000000009.qscan"
+    stray.write_bytes(b"Subject: planted\n\nx\n")
+    misplaced = site.cfg.quarantine_dir / "spam" / "new" / site.copy_path(events[3]).name
+    misplaced.parent.mkdir(parents=True)
+    site.copy_path(events[3]).rename(misplaced)
+    report = json.loads(site.cli("verify", "--json").stdout)
+    got = sorted((p["kind"], p["event_id"]) for p in report["problems"])
+    assert got == sorted([
+        ("altered-file", events[0].event_id), ("deleted-file", events[1].event_id),
+        ("altered-file", events[5].event_id), ("inserted-file", "01a2ffff-0000-7000-8000-000000000009"),
+        ("misplaced-file", events[3].event_id), ("deleted-file", events[3].event_id)])
+
+
+def test_files_of_events_not_yet_in_sql_are_not_tampering(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    from archive.consumer import ArchiveSink
+    from ingest.log import JournalReader, run_consumer
+
+    late = make_event(subject="late")
+    site.add(late, consume=False)
+    sink = ArchiveSink(site.cfg.archive_maildir, site.cfg.quarantine_dir, fsync_workers=1)
+    run_consumer(JournalReader(site.journal), sink, once=True)  # archive ahead of summaries
+    sink.close()
+    result = site.cli("verify")
+    assert result.exit_code == 0, result.output
+    assert "not in SQL yet" in result.stderr
+
+
+def test_lawful_deletion_is_not_tampering(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.cfg.retention.default_days = 1
+    result = site.cli("retention", "apply", "--now", "2099-01-01")
+    assert result.exit_code == 0, result.output
+    assert "deleted 6 in all" in result.stdout
+    assert site.verify_kinds() == []
+    # a tombstone removed to make the deletion look like an accident is caught too
+    (tomb,) = site.sql("SELECT event_id FROM deletions WHERE ref_event_id = :e", e=events[0].event_id)
+    site.sql("DELETE FROM deletions WHERE event_id = :e", e=tomb[0])
+    assert site.verify_kinds() == ["deleted-file", "deleted-row", "inconsistent"]
+
+
+def test_altered_tombstone(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.cfg.retention.default_days = 1
+    assert site.cli("retention", "apply", "--now", "2099-01-01").exit_code == 0
+    site.sql("UPDATE deletions SET reason = 'court order' WHERE ref_event_id = :e", e=events[0].event_id)
+    assert site.verify_kinds() == ["altered-row"]
+
+
+def test_the_cli_reports_in_words(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    site.sql("UPDATE messages SET sender = 'ceo@example.com' WHERE event_id = :e", e=events[4].event_id)
+    result = site.cli("verify", "--no-files")
+    assert result.exit_code == 1
+    assert f"altered-row: messages mx1.example.com#5 {events[4].event_id}: content does not match" \
+        in result.stdout
+    assert "1 PROBLEM(S)" in result.stderr
+    bad_anchor = site.root / "bad.json"
+    bad_anchor.write_text("[]")
+    assert site.cli("verify", "--anchor", str(bad_anchor)).exit_code == 2
