@@ -63,7 +63,7 @@ class Message(Base):
     position: Mapped[int] = mapped_column(BigInteger, doc="journal position of the event")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     host: Mapped[str] = mapped_column(String(255))
-    action: Mapped[str] = mapped_column(String(16), index=True)
+    action: Mapped[str] = mapped_column(String(16))
     category: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(100))
     client_ip: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -114,6 +114,9 @@ class Recipient(Base):
     )
     address: Mapped[str] = mapped_column(String(ADDRESS_LEN))
     domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), doc="lowercased")
+    received_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="the message's (0004): date-bounded recipient searches"
+    )
 
 
 class Finding(Base):
@@ -303,11 +306,14 @@ class ConsumerPosition(Base):
 # the sort and a --since/--until range come from the same index.
 Index("ix_messages_sender_received", func.lower(Message.sender), Message.received_at)
 Index("ix_messages_sender_domain_received", Message.sender_domain, Message.received_at)
-Index("ix_recipients_address_event", func.lower(Recipient.address), Recipient.event_id)
-Index("ix_recipients_domain_event", Recipient.domain, Recipient.event_id)
+# 0004: the message's time between the match and the event id (which the index covers).
+Index("ix_recipients_address_received", func.lower(Recipient.address), Recipient.received_at,
+      Recipient.event_id)
+Index("ix_recipients_domain_received", Recipient.domain, Recipient.received_at, Recipient.event_id)
 # -- 0002 ----------------------------------------------------------------------
 Index("ix_messages_direction_received", Message.direction, Message.received_at)
 Index("ix_messages_category_received", Message.category, Message.received_at)
+Index("ix_messages_action_received", Message.action, Message.received_at)  # 0004
 Index("ix_messages_message_id", func.lower(Message.message_id))
 Index("ix_messages_host_chain_seq", Message.host, Message.chain_seq, unique=True)
 Index("ix_parts_filename_event", func.lower(Part.filename), Part.event_id)

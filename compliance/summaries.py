@@ -133,7 +133,8 @@ def recipient_rows(ev: MessageScanned) -> list[Row]:
     rows = []
     for rcpt in ev.envelope.recipients:
         address = clean(rcpt, ADDRESS_LEN)
-        rows.append({"event_id": ev.event_id, "address": address, "domain": domain_of(address)})
+        rows.append({"event_id": ev.event_id, "address": address, "domain": domain_of(address),
+                     "received_at": utc(ev.time)})
     return rows
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, select
+from sqlalchemy import Connection, Engine, exists, or_, select
 
 from compliance import canonical
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
@@ -232,6 +232,15 @@ def _consistency(conn: Connection, report: Report) -> None:
     for event_id in conn.scalars(deleted_without):
         report.problems.append(Problem("inconsistent", "messages", event_id,
                                        "marked deleted without a tombstone"))
+    # recipients.received_at only serves searches, but a wrong one would hide a recipient
+    # from every date-bounded search: it must be its message's
+    moved = (select(Recipient.event_id).join(Message, Message.event_id == Recipient.event_id)
+             .where(or_(Recipient.received_at.is_(None),
+                        Recipient.received_at != Message.received_at))
+             .distinct().limit(100))
+    for event_id in conn.scalars(moved):
+        report.problems.append(Problem("inconsistent", "recipients", event_id,
+                                       "a recipient's received_at differs from its message's"))
     tomb = (select(Deletion.event_id, Deletion.ref_event_id, Deletion.message_hash,
                    Message.chain_hash, Message.deleted_at)
             .join(Message, Message.event_id == Deletion.ref_event_id).limit(100_000))

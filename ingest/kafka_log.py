@@ -95,18 +95,19 @@ def record_for(entry: JournalEntry, host: str, partitions: int) -> dict[str, Any
 
 def make_producer(settings: KafkaSettings) -> KafkaProducer:
     compression = None if settings.compression == "none" else settings.compression
-    return KafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-relay",
-        acks="all",
-        enable_idempotence=True,
-        compression_type=compression,
-        max_request_size=settings.max_request_size,
-        request_timeout_ms=settings.request_timeout_ms,
-        linger_ms=5,
-        retries=5,
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-relay",
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": compression,
+        "max_request_size": settings.max_request_size,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "linger_ms": 5,
+        "retries": 5,
         **settings.extra,
-    )
+    }
+    return KafkaProducer(**options)
 
 
 class Relay:

@@ -12,12 +12,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from qscan import __version__
 from qscan.config import Config, ConfigError, example_config, load_config
+
+if TYPE_CHECKING:
+    from ingest.journal import Journal
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -128,7 +131,7 @@ def daemon(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
 @click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
@@ -213,7 +216,7 @@ def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) ->
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--from-beginning", is_flag=True, required=True,
               help="required: start again from the oldest event the log still holds")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
@@ -260,7 +263,7 @@ def consumer() -> None:
 
 
 @consumer.command("position")
-@click.argument("name", type=click.Choice(["archive", "summaries"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
 @click.pass_context
 def consumer_position(ctx: click.Context, name: str, new_position: int | None) -> None:
@@ -295,7 +298,7 @@ def run(ctx: click.Context, no_upgrade: bool) -> None:
     from qscan.supervisor import supervise
 
     cfg = _config(ctx)
-    if not no_upgrade and "summaries" in cfg.consumers.enabled:
+    if not no_upgrade and {"summaries", "notify"} & set(cfg.consumers.enabled):
         from compliance.db import upgrade
 
         upgrade(cfg.sql_url)
@@ -327,7 +330,10 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
             "oldest": j.oldest(),
             "events": j.count(),
             "bytes": sum(p.stat().st_size for p in cfg.journal_path.parent.glob(cfg.journal_path.name + "*")),
-            "positions": {n: {"position": p, "lag": head - p} for n, p in j.positions().items()},
+            "positions": {
+                n: {"position": p, "lag": head - p, "lag_seconds": _lag_seconds(j, p)}
+                for n, p in j.positions().items()
+            },
         }
     budget = cfg.journal.disk_budget_mb * 1e6
     info["disk_budget_bytes"] = int(budget)
@@ -338,13 +344,22 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"journal {info['path']}: head {head}, oldest kept {info['oldest']}, "
                    f"{info['events']} events, {info['bytes'] / 1e6:.1f} MB")
         for name, p in info["positions"].items():
-            click.echo(f"  {name}: position {p['position']} (lag {p['lag']})")
+            click.echo(f"  {name}: position {p['position']} (lag {p['lag']} events, "
+                       f"{p['lag_seconds']:.0f}s)")
     if info["over_budget"]:
         # Mail still flows (the daemon never stops journaling); the operator must act:
         # bring the relay/consumers back, raise the budget, or add disk.
         click.echo(f"qscan: journal is over its disk budget ({info['bytes'] / 1e6:.0f} MB > "
                    f"{budget / 1e6:.0f} MB): a reader is stuck; see README 'Operations'", err=True)
         sys.exit(3)
+
+
+def _lag_seconds(j: Journal, position: int) -> float:
+    """Age of the oldest event a reader has not handled yet (0 when caught up)."""
+    import time
+
+    pending = j.read(position, 1, with_raw=False)
+    return round(max(0.0, time.time() - pending[0].appended), 1) if pending else 0.0
 
 
 @journal.command("prune")
@@ -459,6 +474,8 @@ def _register_optional() -> None:
         cli.add_command(command)
     from qscan.cli_policy import policy
     cli.add_command(policy)
+    from qscan.cli_notify import notify
+    cli.add_command(notify)
 
 
 _register_optional()

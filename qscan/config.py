@@ -327,7 +327,9 @@ class NotifyConfig(_Section):
         [], description="recipients told (exact domains; '.example.com' matches subdomains); empty: none"
     )
     admin: str = Field("", description="quarantine admin address; empty: none")
-    admin_kinds: list[NotifyKindName] = Field(list(ALL_NOTIFY_KINDS), description="kinds the admin is told of")
+    admin_kinds: list[NotifyKindName] = Field(
+        list(ALL_NOTIFY_KINDS), description="kinds the admin is told of"
+    )
     compliance_officer: str = Field(
         "", description="told of every DLP event (quarantined, rejected, delivered); empty: none"
     )
@@ -341,7 +343,9 @@ class NotifyConfig(_Section):
     languages: dict[str, NotifyLanguage] = Field(
         {}, description="recipient domain -> language, e.g. { \"example.de\" = \"de\" } (subdomains inherit)"
     )
-    admin_language: NotifyLanguage | None = Field(None, description="admin and officer (default: default_language)")
+    admin_language: NotifyLanguage | None = Field(
+        None, description="admin and officer (default: default_language)"
+    )
     timezone: str = Field("UTC", description="zone dates are shown in (IANA name)")
     html: bool = Field(True, description="add an HTML alternative to the plain text")
     template_dir: Path | None = Field(
@@ -360,10 +364,14 @@ class NotifyConfig(_Section):
     smtp_starttls: bool = False
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
-    qmail_inject: Path = Field(Path("/var/qmail/bin/qmail-inject"), description="for transport = 'qmail-inject'")
+    qmail_inject: Path = Field(
+        Path("/var/qmail/bin/qmail-inject"), description="for transport = 'qmail-inject'"
+    )
     retry_base: float = Field(60.0, gt=0, description="seconds before the first retry; doubles each time")
     retry_max: float = Field(3600.0, gt=0, description="longest wait between retries")
-    give_up_after: float = Field(172800.0, gt=0, description="seconds after which a failing notice is dropped")
+    give_up_after: float = Field(
+        172800.0, gt=0, description="seconds after which a failing notice is marked failed"
+    )
     delivery_interval: float = Field(10.0, gt=0, description="seconds between delivery passes when idle")
 
     @field_validator("local_domains")
@@ -391,7 +399,8 @@ class NotifyConfig(_Section):
     @classmethod
     def _address(cls, value: str) -> str:
         value = value.strip()
-        if value and (not re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+", value) or value.startswith("-")):
+        plain = re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+", value)
+        if value and (not plain or value.startswith("-")):
             raise ValueError(f"not a plain address (local@domain): {value!r}")
         return value
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
 SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/external_scanners.py)
 SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
-CONSUMERS = ("archive", "summaries")
+CONSUMERS = ("archive", "summaries", "notify")
 
 
 def make_scanners(cfg: Config) -> list[Scanner]:
@@ -78,6 +78,10 @@ def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
         from compliance.summaries import SummarySink
 
         return SummarySink(cfg.sql_url, name=f"summaries@{position_key}" if position_key else "summaries")
+    if name == "notify":
+        from qscan.notify_wiring import make_notify_sink
+
+        return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
     raise ValueError(f"unknown consumer {name!r} (known: {', '.join(CONSUMERS)})")
 
 

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
 
 TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "dlp_findings",
           "quarantine_entries", "queue_failures", "deletions", "chain_heads", "holds", "exports",
-          "export_items", "alembic_version"}
+          "export_items", "alembic_version",
+          "notifications"}  # 0003 (compliance/notify)
 
 
 def engine_for(url: str) -> Engine:
@@ -70,14 +71,14 @@ def test_expression_indexes(db_url: str) -> None:
     expected = {i.name for t in Base.metadata.tables.values() for i in t.indexes}
     assert set(sql) == expected
     assert "lower(sender), received_at" in sql["ix_messages_sender_received"]
-    assert "lower(address), event_id" in sql["ix_recipients_address_event"]
+    assert "lower(address), received_at, event_id" in sql["ix_recipients_address_received"]
     assert "lower" in sql["ix_parts_filename_event"] and "lower" in sql["ix_findings_name_event"]
 
 
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0002"
+    assert db.current(db_url) == db.head() == "0004"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

@@ -51,6 +51,14 @@ def test_altered_child_rows(site: Site, events: list) -> None:  # type: ignore[t
         [("altered-row", events[1].event_id), ("altered-row", events[3].event_id)])
 
 
+def test_a_recipient_moved_out_of_date_searches(site: Site, events: list) -> None:  # type: ignore[type-arg]
+    from datetime import UTC, datetime
+
+    site.sql("UPDATE recipients SET received_at = :t WHERE event_id = :e",
+             t=datetime(2000, 1, 1, tzinfo=UTC), e=events[2].event_id)
+    assert site.verify_kinds("--no-files", "--no-log") == ["inconsistent"]
+
+
 def test_rehashed_row_is_caught_at_the_next_link(site: Site, events: list) -> None:  # type: ignore[type-arg]
     from compliance import canonical
     from compliance.verify import _stream

@@ -115,10 +115,7 @@ def domain_of(address: str) -> str:
 def is_local(address: str, local_domains: tuple[str, ...]) -> bool:
     """Exact domains, and '.example.com' for every subdomain (qmail's rcpthosts convention)."""
     domain = domain_of(address)
-    for d in local_domains:
-        if (d.startswith(".") and domain.endswith(d)) or domain == d:
-            return True
-    return False
+    return any((d.startswith(".") and domain.endswith(d)) or domain == d for d in local_domains)
 
 
 def language_for(address: str, audience: Audience, policy: NotifyPolicy) -> str:

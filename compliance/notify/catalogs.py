@@ -29,12 +29,12 @@ _JINJA = {"trimmed": "true", "silent": "false", "newstyle_gettext": "true",
           **{k: str(v).lower() for k, v in JINJA_OPTIONS.items() if k != "keep_trailing_newline"}}
 
 
-def po_path(language: str) -> Path:
-    return LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+def po_path(language: str, root: Path = LOCALE_DIR) -> Path:
+    return root / language / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
-def mo_path(language: str) -> Path:
-    return po_path(language).with_suffix(".mo")
+def mo_path(language: str, root: Path = LOCALE_DIR) -> Path:
+    return po_path(language, root).with_suffix(".mo")
 
 
 def extract(templates: Path = TEMPLATES) -> Catalog:
@@ -94,19 +94,20 @@ def _mo_messages(data: bytes) -> dict[object, str]:
     return {k: v for k, v in catalog.items() if k != ""}
 
 
-def check() -> list[str]:
+def check(root: Path = LOCALE_DIR) -> list[str]:
     """Everything wrong with the catalogs, one line each (empty: complete and compiled)."""
     problems: list[str] = []
     template = extract()
     wanted = {m.id if isinstance(m.id, str) else m.id[0]: m for m in template if m.id}
-    if not POT.exists():
-        problems.append(f"{POT}: missing (run `qscan notify catalogs`)")
+    pot_path = root / POT.name
+    if not pot_path.exists():
+        problems.append(f"{pot_path}: missing (run `qscan notify catalogs`)")
     else:
-        pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read(POT) if m.id}
+        pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read(pot_path) if m.id}
         if pot != set(wanted):
-            problems.append(f"{POT}: stale (run `qscan notify catalogs`)")
+            problems.append(f"{pot_path}: stale (run `qscan notify catalogs`)")
     for lang in LANGUAGES:
-        path = po_path(lang)
+        path = po_path(lang, root)
         if not path.exists():
             problems.append(f"{lang}: no catalog {path}")
             continue
@@ -127,7 +128,7 @@ def check() -> list[str]:
         for msg, errors in catalog.check():
             for err in errors:
                 problems.append(f"{lang}: {msg.id!r}: {err}")
-        mo = mo_path(lang)
+        mo = mo_path(lang, root)
         if not mo.exists():
             problems.append(f"{lang}: not compiled ({mo} missing)")
         elif _mo_messages(mo.read_bytes()) != _mo_messages(compiled(catalog)):

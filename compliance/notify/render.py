@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -64,7 +64,7 @@ class CatalogMissing(RuntimeError):
     """A language has no compiled catalog (run ``qscan notify catalogs``)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(language: str) -> gettext.GNUTranslations:
     try:
         found = gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=[language])
@@ -141,7 +141,8 @@ class Renderer:
         client = event.client
         client_text = ""
         if client.ip:
-            client_text = clean(f"{client.ip} {client.host or ''} relay={'yes' if client.relay else 'no'}", 300)
+            relay = "yes" if client.relay else "no"
+            client_text = clean(f"{client.ip} {client.host or ''} relay={relay}", 300)
         elif client.local:
             client_text = "local"
         return {

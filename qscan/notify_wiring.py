@@ -1,0 +1,86 @@
+"""Building the notify consumer from the ``[notify]`` config section (compliance/notify).
+
+Kept apart from qscan/wiring.py because it is the one place that joins the
+notifications (compliance) to the quarantine layout (archive): the admin's
+notice names the quarantine file, whose name only archive/ knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from archive.consumer import message_name
+from compliance.notify.audience import Kind, NotifyPolicy
+from compliance.notify.compose import Identity
+from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
+from compliance.notify.outbox import RetryPolicy
+from compliance.notify.render import Renderer
+from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
+from ingest.event import MessageScanned
+from qscan.config import Config
+
+
+def from_address(cfg: Config) -> str:
+    return cfg.notify.from_address or f"postmaster@{cfg.hostname}"
+
+
+def notify_policy(cfg: Config) -> NotifyPolicy:
+    n = cfg.notify
+    own = tuple(a for a in (from_address(cfg), n.envelope_sender) if a)
+    return NotifyPolicy(
+        sender=n.sender, recipients=n.recipients,
+        recipient_kinds=frozenset(Kind(k) for k in n.recipient_kinds),
+        local_domains=tuple(n.local_domains), admin=n.admin,
+        admin_kinds=frozenset(Kind(k) for k in n.admin_kinds), compliance_officer=n.compliance_officer,
+        own_addresses=own, default_language=n.default_language, languages=dict(n.languages),
+        admin_language=n.admin_language, forging_viruses=tuple(n.forging_viruses),
+        never_notify=tuple(n.never_notify),
+    )
+
+
+def identity(cfg: Config) -> Identity:
+    n = cfg.notify
+    return Identity(from_address=from_address(cfg), from_name=n.from_name,
+                    envelope_sender=n.envelope_sender, host=cfg.hostname)
+
+
+def quarantine_file(cfg: Config) -> Callable[[MessageScanned], str | None]:
+    root = Path(cfg.quarantine_dir)
+
+    def where(event: MessageScanned) -> str | None:
+        folder = event.quarantine_folder
+        return str(root / folder / "new" / message_name(event)) if folder else None
+
+    return where
+
+
+def renderer(cfg: Config) -> Renderer:
+    n = cfg.notify
+    return Renderer(host=cfg.hostname, timezone=n.timezone, template_dir=n.template_dir, html=n.html,
+                    contact=n.release_contact or n.admin, quarantine_file=quarantine_file(cfg))
+
+
+def notifier(cfg: Config) -> Notifier:
+    return Notifier(notify_policy(cfg), renderer(cfg), identity(cfg), JournalHeaders(str(cfg.journal_path)))
+
+
+def transport_factory(cfg: Config) -> Callable[[], Transport]:
+    n = cfg.notify
+    if n.transport == "qmail-inject":
+        return lambda: QmailInjectTransport(n.qmail_inject, timeout=max(60.0, n.smtp_timeout))
+    password = n.smtp_password.get_secret_value() if n.smtp_password else None
+    return lambda: SmtpTransport(n.smtp_host, n.smtp_port, n.smtp_timeout, n.smtp_starttls, n.smtp_user,
+                                 password, helo=cfg.hostname)
+
+
+def retry_policy(cfg: Config) -> RetryPolicy:
+    n = cfg.notify
+    return RetryPolicy(base=n.retry_base, maximum=n.retry_max, give_up_after=n.give_up_after,
+                       lease=max(600.0, 4 * n.smtp_timeout))
+
+
+def make_notify_sink(cfg: Config, *, name: str = "notify", background: bool = True) -> NotifySink:
+    """The consumer ``qscan consume notify`` runs (``background``: retry while the log is quiet)."""
+    return NotifySink(cfg.sql_url, notifier(cfg), transport_factory(cfg), retry=retry_policy(cfg),
+                      interval=cfg.notify.delivery_interval if background else None, name=name)
