@@ -161,3 +161,45 @@ def test_two_consumers_in_one_group_split_the_partitions(broker: Broker, tmp_pat
     assert len(rows(tmp_path / "qscan.db")) == 200
     assert seen[0] and seen[1], seen  # both members got partitions
     assert sources[0].applied + sources[1].applied >= 200
+
+
+def test_notify_consumer_from_kafka_without_the_journal(broker: Broker, tmp_path: Path) -> None:
+    """Another host's consumer: the raw headers come from the topic, not a local journal."""
+    from tests.test_notify_delivery import Relay as SmtpRelay
+    from tests.test_notify_delivery import free_port as smtp_port
+    from tests.test_notify_delivery import policy_event, with_header
+    from tests.test_notify_delivery import write_config as notify_config
+
+    smtp = SmtpRelay(smtp_port()).start()
+    try:
+        cfg = notify_config(tmp_path, smtp.port)
+        cfg.write_text(cfg.read_text().replace("[notify]", f'[log.kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\n'
+                                               'partitions = 4\n[consumers]\nsource = "kafka"\n[notify]'))
+        upgrade(f"sqlite:///{tmp_path / 'qscan.db'}")
+        s = KafkaSettings(bootstrap_servers=[broker.bootstrap], partitions=4)
+        init_topic(s)
+        plain = policy_event(sender="alice@example.com")
+        listed = policy_event(sender="news@example.com", raw=with_header("List-Id: <news.example.com>"))
+        other = tmp_path / "other-host-journal.db"
+        with Journal(other) as j:
+            for ev in (plain, listed):
+                j.append(ev.event_id, ev.type, to_json(ev, with_raw=False), ev.raw_message)
+            Relay(j, s, "mx2").run(Stop(), once=True)
+        assert not (tmp_path / "journal.db").exists()  # this host has no journal of those events
+        res = subprocess.run([sys.executable, "-m", "qscan", "-c", str(cfg), "consume", "notify", "--once",
+                              "--partitions", "0,1,2,3"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        deadline = time.monotonic() + 20
+        while not smtp.handler.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+        to = sorted(r for _, rcpts, _ in smtp.handler.messages for r in rcpts)
+        assert "alice@example.com" in to  # the policy block's sender is told ...
+        assert "news@example.com" not in to  # ... but never a mailing list (List-Id from the topic)
+        n = len(smtp.handler.messages)
+        res = subprocess.run([sys.executable, "-m", "qscan", "-c", str(cfg), "replay", "notify",
+                              "--from-beginning", "--yes"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        time.sleep(1)
+        assert len(smtp.handler.messages) == n  # a replay sends nothing twice
+    finally:
+        smtp.stop()
