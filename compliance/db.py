@@ -84,7 +84,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Summaries hold addresses and subjects: don't let the umask publish them.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # Only when missing: closing any fd of an open database drops every POSIX
+        # lock this process's connections hold on it, and another process may then
+        # checkpoint and remove the WAL under them ("disk I/O error").
+        if not os.path.lexists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = create_engine(u, **kwargs)
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)

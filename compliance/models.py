@@ -183,7 +183,8 @@ class QuarantineEntry(Base):
     folder: Mapped[str] = mapped_column(String(32), doc="viruses, policy, spam or dlp")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(16), doc="'quarantined' or 'deleted'")
+    state: Mapped[str] = mapped_column(
+        String(16), doc="'quarantined', 'releasing', 'released' or 'deleted' (compliance.quarantine)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -329,4 +330,6 @@ Index("ix_deletions_host_chain_seq", Deletion.host, Deletion.chain_seq, unique=T
 Index("ix_holds_matter", Hold.matter)
 
 # Tables owned by other modules, on the same metadata (migrations and tests see them all).
-import compliance.notify.models  # noqa: E402, F401
+import compliance.dlp_hunts  # noqa: E402  (0005: DLP retro-hunts)
+import compliance.notify.models  # noqa: E402
+import compliance.quarantine_records  # noqa: E402, F401  (0006: quarantine releases)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
+from compliance.quarantine_records import record_released
 from compliance.records import ComplianceEvent, chain_hosts, record
 from ingest.event import (
     Action,
@@ -55,6 +56,7 @@ from ingest.event import (
     HoldCreated,
     HoldReleased,
     MessageDeleted,
+    MessageReleased,
     MessageScanned,
     QueueFailed,
 )
@@ -163,7 +165,7 @@ def part_rows(ev: MessageScanned) -> list[Row]:
     return rows
 
 
-def _text(finding: dict[str, Any], *keys: str, limit: int) -> str:
+def _text(finding: Mapping[str, Any], *keys: str, limit: int) -> str:
     for key in keys:
         value = finding.get(key)
         if value not in (None, ""):
@@ -263,6 +265,7 @@ class SummarySink:
         events: list[MessageScanned] = []
         failures: dict[str, QueueFailed] = {}
         others: list[ComplianceEvent] = []
+        releases: list[MessageReleased] = []  # after their messages (compliance.quarantine)
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned):
@@ -273,6 +276,8 @@ class SummarySink:
                 failures.setdefault(ev.event_id, ev)
             elif isinstance(ev, (MessageDeleted, HoldCreated, HoldReleased, ExportCompleted)):
                 others.append(ev)
+            elif isinstance(ev, MessageReleased):
+                releases.append(ev)
             else:  # a later event type this version does not project
                 log.debug("summaries: skipping %s at %d", type(ev).__name__, rec.position)
         hosts = {row["host"] for row in messages.values()}
@@ -286,6 +291,8 @@ class SummarySink:
                 self._insert_failures(session, chain, list(failures.values()))
             for other in others:
                 record(session, chain, other)
+            for released in releases:
+                record_released(session, released)
             chain.store()
             self._store_position(session, position)
 

@@ -25,9 +25,15 @@ from pathlib import Path
 
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
-from ingest.processor import Processor, Request
+from ingest.processor import Outcome, Processor, Request
+from ingest.scoreboard import Scoreboard, status_document, status_path, write_status
 
 log = logging.getLogger(__name__)
+
+# Called in a worker after each answered message, once the client has its answer and the
+# connection is closed (metrics: qscan/metrics.py). It must be cheap and must not raise.
+Observer = Callable[[Processor, Outcome], None]
+STATUS_INTERVAL = 1.0  # seconds between rewrites of the status file
 
 
 @dataclass
@@ -73,12 +79,19 @@ def bind_socket(opts: DaemonOptions) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, lsock: socket.socket, opts: DaemonOptions, processor: Processor) -> None:
+    def __init__(self, lsock: socket.socket, opts: DaemonOptions, processor: Processor,
+                 board: Scoreboard | None = None, slot: int | None = None,
+                 observe: Observer | None = None) -> None:
         self.lsock = lsock
         self.opts = opts
         self.processor = processor
         self.stop = False
         self.parent = os.getppid()
+        self.board = board if slot is not None else None
+        self.slot = slot if slot is not None else 0
+        self.observe = observe
+        if self.board is not None:
+            self.board.assign(self.slot, os.getpid())
 
     def run(self) -> None:
         def on_term(signum: int, frame: object) -> None:
@@ -105,15 +118,25 @@ class Worker:
                 log.exception("accept failed")
                 time.sleep(0.1)
                 continue
+            if self.board is not None:
+                self.board.set_busy(self.slot, handled)
+            outcome = None
             try:
-                self.handle(conn)
+                outcome = self.handle(conn)
             except Exception:
                 log.exception("connection handler failed")
             finally:
                 conn.close()
             handled += 1
+            if self.board is not None:
+                self.board.set_idle(self.slot, handled)
+            if outcome is not None and self.observe is not None:
+                try:
+                    self.observe(self.processor, outcome)
+                except Exception:
+                    log.debug("observer failed", exc_info=True)
 
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> Outcome | None:
         conn.setblocking(True)
         conn.settimeout(self.opts.timeout)
         start = time.time()
@@ -125,7 +148,7 @@ class Worker:
             while not req.done:
                 data = conn.recv(1 << 20)
                 if not data:
-                    return  # client gave up: nothing was accepted, nothing recorded
+                    return None  # client gave up: nothing was accepted, nothing recorded
                 for kind, payload in decoder.feed(data):
                     if kind == frames.MESSAGE:
                         sha.update(payload)
@@ -134,7 +157,7 @@ class Worker:
                 raise ProtocolError("bytes after end of request")
         except (OSError, ProtocolError) as exc:
             log.warning("dropping connection: %s", exc)
-            return
+            return None
         assert req.envelope is not None
         request = Request(
             message=req.message(), envelope=req.envelope, attrs=req.attrs, size=req.size,
@@ -145,24 +168,40 @@ class Worker:
             conn.sendall(frames.encode_result(outcome.code, outcome.text))
         except OSError:
             log.warning("client went away before the answer (%s)", outcome.code)
+        return outcome
 
 
 class Daemon:
     """The master process: binds, forks, replaces dead workers, shuts down cleanly."""
 
-    def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor]) -> None:
+    def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
+                 observe: Observer | None = None) -> None:
         self.opts = opts
         self.make_processor = make_processor
+        self.observe = observe
         self.children: dict[int, float] = {}
         self.stopping = False
         self.recycle = False
+        self.board = Scoreboard(opts.workers)  # before any fork: shared with every worker
+        self.slots: dict[int, int] = {}  # worker pid -> scoreboard slot
+        self.status_path = status_path(opts.socket_path)
+        self.started = time.time()
+
+    def _write_status(self) -> None:
+        try:
+            write_status(self.status_path, status_document(
+                self.board, socket_path=self.opts.socket_path, started=self.started,
+                configured_workers=self.opts.workers))
+        except OSError as exc:  # status is for operators; mail flows without it
+            log.warning("cannot write %s: %s", self.status_path, exc)
 
     def _spawn(self, lsock: socket.socket) -> None:
+        slot = self.board.claim()
         pid = os.fork()
         if pid == 0:  # worker
             code = 0
             try:
-                Worker(lsock, self.opts, self.make_processor()).run()
+                Worker(lsock, self.opts, self.make_processor(), self.board, slot, self.observe).run()
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
@@ -170,6 +209,8 @@ class Daemon:
                 logging.shutdown()
                 os._exit(code)
         self.children[pid] = time.monotonic()
+        if slot is not None:
+            self.slots[pid] = slot
 
     def serve(self, ready: Callable[[], None] | None = None) -> int:
         lsock = bind_socket(self.opts)
@@ -190,7 +231,11 @@ class Daemon:
             if ready:
                 ready()
             backoff = 0.0
+            next_status = 0.0
             while not self.stopping:
+                if time.monotonic() >= next_status:
+                    self._write_status()
+                    next_status = time.monotonic() + STATUS_INTERVAL
                 if self.recycle:  # SIGHUP: fresh workers (they re-read rules and databases)
                     self.recycle = False
                     log.info("SIGHUP: recycling %d workers", len(self.children))
@@ -207,6 +252,8 @@ class Daemon:
                 started = self.children.pop(pid, None)
                 if started is None:
                     continue
+                if pid in self.slots:
+                    self.board.release(self.slots.pop(pid))
                 code = os.waitstatus_to_exitcode(status)
                 if code != 0:
                     log.warning("worker %d exited with %d; replacing it", pid, code)
@@ -222,6 +269,8 @@ class Daemon:
     def _shutdown(self, lsock: socket.socket) -> None:
         with contextlib.suppress(OSError):
             self.opts.socket_path.unlink()  # new clients now temp-fail at once
+        with contextlib.suppress(OSError):
+            self.status_path.unlink()  # no status file: no daemon
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

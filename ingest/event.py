@@ -19,7 +19,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, with_config
+from typing_extensions import TypedDict
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -122,6 +123,23 @@ class Finding(_Model):
     error: str | None = Field(None, description="set when the scan did not happen (timeout, refused, ...)")
 
 
+@with_config(ConfigDict(extra="allow"))
+class DlpHit(TypedDict, total=False):
+    """One DLP rule hit for one detector (scanners/dlp). A plain dict on the wire and in code;
+    every key is optional for producers, and keys this version does not know are kept."""
+
+    rule: Annotated[str, Field(description="the DLP rule that fired")]
+    detector: Annotated[str, Field(description="payment_card, iban, us.ssn, a custom detector...")]
+    confidence: Annotated[str, Field(description="low, medium or high (the highest counted)")]
+    count: Annotated[int, Field(description="distinct values counted for the rule")]
+    action: Annotated[str, Field(description="monitor, notify, quarantine, reject or allow")]
+    location: Annotated[str, Field(description="where: part paths, 'header:Subject', archive members")]
+    evidence: Annotated[str, Field(description="masked examples, e.g. '4111 **** **** 1111'; never a "
+                                               "full value")]
+    notify: Annotated[bool, Field(description="the compliance officer is to be told")]
+    encrypted: Annotated[bool, Field(description="the message was S/MIME- or PGP-encrypted")]
+
+
 class Timings(_Model):
     receive_ms: float = 0.0
     parse_ms: float = 0.0
@@ -147,7 +165,7 @@ class MessageScanned(_Model):
     reason: str = Field("", description="short machine-friendly reason, e.g. 'clean', 'too-large'")
     reply: str | None = Field(None, description="reply text for reject/tempfail (D.../Z...)")
     spam_score: float | None = None
-    dlp_findings: list[dict[str, Any]] = []
+    dlp_findings: list[DlpHit] = []
     defects: list[str] = Field([], description="MIME defects the parser reported")
     added_headers: list[str] = Field([], description="header lines qscan added")
     timings: Timings = Timings()
@@ -256,6 +274,31 @@ class ExportCompleted(_Model):
     items: list[ExportedItem] = []
 
 
+class MessageReleased(_Model):
+    """A quarantined message was re-injected through qmail-queue (``qscan quarantine release``).
+
+    Written after qmail-queue accepted the message; the SQL side keeps it in
+    ``quarantine_releases`` and marks the quarantine entry ``released``.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["message.released"] = "message.released"
+    event_id: str = Field(description="UUIDv7 of the release")
+    time: datetime = Field(description="when qmail-queue accepted the released message (UTC)")
+    host: str = Field(description="the host the release ran on")
+    ref_event_id: str = Field(description="the message.scanned event of the quarantined message")
+    ref_host: str = Field(description="that message's journal host")
+    folder: str = Field(description="quarantine folder it came from: viruses, policy, spam or dlp")
+    actor: str = Field(description="who released it (user@host, or --by)")
+    reason: str = Field(description="why (--reason)")
+    sender: str = Field(description="envelope sender handed to qmail-queue")
+    recipients: list[str] = Field(description="envelope recipients handed to qmail-queue")
+    original_recipients: bool = Field(
+        description="true: the original envelope; false: only the recipients given with --to")
+    forced: bool = Field(False, description="a virus released with --force")
+    sha256: str = Field(description="SHA-256 of the message as handed to qmail-queue")
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
@@ -263,10 +306,11 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "hold.created": HoldCreated,
     "hold.released": HoldReleased,
     "export.completed": ExportCompleted,
+    "message.released": MessageReleased,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
-            | ExportCompleted)
+            | ExportCompleted | MessageReleased)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

@@ -253,6 +253,7 @@ class Processor:
             reason=decision.reason,
             reply=decision.reply,
             spam_score=_spam_status(findings)[1],
+            dlp_findings=[d for r in findings for d in r.dlp],
             added_headers=[h.decode("utf-8", "replace").rstrip("\r\n") for h in added],
             timings=Timings(
                 receive_ms=round(req.receive_ms, 3),

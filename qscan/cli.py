@@ -123,8 +123,13 @@ def daemon(ctx: click.Context) -> None:
     cfg = _config(ctx)
     make_scanners(cfg)  # fail now, not in every worker
     Journal(cfg.journal_path).close()  # create it before workers race to
+    from qscan.metrics import TimedJournal, start_daemon_metrics
+
+    journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
-        code = Daemon(daemon_options(cfg), lambda: make_processor(cfg)).serve()
+        d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls))
+        start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
+        code = d.serve()
     except AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
@@ -160,6 +165,11 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
         _consume_kafka(cfg, name, once=once, from_start=from_start, partitions=partitions)
         return
     sink = make_sink(cfg, name)
+    from qscan.metrics import consumer_metrics
+
+    metrics = consumer_metrics(cfg, name)
+    if metrics is not None:
+        sink = metrics.wrap(sink)
     journal = Journal(cfg.journal_path)
     if from_start:
         sink.set_position(0)
@@ -197,8 +207,11 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
     if from_start:
         for p in static if static is not None else range(settings.partitions):
             _reset_kafka_position(cfg, name, settings.topic, p)
-    source = KafkaSource(settings, name, lambda key: make_sink(cfg, name, key), partitions=static,
-                         batch=cfg.consumers.batch)
+    from qscan.metrics import consumer_metrics
+
+    metrics = consumer_metrics(cfg, name, source="kafka")
+    source = KafkaSource(settings, name, lambda key: metrics.wrap(make_sink(cfg, name, key)) if metrics
+                         else make_sink(cfg, name, key), partitions=static, batch=cfg.consumers.batch)
     n = source.run(Stop().install(), once=once)
     if once:
         click.echo(f"{name}: applied {n} events from {settings.topic}")
@@ -398,6 +411,9 @@ def relay(ctx: click.Context, once: bool) -> None:
     assert cfg.log.kafka is not None
     with Journal(cfg.journal_path) as j:
         r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch)
+        from qscan.metrics import relay_metrics
+
+        relay_metrics(cfg, r)  # [metrics]: relay lag and acknowledgements on /metrics
         n = r.run(Stop().install(), once=once)
         if once:
             events, seconds = r.lag()
@@ -476,6 +492,13 @@ def _register_optional() -> None:
     cli.add_command(policy)
     from qscan.cli_notify import notify
     cli.add_command(notify)
+    from qscan.cli_ops import install, report, status
+    for command in (status, report, install):
+        cli.add_command(command)
+    from qscan.cli_dlp import dlp
+    cli.add_command(dlp)
+    from qscan.cli_quarantine import quarantine
+    cli.add_command(quarantine)
 
 
 _register_optional()

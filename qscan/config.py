@@ -331,7 +331,8 @@ class NotifyConfig(_Section):
         list(ALL_NOTIFY_KINDS), description="kinds the admin is told of"
     )
     compliance_officer: str = Field(
-        "", description="told of every DLP event (quarantined, rejected, delivered); empty: none"
+        "", description="told of DLP events whose rule asks for it (notify, quarantine, reject; "
+        "not monitor: docs/dlp.md); empty: none"
     )
     from_address: str = Field("", description="From: of notifications (default postmaster@HOSTNAME)")
     from_name: str = Field("Mail scanner", max_length=80, description="display name in From:")
@@ -405,6 +406,24 @@ class NotifyConfig(_Section):
         return value
 
 
+class DlpConfig(_Section):
+    """Data loss prevention (docs/dlp.md). Runs only when "dlp" is in scanners.enabled, which
+    needs a rules file: the DLP rules say what matters, there is no useful default."""
+
+    rules: Path | None = Field(None, description="DLP rules file (TOML); required when 'dlp' is enabled")
+    headers: list[str] = Field(["Subject"], description="headers whose text is inspected besides bodies")
+    max_part_size: int = Field(25 * MiB, ge=1024, description="attachments bigger than this are not read")
+    max_text: int = Field(4_000_000, ge=1000, description="characters of text inspected per message")
+    max_time: float = Field(5.0, gt=0, description="seconds of text extraction per message")
+    max_pdf_pages: int = Field(200, ge=1, description="pages of one PDF read")
+    max_depth: int = Field(5, ge=0, le=100, description="archives within archives unpacked")
+    max_members: int = Field(500, ge=1, description="archive members per message")
+    max_total_bytes: int = Field(100 * MiB, ge=1024, description="bytes unpacked from archives per message")
+    error_action: Literal["quarantine", "reject", "tempfail", "deliver"] = Field(
+        "quarantine", description="an internal DLP error: the message is not let out unexamined by default"
+    )
+
+
 class ConsumersConfig(_Section):
     enabled: list[Literal["archive", "summaries", "notify"]] = Field(
         ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
@@ -444,6 +463,33 @@ class RetentionConfig(_Section):
     rules: list[RetentionRuleConfig] = Field([], description="tried in order; the first match decides")
 
 
+QUARANTINE_FOLDERS = ("viruses", "policy", "spam", "dlp")
+
+
+class QuarantineConfig(_Section):
+    """`qscan quarantine` (docs/quarantine.md): expiry ages and the qmail-queue releases use."""
+
+    expire_days: int = Field(
+        14, ge=1, description="`qscan quarantine expire` deletes entries older than this many days"
+    )
+    folder_days: dict[str, int] = Field(
+        {}, description="per-folder ages overriding expire_days, e.g. { spam = 7, viruses = 30 }"
+    )
+    qmail_queue: Path | None = Field(
+        None, description="the qmail-queue releases go through (default: daemon.qmail_queue)"
+    )
+
+    @field_validator("folder_days")
+    @classmethod
+    def _days(cls, value: dict[str, int]) -> dict[str, int]:
+        for folder, days in value.items():
+            if folder not in QUARANTINE_FOLDERS:
+                raise ValueError(f"unknown folder {folder!r} (viruses, policy, spam, dlp)")
+            if days < 1:
+                raise ValueError(f"{folder}: days must be at least 1")
+        return value
+
+
 class KafkaConfig(_Section):
     """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
 
@@ -456,6 +502,17 @@ class KafkaConfig(_Section):
     group_prefix: str = Field("qscan", description="consumer groups are PREFIX-NAME")
     relay_batch: int = Field(500, ge=1, le=100000, description="events per relay round trip")
     request_timeout_ms: int = Field(30000, ge=1000)
+
+
+class MetricsConfig(_Section):
+    """Prometheus endpoints (qscan/metrics.py, docs/operations.md): one per process, loopback."""
+
+    enabled: bool = Field(False, description="serve /metrics from the daemon, relay and consumers")
+    address: str = Field("127.0.0.1", description="listen address (keep it on loopback)")
+    port: int = Field(
+        9467, ge=1, le=65530,
+        description="daemon port; relay +1, consume archive +2, summaries +3, notify +4",
+    )
 
 
 class LogConfig(_Section):
@@ -481,6 +538,9 @@ class Config(_Section):
     consumers: ConsumersConfig = ConsumersConfig()
     notify: NotifyConfig = NotifyConfig()
     retention: RetentionConfig = RetentionConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    dlp: DlpConfig = DlpConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
     # Effective values (defaults resolved against data_dir).
@@ -529,8 +589,10 @@ _PATH_KEYS = [
     ("archive", "quarantine_dir"),
     ("summary_log", "path"),
     ("internal", "rules"),
+    ("dlp", "rules"),
     ("notify", "template_dir"),
     ("notify", "qmail_inject"),
+    ("quarantine", "qmail_queue"),
 ]
 
 
@@ -772,7 +834,7 @@ recipient_kinds = ["virus", "policy", "spam", "dlp", "reject"]
 local_domains = []                     # e.g. ["example.com", ".example.com"] (subdomains)
 admin = ""                             # quarantine admin, e.g. "quarantine-admin@example.com"
 admin_kinds = ["virus", "policy", "spam", "dlp", "reject"]
-compliance_officer = ""                # told of every DLP event
+compliance_officer = ""                # told of DLP events (not monitor-only ones)
 # from_address = "postmaster@mx1.example.com"   # default postmaster@HOSTNAME
 from_name = "Mail scanner"
 envelope_sender = ""                   # empty: the null sender <> (no bounces, no loops)
@@ -797,6 +859,30 @@ retry_base = 60                        # first retry after 60 s, doubling...
 retry_max = 3600                       # ...up to an hour between tries
 give_up_after = 172800                 # two days, then the notice is marked failed
 delivery_interval = 10
+
+[dlp]                                  # data loss prevention (docs/dlp.md); add "dlp" to
+                                       # scanners.enabled (last) to run it inline
+# rules = "dlp.toml"                   # detectors and rules; required when "dlp" is enabled
+headers = ["Subject"]                  # headers inspected besides bodies and attachments
+max_part_size = 26214400               # bigger attachments are not read
+max_text = 4000000                     # characters of text inspected per message
+max_time = 5                           # seconds of text extraction per message
+max_pdf_pages = 200
+max_depth = 5                          # archives within archives
+max_members = 500
+max_total_bytes = 104857600            # bytes unpacked from archives per message
+error_action = "quarantine"            # an internal DLP error: quarantine|reject|tempfail|deliver
+
+[metrics]                              # Prometheus /metrics (docs/operations.md)
+enabled = false
+address = "127.0.0.1"                  # loopback: scrape locally or through a proxy
+port = 9467                            # daemon; relay 9468, consume archive 9469,
+                                       # summaries 9470, notify 9471
+
+[quarantine]                           # `qscan quarantine list|show|release|delete|expire`
+expire_days = 14                       # `qscan quarantine expire` (docs/quarantine.md)
+folder_days = {}                       # per folder, e.g. { spam = 7, viruses = 30 }
+# qmail_queue = "/var/qmail/bin/qmail-queue"   # releases; default: daemon.qmail_queue
 
 [retention]                            # `qscan retention apply` (docs/compliance.md)
 default_days = "forever"               # or e.g. 2555 (7 years); legal holds always win

@@ -13,6 +13,7 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
+from qscan.dlp_wiring import make_dlp_scanner
 from qscan.external_scanners import EXTERNAL_SCANNERS
 from qscan.internal_scanner import make_internal_scanner
 from scanners.base import Scanner
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
 SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/external_scanners.py)
 SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
+SCANNERS["dlp"] = make_dlp_scanner  # data loss prevention; needs dlp.rules (qscan/dlp_wiring.py)
 CONSUMERS = ("archive", "summaries", "notify")
 
 
@@ -58,10 +60,12 @@ def processor_options(cfg: Config) -> ProcessorOptions:
     )
 
 
-def make_processor(cfg: Config) -> Processor:
-    """Called in each worker after fork: connections must not cross a fork."""
+def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
+    """Called in each worker after fork: connections must not cross a fork.
+
+    ``journal_cls``: qscan.metrics.TimedJournal when [metrics] is on (append latency)."""
     summary = open_summary_log(cfg.summary_log.target, cfg.summary_log_path, cfg.summary_log.facility)
-    return Processor(processor_options(cfg), Journal(cfg.journal_path), make_scanners(cfg), summary)
+    return Processor(processor_options(cfg), journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
 
 def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Verdict(StrEnum):
@@ -49,6 +50,9 @@ class ScanResult:
     # Applied in scanner order before qscan's own headers are added; must be total (never raise).
     transform: Callable[[bytes], bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # DLP findings for the event's dlp_findings list (rule, detector, confidence, count, action,
+    # location, evidence...): evidence is masked before it gets here, never a full value.
+    dlp: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def hit(self) -> bool:

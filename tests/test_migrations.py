@@ -28,7 +28,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
 TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "dlp_findings",
           "quarantine_entries", "queue_failures", "deletions", "chain_heads", "holds", "exports",
           "export_items", "alembic_version",
-          "notifications"}  # 0003 (compliance/notify)
+          "notifications",  # 0003 (compliance/notify)
+          "dlp_hunts", "dlp_hunt_findings",  # 0005 (compliance/dlp_hunts)
+          "quarantine_releases"}  # 0006 (compliance/quarantine_records)
 
 
 def engine_for(url: str) -> Engine:
@@ -78,7 +80,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0004"
+    assert db.current(db_url) == db.head() == "0006"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

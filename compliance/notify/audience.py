@@ -98,6 +98,15 @@ def is_dlp(event: MessageScanned) -> bool:
     return event.category == Category.DLP or bool(event.dlp_findings)
 
 
+def officer_wanted(event: MessageScanned) -> bool:
+    """The compliance officer hears of DLP events a rule asked to tell them of: a finding whose
+    ``notify`` is true (rules with action notify, quarantine or reject), or one that does not
+    say (other producers). ``monitor`` findings carry ``notify: false``: recorded, not told."""
+    if event.dlp_findings:
+        return any(d.get("notify", True) for d in event.dlp_findings)
+    return event.category == Category.DLP
+
+
 def usable_address(address: str) -> bool:
     return len(address) <= 320 and _ADDRESS.fullmatch(address) is not None
 
@@ -183,8 +192,10 @@ def plan(event: MessageScanned, marks: MailMarks | None, policy: NotifyPolicy) -
     held = event.action in (Action.QUARANTINE, Action.REJECT)
     if policy.admin and held and kind in policy.admin_kinds:
         add(policy.admin, Audience.ADMIN)
-    if policy.compliance_officer and is_dlp(event):
+    if policy.compliance_officer and officer_wanted(event):
         add(policy.compliance_officer, Audience.OFFICER)
+    elif policy.compliance_officer and is_dlp(event):
+        skipped.append((policy.compliance_officer, "DLP findings are monitor-only (notify = false)"))
     if not held:
         skipped.append(("sender and recipients", f"the message was not held ({event.action.value})"))
         return Plan(notices, skipped)

@@ -30,10 +30,11 @@ import importlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
 
+import re2
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
@@ -72,6 +73,9 @@ class Hit:
 
 class Detector(Protocol):
     name: str
+    # True: every value it finds contains a digit, so text without one is skipped unread
+    # (the engine checks once per segment: most of a long text attachment is words)
+    needs_digits: bool
 
     def find(self, text: str) -> Iterator[Hit]:
         """Validated values in ``text``, in order."""
@@ -134,20 +138,37 @@ def mask_value(value: str) -> str:
 
 
 # -- context -----------------------------------------------------------------------------------
-class Context:
-    """Words that raise confidence when they appear within ``window`` characters of a match."""
+def _phrases(words: Sequence[str]) -> re.Pattern[str] | None:
+    words = sorted({w.strip() for w in words if w.strip()}, key=len, reverse=True)
+    # literal words only (escaped): the alternation cannot backtrack catastrophically
+    return (re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+            if words else None)
 
-    def __init__(self, words: Sequence[str], window: int) -> None:
+
+class Context:
+    """Words that raise confidence when they appear within ``window`` characters of a match.
+
+    ``exclude`` lists phrases in which a context word does not count ("business card",
+    "gift card": the word "card" there says nothing about the number next to it)."""
+
+    def __init__(self, words: Sequence[str], window: int, exclude: Sequence[str] = ()) -> None:
         self.window = window
-        words = sorted({w.strip() for w in words if w.strip()}, key=len, reverse=True)
-        # literal words only (escaped): the alternation cannot backtrack catastrophically
-        self.rx = (re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)",
-                              re.IGNORECASE) if words else None)
+        self.rx = _phrases(words)
+        self.exclude = _phrases(exclude)
 
     def near(self, text: str, start: int, end: int) -> bool:
         if self.rx is None:
             return False
-        return self.rx.search(text, max(0, start - self.window), min(len(text), end + self.window)) is not None
+        lo, hi = max(0, start - self.window), min(len(text), end + self.window)
+        if self.exclude is None:
+            return self.rx.search(text, lo, hi) is not None
+        margin = 40  # an excluded phrase may begin before the window ("thanks for the | card")
+        around = self.exclude.finditer(text, max(0, lo - margin), min(len(text), hi + margin))
+        spans = [m.span() for m in around]
+        for m in self.rx.finditer(text, lo, hi):
+            if not any(a <= m.start() and m.end() <= b for a, b in spans):
+                return True
+        return False
 
 
 def _grade(formatted: bool, context: bool) -> Confidence:
@@ -193,18 +214,29 @@ TEST_CARD_NUMBERS = frozenset({
 })
 
 _CARD_RX = re.compile(
-    r"(?<![\w.,/-])"
+    r"(?<![\w./-])(?<!\d,)"  # a CSV cell may start after a comma; a decimal's digits may not
     r"(?:\d{13,19}"
     r"|\d{4}(?P<s1>[ -])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?"
     r"|\d{4}(?P<s2>[ -])\d{6}(?P=s2)\d{4,5})"
     r"(?![\w/-]|[.,]\d)"
 )
 CARD_CONTEXT = (
-    "card", "credit card", "debit card", "cc", "visa", "mastercard", "master card", "amex",
+    "card", "cards", "credit card", "credit cards", "debit card", "card numbers", "cc", "visa",
+    "mastercard", "master card", "amex",
     "american express", "discover", "diners", "jcb", "maestro", "unionpay", "cvv", "cvc", "cvv2",
     "expiry", "expires", "exp", "expiration", "valid thru", "cardholder", "card number", "pan",
     "kreditkarte", "karte", "kartennummer", "carte", "carte bancaire", "numéro de carte", "tarjeta",
     "carta di credito", "creditcard",
+)
+# "card" in these says nothing about a number nearby
+CARD_NOT_CONTEXT = (
+    "business card", "business cards", "gift card", "gift cards", "greeting card", "greeting cards",
+    "birthday card", "christmas card", "thank you card", "thank-you card", "thanks for the card",
+    "postcard", "post card", "sim card", "sd card", "memory card", "graphics card", "network card",
+    "sound card", "report card", "wild card", "wildcard", "id card", "key card", "keycard",
+    "loyalty card", "library card", "score card", "scorecard", "place card", "flash card", "flashcard",
+    "card game", "card games", "card table", "visa application", "visa appointment", "student visa",
+    "work visa", "travel visa", "visa requirements",
 )
 
 
@@ -230,8 +262,9 @@ def is_card_number(digits: str, allow_test_numbers: bool = False) -> bool:
 @dataclass
 class CardDetector:
     name: str = "payment_card"
+    needs_digits = True
     allow_test_numbers: bool = False
-    context: Context = Context(CARD_CONTEXT, 50)
+    context: Context = field(default_factory=lambda: Context(CARD_CONTEXT, 50, CARD_NOT_CONTEXT))
     ignore: frozenset[str] = frozenset()
 
     def find(self, text: str) -> Iterator[Hit]:
@@ -272,8 +305,9 @@ def valid_iban(candidate: str) -> str | None:
 @dataclass
 class IbanDetector:
     name: str = "iban"
+    needs_digits = True
     countries: frozenset[str] = frozenset()  # empty: every country python-stdnum knows
-    context: Context = Context(IBAN_CONTEXT, 60)
+    context: Context = field(default_factory=lambda: Context(IBAN_CONTEXT, 60))
     ignore: frozenset[str] = frozenset()  # e.g. the company's own accounts, printed in every invoice
 
     def find(self, text: str) -> Iterator[Hit]:
@@ -298,6 +332,9 @@ class IdKind:
     pattern: str  # candidates in text (Python re, anchored by word boundaries below)
     context: tuple[str, ...]
     test_values: frozenset[str] = frozenset()  # compact forms excluded unless allow_test_numbers
+    # written the way something common is written too (UK NHS numbers and phone numbers are both
+    # 3-3-4 digits): the format alone does not lift confidence to medium, only a context word does
+    shared_format: bool = False
 
 
 NATIONAL_IDS: dict[str, IdKind] = {
@@ -326,7 +363,7 @@ NATIONAL_IDS: dict[str, IdKind] = {
                      ("ahv", "avs", "ahv-nummer", "sozialversicherungsnummer")),
     "fi.hetu": IdKind("fi.hetu", r"\d{6}[-+A]\d{3}[0-9A-Z]", ("henkilötunnus", "hetu")),
     "no.fodselsnummer": IdKind("no.fodselsnummer", r"\d{6} ?\d{5}", ("fødselsnummer", "fodselsnummer")),
-    "gb.nhs": IdKind("gb.nhs", r"\d{3} \d{3} \d{4}|\d{10}", ("nhs", "nhs number")),
+    "gb.nhs": IdKind("gb.nhs", r"\d{3} \d{3} \d{4}|\d{10}", ("nhs", "nhs number"), shared_format=True),
     "in.aadhaar": IdKind("in_.aadhaar", r"\d{4} \d{4} \d{4}|\d{12}", ("aadhaar", "uidai")),
     "br.cpf": IdKind("br.cpf", r"\d{3}\.\d{3}\.\d{3}-\d{2}|\d{11}", ("cpf",)),
 }
@@ -343,15 +380,13 @@ def stdnum_validator(module: str) -> Callable[[str], bool]:
     fn = getattr(mod, "is_valid", None)
     if not callable(fn):
         raise ValueError(f"python-stdnum module {module!r} has no is_valid()")
-    compact = getattr(mod, "compact", None)
 
     def valid(value: str) -> bool:
         try:
             return bool(fn(value))
-        except Exception:
+        except Exception:  # a validator must never take the scan down
             return False
 
-    valid.compact = compact  # type: ignore[attr-defined]
     return valid
 
 
@@ -366,6 +401,8 @@ class NationalIdDetector:
     allow_test_numbers: bool = False
     test_values: frozenset[str] = frozenset()
     ignore: frozenset[str] = frozenset()
+    shared_format: bool = False
+    needs_digits = True  # every built-in identifier has digits; custom patterns are checked below
 
     def find(self, text: str) -> Iterator[Hit]:
         for m in self.pattern.finditer(text):
@@ -378,7 +415,7 @@ class NationalIdDetector:
             near = self.context.near(text, m.start(), m.end())
             if self.require_context and not near:
                 continue
-            formatted = compact != raw or not compact.isdigit()
+            formatted = (compact != raw or not compact.isdigit()) and not self.shared_format
             yield Hit(self.name, mask_value(raw), value_key(self.kind, compact), _grade(formatted, near),
                       self.kind)
 
@@ -400,12 +437,16 @@ def national_id_detector(name: str, kind: str, *, pattern: str | None = None,
     except re.error as exc:
         raise ValueError(f"bad pattern {body!r}: {exc}") from None
     words = tuple(context) if context is not None else (known.context if known else ())
-    return NationalIdDetector(
+    detector = NationalIdDetector(
         name=name, kind=kind, pattern=rx, validate=stdnum_validator(module),
         context=Context(words, window), require_context=require_context,
         allow_test_numbers=allow_test_numbers, test_values=known.test_values if known else frozenset(),
         ignore=frozenset("".join(c for c in v if c.isalnum()).upper() for v in ignore),
+        shared_format=known.shared_format if known and pattern is None else False,
     )
+    if pattern is not None:  # a site's own pattern may match letters only: read every text
+        detector.needs_digits = False
+    return detector
 
 
 # -- custom: regex and keyword dictionaries ---------------------------------------------------
@@ -420,11 +461,12 @@ class PatternDetector:
     context: Context
     require_context: bool = False
     clear_evidence: bool = False  # keywords: the evidence is the dictionary word itself
+    needs_digits = False
 
     def find(self, text: str) -> Iterator[Hit]:
         for m in self.pattern.finditer(text):  # type: ignore[attr-defined]
             value = m.group()
-            if not value:
+            if not value or (self.kind == "keywords" and not _whole_word(text, m.start(), m.end())):
                 continue
             near = self.context.near(text, m.start(), m.end())
             if self.require_context and not near:
@@ -433,6 +475,13 @@ class PatternDetector:
             normal = value.casefold() if self.kind == "keywords" else value
             evidence = value if self.clear_evidence else mask_value(value)
             yield Hit(self.name, evidence[:100], value_key(self.kind, normal), conf, self.kind)
+
+
+def _whole_word(text: str, start: int, end: int) -> bool:
+    """A keyword must not be part of a longer word ('cat' in 'concatenate')."""
+    before = start == 0 or not (text[start - 1].isalnum() and text[start].isalnum())
+    after = end >= len(text) or not (text[end].isalnum() and text[end - 1].isalnum())
+    return before and after
 
 
 def regex_detector(name: str, pattern: str, *, ignore_case: bool = True, confidence: str = "medium",
@@ -449,8 +498,8 @@ def keyword_detector(name: str, keywords: Sequence[str], *, case_sensitive: bool
     words = sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True)
     if not words:
         raise ValueError("a keyword detector needs at least one keyword")
-    alternatives = [r"\s+".join(re.escape(part) for part in w.split()) for w in words]
-    body = r"(?:^|\b)(?:" + "|".join(alternatives) + r")(?:\b|$)"
+    # word boundaries are checked in Python (_whole_word): RE2's \b knows ASCII letters only
+    body = "|".join(r"\s+".join(re2.escape(part) for part in w.split()) for w in words)
     return PatternDetector(name, "keywords", compile_regex(body, not case_sensitive),
                            Confidence.parse(confidence), Context(context, window), require_context,
                            clear_evidence=evidence == "clear")

@@ -1,0 +1,147 @@
+"""Retro-hunt results in SQL: one row per hunt, one per (message, rule, detector) it found.
+
+Why not ``dlp_findings``: that table holds what the inline scanner decided, as
+children of the message row, and is sealed into the host's hash chain
+(compliance.chain) - a hunt adding rows there months later would read as
+tampering to ``qscan verify``. A hunt is a later, separate investigation with
+its own rules file, so it gets its own tables: ``dlp_hunts`` (who ran which
+rules, over what, when, with what result) and ``dlp_hunt_findings``. No foreign
+key to ``messages`` either: a hunt over the archive or Kafka may find mail the
+SQL store never had (summaries consumer not run, or rows already expired).
+
+Evidence is masked before it gets here, as everywhere in DLP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, insert, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from compliance import db
+from compliance.models import ADDRESS_LEN, DETAIL_LEN, Base, RowId
+
+SOURCES = ("journal", "archive", "kafka")
+
+
+class DlpHunt(Base):
+    """One `qscan dlp hunt` run: its rules, its selection, and what it found."""
+
+    __tablename__ = "dlp_hunts"
+
+    hunt_id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="UUIDv7")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), doc="'running', 'finished' or 'interrupted'")
+    actor: Mapped[str] = mapped_column(String(255), doc="user@host that ran it")
+    source: Mapped[str] = mapped_column(String(16), doc="'journal', 'archive' or 'kafka'")
+    rules_path: Mapped[str] = mapped_column(Text)
+    rules_sha256: Mapped[str] = mapped_column(String(64), doc="the exact rules file used")
+    query: Mapped[str] = mapped_column(Text, doc="JSON: the selection (since, until, addresses, ...)")
+    examined: Mapped[int] = mapped_column(Integer, doc="messages the rules were evaluated on")
+    matched: Mapped[int] = mapped_column(Integer, doc="messages at least one rule fired on")
+    findings: Mapped[int] = mapped_column(Integer, doc="rows in dlp_hunt_findings")
+    unreadable: Mapped[int] = mapped_column(Integer, doc="stored copies or events that could not be read")
+
+
+class DlpHuntFinding(Base):
+    """One rule hit for one detector in one message, found by a hunt (masked evidence only)."""
+
+    __tablename__ = "dlp_hunt_findings"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    hunt_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("dlp_hunts.hunt_id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(36), index=True, doc="the message.scanned event")
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sender: Mapped[str] = mapped_column(String(ADDRESS_LEN))
+    direction: Mapped[str] = mapped_column(String(8), doc="'inbound', 'outbound' or 'local'")
+    rule: Mapped[str] = mapped_column(String(200))
+    detector: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32), doc="what the rule would have done inline")
+    location: Mapped[str] = mapped_column(String(DETAIL_LEN))
+    evidence: Mapped[str] = mapped_column(String(DETAIL_LEN))
+    notify: Mapped[bool] = mapped_column(Boolean)
+    encrypted: Mapped[bool] = mapped_column(Boolean)
+
+
+Index("ix_dlp_hunt_findings_rule_event", DlpHuntFinding.rule, DlpHuntFinding.event_id)
+
+
+def _clean(value: Any, limit: int) -> str:
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else " " for c in text)[:limit]
+
+
+def finding_rows(hunt_id: str, event_id: str, received_at: datetime | None, sender: str,
+                 direction: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for one message's DLP records (the engine's ``Evaluation.records()``)."""
+    rows = []
+    for r in records:
+        try:
+            count = max(0, min(int(r.get("count") or 0), 2**31 - 1))
+        except (TypeError, ValueError):
+            count = 0
+        rows.append({
+            "hunt_id": hunt_id, "event_id": _clean(event_id, 36), "received_at": received_at,
+            "sender": _clean(sender, ADDRESS_LEN), "direction": direction,
+            "rule": _clean(r.get("rule"), 200), "detector": _clean(r.get("detector"), 200),
+            "confidence": _clean(r.get("confidence"), 16), "count": count,
+            "action": _clean(r.get("action"), 32), "location": _clean(r.get("location"), DETAIL_LEN),
+            "evidence": _clean(r.get("evidence"), DETAIL_LEN), "notify": bool(r.get("notify")),
+            "encrypted": bool(r.get("encrypted")),
+        })
+    return rows
+
+
+class HuntStore:
+    """Writes one hunt: its row first (state 'running'), findings in batches, totals at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = db.make_engine(url)
+        db.check_schema(self.engine)
+        self._write = db.session_factory(self.engine, write=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def start(self, hunt_id: str, *, actor: str, source: str, rules_path: str, rules_sha256: str,
+              query: dict[str, Any]) -> None:
+        with self._write.begin() as s:
+            s.execute(insert(DlpHunt).values(
+                hunt_id=hunt_id, started_at=datetime.now(UTC), finished_at=None, state="running",
+                actor=_clean(actor, 255), source=source, rules_path=rules_path, rules_sha256=rules_sha256,
+                query=json.dumps(query, sort_keys=True, default=str), examined=0, matched=0, findings=0,
+                unreadable=0,
+            ))
+
+    def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            with self._write.begin() as s:
+                s.execute(insert(DlpHuntFinding), list(rows))
+
+    def finish(self, hunt_id: str, *, state: str, examined: int, matched: int, findings: int,
+               unreadable: int) -> None:
+        with self._write.begin() as s:
+            s.execute(update(DlpHunt).where(DlpHunt.hunt_id == hunt_id).values(
+                finished_at=datetime.now(UTC), state=state, examined=examined, matched=matched,
+                findings=findings, unreadable=unreadable))
+
+    def hunt(self, hunt_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(DlpHunt).where(DlpHunt.hunt_id == hunt_id)).mappings().first()
+        return dict(row) if row else None
+
+    def findings(self, hunt_id: str) -> list[dict[str, Any]]:
+        cols = [c for c in DlpHuntFinding.__table__.columns if c.key != "id"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(DlpHuntFinding.hunt_id == hunt_id)
+                                .order_by(DlpHuntFinding.id)).mappings().all()
+        return [dict(r) for r in rows]

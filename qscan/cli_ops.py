@@ -1,0 +1,152 @@
+"""Operations commands: ``qscan status``, ``qscan report``, ``qscan install --check``.
+
+See docs/operations.md for what each figure means and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from qscan.config import Config
+
+
+def _config(ctx: click.Context) -> Config:
+    cfg: Config = ctx.obj["config"]()
+    return cfg
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON document for monitoring (same exit codes)")
+@click.option("--max-lag", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="a consumer or the relay further behind than this is a problem (exit 8)")
+@click.option("--min-free", type=float, default=5.0, show_default=True, metavar="PERCENT",
+              help="less free space than this under the journal, archive or quarantine is a problem (exit 6)")
+@click.option("--probe-timeout", type=float, default=3.0, show_default=True, metavar="SECONDS",
+              help="how long to wait for each of clamd, spamd, rspamd")
+@click.option("--no-scanners", is_flag=True, help="do not probe the network scanners")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, probe_timeout: float,
+           no_scanners: bool) -> None:
+    """Is mail flowing, is anything stuck? Daemon, workers, journal, readers, scanners, disks.
+
+    \b
+    Shows: daemon up, workers busy/idle, messages in flight; journal size and the
+    oldest event a reader has not handled; each consumer's (and the Kafka relay's)
+    position and lag; clamd/spamd/rspamd reachability and versions; free space for
+    the journal, archive and quarantine.
+
+    \b
+    Exit codes (the most urgent problem wins, in this order):
+      0  all well
+      4  the daemon is not running
+      5  the journal is missing or unreadable
+      3  the journal is over journal.disk_budget_mb (a reader is stuck)
+      6  disk space under --min-free
+      7  a network scanner does not answer
+      8  a consumer or the relay is more than --max-lag behind
+    """
+    from qscan.status import collect, render
+
+    st = collect(_config(ctx), max_lag=max_lag, min_free_percent=min_free, probe_timeout=probe_timeout,
+                 scanners=not no_scanners)
+    if as_json:
+        click.echo(json.dumps(st.as_dict(), indent=2))
+    else:
+        for line in render(st):
+            click.echo(line)
+    sys.exit(st.exit_code)
+
+
+@click.command()
+@click.option("--since", default="7d", show_default=True, metavar="PERIOD",
+              help="how far back: 90m, 36h, 7d, 2w (the report ends now)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="directory for index.html and the PNG charts (created; files replaced)")
+@click.option("--unit", type=click.Choice(["auto", "hour", "day"]), default="auto", show_default=True,
+              help="traffic chart resolution (auto: hourly up to 14 days, daily beyond)")
+@click.option("--url", default=None, help="SQLAlchemy URL to read (default: sql.url of the config)")
+@click.pass_context
+def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | None) -> None:
+    """Traffic graphs from the SQL store: PNG charts and one static HTML page.
+
+    \b
+    Incoming vs outgoing mail over time, spam, viruses, policy and DLP blocks per
+    day, top blocked attachment types, top rules fired, scan time percentiles, each
+    chart beside a table of the same figures (SQLite or PostgreSQL).
+
+    \b
+    Examples:
+      qscan report --out /var/www/qscan              # the last 7 days
+      qscan report --since 36h --out /tmp/r --unit hour
+    A daily cron job or systemd timer keeps a web page current (docs/operations.md).
+    """
+    from compliance.db import check_schema, make_engine
+    from qscan.report import choose_unit, gather, parse_since, render_charts, render_html, window
+
+    try:
+        period = parse_since(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    cfg = _config(ctx)
+    engine = make_engine(url or cfg.sql_url)
+    try:
+        try:
+            check_schema(engine)
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from exc
+        start, end = window(period)
+        data = gather(engine, start, end, choose_unit(period, unit))
+    finally:
+        engine.dispose()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from qscan.report import CHARTS
+
+    with click.progressbar(render_charts(data, out), length=len(CHARTS), label="drawing charts",
+                           file=sys.stderr) as bar:
+        for _ in bar:
+            pass
+    page = render_html(data, cfg.hostname, datetime.now(UTC))
+    (out / "index.html").write_text(page, encoding="utf-8")
+    click.echo(f"{data.messages} messages from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: "
+               f"{out / 'index.html'}")
+
+
+@click.command()
+@click.option("--check", is_flag=True, required=True,
+              help="required: verify only (qscan never changes the system itself)")
+@click.option("--user", default="qscand", show_default=True, help="the service user the units run as")
+@click.pass_context
+def install(ctx: click.Context, check: bool, user: str) -> None:
+    """Verify the service user, directories, permissions and socket; print what to fix.
+
+    \b
+    Checks, for the user the systemd units run as (contrib/systemd/):
+      the user exists and is not root; the config is readable by it and writable
+      only by root; data_dir, journal, archive and quarantine directories are its
+      own and private (0700), the journal and SQLite files 0600; the socket
+      directory, daemon.socket_group (and qmaild in it) and the socket's mode;
+      the real qmail-queue and the qscan-queue client.
+    Exits 1 when anything needs fixing; each problem is followed by a command
+    that fixes it.
+    """
+    from qscan.install_check import run_checks
+
+    cfg = _config(ctx)
+    findings = run_checks(cfg, Path(ctx.obj["config_path"]), user)
+    bad = 0
+    for f in findings:
+        if f.ok:
+            click.echo(f"ok    {f.what}")
+        else:
+            bad += 1
+            click.echo(f"FIX   {f.what}")
+            if f.fix:
+                click.echo(f"        -> {f.fix}")
+    click.echo(f"{bad} problem(s)" if bad else "everything is in place")
+    sys.exit(1 if bad else 0)

@@ -1,0 +1,408 @@
+"""``qscan quarantine``: list, show, release, delete and expire quarantined mail.
+
+The composition root of the quarantine lifecycle (compliance.quarantine): the
+SQL store, the quarantine maildirs (archive.copies, archive.quarantine), the
+real qmail-queue (ingest.qmail_queue) and the journal are put together here.
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from qscan.cli_db import When, sql_store
+from qscan.config import Config
+
+STATE_CHOICES = ["quarantined", "releasing", "released", "deleted", "all"]
+
+
+def _config(ctx: click.Context) -> Config:
+    loader: Callable[[], Config] = ctx.obj["config"]
+    return loader()
+
+
+class Age(click.ParamType):
+    name = "AGE"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> timedelta:
+        from compliance.quarantine import parse_age
+
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_age(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group()
+def quarantine() -> None:
+    """Search, inspect, release, delete and expire quarantined mail.
+
+    Quarantined messages live in the viruses/, policy/, spam/ and dlp/ maildirs under
+    archive.quarantine_dir and are indexed in SQL by `qscan consume summaries`.
+    Every release and deletion is an event on the log and a row in SQL.
+
+    \b
+    Examples:
+      qscan quarantine list --folder spam --since 7d
+      qscan quarantine show 0192f1c0
+      qscan quarantine release 0192f1c0 --reason "false positive, ticket 4711"
+      qscan quarantine release 0192f1c0 --to helpdesk@example.com --reason "for inspection"
+      qscan quarantine delete 0192f1c0 --reason "phishing, confirmed"
+      qscan quarantine expire --dry-run        # nightly: qscan quarantine expire
+    """
+
+
+# -- list ---------------------------------------------------------------------------
+@quarantine.command("list")
+@click.option("--folder", type=click.Choice(["viruses", "policy", "spam", "dlp"]),
+              help="one quarantine folder")
+@click.option("--state", type=click.Choice(STATE_CHOICES), default=None,
+              help="entries in this state (default: all but deleted)")
+@click.option("--sender", metavar="ADDR",
+              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces")
+@click.option("--recipient", metavar="ADDR", help="any envelope recipient (same rules)")
+@click.option("--since", type=When(), help="received from (UTC): 2026-11-25, 2026-11-25T10:00, 7d")
+@click.option("--until", type=When(end=True), help="received before; a date alone includes that day")
+@click.option("--reason", metavar="TEXT", help="the verdict's reason ('bad-attachment', 'spam*')")
+@click.option("--rule", metavar="NAME",
+              help="a policy rule, signature or DLP rule that fired ('Eicar*', 'card-numbers')")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="csv for spreadsheets, json for tools")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="at most this many rows (0: all)")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="skip this many rows first")
+@click.pass_context
+def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str | None,
+          recipient: str | None, since: datetime | None, until: datetime | None,
+          reason: str | None, rule: str | None, fmt: str, limit: int, offset: int) -> None:
+    """List quarantined messages, newest first, from the SQL index (no directory walk).
+
+    \b
+    Examples:
+      qscan quarantine list --folder viruses
+      qscan quarantine list --recipient bob@example.org --since 2026-11-01 --format csv
+      qscan quarantine list --rule 'Eicar*' --state all --format json
+    """
+    from compliance import quarantine as q
+    from compliance.audit import FilterError
+
+    try:
+        filters = q.ListFilters(folder=folder, state=state, sender=sender, recipient=recipient,
+                                since=since, until=until, reason=reason, rule=rule)
+        filters.where()
+    except (q.QuarantineError, FilterError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_store(ctx) as engine:
+        rows = q.listing(engine, filters, limit=limit or None, offset=offset)
+        total = q.count(engine, filters) if fmt == "table" else None
+    if fmt == "csv":
+        click.echo(render_csv(rows), nl=False)
+    elif fmt == "json":
+        from compliance.audit import render_json
+
+        click.echo(render_json(rows), nl=False)
+    elif rows:
+        width = max(shutil.get_terminal_size((200, 24)).columns, 120)
+        click.echo(render_table(rows, width=width), nl=False)
+        click.echo(f"{offset + 1}-{offset + len(rows)} of {total} quarantined messages", err=True)
+    else:
+        click.echo("no matching quarantined messages", err=True)
+
+
+def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200) -> str:
+    from compliance.audit import printable
+
+    table = Table(show_lines=False, expand=False)
+    from compliance.quarantine import LIST_FIELDS
+
+    for name in LIST_FIELDS:
+        table.add_column("received (UTC)" if name == "received" else name.replace("_", " "),
+                         overflow="fold", no_wrap=name in ("received", "event_id", "size"),
+                         justify="right" if name == "size" else "left")
+    for row in rows:
+        # Text(), never str: a subject like "[red]" must not be read as markup.
+        table.add_row(*(Text(printable(row[name])) for name in LIST_FIELDS))
+    buf = io.StringIO()
+    Console(file=buf, width=width, no_color=True, highlight=False).print(table)
+    return buf.getvalue()
+
+
+def render_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Spreadsheet-safe: formula-like cells get a leading quote (compliance.audit's rule)."""
+    from compliance.audit import _csv_cell
+    from compliance.quarantine import LIST_FIELDS
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LIST_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in LIST_FIELDS})
+    return buf.getvalue()
+
+
+# -- show ---------------------------------------------------------------------------
+def _copy(cfg: Config, entry: Any) -> Any:
+    """The stored copy of an entry (first found), or None."""
+    from qscan.compliance_wiring import copy_store
+
+    found = copy_store(cfg).locate(entry.facts())
+    return found[0] if found else None
+
+
+@quarantine.command("show")
+@click.argument("event_id")
+@click.option("--raw", is_flag=True,
+              help="write the whole message (as queued, without the envelope block) to stdout")
+@click.option("--json", "as_json", is_flag=True, help="everything as one JSON object")
+@click.pass_context
+def show(ctx: click.Context, event_id: str, raw: bool, as_json: bool) -> None:
+    """Print one quarantined message: summary, envelope, every finding, its headers, where
+    the file is and what happened to it (releases, holds, deletion).
+
+    EVENT_ID may be the whole id or its first 8+ characters. --raw writes the message
+    bytes to stdout only - pipe them to a file or a viewer of your choosing; attachments
+    are never unpacked or written under the names the mail gives them.
+
+    \b
+    Examples:
+      qscan quarantine show 0192f1c0
+      qscan quarantine show 0192f1c0 --raw > /tmp/suspect.eml
+    """
+    from archive.quarantine import header_lines, read_copy
+    from compliance import audit, holds
+    from compliance import quarantine as q
+    from compliance.copystore import CopyError
+    from qscan.cli_db import _json_default, render_details
+    from qscan.compliance_wiring import copy_store
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine:
+        try:
+            full = q.resolve(engine, event_id)
+            entry = q.get(engine, full)
+            info = audit.details(engine, full)
+        except audit.NotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+        info["holds"] = [{"hold_id": h.hold_id, "matter": h.matter}
+                         for h in holds.covering(engine, full)]
+        info["releases"] = q.releases(engine, full)
+    copy = _copy(cfg, entry)
+    if raw:
+        if copy is None:
+            raise click.ClickException(f"message {full} has no quarantined copy left "
+                                       f"(state {entry.state})")
+        try:
+            data = copy_store(cfg).read_message(copy, entry.facts())
+        except CopyError as exc:
+            raise click.ClickException(f"{exc}; run `qscan verify`") from exc
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    info["file"] = str(copy.path) if copy else None
+    info["headers"] = []
+    if copy is not None:
+        try:
+            info["headers"] = header_lines(read_copy(copy.path))
+        except OSError as exc:
+            info["file"] = f"{copy.path} (unreadable: {exc.strerror or exc})"
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    info["copies"] = [f"{copy.location}: {copy.path}" if copy else
+                      f"none ({entry.state})"]
+    click.echo(render_details(info), nl=False)
+    for r in info["releases"]:
+        click.echo(audit.printable(
+            f"  {'released:':<15} {r['time']:%Y-%m-%d %H:%M:%S} UTC by {r['actor']} to "
+            f"{', '.join(json.loads(r['recipients']))}: {r['reason']} (release {r['event_id']})"))
+    click.echo("headers")
+    for line in info["headers"]:
+        click.echo("  " + audit.printable(line.replace("\t", " ")))
+
+
+# -- release ------------------------------------------------------------------------
+def _actor(cfg: Config, by: str | None) -> str:
+    from qscan.compliance_wiring import actor
+
+    who = actor(cfg)
+    return f"{by.strip()} (run by {who})" if by and by.strip() else who
+
+
+@quarantine.command("release")
+@click.argument("event_id")
+@click.option("--reason", required=True, help="why it is released (header, log and SQL)")
+@click.option("--to", "to", multiple=True, metavar="ADDR",
+              help="deliver only to this address instead of the original recipients; repeat")
+@click.option("--by", metavar="NAME", help="who asked for it, when not the unix user running this")
+@click.option("--force", is_flag=True, help="release even from viruses/ (a proven false positive)")
+@click.option("--retry-interrupted", is_flag=True,
+              help="take over a release that was interrupted (after checking qmail's log)")
+@click.pass_context
+def release(ctx: click.Context, event_id: str, reason: str, to: tuple[str, ...],
+            by: str | None, force: bool, retry_interrupted: bool) -> None:
+    """Re-inject a quarantined message through the real qmail-queue.
+
+    The message goes out exactly as it was first queued (its hash is checked), with
+    the original envelope from the copy's envelope block - or only to the --to
+    addresses - and an X-Qmail-Scanner-Diagnostics header on top saying who released
+    it and why. The release is a message.released event on the log and a row in SQL;
+    releasing the same message twice is refused, also when two administrators try at
+    the same moment. Virus quarantine needs --force.
+
+    \b
+    Examples:
+      qscan quarantine release 0192f1c0 --reason "invoice from a known supplier"
+      qscan quarantine release 0192f1c0 --to it-security@example.com --reason analysis
+      qscan quarantine release 0192f1c0 --by "Helpdesk: J. Smith" --reason "ticket 4711"
+    """
+    from archive.quarantine import check_address, prepare_release, read_copy
+    from compliance import quarantine as q
+    from compliance.audit import NotFound
+    from compliance.copystore import CopyError, MessageFacts
+    from ingest.envelope import build_envelope
+    from ingest.qmail_queue import run_qmail_queue
+    from qscan.compliance_wiring import copy_store, log_appender
+
+    cfg = _config(ctx)
+    try:
+        recipients = [check_address(a) for a in to] if to else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from exc
+    program = cfg.quarantine.qmail_queue or cfg.daemon.qmail_queue
+    timeout = cfg.daemon.qmail_queue_timeout
+
+    def prepare(facts: MessageFacts, stamp: q.Stamp, rcpts: Sequence[str] | None) -> q.Prepared:
+        copies = copy_store(cfg).locate(facts)
+        if not copies:
+            raise CopyError(f"the quarantined copy of {facts.event_id} is missing from "
+                            f"{cfg.quarantine_dir} (run `qscan verify`)")
+        try:
+            data = read_copy(copies[0].path)
+        except OSError as exc:
+            raise CopyError(f"{copies[0].path}: {exc.strerror or exc}") from exc
+        return prepare_release(data, facts, stamp, rcpts)
+
+    def queue(message: bytes, sender: str, rcpts: Sequence[str]) -> tuple[int, str | None]:
+        envelope = build_envelope(sender.encode(), [r.encode() for r in rcpts])
+        res = run_qmail_queue(program, message, envelope, timeout=timeout,
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        return res.code, res.text
+
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            full = q.resolve(engine, event_id)
+            ev = q.release(engine, append, full, actor=_actor(cfg, by), reason=reason,
+                           host=cfg.hostname, prepare=prepare, queue=queue, to=recipients,
+                           force=force, retry_interrupted=retry_interrupted,
+                           stale_after=timedelta(seconds=timeout + 60))
+        except (NotFound, q.QuarantineError, CopyError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"released {full} from quarantine/{ev.folder} to {', '.join(ev.recipients)} "
+               f"(release {ev.event_id})")
+
+
+# -- delete -------------------------------------------------------------------------
+@quarantine.command("delete")
+@click.argument("event_id")
+@click.option("--reason", required=True, help="why (kept in the tombstone and on the log)")
+@click.option("--by", metavar="NAME", help="who asked for it, when not the unix user running this")
+@click.pass_context
+def delete(ctx: click.Context, event_id: str, reason: str, by: str | None) -> None:
+    """Delete a quarantined message's copy now, lawfully: a message.deleted event on the
+    log and a chained tombstone in SQL. Refused while a legal hold covers the message.
+
+    \b
+    Example:
+      qscan quarantine delete 0192f1c0 --reason "phishing, reported to abuse desk"
+    """
+    from compliance import quarantine as q
+    from compliance.audit import NotFound
+    from qscan.compliance_wiring import copy_store, log_appender
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            full = q.resolve(engine, event_id)
+            facts = q.delete(engine, copy_store(cfg), append, full, actor=_actor(cfg, by),
+                             host=cfg.hostname, reason=reason)
+        except (NotFound, q.QuarantineError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"deleted {full} from {facts.location}")
+
+
+# -- expire -------------------------------------------------------------------------
+@quarantine.command("expire")
+@click.option("--older-than", "older_than", type=Age(), default=None,
+              help="age for every folder, e.g. 14d, 36h, 2w (default: quarantine.expire_days "
+                   "with quarantine.folder_days overrides)")
+@click.option("--folder", type=click.Choice(["viruses", "policy", "spam", "dlp"]),
+              help="expire this folder only")
+@click.option("--dry-run", is_flag=True, help="only say what would be deleted")
+@click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def expire(ctx: click.Context, older_than: timedelta | None, folder: str | None, dry_run: bool,
+           now: datetime | None, as_json: bool) -> None:
+    """Delete quarantined copies older than their folder's age (Qmail-Scanner's -z).
+
+    Age is measured from the time the message was received (SQL), not the file's mtime.
+    Each deletion is a message.deleted event and a chained tombstone; messages under a
+    legal hold are kept. An --older-than on the command line applies to every folder;
+    without it the config decides (quarantine.expire_days, 14 by default, and the
+    per-folder quarantine.folder_days).
+
+    \b
+    Examples:
+      qscan quarantine expire --dry-run
+      qscan quarantine expire --older-than 30d --folder viruses
+    """
+    from compliance import quarantine as q
+    from qscan.cli_compliance import _progress
+    from qscan.compliance_wiring import copy_store, log_appender
+
+    cfg = _config(ctx)
+    if older_than is not None:
+        ages = q.folder_ages(older_than, only=folder)
+    else:
+        ages = q.folder_ages(timedelta(days=cfg.quarantine.expire_days),
+                             {f: timedelta(days=d) for f, d in cfg.quarantine.folder_days.items()},
+                             only=folder)
+    with sql_store(ctx) as engine, log_appender(cfg) as append, _progress() as bar:
+        task = bar.add_task("expiring quarantine", total=None)
+        report = q.expire(engine, copy_store(cfg), append, ages, actor=_actor(cfg, None),
+                          host=cfg.hostname, dry_run=dry_run, now=now,
+                          progress=lambda n: bar.advance(task, n))
+    outcome = report.outcome
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "ages": report.ages,
+                               "deleted": outcome.deleted, "held": outcome.held,
+                               "finished": outcome.finished, "problems": outcome.problems,
+                               "examples": outcome.examples}, indent=2))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for f, age in report.ages.items():
+            n = outcome.deleted.get(f"quarantine-expiry/{f}", 0)
+            click.echo(f"{f}: older than {age}: {verb} {n}")
+        click.echo(f"{verb} {outcome.total} in all; {outcome.held} kept under legal hold"
+                   + (f"; finished {outcome.finished} interrupted deletions"
+                      if outcome.finished else ""))
+        for problem in outcome.problems:
+            click.echo(f"problem: {problem}", err=True)
+    sys.exit(1 if outcome.problems else 0)

@@ -1,0 +1,365 @@
+"""Retro-hunts: today's DLP rules over yesterday's mail, the event log's replay put to use.
+
+Three places hold past mail, each read by one source generator that yields the
+same :class:`Stored` items (envelope facts plus a way to get the raw message):
+
+* the journal (``ingest.journal``) - every event it still retains (``journal.retain_days``);
+* Kafka - what the topic still retains, every partition from its first offset,
+  read without a consumer group (nothing is committed: a hunt moves nobody's offsets);
+* the archive maildir and the quarantine maildirs - stored copies, envelope taken
+  from the block at the bottom of each file (``archive.copies.split_copy``).
+
+Each message goes through the same :class:`scanners.dlp.engine.DlpEngine` as the
+inline scanner; what fires is recorded in SQL (``compliance.dlp_hunts``). A hunt
+only reads: it never changes a message, an event or a stored copy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import getpass
+import hashlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compliance.dlp_hunts import HuntStore, finding_rows
+from ingest.event import MessageScanned, from_json
+from ingest.ids import uuid7
+from ingest.journal import Journal
+from scanners.dlp.engine import DlpEngine, MessageFacts
+
+if TYPE_CHECKING:
+    from ingest.kafka_log import KafkaSettings
+
+log = logging.getLogger(__name__)
+_PARSER = BytesParser(policy=email_policy.default)
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class HuntFilter:
+    """Which messages a hunt looks at; every condition given must hold. Globs use ``*``."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    domain: str | None = None  # the sender's or any recipient's domain
+    direction: str | None = None  # inbound, outbound, local
+
+    def as_query(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in self.__dict__.items() if v is not None}
+
+    def matches(self, when: datetime | None, sender: str, recipients: list[str], direction: str) -> bool:
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # qscan writes UTC; a naive time is one too
+        if self.since is not None and (when is None or when < self.since):
+            return False
+        if self.until is not None and (when is None or when >= self.until):
+            return False
+        if self.sender is not None and not _glob(self.sender, sender):
+            return False
+        if self.recipient is not None and not any(_glob(self.recipient, r) for r in recipients):
+            return False
+        if self.domain is not None:
+            domains = [_domain(a) for a in [sender, *recipients]]
+            if not any(_glob(self.domain, d) for d in domains):
+                return False
+        return self.direction is None or self.direction == direction
+
+
+def _glob(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value.lower(), pattern.lower())
+
+
+def _domain(address: str) -> str:
+    return address.rsplit("@", 1)[1].lower() if "@" in address else ""
+
+
+def direction_of(relay: bool, client_ip: str | None) -> str:
+    if relay:
+        return "outbound"
+    return "local" if not client_ip else "inbound"
+
+
+@dataclass
+class Stored:
+    """One past message as a source found it; ``raw`` is fetched only when the filter passed."""
+
+    event_id: str
+    received_at: datetime | None
+    sender: str
+    recipients: list[str]
+    relay: bool
+    client_ip: str | None
+    raw: Callable[[], bytes | None]
+
+    @property
+    def direction(self) -> str:
+        return direction_of(self.relay, self.client_ip)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    where: str
+    why: str
+
+
+Item = Stored | Unreadable
+
+
+# -- sources --------------------------------------------------------------------------------------
+def journal_source(path: Path) -> tuple[int, Iterator[Item]]:
+    """(events to look at, items) from the journal, oldest first."""
+    journal = Journal(path, readonly=True)
+    total = journal.count()
+
+    def items() -> Iterator[Item]:
+        try:
+            after = 0
+            while True:
+                batch = journal.read(after, BATCH, with_raw=False)
+                if not batch:
+                    return
+                for entry in batch:
+                    after = entry.seq
+                    if entry.type != "message.scanned":
+                        yield Unreadable("", "")  # counted for progress only
+                        continue
+                    try:
+                        event = from_json(entry.body)
+                    except ValueError as exc:
+                        yield Unreadable(f"journal #{entry.seq}", f"event not decoded: {exc}"[:200])
+                        continue
+                    assert isinstance(event, MessageScanned)
+                    yield _from_event(event, functools.partial(_journal_raw, journal, entry.event_id))
+        finally:
+            journal.close()
+
+    return total, items()
+
+
+def _journal_raw(journal: Journal, event_id: str) -> bytes | None:
+    entry = journal.get(event_id, with_raw=True)
+    return entry.raw if entry is not None else None
+
+
+def _from_event(event: MessageScanned, raw: Callable[[], bytes | None]) -> Stored:
+    return Stored(event.event_id, event.time, event.envelope.sender, list(event.envelope.recipients),
+                  event.client.relay, event.client.ip, raw)
+
+
+def archive_source(archive_dir: Path, quarantine_dir: Path) -> tuple[int, Iterator[Item]]:
+    """Stored copies in the archive and quarantine maildirs (a message in both is read once)."""
+    from archive.copies import MaildirCopies, split_copy
+    from compliance.copystore import CopyError
+
+    copies = [c for c in MaildirCopies(archive_dir, quarantine_dir).scan()]
+
+    def items() -> Iterator[Item]:
+        seen: set[str] = set()
+        for copy in copies:
+            try:
+                data = copy.path.read_bytes()
+                parsed = split_copy(data)
+            except (OSError, CopyError) as exc:
+                yield Unreadable(str(copy.path), str(exc)[:200])
+                continue
+            event_id = parsed.event_id or copy.event_id
+            if event_id in seen:
+                yield Unreadable("", "")  # the same message in two maildirs: counted once
+                continue
+            seen.add(event_id)
+            ip, relay = _client(parsed.client)
+            message = parsed.candidates[-1]  # without the separator line archived_message() added
+            yield Stored(event_id, _received(parsed.received), parsed.envelope_from or "",
+                         parsed.envelope_to, relay, ip, functools.partial(_same, message))
+
+    return len(copies), items()
+
+
+def _same(value: bytes | None) -> bytes | None:
+    return value
+
+
+def _client(line: str | None) -> tuple[str | None, bool]:
+    """``X-qscan-Client: 192.0.2.10 host.example.com relay=yes`` -> (ip, relay)."""
+    words = (line or "").split()
+    ip = words[0] if words and words[0] != "local" else None
+    return ip, "relay=yes" in words
+
+
+def _received(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def kafka_source(settings: KafkaSettings, partitions: list[int] | None = None,
+                 idle_timeout: float = 10.0) -> tuple[int | None, Iterator[Item]]:
+    """Every event the topic still retains, all partitions from their first offset. No consumer
+    group and no commits: a hunt is invisible to the consumers."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaConsumer, TopicPartition
+
+    from ingest.kafka_source import decode_value
+
+    def items() -> Iterator[Item]:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-dlp-hunt",
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=settings.max_request_size,
+            fetch_max_bytes=max(settings.max_request_size, 52428800),
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        try:
+            wanted = partitions
+            if wanted is None:
+                known = consumer.partitions_for_topic(settings.topic)
+                wanted = sorted(known) if known else list(range(settings.partitions))
+            tps = [TopicPartition(settings.topic, p) for p in wanted]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            # "read to the end" is the Fetch high-watermark: end_offsets() is not trustworthy on
+            # every Kafka-protocol broker (docs/kafka.md)
+            last = time.monotonic()
+            while True:
+                batches = consumer.poll(timeout_ms=500, max_records=BATCH)
+                if not batches:
+                    if _caught_up(consumer, tps):
+                        return
+                    if time.monotonic() - last > idle_timeout:
+                        log.warning("kafka hunt: no progress for %.0f s; stopping", idle_timeout)
+                        return
+                    continue
+                last = time.monotonic()
+                for tp, records in batches.items():
+                    for r in records:
+                        try:
+                            event = decode_value(r.value, with_raw=True)
+                        except ValueError as exc:
+                            yield Unreadable(f"{tp.topic}/{tp.partition}@{r.offset}", str(exc)[:200])
+                            continue
+                        if not isinstance(event, MessageScanned):
+                            yield Unreadable("", "")
+                            continue
+                        yield _from_event(event, functools.partial(_same, event.raw_message or None))
+        finally:
+            consumer.close(autocommit=False)
+
+    return None, items()
+
+
+def _caught_up(consumer: Any, tps: list[Any]) -> bool:
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        if hw is None or consumer.position(tp) < hw:
+            return False
+    return True
+
+
+# -- the run --------------------------------------------------------------------------------------
+@dataclass
+class HuntStats:
+    hunt_id: str
+    examined: int = 0
+    matched: int = 0
+    findings: int = 0
+    unreadable: int = 0
+    skipped: int = 0  # outside the filter (or not a message event)
+    by_rule: dict[str, int] = field(default_factory=dict)  # messages per rule
+    state: str = "running"
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def rules_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def run_hunt(engine: DlpEngine, items: Iterator[Item], store: HuntStore | None, *,
+             filt: HuntFilter, hunt_id: str | None = None,
+             advance: Callable[[HuntStats], None] = lambda stats: None,
+             stopped: Callable[[], bool] = lambda: False) -> HuntStats:
+    """Evaluate every item the filter keeps; record findings in ``store`` (None: dry run).
+    The hunt row itself is written by the caller (start/finish), this writes findings."""
+    stats = HuntStats(hunt_id or str(uuid7()))
+    pending: list[dict[str, Any]] = []
+    for item in items:
+        advance(stats)
+        if stopped():
+            stats.state = "interrupted"
+            break
+        if isinstance(item, Unreadable):
+            if item.where:
+                stats.unreadable += 1
+                log.warning("hunt: %s: %s", item.where, item.why)
+            else:
+                stats.skipped += 1
+            continue
+        direction = item.direction
+        if not filt.matches(item.received_at, item.sender, item.recipients, direction):
+            stats.skipped += 1
+            continue
+        raw = item.raw()
+        if not raw:
+            stats.unreadable += 1
+            continue
+        try:
+            message = _PARSER.parsebytes(raw)
+        except Exception:
+            stats.unreadable += 1
+            continue
+        evaluation = engine.evaluate(message, MessageFacts(item.sender, item.recipients, item.relay))
+        stats.examined += 1
+        records = evaluation.records()
+        if not records:
+            continue
+        stats.matched += 1
+        for rule in dict.fromkeys(r["rule"] for r in records):
+            stats.by_rule[rule] = stats.by_rule.get(rule, 0) + 1
+        rows = finding_rows(stats.hunt_id, item.event_id, item.received_at, item.sender, direction, records)
+        stats.findings += len(rows)
+        pending.extend(rows)
+        if store is not None and len(pending) >= BATCH:
+            store.add(pending)
+            pending = []
+    if store is not None:
+        store.add(pending)
+    if stats.state == "running":
+        stats.state = "finished"
+    return stats
+
+
+def query_of(filt: HuntFilter, source: str) -> dict[str, Any]:
+    return {"source": source, **filt.as_query()}
+
+
+def dumps(stats: HuntStats) -> str:
+    return json.dumps(stats.as_json(), indent=2, sort_keys=True)

@@ -1,0 +1,338 @@
+"""`qscan status`: is mail flowing, is anything stuck — one look, or one JSON for monitoring.
+
+Everything here is read-only and cheap: the daemon's status file (rewritten by
+its master every second from the worker scoreboard, ingest/scoreboard.py), the
+journal's head and reader positions, a probe of each network scanner, and
+``statvfs`` of the data directories. Nothing asks the daemon anything over its
+socket beyond a connect, so a status check never takes a worker from mail.
+
+Exit codes (documented in docs/operations.md): 0 all well, otherwise the most
+urgent problem's code, in this order of urgency:
+4 daemon down, 5 journal missing or unreadable, 3 journal over its disk budget,
+6 disk space low, 7 a scanner unreachable, 8 a reader (consumer, relay) lagging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.journal import Journal
+from ingest.scoreboard import read_status, status_path
+from qscan.config import Config
+
+DAEMON_DOWN, JOURNAL_BAD, OVER_BUDGET, DISK_LOW, SCANNER_DOWN, LAGGING = 4, 5, 3, 6, 7, 8
+URGENCY = (DAEMON_DOWN, JOURNAL_BAD, OVER_BUDGET, DISK_LOW, SCANNER_DOWN, LAGGING)
+EXIT_CODES = {
+    0: "all well",
+    DAEMON_DOWN: "the daemon is not running (socket refuses connections or its status file is stale)",
+    JOURNAL_BAD: "the journal is missing or unreadable",
+    OVER_BUDGET: "the journal is over journal.disk_budget_mb (a reader is stuck)",
+    DISK_LOW: "free space under --min-free for the journal, archive or quarantine",
+    SCANNER_DOWN: "an enabled network scanner (clamd, spamd, rspamd) does not answer",
+    LAGGING: "a consumer or the relay is more than --max-lag seconds behind",
+}
+STALE_AFTER = 10.0  # seconds: the master rewrites its status file every second
+PROBED = ("clamd", "spamd", "rspamd")
+
+
+@dataclass
+class Problem:
+    code: int
+    what: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "what": self.what}
+
+
+@dataclass
+class Status:
+    info: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        codes = {p.code for p in self.problems}
+        return next((c for c in URGENCY if c in codes), 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.info, "problems": [p.as_dict() for p in self.problems],
+                "exit_code": self.exit_code}
+
+
+# -- the journal (shared with `qscan journal status` and the metrics endpoint) ----------
+def journal_bytes(path: Path) -> int:
+    """The database with its -wal and -shm files."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+def lag_seconds(j: Journal, position: int) -> float:
+    """Age of the oldest event a reader has not handled yet (0 when caught up)."""
+    pending = j.read(position, 1, with_raw=False)
+    return round(max(0.0, time.time() - pending[0].appended), 1) if pending else 0.0
+
+
+def journal_info(path: Path, budget_bytes: float) -> dict[str, Any]:
+    """Head, oldest kept event, size and every reader's position and lag.
+
+    Raises FileNotFoundError when there is no journal (opening one would create it).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"no journal at {path}")
+    with Journal(path, readonly=True) as j:
+        head = j.head()
+        info: dict[str, Any] = {
+            "path": str(path),
+            "head": head,
+            "oldest": j.oldest(),
+            "events": j.count(),
+            "bytes": journal_bytes(path),
+            "positions": {
+                n: {"position": p, "lag": head - p, "lag_seconds": lag_seconds(j, p)}
+                for n, p in sorted(j.positions().items())
+            },
+        }
+    info["disk_budget_bytes"] = int(budget_bytes)
+    info["over_budget"] = info["bytes"] > budget_bytes
+    return info
+
+
+# -- the daemon ----------------------------------------------------------------------
+def socket_accepts(path: Path, timeout: float = 2.0) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's (qscand)
+        return True
+    return True
+
+
+def daemon_info(socket_path: Path) -> dict[str, Any]:
+    doc = read_status(status_path(socket_path))
+    accepts = socket_accepts(socket_path)
+    out: dict[str, Any] = {"socket": str(socket_path), "accepts": accepts,
+                           "status_file": str(status_path(socket_path))}
+    if doc is None:
+        out.update(up=accepts, pid=None, workers=None)
+        return out
+    age = time.time() - float(doc.get("updated", 0))
+    pid = int(doc.get("pid") or 0)
+    fresh = age < STALE_AFTER and pid > 0 and _pid_alive(pid)
+    out.update(
+        up=accepts and fresh, pid=pid, status_age_seconds=round(age, 1),
+        uptime_seconds=round(time.time() - float(doc.get("started", time.time())), 1),
+        configured_workers=doc.get("configured_workers"),
+        workers=len(doc.get("workers", [])), busy=doc.get("busy"), idle=doc.get("idle"),
+        in_flight=doc.get("in_flight"),
+        handled_by_live_workers=sum(int(w.get("handled", 0)) for w in doc.get("workers", [])),
+    )
+    return out
+
+
+# -- scanners ----------------------------------------------------------------------
+def probe_rspamd(host: str, port: int, timeout: float) -> tuple[bool, str, str | None]:
+    """(reachable, version, error) from rspamd's ``/ping``."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/ping")
+        response = conn.getresponse()
+        response.read()
+        server = response.getheader("Server") or ""
+    except (OSError, http.client.HTTPException) as exc:
+        return False, "", f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    version = server.partition("/")[2] or server
+    if response.status != 200:
+        return False, version, f"HTTP {response.status}"
+    return True, version, None
+
+
+def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
+    """Reachability and version of each enabled network scanner (in-process ones need none)."""
+    from qscan.external_scanners import EXTERNAL_SCANNERS
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in cfg.scanners.enabled:
+        if name not in PROBED:
+            continue
+        if name == "rspamd":
+            ok, version, error = probe_rspamd(cfg.rspamd.host, cfg.rspamd.port,
+                                              min(timeout, cfg.rspamd.timeout))
+            out[name] = {"reachable": ok, "version": version or "unknown", "error": error,
+                         "endpoint": f"{cfg.rspamd.host}:{cfg.rspamd.port}"}
+            continue
+        scanner: Any = EXTERNAL_SCANNERS[name](cfg)
+        scanner.opt = dataclasses.replace(  # a status check waits seconds, not a scan's minutes
+            scanner.opt, connect_timeout=min(timeout, scanner.opt.connect_timeout),
+            timeout=min(timeout, scanner.opt.timeout))
+        try:
+            error = scanner.refresh_version(force=True)
+        except Exception as exc:  # a probe must never crash the status command
+            error = f"{type(exc).__name__}: {exc}"
+        out[name] = {"reachable": error is None, "version": scanner.version, "error": error,
+                     "endpoint": str(scanner.endpoint)}
+    return out
+
+
+# -- disks ---------------------------------------------------------------------------
+def _existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disk_info(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, path in paths.items():
+        usage = shutil.disk_usage(_existing(path))
+        out[name] = {"path": str(path), "free_bytes": usage.free, "total_bytes": usage.total,
+                     "free_percent": round(100.0 * usage.free / usage.total, 1) if usage.total else 0.0}
+    return out
+
+
+# -- everything ------------------------------------------------------------------------
+def collect(cfg: Config, *, max_lag: float = 300.0, min_free_percent: float = 5.0,
+            probe_timeout: float = 3.0, scanners: bool = True) -> Status:
+    from qscan.wiring import log_readers_required
+
+    st = Status()
+    st.info["host"] = cfg.hostname
+    st.info["time"] = round(time.time(), 3)
+    daemon = daemon_info(cfg.daemon.socket)
+    st.info["daemon"] = daemon
+    if not daemon["up"]:
+        why = "socket refuses connections" if not daemon["accepts"] else "status file stale or missing"
+        st.problems.append(Problem(DAEMON_DOWN, f"daemon not running on {cfg.daemon.socket}: {why}"))
+
+    try:
+        journal: dict[str, Any] | None = journal_info(cfg.journal_path, cfg.journal.disk_budget_mb * 1e6)
+    except Exception as exc:
+        journal = None
+        st.problems.append(Problem(JOURNAL_BAD, f"journal {cfg.journal_path}: {exc}"))
+    st.info["journal"] = journal
+    readers: dict[str, Any] = {}
+    if journal is not None:
+        if journal["over_budget"]:
+            st.problems.append(Problem(OVER_BUDGET, (
+                f"journal is {journal['bytes'] / 1e6:.0f} MB, over its budget of "
+                f"{journal['disk_budget_bytes'] / 1e6:.0f} MB")))
+        positions = journal["positions"]
+        with Journal(cfg.journal_path, readonly=True) as j:
+            for name in log_readers_required(cfg):
+                if name in positions:
+                    readers[name] = dict(positions[name], started=True)
+                else:  # never ran: everything kept is waiting for it
+                    pos = 0
+                    readers[name] = {"position": pos, "lag": journal["head"], "started": False,
+                                     "lag_seconds": lag_seconds(j, pos)}
+        waiting = [r["position"] for r in readers.values()]
+        floor = min(waiting) if waiting else journal["head"]
+        journal["oldest_unconsumed"] = None
+        with Journal(cfg.journal_path, readonly=True) as j:
+            nxt = j.read(floor, 1, with_raw=False)
+        if nxt:
+            journal["oldest_unconsumed"] = {"seq": nxt[0].seq,
+                                            "age_seconds": round(time.time() - nxt[0].appended, 1)}
+        for name, r in readers.items():
+            if r["lag_seconds"] > max_lag:
+                st.problems.append(Problem(LAGGING, (
+                    f"{name} is {r['lag']} events / {r['lag_seconds']:.0f}s behind (max {max_lag:.0f}s)")))
+    st.info["readers"] = readers
+    st.info["relay"] = readers.get("relay") if cfg.log.kafka is not None else None
+
+    st.info["scanners"] = scanner_info(cfg, probe_timeout) if scanners else {}
+    for name, s in st.info["scanners"].items():
+        if not s["reachable"]:
+            st.problems.append(Problem(SCANNER_DOWN, f"{name} at {s['endpoint']}: {s['error']}"))
+
+    disks = disk_info({"journal": cfg.journal_path.parent, "archive": cfg.archive_maildir,
+                       "quarantine": cfg.quarantine_dir})
+    st.info["disk"] = disks
+    for name, d in disks.items():
+        if d["free_percent"] < min_free_percent:
+            st.problems.append(Problem(DISK_LOW, (
+                f"{name} ({d['path']}): {d['free_percent']}% free, under {min_free_percent}%")))
+    return st
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def render(st: Status) -> list[str]:
+    """The human table: one line per thing, problems last."""
+    i = st.info
+    rows: list[tuple[str, str, str]] = []
+    d = i["daemon"]
+    if d["up"]:
+        rows.append(("daemon", "up", (f"pid {d['pid']}, {d['workers']}/{d['configured_workers']} workers: "
+                                      f"{d['busy']} busy, {d['idle']} idle, {d['in_flight']} in flight; "
+                                      f"up {_age(d['uptime_seconds'])}")))
+    else:
+        rows.append(("daemon", "DOWN", f"socket {d['socket']}"))
+    j = i["journal"]
+    if j is None:
+        rows.append(("journal", "BAD", "missing or unreadable"))
+    else:
+        oldest = j.get("oldest_unconsumed")
+        rows.append(("journal", "over budget" if j["over_budget"] else "ok",
+                     (f"{j['events']} events, {_size(j['bytes'])} of {_size(j['disk_budget_bytes'])}, "
+                      f"head {j['head']}; oldest unconsumed: "
+                      + (f"#{oldest['seq']} ({_age(oldest['age_seconds'])} old)" if oldest else "none"))))
+    for name, r in i["readers"].items():
+        lagging = any(p.code == LAGGING and p.what.startswith(name + " ") for p in st.problems)
+        state = "never ran" if not r["started"] else ("lagging" if lagging else "ok")
+        rows.append((name, state,
+                     f"position {r['position']}, lag {r['lag']} events, {_age(r['lag_seconds'])}"))
+    for name, s in i["scanners"].items():
+        rows.append((name, "ok" if s["reachable"] else "UNREACHABLE",
+                     f"{s['endpoint']} version {s['version']}" + (f": {s['error']}" if s["error"] else "")))
+    for name, disk in i["disk"].items():
+        rows.append((f"disk {name}", "ok" if not any(p.code == DISK_LOW and p.what.startswith(name + " ")
+                                                     for p in st.problems) else "LOW",
+                     f"{_size(disk['free_bytes'])} free ({disk['free_percent']}%) at {disk['path']}"))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    if st.problems:
+        lines.append("")
+        lines.extend(f"problem (exit {p.code}): {p.what}" for p in st.problems)
+    return lines

@@ -1,0 +1,173 @@
+"""`qscan install --check` on real directories, users and permissions; the systemd units."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qscan.cli import cli
+from qscan.install_check import Account, allowed
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ROOT / "contrib" / "systemd"
+
+
+def service_user() -> str:
+    """An unprivileged account we can hand directories to: `nobody` as root, else ourselves."""
+    return "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture
+def site() -> Iterator[Path]:
+    # Not under pytest's tmp_path: its parents are 0700 root, which the service user cannot pass.
+    base = Path(tempfile.mkdtemp(prefix="qsinst"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def setup_site(base: Path, user: str) -> Path:
+    pw = pwd.getpwnam(user)
+    data = base / "data"
+    for d in (data, data / "archive", data / "quarantine"):
+        d.mkdir()
+        d.chmod(0o700)
+        if os.geteuid() == 0:
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+    run = base / "run"
+    run.mkdir()
+    run.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(run, pw.pw_uid, pw.pw_gid)
+    qq = base / "qmail-queue"
+    qq.write_text("#!/bin/sh\nexit 0\n")
+    qq.chmod(0o755)
+    config = base / "qscan.toml"
+    config.write_text(f'data_dir = "{data}"\n[daemon]\nsocket = "{run}/qscan.sock"\nsocket_mode = 0o666\n'
+                      f'qmail_queue = "{qq}"\n')
+    config.chmod(0o644)
+    return config
+
+
+def check(config: Path, user: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-c", str(config), "install", "--check", "--user", user])
+    return result.exit_code, result.output
+
+
+def test_a_correct_site_passes(site: Path) -> None:
+    user = service_user()
+    config = setup_site(site, user)
+    code, out = check(config, user)
+    assert code == 0, out
+    assert "everything is in place" in out
+    assert f"data_dir {site / 'data'}: owner {user}, mode 0700" in out
+
+
+def test_problems_come_with_the_fix(site: Path) -> None:
+    user = service_user()
+    config = setup_site(site, user)
+    data = site / "data"
+    (data / "quarantine").chmod(0o755)  # mail readable by everyone
+    (data / "journal.db").write_bytes(b"")
+    (data / "journal.db").chmod(0o644)
+    if os.geteuid() == 0:
+        os.chown(data / "journal.db", pwd.getpwnam(user).pw_uid, -1)
+    config.chmod(0o666)  # anyone may rewrite the config
+    code, out = check(config, user)
+    assert code == 1
+    assert f"FIX   quarantine {data / 'quarantine'} is mode 0755" in out
+    assert f"-> chmod 0700 {data / 'quarantine'}" in out
+    assert f"FIX   journal {data / 'journal.db'} is mode 0644" in out
+    assert "writable by others" in out and f"-> chown root: {config} && chmod 0640 {config}" in out
+    assert out.rstrip().endswith("3 problem(s)")
+
+
+def test_missing_user_and_group(site: Path) -> None:
+    config = setup_site(site, service_user())
+    code, out = check(config, "qscand-does-not-exist")
+    assert code == 1 and "useradd --system" in out
+    config.write_text(config.read_text().replace("socket_mode = 0o666\n",
+                                                 'socket_group = "no-such-group-qs"\n'))
+    code, out = check(config, service_user())
+    assert code == 1 and "groupadd --system no-such-group-qs" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
+def test_foreign_owner_and_unreachable_parent(site: Path) -> None:
+    user = service_user()
+    config = setup_site(site, user)
+    os.chown(site / "data" / "archive", 0, 0)
+    code, out = check(config, user)
+    assert code == 1
+    assert f"-> chown -R {user}: {site / 'data' / 'archive'}" in out
+    site.chmod(0o700)  # the service user can no longer pass the site directory
+    code, out = check(config, user)
+    assert f"cannot search the parent {site}" in out and f"-> chmod o+x {site}" in out
+    assert f"config {config}: {user} cannot read it" in out
+
+
+def test_access_is_judged_like_the_kernel() -> None:
+    me = Account("u", 1000, 1000, frozenset({1000, 50}))
+    st = os.stat_result((0o100640, 0, 0, 1, 0, 50, 0, 0, 0, 0))  # root:50 0640
+    assert allowed(st, me, 4) and not allowed(st, me, 2)
+    st = os.stat_result((0o100604, 0, 0, 1, 1000, 60, 0, 0, 0, 0))  # own file, owner bits 6
+    assert allowed(st, me, 6)
+    st = os.stat_result((0o100064, 0, 0, 1, 1000, 50, 0, 0, 0, 0))  # owner bits 0 win over group
+    assert not allowed(st, me, 4)
+    assert allowed(st, Account("root", 0, 0, frozenset({0})), 7)
+
+
+# -- the systemd units ----------------------------------------------------------------
+def units() -> list[Path]:
+    return sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".timer"))
+
+
+def test_units_run_as_qscand_and_call_real_commands() -> None:
+    services = [p for p in units() if p.suffix == ".service"]
+    assert {p.name for p in services} >= {"qscan-daemon.service", "qscan-consume@.service",
+                                          "qscan-relay.service", "qscan.service",
+                                          "qscan-quarantine-expire.service", "qscan-retention.service"}
+    for path in services:
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(path)
+        assert unit["Service"]["User"] == "qscand", path.name
+        argv = shlex.split(unit["Service"]["ExecStart"].replace("%i", "archive"))
+        assert argv[0] == "/usr/local/bin/qscan"
+        # every command the units run exists, with these options (click rejects unknown ones)
+        sub = argv[1:]
+        result = CliRunner().invoke(cli, [*sub[:2], "--help"] if len(sub) > 1 and not sub[1].startswith("-")
+                                    else [sub[0], "--help"])
+        assert result.exit_code == 0, (path.name, result.output)
+        for opt in (a for a in argv[1:] if a.startswith("--")):
+            assert opt in result.output, (path.name, opt)
+    for timer in (p for p in units() if p.suffix == ".timer"):
+        assert (UNITS / (timer.stem + ".service")).exists()
+
+
+def test_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    require("systemd-analyze (Debian systemd)", analyze is not None)
+    assert analyze is not None
+    qscan = Path(sys.executable).parent / "qscan"
+    for path in units():  # the same units, pointing at this checkout's qscan
+        (tmp_path / path.name).write_text(path.read_text().replace("/usr/local/bin/qscan", str(qscan)))
+    r = subprocess.run([analyze, "verify", "--man=no", *[str(p) for p in sorted(tmp_path.iterdir())]],
+                       capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
+                       timeout=120)
+    problems = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert not problems, problems

@@ -1,0 +1,179 @@
+"""`qscan status` against a real daemon: table, JSON, and each documented exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.journal import Journal
+from ingest.scoreboard import Scoreboard, read_status, status_path
+from qscan.status import DAEMON_DOWN, DISK_LOW, LAGGING, OVER_BUDGET, SCANNER_DOWN, Problem, Status
+from tests.daemon_harness import Harness, running_daemon
+
+CLEAN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nhello\n"
+
+
+def qscan(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qscan", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def status_json(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    r = qscan(config, "status", "--json", *args)
+    return r.returncode, json.loads(r.stdout)
+
+
+def with_extra(h: Harness, name: str, text: str) -> Path:
+    """The harness config plus more tables (appended: TOML allows new tables at the end)."""
+    path = h.root / name
+    path.write_text(h.config.read_text() + "\n" + text)
+    return path
+
+
+@pytest.mark.integration
+def test_status_of_a_running_daemon(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, workers=2) as h:
+        code, doc = status_json(h.config, "--no-scanners")
+        assert code == 0, doc["problems"]
+        d = doc["daemon"]
+        assert d["up"] and d["workers"] == 2 and d["idle"] == 2 and d["busy"] == 0 and d["in_flight"] == 0
+        assert doc["journal"]["head"] == 0 and doc["journal"]["oldest_unconsumed"] is None
+        assert set(doc["readers"]) == {"archive", "summaries"}  # consumers.enabled, none ran yet
+        assert set(doc["disk"]) == {"journal", "archive", "quarantine"}
+        assert doc["relay"] is None  # no [log.kafka]
+
+        # a worker stuck in qmail-queue shows as busy, with one message in flight
+        h.set_exit(0, sleep=4)
+        sender = threading.Thread(target=h.send, args=(CLEAN,))
+        sender.start()
+        deadline = time.monotonic() + 10
+        while True:
+            code, doc = status_json(h.config, "--no-scanners")
+            if doc["daemon"]["busy"] == 1:
+                break
+            assert time.monotonic() < deadline, doc["daemon"]
+            time.sleep(0.3)
+        assert doc["daemon"]["in_flight"] == 1 and doc["daemon"]["idle"] == 1
+        sender.join()
+        h.set_exit(0)
+
+        # the event waits for both consumers: with --max-lag 0 that is a problem (exit 8)
+        time.sleep(1.1)
+        code, doc = status_json(h.config, "--no-scanners", "--max-lag", "0")
+        assert code == LAGGING
+        assert doc["readers"]["archive"]["lag"] == 1 and not doc["readers"]["archive"]["started"]
+        assert doc["journal"]["oldest_unconsumed"]["seq"] == 1
+        r = qscan(h.config, "consume", "archive", "--once")
+        assert r.returncode == 0, r.stderr
+        code, doc = status_json(h.config, "--no-scanners", "--max-lag", "0")
+        assert doc["readers"]["archive"] == {"position": 1, "lag": 0, "lag_seconds": 0.0, "started": True}
+        assert [p["code"] for p in doc["problems"]] == [LAGGING]  # summaries still behind
+
+        # human table: one line per thing, problems last
+        r = qscan(h.config, "status", "--no-scanners", "--max-lag", "0")
+        assert r.returncode == LAGGING
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("daemon") and " up " in lines[0] and "2/2 workers" in lines[0]
+        assert any(line.startswith("summaries") and "never ran" in line for line in lines)
+        assert lines[-1].startswith(f"problem (exit {LAGGING}): summaries is 1 events")
+
+        # disk space and journal budget
+        code, doc = status_json(h.config, "--no-scanners", "--min-free", "100")
+        assert code == DISK_LOW
+        tiny = with_extra(h, "tiny.toml", "[journal]\ndisk_budget_mb = 0.001\n")
+        code, doc = status_json(tiny, "--no-scanners", "--min-free", "100")
+        assert code == OVER_BUDGET  # more urgent than disk space
+        assert {p["code"] for p in doc["problems"]} == {OVER_BUDGET, DISK_LOW}
+
+        # an enabled scanner that does not answer (nothing listens on that socket)
+        clamd = with_extra(h, "clamd.toml", f'[scanners]\nenabled = ["size", "clamd"]\n'
+                                            f'[clamd]\nsocket = "{tmp_path}/no-clamd.sock"\n')
+        code, doc = status_json(clamd, "--probe-timeout", "1")
+        assert code == SCANNER_DOWN
+        assert doc["scanners"]["clamd"]["reachable"] is False
+        status_file = status_path(h.socket)
+        assert read_status(status_file) is not None
+
+    # stopped: socket and status file are gone
+    assert not status_file.exists()
+    code, doc = status_json(h.config, "--no-scanners")
+    assert code == DAEMON_DOWN and doc["daemon"]["up"] is False
+    r = qscan(h.config, "status", "--no-scanners")
+    assert r.returncode == DAEMON_DOWN and "DOWN" in r.stdout.splitlines()[0]
+
+
+def test_missing_journal_is_exit_5(tmp_path: Path) -> None:
+    config = tmp_path / "q.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n')
+    code, doc = status_json(config, "--no-scanners")
+    assert code == DAEMON_DOWN  # the daemon outranks the journal
+    assert [p["code"] for p in doc["problems"]] == [DAEMON_DOWN, 5]
+    assert not (tmp_path / "journal.db").exists()  # a status check creates nothing
+
+
+def test_journal_status_agrees(tmp_path: Path) -> None:
+    """`qscan status` and `qscan journal status` read the same figures."""
+    config = tmp_path / "q.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n')
+    with Journal(tmp_path / "journal.db") as j:
+        for i in range(3):
+            j.append(f"id-{i}", "message.scanned", b"{}")
+        j.set_position("archive", 2)
+    _, doc = status_json(config, "--no-scanners")
+    js = json.loads(qscan(config, "journal", "status", "--json").stdout)
+    for key in ("head", "oldest", "events", "bytes"):
+        assert doc["journal"][key] == js[key]
+    assert doc["journal"]["positions"]["archive"]["lag"] == js["positions"]["archive"]["lag"] == 1
+
+
+def test_exit_code_is_the_most_urgent_problem() -> None:
+    st = Status(problems=[Problem(LAGGING, "a"), Problem(SCANNER_DOWN, "b"), Problem(OVER_BUDGET, "c")])
+    assert st.exit_code == OVER_BUDGET
+    st.problems.append(Problem(DAEMON_DOWN, "d"))
+    assert st.exit_code == DAEMON_DOWN
+    assert Status().exit_code == 0
+
+
+def test_scoreboard_slots() -> None:
+    board = Scoreboard(2)
+    a, b = board.claim(), board.claim()
+    assert (a, b) == (0, 1) and board.claim() is None
+    assert board.snapshot() == []  # reserved, no pid yet
+    board.assign(0, 4242)
+    board.set_busy(1, 7)  # a worker writes its own pid
+    snap = board.snapshot()
+    assert snap[0]["pid"] == 4242
+    assert snap[1]["state"] == "busy" and snap[1]["handled"] == 7
+    board.release(0)
+    assert board.claim() == 0
+
+
+@pytest.mark.integration
+def test_reachable_scanners_report_their_versions(tmp_path: Path) -> None:
+    from tests.conftest import require
+    from tests.external_servers import binary, clamd_server, rspamd_server
+
+    require("clamd (Debian clamav-daemon)", binary("clamd") is not None)
+    require("rspamd", binary("rspamd") is not None)
+    with clamd_server() as clamd, rspamd_server() as rspamd:
+        config = tmp_path / "q.toml"
+        config.write_text(
+            f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n'
+            f'[scanners]\nenabled = ["size", "clamd", "internal", "rspamd"]\n'
+            f'[clamd]\nsocket = "{clamd.socket}"\n[rspamd]\nhost = "127.0.0.1"\nport = {rspamd.port}\n')
+        Journal(tmp_path / "journal.db").close()
+        code, doc = status_json(config)
+        assert code == DAEMON_DOWN  # no daemon in this test; the scanners are what we look at
+        assert SCANNER_DOWN not in [p["code"] for p in doc["problems"]]
+        assert doc["scanners"]["clamd"]["reachable"] and doc["scanners"]["clamd"]["version"] not in ("", "unknown")
+        assert doc["scanners"]["rspamd"]["reachable"] and doc["scanners"]["rspamd"]["version"] != "unknown"
+        assert set(doc["scanners"]) == {"clamd", "rspamd"}  # size and internal run in-process
+    code, doc = status_json(config, "--probe-timeout", "1")
+    assert code == DAEMON_DOWN and {p["code"] for p in doc["problems"]} >= {SCANNER_DOWN}
