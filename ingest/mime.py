@@ -92,7 +92,8 @@ def header_summary(msg: EmailMessage) -> HeaderSummary:
     )
 
 
-def _filename(part: Message) -> str | None:
+def part_filename(part: Message) -> str | None:
+    """The part's declared file name, or None; never raises on hostile parameters."""
     try:
         name = part.get_filename()
     except Exception:
@@ -100,11 +101,32 @@ def _filename(part: Message) -> str | None:
     return str(name) if name else None
 
 
-def _content_type(part: Message) -> str:
+def part_content_type(part: Message) -> str:
+    """The declared content type; application/octet-stream when it cannot be read."""
     try:
         return part.get_content_type()
     except Exception:
         return "application/octet-stream"
+
+
+def part_payload(part: Message) -> bytes:
+    """The decoded body of a leaf part; the raw text when the transfer encoding is broken.
+    Total: hostile input gives bytes, never an exception."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    try:
+        raw = part.get_payload()
+    except Exception:
+        return b""
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+_filename = part_filename
+_content_type = part_content_type
 
 
 def walk_parts(msg: EmailMessage) -> tuple[list[Part], list[ScanPart], list[str]]:

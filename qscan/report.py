@@ -176,6 +176,13 @@ def _no_data(ax: Any) -> None:
             color="#777777")
 
 
+def _whole_numbers(axis: Any) -> None:
+    """Counts of messages: no 0.2-message ticks on a quiet day."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _tick_every(labels: Sequence[str], ax: Any, short: Callable[[str], str]) -> None:
     step = max(1, len(labels) // 14)
     ax.set_xticks(range(0, len(labels), step))
@@ -195,6 +202,7 @@ def chart_traffic(data: ReportData, path: Path) -> None:
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     ax.set_ylim(bottom=0)
+    _whole_numbers(ax.yaxis)
     if not data.messages:
         _no_data(ax)
     _save(fig, path)
@@ -214,6 +222,7 @@ def chart_verdicts(data: ReportData, path: Path) -> None:
     ax.legend(loc="upper left", ncols=5, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_ylim(0, max([*bottom, 1]) * 1.18)  # room for the legend above the tallest bar
+    _whole_numbers(ax.yaxis)
     if not any(bottom):
         _no_data(ax)
     _save(fig, path)
@@ -230,6 +239,7 @@ def _hbar(items: Sequence[tuple[str, int]], title: str, xlabel: str, path: Path,
         ax.text(v, i, f" {v}", va="center", fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    _whole_numbers(ax.xaxis)
     ax.grid(axis="x", alpha=0.3)
     if not items:
         _no_data(ax)

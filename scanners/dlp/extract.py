@@ -36,6 +36,7 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any
 
+from ingest.mime import part_filename, part_payload
 from scanners.base import ScanPart
 from scanners.internal.filetype import container_kind
 from scanners.internal.unpack import (
@@ -334,28 +335,6 @@ def _param(node: Message, name: str) -> str:
     return value.lower() if isinstance(value, str) else ""
 
 
-def _filename(node: Message) -> str | None:
-    try:
-        name = node.get_filename()
-    except Exception:
-        return None
-    return str(name) if name else None
-
-
-def _payload(node: Message) -> bytes:
-    try:
-        data = node.get_payload(decode=True)
-    except Exception:
-        data = None
-    if isinstance(data, bytes):
-        return data
-    try:
-        raw = node.get_payload()
-    except Exception:
-        return b""
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
-
-
 def _encoded_message(node: Message) -> bytes:
     """The bytes of a base64 or quoted-printable message/rfc822 part."""
     import base64
@@ -471,8 +450,8 @@ class _Walk:
                 return
             self.tick()
             part = known.get(path or "1") if known is not None else None
-            name = _filename(node)
-            data = part.payload if part is not None else _payload(node)
+            name = part_filename(node)
+            data = part.payload if part is not None else part_payload(node)
             label = f"{where}/{name}" if name else where
             self.document(data, name, ctype, label, depth, node.get_content_charset())
 

@@ -30,6 +30,7 @@ from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 
+from ingest.mime import part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
@@ -182,27 +183,6 @@ def declared_names(part: Message) -> tuple[list[str], bool, bool]:
     return names, broken, bool(names) or disposition == "attachment"
 
 
-def _declared_type(part: Message) -> str:
-    try:
-        return part.get_content_type()
-    except Exception:
-        return "application/octet-stream"
-
-
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except Exception:
-        data = None
-    if isinstance(data, bytes):
-        return data
-    try:
-        raw = part.get_payload()
-    except Exception:
-        return b""
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
-
-
 def _claimed_type(name: str | None) -> str:
     if name:
         guess, _enc = mimetypes.guess_type(name, strict=False)
@@ -247,9 +227,9 @@ class _Inspection:
                       top=prefix == "")
 
     def leaf(self, node: Message, path: str, depth: int, known: ScanPart | None, top: bool) -> None:
-        declared = known.content_type if known is not None else _declared_type(node)
+        declared = known.content_type if known is not None else part_content_type(node)
         names, broken, is_attachment = declared_names(node)
-        data = known.payload if known is not None else _payload(node)
+        data = known.payload if known is not None else part_payload(node)
         body_text = declared.startswith("text/") and not names
         item = Item(
             path=path, filename=names[0] if names else None, declared_type=declared, head=data,
