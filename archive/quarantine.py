@@ -73,11 +73,18 @@ def prepare_release(data: bytes, facts: MessageFacts, stamp: Stamp,
     return Prepared(release_header(stamp, line_ending(message)) + message, sender, recipients)
 
 
+# Control characters a hostile header could use to drive the operator's terminal (ESC, BEL,
+# backspace, C1 controls...): shown as \xNN instead. Tab stays.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def header_lines(message: bytes) -> list[str]:
-    """The header section as text lines (continuations kept), for display only."""
+    """The header section as text lines (continuations kept), for display only: control
+    characters are escaped, so printing them is safe on a terminal."""
     eol = line_ending(message)
     head, _, _ = message.partition(eol + eol)
-    return head.decode("utf-8", "replace").split(eol.decode())
+    return [_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
+            for line in head.decode("utf-8", "replace").split(eol.decode())]
 
 
 def read_copy(path: Path) -> bytes:

@@ -169,15 +169,19 @@ def _copy(cfg: Config, entry: Any) -> Any:
 @click.argument("event_id")
 @click.option("--raw", is_flag=True,
               help="write the whole message (as queued, without the envelope block) to stdout")
+@click.option("--tty", "to_tty", is_flag=True,
+              help="with --raw: write to a terminal anyway (hostile mail may carry escape sequences)")
 @click.option("--json", "as_json", is_flag=True, help="everything as one JSON object")
 @click.pass_context
-def show(ctx: click.Context, event_id: str, raw: bool, as_json: bool) -> None:
+def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bool) -> None:
     """Print one quarantined message: summary, envelope, every finding, its headers, where
     the file is and what happened to it (releases, holds, deletion).
 
     EVENT_ID may be the whole id or its first 8+ characters. --raw writes the message
-    bytes to stdout only - pipe them to a file or a viewer of your choosing; attachments
-    are never unpacked or written under the names the mail gives them.
+    bytes to stdout only - pipe them to a file or a viewer of your choosing (it refuses a
+    terminal unless --tty: mail can carry escape sequences); attachments are never
+    unpacked or written under the names the mail gives them. Header lines shown without
+    --raw have control characters escaped.
 
     \b
     Examples:
@@ -191,6 +195,9 @@ def show(ctx: click.Context, event_id: str, raw: bool, as_json: bool) -> None:
     from qscan.cli_db import _json_default, render_details
     from qscan.compliance_wiring import copy_store
 
+    if raw and not to_tty and sys.stdout.isatty():
+        raise click.ClickException("refusing to write a raw message to a terminal (mail can carry "
+                                   "escape sequences): redirect it, e.g. `> suspect.eml`, or add --tty")
     cfg = _config(ctx)
     with sql_store(ctx) as engine:
         try:
@@ -205,8 +212,9 @@ def show(ctx: click.Context, event_id: str, raw: bool, as_json: bool) -> None:
     copy = _copy(cfg, entry)
     if raw:
         if copy is None:
-            raise click.ClickException(f"message {full} has no quarantined copy left "
-                                       f"(state {entry.state})")
+            raise click.ClickException(f"message {full} has no quarantined copy (state {entry.state}); "
+                                       "if it was quarantined just now, the archive consumer may not "
+                                       "have written it yet: see `qscan status`")
         try:
             data = copy_store(cfg).read_message(copy, entry.facts())
         except CopyError as exc:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -27,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from archive.quarantine import check_address, prepare_release, release_header
+from archive.quarantine import check_address, header_lines, prepare_release, release_header
 from compliance import quarantine as q
 from compliance.copystore import CopyError, MessageFacts
 from compliance.models import QuarantineEntry
@@ -566,3 +567,25 @@ def test_racing_claims_leave_exactly_one_winner(site: QSite) -> None:
     assert results.count("won") == 1, results
     assert all("being released by another process" in r for r in results if r != "won")
     assert site.state(ev.event_id) == "releasing"
+
+
+@pytest.mark.integration
+def test_raw_refuses_a_terminal_and_headers_are_escaped(site: QSite, corpus: dict[str, Any]) -> None:
+    """Hostile mail can carry escape sequences: --raw will not write to a tty without --tty,
+    and the header lines `show` prints have their control characters escaped."""
+    import pty
+
+    ev = corpus["policy"]
+    qscan = Path(sys.executable).with_name("qscan")
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([str(qscan), "-c", str(site.config_file), "quarantine", "show",
+                               ev.event_id, "--raw"], stdout=terminal, stderr=subprocess.PIPE,
+                              timeout=60, check=False)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 1
+    assert b"refusing to write a raw message to a terminal" in proc.stderr
+    lines = header_lines(b"Subject: hi\x1b]0;owned\x07\tthere\r\nX-A: \xc2\x9b31m\r\n\r\nbody")
+    assert lines == ["Subject: hi\\x1b]0;owned\\x07\tthere", "X-A: \\x9b31m"]
