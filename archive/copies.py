@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import BinaryIO, NamedTuple, cast
 
 from archive.consumer import QUARANTINE_FOLDERS, SUFFIX, message_name
 from archive.envelope_block import BEGIN, END
@@ -210,14 +210,14 @@ class MaildirCopies:
 
     def check(self, copy: StoredCopy, facts: MessageFacts) -> str | None:
         try:
-            data = _read(copy.path)
+            data = read_copy(copy.path)
         except OSError as exc:
             return f"unreadable: {exc.strerror or exc}"
         return check_copy(data, facts)
 
     def read_message(self, copy: StoredCopy, facts: MessageFacts) -> bytes:
         try:
-            data = _read(copy.path)
+            data = read_copy(copy.path)
         except OSError as exc:
             raise CopyError(f"{copy.path}: {exc.strerror or exc}") from exc
         return message_of(data, facts.raw_sha256)
@@ -235,8 +235,21 @@ class MaildirCopies:
         return True
 
 
-def _read(path: Path) -> bytes:
-    # O_NOFOLLOW: a symlink planted in a maildir is reported, never followed.
+def open_copy(path: Path) -> BinaryIO:
+    """A stored copy opened for reading. O_NOFOLLOW: a symlink planted in a maildir is refused
+    (OSError, ELOOP), never followed - whatever it points at is not read."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
+    return os.fdopen(fd, "rb")
+
+
+def read_copy(path: Path) -> bytes:
+    """A stored copy's bytes (``open_copy``: symlinks refused)."""
+    with open_copy(path) as f:
         return f.read()
+
+
+def received_of(name: str) -> datetime | None:
+    """The received time a copy's file name starts with (the archive consumer names copies
+    ``<unix time>.<event id>...``); None when it is not a qscan copy's name."""
+    m = _NAME.match(name.split(":", 1)[0])
+    return datetime.fromtimestamp(int(m.group(1)), UTC) if m else None

@@ -1,4 +1,5 @@
-"""Quarantined copies as the release and show commands need them (sans-I/O but for ``read_copy``).
+"""Quarantined copies as the release and show commands need them (sans-I/O; ``read_copy``, the
+no-follow read shared with the archive, is ``archive.copies.read_copy``).
 
 A release hands qmail-queue the message exactly as it was first queued - the
 stored copy without its envelope block, proven by its SHA-256 - with one header
@@ -15,12 +16,10 @@ reason typed on the command line cannot add a header line either.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
-from archive.copies import check_copy, message_of, split_copy
+from archive.copies import check_copy, message_of, read_copy, split_copy
 from archive.envelope_block import clean, line_ending
 from compliance.copystore import CopyError, MessageFacts
 from compliance.quarantine import Prepared, Stamp
@@ -87,8 +86,4 @@ def header_lines(message: bytes) -> list[str]:
             for line in head.decode("utf-8", "replace").split(eol.decode())]
 
 
-def read_copy(path: Path) -> bytes:
-    """A stored copy's bytes; a symlink planted in a maildir is refused, never followed."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+__all__ = ["check_address", "header_lines", "prepare_release", "read_copy", "release_header"]

@@ -14,7 +14,10 @@ cost        the inline scanner's ``scan()`` on a ScanContext built the way the d
 fp          the ham corpus (bench/dlp_corpus.py: business mail full of order numbers, phone
             numbers, meeting ids, ISBNs and amounts, plus the bench corpus's mail) through
             two rule sets: every built-in detector at high confidence, and at medium.
-            Reported: messages on which a rule fired, and by detector. The sensitive corpus
+            Reported: messages on which a rule fired, and by detector. A tenth of the
+            business mail carries the short card context words ("Cc:" lines, "expires",
+            "Pan-European", "visa application") beside checksum-passing order numbers; the
+            low-confidence count shows those numbers are there, and stay low. The sensitive corpus
             gives the matching recall figure (messages caught out of those sent).
 """
 
@@ -72,6 +75,7 @@ detectors = ["projects", "employee"]
 action = "monitor"
 """
 HIGH = f'[[rule]]\nid = "high"\ndetectors = [{ALL}]\nmin_confidence = "high"\naction = "reject"\n'
+LOW = f'[[rule]]\nid = "low"\ndetectors = [{ALL}]\nmin_confidence = "low"\naction = "monitor"\n'
 MEDIUM = f'[[rule]]\nid = "medium"\ndetectors = [{ALL}]\nmin_confidence = "medium"\naction = "monitor"\n'
 
 
@@ -139,6 +143,11 @@ def main() -> None:
         "cost_per_message": cost,
         "false_positives_on_ham": {"high_confidence_rules": false_positives(HIGH, ham_corpus),
                                    "medium_confidence_rules": false_positives(MEDIUM, ham_corpus)},
+        # not false positives of any rule a site would run: checksum-passing numbers the ham
+        # holds at low confidence (order numbers), including those beside the short card
+        # context words ("Cc:", "expires", "Pan-European", "visa application") - none lifted
+        "low_confidence_values_on_ham": false_positives(LOW, ham_corpus),
+        "ham_with_context_traps": sum(1 for _k, raw in ham_corpus if b"Pan-European" in raw),
         "recall_on_sensitive_high_confidence": {"messages": len(sens_corpus), "caught": recall},
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),

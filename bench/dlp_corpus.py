@@ -113,6 +113,38 @@ def _business_lines(rng: random.Random) -> list[str]:
     return lines
 
 
+def order_number_passing_luhn(rng: random.Random) -> str:
+    """A 16-digit order number that happens to be a valid Visa or Mastercard number (Luhn and
+    issuer range): bare digits, so low confidence - unless a context word were near."""
+    prefix = rng.choice(("4", "51", "53"))
+    body = prefix + "".join(rng.choice(string.digits) for _ in range(15 - len(prefix)))
+    return body + luhn.calc_check_digit(body)
+
+
+def context_trap_lines(rng: random.Random) -> list[str]:
+    """Everyday mail in which the short card context words appear (``Cc:`` lines, "cc me",
+    "expires", "Pan-European", "visa application", "VISA" in a company name...) right beside
+    order numbers that pass the card checks, and phone numbers. None of these words is about
+    a card: a detector that counted them would grade the order numbers high."""
+    n = [order_number_passing_luhn(rng) for _ in range(8)]
+    phone = f"+44 20 {rng.randint(7000, 7999)} {rng.randint(1000, 9999)}"
+    name, other = rng.sample(FIRST, 2)
+    return [
+        "-----Original Message-----",
+        f"From: {name} <{name.lower()}@partner.example>",
+        f"Subject: Re: order {n[0]}",
+        "Cc: Visa Desk <vd@partner.example>; PAN Ops <pan@partner.example>",
+        "CC: Amex Travel <travel@partner.example>",
+        f"> cc: {other.lower()}@example.com",
+        f"> order {n[1]}, phone {phone}",
+        f"Please cc me on the reply about order {n[2]}. Congrats on the success of order {n[3]}!",
+        f"Your subscription expires on 2026-12-{rng.randint(10, 31)}; renewal order {n[4]}, "
+        f"call {phone}.",
+        f"Our Pan-European hub (pan-european logistics) ships order {n[5]} from {rng.choice(CITIES)}.",
+        f"{other}'s visa application for the Leeds trip is ref {n[6]}; the visa fee is on order {n[7]}.",
+    ]
+
+
 def _message(rng: random.Random, i: int, subject: str, body: str,
              attachments: list[tuple[str, str, bytes]]) -> bytes:
     head = (f"From: {rng.choice(FIRST).lower()}@example.com\nTo: orders@partner{rng.randrange(20)}.example\n"
@@ -136,6 +168,8 @@ def ham(count: int = 1000, seed: int = 20261202) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for i in range(count // 2):
         lines = _business_lines(rng)
+        if i % 5 == 4:  # the short card context words beside checksum-passing order numbers
+            lines += context_trap_lines(rng)
         body = "\n".join(lines)
         attachments: list[tuple[str, str, bytes]] = []
         if i % 3 == 0:

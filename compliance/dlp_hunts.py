@@ -19,7 +19,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from compliance import db
@@ -36,7 +48,8 @@ class DlpHunt(Base):
     hunt_id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="UUIDv7")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    state: Mapped[str] = mapped_column(String(16), doc="'running', 'finished' or 'interrupted'")
+    state: Mapped[str] = mapped_column(
+        String(16), doc="'running', 'finished', 'interrupted' (Ctrl-C) or 'failed' (see error)")
     actor: Mapped[str] = mapped_column(String(255), doc="user@host that ran it")
     source: Mapped[str] = mapped_column(String(16), doc="'journal', 'archive' or 'kafka'")
     rules_path: Mapped[str] = mapped_column(Text)
@@ -46,6 +59,7 @@ class DlpHunt(Base):
     matched: Mapped[int] = mapped_column(Integer, doc="messages at least one rule fired on")
     findings: Mapped[int] = mapped_column(Integer, doc="rows in dlp_hunt_findings")
     unreadable: Mapped[int] = mapped_column(Integer, doc="stored copies or events that could not be read")
+    error: Mapped[str | None] = mapped_column(Text, doc="why a 'failed' hunt stopped")
 
 
 class DlpHuntFinding(Base):
@@ -102,7 +116,8 @@ def finding_rows(hunt_id: str, event_id: str, received_at: datetime | None, send
 
 
 class HuntStore:
-    """Writes one hunt: its row first (state 'running'), findings in batches, totals at the end."""
+    """Writes one hunt: its row first (state 'running'), findings in batches, totals at the end
+    (``findings`` counted from the rows actually written, whatever stopped the hunt)."""
 
     def __init__(self, url: str) -> None:
         self.engine = db.make_engine(url)
@@ -116,7 +131,7 @@ class HuntStore:
               query: dict[str, Any]) -> None:
         with self._write.begin() as s:
             s.execute(insert(DlpHunt).values(
-                hunt_id=hunt_id, started_at=datetime.now(UTC), finished_at=None, state="running",
+                hunt_id=hunt_id, started_at=datetime.now(UTC), finished_at=None, state="running", error=None,
                 actor=_clean(actor, 255), source=source, rules_path=rules_path, rules_sha256=rules_sha256,
                 query=json.dumps(query, sort_keys=True, default=str), examined=0, matched=0, findings=0,
                 unreadable=0,
@@ -127,12 +142,17 @@ class HuntStore:
             with self._write.begin() as s:
                 s.execute(insert(DlpHuntFinding), list(rows))
 
-    def finish(self, hunt_id: str, *, state: str, examined: int, matched: int, findings: int,
-               unreadable: int) -> None:
+    def finish(self, hunt_id: str, *, state: str, examined: int, matched: int, unreadable: int,
+               error: str | None = None) -> int:
+        """Close the hunt's row; returns its findings, counted in ``dlp_hunt_findings``."""
         with self._write.begin() as s:
+            findings = s.execute(select(func.count()).select_from(DlpHuntFinding)
+                                 .where(DlpHuntFinding.hunt_id == hunt_id)).scalar_one()
             s.execute(update(DlpHunt).where(DlpHunt.hunt_id == hunt_id).values(
                 finished_at=datetime.now(UTC), state=state, examined=examined, matched=matched,
-                findings=findings, unreadable=unreadable))
+                findings=findings, unreadable=unreadable,
+                error=_clean(error, 1000) if error else None))
+        return int(findings)
 
     def hunt(self, hunt_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

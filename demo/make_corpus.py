@@ -617,6 +617,31 @@ def _html(n: int) -> tuple[bytes, Entry]:
     return received(env, n) + serialize(msg, n), e
 
 
+@corpus("outbound-card-numbers")
+def _cards(n: int) -> tuple[bytes, Entry]:
+    """Card numbers leaving the company: demo/dlp.toml quarantines it into dlp/. The numbers
+    pass Luhn and carry real issuer prefixes but are made up (not published test numbers)."""
+    env = {**inbound("192.0.2.51", "ws51.example.com"), "RELAYCLIENT": ""}
+    msg = message(n, "accounts@example.com", "orders@partner.example.net", "Customer list for the migration")
+    msg.set_content(
+        "Hi,\n\nas agreed, the customers and the credit card numbers on file are attached.\n\nTom\n"
+    )
+    rows = (
+        "customer,card number,expiry\n"
+        "Jane Roe,4556 7375 8689 9855,08/28\n"
+        "John Doe,4929 3821 6547 7011,11/27\n"
+        "Max Muster,5424 1833 9072 6140,02/29\n"
+    )
+    msg.add_attachment(rows.encode(), maintype="text", subtype="csv", filename="customers.csv")
+    e = entry(
+        "accounts@example.com",
+        ["orders@partner.example.net"],
+        env,
+        "outbound CSV with three card numbers (DLP: demo/dlp.toml quarantines it)",
+    )
+    return received(env, n) + serialize(msg, n), e
+
+
 LARGE: Entry = {
     "file": "99-large-5mb.eml",
     "generate": "large",

@@ -12,15 +12,11 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from qscan import __version__
 from qscan.config import Config, ConfigError, example_config, load_config
-
-if TYPE_CHECKING:
-    from ingest.journal import Journal
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -332,29 +328,18 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
 
     Exits 3 when the journal is larger than journal.disk_budget_mb (a stuck reader).
     """
-    from ingest.journal import Journal
+    from qscan.status import journal_info
 
     cfg = _config(ctx)
-    with Journal(cfg.journal_path) as j:
-        head = j.head()
-        info: dict[str, Any] = {
-            "path": str(cfg.journal_path),
-            "head": head,
-            "oldest": j.oldest(),
-            "events": j.count(),
-            "bytes": sum(p.stat().st_size for p in cfg.journal_path.parent.glob(cfg.journal_path.name + "*")),
-            "positions": {
-                n: {"position": p, "lag": head - p, "lag_seconds": _lag_seconds(j, p)}
-                for n, p in j.positions().items()
-            },
-        }
     budget = cfg.journal.disk_budget_mb * 1e6
-    info["disk_budget_bytes"] = int(budget)
-    info["over_budget"] = info["bytes"] > budget
+    try:  # the same figures as `qscan status` and the metrics endpoint
+        info = journal_info(cfg.journal_path, budget)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"{exc} (journal.path; the daemon creates it at start)") from exc
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        click.echo(f"journal {info['path']}: head {head}, oldest kept {info['oldest']}, "
+        click.echo(f"journal {info['path']}: head {info['head']}, oldest kept {info['oldest']}, "
                    f"{info['events']} events, {info['bytes'] / 1e6:.1f} MB")
         for name, p in info["positions"].items():
             click.echo(f"  {name}: position {p['position']} (lag {p['lag']} events, "
@@ -365,14 +350,6 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"qscan: journal is over its disk budget ({info['bytes'] / 1e6:.0f} MB > "
                    f"{budget / 1e6:.0f} MB): a reader is stuck; see README 'Operations'", err=True)
         sys.exit(3)
-
-
-def _lag_seconds(j: Journal, position: int) -> float:
-    """Age of the oldest event a reader has not handled yet (0 when caught up)."""
-    import time
-
-    pending = j.read(position, 1, with_raw=False)
-    return round(max(0.0, time.time() - pending[0].appended), 1) if pending else 0.0
 
 
 @journal.command("prune")

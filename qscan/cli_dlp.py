@@ -8,12 +8,14 @@ Kafka topic or the archive maildir and records what the rules find in SQL
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from datetime import datetime
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +23,8 @@ from qscan.cli_db import When
 from qscan.config import Config
 
 if TYPE_CHECKING:
+    from compliance.dlp_hunts import HuntStore
+    from qscan.dlp_hunt import HuntStats
     from scanners.dlp.engine import DlpEngine
 
 
@@ -76,6 +80,10 @@ def check(ctx: click.Context, rules: str | None) -> None:
                    f"{scope} -> {r.action}{' + notify' if r.notify and r.action != 'notify' else ''}"
                    f"{' (encrypted: allow)' if r.allow_encrypted else ''}")
     click.echo(f"encrypted mail ({policy.encrypted.direction}): {policy.encrypted.action}")
+    for name, det in policy.detectors.items():
+        if getattr(det, "clear_evidence", False):
+            click.echo(f"note: detector {name!r} records its dictionary words in clear "
+                       "(evidence = \"clear\"): they go to events, SQL and notifications")
     click.echo(f"{path}: OK, {len(policy.rules)} rules, {len(policy.detectors)} detectors")
 
 
@@ -122,6 +130,47 @@ def test(ctx: click.Context, message: str, rules: str | None, sender: str, recip
     click.echo(f"action: {ev.action or 'none (no rule fired)'}")
 
 
+class _GracefulStop:
+    """The first Ctrl-C (SIGINT) or SIGTERM asks the hunt to stop after the current message - its
+    findings are written and the hunt row says 'interrupted'; a second Ctrl-C stops at once."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print("stopping after this message (findings so far are kept); Ctrl-C again to "
+                           "stop at once", style="yellow")
+
+    def __enter__(self) -> _GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
+    """Close the hunt's row (no store: a dry run) and close the store; the findings recorded
+    (counted in SQL), or why the row could not be closed."""
+    if store is None:
+        return stats.findings
+    try:
+        return store.finish(stats.hunt_id, state=stats.state, examined=stats.examined,
+                            matched=stats.matched, unreadable=stats.unreadable, error=stats.error or None)
+    except Exception as exc:  # the database itself went away: say so, keep the first error
+        return f"unknown (the hunt row could not be updated: {type(exc).__name__}: {exc})"
+    finally:
+        store.close()
+
+
 @dlp.command("hunt")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False), required=True,
               help="the DLP rules to apply to past mail")
@@ -154,11 +203,13 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
     from compliance.dlp_hunts import HuntStore
     from ingest.ids import uuid7
     from qscan.dlp_hunt import (
+        HuntFailed,
         HuntFilter,
         HuntStats,
         actor,
         archive_source,
         dumps,
+        error_text,
         journal_source,
         kafka_source,
         query_of,
@@ -176,7 +227,7 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
             raise click.ClickException(f"no journal at {cfg.journal_path}")
         total, items = journal_source(cfg.journal_path)
     elif source == "archive":
-        total, items = archive_source(cfg.archive_maildir, cfg.quarantine_dir)
+        total, items = archive_source(cfg.archive_maildir, cfg.quarantine_dir, filt)
     else:
         from qscan.wiring import kafka_settings
 
@@ -200,33 +251,51 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
     bar = Progress(TextColumn("dlp hunt"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[hits]}"), TimeElapsedColumn(), console=console,
                    disable=not show, transient=False)
-    stats = None
+    latest = HuntStats(hunt_id)  # the totals so far, for a hunt stopped outside run_hunt
+    stop = _GracefulStop(console)
+    stats: HuntStats
     try:
-        with bar:
+        with bar, stop:
             task = bar.add_task("hunt", total=total, hits="")
 
             def advance(current: HuntStats) -> None:
+                nonlocal latest
+                latest = current
                 bar.update(task, advance=1, hits=f"{current.matched} matched")
 
-            stats = run_hunt(engine, items, store, filt=filt, hunt_id=hunt_id, advance=advance)
-    except KeyboardInterrupt:
-        if store is not None:
-            store.finish(hunt_id, state="interrupted", examined=0, matched=0, findings=0, unreadable=0)
-            store.close()
-        raise click.ClickException(f"hunt {hunt_id} interrupted") from None
-    finally:
-        if store is not None and stats is not None:
-            store.finish(hunt_id, state=stats.state, examined=stats.examined, matched=stats.matched,
-                         findings=stats.findings, unreadable=stats.unreadable)
-            store.close()
+            stats = run_hunt(engine, items, store, filt=filt, hunt_id=hunt_id, advance=advance,
+                             stopped=lambda: stop.requested)
+    except HuntFailed as exc:
+        failed = exc.stats
+        written = _finish(store, failed)
+        raise click.ClickException(
+            f"hunt {hunt_id} failed after {failed.examined} messages ({written} findings recorded"
+            f"{'; state failed in dlp_hunts' if store else ''}): {failed.error}") from None
+    except KeyboardInterrupt:  # a second Ctrl-C: the row is closed with what reached SQL
+        latest.state = "interrupted"
+        stopped_at = _finish(store, latest)
+        click.echo(f"hunt {hunt_id} stopped at once after {latest.examined} messages: "
+                   f"{stopped_at} findings recorded; state interrupted in dlp_hunts", err=True)
+        ctx.exit(130)
+    except Exception as exc:  # outside the hunt loop (the progress display, ...)
+        latest.state, latest.error = "failed", error_text(exc)
+        _finish(store, latest)
+        raise click.ClickException(f"hunt {hunt_id} failed: {latest.error}") from exc
+    recorded = _finish(store, stats)
+    if isinstance(recorded, int):
+        stats.findings = recorded
     if as_json:
         click.echo(dumps(stats))
-        return
-    click.echo(f"hunt {hunt_id}{' (dry run, nothing recorded)' if dry_run else ''}: "
-               f"{stats.examined} messages examined, {stats.matched} matched, {stats.findings} findings, "
-               f"{stats.unreadable} unreadable, {stats.skipped} outside the selection")
-    for rule, n in sorted(stats.by_rule.items()):
-        click.echo(f"  {rule}: {n} messages")
-    if not dry_run:
-        click.echo(f"findings: SELECT * FROM dlp_hunt_findings WHERE hunt_id = '{hunt_id}'")
-
+    else:
+        click.echo(f"hunt {hunt_id}{' (dry run, nothing recorded)' if dry_run else ''}: "
+                   f"{stats.examined} messages examined, {stats.matched} matched, {stats.findings} findings, "
+                   f"{stats.unreadable} unreadable, {stats.skipped} outside the selection")
+        for rule, n in sorted(stats.by_rule.items()):
+            click.echo(f"  {rule}: {n} messages")
+        if not dry_run:
+            click.echo(f"findings: SELECT * FROM dlp_hunt_findings WHERE hunt_id = '{hunt_id}'")
+    if stats.state == "interrupted":
+        click.echo(f"hunt {hunt_id} interrupted after {stats.examined} messages: {stats.matched} matched, "
+                   f"{recorded} findings recorded{'; state interrupted in dlp_hunts' if store else ''}",
+                   err=True)
+        ctx.exit(130)

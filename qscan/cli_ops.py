@@ -37,8 +37,10 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
     \b
     Shows: daemon up, workers busy/idle, messages in flight; journal size and the
     oldest event a reader has not handled; each consumer's (and the Kafka relay's)
-    position and lag; clamd/spamd/rspamd reachability and versions; free space for
-    the journal, archive and quarantine.
+    position and lag (consumers.source = "kafka": each consumer's stored offset per
+    partition and its lag against the broker's end offsets, or "unknown" when the
+    broker does not answer within --probe-timeout); clamd/spamd/rspamd reachability
+    and versions; free space for the journal, archive and quarantine.
 
     \b
     Exit codes (the most urgent problem wins, in this order):
@@ -75,9 +77,11 @@ def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | N
     """Traffic graphs from the SQL store: PNG charts and one static HTML page.
 
     \b
-    Incoming vs outgoing mail over time, spam, viruses, policy and DLP blocks per
-    day, top blocked attachment types, top rules fired, scan time percentiles, each
-    chart beside a table of the same figures (SQLite or PostgreSQL).
+    Incoming vs outgoing mail over time, mail blocked per day (quarantined,
+    rejected, dropped) by category and mail tagged but delivered, top attachment
+    types in blocked mail, top rules fired, scan time percentiles, each chart
+    beside a table of the same figures (SQLite or PostgreSQL; a SQLite --url that
+    does not exist is refused, never created).
 
     \b
     Examples:
@@ -93,6 +97,14 @@ def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | N
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     cfg = _config(ctx)
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url or cfg.sql_url)
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:") \
+            and not Path(str(target.database)).exists():
+        # SQLite would create an empty file (and report on nothing): a typo must not do that.
+        raise click.ClickException(f"no SQLite store at {target.database} "
+                                   f"({'--url' if url else 'sql.url'}; `qscan db upgrade` creates one)")
     engine = make_engine(url or cfg.sql_url)
     try:
         try:
@@ -131,7 +143,9 @@ def install(ctx: click.Context, check: bool, user: str) -> None:
       only by root; data_dir, journal, archive and quarantine directories are its
       own and private (0700), the journal and SQLite files 0600; the socket
       directory, daemon.socket_group (and qmaild in it) and the socket's mode;
-      the real qmail-queue and the qscan-queue client.
+      the real qmail-queue (setuid qmailq) and the qscan-queue client; the
+      installed units that run qmail-queue (no NoNewPrivileges= or anything
+      implying it; RuntimeDirectoryMode lets qmaild reach the socket).
     Exits 1 when anything needs fixing; each problem is followed by a command
     that fixes it.
     """

@@ -110,6 +110,17 @@ class HeadersConfig(_Section):
 class ScannersConfig(_Section):
     enabled: list[str] = Field(["size", "internal"], description="scanners to run, in order")
 
+    @field_validator("enabled")
+    @classmethod
+    def _dlp_last(cls, value: list[str]) -> list[str]:
+        # DLP reads the parts the other scanners decoded (ctx.found_parts: archive members...):
+        # a list that puts it earlier is refused rather than silently reordered (docs/dlp.md)
+        if "dlp" in value and value[-1] != "dlp":
+            rest = [s for s in value if s != "dlp"]
+            raise ValueError(f"'dlp' must be the last scanner (it runs on what the others decoded): "
+                             f"write enabled = {[*rest, 'dlp']}".replace("'", '"'))
+        return value
+
 
 InternalActionName = Literal["quarantine", "reject", "tempfail", "drop", "deliver"]
 
@@ -698,7 +709,7 @@ data_dir = "@DATA_DIR@"
 [daemon]
 socket = "/run/qscan/qscan.sock"       # qscan-queue reads $QSCAN_SOCKET, same default
 socket_mode = 0o660
-# socket_group = "qmail"               # group allowed to connect (qmaild/qmail)
+# socket_group = "qmail"               # group allowed to connect: usermod -a -G qmail qmaild
 workers = 4                            # pre-forked worker processes
 max_messages_per_worker = 1000         # recycle a worker after this many messages
 max_message_size = 52428800            # bytes; bigger mail is rejected (5.3.4)
@@ -861,7 +872,8 @@ give_up_after = 172800                 # two days, then the notice is marked fai
 delivery_interval = 10
 
 [dlp]                                  # data loss prevention (docs/dlp.md); add "dlp" to
-                                       # scanners.enabled (last) to run it inline
+                                       # scanners.enabled, last (config check refuses it
+                                       # elsewhere), to run it inline
 # rules = "dlp.toml"                   # detectors and rules; required when "dlp" is enabled
 headers = ["Subject"]                  # headers inspected besides bodies and attachments
 max_part_size = 26214400               # bigger attachments are not read

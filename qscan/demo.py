@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from ingest.journal import Journal
-from qscan.corpus import CorpusMessage, load_corpus
+from qscan.corpus import CorpusMessage, default_corpus_dir, load_corpus
 from qscan.injector import InjectResult, inject
 from qscan.standin import write_standin
 
@@ -55,6 +55,12 @@ target = "file"
 
 [headers]
 attachments = true
+
+[scanners]
+enabled = ["size", "internal", "dlp"]
+
+[dlp]
+rules = "{default_corpus_dir().parent / 'dlp.toml'}"
 """
     )
     return cfg

@@ -22,6 +22,7 @@ import getpass
 import hashlib
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from ingest.journal import Journal
 from scanners.dlp.engine import DlpEngine, MessageFacts
 
 if TYPE_CHECKING:
+    from archive.copies import ParsedCopy
     from ingest.kafka_log import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,15 @@ class HuntFilter:
         return {k: (v.isoformat() if isinstance(v, datetime) else v)
                 for k, v in self.__dict__.items() if v is not None}
 
-    def matches(self, when: datetime | None, sender: str, recipients: list[str], direction: str) -> bool:
+    def in_time(self, when: datetime | None) -> bool:
         if when is not None and when.tzinfo is None:
             when = when.replace(tzinfo=UTC)  # qscan writes UTC; a naive time is one too
         if self.since is not None and (when is None or when < self.since):
             return False
-        if self.until is not None and (when is None or when >= self.until):
+        return self.until is None or (when is not None and when < self.until)
+
+    def matches(self, when: datetime | None, sender: str, recipients: list[str], direction: str) -> bool:
+        if not self.in_time(when):
             return False
         if self.sender is not None and not _glob(self.sender, sender):
             return False
@@ -160,9 +165,16 @@ def _from_event(event: MessageScanned, raw: Callable[[], bytes | None]) -> Store
                   event.client.relay, event.client.ip, raw)
 
 
-def archive_source(archive_dir: Path, quarantine_dir: Path) -> tuple[int, Iterator[Item]]:
-    """Stored copies in the archive and quarantine maildirs (a message in both is read once)."""
-    from archive.copies import MaildirCopies, split_copy
+def archive_source(archive_dir: Path, quarantine_dir: Path,
+                   filt: HuntFilter | None = None) -> tuple[int, Iterator[Item]]:
+    """Stored copies in the archive and quarantine maildirs (a message in both is read once).
+
+    Files are opened without following symlinks (``archive.copies.open_copy``): a link planted
+    in a maildir is reported unreadable, whatever it points at is never read. The filter is
+    applied as early as the copy allows: the received time from the file name (the archive
+    consumer names copies ``<unix time>.<event id>``) before the file is opened, then the
+    envelope block from the file's tail before the whole message is read."""
+    from archive.copies import MaildirCopies, received_of
     from compliance.copystore import CopyError
 
     copies = [c for c in MaildirCopies(archive_dir, quarantine_dir).scan()]
@@ -170,23 +182,61 @@ def archive_source(archive_dir: Path, quarantine_dir: Path) -> tuple[int, Iterat
     def items() -> Iterator[Item]:
         seen: set[str] = set()
         for copy in copies:
-            try:
-                data = copy.path.read_bytes()
-                parsed = split_copy(data)
-            except (OSError, CopyError) as exc:
-                yield Unreadable(str(copy.path), str(exc)[:200])
+            if filt is not None and (when := received_of(copy.path.name)) is not None \
+                    and not filt.in_time(when):
+                yield Unreadable("", "")  # outside the dates: not even opened
                 continue
-            event_id = parsed.event_id or copy.event_id
-            if event_id in seen:
+            try:
+                stored = _read_stored(copy.path, copy.event_id, filt)
+            except (OSError, CopyError) as exc:
+                yield Unreadable(str(copy.path), (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                                                  else str(exc))[:200])
+                continue
+            if stored is None:
+                yield Unreadable("", "")  # the envelope is outside the selection: message not read
+                continue
+            if stored.event_id in seen:
                 yield Unreadable("", "")  # the same message in two maildirs: counted once
                 continue
-            seen.add(event_id)
-            ip, relay = _client(parsed.client)
-            message = parsed.candidates[-1]  # without the separator line archived_message() added
-            yield Stored(event_id, _received(parsed.received), parsed.envelope_from or "",
-                         parsed.envelope_to, relay, ip, functools.partial(_same, message))
+            seen.add(stored.event_id)
+            yield stored
 
     return len(copies), items()
+
+
+TAIL = 64 * 1024  # bytes read first from a stored copy: its envelope block is at the end
+
+
+def _read_stored(path: Path, name_event_id: str, filt: HuntFilter | None) -> Stored | None:
+    """The copy at ``path`` (no symlinks), or None when its envelope is outside ``filt``
+    (then only the last TAIL bytes were read)."""
+    from archive.copies import open_copy, split_copy
+    from compliance.copystore import CopyError
+
+    with open_copy(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if filt is not None and size > TAIL:
+            f.seek(size - TAIL)
+            try:
+                tail = split_copy(f.read())
+            except CopyError:
+                tail = None  # a block longer than the tail (thousands of recipients): read it all
+            if tail is not None and not _envelope_matches(filt, tail):
+                return None
+            f.seek(0)
+        parsed = split_copy(f.read())
+    if filt is not None and not _envelope_matches(filt, parsed):
+        return None
+    ip, relay = _client(parsed.client)
+    message = parsed.candidates[-1]  # without the separator line archived_message() added
+    return Stored(parsed.event_id or name_event_id, _received(parsed.received), parsed.envelope_from or "",
+                  parsed.envelope_to, relay, ip, functools.partial(_same, message))
+
+
+def _envelope_matches(filt: HuntFilter, parsed: ParsedCopy) -> bool:
+    ip, relay = _client(parsed.client)
+    return filt.matches(_received(parsed.received), parsed.envelope_from or "", parsed.envelope_to,
+                        direction_of(relay, ip))
 
 
 def _same(value: bytes | None) -> bytes | None:
@@ -281,14 +331,23 @@ class HuntStats:
     hunt_id: str
     examined: int = 0
     matched: int = 0
-    findings: int = 0
+    findings: int = 0  # rows written to SQL (a dry run: rows that would have been)
     unreadable: int = 0
     skipped: int = 0  # outside the filter (or not a message event)
     by_rule: dict[str, int] = field(default_factory=dict)  # messages per rule
-    state: str = "running"
+    state: str = "running"  # then 'finished', 'interrupted' or 'failed'
+    error: str = ""  # why a failed hunt failed
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class HuntFailed(Exception):
+    """A hunt stopped by an error; ``stats`` counts what was evaluated and written before it."""
+
+    def __init__(self, stats: HuntStats) -> None:
+        super().__init__(stats.error)
+        self.stats = stats
 
 
 def rules_digest(path: Path) -> str:
@@ -303,58 +362,100 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def error_text(exc: BaseException) -> str:
+    """``OSError: [Errno 5] ...``: the exception's type and text, once, at most 1000 characters."""
+    name, text = type(exc).__name__, str(exc)
+    return (text if text.startswith(name) else f"{name}: {text}" if text else name)[:1000]
+
+
 def run_hunt(engine: DlpEngine, items: Iterator[Item], store: HuntStore | None, *,
              filt: HuntFilter, hunt_id: str | None = None,
              advance: Callable[[HuntStats], None] = lambda stats: None,
              stopped: Callable[[], bool] = lambda: False) -> HuntStats:
     """Evaluate every item the filter keeps; record findings in ``store`` (None: dry run).
-    The hunt row itself is written by the caller (start/finish), this writes findings."""
+
+    The hunt row itself is written by the caller (start/finish) from the returned totals,
+    which always describe what is in SQL:
+
+    * ``stopped()`` true (the CLI's first Ctrl-C) or a KeyboardInterrupt: the findings
+      still pending are written, state ``interrupted``, and the stats are returned;
+    * any other exception: pending findings are written if the store still can, state
+      ``failed`` with the error text, and :class:`HuntFailed` is raised (from the cause).
+    """
     stats = HuntStats(hunt_id or str(uuid7()))
     pending: list[dict[str, Any]] = []
-    for item in items:
-        advance(stats)
-        if stopped():
-            stats.state = "interrupted"
-            break
-        if isinstance(item, Unreadable):
-            if item.where:
-                stats.unreadable += 1
-                log.warning("hunt: %s: %s", item.where, item.why)
-            else:
-                stats.skipped += 1
-            continue
-        direction = item.direction
-        if not filt.matches(item.received_at, item.sender, item.recipients, direction):
-            stats.skipped += 1
-            continue
-        raw = item.raw()
-        if not raw:
-            stats.unreadable += 1
-            continue
+
+    def flush() -> None:
+        nonlocal pending
+        if store is not None and pending:
+            store.add(pending)  # one transaction: all of the batch or none of it
+            stats.findings += len(pending)
+        pending = []
+
+    try:
+        for item in items:
+            advance(stats)
+            if stopped():
+                stats.state = "interrupted"
+                break
+            _evaluate(engine, item, filt, stats, pending, dry_run=store is None)
+            if len(pending) >= BATCH:
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        stats.state = "interrupted"
+        flush()  # a second Ctrl-C here leaves the row 'running' for the caller to settle
+    except Exception as exc:
+        stats.state = "failed"
+        stats.error = error_text(exc)
         try:
-            message = _PARSER.parsebytes(raw)
-        except Exception:
-            stats.unreadable += 1
-            continue
-        evaluation = engine.evaluate(message, MessageFacts(item.sender, item.recipients, item.relay))
-        stats.examined += 1
-        records = evaluation.records()
-        if not records:
-            continue
-        stats.matched += 1
-        for rule in dict.fromkeys(r["rule"] for r in records):
-            stats.by_rule[rule] = stats.by_rule.get(rule, 0) + 1
-        rows = finding_rows(stats.hunt_id, item.event_id, item.received_at, item.sender, direction, records)
-        stats.findings += len(rows)
-        pending.extend(rows)
-        if store is not None and len(pending) >= BATCH:
-            store.add(pending)
-            pending = []
-    if store is not None:
-        store.add(pending)
+            flush()
+        except Exception as again:
+            stats.error = f"{stats.error}; {len(pending)} findings not written: {again}"[:1000]
+        raise HuntFailed(stats) from exc
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a generator's own finally: the journal or the Kafka consumer is closed
     if stats.state == "running":
         stats.state = "finished"
     return stats
+
+
+def _evaluate(engine: DlpEngine, item: Item, filt: HuntFilter, stats: HuntStats,
+              pending: list[dict[str, Any]], *, dry_run: bool) -> None:
+    if isinstance(item, Unreadable):
+        if item.where:
+            stats.unreadable += 1
+            log.warning("hunt: %s: %s", item.where, item.why)
+        else:
+            stats.skipped += 1
+        return
+    direction = item.direction
+    if not filt.matches(item.received_at, item.sender, item.recipients, direction):
+        stats.skipped += 1
+        return
+    raw = item.raw()
+    if not raw:
+        stats.unreadable += 1
+        return
+    try:
+        message = _PARSER.parsebytes(raw)
+    except Exception:
+        stats.unreadable += 1
+        return
+    evaluation = engine.evaluate(message, MessageFacts(item.sender, item.recipients, item.relay))
+    records = evaluation.records()
+    rows = finding_rows(stats.hunt_id, item.event_id, item.received_at, item.sender, direction, records)
+    pending.extend(rows)
+    if dry_run:
+        stats.findings += len(rows)
+        pending.clear()
+    stats.examined += 1
+    if records:
+        stats.matched += 1
+        for rule in dict.fromkeys(r["rule"] for r in records):
+            stats.by_rule[rule] = stats.by_rule.get(rule, 0) + 1
 
 
 def query_of(filt: HuntFilter, source: str) -> dict[str, Any]:

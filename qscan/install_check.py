@@ -2,8 +2,10 @@
 
 It looks and never changes anything: the service user, the directories and
 files the config names (owner, mode, reachable through their parents), the
-socket's directory, group and mode, the real qmail-queue and the qscan-queue
-client. Each finding says what is wrong and the command that fixes it, so an
+socket's directory, group and mode, the real qmail-queue (setuid qmailq) and the
+qscan-queue client, and the installed systemd units that run qmail-queue (nothing
+that disables setuid, such as NoNewPrivileges=; /run/qscan passable after a reboot).
+Each finding says what is wrong and the command that fixes it, so an
 administrator can read the output top to bottom and be done.
 
 Access is judged for the service user the way the kernel would (owner, group,
@@ -187,12 +189,19 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
         st = parent.stat()
         if not allowed(st, who, W | X):
             out.append(Finding(False, f"socket directory {parent}: {who.name} cannot create the socket",
-                               f"install -d -o {who.name} -g {d.socket_group or who.name} -m 0750 {parent}   "
+                               f"install -d -o {who.name} -g {who.name} -m 0711 {parent}   "
                                "(systemd: RuntimeDirectory=qscan does this)"))
-        if d.socket_group and gid is not None and not allowed(st, Account("g", -1, gid, frozenset({gid})), X):
-            out.append(Finding(False, f"socket directory {parent}: group {d.socket_group} "
-                                      "cannot reach the socket",
-                               f"chgrp {d.socket_group} {parent} && chmod g+x {parent}"))
+        clients = [Account("g", -1, gid, frozenset({gid}))] if d.socket_group and gid is not None else []
+        smtpd = Account.lookup("qmaild")
+        if smtpd is not None:
+            clients.append(smtpd)
+        if any(not allowed(st, c, X) for c in clients):
+            who_not = "qmaild" if smtpd is not None and not allowed(st, smtpd, X) else \
+                f"group {d.socket_group}"
+            out.append(Finding(False, f"socket directory {parent} (mode {stat.S_IMODE(st.st_mode):04o}): "
+                                      f"{who_not} cannot reach the socket: SMTP mail would temp-fail",
+                               f"set RuntimeDirectoryMode=0711 in the unit (as contrib/systemd does; a chmod "
+                               f"by hand is lost at reboot), then: chmod 0711 {parent}"))
     else:
         out.append(Finding(True, f"socket directory {parent} does not exist yet (systemd's "
                            "RuntimeDirectory=qscan creates it at start)"))
@@ -223,7 +232,7 @@ def check_programs(cfg: Config) -> list[Finding]:
     elif not os.access(qq, os.X_OK):
         out.append(Finding(False, f"daemon.qmail_queue {qq} is not executable", f"chmod 0711 {qq}"))
     else:
-        out.append(Finding(True, f"qmail-queue {qq}"))
+        out += check_qmail_queue_setuid(qq)
     client = shutil.which("qscan-queue") or str(Path(sys.executable).parent / "qscan-queue")
     if not Path(client).exists():
         out.append(Finding(False, "qscan-queue is not installed",
@@ -243,7 +252,136 @@ def _has_secrets(cfg: Config) -> bool:
     return bool(sql_pw or cfg.notify.smtp_password or cfg.rspamd.password)
 
 
-def run_checks(cfg: Config, config_path: Path, user: str) -> list[Finding]:
+# -- setuid qmail-queue and the units that run it -----------------------------------------
+REAL_QMAIL_QUEUE = Path("/var/qmail/bin/qmail-queue")
+QMAILQ = "qmailq"
+# Units that run the real qmail-queue: the daemon, `qscan run`, and the notify consumer with
+# notify.transport = "qmail-inject" (an instance of qscan-consume@).
+QUEUE_UNITS = ("qscan-daemon.service", "qscan.service", "qscan-consume@.service")
+UNIT_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"),
+             Path("/usr/local/lib/systemd/system"), Path("/lib/systemd/system"),
+             Path("/usr/lib/systemd/system"))
+# Settings after which setuid programs run without their owner's rights: NoNewPrivileges= and
+# the ones systemd.exec(5) says imply it for an unprivileged user; PrivateUsers= maps qmailq away.
+_NNP_BOOLEANS = ("NoNewPrivileges", "RestrictSUIDSGID", "PrivateDevices", "ProtectKernelTunables",
+                 "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock", "MemoryDenyWriteExecute",
+                 "RestrictRealtime", "LockPersonality", "DynamicUser", "PrivateUsers")
+_NNP_LISTS = ("SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies",
+              "RestrictNamespaces")
+_TRUE = {"1", "yes", "true", "on"}
+
+
+def check_qmail_queue_setuid(qq: Path, qmailq: str = QMAILQ) -> list[Finding]:
+    """qmail's own qmail-queue must be setuid ``qmailq`` (4711): it writes /var/qmail/queue.
+
+    Only qmail's binary is judged: the path /var/qmail/bin/qmail-queue, or any file owned by
+    ``qmailq``. Another program (a test stand-in, a wrapper) is reported as such.
+    """
+    st = qq.stat()
+    try:
+        owner_uid: int | None = pwd.getpwnam(qmailq).pw_uid
+    except KeyError:
+        owner_uid = None
+    real = qq.absolute() == REAL_QMAIL_QUEUE or (owner_uid is not None and st.st_uid == owner_uid)
+    mode = stat.S_IMODE(st.st_mode)
+    if not real:
+        return [Finding(True, f"qmail-queue {qq} (not qmail's own, owned by {_owner(st)}: "
+                              "its setuid bit is not checked)")]
+    if owner_uid is None or st.st_uid != owner_uid or not mode & stat.S_ISUID:
+        return [Finding(False, f"qmail-queue {qq} is mode {mode:04o}, owner {_owner(st)}: it must be setuid "
+                               f"{qmailq} to write the queue (every message would temp-fail)",
+                        f"chown {qmailq}:qmail {qq} && chmod 4711 {qq}")]
+    return [Finding(True, f"qmail-queue {qq}: setuid {qmailq}, mode {mode:04o}")]
+
+
+def unit_settings(texts: list[str]) -> dict[str, str]:
+    """The [Service] settings of a unit file and its drop-ins, in order (later ones win;
+    an empty assignment resets a list)."""
+    out: dict[str, str] = {}
+    for text in texts:
+        section = ""
+        pending = ""
+        for raw in text.splitlines():
+            line = pending + raw.strip()
+            if line.endswith("\\"):
+                pending = line[:-1] + " "
+                continue
+            pending = ""
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            if section != "Service" or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            key, value = key.strip(), value.strip()
+            if key in _NNP_LISTS and out.get(key) and value:
+                out[key] = out[key] + " " + value
+            else:
+                out[key] = value
+    return out
+
+
+def setuid_blockers(settings: dict[str, str]) -> list[str]:
+    """The settings under which a setuid qmail-queue would run without qmailq's rights."""
+    found = [f"{k}={settings[k]}" for k in _NNP_BOOLEANS if settings.get(k, "").lower() in _TRUE]
+    found += [f"{k}={settings[k]}" for k in _NNP_LISTS
+              if settings.get(k, "") and settings[k].lower() not in ("no", "false", "0", "off")]
+    return found
+
+
+def _unit_texts(name: str, dirs: tuple[Path, ...]) -> tuple[Path, list[str]] | None:
+    """The unit file systemd would load (the first directory wins) and its drop-ins."""
+    main = next((d / name for d in dirs if (d / name).is_file()), None)
+    if main is None:
+        return None
+    drop_ins: dict[str, Path] = {}
+    for d in reversed(dirs):  # earlier directories override later ones of the same name
+        conf = d / f"{name}.d"
+        if conf.is_dir():
+            drop_ins.update({p.name: p for p in conf.glob("*.conf")})
+    try:
+        texts = [main.read_text()] + [drop_ins[k].read_text() for k in sorted(drop_ins)]
+    except OSError:
+        return None
+    return main, texts
+
+
+def check_units(cfg: Config, dirs: tuple[Path, ...] = UNIT_DIRS) -> list[Finding]:
+    """Installed units that run qmail-queue: nothing that disables setuid; /run/qscan passable."""
+    out: list[Finding] = []
+    for name in QUEUE_UNITS:
+        found = _unit_texts(name, dirs)
+        if found is None:
+            continue
+        path, texts = found
+        settings = unit_settings(texts)
+        blockers = setuid_blockers(settings)
+        if blockers:
+            out.append(Finding(False, f"unit {path} sets {', '.join(blockers)}: the setuid qmail-queue it "
+                                      "runs would lose its rights and every message would temp-fail",
+                               f"remove {', '.join(b.split('=')[0] + '=' for b in blockers)} from {path} "
+                               "(and its .d/ drop-ins), then: systemctl daemon-reload"))
+        else:
+            out.append(Finding(True, f"unit {path}: no NoNewPrivileges= (setuid qmail-queue works)"))
+        runtime_mode = settings.get("RuntimeDirectoryMode")
+        if settings.get("RuntimeDirectory") and runtime_mode:
+            try:
+                mode = int(runtime_mode, 8)
+            except ValueError:
+                mode = 0o755
+            group_ok = bool(mode & 0o010) and cfg.daemon.socket_group is not None \
+                and settings.get("Group") == cfg.daemon.socket_group
+            if not mode & 0o001 and not group_ok:
+                out.append(Finding(False, f"unit {path} creates its RuntimeDirectory with mode "
+                                          f"{runtime_mode}: after every boot qmaild cannot reach the socket",
+                                   f"set RuntimeDirectoryMode=0711 in {path}, then: systemctl daemon-reload"))
+    return out
+
+
+def run_checks(cfg: Config, config_path: Path, user: str,
+               unit_dirs: tuple[Path, ...] = UNIT_DIRS) -> list[Finding]:
     who = Account.lookup(user)
     if who is None:
         return [Finding(False, f"service user {user!r} does not exist",
@@ -266,4 +404,5 @@ def run_checks(cfg: Config, config_path: Path, user: str) -> list[Finding]:
         out += check_dir(cfg.summary_log_path.parent, who, "summary log directory", private=False)
     out += check_socket(cfg, who)
     out += check_programs(cfg)
+    out += check_units(cfg, unit_dirs)
     return out

@@ -381,15 +381,34 @@ class ConsumerMetrics:
         self.position = Gauge("qscan_consumer_position", "Position the consumer stored last", ["consumer"],
                               registry=r)
         self.sinks: list[MeteredSink] = []
+        self._engine: Any = None  # the outbox gauge's, made at the first scrape and kept
         if source == "journal":
             r.register(_FuncCollector(self._lag))
         if name == "notify":
             r.register(_FuncCollector(self._outbox))
+            self.notifications_sent = Counter(
+                "qscan_notifications_sent", "Notifications handed to the mail system",
+                ["kind", "audience"], registry=r)
+            self.notification_failures = Counter(
+                "qscan_notification_failures", "Failed notification attempts, by what became of the row "
+                "(deferred: retried later, indoubt, failed: given up)", ["kind", "audience", "outcome"],
+                registry=r)
 
     def wrap(self, sink: Sink) -> MeteredSink:
         metered = MeteredSink(sink, self.events, self.batches, self.position)
         self.sinks.append(metered)
+        courier = getattr(sink, "courier", None)
+        if self.name == "notify" and courier is not None:
+            courier.on_outcome = self.notified
         return metered
+
+    def notified(self, kind: str, audience: str, outcome: str) -> None:
+        """One delivery attempt of the notify consumer (compliance/notify/outbox.py Courier)."""
+        if outcome == "sent":
+            self.notifications_sent.labels(kind, audience).inc()
+        else:
+            self.notification_failures.labels(kind, audience,
+                                              "deferred" if outcome == "pending" else outcome).inc()
 
     def _lag(self) -> Iterable[Metric]:
         g = GaugeMetricFamily("qscan_consumer_lag_events", "Journal head minus the consumer's position",
@@ -407,14 +426,12 @@ class ConsumerMetrics:
 
         g = GaugeMetricFamily("qscan_notifications", "Notification outbox rows by state (sent, failed, ...)",
                               labels=["state"])
-        engine = make_engine(self.cfg.sql_url)
-        try:
-            with engine.connect() as conn:
-                for state, count in conn.execute(text(
-                        "SELECT state, COUNT(*) FROM notifications GROUP BY state")):
-                    g.add_metric([str(state)], int(count))
-        finally:
-            engine.dispose()
+        if self._engine is None:  # one engine (and its pool) for every scrape
+            self._engine = make_engine(self.cfg.sql_url)
+        with self._engine.connect() as conn:
+            for state, count in conn.execute(text(
+                    "SELECT state, COUNT(*) FROM notifications GROUP BY state")):
+                g.add_metric([str(state)], int(count))
         yield g
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from stdnum import luhn
 from stdnum.iso7064 import mod_97_10
 
-from scanners.dlp.detectors import TEST_CARD_NUMBERS, stdnum_validator
+from scanners.dlp.detectors import TEST_CARD_NUMBERS, id_validator
 
 # (brand, prefix, length): one issuer range per line, unambiguous prefixes only
 CARD_SHAPES: list[tuple[str, str, int]] = [
@@ -97,6 +97,8 @@ ID_SAMPLES: dict[str, tuple[Callable[[random.Random], str], str, Callable[[str],
                lambda c: f"{c[:3]}.{c[3:7]}.{c[7:11]}.{c[11:]}", "AHV-Nummer"),
     "gb.nhs": (lambda r: str(r.randint(4, 9)) + _digits(8)(r), string.digits,
                lambda c: f"{c[:3]} {c[3:6]} {c[6:]}", "NHS number"),
+    "gb.nino": (lambda r: "".join(r.choice(string.ascii_uppercase) for _ in range(2)) + _digits(6)(r),
+                "ABCD", lambda c: f"{c[:2]} {c[2:4]} {c[4:6]} {c[6:8]} {c[8:]}", "National Insurance number"),
     "in.aadhaar": (lambda r: str(r.randint(2, 9)) + _digits(10)(r), string.digits,
                    lambda c: f"{c[:4]} {c[4:8]} {c[8:]}", "Aadhaar"),
     "br.cpf": (lambda r: str(r.randint(1, 9)) + _digits(9)(r), string.digits,
@@ -110,10 +112,21 @@ def national_id(rng: random.Random, kind: str) -> tuple[str, list[str]]:
     from scanners.dlp.detectors import NATIONAL_IDS
 
     prefix, last, _fmt, _ctx = ID_SAMPLES[kind]
-    valid = stdnum_validator(NATIONAL_IDS[kind].module)
+    valid = id_validator(kind)
     for _ in range(5000):
         head = prefix(rng)
         good = [head + c for c in last if valid(head + c)]
         if good and good[0] not in NATIONAL_IDS[kind].test_values:
             return good[0], [head + c for c in last if not valid(head + c)]
     raise AssertionError(f"could not generate a {kind}")
+
+
+# UK NINO near misses, one per HMRC rule: (compact value, the rule it breaks)
+NINO_BAD_PREFIXES = [*(f"{c}A" for c in "DFIQUV"), *(f"A{c}" for c in "DFIOQUV"),
+                     "BG", "GB", "KN", "NK", "NT", "TN", "ZZ"]
+
+
+def nino_near_misses(valid: str) -> list[str]:
+    """The digits of a valid NINO behind every disallowed prefix, and with a suffix past D."""
+    digits = valid[2:8]
+    return [p + digits + valid[8:] for p in NINO_BAD_PREFIXES] + [valid[:8] + "E", valid[:8] + "Z"]

@@ -20,11 +20,15 @@ def test_make_demo(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
-    assert "26/26 accepted" in text
-    # the internal scanner quarantines 20-invoice-exe.eml (invoice.pdf.exe, category policy)
-    assert "audit table" in text and "deliver=25, quarantine=1" in text
+    assert "27/27 accepted" in text
+    # the internal scanner quarantines 20-invoice-exe.eml (invoice.pdf.exe, category policy);
+    # inline DLP (demo/dlp.toml) quarantines 26-outbound-card-numbers.eml (three card numbers)
+    assert "audit table" in text and "deliver=25, quarantine=2" in text
     assert f"archive maildir:   {data / 'archive'} (25 messages in new/)" in text
     assert len(list((data / "quarantine" / "policy" / "new").iterdir())) == 1
+    (dlp_copy,) = (data / "quarantine" / "dlp" / "new").iterdir()
+    assert b"Customer list for the migration" in dlp_copy.read_bytes()
+    assert "4556 7375 8689 9855" not in (data / "summary.log").read_text()  # masked, never in logs
     assert "stopped qscan run" in text
     assert len(list((data / "queued").glob("*.msg"))) == 25
     # one archived message carries the envelope block at its bottom

@@ -33,6 +33,7 @@ from tests.dlp_samples import (
     iban,
     iban_print,
     national_id,
+    nino_near_misses,
     spaced,
 )
 
@@ -258,3 +259,52 @@ def test_card_word_in_unrelated_phrases_is_not_context() -> None:
     for phrase in ("Thanks for the card you sent!", "new business cards", "a gift card", "student visa"):
         assert found(CardDetector(), f"{phrase} ref {number}")[0][1] == "low", phrase
     assert found(CardDetector(), f"business cards are printed; card {number}")[0][1] == "high"
+
+
+# -- UK National Insurance numbers (HMRC rules, no python-stdnum module) -----------------------
+def test_nino_generated_positives_and_near_misses() -> None:
+    rng = random.Random(f"{RNG_SEED}nino")
+    det = _build("gb.nino", None)
+    for _ in range(40):
+        good, _ = national_id(rng, "gb.nino")
+        spaced_form = f"{good[:2]} {good[2:4]} {good[4:6]} {good[6:8]} {good[8]}"
+        assert found(det, f"National Insurance number: {spaced_form}") == [
+            (mask_value(spaced_form), "high", "gb.nino")]
+        assert found(det, f"ref {good} attached")[0][1] == "medium"  # with its suffix letter
+        assert found(det, f"ref {spaced_form[:-2]} attached")[0][1] == "medium"  # spaced, no suffix
+        assert found(det, f"ref {good[:8]} attached")[0][1] == "low"  # AB123456: could be any code
+        assert found(det, f"NI number {good[:8]}")[0][1] == "high"
+        for bad in nino_near_misses(good):
+            assert found(det, f"National Insurance number: {bad}") == [], bad
+        assert found(det, f"NINO {good.lower()}") == []  # printed in capitals
+        assert found(det, f"NINO X{good}") == [] and found(det, f"NINO {good}7") == []
+    assert found(det, "NI number AB 12 34 56 C") == []  # the documentation example
+    assert [h.label for h in national_id_detector("n", "gb.nino", allow_test_numbers=True)
+            .find("NI number AB 12 34 56 C")] == ["gb.nino"]
+
+
+def _nino_rules(prefix: str, suffix: str) -> bool:
+    """HMRC's rules written out again, independently of scanners.dlp.nino."""
+    return (prefix[0] not in "DFIQUV" and prefix[1] not in "DFIOQUV"
+            and prefix not in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"} and suffix in ("", "A", "B", "C", "D"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(prefix=st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2),
+       digits=st.text("0123456789", min_size=6, max_size=6),
+       suffix=st.sampled_from(["", "A", "B", "C", "D", "E", "M", "Z"]), spaced=st.booleans(),
+       before=st.sampled_from(["NINO ", "ref: ", "", "x\n"]), after=st.sampled_from([".", " ok", "", "\n"]))
+def test_nino_found_exactly_when_hmrc_rules_allow(prefix: str, digits: str, suffix: str, spaced: bool,
+                                                  before: str, after: str) -> None:
+    from scanners.dlp import nino
+
+    value = (f"{prefix} {digits[:2]} {digits[2:4]} {digits[4:]}" + (f" {suffix}" if suffix else "")
+             if spaced else prefix + digits + suffix)
+    expected = _nino_rules(prefix, suffix) and (prefix + digits + suffix) not in nino.EXAMPLES
+    assert nino.is_valid(value) == _nino_rules(prefix, suffix)
+    hits = list(_build("gb.nino", None).find(before + value + after))
+    assert len(hits) == (1 if expected else 0), (value, hits)
+    for hit in hits:
+        assert digits not in hit.masked.replace(" ", "")  # at most the last quarter shows
+        assert hit.confidence.label == ("high" if before == "NINO " else
+                                        "medium" if spaced or suffix else "low")

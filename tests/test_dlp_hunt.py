@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,3 +179,205 @@ def test_hunt_over_kafka(broker: object, tmp_path: Path) -> None:
     rows = sql(url, "SELECT event_id, rule FROM dlp_hunt_findings")
     assert sorted((r["event_id"], r["rule"]) for r in rows) == sorted([
         (events[0].event_id, "cards-out"), (events[2].event_id, "cards-out"), (events[3].event_id, "iban")])
+
+
+# -- bookkeeping: interrupted and failed hunts leave a true row ------------------------------------
+def big_journal(path: Path, n: int) -> None:
+    """``n`` outbound messages with two cards each: every one is a cards-out finding."""
+    two_cards = mail(body=f"Card numbers: {spaced(CARDS[0])} and {spaced(CARDS[1])}")
+    with Journal(path) as j:
+        for i in range(n):
+            ev = make_event(raw=two_cards, relay=True, when=nov(1 + i % 28))
+            j.append(ev.event_id, ev.type, to_json(ev, with_raw=False), ev.raw_message)
+
+
+def hunt_store(url: str) -> tuple[object, str]:
+    from compliance.dlp_hunts import HuntStore
+    from ingest.ids import uuid7
+
+    store = HuntStore(url)
+    hunt_id = str(uuid7())
+    store.start(hunt_id, actor="test@host", source="journal", rules_path="dlp.toml", rules_sha256="0" * 64,
+                query={})
+    return store, hunt_id
+
+
+def test_stopped_hook_and_keyboard_interrupt_flush_pending_findings(db_url: str, tmp_path: Path) -> None:
+    from qscan.dlp_hunt import BATCH, HuntFilter, journal_source, run_hunt
+    from scanners.dlp.engine import DlpEngine
+    from scanners.dlp.rules import parse_rules
+
+    db.upgrade(db_url)
+    journal = tmp_path / "journal.db"
+    big_journal(journal, BATCH + 50)
+    engine = DlpEngine(parse_rules(RULES))
+    # the stopped hook: asked to stop after BATCH + 30 messages, one batch written and 30 pending
+    store, hunt_id = hunt_store(db_url)
+    _total, items = journal_source(journal)
+    seen = 0
+
+    def stopped() -> bool:
+        return seen >= BATCH + 30
+
+    def advance(_stats: object) -> None:
+        nonlocal seen
+        seen += 1
+
+    stats = run_hunt(engine, items, store, filt=HuntFilter(), hunt_id=hunt_id,  # type: ignore[arg-type]
+                     advance=advance, stopped=stopped)
+    assert (stats.state, stats.examined, stats.matched, stats.findings) == ("interrupted", BATCH + 29,
+                                                                            BATCH + 29, BATCH + 29)
+    written = store.finish(hunt_id, state=stats.state, examined=stats.examined,  # type: ignore[attr-defined]
+                           matched=stats.matched, unreadable=0)
+    assert written == BATCH + 29
+    [row] = sql(db_url, f"SELECT state, examined, findings FROM dlp_hunts WHERE hunt_id = '{hunt_id}'")
+    assert row == {"state": "interrupted", "examined": BATCH + 29, "findings": BATCH + 29}
+
+    # Ctrl-C arriving while the source is read: what was evaluated is written, then 'interrupted'
+    store, hunt_id = hunt_store(db_url)
+    _total, items = journal_source(journal)
+
+    def interrupted() -> Iterator[object]:
+        for i, item in enumerate(items):
+            if i == BATCH + 10:
+                raise KeyboardInterrupt
+            yield item
+
+    stats = run_hunt(engine, interrupted(), store, filt=HuntFilter(), hunt_id=hunt_id)  # type: ignore[arg-type]
+    assert (stats.state, stats.examined, stats.findings) == ("interrupted", BATCH + 10, BATCH + 10)
+    assert len(store.findings(hunt_id)) == BATCH + 10  # type: ignore[attr-defined]
+    store.close()  # type: ignore[attr-defined]
+
+
+def test_a_failing_source_marks_the_hunt_failed_with_findings_so_far(db_url: str, tmp_path: Path) -> None:
+    from qscan.dlp_hunt import BATCH, HuntFailed, HuntFilter, journal_source, run_hunt
+    from scanners.dlp.engine import DlpEngine
+    from scanners.dlp.rules import parse_rules
+
+    db.upgrade(db_url)
+    journal = tmp_path / "journal.db"
+    big_journal(journal, BATCH + 50)
+    store, hunt_id = hunt_store(db_url)
+    _total, items = journal_source(journal)
+
+    def failing() -> Iterator[object]:
+        for i, item in enumerate(items):
+            if i == BATCH + 20:
+                raise OSError(5, "Input/output error", "journal.db")
+            yield item
+
+    with pytest.raises(HuntFailed) as caught:
+        run_hunt(DlpEngine(parse_rules(RULES)), failing(), store,  # type: ignore[arg-type]
+                 filt=HuntFilter(), hunt_id=hunt_id)
+    stats = caught.value.stats
+    assert stats.state == "failed" and "Input/output error" in stats.error
+    assert isinstance(caught.value.__cause__, OSError)
+    assert stats.findings == BATCH + 20 == len(store.findings(hunt_id))  # type: ignore[attr-defined]
+    store.close()  # type: ignore[attr-defined]
+
+
+def test_cli_hunt_that_fails_says_so_and_marks_the_row(db_url: str, tmp_path: Path) -> None:
+    """The database refuses the findings (a trigger stands in for a full disk or a revoked grant):
+    the row says failed, with the error text; the command says so and exits 1."""
+    cfg, rules, _ = setup(tmp_path, db_url)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        if db_url.startswith("sqlite"):
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON dlp_hunt_findings "
+                              "BEGIN SELECT RAISE(ABORT, 'quota exceeded for dlp'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                              "RAISE EXCEPTION 'quota exceeded for dlp'; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON dlp_hunt_findings "
+                              "FOR EACH ROW EXECUTE FUNCTION refuse()"))
+    engine.dispose()
+    out = CliRunner().invoke(cli, ["-c", str(cfg), "dlp", "hunt", "--rules", str(rules), "--no-progress"])
+    assert out.exit_code == 1, out.output
+    assert "failed after 8 messages (0 findings recorded; state failed in dlp_hunts)" in out.output
+    assert "quota exceeded for dlp" in out.output and "Traceback" not in out.output
+    [row] = sql(db_url, "SELECT state, error, examined, findings, finished_at FROM dlp_hunts")
+    assert row["state"] == "failed" and "quota exceeded for dlp" in str(row["error"])
+    assert (row["examined"], row["findings"]) == (8, 0) and row["finished_at"] is not None
+
+
+@pytest.mark.integration
+def test_sigint_mid_hunt_keeps_the_findings_and_says_interrupted(tmp_path: Path) -> None:
+    """A real `qscan dlp hunt` process sent SIGINT once batches are in SQL: it stops after the
+    current message, writes what is pending, closes its row as 'interrupted', exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'qscan.db'}"
+    cfg, rules, _ = setup(tmp_path, url)
+    journal = tmp_path / "journal.db"
+    journal.unlink()
+    big_journal(journal, 4000)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("qscan")), "-c", str(cfg), "dlp", "hunt", "--rules",
+                             str(rules), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = sql(url, "SELECT count(*) AS n FROM dlp_hunt_findings")
+            if int(str(rows[0]["n"])) >= 400:  # two batches written
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    [row] = sql(url, "SELECT hunt_id, state, examined, matched, findings, error FROM dlp_hunts")
+    written = sql(url, "SELECT count(*) AS n FROM dlp_hunt_findings")[0]["n"]
+    assert row["state"] == "interrupted" and row["error"] is None
+    # every examined message had its finding written, the pending ones included
+    assert row["examined"] == row["matched"] == row["findings"] == written
+    assert 400 <= int(str(written)) < 4000
+    assert f"hunt {row['hunt_id']} interrupted after {written} messages" in err.decode()
+    assert f"{written} findings" in out.decode()
+
+
+# -- the archive source: no symlinks, filters before reading -----------------------------------------
+@pytest.mark.integration
+def test_archive_hunt_never_follows_a_planted_symlink_and_filters_early(tmp_path: Path) -> None:
+    import os
+
+    from archive.copies import copy_name, received_of
+    from qscan.dlp_hunt import HuntFilter, archive_source
+
+    url = f"sqlite:///{tmp_path / 'qscan.db'}"
+    cfg, rules, _events = setup(tmp_path, url)
+    assert CliRunner().invoke(cli, ["-c", str(cfg), "consume", "archive", "--once"]).exit_code == 0
+    new = tmp_path / "archive" / "new"
+    # a file outside the maildir full of card numbers, and a link to it named like a copy
+    secret = tmp_path / "secret.eml"
+    secret.write_bytes(mail(body=f"Card numbers: {spaced(CARDS[4])} {spaced(CARDS[5])}"))
+    link = new / copy_name("0193aaaa-0000-7000-8000-000000000001", nov(12))
+    os.symlink(secret, link)
+    assert received_of(link.name) == nov(12)
+    out = CliRunner().invoke(cli, ["-c", str(cfg), "dlp", "hunt", "--rules", str(rules), "--source", "archive",
+                                   "--since", "2026-11-05", "--until", "2026-11-20", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "6 messages examined, 3 matched, 3 findings, 1 unreadable" in out.output
+    rows = sql(url, "SELECT evidence FROM dlp_hunt_findings")
+    assert not any(CARDS[4][-4:] in str(r["evidence"]) for r in rows)  # the link target was never read
+    # outside the dates: the file is not even opened (a second link, dated 2 November, would be
+    # reported unreadable if it were)
+    early = new / copy_name("0193aaaa-0000-7000-8000-000000000002", nov(2))
+    os.symlink(secret, early)
+    _n, items = archive_source(tmp_path / "archive", tmp_path / "quarantine",
+                               HuntFilter(since=nov(5), until=nov(20)))
+    unreadable = [getattr(i, "where", "") for i in items if getattr(i, "where", "")]
+    assert unreadable == [str(link)]
+    _n, items = archive_source(tmp_path / "archive", tmp_path / "quarantine", HuntFilter())
+    assert sorted(getattr(i, "where", "") for i in items if getattr(i, "where", "")) == sorted(
+        [str(link), str(early)])  # without dates both are opened, and refused
+    # a sender outside the selection: the envelope at the file's tail decides, the message is not read
+    _n, items = archive_source(tmp_path / "archive", tmp_path / "quarantine",
+                               HuntFilter(sender="nobody@*"))
+    assert [i for i in items if getattr(i, "sender", None)] == []

@@ -348,3 +348,76 @@ def test_cli_check_and_test(tmp_path: object) -> None:
     (root / "bad.toml").write_text("[[rule]]\nid = 'x'\ndetectors = ['nope']\n")
     out = runner.invoke(cli, ["-c", str(cfg), "dlp", "check", str(root / "bad.toml")])
     assert out.exit_code == 1 and "rule #1 (x): detector 'nope'" in out.output
+
+
+@pytest.mark.parametrize("kind", ["payment_card", "iban", "national_id", "regex"])
+@pytest.mark.parametrize("value", ["clear", "masked"])
+def test_evidence_is_only_for_keyword_dictionaries(kind: str, value: str) -> None:
+    extra = {"national_id": 'id = "us.ssn"\n', "regex": 'pattern = "EMP-[0-9]{6}"\n'}.get(kind, "")
+    text = (f'[[rule]]\nid = "r"\ndetectors = ["mine"]\n\n# the site\'s own\n[detectors.mine]\n'
+            f'type = "{kind}"\n{extra}evidence = "{value}"\n')
+    line = text.splitlines().index(f'evidence = "{value}"') + 1
+    with pytest.raises(DlpRulesError) as info:
+        parse_rules(text, "dlp.toml")
+    assert info.value.problems == [
+        f"dlp.toml:{line}: key 'detectors.mine.evidence': only a keyword dictionary (type = \"keywords\") "
+        f"may set evidence; what a {kind} detector finds is always masked (full values never go to "
+        "events, logs or SQL)"]
+
+
+def test_clear_evidence_is_an_explicit_keyword_opt_in() -> None:
+    base = '[[rule]]\nid = "r"\ndetectors = ["codes"]\n[detectors.codes]\ntype = "keywords"\nkeywords = ["Bluebird"]\n'
+    msg = mail(body="Project Bluebird starts Monday.")
+    facts = MessageFacts("a@example.com", ["b@partner.example"], True)
+    from email import message_from_bytes, policy
+
+    def evidence(text: str) -> str:
+        ev = DlpEngine(parse_rules(text)).evaluate(message_from_bytes(msg, policy=policy.default), facts)
+        return str(ev.records()[0]["evidence"])
+
+    assert evidence(base) == "******rd"  # masked unless asked
+    assert evidence(base + 'evidence = "clear"\n') == "Bluebird"
+
+
+@pytest.mark.parametrize(("order", "ok"), [(["size", "internal", "dlp"], True), (["dlp"], True),
+                                           (["size", "dlp", "internal"], False), (["dlp", "size"], False)])
+def test_config_check_wants_dlp_last(tmp_path: object, order: list[str], ok: bool) -> None:
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from qscan.cli import cli
+
+    cfg = Path(str(tmp_path)) / "qscan.toml"
+    listed = ", ".join(f'"{s}"' for s in order)
+    cfg.write_text(f'data_dir = "{tmp_path}"\n\n[scanners]\nenabled = [{listed}]\n')
+    out = CliRunner().invoke(cli, ["-c", str(cfg), "config", "check"])
+    if ok:
+        assert "must be the last" not in out.output
+        return
+    fixed = ", ".join(f'"{s}"' for s in [*(s for s in order if s != "dlp"), "dlp"])
+    assert out.exit_code != 0
+    assert (f"{cfg}:4: key 'scanners.enabled': Value error, \"dlp\" must be the last scanner (it runs on "
+            f"what the others decoded): write enabled = [{fixed}]") in out.output
+
+
+def test_dlp_check_names_clear_evidence_and_refuses_it_elsewhere(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from qscan.cli import cli
+
+    rules = Path(str(tmp_path)) / "dlp.toml"
+    cfg = Path(str(tmp_path)) / "qscan.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}"\n')
+    rules.write_text('[[rule]]\nid = "r"\ndetectors = ["codes"]\n[detectors.codes]\ntype = "keywords"\n'
+                     'keywords = ["Bluebird"]\nevidence = "clear"\n')
+    out = CliRunner().invoke(cli, ["-c", str(cfg), "dlp", "check", str(rules)])
+    assert out.exit_code == 0, out.output
+    assert "note: detector 'codes' records its dictionary words in clear" in out.output
+    rules.write_text('[[rule]]\nid = "r"\ndetectors = ["payment_card"]\n[detectors.payment_card]\n'
+                     'type = "payment_card"\nevidence = "clear"\n')
+    out = CliRunner().invoke(cli, ["-c", str(cfg), "dlp", "check", str(rules)])
+    assert out.exit_code == 1
+    assert f"{rules}:6: key 'detectors.payment_card.evidence': only a keyword dictionary" in out.output

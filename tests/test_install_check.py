@@ -17,7 +17,15 @@ import pytest
 from click.testing import CliRunner
 
 from qscan.cli import cli
-from qscan.install_check import Account, allowed
+from qscan.install_check import (
+    QUEUE_UNITS,
+    Account,
+    allowed,
+    check_qmail_queue_setuid,
+    check_units,
+    setuid_blockers,
+    unit_settings,
+)
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +114,8 @@ def test_missing_user_and_group(site: Path) -> None:
     assert code == 1 and "groupadd --system no-such-group-qs" in out
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
 def test_foreign_owner_and_unreachable_parent(site: Path) -> None:
+    require("root (to hand a directory to another user)", os.geteuid() == 0)
     user = service_user()
     config = setup_site(site, user)
     os.chown(site / "data" / "archive", 0, 0)
@@ -171,3 +179,87 @@ def test_units_pass_systemd_analyze(tmp_path: Path) -> None:
                        timeout=120)
     problems = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert not problems, problems
+
+
+# -- setuid qmail-queue, and units that must not take setuid away --------------------------
+def test_shipped_units_let_the_setuid_qmail_queue_work() -> None:
+    for name in QUEUE_UNITS:
+        settings = unit_settings([(UNITS / name).read_text()])
+        assert setuid_blockers(settings) == [], name
+        if "RuntimeDirectory" in settings:  # qmaild must pass /run/qscan after every boot
+            assert int(settings["RuntimeDirectoryMode"], 8) & 0o001, name
+    # units that never run qmail-queue keep the hardening (the check is not vacuous)
+    relay = unit_settings([(UNITS / "qscan-relay.service").read_text()])
+    assert setuid_blockers(relay) == ["NoNewPrivileges=yes"]
+
+
+def test_check_units_reads_installed_units_and_drop_ins(tmp_path: Path) -> None:
+    from qscan.config import Config
+
+    cfg = Config()
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    etc.mkdir()
+    lib.mkdir()
+    shutil.copy(UNITS / "qscan-daemon.service", lib / "qscan-daemon.service")
+    found = check_units(cfg, (etc, lib))
+    assert [f.ok for f in found] == [True], found
+    # a "hardening" drop-in that implies no_new_privs, and a private runtime directory
+    (etc / "qscan-daemon.service.d").mkdir()
+    (etc / "qscan-daemon.service.d" / "harden.conf").write_text(
+        "[Service]\nSystemCallFilter=@system-service\nRuntimeDirectoryMode=0750\n")
+    bad = [f for f in check_units(cfg, (etc, lib)) if not f.ok]
+    assert len(bad) == 2, bad
+    assert "SystemCallFilter=@system-service" in bad[0].what and "temp-fail" in bad[0].what
+    assert bad[0].fix.startswith("remove SystemCallFilter= from")
+    assert "mode 0750" in bad[1].what and "RuntimeDirectoryMode=0711" in bad[1].fix
+    # an empty assignment resets a list; the unit in /etc wins over /lib
+    (etc / "qscan-daemon.service.d" / "zz-undo.conf").write_text(
+        "[Service]\nSystemCallFilter=\nRuntimeDirectoryMode=0711\n")
+    assert all(f.ok for f in check_units(cfg, (etc, lib)))
+    (etc / "qscan-daemon.service").write_text(
+        (UNITS / "qscan-daemon.service").read_text().replace("UMask=0077\n", "UMask=0077\nNoNewPrivileges=true\n"))
+    bad = [f for f in check_units(cfg, (etc, lib)) if not f.ok]
+    assert len(bad) == 1 and "NoNewPrivileges=true" in bad[0].what and str(etc) in bad[0].what
+
+
+def test_qmail_queue_must_be_setuid_qmailq(site: Path) -> None:
+    owner = pwd.getpwuid(os.geteuid()).pw_name  # plays qmailq: the file below is "qmail's own"
+    qq = site / "qmail-queue"
+    qq.write_text("#!/bin/sh\nexit 0\n")
+    qq.chmod(0o711)
+    (found,) = check_qmail_queue_setuid(qq, qmailq=owner)
+    assert not found.ok and "must be setuid" in found.what
+    assert found.fix == f"chown {owner}:qmail {qq} && chmod 4711 {qq}"
+    qq.chmod(0o4711)
+    (found,) = check_qmail_queue_setuid(qq, qmailq=owner)
+    assert found.ok and "setuid" in found.what and "4711" in found.what
+    # a stand-in owned by someone else is not qmail's: reported, not judged
+    qq.chmod(0o755)
+    (found,) = check_qmail_queue_setuid(qq, qmailq="qmailq-does-not-exist")
+    assert found.ok and "not checked" in found.what
+
+
+def test_socket_directory_must_be_passable_by_the_socket_group(site: Path) -> None:
+    require("root (to hand a directory to another user)", os.geteuid() == 0)
+    user = service_user()
+    config = setup_site(site, user)
+    (site / "run").chmod(0o750)  # as RuntimeDirectoryMode=0750 made it: group root cannot pass
+    config.write_text(config.read_text().replace("socket_mode = 0o666\n", 'socket_group = "root"\n'))
+    code, out = check(config, user)
+    assert code == 1
+    assert f"socket directory {site / 'run'} (mode 0750): group root cannot reach the socket" in out
+    assert "set RuntimeDirectoryMode=0711 in the unit" in out and f"chmod 0711 {site / 'run'}" in out
+    (site / "run").chmod(0o711)
+    code, out = check(config, user)
+    assert "cannot reach the socket" not in out
+
+
+def test_quarantine_doc_points_at_the_shipped_expire_units() -> None:
+    """One source of truth: docs/quarantine.md describes contrib/systemd's units, never a copy."""
+    doc = (ROOT / "docs" / "quarantine.md").read_text()
+    assert "[Service]" not in doc and "[Timer]" not in doc
+    assert "`contrib/systemd/`" in doc and "qscan-quarantine-expire.timer" in doc
+    timer = unit_settings([(UNITS / "qscan-quarantine-expire.timer").read_text().replace("[Timer]", "[Service]")])
+    assert timer["OnCalendar"] == "*-*-* 03:30:00" and "daily at 03:30" in doc
+    assert timer["RandomizedDelaySec"] == "15min" and "15 minutes of random delay" in doc
+    assert timer["Persistent"] == "true" and "`Persistent=true`" in doc

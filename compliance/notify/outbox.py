@@ -189,6 +189,17 @@ class Courier:
         self.outbox = outbox
         self.transport = transport
         self._lock = threading.Lock()
+        # Told (kind, audience, outcome) after every attempt: outcome is "sent", or the state a
+        # failure left the row in ("pending" = retried later, "indoubt", "failed"). Never an
+        # address. Set by the metrics endpoint (qscan/metrics.py).
+        self.on_outcome: Callable[[str, str, str], None] | None = None
+
+    def _tell(self, row: Notification, outcome: str) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(row.kind, row.audience, outcome)
+            except Exception:  # counting must never stop a delivery pass
+                log.debug("notification outcome observer failed", exc_info=True)
 
     def deliver(self, *, limit: int = 200, ignore_schedule: bool = False) -> PassResult:
         result = PassResult()
@@ -213,6 +224,7 @@ class Courier:
         if row.message is None:
             self.outbox.mark_failed(row, row.last_error or "not rendered", permanent=True)
             result.failed += 1
+            self._tell(row, "failed")
             return False
         try:
             transport.send(row.envelope_sender, row.recipient, row.message,
@@ -227,9 +239,11 @@ class Courier:
             else:
                 result.failed += 1
             log.warning("notification %s to %s (%s): %s; now %s", row.id, row.recipient, row.kind, exc, state)
+            self._tell(row, state)
             return exc.relay_down
         self.outbox.mark_sent(row_id)
         result.sent += 1
+        self._tell(row, "sent")
         log.info("notification %s sent to %s (%s/%s, %s)", row.id, row.recipient, row.kind,
                  row.audience, row.language)
         return False

@@ -4,7 +4,8 @@ A compliance team trusts a detector that is rarely wrong, so the built-in ones
 validate what they find instead of matching shapes: payment cards by the Luhn
 checksum *and* the issuer's prefix and length (well-known test numbers left out
 unless asked for), IBANs by their country's layout and mod-97 (python-stdnum),
-national identifiers by python-stdnum's own rules for each country.
+national identifiers by python-stdnum's own rules for each country (the UK NINO,
+which python-stdnum lacks, by HMRC's allocation rules: ``scanners.dlp.nino``).
 
 Confidence is graded the same way for every detector:
 
@@ -38,6 +39,7 @@ import re2
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
+from scanners.dlp import nino
 from scanners.internal.safe_regex import Pattern, compile_regex
 
 _KEY = os.urandom(16)  # per process: distinct-value keys cannot be reversed or compared across runs
@@ -148,27 +150,50 @@ def _phrases(words: Sequence[str]) -> re.Pattern[str] | None:
 class Context:
     """Words that raise confidence when they appear within ``window`` characters of a match.
 
-    ``exclude`` lists phrases in which a context word does not count ("business card",
-    "gift card": the word "card" there says nothing about the number next to it)."""
+    ``words`` count as whole words in any case. ``strict`` are regexes for short or common
+    words that are context only in one written form (``CC`` but not "cc" or "Cc:", ``PAN``
+    but not "Pan-European", ``exp`` only before an expiry date); they are matched as
+    written (case-sensitive unless the regex says otherwise) and may start inside the window
+    and run on past it. ``exclude`` lists phrases in which a context word does not count
+    ("business card", "gift card": the word "card" there says nothing about the number next
+    to it); address header lines quoted in a body (``Cc: Visa Team <...>``) never count."""
 
-    def __init__(self, words: Sequence[str], window: int, exclude: Sequence[str] = ()) -> None:
+    def __init__(self, words: Sequence[str], window: int, exclude: Sequence[str] = (),
+                 strict: Sequence[str] = ()) -> None:
         self.window = window
         self.rx = _phrases(words)
+        self.strict = re.compile("|".join(f"(?:{p})" for p in strict)) if strict else None
         self.exclude = _phrases(exclude)
 
+    def _found(self, text: str, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        if self.rx is not None:
+            for m in self.rx.finditer(text, lo, hi):
+                yield m.span()
+        if self.strict is not None:
+            for m in self.strict.finditer(text, lo, min(len(text), hi + 24)):
+                if m.start() < hi:
+                    yield m.span()
+
     def near(self, text: str, start: int, end: int) -> bool:
-        if self.rx is None:
+        if self.rx is None and self.strict is None:
             return False
         lo, hi = max(0, start - self.window), min(len(text), end + self.window)
-        if self.exclude is None:
-            return self.rx.search(text, lo, hi) is not None
         margin = 40  # an excluded phrase may begin before the window ("thanks for the | card")
-        around = self.exclude.finditer(text, max(0, lo - margin), min(len(text), hi + margin))
-        spans = [m.span() for m in around]
-        for m in self.rx.finditer(text, lo, hi):
-            if not any(a <= m.start() and m.end() <= b for a, b in spans):
+        spans: list[tuple[int, int]] | None = None
+        for a, b in self._found(text, lo, hi):
+            if spans is None:
+                around_lo, around_hi = max(0, lo - margin), min(len(text), hi + margin)
+                spans = [m.span() for m in _ADDRESS_HEADER.finditer(text, around_lo, around_hi)]
+                if self.exclude is not None:
+                    spans += [m.span() for m in self.exclude.finditer(text, around_lo, around_hi)]
+            if not any(x <= a and b <= y for x, y in spans):
                 return True
         return False
+
+
+# An address header line quoted in a body ("Cc: Visa Team <visa@example.com>", "> To: ..."):
+# the names and addresses in it say nothing about a number nearby.
+_ADDRESS_HEADER = re.compile(r"(?im)^[ \t>]*(?:to|cc|bcc|from|reply-to|sender|an|von|de|à|para)[ \t]*:[^\n]*")
 
 
 def _grade(formatted: bool, context: bool) -> Confidence:
@@ -215,18 +240,33 @@ TEST_CARD_NUMBERS = frozenset({
 
 _CARD_RX = re.compile(
     r"(?<![\w./-])(?<!\d,)"  # a CSV cell may start after a comma; a decimal's digits may not
-    r"(?:\d{13,19}"
-    r"|\d{4}(?P<s1>[ -])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?"
-    r"|\d{4}(?P<s2>[ -])\d{6}(?P=s2)\d{4,5})"
-    r"(?![\w/-]|[.,]\d)"
+    r"(?:\d{13,19}(?![.,]\d)"  # bare digits then ",5" or ".5": a decimal number, not a card
+    # grouped as cards are printed: a comma after it ends a CSV cell ("4556 7375 8689 9855,08/28")
+    r"|\d{4}(?P<s1>[ -])\d{4}(?P=s1)\d{4}(?P=s1)\d{1,4}(?:(?P=s1)\d{1,3})?(?!\.\d)"
+    r"|\d{4}(?P<s2>[ -])\d{6}(?P=s2)\d{4,5}(?!\.\d))"
+    r"(?![\w/-])"
 )
 CARD_CONTEXT = (
-    "card", "cards", "credit card", "credit cards", "debit card", "card numbers", "cc", "visa",
+    "card", "cards", "credit card", "credit cards", "debit card", "card numbers",
     "mastercard", "master card", "amex",
-    "american express", "discover", "diners", "jcb", "maestro", "unionpay", "cvv", "cvc", "cvv2",
-    "expiry", "expires", "exp", "expiration", "valid thru", "cardholder", "card number", "pan",
+    "american express", "diners", "diners club", "jcb", "maestro", "unionpay", "cvv", "cvc", "cvv2",
+    "expiry date", "expiration date", "exp date", "valid thru", "cardholder", "card number",
     "kreditkarte", "karte", "kartennummer", "carte", "carte bancaire", "numéro de carte", "tarjeta",
     "carta di credito", "creditcard",
+)
+# Short or everyday words that are card context in one written form only (Context.strict):
+# "CC"/"CC#" in capitals but not "cc" (the verb) or a "Cc:" line; "PAN" in capitals but not
+# "Pan-European" or a frying pan; "Visa"/"VISA" but not "visa" (the travel document, mostly
+# written in lower case; "Visa application" and the like are in CARD_NOT_CONTEXT); "exp",
+# "expires", "expiry", "expiration" only right before a card's expiry date (MM/YY or MM/YYYY;
+# "expires 2026-12-31" is not one). "Discover" is left out: a sentence starts with it as often
+# as it names the brand ("Discover card" still counts through "card").
+_EXP_DATE = r"[.:]?[ \t]*(?:date[ \t]*[.:]?[ \t]*)?(?:0?[1-9]|1[0-2])[ \t]?/[ \t]?(?:\d{2}|20\d{2})(?![\d/])"
+CARD_STRICT_CONTEXT = (
+    r"(?<![\w'-])CC(?![\w'-])",
+    r"(?<![\w'-])PAN(?![\w'-])",
+    r"(?<![\w'-])(?:Visa|VISA)(?![\w'-])",
+    r"(?<![\w'-])(?i:exp|expires|expiry|expiration|expiring)" + _EXP_DATE,
 )
 # "card" in these says nothing about a number nearby
 CARD_NOT_CONTEXT = (
@@ -235,9 +275,17 @@ CARD_NOT_CONTEXT = (
     "postcard", "post card", "sim card", "sd card", "memory card", "graphics card", "network card",
     "sound card", "report card", "wild card", "wildcard", "id card", "key card", "keycard",
     "loyalty card", "library card", "score card", "scorecard", "place card", "flash card", "flashcard",
-    "card game", "card games", "card table", "visa application", "visa appointment", "student visa",
-    "work visa", "travel visa", "visa requirements",
+    "card game", "card games", "card table", "visa application", "visa applications", "visa appointment",
+    "visa interview", "visa fee", "visa fees", "visa status", "visa renewal", "visa extension",
+    "visa waiver", "visa on arrival", "visa sponsorship", "visa number", "visa reference", "student visa",
+    "work visa", "travel visa", "tourist visa", "business visa", "transit visa", "entry visa",
+    "schengen visa", "visa requirements",
 )
+
+
+def card_context(window: int) -> Context:
+    """The built-in card context: CARD_CONTEXT, CARD_STRICT_CONTEXT, less CARD_NOT_CONTEXT."""
+    return Context(CARD_CONTEXT, window, CARD_NOT_CONTEXT, CARD_STRICT_CONTEXT)
 
 
 def card_brand(digits: str) -> str | None:
@@ -264,7 +312,7 @@ class CardDetector:
     name: str = "payment_card"
     needs_digits = True
     allow_test_numbers: bool = False
-    context: Context = field(default_factory=lambda: Context(CARD_CONTEXT, 50, CARD_NOT_CONTEXT))
+    context: Context = field(default_factory=lambda: card_context(50))
     ignore: frozenset[str] = frozenset()
 
     def find(self, text: str) -> Iterator[Hit]:
@@ -335,6 +383,9 @@ class IdKind:
     # written the way something common is written too (UK NHS numbers and phone numbers are both
     # 3-3-4 digits): the format alone does not lift confidence to medium, only a context word does
     shared_format: bool = False
+    # identifiers python-stdnum lacks: the validator, and what counts as written "formatted"
+    validator: Callable[[str], bool] | None = None
+    formatted: Callable[[str], bool] | None = None
 
 
 NATIONAL_IDS: dict[str, IdKind] = {
@@ -364,6 +415,10 @@ NATIONAL_IDS: dict[str, IdKind] = {
     "fi.hetu": IdKind("fi.hetu", r"\d{6}[-+A]\d{3}[0-9A-Z]", ("henkilötunnus", "hetu")),
     "no.fodselsnummer": IdKind("no.fodselsnummer", r"\d{6} ?\d{5}", ("fødselsnummer", "fodselsnummer")),
     "gb.nhs": IdKind("gb.nhs", r"\d{3} \d{3} \d{4}|\d{10}", ("nhs", "nhs number"), shared_format=True),
+    "gb.nino": IdKind("gb.nino", nino.PATTERN,
+                      ("national insurance", "national insurance number", "national insurance no",
+                       "ni number", "ni no", "nino", "nino number", "insurance number"),
+                      nino.EXAMPLES, validator=nino.is_valid, formatted=nino.strongly_formatted),
     "in.aadhaar": IdKind("in_.aadhaar", r"\d{4} \d{4} \d{4}|\d{12}", ("aadhaar", "uidai")),
     "br.cpf": IdKind("br.cpf", r"\d{3}\.\d{3}\.\d{3}-\d{2}|\d{11}", ("cpf",)),
 }
@@ -390,6 +445,14 @@ def stdnum_validator(module: str) -> Callable[[str], bool]:
     return valid
 
 
+def id_validator(kind: str) -> Callable[[str], bool]:
+    """The validator of a built-in identifier (NATIONAL_IDS) or of a python-stdnum module."""
+    known = NATIONAL_IDS.get(kind)
+    if known is not None and known.validator is not None:
+        return known.validator
+    return stdnum_validator(known.module if known else kind)
+
+
 @dataclass
 class NationalIdDetector:
     name: str
@@ -402,6 +465,7 @@ class NationalIdDetector:
     test_values: frozenset[str] = frozenset()
     ignore: frozenset[str] = frozenset()
     shared_format: bool = False
+    formatted: Callable[[str], bool] | None = None  # None: any separator or letter counts
     needs_digits = True  # every built-in identifier has digits; custom patterns are checked below
 
     def find(self, text: str) -> Iterator[Hit]:
@@ -415,7 +479,10 @@ class NationalIdDetector:
             near = self.context.near(text, m.start(), m.end())
             if self.require_context and not near:
                 continue
-            formatted = (compact != raw or not compact.isdigit()) and not self.shared_format
+            if self.formatted is not None:
+                formatted = self.formatted(raw)
+            else:
+                formatted = (compact != raw or not compact.isdigit()) and not self.shared_format
             yield Hit(self.name, mask_value(raw), value_key(self.kind, compact), _grade(formatted, near),
                       self.kind)
 
@@ -427,7 +494,6 @@ def national_id_detector(name: str, kind: str, *, pattern: str | None = None,
     """A detector for a known identifier (NATIONAL_IDS), or any python-stdnum module given a
     candidate ``pattern``. Raises ValueError for unknown kinds or bad patterns."""
     known = NATIONAL_IDS.get(kind)
-    module = known.module if known else kind
     body = pattern or (known.pattern if known else None)
     if body is None:
         raise ValueError(f"{kind!r} is not a built-in identifier ({', '.join(NATIONAL_IDS)}); "
@@ -438,11 +504,13 @@ def national_id_detector(name: str, kind: str, *, pattern: str | None = None,
         raise ValueError(f"bad pattern {body!r}: {exc}") from None
     words = tuple(context) if context is not None else (known.context if known else ())
     detector = NationalIdDetector(
-        name=name, kind=kind, pattern=rx, validate=stdnum_validator(module),
+        name=name, kind=kind, pattern=rx,
+        validate=id_validator(kind),
         context=Context(words, window), require_context=require_context,
         allow_test_numbers=allow_test_numbers, test_values=known.test_values if known else frozenset(),
         ignore=frozenset("".join(c for c in v if c.isalnum()).upper() for v in ignore),
         shared_format=known.shared_format if known and pattern is None else False,
+        formatted=known.formatted if known and pattern is None else None,
     )
     if pattern is not None:  # a site's own pattern may match letters only: read every text
         detector.needs_digits = False

@@ -31,6 +31,7 @@ and every fired rule is recorded.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scanners.dlp.detectors import (
-    CARD_CONTEXT,
-    CARD_NOT_CONTEXT,
     IBAN_CONTEXT,
     NATIONAL_IDS,
     CardDetector,
@@ -48,6 +47,7 @@ from scanners.dlp.detectors import (
     Context,
     Detector,
     IbanDetector,
+    card_context,
     keyword_detector,
     national_id_detector,
     regex_detector,
@@ -224,9 +224,8 @@ def _build(name: str, spec: DetectorSpec | None) -> Detector:
     ignore = frozenset("".join(c for c in v if c.isalnum()).upper() for v in spec.ignore)
     if isinstance(spec, CardSpec):
         return CardDetector(name, spec.allow_test_numbers,
-                            Context(spec.context if spec.context is not None else CARD_CONTEXT, spec.window,
-                                    CARD_NOT_CONTEXT if spec.context is None else ()),
-                            ignore)
+                            card_context(spec.window) if spec.context is None
+                            else Context(spec.context, spec.window), ignore)
     if isinstance(spec, IbanSpec):
         return IbanDetector(name, frozenset(spec.countries),
                             Context(spec.context if spec.context is not None else IBAN_CONTEXT, spec.window),
@@ -301,12 +300,15 @@ def parse_rules(text: str, source: str = "rules") -> DlpPolicy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DlpRulesError([f"{source}: TOML syntax error: {exc}"]) from None
+    problems = _evidence_problems(raw, text, source)
     try:
         data = RulesFile.model_validate(raw)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = list(err["loc"])
+            if len(loc) >= 3 and loc[0] == "detectors" and loc[-1] == "evidence" \
+                    and any(f"'detectors.{loc[1]}.evidence'" in p for p in problems):
+                continue  # said above, more clearly
             if len(loc) >= 2 and loc[0] == "rule" and isinstance(loc[1], int):
                 listed = raw.get("rule")
                 rules: list[Any] = listed if isinstance(listed, list) else []
@@ -319,7 +321,44 @@ def parse_rules(text: str, source: str = "rules") -> DlpPolicy:
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{source}: {where + ': ' if where else ''}key '{key}': {msg}")
         raise DlpRulesError(problems) from None
+    if problems:
+        raise DlpRulesError(problems)
     return compile_rules(data, source)
+
+
+def _evidence_problems(raw: dict[str, Any], text: str, source: str) -> list[str]:
+    """``evidence = "clear"`` shows what was matched: allowed for keyword dictionaries (the
+    word is the site's own), never for a detector that finds numbers or a regex's matches."""
+    problems = []
+    detectors = raw.get("detectors")
+    for name, spec in (detectors.items() if isinstance(detectors, dict) else ()):
+        if not isinstance(spec, dict) or "evidence" not in spec or spec.get("type") == "keywords":
+            continue
+        kind = spec.get("type", "?")
+        line = _line_of(text, name, "evidence")
+        problems.append(
+            f"{source}{f':{line}' if line else ''}: key 'detectors.{name}.evidence': only a keyword "
+            f"dictionary (type = \"keywords\") may set evidence; what a {kind} detector finds is always "
+            "masked (full values never go to events, logs or SQL)")
+    return problems
+
+
+def _line_of(text: str, detector: str, key: str) -> int | None:
+    """The line of ``key`` in ``[detectors.NAME]`` (or an inline/dotted form naming it)."""
+    header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    assign = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    table: list[str] = []
+    fallback = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = header.match(line)
+        if m:
+            table = [p.strip().strip('"').strip("'") for p in m.group(1).split(".")]
+            continue
+        if table == ["detectors", detector] and assign.match(line):
+            return lineno
+        if fallback is None and detector in line and re.search(rf"\b{re.escape(key)}\s*=", line):
+            fallback = lineno
+    return fallback
 
 
 def load_rules(path: Path) -> DlpPolicy:
