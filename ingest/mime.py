@@ -22,7 +22,36 @@ from scanners.filetype import sniff
 
 MAX_PARTS = 1000
 MAX_DEPTH = 20
-_PARSER = BytesParser(policy=policy.default)
+
+
+class _FetchCachingPolicy(policy.EmailPolicy):
+    """policy.default, except that a header's parsed form is remembered.
+
+    With policy.default every ``msg[name]``/``get_content_type()``/``get_filename()`` runs the
+    structured header parser again on the same text - the feedparser, our MIME walk and the
+    scanners ask for each part's Content-Type about six times. The parsed header objects are
+    immutable, so the same text maps to the same object; the cache is bounded and per process.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if hasattr(value, "name"):
+            return value
+        if len(value) > _FETCH_CACHE_MAX_VALUE:  # a hostile giant header is not kept across messages
+            return super().header_fetch_parse(name, value)
+        key = (name, value)
+        hit = _FETCHED.get(key)
+        if hit is None:
+            if len(_FETCHED) >= _FETCH_CACHE_SIZE:
+                _FETCHED.clear()
+            hit = _FETCHED[key] = super().header_fetch_parse(name, value)
+        return hit
+
+
+_FETCHED: dict[tuple[str, str], str] = {}
+_FETCH_CACHE_SIZE = 2048
+_FETCH_CACHE_MAX_VALUE = 2000
+POLICY = _FetchCachingPolicy()  # policy.default's settings (utf8=False, linesep "\n", raise_on_defect=False)
+_PARSER = BytesParser(policy=POLICY)
 
 
 def parse(raw: bytes) -> EmailMessage:

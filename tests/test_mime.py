@@ -51,3 +51,56 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     msg = parse(raw)
     header_summary(msg)
     walk_parts(msg)
+
+
+# -- the header cache (ingest.mime.POLICY) must not change what anyone sees ---------------------
+def _view(msg: object) -> list[tuple[object, ...]]:
+    from email.message import Message
+
+    assert isinstance(msg, Message)
+    out: list[tuple[object, ...]] = []
+    for part in msg.walk():
+        out.append((part.get_content_type(), part.get_filename(), part.get_param("charset"),
+                    part.get_content_disposition(), [str(v) for _, v in part.items()],
+                    [type(d).__name__ for d in part.defects]))
+    return out
+
+
+def _default_parse(raw: bytes) -> object:
+    from email import policy
+    from email.parser import BytesParser
+
+    return BytesParser(policy=policy.default).parsebytes(raw)
+
+
+def test_cached_policy_sees_what_policy_default_sees_on_the_corpus() -> None:
+    from qscan.corpus import load_corpus
+
+    for m in load_corpus():
+        assert _view(parse(m.data)) == _view(_default_parse(m.data)), m.name
+        # twice: the second parse is served from the cache
+        assert _view(parse(m.data)) == _view(_default_parse(m.data)), m.name
+
+
+_header_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ctype=_header_text, disp=_header_text, name=_header_text)
+def test_cached_policy_matches_default_on_hostile_parameters(ctype: str, disp: str, name: str) -> None:
+    raw = (f"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: {ctype}; name=\"{name}\"\n"
+           f"Content-Disposition: {disp}; filename={name}\n\nx\n--b\nContent-Type: {ctype}\n\ny\n--b--\n")
+    data = raw.encode("utf-8", "surrogateescape")
+    for _ in range(2):
+        assert _view(parse(data)) == _view(_default_parse(data))
+
+
+def test_giant_headers_are_not_kept_across_messages() -> None:
+    import ingest.mime as mime
+
+    mime._FETCHED.clear()
+    big = "x" * (mime._FETCH_CACHE_MAX_VALUE + 1)
+    msg = parse(f"Subject: {big}\nContent-Type: text/plain\n\nbody\n".encode())
+    assert msg["Subject"] == big and msg.get_content_type() == "text/plain"
+    assert all(len(v) <= mime._FETCH_CACHE_MAX_VALUE for _, v in mime._FETCHED)
+    assert ("Content-Type", "text/plain") in mime._FETCHED

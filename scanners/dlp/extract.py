@@ -29,13 +29,13 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email import policy as email_policy
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any
 
+from ingest.mime import POLICY as MIME_POLICY
 from ingest.mime import part_filename, part_payload
 from scanners.base import ScanPart
 from scanners.internal.filetype import container_kind
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MAX_LEAVES = 1000
 MAX_NESTING = 20
-_PARSER = BytesParser(policy=email_policy.default)
+_PARSER = BytesParser(policy=MIME_POLICY)
 _PGP_BLOCK = re.compile(r"-----BEGIN PGP MESSAGE-----.*?(?:-----END PGP MESSAGE-----|\Z)", re.S)
 _TEXT_EXTENSIONS = frozenset({
     "txt", "csv", "tsv", "text", "log", "md", "json", "xml", "ini", "cfg", "conf", "yaml", "yml",

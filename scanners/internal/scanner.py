@@ -24,12 +24,12 @@ import logging
 import mimetypes
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from email import policy as email_policy
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 
+from ingest.mime import POLICY as MIME_POLICY
 from ingest.mime import part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import content_checks, name_checks
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 MAX_LEAVES = 1000
 MAX_DEPTH = 20
 MAX_REPORTED_HITS = 50
-_PARSER = BytesParser(policy=email_policy.default)
+_PARSER = BytesParser(policy=MIME_POLICY)
 _DISPOSITION = {
     "quarantine": Disposition.QUARANTINE,
     "reject": Disposition.REJECT,
