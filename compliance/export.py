@@ -40,8 +40,9 @@ from compliance import holds, loadfiles
 from compliance.audit import Filters
 from compliance.copystore import CopyError, CopyStore, MessageFacts
 from compliance.db import session_factory
-from compliance.models import ChainHead, Export, Message, Recipient
+from compliance.models import ChainHead, Deletion, Export, Message, Recipient
 from compliance.records import record_export
+from compliance.verify import expected_location
 from ingest.event import AnyEvent, ExportCompleted, ExportedItem
 from ingest.ids import uuid7
 
@@ -50,6 +51,11 @@ PAGE = 500
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 LogAppend = Callable[[AnyEvent], None]
 RawFromLog = Callable[[str], bytes | None]
+Archived = Callable[[str, list[str]], bool]
+# Why a selected message was not produced (the manifest's ``source``):
+DELETED = "deleted"  # deleted lawfully: the manifest names the tombstone
+NOT_STORED = "not stored"  # no copy kept by design (rejected, queue failed, archive filter)
+MISSING = "missing"  # a copy should exist and does not (run `qscan verify`)
 
 
 class ExportError(Exception):
@@ -108,7 +114,9 @@ def _selected(engine: Engine, where: ColumnElement[bool]) -> Iterator[list[Any]]
     while True:
         stmt = (select(m.event_id, m.received_at, m.host, m.sender, m.header_from, m.header_to,
                        m.header_cc, m.header_date, m.subject, m.message_id, m.action,
-                       m.category, m.raw_sha256, m.sha256)
+                       m.category, m.raw_sha256, m.sha256, m.queue_status,
+                       Deletion.event_id.label("tombstone"))
+                .outerjoin(Deletion, Deletion.ref_event_id == m.event_id)
                 .where(where))
         if last is not None:
             stmt = stmt.where(tuple_(m.received_at, m.event_id) > tuple_(*last))
@@ -127,10 +135,14 @@ def _selected(engine: Engine, where: ColumnElement[bool]) -> Iterator[list[Any]]
         last = (rows[-1].received_at, rows[-1].event_id)
 
 
-def _fetch(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFacts
-           ) -> tuple[bytes | None, str]:
-    """The message and where it came from; ('missing'|'unverifiable') when there is none."""
-    source = "missing"
+def _fetch(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFacts,
+           kept: bool) -> tuple[bytes | None, str]:
+    """The message and where it came from; (None, why) when there is none.
+
+    Only for messages without a tombstone: a lawfully deleted message is never
+    produced, not even from the journal.
+    """
+    source = MISSING if kept else NOT_STORED
     for copy in store.locate(facts):
         try:
             return store.read_message(copy, facts), copy.location
@@ -144,9 +156,18 @@ def _fetch(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFact
 
 
 def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequest, *,
-        raw_from_log: RawFromLog | None = None,
+        raw_from_log: RawFromLog | None = None, archived: Archived | None = None,
         progress: Callable[[int, int], None] | None = None) -> ExportCompleted:
-    """Produce the export; returns its custody event (already on the log and in SQL)."""
+    """Produce the export; returns its custody event (already on the log and in SQL).
+
+    ``archived(sender, recipients)`` says whether the archive settings keep such a
+    message (default: all), which tells "not stored" from "missing".
+
+    Order: the directory is complete and renamed into place, then the event goes on
+    the log (the durable record), then the SQL row. A failed log append removes the
+    renamed directory; a failed SQL write after the append leaves the production and
+    its event, and the summaries consumer records the row when it reaches the event.
+    """
     started = datetime.now(UTC)
     out = req.out.absolute()
     if out.exists():
@@ -171,7 +192,8 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     os.mkdir(tmp, 0o700)
     try:
-        rows, items = _produce(engine, store, raw_from_log, req, where, tmp, total, progress)
+        rows, items = _produce(engine, store, raw_from_log, archived or (lambda s, r: True),
+                               req, where, tmp, total, progress)
         produced = [r for r in rows if r["sha256"]]
         total_bytes = sum(int(r["size"]) for r in produced)
         meta = {"export_id": export_id, "matter": req.matter, "hold_id": hold_id,
@@ -192,6 +214,8 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
             "format": req.fmt, "query": query,
             "counts": {"selected": len(rows), "messages": len(produced),
                        "missing": len(rows) - len(produced),
+                       "deleted": sum(1 for r in rows if r["source"] == DELETED),
+                       "not_stored": sum(1 for r in rows if r["source"] == NOT_STORED),
                        "bytes": total_bytes},
             "chain_heads": heads, "files": files,
         }
@@ -206,19 +230,25 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
             messages=len(produced), missing=len(rows) - len(produced),
             total_bytes=total_bytes, files=files,
             custody_sha256=hashlib.sha256(data).hexdigest(), items=items)
-        log_append(ev)
-        with session_factory(engine, write=True).begin() as session:
-            record_export(session, ev)
         os.rename(tmp, out)
         _fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        log_append(ev)
+    except BaseException:
+        # not on the log: it did not happen, so nothing may look like a production
+        shutil.rmtree(out, ignore_errors=True)
+        _fsync_dir(out.parent)
+        raise
+    with session_factory(engine, write=True).begin() as session:
+        record_export(session, ev)
     return ev
 
 
 def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
-             req: ExportRequest, where: ColumnElement[bool], tmp: Path, total: int,
+             archived: Archived, req: ExportRequest, where: ColumnElement[bool], tmp: Path, total: int,
              progress: Callable[[int, int], None] | None
              ) -> tuple[list[dict[str, Any]], list[ExportedItem]]:
     rows: list[dict[str, Any]] = []
@@ -236,7 +266,12 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
                 doc_id = f"{req.prefix}{len(rows) + 1:07d}"
                 received = _utc(r.received_at)
                 facts = MessageFacts(r.event_id, received, r.sender, rcpts, r.raw_sha256, None)
-                raw, source = _fetch(store, raw_from_log, facts)
+                if r.tombstone is not None:
+                    raw, source = None, DELETED
+                else:
+                    kept = expected_location(r.action, r.category, r.queue_status, None,
+                                             archived(r.sender, rcpts)) is not None
+                    raw, source = _fetch(store, raw_from_log, facts, kept)
                 row: dict[str, Any] = {
                     "doc_id": doc_id, "event_id": r.event_id, "file": "", "offset": None,
                     "length": None, "sha256": None, "size": None, "source": source,
@@ -246,6 +281,7 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
                     "header_date": r.header_date, "subject": r.subject,
                     "message_id": r.message_id, "action": r.action, "verdict": r.category,
                     "message_sha256": r.raw_sha256, "original_sha256": r.sha256,
+                    "tombstone": r.tombstone,
                 }
                 if raw is not None:
                     if mbox is None:

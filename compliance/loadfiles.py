@@ -29,7 +29,7 @@ MANIFEST_FIELDS = (
     "doc_id", "event_id", "file", "offset", "length", "sha256", "size", "source",
     "received_at", "host", "envelope_from", "envelope_to", "header_from", "header_to",
     "header_cc", "header_date", "subject", "message_id", "action", "verdict", "message_sha256",
-    "original_sha256",
+    "original_sha256", "tombstone",
 )
 
 DAT_FIELDS = {
@@ -39,7 +39,7 @@ DAT_FIELDS = {
     "ENVTO": "envelope_to", "FROM": "header_from", "TO": "header_to", "CC": "header_cc",
     "DATESENT": "header_date", "SUBJECT": "subject", "MESSAGEID": "message_id",
     "ACTION": "action", "VERDICT": "verdict", "MSGSHA256": "message_sha256",
-    "ORIGSHA256": "original_sha256",
+    "ORIGSHA256": "original_sha256", "TOMBSTONE": "tombstone",
 }
 
 QUALIFIER = "\u00fe"  # þ
@@ -99,6 +99,7 @@ _CUSTOM_TAGS = (
     ("QSCAN_Action", "action"), ("QSCAN_Verdict", "verdict"), ("QSCAN_Source", "source"),
     ("QSCAN_MessageSHA256", "message_sha256"), ("QSCAN_OriginalSHA256", "original_sha256"),
     ("QSCAN_MboxOffset", "offset"), ("QSCAN_MboxLength", "length"),
+    ("QSCAN_Tombstone", "tombstone"),
 )
 
 

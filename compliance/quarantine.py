@@ -495,7 +495,8 @@ def expire(engine: Engine, store: CopyStore, log_append: LogAppend,
            progress: Callable[[int], None] | None = None) -> ExpiryReport:
     """Delete every quarantined copy older than its folder's age (holds win)."""
     report = ExpiryReport(ages={f: format_age(a) for f, a in ages.items()})
-    report.outcome.finished = retention.finish_pending(engine, store, dry_run=dry_run)
+    report.outcome.finished = retention.finish_pending(engine, store, dry_run=dry_run,
+                                                       outcome=report.outcome)
     for batch in expiry_candidates(engine, ages, now=now):
         age = report.ages[batch[0].facts.location.split("/", 1)[1]] if batch[0].facts.location \
             else "?"

@@ -241,8 +241,15 @@ def _count(outcome: Outcome, ready: Sequence[tuple[Candidate, list[StoredCopy]]]
                                      "files": [str(c.path) for c in copies]})
 
 
-def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False) -> int:
-    """Unlink copies whose tombstones a crashed run already committed."""
+def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False,
+                   outcome: Outcome | None = None) -> int:
+    """Unlink copies whose tombstones a crashed run already committed; returns how many.
+
+    Like a first deletion: a copy that does not match its row is kept and reported
+    (``outcome.problems``), and one an active hold covers now is kept (counted in
+    ``outcome.held``) until the hold is released.
+    """
+    outcome = outcome if outcome is not None else Outcome()
     done = 0
     last = ""
     while True:
@@ -252,16 +259,34 @@ def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False) -
                 .where(Deletion.ref_event_id > last).order_by(Deletion.ref_event_id).limit(BATCH))
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
+            recipients = _recipients(conn, [r.ref_event_id for r in rows])
         if not rows:
             return done
+        found: list[tuple[MessageFacts, list[StoredCopy]]] = []
         for r in rows:
             received = r.received_at.replace(tzinfo=UTC) if r.received_at.tzinfo is None \
                 else r.received_at.astimezone(UTC)
-            facts = MessageFacts(r.ref_event_id, received, r.sender, [], r.raw_sha256, None)
-            for copy in store.locate(facts):
-                done += 1
-                if not dry_run:
-                    store.remove(copy)
+            facts = MessageFacts(r.ref_event_id, received, r.sender,
+                                 recipients.get(r.ref_event_id, []), r.raw_sha256, None)
+            copies = store.locate(facts)
+            if copies:
+                found.append((facts, copies))
+        if found:
+            with session_factory(engine)() as session:
+                held = holds.held_ids(session, (f.event_id for f, _ in found))
+            for facts, copies in found:
+                if facts.event_id in held:
+                    outcome.held += 1
+                    continue
+                for copy in copies:
+                    trouble = store.check(copy, facts)
+                    if trouble:
+                        outcome.problems.append(f"{copy.path}: {trouble} (an interrupted "
+                                                "deletion, not finished: run `qscan verify`)")
+                        continue
+                    done += 1
+                    if not dry_run:
+                        store.remove(copy)
         last = rows[-1].ref_event_id
 
 
@@ -271,7 +296,7 @@ def apply(engine: Engine, store: CopyStore, log_append: LogAppend, policy: Polic
           progress: Callable[[int], None] | None = None) -> Outcome:
     """One retention run over the whole store."""
     outcome = Outcome()
-    outcome.finished = finish_pending(engine, store, dry_run=dry_run)
+    outcome.finished = finish_pending(engine, store, dry_run=dry_run, outcome=outcome)
     for batch in candidates(engine, policy, archived, now=now):
         delete_copies(engine, store, log_append, batch, actor=actor, host=host,
                       reason="retention: rule {rule} keeps copies {days} days",

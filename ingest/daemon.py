@@ -45,6 +45,24 @@ class DaemonOptions:
     max_messages_per_worker: int = 1000
     max_message_size: int = 50 * 1024 * 1024
     timeout: float = 300.0
+    # qscan-queue's QSCAN_TIMEOUT: how long after sending the whole message it waits for the
+    # answer. The clock starts here when the request is complete; None disables the deadline.
+    client_timeout: float | None = 1200.0
+
+
+def client_connected(conn: socket.socket) -> bool:
+    """Is the client still waiting? One non-blocking ``recv(MSG_PEEK)`` on a non-blocking socket.
+
+    The client sends nothing after its end frame, so "would block" means still connected;
+    EOF or an error means it gave up (timeout, killed), and queueing now would deliver the
+    message a second time when the sender retries. Stray bytes count as connected: the
+    answer will tell."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 class AlreadyRunning(RuntimeError):
@@ -159,9 +177,15 @@ class Worker:
             log.warning("dropping connection: %s", exc)
             return None
         assert req.envelope is not None
+        done = time.monotonic()
+        # Non-blocking from here: the liveness peek must not wait (a socket with a timeout polls
+        # before every recv), and the answer is one small frame into an empty send buffer.
+        conn.setblocking(False)
         request = Request(
             message=req.message(), envelope=req.envelope, attrs=req.attrs, size=req.size,
             sha256=sha.hexdigest(), received=start, receive_ms=(time.perf_counter() - t0) * 1000,
+            client_deadline=None if self.opts.client_timeout is None else done + self.opts.client_timeout,
+            client_alive=lambda: client_connected(conn),
         )
         outcome = self.processor.process(request)
         try:

@@ -42,6 +42,10 @@ HEADER_TYPE = "event_type"
 HEADER_HOST = "source_host"
 
 
+class TopicMismatch(Exception):
+    """The topic is not what the config says (partition count): only a person can fix it."""
+
+
 @dataclass
 class KafkaSettings:
     bootstrap_servers: list[str]
@@ -122,6 +126,7 @@ class Relay:
         batch: int = 500,
         producer_factory: Callable[[KafkaSettings], Any] = make_producer,
         max_backoff: float = 30.0,
+        watch: Callable[[], None] | None = None,
     ) -> None:
         self.journal = journal
         self.settings = settings
@@ -129,6 +134,7 @@ class Relay:
         self.batch = batch
         self.producer_factory = producer_factory
         self.max_backoff = max_backoff
+        self.watch = watch  # called every loop turn (the journal disk-budget warning)
         self._producer: Any = None
         self.failures = 0
         self.sent = 0
@@ -160,10 +166,15 @@ class Relay:
             return 0
         if self._producer is None:
             self._producer = self.producer_factory(self.settings)
-        futures = [
-            self._producer.send(self.settings.topic, **record_for(e, self.host, self.settings.partitions))
-            for e in entries
-        ]
+            self.check_topic()
+        try:
+            futures = [
+                self._producer.send(self.settings.topic, **record_for(e, self.host, self.settings.partitions))
+                for e in entries
+            ]
+        except ValueError as exc:  # kafka-python: 'Unrecognized partition' (the topic shrank?)
+            self.check_topic()
+            raise TopicMismatch(f"topic {self.settings.topic}: {exc}") from exc
         self._producer.flush(timeout=self.settings.request_timeout_ms / 1000)
         timeout = self.settings.request_timeout_ms / 1000
         for f in futures:
@@ -172,13 +183,38 @@ class Relay:
         self.sent += len(entries)
         return len(entries)
 
+    def check_topic(self) -> None:
+        """Raise TopicMismatch unless the topic has exactly the configured partitions.
+
+        Every event goes to partition murmur2(root id) % partitions, so the events of one
+        message share a partition; a different count on the broker would either make the
+        producer fail ('Unrecognized partition') or scatter a message's events.
+        """
+        have = self._producer.partitions_for(self.settings.topic)
+        n = len(have) if have else 0
+        if n != self.settings.partitions:
+            raise TopicMismatch(
+                f"topic {self.settings.topic} has {n} partitions but [log.kafka] partitions = "
+                f"{self.settings.partitions}. Nothing was relayed (the journal keeps every event). "
+                f"If the topic was created by hand or by another tool, delete it and run `qscan kafka init`; "
+                f"if the config is wrong and the topic is new, set partitions = {n}; then restart the relay")
+
     def run(self, stop: Stop, *, once: bool = False, poll_interval: float = 0.2) -> int:
-        """Relay until stopped (or caught up with ``once``); returns events relayed."""
+        """Relay until stopped (or caught up with ``once``); returns events relayed.
+
+        Raises TopicMismatch (after closing the producer) when the topic does not match
+        the config: retrying could not help.
+        """
         total = 0
         backoff = 0.0
         while not stop.requested:
+            if self.watch is not None:
+                self.watch()
             try:
                 n = self.send_batch()
+            except TopicMismatch:
+                self._drop_producer()
+                raise
             except (KafkaError, OSError, AssertionError) as exc:
                 # A fatal producer state (lost producer id after a broker restart, say)
                 # must not wedge the relay: start over with a fresh producer.
@@ -207,7 +243,12 @@ def _sleep(stop: Stop, seconds: float) -> None:
 
 
 def init_topic(settings: KafkaSettings) -> list[str]:
-    """Create the topic, or check an existing one; returns what was done or found wrong."""
+    """Create the topic, or check an existing one; returns what was done.
+
+    Raises TopicMismatch when an existing topic has another partition count than the
+    config (the relay would fail or scatter a message's events) or a max.message.bytes
+    too small for the largest message the config admits.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from kafka import KafkaAdminClient
@@ -230,14 +271,42 @@ def init_topic(settings: KafkaSettings) -> list[str]:
         except TopicAlreadyExistsError:
             described = admin.describe_topics([settings.topic])[0]
             have = len(described.get("partitions", []))
+            problems = []
             if have != settings.partitions:
-                notes.append(f"topic {settings.topic} has {have} partitions, config says "
-                             f"{settings.partitions} (events keep their partition; change neither lightly)")
-            else:
-                notes.append(f"topic {settings.topic} exists with {have} partitions")
+                problems.append(
+                    f"it has {have} partitions, [log.kafka] partitions = {settings.partitions}: "
+                    f"every event goes to murmur2(message id) % partitions, so the counts must agree. "
+                    f"If the topic is new or may be emptied, delete it and run `qscan kafka init` again; "
+                    f"if the config is wrong, set partitions = {have}")
+            size = _max_message_bytes(admin, settings.topic)
+            if size is not None and size < settings.max_request_size:
+                problems.append(
+                    f"its max.message.bytes is {size}, below the {settings.max_request_size} a "
+                    f"{settings.max_message_size}-byte message needs (base64 and the event around it): "
+                    f"raise it (kafka-configs --alter --add-config "
+                    f"max.message.bytes={settings.max_request_size})")
+            if problems:
+                raise TopicMismatch(f"topic {settings.topic} does not match the config: "
+                                    + "; ".join(problems)) from None
+            notes.append(f"topic {settings.topic} exists with {have} partitions"
+                         + (f", max.message.bytes {size}" if size is not None
+                            else " (max.message.bytes not reported by the broker: unchecked)"))
     finally:
         admin.close()
     return notes
+
+
+def _max_message_bytes(admin: Any, topic: str) -> int | None:
+    """The topic's effective max.message.bytes, or None if the broker does not say."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        value = found["topic"][topic]["max.message.bytes"]["value"]
+        return int(value)
+    except (KafkaError, KeyError, TypeError, ValueError):
+        log.debug("describe_configs of %s failed", topic, exc_info=True)
+        return None
 
 
 def partitions_of(entries: Sequence[JournalEntry], partitions: int) -> list[int]:

@@ -13,12 +13,13 @@ rebalance listener) or an explicit static ``partitions`` list.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
 from ingest.kafka_log import KafkaSettings
@@ -27,23 +28,79 @@ from ingest.log import LogRecord, Sink, Stop
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[str], Sink]  # position key -> sink
 
 
-def decode_value(value: bytes, *, with_raw: bool) -> AnyEvent:
+class UnknownEventType(ValueError):
+    """A record of an event type this version does not know (a newer producer): skipped."""
+
+
+class PoisonRecord(Exception):
+    """A record that cannot be read as an event of its (known) type: consuming stops there.
+
+    Its offset is not stored, so nothing after it is applied before someone decides.
+    """
+
+    def __init__(self, consumer: str, topic: str, partition: int, offset: int, reason: str) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        super().__init__(
+            f"{consumer}: cannot read the record at {topic} partition {partition} offset {offset}: "
+            f"{reason}. Nothing after it was applied. Fix the producer (or the schema) and restart; "
+            f"to skip this record deliberately (its event is then missing from {consumer}): "
+            f"qscan consumer position {consumer} --source kafka --partition {partition} --set {offset + 1}"
+        )
+
+
+def decode_value(value: bytes | None, *, with_raw: bool) -> AnyEvent:
     """A topic value back into an event; sinks that never read the raw message skip its
-    base64 decode and validation (most of the bytes)."""
+    base64 decode and validation (most of the bytes).
+
+    Raises UnknownEventType for a type this version does not know, and TypeError/ValueError
+    (pydantic's ValidationError among them) for a record that is not a valid event.
+    """
+    if value is None:
+        raise TypeError("the record has no value (a tombstone or a foreign producer)")
     obj = json.loads(value)
+    if not isinstance(obj, dict):
+        raise TypeError(f"the value is JSON {type(obj).__name__}, not an object")
     if not with_raw:
         obj.pop("raw_message", None)
     cls = EVENT_TYPES.get(obj.get("type", ""))
     if cls is None:
-        raise ValueError(f"unknown event type {obj.get('type')!r}")
+        raise UnknownEventType(f"unknown event type {obj.get('type')!r}")
     return cls.model_validate(obj)  # type: ignore[return-value]
+
+
+def id_hash(event_id: str) -> int:
+    """A stable 63-bit number for an event id (fits a signed BIGINT position column)."""
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def event_id_of(value: bytes | None) -> str | None:
+    """The event id of a record value without validating the event (anchor checks)."""
+    try:
+        obj = json.loads(value) if value is not None else None
+    except ValueError:
+        return None
+    ident = obj.get("event_id") if isinstance(obj, dict) else None
+    return ident if isinstance(ident, str) else None
+
+
+class AnchorStore(Protocol):
+    """Where a consumer keeps ``(offset, hash of the event id)`` of the last record applied
+    per partition (qscan.kafka_anchor has the SQL and file versions)."""
+
+    def get(self, key: str) -> tuple[int, int] | None: ...
+
+    def put(self, key: str, offset: int, event_id: str) -> None: ...
+
+    def clear(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def position_key(topic: str, partition: int) -> str:
@@ -61,6 +118,7 @@ class KafkaSource:
         batch: int = 500,
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
+        anchors: AnchorStore | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -70,6 +128,8 @@ class KafkaSource:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.sinks: dict[int, Sink] = {}
+        self.anchors = anchors
+        self.restarted: list[int] = []  # partitions found recreated and read again from the start
         self.applied = 0
         self.consumer: Any = None
 
@@ -80,10 +140,92 @@ class KafkaSource:
         return self.sinks[partition]
 
     def _seek_to_sinks(self, tps: list[TopicPartition]) -> None:
+        self._check_same_topic(tps)
         for tp in tps:
             pos = self._sink(tp.partition).position()
             self.consumer.seek(tp, pos)
             log.info("%s: partition %d from offset %d (stored in the sink)", self.name, tp.partition, pos)
+
+    def _probe(self) -> Any:
+        return KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=f"{self.settings.client_id}-{self.name}-check",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",  # an offset past the end must say so, not move
+            max_partition_fetch_bytes=self.settings.max_request_size,
+            fetch_max_bytes=max(self.settings.max_request_size, 52428800),
+            request_timeout_ms=self.settings.request_timeout_ms,
+        )
+
+    def _check_same_topic(self, tps: list[TopicPartition]) -> None:
+        """A stored offset from a topic since recreated would skip the new topic's events
+        below it: detect that (partition now shorter, or another event at the anchor) and
+        read those partitions again from their earliest offset (projections are keyed by
+        event id, so whatever was applied already changes nothing)."""
+        stored = [(tp, pos) for tp in tps if (pos := self._sink(tp.partition).position()) > 0]
+        if not stored:
+            return
+        probe = self._probe()
+        try:
+            for tp, pos in stored:
+                reason = self._mismatch(probe, tp, pos)
+                if reason is None:
+                    continue
+                log.error("%s: %s partition %d is not the topic this consumer read up to offset %d (%s): "
+                          "the topic was recreated or the broker lost its data; reading the partition "
+                          "again from its earliest offset so no event is skipped",
+                          self.name, tp.topic, tp.partition, pos, reason)
+                self._sink(tp.partition).set_position(0)  # 0: below any kept offset -> earliest
+                if self.anchors is not None:
+                    self.anchors.clear(position_key(tp.topic, tp.partition))
+                self.restarted.append(tp.partition)
+        finally:
+            probe.close()
+
+    def _fetch(self, probe: Any, tp: TopicPartition, offset: int) -> tuple[Any, int | None]:
+        """(the record at ``offset`` or the next one kept, the high-watermark) by Fetch.
+
+        ListOffsets is not used: some Kafka-protocol brokers answer it approximately.
+        Raises OffsetOutOfRangeError when the partition does not reach ``offset``.
+        """
+        probe.assign([tp])
+        probe.seek(tp, offset)
+        deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
+        while time.monotonic() < deadline:
+            for rec in probe.poll(timeout_ms=200, max_records=1).get(tp, []):
+                return rec, probe.highwater(tp)
+            hw = probe.highwater(tp)
+            if hw is not None and hw <= offset:
+                return None, hw
+        raise KafkaTimeoutError(f"no answer fetching {tp} offset {offset}")
+
+    def _mismatch(self, probe: Any, tp: TopicPartition, pos: int) -> str | None:
+        """Why the partition is not the one read up to ``pos``, or None if it is (or cannot tell)."""
+        try:
+            anchor = self.anchors.get(position_key(tp.topic, tp.partition)) if self.anchors else None
+            if anchor is not None and anchor[0] < pos:
+                at, expected = anchor
+                try:
+                    rec, _ = self._fetch(probe, tp, at)
+                except OffsetOutOfRangeError:  # before the log start (retention) or past the end
+                    rec = None
+                if rec is not None and rec.offset == at:
+                    found = event_id_of(rec.value)
+                    if found is None or id_hash(found) != expected:
+                        return f"offset {at} now holds event {found}, not the one applied from it"
+            # Stored before anchors existed, or the anchor is gone: the length still tells.
+            try:
+                rec, hw = self._fetch(probe, tp, pos - 1)
+            except OffsetOutOfRangeError:
+                return f"offset {pos - 1} is out of range"
+            if rec is None and hw is not None and hw < pos:
+                return f"it now ends at offset {hw}"
+            return None
+        except KafkaError as exc:
+            log.warning("%s: partition %d: cannot verify the stored offset %d against the topic (%s); "
+                        "going on from it", self.name, tp.partition, pos, exc)
+            return None
 
     def _revoke(self, tps: list[TopicPartition]) -> None:
         # Every batch is applied and stored before poll() returns again, so there is
@@ -144,18 +286,32 @@ class KafkaSource:
             sink = self._sink(tp.partition)
             keep_raw = sink.needs_raw or getattr(sink, "raw_from_topic", False)
             records = []
-            for r in recs:
+            poison: PoisonRecord | None = None
+            read = len(recs)  # records consumed: all, or those before a poison record
+            for i, r in enumerate(recs):
                 try:
                     records.append(LogRecord(r.offset, decode_value(r.value, with_raw=keep_raw)))
-                except ValueError:  # an event type this version does not know: skip it
-                    log.warning("%s: skipping undecodable record %s@%d", self.name, tp, r.offset)
-            next_offset = recs[-1].offset + 1
-            sink.apply(records, next_offset)  # rows/files and the offset, together
-            n += len(recs)
-            try:
-                self.consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)})
-            except KafkaError:  # advisory only: the sink holds the truth
-                log.debug("advisory offset commit failed", exc_info=True)
+                except UnknownEventType as exc:  # from a newer producer: skipped by design
+                    log.warning("%s: skipping %s at %s@%d", self.name, exc, tp, r.offset)
+                except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                    poison = PoisonRecord(self.name, tp.topic, tp.partition, r.offset,
+                                          f"{type(exc).__name__}: {str(exc)[:500]}")
+                    read = i
+                    break
+            next_offset = poison.offset if poison is not None else recs[-1].offset + 1
+            if next_offset > recs[0].offset:  # something before the poison, if any
+                sink.apply(records, next_offset)  # rows/files and the offset, together
+                if records and self.anchors is not None:
+                    self.anchors.put(position_key(tp.topic, tp.partition), records[-1].position,
+                                     records[-1].event.event_id)
+                n += read
+                try:
+                    self.consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)})
+                except KafkaError:  # advisory only: the sink holds the truth
+                    log.debug("advisory offset commit failed", exc_info=True)
+            if poison is not None:
+                self.applied += n
+                raise poison
         self.applied += n
         return n
 
@@ -175,4 +331,6 @@ class KafkaSource:
             for sink in self.sinks.values():
                 sink.close()
             self.sinks.clear()
+            if self.anchors is not None:
+                self.anchors.close()
         return self.applied

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,13 @@ log = logging.getLogger(__name__)
 PRODUCT = "qscan-0.1.0"
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
 JOURNAL_FAIL = "Zqscan: cannot record the message, try again later (#4.3.0)"
+DEADLINE_TEXT = "Zqscan: scanning took too long, try again later (#4.3.0)"
+CLIENT_GONE_TEXT = "Zqscan: qscan-queue went away before qmail-queue ran (#4.3.0)"
+HANDOFF_FAIL_TEXT = "Zqscan: internal error handing the message to qmail-queue (#4.3.0)"
+# exit_code of a message.queue_failed event when qmail-queue never ran (or its run broke down)
+NOT_RUN = -1
+_ACCEPTING = (Action.DELIVER, Action.QUARANTINE, Action.DROP)  # answered 0: the client must be there
+QUEUE_SLACK = 1.0  # seconds left for sending the answer when qmail-queue is cut to the deadline
 AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
 
 
@@ -66,6 +74,11 @@ class ProcessorOptions:
     header_attachments: bool = False
     header_recipients: bool = False
     queue_env: dict[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
+    # Seconds before the client's deadline after which a message is no longer queued: the
+    # journal append and qmail-queue must fit in it (daemon.deadline_margin, docs/deadlines.md).
+    deadline_margin: float = 30.0
+    # The MIME parser giving up entirely (no usable structure): internal.error_action.
+    unparseable_action: Disposition = Disposition.QUARANTINE
 
 
 @dataclass
@@ -77,6 +90,10 @@ class Request:
     sha256: str
     received: float  # epoch seconds
     receive_ms: float = 0.0
+    # time.monotonic() at which qscan-queue stops waiting for the answer (None: no deadline)
+    client_deadline: float | None = None
+    # True while the client is still connected; called once, right before qmail-queue runs
+    client_alive: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -133,7 +150,7 @@ class Processor:
         except Exception:  # a bug must never lose or wrongly accept mail
             log.exception("scan failed; temp-failing the message")
             return Outcome(ec.CUSTOM_ERROR, "Zqscan: internal error while scanning (#4.3.0)")
-        return self._commit(event, new_raw, env)
+        return self._commit(event, new_raw, env, req)
 
     def _client(self, attrs: dict[str, str]) -> ClientInfo:
         ip = attrs.get("TCPREMOTEIP") or None
@@ -164,16 +181,8 @@ class Processor:
                 message = parse(raw)
                 headers = header_summary(message)
                 parts_meta, scan_parts, defects = walk_parts(message)
-            except Exception as exc:  # the parser itself gave up: quarantine, keep the mail
-                findings.append(
-                    ScanResult(
-                        scanner="mime",
-                        verdict=Verdict.MALFORMED,
-                        name="unparseable",
-                        detail=safe(f"{type(exc).__name__}: {exc}"),
-                        disposition=Disposition.QUARANTINE,
-                    )
-                )
+            except Exception as exc:  # the parser itself gave up: internal.error_action decides
+                findings.append(self._unparseable(exc))
         t_parse = time.perf_counter()
         event_id = str(uuid7())  # before scanning: scanners pass it on as a queue id (rspamd)
         ctx = ScanContext(
@@ -300,7 +309,25 @@ class Processor:
                 out.append(fold("X-Qmail-Scanner-Mime-Attachments", " ".join(names[:50]), eol))
         return out
 
-    def _commit(self, event: MessageScanned, new_raw: bytes, env: Envelope) -> Outcome:
+    def _unparseable(self, exc: Exception) -> ScanResult:
+        action = self.opt.unparseable_action
+        reply = None
+        if action == Disposition.REJECT:
+            reply = "Dmessage could not be parsed (#5.6.0)"
+        elif action == Disposition.TEMPFAIL:
+            reply = "Zmessage could not be parsed, try again later (#4.6.0)"
+        return ScanResult(
+            scanner="mime", verdict=Verdict.MALFORMED, name="unparseable",
+            detail=safe(f"{type(exc).__name__}: {exc}"), disposition=action, reply=reply,
+        )
+
+    def _commit(self, event: MessageScanned, new_raw: bytes, env: Envelope, req: Request) -> Outcome:
+        if (req.client_deadline is not None and event.action in _ACCEPTING
+                and time.monotonic() > req.client_deadline - self.opt.deadline_margin):
+            # The client is about to give up (or has): accepting now would keep the message twice,
+            # once here and once on the sender's retry. Record a temp-failure, queue nothing.
+            log.warning("deadline passed for %s; temp-failing without queueing", event.event_id)
+            event.action, event.reason, event.reply = Action.TEMPFAIL, "deadline", DEADLINE_TEXT
         try:
             self.journal.append(
                 event.event_id, event.type, to_json(event, with_raw=False),
@@ -314,25 +341,44 @@ class Processor:
         except Exception:  # the summary line is a convenience; the journal has the truth
             log.exception("summary log write failed")
         if event.action == Action.DELIVER:
-            res = run_qmail_queue(
-                self.opt.qmail_queue, new_raw, env.raw,
-                timeout=self.opt.qmail_queue_timeout, env=self.opt.queue_env,
-            )
-            if res.code != ec.QUEUED:
-                log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
-                failed = QueueFailed(
-                    event_id=str(uuid7()), time=datetime.now(UTC), host=self.opt.hostname,
-                    ref_event_id=event.event_id, exit_code=res.code, reply=res.text,
-                )
-                try:
-                    self.journal.append(failed.event_id, failed.type, to_json(failed))
-                except JournalError:
-                    log.exception("could not record queue failure of %s", event.event_id)
-                return Outcome(res.code, res.text, event)
-            return Outcome(ec.QUEUED, None, event)
+            # From here the journal says "deliver": every way out that does not queue the
+            # message must write the compensating event, or consumers would count it delivered.
+            try:
+                return self._hand_off(event, new_raw, env, req)
+            except Exception as exc:
+                log.exception("handing %s to qmail-queue failed", event.event_id)
+                self._queue_failed(event, NOT_RUN, f"Zqscan: cannot run qmail-queue: {type(exc).__name__}: "
+                                   f"{safe(str(exc), 200)} (#4.3.0)")
+                return Outcome(ec.CUSTOM_ERROR, HANDOFF_FAIL_TEXT, event)
         if event.action in (Action.QUARANTINE, Action.DROP):
             return Outcome(ec.QUEUED, None, event)  # durable in the journal: accepted
         return Outcome(ec.CUSTOM_ERROR, event.reply, event)
+
+    def _hand_off(self, event: MessageScanned, new_raw: bytes, env: Envelope, req: Request) -> Outcome:
+        if req.client_alive is not None and not req.client_alive():
+            log.warning("client gone before qmail-queue for %s; not queued", event.event_id)
+            self._queue_failed(event, NOT_RUN, CLIENT_GONE_TEXT)
+            return Outcome(ec.CUSTOM_ERROR, CLIENT_GONE_TEXT, event)
+        timeout = self.opt.qmail_queue_timeout
+        if req.client_deadline is not None:  # a qmail-queue outliving the client would deliver twice
+            timeout = max(0.0, min(timeout, req.client_deadline - time.monotonic() - QUEUE_SLACK))
+        res = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw, timeout=timeout,
+                              env=self.opt.queue_env)
+        if res.code != ec.QUEUED:
+            log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
+            self._queue_failed(event, res.code, res.text)
+            return Outcome(res.code, res.text, event)
+        return Outcome(ec.QUEUED, None, event)
+
+    def _queue_failed(self, event: MessageScanned, code: int, reply: str | None) -> None:
+        failed = QueueFailed(
+            event_id=str(uuid7()), time=datetime.now(UTC), host=self.opt.hostname,
+            ref_event_id=event.event_id, exit_code=code, reply=reply,
+        )
+        try:
+            self.journal.append(failed.event_id, failed.type, to_json(failed))
+        except JournalError:
+            log.exception("could not record queue failure of %s", event.event_id)
 
 
 def make_request(message: bytes, envelope: bytes, attrs: dict[str, str] | None = None) -> Request:

@@ -62,10 +62,11 @@ def run_qmail_queue(
     env: dict[str, str] | None = None,
 ) -> QueueResult:
     start = time.monotonic()
-    msg_fd = _memfd("qscan-msg", message)
-    env_fd = _memfd("qscan-env", envelope)
-    err_r, err_w = os.pipe()
-    try:
+    msg_fd = env_fd = err_r = err_w = -1
+    try:  # any of these may fail (EMFILE, ENOMEM): the caller records it, nothing may leak
+        msg_fd = _memfd("qscan-msg", message)
+        env_fd = _memfd("qscan-env", envelope)
+        err_r, err_w = os.pipe()
         try:
             pid = os.posix_spawn(
                 str(program),
@@ -101,8 +102,6 @@ def run_qmail_queue(
         code = status if status >= 0 else ec.TEMP_REJECT  # killed by a signal: temporary
         return QueueResult(code, text, time.monotonic() - start)
     finally:
-        os.close(msg_fd)
-        os.close(env_fd)
-        os.close(err_r)
-        if err_w >= 0:
-            os.close(err_w)
+        for fd in (msg_fd, env_fd, err_r, err_w):
+            if fd >= 0:
+                os.close(fd)

@@ -12,13 +12,19 @@ started once per message. Configuration comes from the environment (qmail
 passes its environment through; set them in tcpserver rules or the run script):
 
     QSCAN_SOCKET   daemon socket (default /run/qscan/qscan.sock)
-    QSCAN_TIMEOUT  seconds to wait for the whole exchange (default 1200; keep it above
-                   daemon.timeout + scanner timeouts + daemon.qmail_queue_timeout)
+    QSCAN_TIMEOUT  seconds (default 1200) to wait for the daemon's answer once the whole
+                   message is sent: one deadline over every wait for it, not per call. Set
+                   the daemon's daemon.client_timeout to the same value: the daemon then
+                   never queues a message this client has given up on (docs/deadlines.md).
+                   While the message is streamed it also bounds each send to the daemon;
+                   the streaming itself is paced by qmail-smtpd (its own per-read timeout),
+                   so a slow sender is not cut short.
 """
 
 # _socket, not socket: the socket module drags in enum and selectors (~5 ms a start).
 import _socket
 import os
+import time  # already loaded by the interpreter's start-up: free
 
 from ingest import exitcodes as ec
 from ingest.envelope import AddressTooLong, EnvelopeError, parse_envelope
@@ -152,8 +158,13 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
             raise _Abort(ec.ENVELOPE_FORMAT) from exc
         try:
             sock.sendall(encode(ENVELOPE, raw_env) + encode(END))
+            deadline = time.monotonic() + timeout  # the daemon's clock starts now too
             decoder = FrameDecoder()
             while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Abort(ec.TEMP_REJECT, TEMP_TEXT)
+                sock.settimeout(left)
                 data = sock.recv(65536)
                 if not data:
                     raise _Abort(ec.TEMP_REJECT, TEMP_TEXT)

@@ -203,12 +203,21 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
     if from_start:
         for p in static if static is not None else range(settings.partitions):
             _reset_kafka_position(cfg, name, settings.topic, p)
+    from ingest.kafka_source import PoisonRecord
+    from qscan.kafka_anchor import make_anchor_store
     from qscan.metrics import consumer_metrics
 
     metrics = consumer_metrics(cfg, name, source="kafka")
     source = KafkaSource(settings, name, lambda key: metrics.wrap(make_sink(cfg, name, key)) if metrics
-                         else make_sink(cfg, name, key), partitions=static, batch=cfg.consumers.batch)
-    n = source.run(Stop().install(), once=once)
+                         else make_sink(cfg, name, key), partitions=static, batch=cfg.consumers.batch,
+                         anchors=make_anchor_store(cfg, name))
+    try:
+        n = source.run(Stop().install(), once=once)
+    except PoisonRecord as exc:  # stop, do not crash-loop over it: someone must decide
+        from qscan.supervisor import EXIT_NEEDS_OPERATOR
+
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_NEEDS_OPERATOR)
     if once:
         click.echo(f"{name}: applied {n} events from {settings.topic}")
 
@@ -274,13 +283,43 @@ def consumer() -> None:
 @consumer.command("position")
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
+@click.option("--source", type=click.Choice(["journal", "kafka"]), default="journal", show_default=True,
+              help="the journal's position, or one Kafka partition's (with --partition)")
+@click.option("--partition", type=int, default=None, help="with --source kafka: the partition")
 @click.pass_context
-def consumer_position(ctx: click.Context, name: str, new_position: int | None) -> None:
-    """Show (or set) where a consumer stands in the journal."""
+def consumer_position(ctx: click.Context, name: str, new_position: int | None, source: str,
+                      partition: int | None) -> None:
+    """Show (or set) where a consumer stands in the journal or in one Kafka partition.
+
+    \b
+      qscan consumer position summaries
+      qscan consumer position summaries --source kafka --partition 3 --set 1205
+
+    The last form skips the Kafka records below offset 1205 of partition 3 (a poison
+    record the consumer stopped at, say): their events are then missing from the projection.
+    """
     from ingest.journal import Journal
     from qscan.wiring import make_sink
 
     cfg = _config(ctx)
+    if source == "kafka":
+        from ingest.kafka_source import position_key
+        from qscan.wiring import kafka_settings
+
+        if partition is None:
+            raise click.UsageError("--source kafka needs --partition")
+        try:
+            key = position_key(kafka_settings(cfg).topic, partition)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        ksink = make_sink(cfg, name, key)
+        try:
+            if new_position is not None:
+                ksink.set_position(new_position)
+            click.echo(f"{name}: {key} at offset {ksink.position()}")
+        finally:
+            ksink.close()
+        return
     sink = make_sink(cfg, name)
     try:
         if new_position is not None:
@@ -386,12 +425,21 @@ def relay(ctx: click.Context, once: bool) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     assert cfg.log.kafka is not None
+    from ingest.kafka_log import TopicMismatch
+    from qscan.journal_budget import budget_warning
+
     with Journal(cfg.journal_path) as j:
-        r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch)
+        r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch, watch=budget_warning(cfg))
         from qscan.metrics import relay_metrics
 
         relay_metrics(cfg, r)  # [metrics]: relay lag and acknowledgements on /metrics
-        n = r.run(Stop().install(), once=once)
+        try:
+            n = r.run(Stop().install(), once=once)
+        except TopicMismatch as exc:  # retrying cannot help: say what to do, once
+            from qscan.supervisor import EXIT_NEEDS_OPERATOR
+
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_NEEDS_OPERATOR)
         if once:
             events, seconds = r.lag()
             click.echo(f"relayed {n} events; lag {events} events ({seconds:.0f}s)")
@@ -408,13 +456,13 @@ def kafka() -> None:
 @click.pass_context
 def kafka_init(ctx: click.Context) -> None:
     """Create the topic of [log.kafka] (partitions, max.message.bytes, retention) or check it."""
-    from ingest.kafka_log import init_topic
+    from ingest.kafka_log import TopicMismatch, init_topic
     from qscan.wiring import kafka_settings
 
     cfg = _config(ctx)
     try:
         notes = init_topic(kafka_settings(cfg))
-    except ValueError as exc:
+    except (ValueError, TopicMismatch) as exc:  # not configured; an existing topic that does not fit
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # broker unreachable and friends
         servers = cfg.log.kafka.bootstrap_servers if cfg.log.kafka else []

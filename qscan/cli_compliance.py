@@ -2,7 +2,8 @@
 
 The commands auditors and lawyers run (docs/compliance.md). Each prints what
 it did in words, exits non-zero when something is wrong (1: tampering found or
-an export that does not verify; 2: a bad option), and never leaves anything
+an export that does not verify; 2: a bad option; 3: the SQL store could not be
+used - bad URL, missing driver, unreachable, no schema), and never leaves anything
 half-written.
 """
 
@@ -28,6 +29,12 @@ def _config(ctx: click.Context) -> Config:
     return loader()
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (file names come from the production)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True), transient=False)
@@ -40,14 +47,16 @@ def _progress() -> Progress:
 @click.option("--anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a saved --save-anchor file the chains must still pass through")
 @click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
-              help="write the chain heads to FILE (keep it where the database admins cannot)")
+              help="write the chain heads to FILE (keep it where the database admins cannot); "
+              "refused when verify finds problems")
 @click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
 @click.pass_context
 def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None,
            save_anchor: Path | None, as_json: bool) -> None:
     """Prove the summaries and stored copies are unaltered: walk every host's hash chain,
     check the rows against it, every archive/quarantine file against its row, and the
-    journal against SQL. Exit code 1 when anything was altered, inserted or deleted.
+    journal against SQL (and the holds and exports against their events). Exit code 1 when
+    anything was altered, inserted or deleted; 3 when the database cannot be used.
 
     \b
     Examples:
@@ -75,7 +84,8 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
         try:
             if journal is not None:
                 reader = JournalReader(journal)
-                report.merge(v.verify_log(engine, _batches(reader), position=position))
+                report.merge(v.verify_log(engine, _batches(reader), position=position,
+                                            local_host=cfg.hostname))
             if not no_files:
                 known = _journal_ids(journal, position)
                 report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
@@ -83,8 +93,11 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
         finally:
             if journal is not None:
                 journal.close()
-    if save_anchor is not None:
+    if save_anchor is not None and report.ok:
         save_anchor.write_text(json.dumps({"heads": report.heads}, indent=2) + "\n")
+    elif save_anchor is not None:
+        click.echo(f"--save-anchor: not written ({save_anchor}): an anchor must only record "
+                   "heads that verified", err=True)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
@@ -316,7 +329,7 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         raise click.UsageError("qscan export needs --matter NAME and --out DIR "
                                "(or: qscan export verify DIR)")
     from compliance import export as ex
-    from qscan.compliance_wiring import actor, copy_store, journal_raw, log_appender
+    from qscan.compliance_wiring import actor, archived, copy_store, journal_raw, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)
@@ -331,13 +344,15 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         task = bar.add_task(f"exporting {matter}", total=None)
         try:
             ev = ex.run(engine, copy_store(cfg), append, req, raw_from_log=raw,
+                        archived=archived(cfg),
                         progress=lambda done, total: bar.update(task, completed=done,
                                                                 total=total))
         except ex.ExportError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"export {ev.event_id}: {ev.messages} messages ({ev.total_bytes} bytes) in "
-               f"{ev.out_dir}" + (f"; {ev.missing} selected messages had no stored copy left "
-                                  "(listed in the manifest)" if ev.missing else ""))
+               f"{ev.out_dir}" + (f"; {ev.missing} selected messages not produced (deleted by "
+                                  "retention, not stored by design, or missing: the manifest's "
+                                  "source says which)" if ev.missing else ""))
 
 
 @export.command("verify")
@@ -354,7 +369,7 @@ def export_verify(ctx: click.Context, directory: Path, no_db: bool) -> None:
         with sql_store(ctx) as engine:
             problems = verify_export(directory, engine)
     for problem in problems:
-        click.echo(problem)
+        click.echo(printable(problem))
     if problems:
         click.echo(f"{directory}: {len(problems)} PROBLEM(S)", err=True)
         sys.exit(1)

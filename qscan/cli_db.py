@@ -74,26 +74,51 @@ def _config(ctx: click.Context) -> Config:
     return loader()
 
 
+DB_EXIT = 3  # the SQL store could not be opened or used (docs/compliance.md, "Exit codes")
+
+
+class SqlStoreError(click.ClickException):
+    """The SQL store is unusable (bad URL, missing driver, unreachable, no schema): exit 3.
+
+    Distinct from 1 ("tampering found", "refused") so that a monitoring script never
+    mistakes a database outage for evidence of tampering, or the other way round.
+    """
+
+    exit_code = DB_EXIT
+
+
+def _reason(exc: BaseException) -> str:
+    from qscan.redact import mask_url
+
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return mask_url(line)
+
+
 @contextmanager
 def sql_store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
-    """The SQL store's engine, with every database failure turned into one line."""
+    """The SQL store's engine, with every database failure turned into one line (exit 3)."""
     from compliance.db import SchemaMissing, check_schema, make_engine
+    from qscan.redact import mask_url
 
     url = _config(ctx).sql_url
     try:
         engine = make_engine(url)
-    except (SQLAlchemyError, OSError) as exc:
-        raise click.ClickException(f"cannot open the SQL store: {exc}") from exc
+    except ImportError as exc:
+        raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: its database driver "
+                            f"is not installed ({_reason(exc)})") from exc
+    except (SQLAlchemyError, OSError, ValueError) as exc:
+        raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: bad [sql] url "
+                            f"({_reason(exc)})") from exc
     try:
         if check:
             check_schema(engine)
         yield engine
     except (SchemaMissing, CommandError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SqlStoreError(str(exc)) from exc
     except SQLAlchemyError as exc:
         where = engine.url.render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise click.ClickException(f"SQL store {where}: {reason}") from exc
+        raise SqlStoreError(f"SQL store {where}: {_reason(exc)}") from exc
     finally:
         engine.dispose()
 

@@ -3,7 +3,8 @@
 The composition root of the quarantine lifecycle (compliance.quarantine): the
 SQL store, the quarantine maildirs (archive.copies, archive.quarantine), the
 real qmail-queue (ingest.qmail_queue) and the journal are put together here.
-Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad usage.
+Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad usage, 3 the SQL
+store could not be used (qscan.cli_db.SqlStoreError).
 """
 
 from __future__ import annotations

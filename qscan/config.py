@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS
 
@@ -45,6 +53,22 @@ class DaemonConfig(_Section):
     qmail_queue: Path = Field(Path("/var/qmail/bin/qmail-queue"), description="the real qmail-queue")
     qmail_queue_timeout: float = Field(600.0, gt=0, description="seconds qmail-queue may take")
     hostname: str = Field("", description="name used in headers and events (default: FQDN)")
+    client_timeout: float = Field(
+        1200.0, gt=0, description="qscan-queue's QSCAN_TIMEOUT (keep them equal): seconds it waits "
+        "for the answer once the message is sent; the daemon never queues a message it gave up on",
+    )
+    deadline_margin: float = Field(
+        30.0, ge=0, description="seconds before client_timeout after which a scanned message is "
+        "temp-failed instead of queued (journal append and qmail-queue must fit in it)",
+    )
+
+    @field_validator("deadline_margin")
+    @classmethod
+    def _margin_fits(cls, value: float, info: ValidationInfo) -> float:
+        client = info.data.get("client_timeout")
+        if client is not None and value >= client:
+            raise ValueError(f"must be smaller than client_timeout ({client:g})")
+        return value
 
 
 class JournalConfig(_Section):
@@ -54,7 +78,8 @@ class JournalConfig(_Section):
     )
     prune_interval: float = Field(300.0, gt=0, description="seconds between prunes in `qscan run`")
     disk_budget_mb: float = Field(
-        10240.0, gt=0, description="journal size that makes `qscan journal status` fail loudly"
+        10240.0, gt=0,
+        description="journal size that makes `qscan journal status` fail loudly (relay and `qscan run` warn)"
     )
 
 
@@ -144,7 +169,8 @@ class InternalConfig(_Section):
     max_ratio: float = Field(100.0, gt=1, description="expanded/compressed size of one archive (zip bombs)")
     max_time: float = Field(10.0, ge=0, description="seconds of inspection and unpacking per message")
     error_action: InternalActionName = Field(
-        "quarantine", description="what an internal error in the scanner does (finding: internal-error)"
+        "quarantine", description="what an internal error in the scanner does (finding: internal-error), "
+        "and MIME the parser cannot read at all (finding: unparseable)"
     )
 
     @field_validator("checks")
@@ -385,6 +411,14 @@ class NotifyConfig(_Section):
         172800.0, gt=0, description="seconds after which a failing notice is marked failed"
     )
     delivery_interval: float = Field(10.0, gt=0, description="seconds between delivery passes when idle")
+    max_age: float = Field(
+        172800.0, ge=0, description="events older than this (seconds) tell nobody, so a replay of the "
+        "log after a config change does not mail people about old mail; 0: no limit"
+    )
+    mark_key: Path | None = Field(
+        None, description="HMAC key signing X-qscan-Notification (the loop guard), made 0600 on first "
+        "use; default DATA_DIR/notify.key; hosts that scan each other's notices share it"
+    )
 
     @field_validator("local_domains")
     @classmethod
@@ -588,7 +622,10 @@ class Config(_Section):
         out["summary_log"]["path"] = str(self.summary_log_path)
         out["daemon"]["hostname"] = self.hostname
         out["daemon"]["socket_mode"] = oct(self.daemon.socket_mode)
-        return out
+        from qscan.redact import mask_values  # printed by `config check`: no passwords
+
+        masked: dict[str, Any] = mask_values(out)
+        return masked
 
 
 _PATH_KEYS = [
@@ -603,6 +640,7 @@ _PATH_KEYS = [
     ("dlp", "rules"),
     ("notify", "template_dir"),
     ("notify", "qmail_inject"),
+    ("notify", "mark_key"),
     ("quarantine", "qmail_queue"),
 ]
 
@@ -715,7 +753,9 @@ max_messages_per_worker = 1000         # recycle a worker after this many messag
 max_message_size = 52428800            # bytes; bigger mail is rejected (5.3.4)
 timeout = 300                          # seconds to receive one message from qscan-queue
 qmail_queue = "/var/qmail/bin/qmail-queue"
-qmail_queue_timeout = 600
+qmail_queue_timeout = 600               # also cut to what is left of client_timeout
+client_timeout = 1200                  # = QSCAN_TIMEOUT of qscan-queue (docs/deadlines.md)
+deadline_margin = 30                   # past client_timeout - this, scanned mail is temp-failed
 # hostname = "mx1.example.com"         # default: this host's FQDN
 
 [journal]
@@ -760,7 +800,7 @@ max_members = 1000                     # archive members per message
 max_total_bytes = 209715200            # expanded bytes per message
 max_ratio = 100                        # expanded/compressed per archive (zip bombs)
 max_time = 10                          # seconds of inspection and unpacking per message
-error_action = "quarantine"            # an internal scanner error: quarantine|reject|tempfail|drop|deliver
+error_action = "quarantine"            # scanner error, bad MIME: quarantine|reject|tempfail|drop|deliver
 
 [clamd]
 socket = "/var/run/clamav/clamd.ctl"   # empty: TCP host/port
@@ -870,6 +910,9 @@ retry_base = 60                        # first retry after 60 s, doubling...
 retry_max = 3600                       # ...up to an hour between tries
 give_up_after = 172800                 # two days, then the notice is marked failed
 delivery_interval = 10
+max_age = 172800                       # older events tell nobody (a replay after a config change)
+# mark_key = "@DATA_DIR@/notify.key"  # signs the loop guard (made 0600 on first use); copy
+                                       # it to every host that scans another host's notices
 
 [dlp]                                  # data loss prevention (docs/dlp.md); add "dlp" to
                                        # scanners.enabled, last (config check refuses it

@@ -334,6 +334,8 @@ class MeteredSink:
         self.sink = sink
         self.name = sink.name
         self.needs_raw = sink.needs_raw
+        # the notify sink reads the raw headers from the Kafka topic (lists, bulk mail): keep that
+        self.raw_from_topic = getattr(sink, "raw_from_topic", False)
         self._events = events.labels(_consumer_label(sink.name))
         self._batches = batches.labels(_consumer_label(sink.name))
         self._position = position.labels(_consumer_label(sink.name))

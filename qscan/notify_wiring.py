@@ -14,11 +14,12 @@ from archive.consumer import message_name
 from compliance.notify.audience import Kind, NotifyPolicy
 from compliance.notify.compose import Identity
 from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
+from compliance.notify.marks import MarkKey, MarkKeyError
 from compliance.notify.outbox import RetryPolicy
 from compliance.notify.render import Renderer
 from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
 from ingest.event import MessageScanned
-from qscan.config import Config
+from qscan.config import Config, ConfigError
 
 
 def from_address(cfg: Config) -> str:
@@ -35,14 +36,26 @@ def notify_policy(cfg: Config) -> NotifyPolicy:
         admin_kinds=frozenset(Kind(k) for k in n.admin_kinds), compliance_officer=n.compliance_officer,
         own_addresses=own, default_language=n.default_language, languages=dict(n.languages),
         admin_language=n.admin_language, forging_viruses=tuple(n.forging_viruses),
-        never_notify=tuple(n.never_notify),
+        never_notify=tuple(n.never_notify), max_age=n.max_age,
     )
+
+
+def mark_key_path(cfg: Config) -> Path:
+    return cfg.notify.mark_key or cfg.data_dir / "notify.key"
+
+
+def mark_key(cfg: Config) -> MarkKey:
+    """The site's notification mark key, created (0600) on first use."""
+    try:
+        return MarkKey.load(mark_key_path(cfg))
+    except MarkKeyError as exc:
+        raise ConfigError(f"notify.mark_key: {exc}") from exc
 
 
 def identity(cfg: Config) -> Identity:
     n = cfg.notify
     return Identity(from_address=from_address(cfg), from_name=n.from_name,
-                    envelope_sender=n.envelope_sender, host=cfg.hostname)
+                    envelope_sender=n.envelope_sender, host=cfg.hostname, mark_key=mark_key(cfg))
 
 
 def quarantine_file(cfg: Config) -> Callable[[MessageScanned], str | None]:

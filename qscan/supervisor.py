@@ -22,6 +22,11 @@ from qscan.wiring import log_readers_required
 
 log = logging.getLogger(__name__)
 
+# A component that exits with this (EX_CONFIG) stopped on something only a person can
+# fix (a poison Kafka record, a topic with the wrong partition count): restarting it
+# would only repeat the error, so the supervisor leaves it stopped and says so.
+EXIT_NEEDS_OPERATOR = 78
+
 
 @dataclass
 class Child:
@@ -56,12 +61,21 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
     signal.signal(signal.SIGINT, on_term)
     journal = Journal(cfg.journal_path)
     next_prune = time.monotonic() + cfg.journal.prune_interval
+    from qscan.journal_budget import budget_warning
+
+    over_budget = budget_warning(cfg)
     try:
         while not stopping:
             now = time.monotonic()
             for c in children:
                 if c.proc is not None and c.proc.poll() is not None:
                     code = c.proc.returncode
+                    if code == EXIT_NEEDS_OPERATOR:
+                        log.error("%s stopped on an error it cannot recover from (see its message above); "
+                                  "not restarting it: fix the cause and restart qscan run", c.name)
+                        c.proc = None
+                        c.next_start = float("inf")
+                        continue
                     log.warning("%s exited with %s", c.name, code)
                     c.failures = c.failures + 1 if now - c.started < 10 else 1
                     c.next_start = now + min(30.0, 0.5 * 2 ** (c.failures - 1))
@@ -78,6 +92,7 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
                 except Exception:
                     log.exception("journal prune failed")
                 next_prune = now + cfg.journal.prune_interval
+            over_budget()  # a rate-limited warning while the journal is over journal.disk_budget_mb
             time.sleep(0.2)
     finally:
         for c in children:

@@ -17,6 +17,7 @@ from qscan.dlp_wiring import make_dlp_scanner
 from qscan.external_scanners import EXTERNAL_SCANNERS
 from qscan.internal_scanner import make_internal_scanner
 from scanners.base import Scanner
+from scanners.result import Disposition
 from scanners.size import SizeScanner
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def daemon_options(cfg: Config) -> DaemonOptions:
     return DaemonOptions(
         socket_path=d.socket, socket_mode=d.socket_mode, socket_group=d.socket_group,
         workers=d.workers, max_messages_per_worker=d.max_messages_per_worker,
-        max_message_size=d.max_message_size, timeout=d.timeout,
+        max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
     )
 
 
@@ -57,6 +58,7 @@ def processor_options(cfg: Config) -> ProcessorOptions:
         diagnostics=h.diagnostics, diagnostics_style=h.style, header_mail_from=h.mail_from,
         header_attachments=h.attachments, header_recipients=h.recipients,
         queue_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        deadline_margin=d.deadline_margin, unparseable_action=Disposition(cfg.internal.error_action),
     )
 
 

@@ -88,6 +88,12 @@ class Harness:
         if self.proc.poll() is None:
             if sig == signal.SIGKILL:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+                # The master is gone, but its workers may still be dying with the listening socket
+                # open: a restart would find that socket connectable and take it for a live daemon.
+                deadline = time.monotonic() + timeout
+                while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
             else:
                 self.proc.send_signal(sig)
             try:
@@ -100,8 +106,21 @@ class Harness:
         return code
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while any process of the group exists (zombies included, until init reaps them)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
-def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2) -> Iterator[Harness]:
+def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2,
+                   daemon_extra: str = "") -> Iterator[Harness]:
+    """``extra``: top-level TOML before the tables; ``daemon_extra``: more ``[daemon]`` keys."""
     sock_dir = Path(tempfile.mkdtemp(prefix="qs"))  # unix socket paths must stay short
     record = tmp_path / "queued"
     standin = write_standin(tmp_path / "bin" / "qmail-queue", record)
@@ -109,7 +128,7 @@ def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2) -> Iterato
     config.write_text(
         f'data_dir = "{tmp_path}"\n{extra}\n[daemon]\nsocket = "{sock_dir}/q.sock"\n'
         f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "mx.test.example"\n'
-        f'timeout = 20\n[summary_log]\ntarget = "file"\n'
+        f'timeout = 20\n{daemon_extra}\n[summary_log]\ntarget = "file"\n'
     )
     h = Harness(tmp_path, config, sock_dir / "q.sock", record)
     h.start()

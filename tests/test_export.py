@@ -62,8 +62,8 @@ def test_eml_export(site: Site, matter: dict[str, Any], tmp_path: Path) -> None:
         assert doc["envelope_to"] == ";".join(ev.envelope.recipients)
     assert [d["source"] for d in docs] == ["archive", "archive", "quarantine/spam"]
     custody = json.loads((out / "custody.json").read_bytes())
-    assert custody["counts"] == {"selected": 3, "messages": 3, "missing": 0,
-                                 "bytes": sum(len(ev.raw_message) for ev in order)}
+    assert custody["counts"] == {"selected": 3, "messages": 3, "missing": 0, "deleted": 0,
+                                 "not_stored": 0, "bytes": sum(len(ev.raw_message) for ev in order)}
     assert custody["query"]["hold"]["custodians"] == ["ceo@example.com"]
     assert custody["actor"].endswith("@admin.example.com") and custody["tool"] == "qscan"
     assert custody["chain_heads"]["mx1.example.com"]["seq"] == 4
@@ -147,9 +147,12 @@ def test_missing_copies_come_from_the_journal_or_are_listed(site: Site, matter: 
     out = tmp_path / "late"
     result = site.cli("export", "--matter", "Acme v. Example", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "3 selected messages had no stored copy left" in result.stdout
+    assert "3 selected messages not produced" in result.stdout
     docs = json.loads((out / "manifest.json").read_bytes())["documents"]
-    assert [d["source"] for d in docs] == ["missing", "missing", "missing"]
+    # the two retention deleted are listed with their tombstones; the lost one is missing
+    assert [d["source"] for d in docs] == ["missing", "deleted", "deleted"]
+    tombstones = dict(site.sql("SELECT ref_event_id, event_id FROM deletions"))
+    assert [d["tombstone"] for d in docs] == [None, *(tombstones[d["event_id"]] for d in docs[1:])]
     assert site.cli("export", "verify", str(out)).exit_code == 0
 
 

@@ -42,7 +42,7 @@ def fill(journal: Journal, n: int, raw_size: int = 200) -> list:  # type: ignore
 def test_relay_delivers_every_event_with_key_headers_and_partition(broker: Broker, tmp_path: Path) -> None:
     s = settings(broker)
     assert init_topic(s) == ["created topic qscan.events with 4 partitions"]
-    assert init_topic(s) == ["topic qscan.events exists with 4 partitions"]
+    assert init_topic(s) == [f"topic qscan.events exists with 4 partitions, max.message.bytes {s.max_request_size}"]
     journal = Journal(tmp_path / "j.db")
     events = fill(journal, 30)
     failed = make_queue_failed(events[3])

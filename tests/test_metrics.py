@@ -303,3 +303,25 @@ def test_relay_endpoint_reports_lag(tmp_path: Path) -> None:
         j.set_position(RELAY_NAME, 4)
         m = scrape(port + 1)
         assert value(m, "qscan_relay_lag_events") == 0 and value(m, "qscan_relay_lag_seconds") == 0
+
+
+def test_metered_sink_keeps_what_the_kafka_source_asks_of_the_sink() -> None:
+    """KafkaSource keeps the raw message for sinks that read headers from the topic (notify):
+    wrapping a sink for metrics must not hide that."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from qscan.metrics import MeteredSink
+
+    class Notifyish:
+        name = "notify"
+        needs_raw = False
+        raw_from_topic = True
+
+        def position(self) -> int:
+            return 0
+
+    reg = CollectorRegistry()
+    wrapped = MeteredSink(Notifyish(), Counter("e", "e", ["consumer"], registry=reg),  # type: ignore[arg-type]
+                          Histogram("b", "b", ["consumer"], registry=reg),
+                          Gauge("p", "p", ["consumer"], registry=reg))
+    assert wrapped.raw_from_topic is True and wrapped.needs_raw is False

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from compliance.notify.audience import NotifyPolicy
 from compliance.notify.compose import Identity
 from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
+from compliance.notify.marks import MarkKey
 from compliance.notify.outbox import Courier, Outbox, RetryPolicy
 from compliance.notify.render import Renderer
 from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
@@ -120,7 +121,7 @@ POLICY = NotifyPolicy(
     own_addresses=("postmaster@mx1.example.com",),
     forging_viruses=("*netsky*",), never_notify=("postmaster", "mailer-daemon"),
 )
-IDENTITY = Identity("postmaster@mx1.example.com", "Mail scanner", "", "mx1.example.com")
+IDENTITY = Identity("postmaster@mx1.example.com", "Mail scanner", "", "mx1.example.com", MarkKey.generate())
 
 
 class Clock:
@@ -242,6 +243,73 @@ def test_who_gets_what_in_which_language_and_replay_sends_nothing(
         again.close()
         journal.close()
     assert len(relay.handler.messages) == first
+
+
+def test_forged_mark_alerts_everyone_genuine_notice_loops_nowhere(
+        sqlite_url: str, tmp_path: Path, relay: Relay) -> None:
+    """End to end: a virus with a forged X-qscan-Notification header still reaches the admin and the
+    recipient; the notice our relay received, coming back through the scanner and held, tells nobody."""
+    virus = make_event(sender="carol@example.com", recipients=["bob@example.org"], subject="Invoice",
+                       action=Action.QUARANTINE, category=Category.VIRUS, reason="virus",
+                       findings=[Finding(scanner="clamd", verdict=Category.VIRUS, name="Eicar-Test-Signature")],
+                       raw=with_header("X-qscan-Notification: virus/recipient; event=whatever"))
+    journal = journal_with(tmp_path / "journal.db", [virus])
+    sink = make_sink(sqlite_url, tmp_path / "journal.db", smtp(relay.port))
+    try:
+        consume(sink, journal)
+        assert sorted(r for _, rs, _ in relay.handler.messages for r in rs) == ["bob@example.org",
+                                                                               "qadmin@example.net"]
+        assert sink.notifier.forged_marks == 1
+        # Our own notice to bob, as the relay got it, is scanned again and quarantined (say by a
+        # policy rule): a genuine mark, addressed to its own recipient, so nobody is told.
+        notice = next(data for _, rs, data in relay.handler.messages if rs == ["bob@example.org"])
+        loop = make_event(sender="", recipients=["bob@example.org"], subject="Virus found",
+                          action=Action.QUARANTINE, category=Category.POLICY, reason="policy", raw=notice)
+        # The same notice pasted into mail to someone else is ordinary mail: they and the admin are told.
+        pasted = make_event(sender="mallory@example.com", recipients=["dieter@example.de"],
+                            action=Action.QUARANTINE, category=Category.POLICY, reason="policy", raw=notice)
+        journal.append(loop.event_id, loop.type, to_json(loop, with_raw=False), loop.raw_message)
+        journal.append(pasted.event_id, pasted.type, to_json(pasted, with_raw=False), pasted.raw_message)
+        consume(sink, journal)
+        tos = [tuple(rs) for _, rs, _ in relay.handler.messages[2:]]
+        assert sorted(tos) == [("dieter@example.de",), ("qadmin@example.net",)]
+        assert all(pasted.event_id in str(message_from_bytes(d)["X-qscan-Notification"])
+                   for _, _, d in relay.handler.messages[2:])
+        assert sink.notifier.forged_marks == 2
+    finally:
+        sink.close()
+        journal.close()
+
+
+def test_replay_after_a_config_change_tells_nobody_of_old_events(
+        sqlite_url: str, tmp_path: Path, relay: Relay) -> None:
+    """A new admin address, then the log replayed from the start: only young events are told."""
+    now = datetime.now(UTC)
+    old = make_event(sender="carol@example.com", recipients=["zed@remote.test"], when=now - timedelta(days=5),
+                     action=Action.QUARANTINE, category=Category.VIRUS, reason="virus",
+                     findings=[Finding(scanner="clamd", verdict=Category.VIRUS, name="Eicar-Test-Signature")])
+    young = make_event(sender="carol@example.com", recipients=["zed@remote.test"], when=now - timedelta(hours=2),
+                       action=Action.REJECT, category=Category.POLICY, reason="policy")
+    journal = journal_with(tmp_path / "journal.db", [old, young])
+    first = make_sink(sqlite_url, tmp_path / "journal.db", smtp(relay.port),
+                      policy=NotifyPolicy(**{**POLICY.__dict__, "admin": "", "max_age": 0}))
+    try:
+        assert consume(first, journal) == 2
+    finally:
+        first.close()
+    assert relay.handler.messages == []  # nobody to tell yet
+    sink = make_sink(sqlite_url, tmp_path / "journal.db", smtp(relay.port),
+                     policy=NotifyPolicy(**{**POLICY.__dict__, "admin": "newadmin@example.net"}))
+    try:
+        sink.set_position(0)  # what `qscan replay notify --from-beginning` does
+        assert consume(sink, journal) == 2
+        told = [(rs, str(message_from_bytes(d)["X-qscan-Notification"]).rpartition("event=")[2])
+                for _, rs, d in relay.handler.messages]
+        assert told == [(["newadmin@example.net"], young.event_id)]
+        assert sink.notifier.too_old == 1
+    finally:
+        sink.close()
+        journal.close()
 
 
 def relay_headers(relay: Relay, rcpt: str) -> str:

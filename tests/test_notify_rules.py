@@ -3,7 +3,9 @@ language, the composed message's headers, and the catalogs' completeness."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -17,9 +19,10 @@ from hypothesis import strategies as st
 from compliance.notify import catalogs
 from compliance.notify.audience import Audience, Kind, Notice, NotifyPolicy, kind_of, language_for, plan
 from compliance.notify.compose import Identity, compose, original_message_id
-from compliance.notify.marks import MailMarks, header_block, read_marks
+from compliance.notify.delivery import SmtpTransport
+from compliance.notify.marks import MailMarks, MarkKey, MarkKeyError, header_block, read_marks
 from compliance.notify.render import LANGUAGES, Renderer, clean
-from ingest.event import Action, Category, Finding
+from ingest.event import Action, Category, Finding, MessageScanned
 from tests.factories import make_event
 
 POLICY = NotifyPolicy(
@@ -28,7 +31,8 @@ POLICY = NotifyPolicy(
     own_addresses=("postmaster@mx1.example.com",),
     forging_viruses=("*netsky*", "*mydoom*", "*@mm*"), never_notify=("postmaster", "mailer-daemon", "*-request"),
 )
-IDENTITY = Identity("postmaster@mx1.example.com", "Mail scanner", "", "mx1.example.com")
+KEY = MarkKey(bytes(range(32)))
+IDENTITY = Identity("postmaster@mx1.example.com", "Mail scanner", "", "mx1.example.com", KEY)
 EN_INTRO = {  # the English first sentence of each (kind, audience) text
     ("virus", "sender"): "The message you sent was not delivered because it contains a virus.",
     ("virus", "recipient"): "A message addressed to you was not delivered because it contains a virus.",
@@ -140,6 +144,130 @@ def test_a_notification_about_a_notification_is_never_sent() -> None:
     assert p.notices == []
 
 
+def marks_of(ev: MessageScanned, block: bytes, key: MarkKey = KEY) -> MailMarks:
+    return read_marks(block, lambda v: key.verify(v, ev.envelope.recipients))
+
+
+def genuine_notice(about: MessageScanned, to: str, kind: Kind = Kind.VIRUS,
+                   audience: Audience = Audience.RECIPIENT, identity: Identity = IDENTITY) -> bytes:
+    """A notice as our own sender code makes it (compose), header block only."""
+    notice = Notice(to, audience, kind, "en")
+    _, data = compose(RENDERER.render(about, notice), notice, event_id=about.event_id,
+                      identity=identity, when=about.time)
+    return header_block(data)
+
+
+def test_a_forged_notification_header_silences_nobody() -> None:
+    """Anyone can write the header: without a valid signature it is ordinary mail."""
+    ev = make_event(sender="alice@example.com", recipients=["bob@example.org"], action=Action.QUARANTINE,
+                    category=Category.VIRUS, reason="virus", dlp_findings=[{"rule": "cards", "count": 1}],
+                    findings=[Finding(scanner="clamd", verdict=Category.VIRUS, name="Eicar-Test-Signature")])
+    real = " ".join(str(message_from_bytes(genuine_notice(ev, "bob@example.org"))["X-qscan-Notification"])
+                    .split())
+    assert marks_of(ev, f"X-qscan-Notification: {real}\n".encode()).notification
+    mac = real.split("mac=")[1][:64]
+    forged = [
+        "virus/recipient",  # the old, unsigned form
+        f"virus/recipient; event={ev.event_id}",
+        real.replace(mac, "0" * 64),  # a made-up MAC
+        real.replace("virus/recipient", "virus/admin"),  # signed fields changed
+        real.replace(ev.event_id, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+        "",
+    ]
+    for value in forged:
+        marks = marks_of(ev, f"From: x@example.com\nX-qscan-Notification: {value}\n".encode())
+        assert marks.forged_mark and not marks.notification, value
+        p = plan(ev, marks, POLICY)
+        assert who(p) == {"qadmin@example.net": "admin", "dpo@example.net": "officer",
+                          "bob@example.org": "recipient"}, value
+    # A mark signed with another site's key is not ours either.
+    other = genuine_notice(ev, "bob@example.org", identity=Identity(
+        "postmaster@mx9.example.com", "x", "", "mx9.example.com", MarkKey.generate()))
+    assert marks_of(ev, other).forged_mark
+    # No key to check with: no mark is trusted.
+    assert read_marks(genuine_notice(ev, "bob@example.org")).forged_mark
+
+
+def test_a_genuine_mark_still_stops_loops_but_only_for_its_own_recipient() -> None:
+    first = virus_event(recipients=["bob@example.org"])
+    notice = genuine_notice(first, "bob@example.org")
+    # Our notice to bob is itself quarantined on its way to bob: nobody is told of it.
+    again = make_event(sender="", recipients=["bob@example.org"], action=Action.QUARANTINE,
+                       category=Category.POLICY, reason="policy")
+    marks = marks_of(again, notice)
+    assert marks.notification and not marks.forged_mark
+    assert plan(again, marks, POLICY).notices == []
+    admin = genuine_notice(first, "qadmin@example.net", audience=Audience.ADMIN)
+    to_admin = make_event(recipients=["QAdmin@example.net"], action=Action.REJECT, category=Category.POLICY)
+    assert marks_of(to_admin, admin).notification
+    # The same genuine mark copied onto mail to somebody else (a sender's notice goes outside,
+    # so its mark is public) silences nothing.
+    elsewhere = make_event(sender="mallory@example.com", recipients=["carl@example.org"],
+                           action=Action.QUARANTINE, category=Category.VIRUS, reason="virus",
+                           findings=[Finding(scanner="clamd", verdict=Category.VIRUS, name="Eicar")])
+    marks = marks_of(elsewhere, notice)
+    assert marks.forged_mark and not marks.notification
+    assert who(plan(elsewhere, marks, POLICY)) == {"qadmin@example.net": "admin", "carl@example.org": "recipient"}
+
+
+def test_mark_key_file_is_made_once_private_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "notify.key"
+    key = MarkKey.load(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert len(path.read_text().strip()) == 64
+    again = MarkKey.load(path)  # the same key on the next start (and on every host sharing the file)
+    value = key.sign("virus", "admin", "e1", "a@example.org")
+    assert again.verify(value, ["a@example.org"]) and not MarkKey.generate().verify(value, ["a@example.org"])
+    secret = path.read_text().strip()
+    assert repr(key) == "MarkKey(<secret>)"
+    assert secret not in repr(Identity("p@example.com", "x", "", "example.com", key))
+    path.chmod(0o644)
+    with pytest.raises(MarkKeyError, match="chmod 600"):
+        MarkKey.load(path)
+    path.write_text("not hex\n")
+    path.chmod(0o600)
+    with pytest.raises(MarkKeyError, match="not a notification mark key"):
+        MarkKey.load(path)
+    with pytest.raises(MarkKeyError, match="no notification mark key"):
+        MarkKey.load(tmp_path / "missing.key", create=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.lists(st.text(max_size=40), max_size=3))
+def test_mark_verify_takes_any_text(value: str, recipients: list[str]) -> None:
+    assert KEY.verify(value, recipients) is False
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_change_to_a_genuine_mark_breaks_it(data: st.DataObject) -> None:
+    value = KEY.sign("dlp", "officer", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "dpo@example.net")
+    assert KEY.verify(value, ["dpo@example.net"])
+    assert KEY.verify(" ".join(value.split(" ")).replace("; ", ";\r\n "), ["DPO@example.net"])  # folded
+    i = data.draw(st.integers(0, len(value) - 1))
+    c = data.draw(st.characters(codec="ascii").filter(lambda ch: ch != value[i] and not ch.isspace()))
+    assert not KEY.verify(value[:i] + c + value[i + 1:], ["dpo@example.net"])
+
+
+def test_old_events_tell_nobody() -> None:
+    now = datetime.now(UTC)
+    old = virus_event(recipients=["bob@example.org"], when=now - timedelta(days=3))
+    p = plan(old, MailMarks(), POLICY, now)
+    assert p.notices == [] and "older than notify.max_age" in p.skipped[0][1]
+    fresh = virus_event(recipients=["bob@example.org"], when=now - timedelta(days=1))
+    assert who(plan(fresh, MailMarks(), POLICY, now)) == {"qadmin@example.net": "admin",
+                                                          "bob@example.org": "recipient"}
+    assert who(plan(old, MailMarks(), POLICY))  # no clock given: age is not judged
+    unlimited = NotifyPolicy(**{**POLICY.__dict__, "max_age": 0})
+    assert who(plan(old, MailMarks(), unlimited, now))
+
+
+def test_smtp_password_is_not_in_repr() -> None:
+    t = SmtpTransport("relay.example.net", 587, user="qscan", password="s3cret-Passw0rd")
+    assert "s3cret-Passw0rd" not in repr(t) and "s3cret-Passw0rd" not in str(t)
+    assert "relay.example.net" in repr(t) and t.password == "s3cret-Passw0rd"
+
+
 def test_language_by_domain_with_default() -> None:
     assert language_for("a@example.it", Audience.RECIPIENT, POLICY) == "it"
     assert language_for("a@mail.example.it", Audience.RECIPIENT, POLICY) == "it"
@@ -161,7 +289,8 @@ def test_marks_from_headers() -> None:
     assert marks.auto_submitted == "auto-generated" and marks.is_automatic
     assert read_marks(header_block(b"Subject: hi\n\nList-Id: x\n")) == MailMarks()
     assert read_marks(b"Auto-Submitted: no (really)\n").is_automatic is False
-    assert read_marks(b"X-qscan-Notification: virus/recipient\n").notification
+    forged = read_marks(b"X-qscan-Notification: virus/recipient\n", lambda v: KEY.verify(v, ["a@b.c"]))
+    assert forged.forged_mark and not forged.notification and forged.silence_reason() is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -309,7 +438,8 @@ _addr = st.builds(lambda local, dom: f"{local}@{dom}" if local else "", _local, 
        action=st.sampled_from(list(Action)), category=st.sampled_from(list(Category)),
        virus=st.sampled_from(["", "Worm.Netsky.Q", "Eicar-Test-Signature"]),
        marks=st.sampled_from([None, MailMarks(), MailMarks(list_headers=("List-Id",)),
-                              MailMarks(auto_submitted="auto-generated"), MailMarks(notification=True)]),
+                              MailMarks(auto_submitted="auto-generated"), MailMarks(notification=True),
+                              MailMarks(forged_mark=True)]),
        sender_mode=st.sampled_from(["none", "psender", "all"]))
 def test_plan_invariants(sender: str, rcpts: list[str], action: Action, category: Category, virus: str,
                          marks: MailMarks | None, sender_mode: str) -> None:
@@ -331,3 +461,5 @@ def test_plan_invariants(sender: str, rcpts: list[str], action: Action, category
             assert sender.split("@")[0].lower() not in ("mailer-daemon", "postmaster", "users-request")
     if marks is not None and marks.notification:
         assert p.notices == []
+    if marks is not None and marks.forged_mark:  # a forged mark is ordinary mail
+        assert p == plan(ev, MailMarks(), NotifyPolicy(**{**POLICY.__dict__, "sender": sender_mode}))

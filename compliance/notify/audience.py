@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from compliance.notify.marks import MailMarks
@@ -65,6 +66,9 @@ class NotifyPolicy:
     admin_language: str | None = None
     forging_viruses: tuple[str, ...] = ()
     never_notify: tuple[str, ...] = ()
+    # Events older than this (seconds; 0: no limit) tell nobody: a replay of the log after a
+    # config change (a new admin address) must not mail people about last month's mail.
+    max_age: float = 172800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +174,23 @@ def sender_silence(event: MessageScanned, marks: MailMarks | None, policy: Notif
     return marks.silence_reason()
 
 
-def plan(event: MessageScanned, marks: MailMarks | None, policy: NotifyPolicy) -> Plan:
-    """Everyone to tell about ``event`` (one notice per address, most informed role first)."""
+def too_old(event: MessageScanned, policy: NotifyPolicy, now: datetime) -> bool:
+    return policy.max_age > 0 and event.time < now - timedelta(seconds=policy.max_age)
+
+
+def plan(event: MessageScanned, marks: MailMarks | None, policy: NotifyPolicy,
+         now: datetime | None = None) -> Plan:
+    """Everyone to tell about ``event`` (one notice per address, most informed role first).
+
+    ``now`` (aware): events older than ``policy.max_age`` then tell nobody."""
     kind = kind_of(event)
     if kind is None:
         return Plan([], [("*", f"nothing to tell ({event.action.value}, {event.category.value})")])
-    if marks is not None and marks.notification:
-        return Plan([], [("*", "the message is itself a qscan notification")])
+    if now is not None and too_old(event, policy, now):
+        return Plan([], [("*", f"the event is older than notify.max_age ({policy.max_age:g} s): "
+                               f"it happened at {event.time.isoformat()}")])
+    if marks is not None and marks.notification:  # verified: forged marks are ordinary mail
+        return Plan([], [("*", "the message is itself a qscan notification (signed mark)")])
     notices: list[Notice] = []
     skipped: list[tuple[str, str]] = []
     seen: dict[str, Audience] = {}

@@ -3,8 +3,9 @@
 ``Auto-Submitted: auto-replied`` (RFC 3834) so vacation responders and other
 robots stay silent, a null envelope sender by default so nothing bounces back, a
 Message-ID derived from (event, recipient, kind) so a message sent twice after
-an in-doubt crash is recognisably the same one, and ``X-qscan-Notification`` so
-qscan never notifies about its own notices. Header values are built by the
+an in-doubt crash is recognisably the same one, and ``X-qscan-Notification``
+(signed with the site's ``MarkKey``: marks.py) so qscan never notifies about its
+own notices while nobody else can silence qscan with that header. Header values are built by the
 stdlib ``email`` package (policy SMTP: CRLF, RFC 2047 encoded-words for
 non-ASCII) from text that ``render.clean`` already stripped of every control
 character: nothing from the reported mail can start a new header line.
@@ -12,7 +13,6 @@ character: nothing from the reported mail can start a new header line.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +22,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 
 from compliance.notify.audience import Audience, Notice
-from compliance.notify.marks import NOTIFICATION_HEADER
+from compliance.notify.marks import NOTIFICATION_HEADER, MarkKey, notice_tag
 from compliance.notify.render import Rendered, clean
 
 # msg-id = "<" id-left "@" id-right ">" (RFC 5322 3.6.4), dot-atom text only: anything
@@ -38,11 +38,11 @@ class Identity:
     from_name: str
     envelope_sender: str  # '' = the null sender
     host: str
+    mark_key: MarkKey  # signs X-qscan-Notification (the loop guard)
 
 
 def message_id(event_id: str, recipient: str, kind: str, host: str) -> str:
-    tag = hashlib.sha256(f"{recipient.lower()}\0{kind}".encode()).hexdigest()[:12]
-    return f"<qscan.{event_id}.{kind}.{tag}@{host}>"
+    return f"<qscan.{event_id}.{kind}.{notice_tag(recipient, kind)}@{host}>"
 
 
 def original_message_id(value: str | None) -> str | None:
@@ -72,7 +72,8 @@ def compose(rendered: Rendered, notice: Notice, *, event_id: str, identity: Iden
             msg["References"] = ref
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg[NOTIFICATION_HEADER] = f"{notice.kind.value}/{notice.audience.value}; event={event_id}"
+    msg[NOTIFICATION_HEADER] = identity.mark_key.sign(notice.kind.value, notice.audience.value, event_id,
+                                                      notice.address)
     msg.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
     if rendered.html is not None:
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")

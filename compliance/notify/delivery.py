@@ -52,7 +52,7 @@ class SmtpTransport:
     timeout: float = 30.0
     starttls: bool = False
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     helo: str | None = None
     _smtp: smtplib.SMTP | None = field(default=None, init=False, repr=False)
 

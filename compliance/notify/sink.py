@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session
 
 from compliance.db import check_schema, make_engine, session_factory
 from compliance.models import ConsumerPosition
-from compliance.notify.audience import Audience, NotifyPolicy, Plan, kind_of, plan
+from compliance.notify.audience import Audience, NotifyPolicy, Plan, kind_of, plan, too_old
 from compliance.notify.compose import Identity, compose, message_id
 from compliance.notify.delivery import Transport
-from compliance.notify.marks import MailMarks, header_block, read_marks
+from compliance.notify.marks import NOTIFICATION_HEADER, MailMarks, header_block, read_marks
 from compliance.notify.outbox import Clock, Courier, Outbox, PassResult, RetryPolicy, add_rows, utcnow
 from compliance.notify.render import Renderer
 from ingest.event import MessageScanned
@@ -69,23 +69,41 @@ class Notifier:
     renderer: Renderer
     identity: Identity
     headers: HeaderSource | None = None
+    forged_marks: int = field(default=0, init=False)  # X-qscan-Notification headers not ours
+    too_old: int = field(default=0, init=False)  # events older than policy.max_age (replays)
 
     def marks(self, event: MessageScanned) -> MailMarks | None:
-        """None when the headers cannot be read: then no sender is answered."""
+        """None when the headers cannot be read: then no sender is answered.
+
+        Only a mark signed with our key, on mail to the notice's own recipient, counts as
+        one of our notices; any other ``X-qscan-Notification`` is logged and ignored."""
         block = header_block(event.raw_message) if event.raw_message else None
         if block is None and self.headers is not None:
             try:
                 block = self.headers(event.event_id)
             except Exception:  # a journal hiccup must not stop the consumer
                 log.exception("cannot read the headers of %s", event.event_id)
-        return read_marks(block) if block else None
+        if not block:
+            return None
+        recipients = event.envelope.recipients
+        marks = read_marks(block, lambda value: self.identity.mark_key.verify(value, recipients))
+        if marks.forged_mark:
+            self.forged_marks += 1
+            log.info("event %s: forged or foreign %s header ignored (treated as ordinary mail)",
+                     event.event_id, NOTIFICATION_HEADER)
+        return marks
 
-    def plan(self, event: MessageScanned) -> Plan:
-        return plan(event, self.marks(event), self.policy)
+    def plan(self, event: MessageScanned, now: datetime | None = None) -> Plan:
+        return plan(event, self.marks(event), self.policy, now or datetime.now(UTC))
 
     def rows(self, event: MessageScanned, now: datetime) -> list[dict[str, Any]]:
+        if too_old(event, self.policy, now):  # before reading any headers: a replay is cheap
+            self.too_old += 1
+            log.debug("event %s from %s is older than notify.max_age: nobody is told",
+                      event.event_id, event.time.isoformat())
+            return []
         out = []
-        for notice in self.plan(event).notices:
+        for notice in self.plan(event, now).notices:
             row: dict[str, Any] = {
                 "event_id": event.event_id, "recipient": notice.address, "kind": notice.kind.value,
                 "audience": notice.audience.value, "language": notice.language,
@@ -146,10 +164,14 @@ class NotifySink:
     def apply(self, records: Sequence[LogRecord], position: int) -> None:
         now = self.clock()
         rows: list[dict[str, Any]] = []
+        old = self.notifier.too_old
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned) and kind_of(ev) is not None:
                 rows.extend(self.notifier.rows(ev, now))
+        if self.notifier.too_old > old:
+            log.info("%d event(s) older than notify.max_age (%g s) up to position %d: nobody told",
+                     self.notifier.too_old - old, self.notifier.policy.max_age, position)
         with self._write.begin() as session:
             added = add_rows(session, rows)
             self._store_position(session, position)
