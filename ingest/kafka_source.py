@@ -132,6 +132,9 @@ class KafkaSource:
         self.restarted: list[int] = []  # partitions found recreated and read again from the start
         self.applied = 0
         self.consumer: Any = None
+        # partition -> records behind the broker's high-watermark after the last poll (metrics;
+        # read from another thread, written only here: plain ints in a dict)
+        self.lag: dict[int, int] = {}
 
     # -- partitions ---------------------------------------------------------------
     def _sink(self, partition: int) -> Sink:
@@ -279,8 +282,20 @@ class KafkaSource:
                 return False
         return True
 
+    def _note_lag(self, batches: Any) -> None:
+        """High-watermark (from the fetch responses: no extra request) minus what will have been
+        applied once this batch is in, per assigned partition."""
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            if hw is None:
+                continue
+            recs = batches.get(tp)
+            upto = recs[-1].offset + 1 if recs else self.consumer.position(tp)
+            self.lag[tp.partition] = max(0, hw - upto)
+
     def poll_once(self) -> int:
         batches = self.consumer.poll(timeout_ms=200, max_records=self.batch)
+        self._note_lag(batches)
         n = 0
         for tp, recs in batches.items():
             sink = self._sink(tp.partition)

@@ -211,6 +211,8 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
     source = KafkaSource(settings, name, lambda key: metrics.wrap(make_sink(cfg, name, key)) if metrics
                          else make_sink(cfg, name, key), partitions=static, batch=cfg.consumers.batch,
                          anchors=make_anchor_store(cfg, name))
+    if metrics is not None:
+        metrics.attach_kafka(source)  # consumer lag per topic on /metrics
     try:
         n = source.run(Stop().install(), once=once)
     except PoisonRecord as exc:  # stop, do not crash-loop over it: someone must decide

@@ -384,8 +384,11 @@ class ConsumerMetrics:
                               registry=r)
         self.sinks: list[MeteredSink] = []
         self._engine: Any = None  # the outbox gauge's, made at the first scrape and kept
+        self.kafka: Any = None  # the KafkaSource, when the consumer reads a topic (attach_kafka)
         if source == "journal":
             r.register(_FuncCollector(self._lag))
+        elif source == "kafka":
+            r.register(_FuncCollector(self._kafka_lag))
         if name == "notify":
             r.register(_FuncCollector(self._outbox))
             self.notifications_sent = Counter(
@@ -419,6 +422,19 @@ class ConsumerMetrics:
             with Journal(self.cfg.journal_path, readonly=True) as j:
                 head = j.head()
             g.add_metric([self.name], max(0, head - max(s.last for s in self.sinks)))
+        yield g
+
+    def attach_kafka(self, source: Any) -> None:
+        """The KafkaSource this consumer reads: its per-partition lag is exported."""
+        self.kafka = source
+
+    def _kafka_lag(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily("qscan_consumer_lag_events",
+                              "Records behind the topic's high-watermark (Kafka: summed over partitions)",
+                              labels=["consumer"])
+        lag = dict(self.kafka.lag) if self.kafka is not None else {}
+        if lag:
+            g.add_metric([self.name], sum(lag.values()))
         yield g
 
     def _outbox(self) -> Iterable[Metric]:
