@@ -150,10 +150,12 @@ class Relay:
             return 0, 0.0
         return self.journal.head() - pos, max(0.0, time.time() - pending[0].appended)
 
-    def _drop_producer(self) -> None:
+    def _drop_producer(self, timeout: float = 0) -> None:
+        """Close the producer: at once when it is broken (0), or letting it finish when the relay
+        stops normally (everything was acknowledged already, so this is quick)."""
         if self._producer is not None:
             try:
-                self._producer.close(timeout=0)
+                self._producer.close(timeout=timeout)
             except Exception:
                 log.debug("closing a broken producer failed", exc_info=True)
             self._producer = None
@@ -232,7 +234,7 @@ class Relay:
                 if once:
                     break
                 _sleep(stop, poll_interval)
-        self._drop_producer()
+        self._drop_producer(timeout=5)
         return total
 
 
