@@ -482,13 +482,13 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def render_csv(rows: Iterable[dict[str, Any]]) -> str:
+def render_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str] = FIELDS) -> str:
     """CSV for spreadsheets (formula-like cells get a leading quote); use JSON for tools."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_cell(row.get(k)) for k in FIELDS})
+        writer.writerow({k: _csv_cell(row.get(k)) for k in fields})
     return buf.getvalue()
 
 

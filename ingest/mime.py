@@ -154,6 +154,18 @@ def part_payload(part: Message) -> bytes:
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
+def part_children(part: Message) -> list[Message] | None:
+    """The sub-parts of a multipart part (only real Message objects), or None for a leaf.
+    Total: a part whose structure cannot be read counts as a leaf."""
+    try:
+        if not part.is_multipart():
+            return None
+        children = part.get_payload()
+    except Exception:
+        return None
+    return [c for c in children if isinstance(c, Message)] if isinstance(children, list) else []
+
+
 _filename = part_filename
 _content_type = part_content_type
 

@@ -9,7 +9,6 @@ store could not be used (qscan.cli_db.SqlStoreError).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -146,15 +145,10 @@ def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200) -> str:
 
 def render_csv(rows: Sequence[dict[str, Any]]) -> str:
     """Spreadsheet-safe: formula-like cells get a leading quote (compliance.audit's rule)."""
-    from compliance.audit import _csv_cell
+    from compliance import audit
     from compliance.quarantine import LIST_FIELDS
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LIST_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_cell(row.get(k)) for k in LIST_FIELDS})
-    return buf.getvalue()
+    return audit.render_csv(rows, LIST_FIELDS)
 
 
 # -- show ---------------------------------------------------------------------------

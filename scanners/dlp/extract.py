@@ -36,7 +36,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from ingest.mime import POLICY as MIME_POLICY
-from ingest.mime import part_filename, part_payload
+from ingest.mime import part_children, part_filename, part_payload
 from scanners.base import ScanPart
 from scanners.internal.filetype import container_kind
 from scanners.internal.unpack import (
@@ -433,16 +433,9 @@ class _Walk:
                 self.tick()
                 self.attached_message(_encoded_message(node), where, depth)
                 continue
-            try:
-                multipart = node.is_multipart()
-                children = node.get_payload() if multipart else None
-            except Exception:
-                multipart, children = False, None
-            if multipart:
-                if isinstance(children, list):
-                    kids = [(c, _join(path, i), nesting + 1) for i, c in enumerate(children, 1)
-                            if isinstance(c, Message)]
-                    stack.extend(reversed(kids))
+            children = part_children(node)
+            if children is not None:
+                stack.extend(reversed([(c, _join(path, i), nesting + 1) for i, c in enumerate(children, 1)]))
                 continue
             self.leaves += 1
             if self.leaves > MAX_LEAVES:

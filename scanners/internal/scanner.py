@@ -30,7 +30,7 @@ from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 
 from ingest.mime import POLICY as MIME_POLICY
-from ingest.mime import part_content_type, part_payload
+from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
@@ -119,16 +119,9 @@ def _leaves(msg: Message) -> Iterator[tuple[str, Message]]:
         node, path, depth = stack.pop()
         if depth > MAX_DEPTH:
             continue
-        try:
-            multipart = node.is_multipart()
-            children = node.get_payload() if multipart else None
-        except Exception:
-            multipart, children = False, None
-        if multipart:
-            if isinstance(children, list):
-                kids = [(c, _join(path, i), depth + 1) for i, c in enumerate(children, 1)
-                        if isinstance(c, Message)]
-                stack.extend(reversed(kids))
+        children = part_children(node)
+        if children is not None:
+            stack.extend(reversed([(c, _join(path, i), depth + 1) for i, c in enumerate(children, 1)]))
             continue
         count += 1
         if count > MAX_LEAVES:
