@@ -223,8 +223,12 @@ def finding_rows(ev: MessageScanned) -> list[Row]:
     ]
 
 
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
 # Core (not ORM) UPDATE: executemany over all of a batch's failures in one call.
-_messages = cast(Table, Message.__table__)
+_messages = _table(Message)
 _mark_failed = (
     update(_messages)
     .where(_messages.c.event_id == bindparam("ref"))
@@ -319,13 +323,16 @@ class SummarySink:
             q = quarantine_row(ev)
             if q is not None:
                 quarantine.append(q)
-        session.execute(insert(Message), [messages[ev.event_id] for ev in fresh])
+        # Core executemany, not the ORM's bulk insert: the rows are plain dicts with one
+        # key set per table, and the ORM's per-row bookkeeping cost more than the SQL.
+        conn = session.connection()
+        conn.execute(_table(Message).insert(), [messages[ev.event_id] for ev in fresh])
         for table, model in (("recipients", Recipient), ("parts", Part), ("findings", Finding),
                              ("dlp_findings", DlpFinding)):
             if children[table]:
-                session.execute(insert(model), children[table])
+                conn.execute(_table(model).insert(), children[table])
         if quarantine:
-            session.execute(insert(QuarantineEntry), quarantine)
+            conn.execute(_table(QuarantineEntry).insert(), quarantine)
 
     @staticmethod
     def _insert_failures(session: Session, chain: ChainWriter, failures: list[QueueFailed]

@@ -318,8 +318,20 @@ def to_json(event: _Model, *, with_raw: bool = True) -> bytes:
     return event.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
-def from_json(data: bytes | str, raw: bytes | None = None) -> AnyEvent:
-    """Decode any known event; ``raw`` re-attaches a raw message stored beside it."""
+def from_json(data: bytes | str, raw: bytes | None = None, *, type_: str | None = None
+              ) -> AnyEvent:
+    """Decode any known event; ``raw`` re-attaches a raw message stored beside it.
+
+    ``type_``: the event type when the log keeps it beside the body (the journal does),
+    so the body is validated straight from JSON in one pass; a body whose own ``type``
+    disagrees is refused all the same (every model pins its ``type`` literal).
+    """
+    cls = EVENT_TYPES.get(type_) if type_ else None
+    if cls is not None:
+        event = cls.model_validate_json(data)
+        if raw is not None and cls is MessageScanned:
+            event.raw_message = raw  # type: ignore[attr-defined]
+        return event  # type: ignore[return-value]
     obj = json.loads(data)
     cls = EVENT_TYPES.get(obj.get("type", ""))
     if cls is None:

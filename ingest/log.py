@@ -55,7 +55,7 @@ class JournalReader:
 
 
 def decode_entry(entry: JournalEntry) -> LogRecord:
-    return LogRecord(entry.seq, from_json(entry.body, entry.raw))
+    return LogRecord(entry.seq, from_json(entry.body, entry.raw, type_=entry.type))
 
 
 class Sink(Protocol):

@@ -21,7 +21,9 @@ def clean(value: str | None, limit: int = MAX_FIELD) -> str:
     """Strip control characters (CR/LF included) and bound the length."""
     if not value:
         return ""
-    value = _CTRL.sub(" ", value).strip()
+    if not value.isprintable():  # C-speed pre-check: most values need no regex pass
+        value = _CTRL.sub(" ", value)
+    value = value.strip()
     if len(value) > limit:
         value = value[: limit - 3] + "..."
     return value

@@ -22,3 +22,20 @@ def test_schema_names_every_event_type() -> None:
     for field in ("event_id", "envelope", "client", "headers", "parts", "findings", "action",
                   "raw_message", "schema_version", "sha256"):
         assert field in props
+
+
+def test_typed_decode_matches_untyped_and_refuses_a_disagreeing_body() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from ingest.event import from_json, to_json
+    from tests.factories import make_event, make_queue_failed
+
+    ev = make_event()
+    body = to_json(ev, with_raw=False)
+    raw = ev.raw_message
+    assert from_json(body, raw, type_="message.scanned") == from_json(body, raw)
+    failed = make_queue_failed(ev)
+    assert from_json(to_json(failed), type_="message.queue_failed") == failed
+    with pytest.raises(ValidationError):  # the log says queue_failed, the body says scanned
+        from_json(body, type_="message.queue_failed")
