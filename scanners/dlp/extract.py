@@ -31,11 +31,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message
-from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any
 
-from ingest.mime import POLICY as MIME_POLICY
+from ingest.mime import parse as parse_mime
 from ingest.mime import part_children, part_filename, part_payload
 from scanners.base import ScanPart
 from scanners.internal.filetype import container_kind
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MAX_LEAVES = 1000
 MAX_NESTING = 20
-_PARSER = BytesParser(policy=MIME_POLICY)
 _PGP_BLOCK = re.compile(r"-----BEGIN PGP MESSAGE-----.*?(?:-----END PGP MESSAGE-----|\Z)", re.S)
 _TEXT_EXTENSIONS = frozenset({
     "txt", "csv", "tsv", "text", "log", "md", "json", "xml", "ini", "cfg", "conf", "yaml", "yml",
@@ -527,7 +525,7 @@ class _Walk:
 
     def attached_message(self, data: bytes, label: str, depth: int) -> None:
         try:
-            inner = _PARSER.parsebytes(data)
+            inner = parse_mime(data)
         except Exception as exc:
             self.note(f"{label}: not read ({type(exc).__name__})")
             return
@@ -586,7 +584,7 @@ def extract(message: Message | None, *, parts: Sequence[ScanPart] = (), headers:
 
 def extract_raw(raw: bytes, *, headers: Sequence[str] = ("Subject",),
                 limits: ExtractLimits | None = None,
-                parse: Callable[[bytes], Message] = _PARSER.parsebytes) -> Extraction:
+                parse: Callable[[bytes], Message] = parse_mime) -> Extraction:
     """The same from raw message bytes (the retro-hunt, ``qscan dlp test``)."""
     try:
         msg = parse(raw)

@@ -26,10 +26,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message
-from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 
-from ingest.mime import POLICY as MIME_POLICY
+from ingest.mime import parse as parse_mime
 from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import content_checks, name_checks
@@ -56,7 +55,6 @@ log = logging.getLogger(__name__)
 MAX_LEAVES = 1000
 MAX_DEPTH = 20
 MAX_REPORTED_HITS = 50
-_PARSER = BytesParser(policy=MIME_POLICY)
 _DISPOSITION = {
     "quarantine": Disposition.QUARANTINE,
     "reject": Disposition.REJECT,
@@ -287,7 +285,7 @@ class _Inspection:
                 self.expand(item, path, m.data, kind)
             elif filename.lower().endswith(".eml") or item.detected_type == "message/rfc822":
                 try:
-                    inner = _PARSER.parsebytes(m.data)
+                    inner = parse_mime(m.data)
                 except Exception:
                     inner = None
                 self.message(m.data, inner, path + "!/", depth)
