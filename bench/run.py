@@ -99,9 +99,45 @@ def floor_fsync(corpus: list[BenchMessage], work: Path) -> float:
     return len(corpus) / (time.perf_counter() - t0)
 
 
-def start_ms(argv: list[str], env: dict[str, str] | None = None, runs: int = 40) -> float:
-    times = []
+def floor_maildir(corpus: list[BenchMessage], work: Path) -> float:
+    """Durable maildir deliveries/s at the syscall level: one writer, no Python layer on top.
+
+    Per file exactly what archive/maildir.py does (open tmp/NAME O_CREAT|O_EXCL, write,
+    fsync, close, rename into new/), then one fsync of new/ at the end (the real writer
+    does that once per batch, and fsyncs files from a thread pool).
+    """
+    root = Path(tempfile.mkdtemp(prefix="maildir-floor", dir=work))
+    try:
+        (root / "tmp").mkdir()
+        (root / "new").mkdir()
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+        jobs = [(f"{root}/tmp/{i}.bench", f"{root}/new/{i}.bench", m.data) for i, m in enumerate(corpus)]
+        t0 = time.perf_counter()
+        for tmp, new, data in jobs:
+            fd = os.open(tmp, flags, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, new)
+        dfd = os.open(root / "new", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return len(jobs) / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_ms(argv: list[str], env: dict[str, str] | None = None, runs: int = 40) -> tuple[float, float]:
+    """Median wall ms and median CPU ms (the child's user + sys) of running ``argv`` once."""
+    times, cpu = [], []
     for _ in range(runs):
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(
             argv,
@@ -112,7 +148,9 @@ def start_ms(argv: list[str], env: dict[str, str] | None = None, runs: int = 40)
             check=False,
         )
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) * 1000)
+    return statistics.median(times), statistics.median(cpu)
 
 
 # -- the daemon under test ----------------------------------------------------
@@ -157,6 +195,8 @@ class Daemon:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         shutil.rmtree(self.socket.parent, ignore_errors=True)
+        if not exc[0]:  # a failed run keeps its data dir (daemon.log) for a look
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def pids(self) -> list[int]:
         assert self.proc is not None
@@ -234,8 +274,9 @@ def drive(
         while not stop.wait(0.1):
             pss.append(d.pss_mb())
 
+    watcher = threading.Thread(target=sampler, daemon=True)
     if sample_pss:
-        threading.Thread(target=sampler, daemon=True).start()
+        watcher.start()
     cpu0 = d.cpu_seconds()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -245,6 +286,9 @@ def drive(
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = d.cpu_seconds()
     stop.set()
+    if sample_pss:
+        watcher.join()
+        pss.append(d.pss_mb())  # a run shorter than one sampling interval still has a figure
     bad = [c for c, _ in results if c != 0]
     if bad:
         log(f"  warning: {len(bad)} messages answered non-zero (e.g. {bad[0]})")
@@ -393,12 +437,21 @@ def main(argv: list[str] | None = None) -> int:
     if "floors" not in skip:
         log("floors ...")
         py = sys.executable
+        python_ms, _ = start_ms([py, "-c", "pass"])
+        python_s_ms, python_s_cpu = start_ms([py, "-S", "-c", "pass"])
+        client_ms, client_cpu = start_ms([CLIENT], env={"QSCAN_SOCKET": "/nonexistent/q.sock"})
+        cpus = os.cpu_count() or 1
         result["floors"] = {
             "parse_msgs_per_s": round(floor_parse(steady), 1),
             "fsync_msgs_per_s": round(floor_fsync(steady, work), 1),
-            "python_start_ms": round(start_ms([py, "-c", "pass"]), 2),
-            "python_S_start_ms": round(start_ms([py, "-S", "-c", "pass"]), 2),
-            "client_start_ms": round(start_ms([CLIENT], env={"QSCAN_SOCKET": "/nonexistent/q.sock"}), 2),
+            "maildir_files_per_s": round(floor_maildir(steady[:2000], work), 1),
+            "python_start_ms": round(python_ms, 2),
+            "python_S_start_ms": round(python_s_ms, 2),
+            "python_S_start_cpu_ms": round(python_s_cpu, 2),
+            "client_start_ms": round(client_ms, 2),
+            "client_start_cpu_ms": round(client_cpu, 2),
+            # every message starts one client: even a free daemon cannot go faster
+            "e2e_ceiling_msgs_per_s": round(cpus * 1000 / client_cpu, 1) if client_cpu else None,
         }
     if "core" not in skip:
         log("daemon core (straight over the socket, 4 connections) ...")
@@ -417,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"end to end, {c} concurrent sender(s), a qscan-queue process per message ...")
             with Daemon(work, standin, args.workers) as d:
                 drive(d, steady[:100], c, send_client)  # warm-up
-                e2e[str(c)] = drive(d, steady, c, send_client)
+                e2e[str(c)] = drive(d, steady, c, send_client, sample_pss=True)
         result["end_to_end"] = e2e
     if "consumers" not in skip:
         log("consumers ...")
@@ -489,10 +542,10 @@ def report(r: dict[str, object]) -> None:
     assert isinstance(f, dict)
     rows: list[tuple[str, str, str]] = []
 
-    def ratio(value: float | None, floor: float | None, inverse: bool = False) -> str:
+    def ratio(value: float | None, floor: float | None, inverse: bool = False, of: str = "floor") -> str:
         if not value or not floor:
             return ""
-        return f"{(floor / value if inverse else value / floor):.2f}x floor"
+        return f"{(floor / value if inverse else value / floor):.2f}x {of}"
 
     core = r.get("daemon_core")
     if isinstance(core, dict):
@@ -518,7 +571,14 @@ def report(r: dict[str, object]) -> None:
     e2e = r.get("end_to_end")
     if isinstance(e2e, dict):
         for c, v in e2e.items():
-            rows.append((f"end-to-end c={c} msgs/s", f"{v['msgs_per_s']}", ""))
+            rows.append(
+                (
+                    f"end-to-end c={c} msgs/s",
+                    f"{v['msgs_per_s']}",
+                    ratio(v["msgs_per_s"], f.get("e2e_ceiling_msgs_per_s"), of="ceiling")
+                    + " (client start-up CPU)",
+                )
+            )
             rows.append(
                 (f"end-to-end c={c} p50/p95/p99 ms", f"{v['p50_ms']} / {v['p95_ms']} / {v['p99_ms']}", "")
             )
@@ -529,9 +589,11 @@ def report(r: dict[str, object]) -> None:
                     f"daemon {v['daemon_cpu_ms_per_msg']}",
                 )
             )
+            rows.append((f"end-to-end c={c} daemon PSS MB (peak)", f"{v['pss_mb']}", ""))
     if f:
         rows.append(("floor: parse+walk+decode msgs/s", f"{f['parse_msgs_per_s']}", "1 process"))
         rows.append(("floor: write+fsync msgs/s", f"{f['fsync_msgs_per_s']}", ""))
+        rows.append(("floor: maildir files/s", f"{f['maildir_files_per_s']}", "1 writer, fsync per file"))
         rows.append(("python -c pass / -S ms", f"{f['python_start_ms']} / {f['python_S_start_ms']}", ""))
         rows.append(
             (
@@ -540,10 +602,20 @@ def report(r: dict[str, object]) -> None:
                 ratio(f["client_start_ms"], f["python_S_start_ms"]) + " (python -S)",
             )
         )
+        rows.append(
+            (
+                "start-up CPU ms: -S / qscan-queue",
+                f"{f['python_S_start_cpu_ms']} / {f['client_start_cpu_ms']}",
+                ratio(f["client_start_cpu_ms"], f["python_S_start_cpu_ms"]) + " (python -S)",
+            )
+        )
+        ceiling = f"{f['e2e_ceiling_msgs_per_s']}"
+        rows.append(("ceiling: end-to-end msgs/s", ceiling, "cpus x 1000 / client start-up CPU"))
     cons = r.get("consumers")
     if isinstance(cons, dict):
         for k, v in cons.items():
-            rows.append((k.replace("_", " "), "n/a" if v is None else f"{v}", ""))
+            floor = f.get("maildir_files_per_s") if k == "archive_events_per_s" else None
+            rows.append((k.replace("_", " "), "n/a" if v is None else f"{v}", ratio(v, floor)))
     width = max(len(a) for a, _, _ in rows) + 2
     print("\nqscan benchmark", json.dumps(r["machine"]))
     for a, b, c in rows:

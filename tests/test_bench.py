@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.corpus import generate
+from bench.run import floor_maildir, start_ms
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,19 @@ def test_corpus_is_deterministic_and_mixed() -> None:
     assert kinds.count("plain") == 60 and kinds.count("alternative") == 20
     assert kinds.count("attachment") == 15 and kinds.count("blocked") == 5
     assert kinds[-2:] == ["huge", "nested"]
+
+
+def test_start_ms_reports_the_childs_cpu_not_ours() -> None:
+    # the child burns ~60 ms of CPU; the parent only waits
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.06: pass"
+    wall, cpu = start_ms([sys.executable, "-S", "-c", burn], runs=3)
+    assert cpu >= 55 and wall >= cpu * 0.9
+
+
+def test_maildir_floor_delivers_and_cleans_up(tmp_path: Path) -> None:
+    corpus = generate(20, big_mb=1, nested_depth=2)[:-2]  # steady messages only
+    assert floor_maildir(corpus, tmp_path) > 0
+    assert list(tmp_path.iterdir()) == []  # its maildir was temporary
 
 
 @pytest.mark.integration
@@ -40,6 +54,15 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["end_to_end"]["2"]["msgs_per_s"] > 0 and r["end_to_end"]["2"]["non_zero"] == 0
     assert r["daemon_core"]["msgs_per_s"] > 0 and r["daemon_core"]["non_zero"] == 0
-    assert r["floors"]["client_start_ms"] > 0
+    f = r["floors"]
+    assert f["client_start_ms"] > 0 and f["client_start_cpu_ms"] > 0 and f["python_S_start_cpu_ms"] > 0
+    assert f["maildir_files_per_s"] > 0
+    ceiling = r["machine"]["cpus"] * 1000 / f["client_start_cpu_ms"]
+    assert f["e2e_ceiling_msgs_per_s"] == pytest.approx(ceiling, rel=0.01)
+    # the daemon's memory is sampled during the end-to-end run too (it used to read 0.0)
+    assert r["end_to_end"]["2"]["pss_mb"] > 0
+    assert "x ceiling" in proc.stdout
+    archive_row = next(line for line in proc.stdout.splitlines() if "archive events per s" in line)
+    assert "x floor" in archive_row
     assert r["consumers"]["archive_events_per_s"] > 0 and r["consumers"]["sqlite_events_per_s"] > 0
     assert "targets:" in proc.stdout
