@@ -31,11 +31,13 @@ is feedparser's own, anchored to line starts instead of being matched line by li
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import errors
+from email.feedparser import FeedParser
 from email.message import Message
 from email.parser import Parser
 from email.policy import Policy
+from typing import Any
 
 MAX_DEPTH = 64
 
@@ -53,27 +55,60 @@ def parse_text(text: str, policy: Policy) -> Message | None:
     if "\r" in text and _BARE_CR.search(text):
         return None
     try:
-        msg, _ = _message(text, Parser(policy=policy), 0)
+        msg, _ = _message(text, _Parsers(policy), 0)
     except _NotExact:
         return None
     return msg
 
 
-def _split_headers(text: str) -> tuple[int, int]:
-    """(end of the header block, start of the body); feedparser's header loop."""
+def _split_headers(text: str) -> tuple[list[str], int]:
+    """(the header lines, where the body starts): feedparser's header loop."""
+    lines: list[str] = []
     pos, size = 0, len(text)
     while pos < size:
         nl = text.find("\n", pos)
         line_end = size if nl < 0 else nl + 1
         if not _HEADER_LINE.match(text, pos):
             if text.startswith("\n", pos) or text.startswith("\r\n", pos):
-                return pos, line_end  # the blank separator line is consumed
+                return lines, line_end  # the blank separator line is consumed
             raise _NotExact  # MissingHeaderBodySeparatorDefect: the line starts the body
+        lines.append(text[pos:line_end])
         pos = line_end
-    return size, size
+    return lines, size
 
 
-def _message(text: str, parser: Parser, depth: int) -> tuple[Message, Message]:
+# feedparser's own header routine (not a copy of it), so every header and header defect
+# is identical; building a whole FeedParser per header block cost four times as much.
+# A Python without it gets the public parser (same result, slower).
+_FEED_HEADERS: Callable[[Any, list[str]], None] | None = getattr(FeedParser, "_parse_headers", None)
+
+
+class _HeaderSink:
+    """The two things FeedParser._parse_headers uses: the policy and the message in hand."""
+
+    def __init__(self, policy: Policy, msg: Message) -> None:
+        self.policy = policy
+        self._cur = msg
+
+
+class _Parsers:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.public = Parser(policy=policy)
+
+
+def _headers(lines: list[str], parser: _Parsers) -> Message:
+    if len(lines) > 1 and lines[-1].startswith("From "):
+        raise _NotExact  # feedparser hands a last "From " line back to the body
+    policy = parser.policy
+    if _FEED_HEADERS is None or policy.message_factory is None:
+        return parser.public.parsestr("".join(lines), headersonly=True)
+    msg: Message = policy.message_factory(policy=policy)
+    _FEED_HEADERS(_HeaderSink(policy, msg), lines)
+    return msg
+
+
+def _message(text: str, parser: _Parsers, depth: int) -> tuple[Message, Message]:
     """(the message, the message whose trailing line end belongs to the next boundary).
 
     The second is feedparser's ``_last``: the message itself for a leaf or a multipart,
@@ -81,10 +116,8 @@ def _message(text: str, parser: Parser, depth: int) -> tuple[Message, Message]:
     """
     if depth > MAX_DEPTH:
         raise _NotExact
-    head_end, body_start = _split_headers(text)
-    msg = parser.parsestr(text[:head_end], headersonly=True)
-    if msg._payload:  # type: ignore[attr-defined]
-        raise _NotExact  # a last "From " line was handed back to the body
+    lines, body_start = _split_headers(text)
+    msg = _headers(lines, parser)
     body = text[body_start:]
     ctype = msg.get_content_type()
     maintype = ctype.partition("/")[0]
@@ -101,7 +134,7 @@ def _message(text: str, parser: Parser, depth: int) -> tuple[Message, Message]:
     return msg, msg
 
 
-def _multipart(msg: Message, ctype: str, body: str, parser: Parser, depth: int) -> None:
+def _multipart(msg: Message, ctype: str, body: str, parser: _Parsers, depth: int) -> None:
     boundary = msg.get_boundary()
     if boundary is None or ctype == "multipart/digest":
         raise _NotExact
@@ -113,7 +146,7 @@ def _multipart(msg: Message, ctype: str, body: str, parser: Parser, depth: int) 
         raise _NotExact  # StartBoundaryNotFoundDefect
     if first[0]:  # the line end before a boundary belongs to the boundary
         msg.preamble = _without_line_end(body[: first[0]])
-    parts: list[Message] = []
+    parts: list[Message | str] = []  # set_payload's type
     start = first[1]
     for line_start, line_end, close in found:
         if line_start == start:

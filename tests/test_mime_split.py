@@ -11,6 +11,7 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,3 +206,12 @@ def test_generated_line_soup_same_tree(raw: bytes) -> None:
 @given(structured())
 def test_generated_trees_same_tree(text: str) -> None:
     assert_same(text.encode("ascii", "surrogateescape"))
+
+
+def test_public_header_parser_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest import mime_split
+
+    monkeypatch.setattr(mime_split, "_FEED_HEADERS", None)  # a Python without the private routine
+    for raw in (MIXED, *(m.data for m in generate(60) if m.kind != "huge")):
+        assert fast(raw) is not None
+        assert_same(raw)
