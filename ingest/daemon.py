@@ -3,7 +3,9 @@
 Why pre-fork: each worker keeps its warm state (parser, scanners, journal
 connection) and runs Python on its own core; a crash or leak in one message
 costs one worker, which the master replaces. Workers are recycled after
-``max_messages_per_worker`` messages. SIGTERM makes every worker finish the
+``max_messages_per_worker`` messages, and right after any message of at least
+``recycle_after_bytes`` (its heap stays grown otherwise: freed arenas are not
+given back to the OS). SIGTERM makes every worker finish the
 message in hand, then exit; the master waits for them and removes the socket.
 SIGHUP replaces every worker the same gentle way (new rules, new databases).
 """
@@ -43,6 +45,8 @@ class DaemonOptions:
     socket_group: str | None = None
     workers: int = 4
     max_messages_per_worker: int = 1000
+    # A worker exits (and is replaced) after answering a message at least this big; 0: never.
+    recycle_after_bytes: int = 8 * 1024 * 1024
     max_message_size: int = 50 * 1024 * 1024
     timeout: float = 300.0
     # qscan-queue's QSCAN_TIMEOUT: how long after sending the whole message it waits for the
@@ -108,6 +112,7 @@ class Worker:
         self.board = board if slot is not None else None
         self.slot = slot if slot is not None else 0
         self.observe = observe
+        self.received = 0  # bytes of the message in hand (or last handled)
         if self.board is not None:
             self.board.assign(self.slot, os.getpid())
 
@@ -119,7 +124,8 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         handled = 0
-        while not self.stop and handled < self.opts.max_messages_per_worker:
+        big = False  # the last message was big: leave so that the master forks a fresh worker
+        while not self.stop and not big and handled < self.opts.max_messages_per_worker:
             if os.getppid() != self.parent:  # master died: stop taking new work
                 break
             try:
@@ -153,6 +159,14 @@ class Worker:
                     self.observe(self.processor, outcome)
                 except Exception:
                     log.debug("observer failed", exc_info=True)
+            # Its event holds the whole message (raw_message): let it go now, not when the next
+            # message arrives, so an idle worker does not sit on the last big one.
+            outcome = None
+            limit = self.opts.recycle_after_bytes
+            if limit and self.received >= limit:
+                big = True
+                log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
+                         os.getpid(), self.received, limit)
 
     def handle(self, conn: socket.socket) -> Outcome | None:
         conn.setblocking(True)
@@ -176,6 +190,8 @@ class Worker:
         except (OSError, ProtocolError) as exc:
             log.warning("dropping connection: %s", exc)
             return None
+        finally:
+            self.received = req.size
         assert req.envelope is not None
         done = time.monotonic()
         # Non-blocking from here: the liveness peek must not wait (a socket with a timeout polls

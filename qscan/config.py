@@ -46,6 +46,10 @@ class DaemonConfig(_Section):
     max_messages_per_worker: int = Field(
         1000, ge=1, description="a worker is recycled after this many messages"
     )
+    recycle_after_bytes: int = Field(
+        8 * MiB, ge=0, description="a worker is recycled right after a message at least this big "
+        "(bytes), giving back the memory it grew by; 0 disables",
+    )
     max_message_size: int = Field(
         50 * MiB, ge=1024, description="bigger messages are rejected permanently (bytes)"
     )
@@ -750,6 +754,7 @@ socket_mode = 0o660
 # socket_group = "qmail"               # group allowed to connect: usermod -a -G qmail qmaild
 workers = 4                            # pre-forked worker processes
 max_messages_per_worker = 1000         # recycle a worker after this many messages
+recycle_after_bytes = 8388608          # ... and right after a message this big (bytes; 0: never)
 max_message_size = 52428800            # bytes; bigger mail is rejected (5.3.4)
 timeout = 300                          # seconds to receive one message from qscan-queue
 qmail_queue = "/var/qmail/bin/qmail-queue"

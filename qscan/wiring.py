@@ -46,6 +46,7 @@ def daemon_options(cfg: Config) -> DaemonOptions:
     return DaemonOptions(
         socket_path=d.socket, socket_mode=d.socket_mode, socket_group=d.socket_group,
         workers=d.workers, max_messages_per_worker=d.max_messages_per_worker,
+        recycle_after_bytes=d.recycle_after_bytes,
         max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
     )
 
