@@ -95,6 +95,8 @@ def normalize(value: Any, code: str) -> Any:
     """``value`` coerced to the field's declared type, as it goes into the JSON."""
     if value is None:
         return None
+    if code == "t" and type(value) is str:  # the common case first
+        return value
     if code == "t":
         if not isinstance(value, str):
             raise EncodingError(f"expected text, got {type(value).__name__}")

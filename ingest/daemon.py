@@ -125,11 +125,15 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         handled = 0
         big = False  # the last message was big: leave so that the master forks a fresh worker
+        # EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them (each of the
+        # others would wake, fail to accept and go back to sleep: a few syscalls per message).
+        waiter = select.epoll()
+        waiter.register(self.lsock.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
         while not self.stop and not big and handled < self.opts.max_messages_per_worker:
             if os.getppid() != self.parent:  # master died: stop taking new work
                 break
             try:
-                ready, _, _ = select.select([self.lsock], [], [], 1.0)
+                ready = waiter.poll(1.0)
             except InterruptedError:
                 continue
             if not ready:
@@ -167,6 +171,7 @@ class Worker:
                 big = True
                 log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
                          os.getpid(), self.received, limit)
+        waiter.close()
 
     def handle(self, conn: socket.socket) -> Outcome | None:
         conn.setblocking(True)

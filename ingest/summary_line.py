@@ -29,8 +29,11 @@ def clean(value: str | None, limit: int = MAX_FIELD) -> str:
     return value
 
 
+_NEEDS_QUOTES = re.compile(r'[ "\\]')
+
+
 def _q(value: str) -> str:
-    if value and not any(c in value for c in ' "\\'):
+    if value and not _NEEDS_QUOTES.search(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -26,6 +26,15 @@ def workers(h: Harness) -> set[str]:
     return set(Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split())
 
 
+def one_worker(h: Harness) -> set[str]:
+    """The daemon's single worker, once forked (the socket can answer before it is)."""
+    deadline = time.monotonic() + 10
+    while len(now := workers(h)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(now) == 1
+    return now
+
+
 def recycle_lines(h: Harness) -> list[str]:
     return [ln for ln in (h.root / "daemon.log").read_text().splitlines() if "recycled after" in ln]
 
@@ -33,8 +42,7 @@ def recycle_lines(h: Harness) -> list[str]:
 @pytest.mark.integration
 def test_big_message_is_answered_then_its_worker_replaced(tmp_path: Path) -> None:
     with running_daemon(tmp_path, workers=1, daemon_extra=f"recycle_after_bytes = {LIMIT}") as h:
-        first = workers(h)
-        assert len(first) == 1
+        first = one_worker(h)
         assert h.send(SMALL).code == 0
         assert h.send(SMALL).code == 0
         time.sleep(0.5)  # a recycle would happen right after the answer
@@ -65,7 +73,7 @@ def test_big_message_is_answered_then_its_worker_replaced(tmp_path: Path) -> Non
 @pytest.mark.integration
 def test_zero_disables(tmp_path: Path) -> None:
     with running_daemon(tmp_path, workers=1, daemon_extra="recycle_after_bytes = 0") as h:
-        first = workers(h)
+        first = one_worker(h)
         assert h.send(big_message()).code == 0
         time.sleep(0.5)
         assert workers(h) == first
