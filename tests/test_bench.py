@@ -54,6 +54,10 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["end_to_end"]["2"]["msgs_per_s"] > 0 and r["end_to_end"]["2"]["non_zero"] == 0
     assert r["daemon_core"]["msgs_per_s"] > 0 and r["daemon_core"]["non_zero"] == 0
+    # where the CPU went: the daemon, the harness's senders, the whole machine
+    core = r["daemon_core"]
+    assert core["daemon_cpu_ms_per_msg"] > 0 and core["driver_cpu_ms_per_msg"] > 0
+    assert core["machine_cpu_ms_per_msg"] >= core["daemon_cpu_ms_per_msg"] * 0.5
     f = r["floors"]
     assert f["client_start_ms"] > 0 and f["client_start_cpu_ms"] > 0 and f["python_S_start_cpu_ms"] > 0
     assert f["maildir_files_per_s"] > 0

@@ -215,3 +215,21 @@ def test_public_header_parser_fallback_gives_the_same_tree(monkeypatch: pytest.M
     for raw in (MIXED, *(m.data for m in generate(60) if m.kind != "huge")):
         assert fast(raw) is not None
         assert_same(raw)
+
+
+def test_nested_parts_are_not_copied_per_level() -> None:
+    import tracemalloc
+
+    raw = b"Subject: deep\n\n" + b"x" * 1_000_000 + b"\n"
+    for level in range(60):
+        b = b"b%d" % level
+        raw = (b"Content-Type: multipart/mixed; boundary=" + b + b"\n\n--" + b + b"\n"
+               + raw + b"\n--" + b + b"--\n")
+    assert fast(raw) is not None
+    tracemalloc.start()
+    try:
+        mime.parse(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(raw), peak  # a copy of the body per level would be ~60x
