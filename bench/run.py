@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.corpus import BenchMessage, generate
 from ingest import frames
+from qscan.config import ConsumersConfig
 from qscan.injector import inject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,13 +100,18 @@ def floor_fsync(corpus: list[BenchMessage], work: Path) -> float:
     return len(corpus) / (time.perf_counter() - t0)
 
 
-def floor_maildir(corpus: list[BenchMessage], work: Path, batch: int = 200, threads: int = 16) -> float:
+# The consumers run with the shipped default batch, as a new installation does.
+CONSUMER_BATCH: int = ConsumersConfig.model_fields["batch"].default
+
+
+def floor_maildir(corpus: list[BenchMessage], work: Path, batch: int = CONSUMER_BATCH, threads: int = 16
+                  ) -> float:
     """Durable maildir deliveries/s at the syscall level, the archive writer's way.
 
     The durability steps of archive/maildir.py and its batching, with no Python layer on
-    top: per batch of 200, open tmp/NAME (O_CREAT|O_EXCL) and write each file, fsync them
-    all from 16 threads (the filesystem commits concurrent fsyncs together), rename each
-    into new/, fsync new/ once.
+    top: per batch (the consumers' default, 500), open tmp/NAME (O_CREAT|O_EXCL) and
+    write each file, fsync them all from 16 threads (the filesystem commits concurrent
+    fsyncs together), rename each into new/, fsync new/ once.
     """
     root = Path(tempfile.mkdtemp(prefix="maildir-floor", dir=work))
     pool = ThreadPoolExecutor(max_workers=threads)
@@ -377,7 +383,7 @@ def consumers(
 
     def timed(sink: Sink) -> float:
         t0 = time.perf_counter()
-        n = run_consumer(JournalReader(journal), sink, batch=200, once=True)
+        n = run_consumer(JournalReader(journal), sink, batch=CONSUMER_BATCH, once=True)
         rate = n / (time.perf_counter() - t0)
         sink.close()
         return round(rate, 1)
@@ -633,7 +639,8 @@ def report(r: dict[str, object]) -> None:
     if f:
         rows.append(("floor: parse+walk+decode msgs/s", f"{f['parse_msgs_per_s']}", "1 process"))
         rows.append(("floor: write+fsync msgs/s", f"{f['fsync_msgs_per_s']}", ""))
-        rows.append(("floor: maildir files/s", f"{f['maildir_files_per_s']}", "batches of 200, 16 fsyncs"))
+        batches = f"batches of {CONSUMER_BATCH}, 16 fsyncs"
+        rows.append(("floor: maildir files/s", f"{f['maildir_files_per_s']}", batches))
         rows.append(("python -c pass / -S ms", f"{f['python_start_ms']} / {f['python_S_start_ms']}", ""))
         rows.append(
             (

@@ -42,6 +42,9 @@ def _lower(value: str | None) -> str | None:
     return None if value is None else value.lower()
 
 
+SQLITE_CACHE_KIB = 64 * 1024
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # The sqlite3 module only opens a transaction before DML, so a consumer's
     # "which of these ids exist?" SELECT and a migration's DDL would run
@@ -56,6 +59,10 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # SQLite's default page cache is 2 MB: once the indexes outgrow it, every batch
+        # re-reads the index pages it inserts into (the consumer's rate halved by 20,000
+        # messages). A bound, not an allocation: pages are taken as they are used.
+        cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     finally:
         cur.close()
     # SQLite's lower() folds ASCII only; subject search needs "Ü" to find "ü".

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+READ_MAX_BYTES = 64 * 1024 * 1024  # one read's event bodies and raw messages, together
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
@@ -131,12 +134,28 @@ class Journal:
         return self.head()
 
     # -- reading -------------------------------------------------------------
-    def read(self, after: int, limit: int = 500, *, with_raw: bool = True) -> list[JournalEntry]:
+    def read(self, after: int, limit: int = 500, *, with_raw: bool = True,
+             max_bytes: int = READ_MAX_BYTES) -> list[JournalEntry]:
+        """Up to ``limit`` entries after ``after``, stopping early once they hold ``max_bytes``.
+
+        Always at least one entry when there is one: a batch of big messages is bounded by
+        bytes, not by count (500 messages of 25 MB would not fit in a consumer's memory).
+        """
         cols = "seq, event_id, type, appended, body, " + ("raw" if with_raw else "NULL")
-        rows = self._db.execute(
+        cur = self._db.execute(
             f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        ).fetchall()
-        return [JournalEntry(*r) for r in rows]
+        )
+        out: list[JournalEntry] = []
+        size = 0
+        try:
+            for row in cur:
+                out.append(JournalEntry(*row))
+                size += len(row[4]) + (len(row[5]) if row[5] is not None else 0)
+                if size >= max_bytes:
+                    break
+        finally:
+            cur.close()
+        return out
 
     def get(self, event_id: str, *, with_raw: bool = True) -> JournalEntry | None:
         cols = "seq, event_id, type, appended, body, " + ("raw" if with_raw else "NULL")

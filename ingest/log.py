@@ -94,7 +94,7 @@ def run_consumer(
     reader: LogReader,
     sink: Sink,
     *,
-    batch: int = 200,
+    batch: int = 500,
     once: bool = False,
     poll_interval: float = 0.2,
     stop: Stop | None = None,

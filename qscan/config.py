@@ -477,7 +477,8 @@ class ConsumersConfig(_Section):
     enabled: list[Literal["archive", "summaries", "notify"]] = Field(
         ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
     )
-    batch: int = Field(200, ge=1, le=10000, description="events per consumer transaction")
+    batch: int = Field(500, ge=1, le=10000, description="events per consumer transaction "
+                       "(at most 64 MiB of messages read at once)")
     poll_interval: float = Field(0.2, gt=0, description="seconds between polls when idle")
     source: Literal["journal", "kafka"] = Field(
         "journal", description="where consumers read events: the local journal or the Kafka topic"
@@ -880,7 +881,7 @@ action = "quarantine"
 
 [consumers]
 enabled = ["archive", "summaries"]     # add "notify" to send notifications (docs/notifications.md)
-batch = 200
+batch = 500                            # events per transaction (and at most 64 MiB of mail per read)
 poll_interval = 0.2
 
 [notify]                               # `qscan consume notify` (docs/notifications.md)

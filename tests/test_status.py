@@ -40,7 +40,12 @@ def with_extra(h: Harness, name: str, text: str) -> Path:
 @pytest.mark.integration
 def test_status_of_a_running_daemon(tmp_path: Path) -> None:
     with running_daemon(tmp_path, workers=2) as h:
-        code, doc = status_json(h.config, "--no-scanners")
+        deadline = time.monotonic() + 10  # the socket can answer before both workers are forked
+        while True:
+            code, doc = status_json(h.config, "--no-scanners")
+            if doc["daemon"]["workers"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert code == 0, doc["problems"]
         d = doc["daemon"]
         assert d["up"] and d["workers"] == 2 and d["idle"] == 2 and d["busy"] == 0 and d["in_flight"] == 0
