@@ -25,8 +25,8 @@ the caller parses that message with feedparser itself (see ``ingest.mime.parse``
 
 Why the split is faithful: feedparser ends a part at any line that matches the boundary
 of the part's multipart *or of any enclosing multipart*. Splitting outer bodies first
-means a part's text never holds an enclosing boundary line, and the boundary regex below
-is feedparser's own, anchored to line starts instead of being matched line by line.
+means a part's text never holds an enclosing boundary line, and a boundary line is what
+feedparser's own pattern accepts, looked for at line starts instead of line by line.
 """
 
 from __future__ import annotations
