@@ -114,6 +114,16 @@ def make_producer(settings: KafkaSettings) -> KafkaProducer:
     return KafkaProducer(**options)
 
 
+def _force_close(producer: Any) -> None:
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None:
+            sender.force_close()
+    except Exception:
+        log.debug("forcing the producer's sender down failed", exc_info=True)
+    producer._closed = True  # kafka-python's own flag: its __del__ must not flush again
+
+
 class Relay:
     """Journal -> topic, advancing the relay position only behind broker acknowledgements."""
 
@@ -157,7 +167,12 @@ class Relay:
             try:
                 self._producer.close(timeout=timeout)
             except Exception:
-                log.debug("closing a broken producer failed", exc_info=True)
+                # kafka-python's close() flushes first and gives up on a timeout with records
+                # still pending, leaving the producer open: its __del__ would then try again
+                # later and time out in some unrelated place. Those records were never
+                # acknowledged (the position did not move), so drop them with the sender.
+                log.debug("closing a broken producer failed; forcing it", exc_info=True)
+                _force_close(self._producer)
             self._producer = None
 
     def send_batch(self) -> int:

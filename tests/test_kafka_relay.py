@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from ingest.event import from_json, to_json
 from ingest.journal import Journal
-from ingest.kafka_log import KafkaSettings, Relay, init_topic, partition_for
+from ingest.kafka_log import KafkaSettings, Relay, init_topic, make_producer, partition_for
 from ingest.log import Stop
 from qscan.cli import cli
 from tests.daemon_harness import running_daemon
@@ -180,3 +180,22 @@ def test_qscan_run_starts_the_relay(broker: Broker, tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
+
+
+def test_dropping_a_producer_with_unacknowledged_records_really_closes_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # kafka-python's close(timeout=0) flushes first and gives up with records in flight,
+    # leaving the producer open for its __del__ to time out later, anywhere.
+    s = settings(broker)
+    init_topic(s)
+    relay = Relay(Journal(tmp_path / "j.db"), s, "mx1")
+    producer = make_producer(s)
+    for i in range(200):
+        producer.send(s.topic, value=b"x" * 100_000, key=str(i).encode())
+    relay._producer = producer
+    relay._drop_producer()  # the broken-producer path: at once
+    assert relay._producer is None
+    assert producer._closed
+    producer._sender.join(5)
+    assert not producer._sender.is_alive()
