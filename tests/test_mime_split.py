@@ -233,3 +233,18 @@ def test_nested_parts_are_not_copied_per_level() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 8 * len(raw), peak  # a copy of the body per level would be ~60x
+
+
+def test_demo_corpus_and_cpython_email_samples_same_tree() -> None:
+    import email
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "demo" / "corpus").glob("*.eml"))
+    assert len(files) >= 20
+    # CPython's own email test messages (odd structures collected over the years), where the
+    # interpreter ships its test package; the demo corpus above is always there.
+    stdlib = Path(email.__file__).resolve().parent.parent / "test" / "test_email" / "data"
+    files += sorted(stdlib.glob("msg_*.txt"))
+    for f in files:
+        assert_same(f.read_bytes())
