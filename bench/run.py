@@ -109,7 +109,7 @@ def floor_maildir(corpus: list[BenchMessage], work: Path, batch: int = CONSUMER_
     """Durable maildir deliveries/s at the syscall level, the archive writer's way.
 
     The durability steps of archive/maildir.py and its batching, with no Python layer on
-    top: per batch (the consumers' default, 500), open tmp/NAME (O_CREAT|O_EXCL) and
+    top: per batch (the consumers' default size), open tmp/NAME (O_CREAT|O_EXCL) and
     write each file, fsync them all from 16 threads (the filesystem commits concurrent
     fsyncs together), rename each into new/, fsync new/ once.
     """

@@ -56,7 +56,7 @@ def parse_text(text: str, policy: Policy) -> Message | None:
     if "\r" in text and _BARE_CR.search(text):
         return None
     try:
-        msg, _ = _message(text, 0, len(text), _Parsers(policy), 0)
+        msg, _ = _message(text, 0, len(text), policy, 0)
     except _NotExact:
         return None
     return msg
@@ -91,24 +91,17 @@ class _HeaderSink:
         self._cur = msg
 
 
-class _Parsers:
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.public = Parser(policy=policy)
-
-
-def _headers(lines: list[str], parser: _Parsers) -> Message:
+def _headers(lines: list[str], policy: Policy) -> Message:
     if len(lines) > 1 and lines[-1].startswith("From "):
         raise _NotExact  # feedparser hands a last "From " line back to the body
-    policy = parser.policy
     if _FEED_HEADERS is None or policy.message_factory is None:
-        return parser.public.parsestr("".join(lines), headersonly=True)
+        return Parser(policy=policy).parsestr("".join(lines), headersonly=True)
     msg: Message = policy.message_factory(policy=policy)
     _FEED_HEADERS(_HeaderSink(policy, msg), lines)
     return msg
 
 
-def _message(text: str, start: int, end: int, parser: _Parsers, depth: int
+def _message(text: str, start: int, end: int, policy: Policy, depth: int
              ) -> tuple[Message, Message]:
     """The message in text[start:end], and the message whose trailing line end belongs to
     the next boundary (feedparser's ``_last``: the message itself for a leaf or a
@@ -120,23 +113,23 @@ def _message(text: str, start: int, end: int, parser: _Parsers, depth: int
     if depth > MAX_DEPTH:
         raise _NotExact
     lines, body = _split_headers(text, start, end)
-    msg = _headers(lines, parser)
+    msg = _headers(lines, policy)
     ctype = msg.get_content_type()
     maintype = ctype.partition("/")[0]
     if maintype == "message":
         if ctype == "message/delivery-status":
             raise _NotExact
-        inner, last = _message(text, body, end, parser, depth + 1)
+        inner, last = _message(text, body, end, policy, depth + 1)
         msg.set_payload([inner])
         return msg, last
     if maintype == "multipart":
-        _multipart(msg, ctype, text, body, end, parser, depth)
+        _multipart(msg, ctype, text, body, end, policy, depth)
         return msg, msg
     msg.set_payload(text[body:end])
     return msg, msg
 
 
-def _multipart(msg: Message, ctype: str, text: str, body: int, end: int, parser: _Parsers,
+def _multipart(msg: Message, ctype: str, text: str, body: int, end: int, policy: Policy,
                depth: int) -> None:
     boundary = msg.get_boundary()
     if boundary is None or ctype == "multipart/digest":
@@ -154,7 +147,7 @@ def _multipart(msg: Message, ctype: str, text: str, body: int, end: int, parser:
     for line_start, line_end, close in found:
         if line_start == start:
             raise _NotExact  # repeated boundary lines: feedparser skips them all
-        part, last = _message(text, start, line_start, parser, depth + 1)
+        part, last = _message(text, start, line_start, policy, depth + 1)
         _drop_line_end(last)
         parts.append(part)
         if close:
