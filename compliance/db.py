@@ -43,6 +43,7 @@ def _lower(value: str | None) -> str | None:
 
 
 SQLITE_CACHE_KIB = 64 * 1024
+SQLITE_CHECKPOINT_PAGES = 16_000  # of 4 KiB: 64 MiB of WAL
 
 
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -63,6 +64,11 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         # re-reads the index pages it inserts into (the consumer's rate halved by 20,000
         # messages). A bound, not an allocation: pages are taken as they are used.
         cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        # Checkpoint every 64 MiB of WAL, not SQLite's default 4 MB: a consumer batch
+        # dirties index pages all over the file, and each checkpoint writes (and fsyncs)
+        # every page the WAL holds, so checkpointing after every batch wrote the same
+        # index pages again and again (the consumer's rate fell by a third).
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
     finally:
         cur.close()
     # SQLite's lower() folds ASCII only; subject search needs "Ü" to find "ü".

@@ -28,6 +28,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from compliance.bulk import insert_rows
 from compliance.chain import ChainWriter
 from compliance.db import check_schema, make_engine, session_factory
 from compliance.models import (
@@ -125,10 +126,19 @@ def message_row(position: int, ev: MessageScanned) -> Row:
         "header_to": clean(headers.to, HEADER_LEN),
         "header_cc": clean(headers.cc, HEADER_LEN),
         "header_date": clean(headers.date, 200),
-        # An oversized message travels without its bytes (size > 0, raw empty).
-        "raw_sha256": (hashlib.sha256(ev.raw_message).hexdigest()
-                       if ev.raw_message or not ev.size else None),
+        "raw_sha256": raw_sha256(ev),
     }
+
+
+def raw_sha256(ev: MessageScanned) -> str | None:
+    """What the stored copy must hash to: the daemon's hash, or (events from before the
+    daemon hashed it) the hash of the bytes the event carries. An oversized message
+    travels without its bytes (size > 0, raw empty): None."""
+    if ev.raw_sha256:
+        return ev.raw_sha256
+    if ev.raw_message or not ev.size:
+        return hashlib.sha256(ev.raw_message).hexdigest()
+    return None
 
 
 def recipient_rows(ev: MessageScanned) -> list[Row]:
@@ -326,13 +336,11 @@ class SummarySink:
         # Core executemany, not the ORM's bulk insert: the rows are plain dicts with one
         # key set per table, and the ORM's per-row bookkeeping cost more than the SQL.
         conn = session.connection()
-        conn.execute(_table(Message).insert(), [messages[ev.event_id] for ev in fresh])
+        insert_rows(conn, _table(Message), [messages[ev.event_id] for ev in fresh])
         for table, model in (("recipients", Recipient), ("parts", Part), ("findings", Finding),
                              ("dlp_findings", DlpFinding)):
-            if children[table]:
-                conn.execute(_table(model).insert(), children[table])
-        if quarantine:
-            conn.execute(_table(QuarantineEntry).insert(), quarantine)
+            insert_rows(conn, _table(model), children[table])
+        insert_rows(conn, _table(QuarantineEntry), quarantine)
 
     @staticmethod
     def _insert_failures(session: Session, chain: ChainWriter, failures: list[QueueFailed]

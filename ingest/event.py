@@ -158,6 +158,10 @@ class MessageScanned(_Model):
     headers: HeaderSummary
     size: int = Field(description="size of the message as received")
     sha256: str = Field(description="SHA-256 of the message as received")
+    raw_sha256: str | None = Field(
+        None, description="SHA-256 of the message as handed to qmail-queue (raw_message); "
+        "null when it was too large to keep, and in events written before qscan hashed it"
+    )
     parts: list[Part] = []
     findings: list[Finding] = []
     category: Category

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,8 @@ def test_clean_message_is_queued_with_diagnostics(make, tmp_path: Path) -> None:
     assert b"fake: 9." in msg.replace(b"\n\t", b" ")
     [ev] = scanned(journal)
     assert ev.raw_message == msg and ev.action == "deliver"
+    # what every stored copy must hash to, hashed where the bytes were in hand
+    assert ev.raw_sha256 == hashlib.sha256(msg).hexdigest() != ev.sha256
 
 
 def test_scanner_headers_and_transform(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

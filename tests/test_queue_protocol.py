@@ -177,6 +177,7 @@ def test_oversized_message_rejected_permanently(tmp_path: Path) -> None:
         assert h.recorded() == []
         ev = last_scanned(h)
         assert ev.action == "reject" and ev.reason == "message-too-large" and ev.size > 5000
+        assert ev.raw_message == b"" and ev.raw_sha256 is None  # the bytes were not kept
         assert h.send(b"Subject: small\n\nok\n").code == 0
 
 

@@ -351,6 +351,16 @@ def test_headers_and_raw_hash(sink: SummarySink) -> None:
     assert row(sink.engine, oversized.event_id)["raw_sha256"] is None
 
 
+def test_raw_hash_from_the_daemon(sink: SummarySink) -> None:
+    # Events carry the daemon's hash of what it queued: the row takes it as it is, and
+    # older events without it are hashed from their bytes (test above).
+    ev = make_event()
+    ev.raw_sha256 = hashlib.sha256(ev.raw_message).hexdigest()
+    ev.raw_message = b"not read: the hash is in the event"
+    sink.apply(records([ev]), 1)
+    assert row(sink.engine, ev.event_id)["raw_sha256"] == ev.raw_sha256
+
+
 def test_rows_are_chained_per_host(sink: SummarySink) -> None:
     a1, a2 = make_event(), make_event()
     b1 = make_event()
