@@ -12,8 +12,11 @@ hash chain (compliance.chain) in the same transaction, so the proof is never
 behind the rows. The compliance events (deletions, holds, exports) are
 projected by compliance.records, which their commands also call directly.
 
-Rows go in with executemany-style bulk inserts (no ORM object per row): a
-batch of 200 events is a handful of statements.
+Rows go in with executemany-style bulk inserts (no ORM object per row; on
+SQLite straight through the driver, compliance.bulk): a batch of events is a
+handful of statements. The stored copy's hash (``raw_sha256``) comes from the
+event, where the daemon put it; only events older than that field are hashed
+here.
 """
 
 from __future__ import annotations
