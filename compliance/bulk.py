@@ -19,20 +19,22 @@ from sqlalchemy import Connection, Table
 
 Row = dict[str, Any]
 _Plan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
-_plans: dict[tuple[str, str, str, tuple[str, ...]], _Plan | None] = {}
+# Keyed by the Table itself: two tables of one name in different metadata are two plans.
+_plans: dict[tuple[str, str, Table, tuple[str, ...]], _Plan | None] = {}
 
 
 def _plan(conn: Connection, table: Table, columns: tuple[str, ...]) -> _Plan | None:
     """The statement and bind processors for these columns; None when SQLAlchemy must
     fill a left-out column (a Python-side default) and so keeps the insert."""
     dialect = conn.dialect
-    key = (dialect.name, dialect.driver, table.fullname, columns)
+    key = (dialect.name, dialect.driver, table, columns)
     if key in _plans:
         return _plans[key]
     plan: _Plan | None = None
-    if not any(c.default is not None for c in table.c if c.name not in columns):
-        quote = dialect.identifier_preparer.quote
-        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+    if not any(c.default is not None for c in table.c if c.key not in columns):
+        prep = dialect.identifier_preparer
+        names = ", ".join(prep.format_column(table.c[c]) for c in columns)
+        sql = (f"INSERT INTO {prep.format_table(table)} ({names}) "
                f"VALUES ({', '.join('?' * len(columns))})")
         procs = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
                       for c in columns)

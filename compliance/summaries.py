@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -133,11 +134,14 @@ def message_row(position: int, ev: MessageScanned) -> Row:
     }
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def raw_sha256(ev: MessageScanned) -> str | None:
     """What the stored copy must hash to: the daemon's hash, or (events from before the
-    daemon hashed it) the hash of the bytes the event carries. An oversized message
-    travels without its bytes (size > 0, raw empty): None."""
-    if ev.raw_sha256:
+    daemon hashed it, or whose hash is not one) the hash of the bytes the event carries.
+    An oversized message travels without its bytes (size > 0, raw empty): None."""
+    if ev.raw_sha256 and _SHA256_HEX.fullmatch(ev.raw_sha256):
         return ev.raw_sha256
     if ev.raw_message or not ev.size:
         return hashlib.sha256(ev.raw_message).hexdigest()
@@ -253,8 +257,9 @@ class SummarySink:
     """The ``summaries`` projection (a ``ingest.log.Sink``)."""
 
     name = "summaries"
-    # The raw message is only hashed (raw_sha256: what the stored copy must hash to);
-    # it is never written to SQL.
+    # The raw message is only hashed (raw_sha256: what the stored copy must hash to), and
+    # only for events from before the daemon put the hash in the event; it is never written
+    # to SQL. It must still be read: without it such an event would look oversized (NULL).
     needs_raw = True
 
     def __init__(self, url: str, *, name: str = "summaries") -> None:

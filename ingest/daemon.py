@@ -127,6 +127,7 @@ class Worker:
         # Everything alive now (modules, schemas, scanner state) lives as long as the worker:
         # out of the collector's sight, a full collection walks only what messages left
         # behind (it walked the whole heap: pauses of up to ~100 ms in the middle of a message).
+        gc.collect()  # once, before the first message: garbage is not frozen with the rest
         gc.freeze()
         handled = 0
         big = False  # the last message was big: leave so that the master forks a fresh worker

@@ -249,7 +249,8 @@ class Processor:
             size=req.size,
             sha256=req.sha256,
             # Hashed here, where the bytes are in hand: what every stored copy must hash to.
-            raw_sha256=None if oversized else hashlib.sha256(new_raw).hexdigest(),
+            raw_sha256=None if oversized else (
+                req.sha256 if new_raw is raw else hashlib.sha256(new_raw).hexdigest()),
             parts=parts_meta,
             findings=[
                 Finding(

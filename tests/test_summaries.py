@@ -357,8 +357,12 @@ def test_raw_hash_from_the_daemon(sink: SummarySink) -> None:
     ev = make_event()
     ev.raw_sha256 = hashlib.sha256(ev.raw_message).hexdigest()
     ev.raw_message = b"not read: the hash is in the event"
-    sink.apply(records([ev]), 1)
+    # ... and one that is not a SHA-256 in lowercase hex is not taken: the bytes are hashed
+    odd = make_event()
+    odd.raw_sha256 = "F" * 64
+    sink.apply(records([ev, odd]), 2)
     assert row(sink.engine, ev.event_id)["raw_sha256"] == ev.raw_sha256
+    assert row(sink.engine, odd.event_id)["raw_sha256"] == hashlib.sha256(odd.raw_message).hexdigest()
 
 
 def test_rows_are_chained_per_host(sink: SummarySink) -> None:
