@@ -123,3 +123,14 @@ def test_unparseable_garbage_is_still_handled(make) -> None:  # type: ignore[no-
     out = proc.process(make_request(garbage, ENV))
     assert out.code in (0, 82)
     assert len(scanned(journal)) == 1
+
+
+def test_unchanged_message_keeps_the_received_hash(tmp_path: Path) -> None:
+    # No header added, no transform: what is queued is what was received, hashed once.
+    standin = write_standin(tmp_path / "qq", tmp_path / "rec")
+    journal = Journal(tmp_path / "j.db")
+    opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin, diagnostics=False)
+    assert Processor(opts, journal, []).process(make_request(MSG, ENV)).code == 0
+    [(msg, _)] = recorded(tmp_path / "rec")
+    [ev] = scanned(journal)
+    assert msg == MSG and ev.raw_sha256 == ev.sha256 == hashlib.sha256(MSG).hexdigest()
