@@ -70,3 +70,21 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert "x floor" in archive_row
     assert r["consumers"]["archive_events_per_s"] > 0 and r["consumers"]["sqlite_events_per_s"] > 0
     assert "targets:" in proc.stdout
+
+
+def test_report_judges_targets_against_the_runs_floors(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import report
+
+    r = json.loads((ROOT / "bench" / "results" / "latest.json").read_text())
+    r["end_to_end"]["4"].update(p50_ms=36.0, msgs_per_s=100.0)
+    r["floors"].update(client_start_ms=13.3, e2e_ceiling_msgs_per_s=150.0)
+    report(r)
+    out = capsys.readouterr().out
+    assert "end-to-end p50 floor (one client start)" in out
+    line = next(x for x in out.splitlines() if "p50 floor" in x)
+    assert "impossible here" in line and "36.0" in line
+    # a machine whose client starts in under 10 ms is held to the target itself
+    r["floors"]["client_start_ms"] = 6.0
+    report(r)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "p50 floor" in x)
+    assert "MISSED" in line
