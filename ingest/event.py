@@ -19,7 +19,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, with_config
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -32,6 +40,31 @@ def _b64_validate(value: Any) -> bytes:
         return base64.b64decode(value, validate=True)
     raise ValueError("expected base64 text")
 
+
+def display_text(value: str) -> str:
+    """Text every writer can take (JSON, SQL, maildir, summary line, notifications).
+
+    Mail is parsed as ASCII with surrogate escapes, so raw 8-bit bytes from a header or a
+    MIME parameter arrive as lone surrogates, which no UTF-8 writer accepts (a worker used to
+    raise on them after scanning, on every retry). The escaped bytes are decoded as UTF-8 here
+    (RFC 6532 mail reads right) and whatever is not UTF-8 becomes U+FFFD; the raw bytes are
+    kept beside the text where they matter (``HeaderSummary.raw``)."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        data = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (e.g. "\ud800" from JSON)
+        data = value.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", "replace")
+
+
+# Any text that may come from mail or from its sender: always valid Unicode once in an event.
+MailText = Annotated[str, AfterValidator(display_text)]
 
 B64Bytes = Annotated[
     bytes,
@@ -74,38 +107,48 @@ class _Model(BaseModel):
 
 
 class EnvelopeInfo(_Model):
-    sender: str = Field(description="MAIL FROM, empty for bounces")
-    recipients: list[str]
+    sender: MailText = Field(description="MAIL FROM, empty for bounces")
+    recipients: list[MailText]
     raw: B64Bytes = Field(description="the envelope bytes exactly as qmail handed them (base64)")
 
 
 class ClientInfo(_Model):
-    ip: str | None = Field(None, description="TCPREMOTEIP; absent for locally injected mail")
-    host: str | None = None
-    info: str | None = Field(None, description="TCPREMOTEINFO (ident or AUTH user)")
-    helo: str | None = None
+    ip: MailText | None = Field(None, description="TCPREMOTEIP; absent for locally injected mail")
+    host: MailText | None = None
+    info: MailText | None = Field(None, description="TCPREMOTEINFO (ident or AUTH user)")
+    helo: MailText | None = None
     relay: bool = Field(False, description="RELAYCLIENT was set: authorised relay / outbound")
-    auth_user: str | None = None
+    auth_user: MailText | None = None
     local: bool = Field(False, description="no TCPREMOTEIP: injected on this host")
 
 
 class HeaderSummary(_Model):
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
-    cc: str | None = None
-    subject: str | None = None
-    message_id: str | None = None
-    date: str | None = None
+    """The summarised headers, unfolded and RFC 2047-decoded for display and search."""
+
+    from_: MailText | None = Field(None, alias="from")
+    to: MailText | None = None
+    cc: MailText | None = None
+    subject: MailText | None = None
+    message_id: MailText | None = None
+    date: MailText | None = None
+    raw: dict[str, B64Bytes] = Field(
+        {}, description="the raw value bytes (as in the message, folding kept) of each summarised "
+        "header that is not plain ASCII, keyed by lower-case header name ('subject', 'message-id'): "
+        "the display text above decodes them as UTF-8 with replacement")
+
+    def raw_value(self, name: str) -> bytes | None:
+        """The raw bytes of a summarised header when they are not plain ASCII, else None."""
+        return self.raw.get(name.lower())
 
 
 class Part(_Model):
-    path: str = Field(
+    path: MailText = Field(
         description="MIME part path, e.g. '2/1' ('1' for a single-part message); archive members, "
         "TNEF and uuencoded files continue it: '2/1/invoice.zip!/a.exe'"
     )
-    content_type: str
+    content_type: MailText
     detected_type: str | None = None
-    filename: str | None = None
+    filename: MailText | None = None
     size: int = Field(description="decoded size in bytes")
     sha256: str
 
@@ -116,11 +159,11 @@ class Finding(_Model):
     scanner: str
     version: str = ""
     verdict: Category
-    name: str = Field("", description="signature, rule or check name")
+    name: MailText = Field("", description="signature, rule or check name")
     score: float = 0.0
-    detail: str = ""
+    detail: MailText = ""
     duration_ms: float = 0.0
-    error: str | None = Field(None, description="set when the scan did not happen (timeout, refused, ...)")
+    error: MailText | None = Field(None, description="set when the scan did not happen (timeout, refused, ...)")
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -133,8 +176,8 @@ class DlpHit(TypedDict, total=False):
     confidence: Annotated[str, Field(description="low, medium or high (the highest counted)")]
     count: Annotated[int, Field(description="distinct values counted for the rule")]
     action: Annotated[str, Field(description="monitor, notify, quarantine, reject or allow")]
-    location: Annotated[str, Field(description="where: part paths, 'header:Subject', archive members")]
-    evidence: Annotated[str, Field(description="masked examples, e.g. '4111 **** **** 1111'; never a "
+    location: Annotated[MailText, Field(description="where: part paths, 'header:Subject', archive members")]
+    evidence: Annotated[MailText, Field(description="masked examples, e.g. '4111 **** **** 1111'; never a "
                                                "full value")]
     notify: Annotated[bool, Field(description="the compliance officer is to be told")]
     encrypted: Annotated[bool, Field(description="the message was S/MIME- or PGP-encrypted")]
@@ -166,12 +209,12 @@ class MessageScanned(_Model):
     findings: list[Finding] = []
     category: Category
     action: Action
-    reason: str = Field("", description="short machine-friendly reason, e.g. 'clean', 'too-large'")
-    reply: str | None = Field(None, description="reply text for reject/tempfail (D.../Z...)")
+    reason: MailText = Field("", description="short machine-friendly reason, e.g. 'clean', 'too-large'")
+    reply: MailText | None = Field(None, description="reply text for reject/tempfail (D.../Z...)")
     spam_score: float | None = None
     dlp_findings: list[DlpHit] = []
-    defects: list[str] = Field([], description="MIME defects the parser reported")
-    added_headers: list[str] = Field([], description="header lines qscan added")
+    defects: list[MailText] = Field([], description="MIME defects the parser reported")
+    added_headers: list[MailText] = Field([], description="header lines qscan added")
     timings: Timings = Timings()
     raw_message: B64Bytes = Field(
         b"", description="the message as handed to qmail-queue (with added headers), base64"

@@ -118,17 +118,26 @@ def _charset(name: str | None) -> str:
     return name
 
 
+SUMMARISED = (("from", "From"), ("to", "To"), ("cc", "Cc"), ("subject", "Subject"),
+              ("message_id", "Message-ID"), ("date", "Date"))
+
+
 def header_summary(msg: EmailMessage) -> HeaderSummary:
-    return HeaderSummary.model_validate(
-        {
-            "from": display_header(msg, "From"),
-            "to": display_header(msg, "To"),
-            "cc": display_header(msg, "Cc"),
-            "subject": display_header(msg, "Subject"),
-            "message_id": display_header(msg, "Message-ID"),
-            "date": display_header(msg, "Date"),
-        }
-    )
+    """Display text of the summarised headers, and the raw bytes of those that are not ASCII.
+
+    The message was decoded as ASCII with surrogate escapes, so a raw 8-bit header value holds
+    its bytes as escapes: they are given back byte for byte (``raw``), and the event's text
+    type decodes them for display (RFC 6532 UTF-8; U+FFFD for bytes that are not)."""
+    values: dict[str, object] = {}
+    raw: dict[str, bytes] = {}
+    for field, name in SUMMARISED:
+        values[field] = display_header(msg, name)
+        source = _raw_header(msg, name)
+        if source is not None and not source.isascii():
+            raw[name.lower()] = source.encode("utf-8", "surrogateescape")
+    if raw:
+        values["raw"] = raw
+    return HeaderSummary.model_validate(values)
 
 
 def part_filename(part: Message) -> str | None:

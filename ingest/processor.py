@@ -147,10 +147,54 @@ class Processor:
             return Outcome(ec.ENVELOPE_FORMAT, None)
         try:
             event, new_raw = self._scan(req, env)
-        except Exception:  # a bug must never lose or wrongly accept mail
-            log.exception("scan failed; temp-failing the message")
-            return Outcome(ec.CUSTOM_ERROR, "Zqscan: internal error while scanning (#4.3.0)")
-        return self._commit(event, new_raw, env, req)
+            body = to_json(event, with_raw=False)
+        except Exception as exc:  # a bug must never lose mail, nor temp-fail it on every retry
+            log.exception("scan failed; recording the message as internal-error")
+            try:
+                event, new_raw = self._internal_error(req, env, exc)
+                body = to_json(event, with_raw=False)
+            except Exception:  # nothing to record it with: the one case left to the sender's retry
+                log.exception("cannot record the message; temp-failing")
+                return Outcome(ec.CUSTOM_ERROR, "Zqscan: internal error while scanning (#4.3.0)")
+        return self._commit(event, body, new_raw, env, req)
+
+    def _error_result(self, scanner: str, exc: BaseException) -> ScanResult:
+        """A scanner (or the stage itself) raised on this message: it would raise again on every
+        retry, so the message gets a lasting outcome (internal.error_action: quarantined by
+        default, delivered when set to deliver) instead of a temporary failure."""
+        detail = safe(f"{type(exc).__name__}: {exc}")
+        action = (Disposition.DELIVER if self.opt.unparseable_action == Disposition.DELIVER
+                  else Disposition.QUARANTINE)
+        return ScanResult(scanner=scanner, name="internal-error", detail=detail,
+                          disposition=action, error=detail)
+
+    def _internal_error(self, req: Request, env: Envelope, exc: BaseException) -> tuple[MessageScanned, bytes]:
+        """The event for a message whose scan broke down: built only from values that cannot fail
+        (the envelope, the client, sizes and hashes), the message kept as received."""
+        r = self._error_result("qscan", exc)
+        decision = decide([r])
+        raw = req.message
+        oversized = req.size > self.opt.max_message_size
+        event = MessageScanned(
+            event_id=str(uuid7()),
+            time=datetime.fromtimestamp(req.received, UTC),
+            host=self.opt.hostname,
+            envelope=EnvelopeInfo(sender=_addr(env.sender), recipients=[_addr(x) for x in env.recipients],
+                                  raw=env.raw),
+            client=self._client(req.attrs),
+            headers=HeaderSummary(),
+            size=req.size,
+            sha256=req.sha256,
+            raw_sha256=None if oversized else req.sha256,
+            findings=[Finding(scanner=r.scanner, verdict=Category.CLEAN, name=r.name, detail=r.detail,
+                              error=r.error)],
+            category=decision.category,
+            action=decision.action,
+            reason=decision.reason,
+            reply=decision.reply,
+            raw_message=b"" if oversized else raw,
+        )
+        return event, raw
 
     def _client(self, attrs: dict[str, str]) -> ClientInfo:
         ip = attrs.get("TCPREMOTEIP") or None
@@ -206,16 +250,7 @@ class Processor:
                 results = scanner.scan(ctx)
             except Exception as exc:
                 log.exception("scanner %s failed", scanner.name)
-                results = [
-                    ScanResult(
-                        scanner=scanner.name,
-                        name="scanner-error",
-                        detail=safe(f"{type(exc).__name__}: {exc}"),
-                        disposition=Disposition.TEMPFAIL,
-                        reply="Zqscan: a scanner failed, try again later (#4.3.0)",
-                        error=safe(f"{type(exc).__name__}: {exc}"),
-                    )
-                ]
+                results = [self._error_result(scanner.name, exc)]
             took = (time.perf_counter() - s0) * 1000
             for r in results:
                 r.duration_ms = r.duration_ms or took
@@ -324,16 +359,18 @@ class Processor:
             detail=safe(f"{type(exc).__name__}: {exc}"), disposition=action, reply=reply,
         )
 
-    def _commit(self, event: MessageScanned, new_raw: bytes, env: Envelope, req: Request) -> Outcome:
+    def _commit(self, event: MessageScanned, body: bytes, new_raw: bytes, env: Envelope, req: Request
+                ) -> Outcome:
         if (req.client_deadline is not None and event.action in _ACCEPTING
                 and time.monotonic() > req.client_deadline - self.opt.deadline_margin):
             # The client is about to give up (or has): accepting now would keep the message twice,
             # once here and once on the sender's retry. Record a temp-failure, queue nothing.
             log.warning("deadline passed for %s; temp-failing without queueing", event.event_id)
             event.action, event.reason, event.reply = Action.TEMPFAIL, "deadline", DEADLINE_TEXT
+            body = to_json(event, with_raw=False)
         try:
             self.journal.append(
-                event.event_id, event.type, to_json(event, with_raw=False),
+                event.event_id, event.type, body,
                 new_raw if event.raw_message else None,
             )
         except JournalError:
