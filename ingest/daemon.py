@@ -1,13 +1,23 @@
-"""The scan daemon: a pre-forked pool of workers accepting on one unix socket.
+"""The scan daemon: a master that receives, and a pre-forked pool of workers that scan.
 
-Why pre-fork: each worker keeps its warm state (parser, scanners, journal
-connection) and runs Python on its own core; a crash or leak in one message
-costs one worker, which the master replaces. Workers are recycled after
-``max_messages_per_worker`` messages, and right after any message of at least
-``recycle_after_bytes`` (its heap stays grown otherwise: freed arenas are not
-given back to the OS). SIGTERM makes every worker finish the
-message in hand, then exit; the master waits for them and removes the socket.
-SIGHUP replaces every worker the same gentle way (new rules, new databases).
+Why this split: a worker must never wait on a sender. qmail-smtpd streams the message to
+qscan-queue as the SMTP client sends it, and anyone allowed on the socket can connect and
+say nothing; when workers read requests themselves, as many slow or silent connections as
+there are workers stopped all mail. So the master owns every connection until its request is
+complete: one non-blocking event loop accepts, learns the peer from ``SO_PEERCRED``, enforces
+the whole-request deadline (``timeout``, over the whole receive, not per read) and a cap on
+concurrent connections per peer uid, and spools the message into an anonymous memory file.
+A complete request goes to an idle worker with the connection and the spool file passed over
+a unix socket (``SCM_RIGHTS``); the worker scans, answers on the connection and says it is
+free again. Slow senders cost the master a file descriptor each, never a worker.
+
+Why pre-fork: each worker keeps its warm state (parser, scanners, journal connection) and
+runs Python on its own core; a crash or leak in one message costs one worker, which the
+master replaces. Workers are recycled after ``max_messages_per_worker`` messages, and right
+after any message of at least ``recycle_after_bytes`` (its heap stays grown otherwise: freed
+arenas are not given back to the OS). SIGTERM: the master stops accepting, lets the workers
+finish what they hold, then exits and removes the socket. SIGHUP replaces every worker the
+same gentle way (new rules, new databases).
 """
 
 from __future__ import annotations
@@ -16,16 +26,22 @@ import contextlib
 import gc
 import grp
 import hashlib
+import json
 import logging
 import os
-import select
+import selectors
 import signal
 import socket
+import struct
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ingest import exitcodes as ec
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
 from ingest.processor import Outcome, Processor, Request
@@ -37,22 +53,36 @@ log = logging.getLogger(__name__)
 # connection is closed (metrics: qscan/metrics.py). It must be cheap and must not raise.
 Observer = Callable[[Processor, Outcome], None]
 STATUS_INTERVAL = 1.0  # seconds between rewrites of the status file
+RECV = 1 << 20
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+SLOW_TEXT = "Zqscan: the message was not received in time (#4.4.2)"
+BUSY_TEXT = "Zqscan: too many connections from this user, try again later (#4.3.2)"
+DENIED_TEXT = "Zqscan: this user may not submit mail through qscan (#4.3.0)"
+ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
+SHUTDOWN_TEXT = "Zqscan: shutting down, try again later (#4.3.0)"
+# worker -> master on the control socket
+DONE, BYE = b"d", b"b"
+EXIT = b"x"  # master -> worker: leave (recycling, shutdown)
 
 
 @dataclass
 class DaemonOptions:
     socket_path: Path
-    socket_mode: int = 0o660
+    socket_mode: int = 0o666  # access is decided per peer uid (SO_PEERCRED): allow_uids
     socket_group: str | None = None
     workers: int = 4
     max_messages_per_worker: int = 1000
     # A worker exits (and is replaced) after answering a message at least this big; 0: never.
     recycle_after_bytes: int = 8 * 1024 * 1024
     max_message_size: int = 50 * 1024 * 1024
+    # Seconds from accept to the complete request: a sender trickling bytes is cut off here.
     timeout: float = 300.0
     # qscan-queue's QSCAN_TIMEOUT: how long after sending the whole message it waits for the
     # answer. The clock starts here when the request is complete; None disables the deadline.
+    # A client that sends its own QSCAN_TIMEOUT gets the shorter of the two.
     client_timeout: float | None = 1200.0
+    allow_uids: frozenset[int] | None = None  # None: every local user may connect
+    max_connections_per_uid: int = 64
 
 
 def client_connected(conn: socket.socket) -> bool:
@@ -68,6 +98,60 @@ def client_connected(conn: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected, from the kernel (SO_PEERCRED)."""
+    data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    pid, uid, gid = _CRED.unpack(data)
+    return pid, uid, gid
+
+
+def client_deadline_seconds(attrs: dict[str, str], configured: float | None) -> float | None:
+    """How long the client waits once its request is sent: its own QSCAN_TIMEOUT when it sent
+    one (a client giving up earlier than the daemon thinks would be told 451 for a message
+    that is then queued), bounded by the configured ``client_timeout``."""
+    claimed: float | None = None
+    text = attrs.get("QSCAN_TIMEOUT")
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if value > 0 and value == value:  # not NaN
+            claimed = value
+    if claimed is None:
+        return configured
+    return claimed if configured is None else min(claimed, configured)
+
+
+def _spool() -> int:
+    """An anonymous file for one request (memory-backed where the kernel has memfd)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("qscan-request", os.MFD_CLOEXEC)
+    fd, name = tempfile.mkstemp(prefix="qscan-request-")
+    os.unlink(name)
+    return fd
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_spool(fd: int, size: int) -> bytes:
+    """The spool's first ``size`` bytes, in one allocation."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.preadv(fd, [view[got:]], got)
+        if n <= 0:
+            raise OSError("request spool is short")
+        got += n
+    return bytes(buf)
 
 
 class AlreadyRunning(RuntimeError):
@@ -101,11 +185,39 @@ def bind_socket(opts: DaemonOptions) -> socket.socket:
     return sock
 
 
+@dataclass
+class Job:
+    """A complete request, as the master hands it to a worker (the header of the control message;
+    the connection and the spool travel beside it as file descriptors)."""
+
+    size: int  # message bytes received (may exceed what the spool holds when oversized)
+    kept: int  # message bytes in the spool
+    envelope: int  # envelope bytes after the message in the spool
+    attrs: dict[str, str]
+    sha256: str
+    received: float  # epoch seconds at accept
+    receive_ms: float
+    deadline: float | None  # time.monotonic() at which the client stops waiting
+    wait: float | None  # seconds the client waits once the request is in
+    uid: int
+    gid: int
+    pid: int
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Job:
+        return cls(**json.loads(data))
+
+
 class Worker:
-    def __init__(self, lsock: socket.socket, opts: DaemonOptions, processor: Processor,
+    """Scans complete requests the master hands over on ``ctl``; never reads from a sender."""
+
+    def __init__(self, ctl: socket.socket, opts: DaemonOptions, processor: Processor,
                  board: Scoreboard | None = None, slot: int | None = None,
                  observe: Observer | None = None) -> None:
-        self.lsock = lsock
+        self.ctl = ctl
         self.opts = opts
         self.processor = processor
         self.stop = False
@@ -118,10 +230,7 @@ class Worker:
             self.board.assign(self.slot, os.getpid())
 
     def run(self) -> None:
-        def on_term(signum: int, frame: object) -> None:
-            self.stop = True
-
-        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the master says when to leave, between jobs
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # Everything alive now (modules, schemas, scanner state) lives as long as the worker:
@@ -130,40 +239,37 @@ class Worker:
         gc.collect()  # once, before the first message: garbage is not frozen with the rest
         gc.freeze()
         handled = 0
-        big = False  # the last message was big: leave so that the master forks a fresh worker
-        # EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all of them (each of the
-        # others would wake, fail to accept and go back to sleep: a few syscalls per message).
-        waiter = select.epoll()
-        waiter.register(self.lsock.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
-        while not self.stop and not big and handled < self.opts.max_messages_per_worker:
-            if os.getppid() != self.parent:  # master died: stop taking new work
-                break
+        while True:
             try:
-                ready = waiter.poll(1.0)
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 2)
             except InterruptedError:
                 continue
-            if not ready:
-                continue
-            try:
-                conn, _ = self.lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another worker took it
             except OSError:
-                log.exception("accept failed")
-                time.sleep(0.1)
-                continue
+                break
+            if not msg or msg == EXIT or os.getppid() != self.parent:
+                for fd in fds:
+                    os.close(fd)
+                break
             if self.board is not None:
                 self.board.set_busy(self.slot, handled)
             outcome = None
             try:
-                outcome = self.handle(conn)
+                outcome = self.handle(Job.decode(msg), fds)
             except Exception:
-                log.exception("connection handler failed")
+                log.exception("job failed")
             finally:
-                conn.close()
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             handled += 1
             if self.board is not None:
                 self.board.set_idle(self.slot, handled)
+            limit = self.opts.recycle_after_bytes
+            leaving = handled >= self.opts.max_messages_per_worker or bool(limit and self.received >= limit)
+            try:  # before the observer: the master may give this worker the next job meanwhile
+                self.ctl.send(BYE if leaving else DONE)
+            except OSError:
+                break
             if outcome is not None and self.observe is not None:
                 try:
                     self.observe(self.processor, outcome)
@@ -172,99 +278,380 @@ class Worker:
             # Its event holds the whole message (raw_message): let it go now, not when the next
             # message arrives, so an idle worker does not sit on the last big one.
             outcome = None
-            limit = self.opts.recycle_after_bytes
-            if limit and self.received >= limit:
-                big = True
-                log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
-                         os.getpid(), self.received, limit)
-        waiter.close()
+            if leaving:
+                if limit and self.received >= limit:
+                    log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
+                             os.getpid(), self.received, limit)
+                break
 
-    def handle(self, conn: socket.socket) -> Outcome | None:
-        conn.setblocking(True)
-        conn.settimeout(self.opts.timeout)
-        start = time.time()
-        t0 = time.perf_counter()
-        decoder = FrameDecoder()
-        req = RequestAssembler(self.opts.max_message_size)
-        sha = hashlib.sha256()
-        try:
-            while not req.done:
-                data = conn.recv(1 << 20)
-                if not data:
-                    return None  # client gave up: nothing was accepted, nothing recorded
-                for kind, payload in decoder.feed(data):
-                    if kind == frames.MESSAGE:
-                        sha.update(payload)
-                    req.add(kind, payload)
-            if decoder.pending:
-                raise ProtocolError("bytes after end of request")
-        except (OSError, ProtocolError) as exc:
-            log.warning("dropping connection: %s", exc)
+    def handle(self, job: Job, fds: list[int]) -> Outcome | None:
+        if len(fds) != 2:
+            log.error("job without its connection and spool (%d descriptors)", len(fds))
             return None
-        finally:
-            self.received = req.size
-        assert req.envelope is not None
-        done = time.monotonic()
-        # Non-blocking from here: the liveness peek must not wait (a socket with a timeout polls
-        # before every recv), and the answer is one small frame into an empty send buffer.
-        conn.setblocking(False)
-        request = Request(
-            message=req.message(), envelope=req.envelope, attrs=req.attrs, size=req.size,
-            sha256=sha.hexdigest(), received=start, receive_ms=(time.perf_counter() - t0) * 1000,
-            client_deadline=None if self.opts.client_timeout is None else done + self.opts.client_timeout,
-            client_alive=lambda: client_connected(conn),
-        )
-        outcome = self.processor.process(request)
+        conn = socket.socket(fileno=os.dup(fds[0]))
         try:
-            conn.sendall(frames.encode_result(outcome.code, outcome.text))
-        except OSError:
-            log.warning("client went away before the answer (%s)", outcome.code)
-        return outcome
+            self.received = job.size
+            data = _read_spool(fds[1], job.kept + job.envelope)
+            message, envelope = data[:job.kept], data[job.kept:]
+            conn.setblocking(False)  # the liveness peek must not wait; the answer is one small frame
+            request = Request(
+                message=message, envelope=envelope, attrs=job.attrs, size=job.size, sha256=job.sha256,
+                received=job.received, receive_ms=job.receive_ms, client_deadline=job.deadline,
+                client_alive=lambda: client_connected(conn), peer_uid=job.uid, peer_gid=job.gid,
+                peer_pid=job.pid, client_wait=job.wait,
+            )
+            del data
+            outcome = self.processor.process(request)
+            try:
+                conn.sendall(frames.encode_result(outcome.code, outcome.text))
+            except OSError:
+                log.warning("client went away before the answer (%s)", outcome.code)
+            return outcome
+        finally:
+            conn.close()
+
+
+@dataclass
+class _Incoming:
+    """A connection the master is still receiving a request on."""
+
+    sock: socket.socket
+    pid: int
+    uid: int
+    gid: int
+    accepted: float  # monotonic
+    received: float  # epoch
+    deadline: float  # monotonic: the whole request must be in by then
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    req: RequestAssembler | None = None
+    sha: Any = field(default_factory=hashlib.sha256)
+    spool: int = -1
+    kept: int = 0
+
+
+@dataclass
+class _WorkerHandle:
+    pid: int
+    ctl: socket.socket
+    slot: int | None
+    started: float
+    busy_uid: int | None = None  # the peer whose request it holds
+    leaving: bool = False  # said BYE, or was told EXIT
 
 
 class Daemon:
-    """The master process: binds, forks, replaces dead workers, shuts down cleanly."""
+    """The master process: binds, receives requests, hands them to workers, replaces workers,
+    shuts down cleanly."""
 
     def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
                  observe: Observer | None = None) -> None:
         self.opts = opts
         self.make_processor = make_processor
         self.observe = observe
-        self.children: dict[int, float] = {}
         self.stopping = False
         self.recycle = False
         self.board = Scoreboard(opts.workers)  # before any fork: shared with every worker
-        self.slots: dict[int, int] = {}  # worker pid -> scoreboard slot
         self.status_path = status_path(opts.socket_path)
         self.started = time.time()
+        self.sel = selectors.DefaultSelector()
+        self.workers: dict[int, _WorkerHandle] = {}  # pid -> handle
+        self.idle: deque[int] = deque()
+        self.incoming: dict[int, _Incoming] = {}  # fd -> connection being received
+        self.ready: deque[tuple[_Incoming, Job]] = deque()  # complete, waiting for a worker
+        self.per_uid: dict[int, int] = {}  # connections in flight (receiving, waiting, scanning)
+        self.lsock: socket.socket | None = None
+        self._backoff = 0.0  # seconds before replacing a worker that died at once
+        self._respawn_at = 0.0
+
+    @property
+    def children(self) -> dict[int, _WorkerHandle]:
+        return self.workers
 
     def _write_status(self) -> None:
         try:
-            write_status(self.status_path, status_document(
-                self.board, socket_path=self.opts.socket_path, started=self.started,
-                configured_workers=self.opts.workers))
+            doc = status_document(self.board, socket_path=self.opts.socket_path, started=self.started,
+                                  configured_workers=self.opts.workers)
+            doc["receiving"] = len(self.incoming)
+            doc["waiting"] = len(self.ready)
+            write_status(self.status_path, doc)
         except OSError as exc:  # status is for operators; mail flows without it
             log.warning("cannot write %s: %s", self.status_path, exc)
 
-    def _spawn(self, lsock: socket.socket) -> None:
+    # -- workers -----------------------------------------------------------------
+    def _spawn(self) -> None:
         slot = self.board.claim()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # worker
             code = 0
             try:
-                Worker(lsock, self.opts, self.make_processor(), self.board, slot, self.observe).run()
+                mine.close()
+                if self.lsock is not None:
+                    self.lsock.close()
+                for inc in self.incoming.values():
+                    inc.sock.close()
+                    if inc.spool >= 0:
+                        os.close(inc.spool)
+                for w in self.workers.values():
+                    w.ctl.close()
+                self.sel.close()
+                Worker(theirs, self.opts, self.make_processor(), self.board, slot, self.observe).run()
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
             finally:
                 logging.shutdown()
                 os._exit(code)
-        self.children[pid] = time.monotonic()
-        if slot is not None:
-            self.slots[pid] = slot
+        theirs.close()
+        mine.setblocking(False)
+        self.workers[pid] = _WorkerHandle(pid, mine, slot, time.monotonic())
+        self.sel.register(mine, selectors.EVENT_READ, ("worker", pid))
+        self.idle.append(pid)
 
+    def _worker_says(self, pid: int) -> None:
+        w = self.workers.get(pid)
+        if w is None:
+            return
+        try:
+            msg = w.ctl.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg = b""
+        if msg in (DONE, BYE):
+            self._job_finished(w)
+            if msg == BYE or w.leaving:
+                self._retire(w, tell=(msg != BYE))
+            else:
+                self.idle.append(pid)
+            return
+        # EOF: the worker died (with or without a job: its connection died with it)
+        self._job_finished(w)
+        self._forget(w)
+
+    def _job_finished(self, w: _WorkerHandle) -> None:
+        if w.busy_uid is not None:
+            self._release_uid(w.busy_uid)
+            w.busy_uid = None
+
+    def _retire(self, w: _WorkerHandle, tell: bool) -> None:
+        w.leaving = True
+        if tell:
+            with contextlib.suppress(OSError):
+                w.ctl.send(EXIT)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(w.pid)
+
+    def _forget(self, w: _WorkerHandle) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(w.ctl)
+        w.ctl.close()
+        with contextlib.suppress(ValueError):
+            self.idle.remove(w.pid)
+        w.leaving = True
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            if w.ctl.fileno() != -1:
+                self._job_finished(w)
+                self._forget(w)
+            if w.slot is not None:
+                self.board.release(w.slot)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                log.warning("worker %d exited with %d; replacing it", pid, code)
+                # a worker that dies at once, repeatedly, must not spin the CPU
+                if time.monotonic() - w.started < 1:
+                    self._backoff = min(5.0, self._backoff * 2 or 0.1)
+                    self._respawn_at = time.monotonic() + self._backoff
+                else:
+                    self._backoff = 0.0
+
+    def _fill_pool(self) -> None:
+        if self.stopping or time.monotonic() < self._respawn_at:
+            return
+        live = sum(1 for w in self.workers.values() if not w.leaving)
+        for _ in range(self.opts.workers - live):
+            self._spawn()
+
+    # -- connections ---------------------------------------------------------------
+    def _answer(self, sock: socket.socket, code: int, text: str) -> None:
+        with contextlib.suppress(OSError):
+            sock.send(frames.encode_result(code, text))
+
+    def _release_uid(self, uid: int) -> None:
+        left = self.per_uid.get(uid, 0) - 1
+        if left > 0:
+            self.per_uid[uid] = left
+        else:
+            self.per_uid.pop(uid, None)
+
+    def _accept(self) -> None:
+        assert self.lsock is not None
+        for _ in range(64):  # a burst, then back to the other sockets
+            try:
+                conn, _ = self.lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            try:
+                pid, uid, gid = peer_credentials(conn)
+            except OSError:
+                conn.close()
+                continue
+            if self.opts.allow_uids is not None and uid not in self.opts.allow_uids:
+                log.warning("refused a connection from uid %d (pid %d): not in daemon.allow_users", uid, pid)
+                self._answer(conn, ec.CUSTOM_ERROR, DENIED_TEXT)
+                conn.close()
+                continue
+            if self.per_uid.get(uid, 0) >= self.opts.max_connections_per_uid:
+                log.warning("refused a connection from uid %d (pid %d): %d in flight "
+                            "(daemon.max_connections_per_uid)", uid, pid, self.per_uid[uid])
+                self._answer(conn, ec.CUSTOM_ERROR, BUSY_TEXT)
+                conn.close()
+                continue
+            self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
+            conn.setblocking(False)
+            now = time.monotonic()
+            inc = _Incoming(conn, pid, uid, gid, accepted=now, received=time.time(),
+                            deadline=now + self.opts.timeout)
+            inc.req = RequestAssembler(self.opts.max_message_size, keep=False)
+            self.incoming[conn.fileno()] = inc
+            self.sel.register(conn, selectors.EVENT_READ, ("conn", conn.fileno()))
+
+    def _drop(self, inc: _Incoming, answer: tuple[int, str] | None = None) -> None:
+        fd = inc.sock.fileno()
+        self.incoming.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(inc.sock)
+        if answer is not None:
+            self._answer(inc.sock, *answer)
+        inc.sock.close()
+        if inc.spool >= 0:
+            os.close(inc.spool)
+            inc.spool = -1
+        self._release_uid(inc.uid)
+
+    def _receive(self, fd: int) -> None:
+        inc = self.incoming.get(fd)
+        if inc is None:
+            return
+        req = inc.req
+        assert req is not None
+        try:
+            data = inc.sock.recv(RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("dropping connection from uid %d: %s", inc.uid, exc)
+            self._drop(inc)
+            return
+        if not data:  # the client gave up: nothing was accepted, nothing recorded
+            self._drop(inc)
+            return
+        try:
+            for kind, payload in inc.decoder.feed(data):
+                if kind == frames.MESSAGE:
+                    inc.sha.update(payload)
+                    before = req.oversized
+                    req.add(kind, payload)
+                    if req.oversized:
+                        if not before and inc.spool >= 0:  # keep nothing of an oversized message
+                            os.ftruncate(inc.spool, 0)
+                            os.lseek(inc.spool, 0, os.SEEK_SET)
+                            inc.kept = 0
+                        continue
+                    if inc.spool < 0:
+                        inc.spool = _spool()
+                    _write_all(inc.spool, payload)
+                    inc.kept += len(payload)
+                else:
+                    req.add(kind, payload)
+                    if kind == frames.ENVELOPE:  # after the message in the spool
+                        if inc.spool < 0:
+                            inc.spool = _spool()
+                        _write_all(inc.spool, payload)
+            if req.done and inc.decoder.pending:
+                raise ProtocolError("bytes after end of request")
+        except frames.EnvelopeTooLarge as exc:
+            log.warning("refusing a request from uid %d: %s", inc.uid, exc)
+            self._drop(inc, (ec.CUSTOM_ERROR, ENVELOPE_TEXT))
+            return
+        except ProtocolError as exc:
+            log.warning("dropping connection from uid %d: %s", inc.uid, exc)
+            self._drop(inc)
+            return
+        except OSError as exc:  # the spool: memory or disk
+            log.warning("cannot spool a request from uid %d: %s", inc.uid, exc)
+            self._drop(inc, (ec.CUSTOM_ERROR, "Zqscan: cannot hold the message, try again later (#4.3.0)"))
+            return
+        if req.done:
+            self._complete(inc)
+
+    def _complete(self, inc: _Incoming) -> None:
+        req = inc.req
+        assert req is not None and req.envelope is not None
+        self.incoming.pop(inc.sock.fileno(), None)
+        self.sel.unregister(inc.sock)
+        if inc.spool < 0:
+            inc.spool = _spool()
+            _write_all(inc.spool, req.envelope)
+        now = time.monotonic()
+        wait = client_deadline_seconds(req.attrs, self.opts.client_timeout)
+        job = Job(
+            size=req.size, kept=inc.kept, envelope=len(req.envelope), attrs=req.attrs,
+            sha256=inc.sha.hexdigest(), received=inc.received,
+            receive_ms=(now - inc.accepted) * 1000,
+            deadline=None if wait is None else now + wait, wait=wait, uid=inc.uid, gid=inc.gid, pid=inc.pid,
+        )
+        self.ready.append((inc, job))
+
+    def _dispatch(self) -> None:
+        while self.ready and self.idle:
+            pid = self.idle.popleft()
+            w = self.workers.get(pid)
+            if w is None or w.leaving:
+                continue
+            inc, job = self.ready.popleft()
+            try:
+                socket.send_fds(w.ctl, [job.encode()], [inc.sock.fileno(), inc.spool])
+            except OSError as exc:  # the worker is gone: the job waits for the next one
+                log.warning("cannot hand a request to worker %d: %s", pid, exc)
+                self.ready.appendleft((inc, job))
+                self._forget(w)
+                continue
+            w.busy_uid = inc.uid  # released when the worker says it is done (or dies)
+            inc.sock.close()  # the worker holds the connection now: if it dies, the client sees EOF
+            os.close(inc.spool)
+
+    def _expire(self) -> float:
+        """Cut off requests past their deadline; the seconds until the next one is due."""
+        now = time.monotonic()
+        nearest = STATUS_INTERVAL
+        for inc in list(self.incoming.values()):
+            left = inc.deadline - now
+            if left <= 0:
+                log.warning("request from uid %d (pid %d) not complete after %.0f s (daemon.timeout): "
+                            "cut off", inc.uid, inc.pid, self.opts.timeout)
+                self._drop(inc, (ec.CUSTOM_ERROR, SLOW_TEXT))
+            else:
+                nearest = min(nearest, left)
+        return max(nearest, 0.001)
+
+    # -- the loop ----------------------------------------------------------------
     def serve(self, ready: Callable[[], None] | None = None) -> int:
-        lsock = bind_socket(self.opts)
+        self.lsock = lsock = bind_socket(self.opts)
         log.info("listening on %s with %d workers", self.opts.socket_path, self.opts.workers)
 
         def on_term(signum: int, frame: object) -> None:
@@ -278,10 +665,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         try:
             for _ in range(self.opts.workers):
-                self._spawn(lsock)
+                self._spawn()
+            self.sel.register(lsock, selectors.EVENT_READ, ("listen", 0))
             if ready:
                 ready()
-            backoff = 0.0
             next_status = 0.0
             while not self.stopping:
                 if time.monotonic() >= next_status:
@@ -289,30 +676,27 @@ class Daemon:
                     next_status = time.monotonic() + STATUS_INTERVAL
                 if self.recycle:  # SIGHUP: fresh workers (they re-read rules and databases)
                     self.recycle = False
-                    log.info("SIGHUP: recycling %d workers", len(self.children))
-                    for pid in list(self.children):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGTERM)
+                    log.info("SIGHUP: recycling %d workers", len(self.workers))
+                    for w in list(self.workers.values()):
+                        if not w.leaving:
+                            self._retire(w, tell=w.pid in self.idle)  # a busy one is told when done
+                self._reap()
+                self._fill_pool()
+                self._dispatch()
+                timeout = min(self._expire(), 0.2)
                 try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    pid, status = 0, 0
-                if pid == 0:
-                    time.sleep(0.2)
+                    events = self.sel.select(timeout)
+                except InterruptedError:
                     continue
-                started = self.children.pop(pid, None)
-                if started is None:
-                    continue
-                if pid in self.slots:
-                    self.board.release(self.slots.pop(pid))
-                code = os.waitstatus_to_exitcode(status)
-                if code != 0:
-                    log.warning("worker %d exited with %d; replacing it", pid, code)
-                    # a worker that dies at once, repeatedly, must not spin the CPU
-                    backoff = min(5.0, backoff * 2 or 0.1) if time.monotonic() - started < 1 else 0.0
-                    time.sleep(backoff)
-                if not self.stopping:
-                    self._spawn(lsock)
+                for key, _mask in events:
+                    kind, ident = key.data
+                    if kind == "listen":
+                        self._accept()
+                    elif kind == "conn":
+                        self._receive(ident)
+                    else:
+                        self._worker_says(ident)
+                self._dispatch()
         finally:
             self._shutdown(lsock)
         return 0
@@ -322,20 +706,40 @@ class Daemon:
             self.opts.socket_path.unlink()  # new clients now temp-fail at once
         with contextlib.suppress(OSError):
             self.status_path.unlink()  # no status file: no daemon
-        for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(lsock)
+        lsock.close()
+        for inc in list(self.incoming.values()):  # not complete: the sender retries
+            self._drop(inc, (ec.CUSTOM_ERROR, SHUTDOWN_TEXT))
+        # Complete requests are still scanned by the workers there are; then every worker leaves.
         deadline = time.monotonic() + self.opts.timeout + 30
-        while self.children and time.monotonic() < deadline:
+        while (self.ready or any(w.busy_uid is not None for w in self.workers.values())) \
+                and self.workers and time.monotonic() < deadline:
+            self._dispatch()
+            for key, _mask in self.sel.select(0.05):
+                kind, ident = key.data
+                if kind == "worker":
+                    self._worker_says(ident)
+            self._reap()
+        for inc, _job in self.ready:
+            self._answer(inc.sock, ec.CUSTOM_ERROR, SHUTDOWN_TEXT)
+            inc.sock.close()
+            os.close(inc.spool)
+        self.ready.clear()
+        for w in list(self.workers.values()):
+            if w.ctl.fileno() != -1:
+                with contextlib.suppress(OSError):
+                    w.ctl.send(EXIT)
+        while self.workers and time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid:
-                self.children.pop(pid, None)
+                self.workers.pop(pid, None)
             else:
                 time.sleep(0.05)
-        for pid in self.children:
+        for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        lsock.close()
+        self.sel.close()

@@ -17,6 +17,11 @@ class EnvelopeError(ValueError):
     """The envelope bytes do not follow the qmail-queue format."""
 
 
+class EnvelopeTruncated(EnvelopeError):
+    """EOF before the final NUL: the writer aborted (qmail-queue's exit 91, temporary to qmail).
+    Every other format error is in a complete envelope and fails the same way on every retry."""
+
+
 class AddressTooLong(EnvelopeError):
     """An address exceeds MAX_ADDRESS bytes (qmail-queue exit 11)."""
 
@@ -40,11 +45,13 @@ class Envelope:
 
 def parse_envelope(data: bytes) -> Envelope:
     """Parse a complete envelope; raise EnvelopeError on any deviation."""
+    if not data:
+        raise EnvelopeTruncated("empty envelope")
     if not data.startswith(b"F"):
         raise EnvelopeError("envelope does not start with F")
     end = data.find(b"\0")
     if end < 0:
-        raise EnvelopeError("sender not NUL-terminated")
+        raise EnvelopeTruncated("sender not NUL-terminated")
     sender = data[1:end]
     if len(sender) > MAX_ADDRESS:
         raise AddressTooLong("sender address too long")
@@ -53,7 +60,7 @@ def parse_envelope(data: bytes) -> Envelope:
     n = len(data)
     while True:
         if pos >= n:
-            raise EnvelopeError("EOF before the final NUL")
+            raise EnvelopeTruncated("EOF before the final NUL")
         if data[pos] == 0:  # the terminator
             if pos + 1 != n:
                 raise EnvelopeError("bytes after the final NUL")
@@ -62,7 +69,7 @@ def parse_envelope(data: bytes) -> Envelope:
             raise EnvelopeError("recipient does not start with T")
         end = data.find(b"\0", pos)
         if end < 0:
-            raise EnvelopeError("recipient not NUL-terminated")
+            raise EnvelopeTruncated("recipient not NUL-terminated")
         rcpt = data[pos + 1 : end]
         if not rcpt:
             raise EnvelopeError("empty recipient")

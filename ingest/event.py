@@ -119,7 +119,16 @@ class ClientInfo(_Model):
     helo: MailText | None = None
     relay: bool = Field(False, description="RELAYCLIENT was set: authorised relay / outbound")
     auth_user: MailText | None = None
-    local: bool = Field(False, description="no TCPREMOTEIP: injected on this host")
+    local: bool = Field(False, description="no TCPREMOTEIP from a trusted SMTP peer: injected on this host")
+    peer_uid: int | None = Field(
+        None, description="uid of the process that handed the message to qscan (SO_PEERCRED): qmaild "
+        "for SMTP, the injecting user for local mail; null in events written before qscan recorded it")
+    outbound: bool | None = Field(
+        None, description="the mail leaves the site: a trusted relay client sent it, or it was injected "
+        "locally to a recipient outside daemon.local_domains; null in older events (read: relay)")
+    untrusted: list[str] = Field(
+        [], description="client attributes (TCPREMOTEIP, RELAYCLIENT, ...) a peer that is not in "
+        "daemon.smtp_users claimed: ignored, names kept for the record")
 
 
 class HeaderSummary(_Model):
@@ -163,7 +172,8 @@ class Finding(_Model):
     score: float = 0.0
     detail: MailText = ""
     duration_ms: float = 0.0
-    error: MailText | None = Field(None, description="set when the scan did not happen (timeout, refused, ...)")
+    error: MailText | None = Field(
+        None, description="set when the scan did not happen (timeout, refused, ...)")
 
 
 @with_config(ConfigDict(extra="allow"))

@@ -42,6 +42,11 @@ class ProtocolError(ValueError):
     """The peer sent something the protocol does not allow."""
 
 
+class EnvelopeTooLarge(ProtocolError):
+    """The envelope is over MAX_CHUNK: a permanent condition (the same envelope will not shrink
+    on a retry), answered with a permanent failure rather than a dropped connection."""
+
+
 def encode(kind: bytes, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
@@ -83,6 +88,8 @@ class FrameDecoder:
                 raise ProtocolError(f"unknown frame type {kind!r}")
             limit = self._max_chunk if kind in (MESSAGE, ENVELOPE) else MAX_CONTROL
             if length > limit:
+                if kind == ENVELOPE:
+                    raise EnvelopeTooLarge(f"envelope too large ({length} bytes, at most {limit})")
                 raise ProtocolError(f"frame {kind!r} too large ({length} bytes)")
             if n - pos - 5 < length:
                 break
@@ -100,8 +107,10 @@ class FrameDecoder:
 class RequestAssembler:
     """Validates frame order on the daemon side and collects one request."""
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, keep: bool = True) -> None:
+        """``keep=False``: only count and check the message chunks; the caller stores them."""
         self.max_message = max_message
+        self.keep = keep
         self.attrs: dict[str, str] = {}
         self.chunks: list[bytes] = []
         self.size = 0
@@ -134,7 +143,7 @@ class RequestAssembler:
             if self.size > self.max_message:
                 self.oversized = True  # keep draining, keep nothing
                 self.chunks.clear()
-            else:
+            elif self.keep:
                 self.chunks.append(payload)
         elif kind == ENVELOPE:
             if self.envelope is not None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest import exitcodes as ec
-from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, parse_envelope
+from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, EnvelopeTruncated, parse_envelope
 from ingest.event import (
     Action,
     Category,
@@ -54,12 +54,20 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
 JOURNAL_FAIL = "Zqscan: cannot record the message, try again later (#4.3.0)"
 DEADLINE_TEXT = "Zqscan: scanning took too long, try again later (#4.3.0)"
 CLIENT_GONE_TEXT = "Zqscan: qscan-queue went away before qmail-queue ran (#4.3.0)"
+ENVELOPE_FORMAT_TEXT = "Dqscan: envelope format error (#5.5.4)"
+TOO_MANY_RCPT_TEXT = "Dqscan: too many recipients (#5.5.3)"
 HANDOFF_FAIL_TEXT = "Zqscan: internal error handing the message to qmail-queue (#4.3.0)"
 # exit_code of a message.queue_failed event when qmail-queue never ran (or its run broke down)
 NOT_RUN = -1
 _ACCEPTING = (Action.DELIVER, Action.QUARANTINE, Action.DROP)  # answered 0: the client must be there
 QUEUE_SLACK = 1.0  # seconds left for sending the answer when qmail-queue is cut to the deadline
 AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
+# What only the SMTP front end may say about a message: its client, relay right and AUTH user.
+# From any other peer (a local user talking to the socket) they are ignored: anyone on the
+# box could otherwise turn a rejected inbound message into an accepted "relay" one.
+CLIENT_VARS = ("TCPREMOTEIP", "TCPREMOTEHOST", "TCPREMOTEINFO", "TCPREMOTEPORT", "TCPLOCALIP",
+               "TCPLOCALHOST", "TCPLOCALPORT", "RELAYCLIENT", "SMTPAUTHMETHOD", "TLS_PROTOCOL",
+               "HELO", "SMTPHELO", *AUTH_VARS)
 
 
 @dataclass
@@ -79,6 +87,13 @@ class ProcessorOptions:
     deadline_margin: float = 30.0
     # The MIME parser giving up entirely (no usable structure): internal.error_action.
     unparseable_action: Disposition = Disposition.QUARANTINE
+    # Peers (uids) whose client attributes are trusted: daemon.smtp_users. None: every peer
+    # (in-process callers; a daemon always passes a set).
+    smtp_uids: frozenset[int] | None = None
+    # Domains whose recipients are local ('.example.com': subdomains); local mail to anyone else
+    # counts as outbound. Addresses without a domain are local.
+    local_domains: tuple[str, ...] = ()
+    max_recipients: int = 10000  # more are refused permanently (the same envelope every retry)
 
 
 @dataclass
@@ -94,6 +109,14 @@ class Request:
     client_deadline: float | None = None
     # True while the client is still connected; called once, right before qmail-queue runs
     client_alive: Callable[[], bool] | None = None
+    # Who connected, from the kernel (SO_PEERCRED); None when the request was built in-process
+    # (tests, benchmarks, re-injection), which is trusted like an SMTP peer.
+    peer_uid: int | None = None
+    peer_gid: int | None = None
+    peer_pid: int | None = None
+    # Seconds the client waits once its request is in (its QSCAN_TIMEOUT): a short one shrinks
+    # the margin, which must never be all of it.
+    client_wait: float | None = None
 
 
 @dataclass
@@ -143,8 +166,12 @@ class Processor:
             env = parse_envelope(req.envelope)
         except AddressTooLong:
             return Outcome(ec.ADDRESS_TOO_LONG, None)
-        except EnvelopeError:
+        except EnvelopeTruncated:  # the writer aborted: what qmail-queue answers
             return Outcome(ec.ENVELOPE_FORMAT, None)
+        except EnvelopeError:  # permanent: the same bytes fail every retry
+            return Outcome(ec.CUSTOM_ERROR, ENVELOPE_FORMAT_TEXT)
+        if len(env.recipients) > self.opt.max_recipients:
+            return Outcome(ec.CUSTOM_ERROR, TOO_MANY_RCPT_TEXT)
         try:
             event, new_raw = self._scan(req, env)
             body = to_json(event, with_raw=False)
@@ -168,7 +195,8 @@ class Processor:
         return ScanResult(scanner=scanner, name="internal-error", detail=detail,
                           disposition=action, error=detail)
 
-    def _internal_error(self, req: Request, env: Envelope, exc: BaseException) -> tuple[MessageScanned, bytes]:
+    def _internal_error(self, req: Request, env: Envelope, exc: BaseException
+                        ) -> tuple[MessageScanned, bytes]:
         """The event for a message whose scan broke down: built only from values that cannot fail
         (the envelope, the client, sizes and hashes), the message kept as received."""
         r = self._error_result("qscan", exc)
@@ -181,7 +209,7 @@ class Processor:
             host=self.opt.hostname,
             envelope=EnvelopeInfo(sender=_addr(env.sender), recipients=[_addr(x) for x in env.recipients],
                                   raw=env.raw),
-            client=self._client(req.attrs),
+            client=self._client(req, env),
             headers=HeaderSummary(),
             size=req.size,
             sha256=req.sha256,
@@ -196,22 +224,45 @@ class Processor:
         )
         return event, raw
 
-    def _client(self, attrs: dict[str, str]) -> ClientInfo:
+    def _trusted(self, req: Request) -> tuple[dict[str, str], list[str]]:
+        """The request's attributes a peer may set, and the names of those it may not."""
+        trusted = self.opt.smtp_uids
+        if req.peer_uid is None or trusted is None or req.peer_uid in trusted:
+            return req.attrs, []
+        kept = {k: v for k, v in req.attrs.items() if k not in CLIENT_VARS}
+        return kept, sorted(k for k in req.attrs if k in CLIENT_VARS)
+
+    def _is_local(self, address: str) -> bool:
+        domain = address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
+        if not domain:
+            return True
+        return any(domain == d or (d.startswith(".") and domain.endswith(d)) for d in self.opt.local_domains)
+
+    def _client(self, req: Request, env: Envelope | None = None) -> ClientInfo:
+        attrs, untrusted = self._trusted(req)
         ip = attrs.get("TCPREMOTEIP") or None
         auth = next((attrs[v] for v in AUTH_VARS if attrs.get(v)), None)
+        relay = "RELAYCLIENT" in attrs
+        local = ip is None
+        outbound = relay
+        if local and env is not None and not relay:
+            outbound = any(not self._is_local(_addr(r)) for r in env.recipients)
         return ClientInfo(
             ip=ip,
             host=attrs.get("TCPREMOTEHOST") or None,
             info=attrs.get("TCPREMOTEINFO") or None,
             helo=attrs.get("SMTPHELO") or attrs.get("HELO") or None,
-            relay="RELAYCLIENT" in attrs,
+            relay=relay,
             auth_user=auth,
-            local=ip is None,
+            local=local,
+            peer_uid=req.peer_uid,
+            outbound=outbound,
+            untrusted=untrusted,
         )
 
     def _scan(self, req: Request, env: Envelope) -> tuple[MessageScanned, bytes]:
         t0 = time.perf_counter()
-        client = self._client(req.attrs)
+        client = self._client(req, env)
         raw = req.message
         findings: list[ScanResult] = []
         oversized = req.size > self.opt.max_message_size
@@ -239,7 +290,8 @@ class Processor:
             relay=client.relay,
             size=req.size,
             max_size=self.opt.max_message_size,
-            env=req.attrs,
+            env=self._trusted(req)[0],
+            outbound=bool(client.outbound),
             queue_id=event_id,
         )
         if oversized:  # enforced whatever the scanner list says: the bytes were not kept
@@ -326,7 +378,8 @@ class Processor:
             verdict = "Clear" if category == Category.CLEAN else category.value.capitalize()
             value = diagnostics_value(
                 client_ip=client.ip, client_host=client.host, helo=client.helo,
-                hostname=self.opt.hostname, sender=_addr(env.sender), uid=self.uid,
+                hostname=self.opt.hostname, sender=_addr(env.sender),
+                uid=self.uid if client.peer_uid is None else client.peer_uid,
                 product=PRODUCT, versions=versions, verdict=verdict, relay=client.relay,
                 spam=_spam_status(findings)[0], elapsed=elapsed, when=when,
             )
@@ -359,10 +412,14 @@ class Processor:
             detail=safe(f"{type(exc).__name__}: {exc}"), disposition=action, reply=reply,
         )
 
+    def _margin(self, req: Request) -> float:
+        margin = self.opt.deadline_margin
+        return margin if req.client_wait is None else min(margin, req.client_wait / 4)
+
     def _commit(self, event: MessageScanned, body: bytes, new_raw: bytes, env: Envelope, req: Request
                 ) -> Outcome:
         if (req.client_deadline is not None and event.action in _ACCEPTING
-                and time.monotonic() > req.client_deadline - self.opt.deadline_margin):
+                and time.monotonic() > req.client_deadline - self._margin(req)):
             # The client is about to give up (or has): accepting now would keep the message twice,
             # once here and once on the sender's retry. Record a temp-failure, queue nothing.
             log.warning("deadline passed for %s; temp-failing without queueing", event.event_id)

@@ -16,9 +16,11 @@ passes its environment through; set them in tcpserver rules or the run script):
                    message is sent: one deadline over every wait for it, not per call. Set
                    the daemon's daemon.client_timeout to the same value: the daemon then
                    never queues a message this client has given up on (docs/deadlines.md).
-                   While the message is streamed it also bounds each send to the daemon;
-                   the streaming itself is paced by qmail-smtpd (its own per-read timeout),
-                   so a slow sender is not cut short.
+                   The client sends this value to the daemon, which never queues a
+                   message after it (the shorter of it and client_timeout counts).
+                   The whole message is read from qmail-smtpd first (at the SMTP client's
+                   pace, bounded by qmail-smtpd's own timeout), then sent at once: a slow
+                   sender holds nothing of the daemon's. Errors (with errno) go to stderr.
 """
 
 # _socket, not socket: the socket module drags in enum and selectors (~5 ms a start).
@@ -27,12 +29,13 @@ import os
 import time  # already loaded by the interpreter's start-up: free
 
 from ingest import exitcodes as ec
-from ingest.envelope import AddressTooLong, EnvelopeError, parse_envelope
+from ingest.envelope import AddressTooLong, EnvelopeError, EnvelopeTruncated, parse_envelope
 from ingest.frames import (
     ATTR,
     END,
     ENVELOPE,
     HELLO,
+    MAX_CHUNK,
     MESSAGE,
     PROTOCOL,
     RESULT,
@@ -64,6 +67,8 @@ PASSED_ENV = (
     "SMTPHELO",
 )
 TEMP_TEXT = "Zqscan: scanner temporarily unavailable, try again later (#4.3.0)"
+ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
+FORMAT_TEXT = "Dqscan: envelope format error (#5.5.4)"
 
 
 class _Abort(Exception):
@@ -110,6 +115,19 @@ def _read_all(fd: int) -> bytes:
         parts.append(data)
 
 
+def _say(text: str) -> None:
+    """One line on stderr: qmail-smtpd's goes to its log, so a postmaster learns why."""
+    try:
+        os.write(2, ("qscan-queue: " + text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _why(exc: OSError) -> str:
+    name = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{name} (errno {exc.errno})" if exc.errno else name
+
+
 def _connect(path: str, timeout: float) -> "_socket.socket":
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -117,8 +135,29 @@ def _connect(path: str, timeout: float) -> "_socket.socket":
         sock.connect(path)
     except OSError as exc:
         sock.close()
+        _say(f"cannot connect to {path}: {_why(exc)} (uid {os.getuid()}, gid {os.getgid()}, "
+             f"groups {','.join(map(str, os.getgroups())) or '-'})")
         raise _Abort(ec.TEMP_REJECT, TEMP_TEXT) from exc
     return sock
+
+
+def _read_message() -> list[bytes]:
+    """The whole message, as qmail-smtpd hands it over at the SMTP client's pace.
+
+    Read before the daemon is contacted: a slow sender then holds nothing of the daemon's,
+    whose deadline (daemon.timeout) covers a transfer over a local socket, not an SMTP session
+    (qmail-smtpd bounds that itself, per read)."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(0, CHUNK)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        except OSError as exc:
+            raise _Abort(ec.READ_ERROR) from exc
+        if not data:
+            return chunks
+        chunks.append(data)
 
 
 def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
@@ -127,6 +166,23 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
         timeout = float(environ.get("QSCAN_TIMEOUT") or DEFAULT_TIMEOUT)
     except ValueError:
         timeout = DEFAULT_TIMEOUT
+    if not timeout > 0:  # also NaN
+        timeout = DEFAULT_TIMEOUT
+    chunks = _read_message()
+    raw_env = _read_all(1)
+    # Permanent conditions are answered permanently: the same envelope fails every retry.
+    if len(raw_env) > MAX_CHUNK:
+        _say(f"envelope of {len(raw_env)} bytes is over {MAX_CHUNK}: refused permanently")
+        raise _Abort(ec.CUSTOM_ERROR, ENVELOPE_TEXT)
+    try:
+        parse_envelope(raw_env)
+    except AddressTooLong as exc:
+        raise _Abort(ec.ADDRESS_TOO_LONG) from exc
+    except EnvelopeTruncated as exc:  # the writer aborted: what qmail-queue answers
+        raise _Abort(ec.ENVELOPE_FORMAT) from exc
+    except EnvelopeError as exc:
+        _say(f"envelope refused permanently: {exc}")
+        raise _Abort(ec.CUSTOM_ERROR, FORMAT_TEXT) from exc
     sock = _connect(path, timeout)
     try:
         head = [encode(HELLO, PROTOCOL)]
@@ -134,45 +190,43 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
             value = environ.get(name)
             if value is not None:
                 head.append(encode(ATTR, (name + "=" + value).encode("utf-8", "surrogateescape")))
+        # How long this client waits once the message is sent: the daemon must not queue a
+        # message after the client gave up (the sender would be told 451, then get it twice).
+        head.append(encode(ATTR, b"QSCAN_TIMEOUT=%r" % timeout))
+        decoder = FrameDecoder()
         try:
-            sock.sendall(b"".join(head))
-            # Stream the message as it arrives: big messages never sit whole in this process.
-            while True:
-                try:
-                    data = os.read(0, CHUNK)
-                except InterruptedError:  # pragma: no cover
-                    continue
-                except OSError as exc:
-                    raise _Abort(ec.READ_ERROR) from exc
-                if not data:
-                    break
-                sock.sendall(encode(MESSAGE, data))
-        except OSError as exc:  # daemon went away or timed out
-            raise _Abort(ec.TEMP_REJECT, TEMP_TEXT) from exc
-        raw_env = _read_all(1)
-        try:
-            parse_envelope(raw_env)
-        except AddressTooLong as exc:
-            raise _Abort(ec.ADDRESS_TOO_LONG) from exc
-        except EnvelopeError as exc:
-            raise _Abort(ec.ENVELOPE_FORMAT) from exc
-        try:
-            sock.sendall(encode(ENVELOPE, raw_env) + encode(END))
+            try:
+                sock.sendall(b"".join(head))
+                for data in chunks:
+                    sock.sendall(encode(MESSAGE, data))
+                chunks.clear()
+                sock.sendall(encode(ENVELOPE, raw_env) + encode(END))
+            except OSError:
+                # The daemon may have answered before reading it all (refused peer, envelope too
+                # large) and closed: its answer is still there to read.
+                sock.settimeout(1.0)
+                data = sock.recv(65536)
+                for kind, payload in decoder.feed(data):
+                    if kind == RESULT:
+                        return decode_result(payload)
+                raise
             deadline = time.monotonic() + timeout  # the daemon's clock starts now too
-            decoder = FrameDecoder()
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    _say(f"no answer from the daemon within QSCAN_TIMEOUT ({timeout:g} s)")
                     raise _Abort(ec.TEMP_REJECT, TEMP_TEXT)
                 sock.settimeout(left)
                 data = sock.recv(65536)
                 if not data:
+                    _say("the daemon closed the connection without an answer")
                     raise _Abort(ec.TEMP_REJECT, TEMP_TEXT)
                 for kind, payload in decoder.feed(data):
                     if kind == RESULT:
                         return decode_result(payload)
                     raise ProtocolError("unexpected frame from daemon")
         except (OSError, ProtocolError) as exc:
+            _say(f"talking to the daemon failed: {_why(exc) if isinstance(exc, OSError) else exc}")
             raise _Abort(ec.TEMP_REJECT, TEMP_TEXT) from exc
     finally:
         sock.close()

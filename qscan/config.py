@@ -40,8 +40,25 @@ class _Section(BaseModel):
 
 class DaemonConfig(_Section):
     socket: Path = Field(Path("/run/qscan/qscan.sock"), description="unix socket qscan-queue connects to")
-    socket_mode: int = Field(0o660, description="permissions of the socket (octal in TOML: 0o660)")
-    socket_group: str | None = Field(None, description="group owning the socket (qmail's group)")
+    socket_mode: int = Field(
+        0o666, description="permissions of the socket (octal in TOML: 0o666); who may submit is "
+        "decided per peer uid (allow_users), since qmail-smtpd under a stock run script keeps only "
+        "the one group tcpserver -g gives it")
+    socket_group: str | None = Field(None, description="group owning the socket")
+    allow_users: list[str] = Field(
+        [], description="users (names or uids) that may submit mail; empty: every local user "
+        "(qmail-inject runs as the sender)")
+    smtp_users: list[str] = Field(
+        ["qmaild"], description="users whose client attributes (TCPREMOTEIP, RELAYCLIENT, AUTH "
+        "user, HELO) are trusted: qmail-smtpd's uid. From anyone else the mail is local")
+    max_connections_per_uid: int = Field(
+        64, ge=1, description="connections one uid may have in flight at once (qmail-smtpd's "
+        "are bounded by tcpserver -c, 40 by default)")
+    local_domains: list[str] | None = Field(
+        None, description="recipient domains that are local ('.example.com': subdomains): local "
+        "mail to anyone else counts as outbound; unset: qmail's control/locals and rcpthosts")
+    max_recipients: int = Field(
+        10000, ge=1, description="more envelope recipients are refused permanently")
     workers: int = Field(4, ge=1, le=256, description="pre-forked worker processes")
     max_messages_per_worker: int = Field(
         1000, ge=1, description="a worker is recycled after this many messages"
@@ -53,7 +70,9 @@ class DaemonConfig(_Section):
     max_message_size: int = Field(
         50 * MiB, ge=1024, description="bigger messages are rejected permanently (bytes)"
     )
-    timeout: float = Field(300.0, gt=0, description="seconds allowed to receive one message")
+    timeout: float = Field(
+        300.0, gt=0, description="seconds allowed to receive one whole request from qscan-queue "
+        "(which reads the message from qmail first): slower peers are cut off with a temporary failure")
     qmail_queue: Path = Field(Path("/var/qmail/bin/qmail-queue"), description="the real qmail-queue")
     qmail_queue_timeout: float = Field(600.0, gt=0, description="seconds qmail-queue may take")
     hostname: str = Field("", description="name used in headers and events (default: FQDN)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,7 @@ SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qsca
 SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
 SCANNERS["dlp"] = make_dlp_scanner  # data loss prevention; needs dlp.rules (qscan/dlp_wiring.py)
 CONSUMERS = ("archive", "summaries", "notify")
+log = logging.getLogger(__name__)
 
 
 def make_scanners(cfg: Config) -> list[Scanner]:
@@ -41,6 +44,38 @@ def make_scanners(cfg: Config) -> list[Scanner]:
     return out
 
 
+def resolve_uids(names: list[str], key: str) -> frozenset[int]:
+    """Users by name or number; a name with no account is skipped with a warning (qmaild
+    on a box without qmail), `qscan install --check` names it."""
+    uids = set()
+    for name in names:
+        if name.isdigit():
+            uids.add(int(name))
+            continue
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            log.warning("%s: no user %r on this system", key, name)
+    return frozenset(uids)
+
+
+def qmail_local_domains(qmail_queue: Path) -> tuple[str, ...]:
+    """qmail's own idea of local domains: control/locals and control/rcpthosts beside the
+    qmail-queue it runs (/var/qmail/bin/qmail-queue -> /var/qmail/control)."""
+    control = qmail_queue.parent.parent / "control"
+    out: list[str] = []
+    for name in ("locals", "rcpthosts", "me"):
+        try:
+            text = (control / name).read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.strip().lower()
+            if line and not line.startswith("#") and line not in out:
+                out.append(line)
+    return tuple(out)
+
+
 def daemon_options(cfg: Config) -> DaemonOptions:
     d = cfg.daemon
     return DaemonOptions(
@@ -48,6 +83,8 @@ def daemon_options(cfg: Config) -> DaemonOptions:
         workers=d.workers, max_messages_per_worker=d.max_messages_per_worker,
         recycle_after_bytes=d.recycle_after_bytes,
         max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
+        allow_uids=resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None,
+        max_connections_per_uid=d.max_connections_per_uid,
     )
 
 
@@ -60,6 +97,10 @@ def processor_options(cfg: Config) -> ProcessorOptions:
         header_attachments=h.attachments, header_recipients=h.recipients,
         queue_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         deadline_margin=d.deadline_margin, unparseable_action=Disposition(cfg.internal.error_action),
+        smtp_uids=resolve_uids(d.smtp_users, "daemon.smtp_users"),
+        local_domains=tuple(d.local_domains) if d.local_domains is not None
+        else qmail_local_domains(d.qmail_queue),
+        max_recipients=d.max_recipients,
     )
 
 

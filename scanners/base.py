@@ -40,11 +40,19 @@ class ScanContext:
     parts: list[ScanPart]
     sender: str
     recipients: list[str]
-    client_ip: str | None
-    relay: bool
+    client_ip: str | None  # only from a trusted SMTP peer (daemon.smtp_users); None: local mail
+    relay: bool  # RELAYCLIENT, from a trusted SMTP peer
     size: int
     max_size: int
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the trusted attributes only
+    # The mail leaves the site: a relay client sent it, or it was injected locally to a
+    # recipient outside the local domains. None: the same as ``relay`` (callers that predate it).
+    outbound: bool | None = None
+
+    @property
+    def leaves_site(self) -> bool:
+        """Outbound, for rules with a direction."""
+        return self.relay if self.outbound is None else self.outbound
     queue_id: str = ""  # the event id, for correlating a scanner's own logs (rspamd Queue-Id)
     found_parts: list[PartInfo] = field(default_factory=list)  # the one thing scanners may append to
 

@@ -125,10 +125,14 @@ def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2,
     record = tmp_path / "queued"
     standin = write_standin(tmp_path / "bin" / "qmail-queue", record)
     config = tmp_path / "qscan.toml"
+    if "smtp_users" not in daemon_extra:  # the tests play qmail-smtpd: trust their uid's client attributes
+        daemon_extra += f'\nsmtp_users = ["{os.getuid()}"]'
+    if not any(line.startswith("timeout") for line in daemon_extra.splitlines()):
+        daemon_extra += "\ntimeout = 20"
     config.write_text(
         f'data_dir = "{tmp_path}"\n{extra}\n[daemon]\nsocket = "{sock_dir}/q.sock"\n'
         f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "mx.test.example"\n'
-        f'timeout = 20\n{daemon_extra}\n[summary_log]\ntarget = "file"\n'
+        f'{daemon_extra}\n[summary_log]\ntarget = "file"\n'
     )
     h = Harness(tmp_path, config, sock_dir / "q.sock", record)
     h.start()

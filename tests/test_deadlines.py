@@ -71,18 +71,38 @@ def wait_for(pred: Callable[[], bool], timeout: float = 15.0) -> None:
 
 # -- real daemon --------------------------------------------------------------------------
 @pytest.mark.integration
-def test_client_gone_before_qmail_queue_means_not_queued(tmp_path: Path) -> None:
-    # The daemon believes the client waits 1200 s (a mismatched QSCAN_TIMEOUT): only the
-    # liveness peek right before qmail-queue can notice the client already gave up.
+def test_client_deadline_travels_to_the_daemon(tmp_path: Path) -> None:
+    # The daemon is configured for 1200 s but this client waits 1 s (its QSCAN_TIMEOUT): it sends
+    # its deadline, so the daemon never queues after the client said 451 (field report: "451
+    # but queued" when QSCAN_TIMEOUT was lower than daemon.client_timeout).
     with running_daemon(tmp_path, extra=slow_scanner(3), workers=1) as h:
         t0 = time.monotonic()
         res = h.send(MSG, QSCAN_TIMEOUT="1")
         took = time.monotonic() - t0
         assert res.code == ec.CUSTOM_ERROR and res.fd6.startswith("Z"), res
         assert took < 2.8, took  # gave up at its deadline, not when the scan ended
-        wait_for(lambda: any(isinstance(e, QueueFailed) for e in events(h.journal)))
+        wait_for(lambda: any(isinstance(e, MessageScanned) for e in events(h.journal)))
         time.sleep(0.3)
         assert h.recorded() == []  # the stand-in qmail-queue never saw it: no double delivery
+        [scanned] = [e for e in events(h.journal) if isinstance(e, MessageScanned)]
+        assert (scanned.action, scanned.reason) == ("tempfail", "deadline")
+
+
+@pytest.mark.integration
+def test_client_gone_before_qmail_queue_means_not_queued(tmp_path: Path) -> None:
+    # A client that does not say how long it waits (an older one) and leaves early: only the
+    # liveness peek right before qmail-queue can notice it gave up.
+    from ingest import frames
+
+    with running_daemon(tmp_path, extra=slow_scanner(2), workers=1) as h:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(h.socket))
+            s.sendall(frames.encode(frames.HELLO, frames.PROTOCOL) + frames.encode(frames.MESSAGE, MSG)
+                      + frames.encode(frames.ENVELOPE, ENV) + frames.encode(frames.END))
+            time.sleep(0.5)
+        wait_for(lambda: any(isinstance(e, QueueFailed) for e in events(h.journal)))
+        time.sleep(0.3)
+        assert h.recorded() == []
         [scanned] = [e for e in events(h.journal) if isinstance(e, MessageScanned)]
         [failed] = [e for e in events(h.journal) if isinstance(e, QueueFailed)]
         assert failed.ref_event_id == scanned.event_id
@@ -120,7 +140,7 @@ def test_daemon_socket_has_the_configured_mode(tmp_path: Path) -> None:
     with running_daemon(tmp_path) as h:
         st = os.stat(h.socket)
         assert stat.S_ISSOCK(st.st_mode)
-        assert stat.S_IMODE(st.st_mode) == 0o660
+        assert stat.S_IMODE(st.st_mode) == 0o666  # who may submit is decided by peer uid
 
 
 def test_bind_socket_applies_a_configured_mode(tmp_path: Path) -> None:

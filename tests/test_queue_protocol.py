@@ -125,15 +125,57 @@ def test_qmail_queue_exit_codes_pass_through(
     assert failed.ref_event_id == scanned.event_id and failed.exit_code == code
 
 
-@pytest.mark.parametrize(
-    "envelope",
-    [b"Fa@b\0Tc@d\0", b"Fa@b\0c@d\0\0", b"Fa@b\0\0", b"", b"Fa@b\0Tc@d\0\0extra"],
-)
-def test_malformed_envelope_exits_91(daemon: Harness, envelope: bytes) -> None:
+@pytest.mark.parametrize("envelope", [b"Fa@b\0Tc@d\0", b"", b"Fa@b", b"Fa@b\0Tc@d"])
+def test_truncated_envelope_exits_91(daemon: Harness, envelope: bytes) -> None:
+    # EOF before the final NUL: the writer aborted; qmail-queue's own answer
     n = len(events(daemon))
     res = daemon.send(MSG, envelope=envelope)
     assert res.code == 91
     assert len(events(daemon)) == n  # nothing recorded, nothing queued
+
+
+@pytest.mark.parametrize("envelope", [b"Fa@b\0c@d\0\0", b"Fa@b\0\0", b"Fa@b\0Tc@d\0\0extra", b"Xa@b\0Tc@d\0\0"])
+def test_malformed_complete_envelope_is_refused_permanently(daemon: Harness, envelope: bytes) -> None:
+    # the same envelope fails every retry: a permanent answer, not qmail-queue's temporary 91
+    n = len(events(daemon))
+    res = daemon.send(MSG, envelope=envelope)
+    assert (res.code, res.fd6) == (82, "Dqscan: envelope format error (#5.5.4)")
+    assert daemon.send(MSG, envelope=envelope, fd6=False).code == 31
+    assert len(events(daemon)) == n  # nothing recorded, nothing queued
+
+
+def test_oversized_envelope_of_valid_addresses_is_permanent(daemon: Harness) -> None:
+    rcpts = [b"recipient-%06d@example.org" % i for i in range(40000)]  # 1.1 MiB, each address valid
+    res = daemon.send(MSG, recipients=rcpts)
+    assert (res.code, res.fd6) == (82, "Dqscan: envelope too large (#5.5.3)")
+
+
+def test_oversized_envelope_frame_gets_a_permanent_answer_from_the_daemon(daemon: Harness) -> None:
+    # a client that does not check the size itself still hears a permanent answer, as soon as
+    # the frame header announces it
+    from ingest import frames
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(daemon.socket))
+        s.sendall(frames.encode(frames.HELLO, frames.PROTOCOL) + frames.encode(frames.MESSAGE, MSG)
+                  + struct.pack(">cI", frames.ENVELOPE, frames.MAX_CHUNK + 1))
+        s.settimeout(10)
+        dec = frames.FrameDecoder()
+        got: list[tuple[bytes, bytes]] = []
+        while not got:
+            chunk = s.recv(4096)
+            assert chunk, "closed without an answer"
+            got = dec.feed(chunk)
+    [(kind, payload)] = got
+    assert kind == frames.RESULT
+    assert frames.decode_result(payload) == (82, "Dqscan: envelope too large (#5.5.3)")
+
+
+def test_too_many_recipients_is_permanent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with running_daemon(tmp_path, daemon_extra="max_recipients = 3") as h:
+        res = h.send(MSG, recipients=[b"a@x.org", b"b@x.org", b"c@x.org", b"d@x.org"])
+        assert (res.code, res.fd6) == (82, "Dqscan: too many recipients (#5.5.3)")
+        assert h.send(MSG, recipients=[b"a@x.org", b"b@x.org", b"c@x.org"]).code == 0
 
 
 def test_address_too_long_exits_11(daemon: Harness) -> None:
@@ -207,5 +249,5 @@ def test_generated_envelopes_always_get_a_defined_exit(daemon: Harness, envelope
     if valid:
         assert res.code == 0
         assert daemon.recorded()[-1][1] == envelope
-    else:
-        assert res.code in (91, 11)
+    else:  # truncated: 91 (what qmail-queue says); too long: 11; any other error: permanent
+        assert res.code in (91, 11) or (res.code, res.fd6) == (82, "Dqscan: envelope format error (#5.5.4)")

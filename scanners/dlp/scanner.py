@@ -75,7 +75,7 @@ class DlpScanner:
 
     def scan(self, ctx: ScanContext) -> list[ScanResult]:
         try:
-            facts = MessageFacts(ctx.sender, ctx.recipients, ctx.relay)
+            facts = MessageFacts(ctx.sender, ctx.recipients, ctx.leaves_site)
             return results_for(self.engine.evaluate(ctx.message, facts, ctx.parts), self.name, self.version)
         except Exception as exc:  # never out of the daemon; never a full value in the log
             log.error("dlp scanner failed: %s", type(exc).__name__)

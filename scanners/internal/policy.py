@@ -117,6 +117,9 @@ class MessageFacts:
     hits: list[CheckHit]
     header_source: Callable[[], list[tuple[str, str]]] = lambda: []
     _headers: list[tuple[str, str]] | None = None
+    # The mail leaves the site: sent by a trusted relay client (RELAYCLIENT), or injected locally
+    # to a recipient outside the local domains. None: the same as ``relay``.
+    outbound: bool | None = None
 
     def headers(self) -> list[tuple[str, str]]:
         """(lowercased name, decoded value) pairs, computed on first use."""
@@ -187,7 +190,8 @@ class Rule:
     def match(self, f: MessageFacts) -> Match | None:
         evidence: list[str] = []
         hit: CheckHit | None = None
-        if self.direction != "any" and f.relay != (self.direction == "outbound"):
+        outbound = f.relay if f.outbound is None else f.outbound
+        if self.direction != "any" and outbound != (self.direction == "outbound"):
             return None
         if self.relay is not None and self.relay != f.relay:
             return None

@@ -334,7 +334,7 @@ class InternalScanner:
         facts = MessageFacts(
             sender=ctx.sender, recipients=ctx.recipients, client_ip=ctx.client_ip, relay=ctx.relay,
             size=ctx.size, items=report.items, hits=report.hits,
-            header_source=lambda: decoded_headers(ctx.message),
+            header_source=lambda: decoded_headers(ctx.message), outbound=ctx.leaves_site,
         )
         report.evaluation = self.ruleset.evaluate(facts)
         return report
