@@ -141,7 +141,8 @@ def install(ctx: click.Context, check: bool, user: str) -> None:
     Checks, for the user the systemd units run as (contrib/systemd/):
       the user exists and is not root; the config is readable by it and writable
       only by root; data_dir, journal, archive and quarantine directories are its
-      own and private (0700), the journal and SQLite files 0600; the socket
+      own and private (0700), and so is everything under them (files 0600,
+      directories 0700: journal, SQLite store and their -wal/-shm ...); the socket
       directory, daemon.socket_group (and qmaild in it) and the socket's mode;
       the real qmail-queue (setuid qmailq) and the qscan-queue client; the
       installed units that run qmail-queue (no NoNewPrivileges= or anything

@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.private import SQLITE_COMPANIONS
+from ingest.scoreboard import status_path
 from qscan.config import Config
 
 R, W, X = 4, 2, 1
@@ -118,18 +120,107 @@ def check_dir(path: Path, who: Account, label: str, *, private: bool = True) -> 
     return out
 
 
-def check_private_file(path: Path, who: Account, label: str) -> list[Finding]:
+def _under(path: Path, roots: list[Path]) -> bool:
+    real = path.parent.resolve()
+    return any(r.is_dir() and real.is_relative_to(r.resolve()) for r in roots)
+
+
+def check_private_file(path: Path, who: Account, label: str, *, companions: bool = True) -> list[Finding]:
+    """One file (with ``companions``: and SQLite's -wal/-shm/-journal beside it) 0600, the user's."""
     if not path.exists():
         return [Finding(True, f"{label} {path} not created yet")]
-    st = path.stat()
-    mode = stat.S_IMODE(st.st_mode)
     out = []
-    if st.st_uid != who.uid:
-        out.append(Finding(False, f"{label} {path} is owned by {_owner(st)}, not {who.name}",
-                           f"chown {who.name}: {path}*"))
-    if mode & 0o077:
-        out.append(Finding(False, f"{label} {path} is mode {mode:04o}", f"chmod 0600 {path}*"))
+    for p in sqlite_files(path) if companions else [path]:
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != who.uid:
+            out.append(Finding(False, f"{label} {p} is owned by {_owner(st)}, not {who.name}",
+                               f"chown {who.name}: {p}"))
+        if mode & 0o077:
+            out.append(Finding(False, f"{label} {p} is mode {mode:04o}: {_mode_word(mode)}",
+                               f"chmod 0600 {p}"))
+    mode = stat.S_IMODE(path.stat().st_mode)
     return out or [Finding(True, f"{label} {path}: owner {who.name}, mode {mode:04o}")]
+
+
+WALK_NAMED = 50  # wrong entries named one by one; past that, one command fixes the rest
+
+
+def _mode_word(mode: int) -> str:
+    return "readable by others" if mode & 0o055 else "writable by others"
+
+
+def check_private_tree(roots: list[Path], who: Account, labels: dict[Path, str],
+                       skip: frozenset[Path] = frozenset()) -> list[Finding]:
+    """Walk every directory qscan writes (not following symlinks): each file must be the
+    service user's and 0600, each directory its own and 0700, whatever the umask that made it.
+
+    ``labels`` names known files (the journal, the SQLite store and their -wal/-shm); ``skip``
+    holds entries judged elsewhere (the socket and its status file, if configured inside, are
+    meant for others; the configured directories are check_dir's) but still walked into.
+    """
+    walked: list[Path] = []
+    for root in roots:
+        real = root.resolve()
+        if root.is_dir() and not any(real.is_relative_to(w) for w in walked):
+            walked = [w for w in walked if not w.is_relative_to(real)] + [real]
+    problems: list[Finding] = []
+    more: dict[Path, int] = {}
+    unreadable: list[Finding] = []
+
+    def note(root: Path, finding: Finding) -> None:
+        if len(problems) < WALK_NAMED:
+            problems.append(finding)
+        else:
+            more[root] = more.get(root, 0) + 1
+
+    def failed(exc: OSError) -> None:
+        unreadable.append(Finding(False, f"cannot read {exc.filename}: {exc.strerror}; what it holds "
+                                  "was not checked", f"run qscan install --check as root or as {who.name}"))
+
+    def here(p: Path) -> Path:  # the walk sees resolved directories
+        return p.parent.resolve() / p.name
+
+    labels = {here(p): label for p, label in labels.items()}
+    skip = frozenset(here(p) for p in skip)
+    for root in sorted(walked):
+        for top, dirs, files in os.walk(root, onerror=failed):
+            for name in [*dirs, *files]:
+                path = Path(top) / name
+                if path in skip:
+                    continue
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue  # gone meanwhile (a maildir's tmp/ file renamed into new/)
+                if stat.S_ISLNK(st.st_mode):
+                    continue  # not followed: what it points at is not under these roots' rules
+                is_dir = stat.S_ISDIR(st.st_mode)
+                label = labels.get(path, "directory" if is_dir else "file")
+                mode = stat.S_IMODE(st.st_mode)
+                if mode & 0o077:
+                    note(root, Finding(False, f"{label} {path} is mode {mode:04o}: {_mode_word(mode)}",
+                                       f"chmod {'0700' if is_dir else '0600'} {path}"))
+                if st.st_uid != who.uid:
+                    note(root, Finding(False, f"{label} {path} is owned by {_owner(st)}, not {who.name}",
+                                       f"chown {'-R ' if is_dir else ''}{who.name}: {path}"))
+    out = problems + unreadable
+    for root, n in sorted(more.items()):
+        out.append(Finding(False, f"... and {n} more entries under {root} with a loose mode or another owner",
+                           f"chown -R {who.name}: {root} && find {root} -type d -perm /077 -exec chmod 0700 "
+                           f"{{}} + && find {root} ! -type d ! -type l -perm /077 -exec chmod 0600 {{}} +"))
+    if not out:
+        where = ", ".join(str(w) for w in sorted(walked)) or "nothing yet"
+        out.append(Finding(True, f"every file under {where}: owner {who.name}, files 0600, directories 0700"))
+    return out
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    """A SQLite database file and the companions SQLite makes beside it."""
+    return [path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)]
 
 
 def check_config_file(path: Path, who: Account, has_secrets: bool) -> list[Finding]:
@@ -397,11 +488,24 @@ def run_checks(cfg: Config, config_path: Path, user: str,
         if path.absolute() not in seen:
             seen.add(path.absolute())
             out += check_dir(path, who, label)
-    out += check_private_file(cfg.journal_path, who, "journal")
+    roots = [cfg.data_dir, cfg.journal_path.parent, cfg.archive_maildir, cfg.quarantine_dir]
+    labels = {p: "journal" for p in sqlite_files(cfg.journal_path)}
+    single = [(cfg.journal_path, "journal")]
     if cfg.sql_url.startswith("sqlite:///"):
-        out += check_private_file(Path(cfg.sql_url.removeprefix("sqlite:///")), who, "SQLite store")
-    if cfg.summary_log.target == "file" and cfg.summary_log_path.parent.absolute() not in seen:
-        out += check_dir(cfg.summary_log_path.parent, who, "summary log directory", private=False)
+        store = Path(cfg.sql_url.removeprefix("sqlite:///"))
+        labels |= {p: "SQLite store" for p in sqlite_files(store)}
+        single.append((store, "SQLite store"))
+    if cfg.summary_log.target == "file":
+        labels[cfg.summary_log_path] = "summary log"
+        if cfg.summary_log_path.parent.absolute() not in seen:
+            out += check_dir(cfg.summary_log_path.parent, who, "summary log directory", private=False)
+        out += check_private_file(cfg.summary_log_path, who, "summary log", companions=False) \
+            if not _under(cfg.summary_log_path, roots) else []
+    for path, label in single:
+        if not _under(path, roots):  # configured outside every directory walked below
+            out += check_private_file(path, who, label)
+    sock = cfg.daemon.socket
+    out += check_private_tree(roots, who, labels, frozenset({sock, status_path(sock), *roots}))
     out += check_socket(cfg, who)
     out += check_programs(cfg)
     out += check_units(cfg, unit_dirs)
