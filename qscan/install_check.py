@@ -282,7 +282,8 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
                                "(systemd: RuntimeDirectory=qscan does this)"))
         clients = [Account("g", -1, gid, frozenset({gid}))] if d.socket_group and gid is not None else []
         smtpd = Account.lookup("qmaild")
-        if smtpd is not None:
+        if smtpd is not None:  # with its one group only, as tcpserver -g runs it
+            smtpd = Account(smtpd.name, smtpd.uid, smtpd.gid, frozenset({smtpd.gid}))
             clients.append(smtpd)
         blocked = [("qmaild" if c is smtpd else f"group {d.socket_group}") for c in clients
                    if not allowed(st, c, X)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import errno
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -23,11 +24,14 @@ from click.testing import CliRunner
 from qscan.cli import cli
 from qscan.install_check import (
     QUEUE_UNITS,
+    WALK_NAMED,
     Account,
     Finding,
     SmtpIdentity,
     allowed,
+    check_private_tree,
     check_qmail_queue_setuid,
+    check_smtp_connect,
     check_units,
     connect_as,
     setuid_blockers,
@@ -377,3 +381,68 @@ def test_connect_as_reports_the_errno(site: Path) -> None:
     assert connect_as(stale, nobody.pw_uid, nobody.pw_gid) == errno.ECONNREFUSED
     site.chmod(0o700)  # nobody cannot pass the directory
     assert connect_as(stale, nobody.pw_uid, nobody.pw_gid) == errno.EACCES
+
+
+def test_without_root_the_connect_is_said_to_be_untested(site: Path) -> None:
+    """Run the SMTP check as an unprivileged user: it judges the modes with the one group and
+    says the connect itself was not tested."""
+    require("root (to become an unprivileged user for the test)", os.geteuid() == 0)
+    from qscan.config import load_config
+
+    config = setup_site(site, service_user())
+    run = site / "qmail-smtpd.run"
+    run.write_text(LWQ_RUN.format(user="nobody"))
+    sock_path = site / "run" / "qscan.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    sock_path.chmod(0o660)  # root:root 0660: nobody with group nogroup may not write it
+    cfg = load_config(str(config))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            nobody = pwd.getpwnam("nobody")
+            os.setgroups([nobody.pw_gid])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            found = check_smtp_connect(cfg, run)
+            os.write(w, json.dumps([[f.ok, f.unchecked, f.what, f.fix] for f in found]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        found = json.loads(f.read() or b"null")
+    os.waitpid(pid, 0)
+    listener.close()
+    assert found is not None
+    bad = [f for f in found if not f[0]]
+    assert any("is not writable by nobody with only group" in f[2] and "socket_mode = 0o666" in f[3]
+               for f in bad), found
+    skipped = [f for f in found if f[1]]
+    assert skipped and "needs root" in skipped[0][2] and "not tested" in skipped[0][2]
+
+
+def test_the_walk_names_the_first_entries_then_gives_one_command(site: Path) -> None:
+    user = service_user()
+    setup_site(site, user)
+    who = Account.lookup(user)
+    assert who is not None
+    data = site / "data"
+    many = data / "archive" / "new"
+    many.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(many, who.uid, who.gid)
+    for i in range(WALK_NAMED + 7):
+        p = many / f"m{i:03d}"
+        p.write_bytes(b"mail")
+        p.chmod(0o644)
+        if os.geteuid() == 0:
+            os.chown(p, who.uid, who.gid)
+    (data / "link").symlink_to("/etc/passwd")  # not followed, not judged
+    found = check_private_tree([data], who, {}, frozenset({data}))
+    named = [f for f in found if "is mode 0644: readable by others" in f.what]
+    assert len(named) == WALK_NAMED and all(f.fix.startswith("chmod 0600 ") for f in named)
+    [rest] = [f for f in found if f.what.startswith("... and 7 more entries under")]
+    assert f"find {data.resolve()} ! -type d ! -type l -perm /077 -exec chmod 0600 {{}} +" in rest.fix
+    assert not any("link" in f.what for f in found)
