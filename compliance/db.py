@@ -8,7 +8,6 @@ and the URL (and its password) lives in one place.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import compliance
+from ingest.private import make_private_dirs, prepare_sqlite_file
 
 REPO_ROOT = Path(compliance.__file__).resolve().parent.parent
 SCRIPT_LOCATION = REPO_ROOT / "alembic"
@@ -100,13 +100,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return create_engine(u, **kwargs)
     path = _sqlite_file(u.database)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Summaries hold addresses and subjects: don't let the umask publish them.
-        # Only when missing: closing any fd of an open database drops every POSIX
-        # lock this process's connections hold on it, and another process may then
-        # checkpoint and remove the WAL under them ("disk I/O error").
-        if not os.path.lexists(path):
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # Summaries hold addresses and subjects: don't let the umask publish them, nor the
+        # -wal/-shm files SQLite gives the database file's mode (ingest/private.py). Made
+        # only when missing: closing any fd of an open database drops every POSIX lock
+        # this process's connections hold on it, and another process may then checkpoint
+        # and remove the WAL under them ("disk I/O error"); loose modes are fixed by path.
+        make_private_dirs(path.parent)
+        prepare_sqlite_file(path)
     engine = create_engine(u, **kwargs)
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)

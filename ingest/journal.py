@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.private import make_private_dirs, prepare_sqlite_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,8 +64,13 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            if not readonly:
+                make_private_dirs(self.path.parent)
+            # 0600 before SQLite opens it: the -wal/-shm it makes get the same mode (raw mail)
+            prepare_sqlite_file(self.path, create=self.path.parent.is_dir())
+        except OSError as exc:
+            raise JournalError(f"cannot create journal {self.path}: {exc}") from exc
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=60.0, isolation_level=None, check_same_thread=False
@@ -74,10 +81,6 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             if not readonly:
                 self._retry(lambda: self._db.executescript(SCHEMA))
-                try:
-                    os.chmod(self.path, 0o600)
-                except OSError:
-                    pass
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
 

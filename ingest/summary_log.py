@@ -7,6 +7,8 @@ import syslog
 from pathlib import Path
 from typing import Protocol
 
+from ingest.private import FILE_MODE, make_private_dirs, tighten
+
 FACILITIES = {
     "mail": syslog.LOG_MAIL,
     **{f"local{i}": getattr(syslog, f"LOG_LOCAL{i}") for i in range(8)},
@@ -34,8 +36,10 @@ class FileLog:
     """O_APPEND and one write() per line: lines from many workers never interleave."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        make_private_dirs(path.parent)
+        # Addresses and subjects: private (0600), as everything qscan writes (ingest/private.py)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        tighten(path)
 
     def write(self, line: str) -> None:
         os.write(self.fd, line.encode("utf-8", "replace") + b"\n")

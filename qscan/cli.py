@@ -532,4 +532,9 @@ _register_optional()
 
 
 def main() -> None:
+    # Every qscan process (daemon, consumers, `qscan run`'s children, commands) makes what it
+    # writes private, whatever umask it was started with (ingest/private.py).
+    from ingest.private import restrict_umask
+
+    restrict_umask()
     cli(prog_name="qscan")

@@ -15,15 +15,22 @@ check as root still answers "can qscand get there?".
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
+import re
+import shlex
 import shutil
+import socket
 import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.private import SQLITE_COMPANIONS
+from ingest.scoreboard import status_path
 from qscan.config import Config
 
 R, W, X = 4, 2, 1
@@ -35,6 +42,7 @@ class Finding:
     ok: bool
     what: str
     fix: str = ""
+    unchecked: bool = False  # could not be checked (e.g. needs root): said, not counted as a problem
 
 
 @dataclass(frozen=True)
@@ -118,18 +126,107 @@ def check_dir(path: Path, who: Account, label: str, *, private: bool = True) -> 
     return out
 
 
-def check_private_file(path: Path, who: Account, label: str) -> list[Finding]:
+def _under(path: Path, roots: list[Path]) -> bool:
+    real = path.parent.resolve()
+    return any(r.is_dir() and real.is_relative_to(r.resolve()) for r in roots)
+
+
+def check_private_file(path: Path, who: Account, label: str, *, companions: bool = True) -> list[Finding]:
+    """One file (with ``companions``: and SQLite's -wal/-shm/-journal beside it) 0600, the user's."""
     if not path.exists():
         return [Finding(True, f"{label} {path} not created yet")]
-    st = path.stat()
-    mode = stat.S_IMODE(st.st_mode)
     out = []
-    if st.st_uid != who.uid:
-        out.append(Finding(False, f"{label} {path} is owned by {_owner(st)}, not {who.name}",
-                           f"chown {who.name}: {path}*"))
-    if mode & 0o077:
-        out.append(Finding(False, f"{label} {path} is mode {mode:04o}", f"chmod 0600 {path}*"))
+    for p in sqlite_files(path) if companions else [path]:
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != who.uid:
+            out.append(Finding(False, f"{label} {p} is owned by {_owner(st)}, not {who.name}",
+                               f"chown {who.name}: {p}"))
+        if mode & 0o077:
+            out.append(Finding(False, f"{label} {p} is mode {mode:04o}: {_mode_word(mode)}",
+                               f"chmod 0600 {p}"))
+    mode = stat.S_IMODE(path.stat().st_mode)
     return out or [Finding(True, f"{label} {path}: owner {who.name}, mode {mode:04o}")]
+
+
+WALK_NAMED = 50  # wrong entries named one by one; past that, one command fixes the rest
+
+
+def _mode_word(mode: int) -> str:
+    return "readable by others" if mode & 0o055 else "writable by others"
+
+
+def check_private_tree(roots: list[Path], who: Account, labels: dict[Path, str],
+                       skip: frozenset[Path] = frozenset()) -> list[Finding]:
+    """Walk every directory qscan writes (not following symlinks): each file must be the
+    service user's and 0600, each directory its own and 0700, whatever the umask that made it.
+
+    ``labels`` names known files (the journal, the SQLite store and their -wal/-shm); ``skip``
+    holds entries judged elsewhere (the socket and its status file, if configured inside, are
+    meant for others; the configured directories are check_dir's) but still walked into.
+    """
+    walked: list[Path] = []
+    for root in roots:
+        real = root.resolve()
+        if root.is_dir() and not any(real.is_relative_to(w) for w in walked):
+            walked = [w for w in walked if not w.is_relative_to(real)] + [real]
+    problems: list[Finding] = []
+    more: dict[Path, int] = {}
+    unreadable: list[Finding] = []
+
+    def note(root: Path, finding: Finding) -> None:
+        if len(problems) < WALK_NAMED:
+            problems.append(finding)
+        else:
+            more[root] = more.get(root, 0) + 1
+
+    def failed(exc: OSError) -> None:
+        unreadable.append(Finding(False, f"cannot read {exc.filename}: {exc.strerror}; what it holds "
+                                  "was not checked", f"run qscan install --check as root or as {who.name}"))
+
+    def here(p: Path) -> Path:  # the walk sees resolved directories
+        return p.parent.resolve() / p.name
+
+    labels = {here(p): label for p, label in labels.items()}
+    skip = frozenset(here(p) for p in skip)
+    for root in sorted(walked):
+        for top, dirs, files in os.walk(root, onerror=failed):
+            for name in [*dirs, *files]:
+                path = Path(top) / name
+                if path in skip:
+                    continue
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue  # gone meanwhile (a maildir's tmp/ file renamed into new/)
+                if stat.S_ISLNK(st.st_mode):
+                    continue  # not followed: what it points at is not under these roots' rules
+                is_dir = stat.S_ISDIR(st.st_mode)
+                label = labels.get(path, "directory" if is_dir else "file")
+                mode = stat.S_IMODE(st.st_mode)
+                if mode & 0o077:
+                    note(root, Finding(False, f"{label} {path} is mode {mode:04o}: {_mode_word(mode)}",
+                                       f"chmod {'0700' if is_dir else '0600'} {path}"))
+                if st.st_uid != who.uid:
+                    note(root, Finding(False, f"{label} {path} is owned by {_owner(st)}, not {who.name}",
+                                       f"chown {'-R ' if is_dir else ''}{who.name}: {path}"))
+    out = problems + unreadable
+    for root, n in sorted(more.items()):
+        out.append(Finding(False, f"... and {n} more entries under {root} with a loose mode or another owner",
+                           f"chown -R {who.name}: {root} && find {root} -type d -perm /077 -exec chmod 0700 "
+                           f"{{}} + && find {root} ! -type d ! -type l -perm /077 -exec chmod 0600 {{}} +"))
+    if not out:
+        where = ", ".join(str(w) for w in sorted(walked)) or "nothing yet"
+        out.append(Finding(True, f"every file under {where}: owner {who.name}, files 0600, directories 0700"))
+    return out
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    """A SQLite database file and the companions SQLite makes beside it."""
+    return [path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)]
 
 
 def check_config_file(path: Path, who: Account, has_secrets: bool) -> list[Finding]:
@@ -172,14 +269,6 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
             if who.uid != 0 and gid not in who.groups:
                 out.append(Finding(False, f"{who.name} is not in group {d.socket_group}: it cannot chown "
                                    "the socket to it", f"usermod -a -G {d.socket_group} {who.name}"))
-            try:
-                qmaild = pwd.getpwnam("qmaild")
-            except KeyError:
-                pass
-            else:
-                if qmaild.pw_gid != gid and "qmaild" not in gr.gr_mem:
-                    out.append(Finding(False, f"qmaild (qmail-smtpd) is not in group {d.socket_group}: "
-                                       "SMTP mail would temp-fail", f"usermod -a -G {d.socket_group} qmaild"))
     elif d.socket_mode & 0o007 == 0:
         out.append(Finding(False, "daemon.socket_group is unset and the socket is not open to others: only "
                            f"{who.name} could connect", 'set daemon.socket_group = "qmail" (a group '
@@ -193,11 +282,13 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
                                "(systemd: RuntimeDirectory=qscan does this)"))
         clients = [Account("g", -1, gid, frozenset({gid}))] if d.socket_group and gid is not None else []
         smtpd = Account.lookup("qmaild")
-        if smtpd is not None:
+        if smtpd is not None:  # with its one group only, as tcpserver -g runs it
+            smtpd = Account(smtpd.name, smtpd.uid, smtpd.gid, frozenset({smtpd.gid}))
             clients.append(smtpd)
-        if any(not allowed(st, c, X) for c in clients):
-            who_not = "qmaild" if smtpd is not None and not allowed(st, smtpd, X) else \
-                f"group {d.socket_group}"
+        blocked = [("qmaild" if c is smtpd else f"group {d.socket_group}") for c in clients
+                   if not allowed(st, c, X)]
+        if blocked:
+            who_not = " and ".join(blocked)
             out.append(Finding(False, f"socket directory {parent} (mode {stat.S_IMODE(st.st_mode):04o}): "
                                       f"{who_not} cannot reach the socket: SMTP mail would temp-fail",
                                f"set RuntimeDirectoryMode=0711 in the unit (as contrib/systemd does; a chmod "
@@ -221,6 +312,231 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
     if not out:
         out.append(Finding(True, f"socket {path}: group {d.socket_group or '-'}, mode {d.socket_mode:04o}"))
     return out
+
+
+# -- can qmail-smtpd, as tcpserver runs it, reach the socket? -----------------------------
+# Where qmail's supervise/runit/daemontools trees usually keep qmail-smtpd's run script.
+SMTPD_RUN_SCRIPTS = (Path("/var/qmail/supervise/qmail-smtpd/run"), Path("/service/qmail-smtpd/run"),
+                     Path("/etc/service/qmail-smtpd/run"), Path("/var/service/qmail-smtpd/run"),
+                     Path("/etc/sv/qmail-smtpd/run"))
+_ID_CMD = re.compile(r"^(?:`|\$\()\s*id\s+-([ug])\s+([\w.-]+)\s*(?:`|\))$")
+
+
+SOCKET_MODE_FIX = ("set daemon.socket_mode = 0o666 (the default: the daemon decides by the peer's uid, "
+                   "daemon.allow_users) and restart the daemon; a supplementary group (usermod -a -G) "
+                   "does not help: tcpserver keeps only its -g group")
+
+
+SCRIPT_FIX = "check the script, or name the one tcpserver runs: --smtpd-run PATH"
+
+
+@dataclass(frozen=True)
+class SmtpIdentity:
+    """Who qmail-smtpd runs as: tcpserver's ``-u`` uid and its one ``-g`` gid (no other group)."""
+    user: str
+    uid: int
+    gid: int
+    source: str  # where the two came from, for the report
+
+
+def _shell_words(text: str) -> list[str]:
+    """The script's words, continuation lines joined, comments dropped, quotes taken off."""
+    joined = re.sub(r"\\\n", " ", text)
+    out: list[str] = []
+    for line in joined.splitlines():
+        try:
+            out += shlex.split(line, comments=True)
+        except ValueError:
+            out += line.split()
+    return out
+
+
+def _resolve_id(value: str, kind: str, variables: dict[str, str]) -> int | None:
+    """tcpserver's -u/-g argument: a number, a variable set from `id -u NAME` / `id -g NAME`
+    (as the run scripts in qmail's documentation do), or a user/group name."""
+    for _ in range(5):  # $VAR -> its assignment (a few levels)
+        m = re.fullmatch(r"\$\{?(\w+)\}?", value)
+        if not m or m.group(1) not in variables:
+            break
+        value = variables[m.group(1)]
+    if value.isdigit():
+        return int(value)
+    m = _ID_CMD.match(value.strip())
+    try:
+        if m:
+            pw = pwd.getpwnam(m.group(2))
+            return pw.pw_uid if m.group(1) == "u" else pw.pw_gid
+        if kind == "u":
+            return pwd.getpwnam(value).pw_uid
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        return None
+
+
+def smtp_identity(run_script: Path | None, smtp_user: str = "qmaild") -> SmtpIdentity | Finding | None:
+    """From the run script's ``tcpserver -u UID -g GID`` when there is one, else ``smtp_user``
+    and its primary group (what qmail's own run scripts give it: ``nofiles``).
+    A Finding when the script cannot be read or understood; None when there is no such user."""
+    if run_script is not None:
+        try:
+            text = run_script.read_text(errors="replace")
+        except OSError as exc:
+            return Finding(False, f"cannot read the qmail-smtpd run script {run_script}: {exc.strerror}",
+                           "pass the script with --smtpd-run PATH")
+        variables: dict[str, str] = {}
+        for line in text.splitlines():
+            m = re.match(r"^\s*(?:export\s+)?(\w+)=(.*)$", line)
+            if m:
+                variables[m.group(1)] = m.group(2).strip().strip("'\"")
+        words = _shell_words(text)
+        if any(w.endswith("tcpserver") for w in words):
+            start = next(i for i, w in enumerate(words) if w.endswith("tcpserver"))
+            args = words[start + 1:]
+            flags = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-u", "-g")}
+            if "-u" in flags and "-g" in flags:
+                uid = _resolve_id(flags["-u"], "u", variables)
+                gid = _resolve_id(flags["-g"], "g", variables)
+                if uid is None or gid is None:
+                    return Finding(False, f"{run_script}: cannot work out tcpserver's -u {flags['-u']} "
+                                          f"-g {flags['-g']}", SCRIPT_FIX)
+                try:
+                    user = pwd.getpwuid(uid).pw_name
+                except KeyError:
+                    user = str(uid)
+                return SmtpIdentity(user, uid, gid, f"{run_script}: tcpserver -u {uid} -g {gid}")
+            if "-U" in args and "envuidgid" in words[:start]:  # envuidgid NAME tcpserver -U
+                name = words[words.index("envuidgid") + 1]
+                try:
+                    pw = pwd.getpwnam(name)
+                except KeyError:
+                    return Finding(False, f"{run_script}: envuidgid {name}: no such user",
+                                   SCRIPT_FIX)
+                return SmtpIdentity(name, pw.pw_uid, pw.pw_gid,
+                                    f"{run_script}: envuidgid {name} tcpserver -U, gid {pw.pw_gid}")
+    try:
+        pw = pwd.getpwnam(smtp_user)
+    except KeyError:
+        return None
+    where = f"{run_script} has no tcpserver -u/-g; " if run_script is not None else ""
+    return SmtpIdentity(pw.pw_name, pw.pw_uid, pw.pw_gid,
+                        f"{where}{pw.pw_name}'s primary group {pw.pw_gid}, as qmail's run scripts give it")
+
+
+def connect_as(path: Path, uid: int, gid: int, timeout: float = 5.0) -> int:
+    """connect() to the unix socket ``path`` from a child holding exactly ``uid`` and the one
+    group ``gid`` (setgroups([gid]), setgid, setuid: what tcpserver -u -g does). 0 or the errno."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only system calls, then _exit
+        code = 255
+        try:
+            os.close(r)
+            os.setgroups([gid])
+            os.setgid(gid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(str(path))
+                code = 0
+            except OSError as exc:
+                code = exc.errno or 254
+            finally:
+                s.close()
+        except BaseException:
+            code = 253
+        finally:
+            with contextlib.suppress(BaseException):
+                os.write(w, str(code).encode())
+            os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            answer = f.read()
+    finally:
+        os.waitpid(pid, 0)
+    if answer == b"253" or not answer:
+        raise OSError(errno.EPERM, f"cannot become uid {uid} gid {gid}")
+    return int(answer)
+
+
+def check_smtp_connect(cfg: Config, run_script: Path | None) -> list[Finding]:
+    """Can qmail-smtpd, with only the one group tcpserver gives it, connect to the socket?"""
+    d = cfg.daemon
+    smtp_users = list(getattr(d, "smtp_users", None) or ["qmaild"])
+    ident = smtp_identity(run_script, smtp_users[0])
+    if ident is None:
+        return [Finding(True, f"no {smtp_users[0]} user and no qmail-smtpd run script: SMTP access "
+                              "not checked", unchecked=True)]
+    if isinstance(ident, Finding):
+        return [ident]
+    out: list[Finding] = []
+    if ident.user not in smtp_users:
+        out.append(Finding(False, f"qmail-smtpd runs as {ident.user} ({ident.source}), which is not in "
+                                  "daemon.smtp_users: its TCPREMOTEIP and RELAYCLIENT would not be trusted",
+                           f'set daemon.smtp_users = ["{ident.user}"]'))
+    allow = {str(a) for a in getattr(d, "allow_users", None) or []}
+    if allow and not {ident.user, str(ident.uid)} & allow:
+        out.append(Finding(False, f"daemon.allow_users does not hold {ident.user}: the daemon would refuse "
+                                  "qmail-smtpd and SMTP mail would temp-fail",
+                           f'add "{ident.user}" to daemon.allow_users (or leave it empty: every local user)'))
+    smtpd = Account(ident.user, ident.uid, ident.gid, frozenset({ident.gid}))
+    path = d.socket
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return [*out, Finding(True, f"cannot look at {path}: {exc.strerror}: whether {ident.user} can "
+                                    "connect was not tested (run qscan install --check as root)",
+                              unchecked=True)]
+    if st is None:
+        out.append(Finding(True, f"socket {path} is not there yet: start the daemon, then run this check "
+                                 f"again to test that {ident.user} can connect", unchecked=True))
+        return out
+    if os.geteuid() != 0:
+        # What the modes say, judged with the one group only; the kernel's word needs root.
+        if stat.S_ISSOCK(st.st_mode) and not allowed(st, smtpd, W) and blocking_parent(path, smtpd) is None:
+            out.append(Finding(False, f"socket {path} (mode {stat.S_IMODE(st.st_mode):04o}, group "
+                                      f"{_group(st.st_gid)}) is not writable by {ident.user} with only group "
+                                      f"{_group(ident.gid)} ({ident.source}): tcpserver drops every other "
+                                      "group, so SMTP mail would temp-fail", SOCKET_MODE_FIX))
+        out.append(Finding(True, f"connecting as {ident.user} with only group {_group(ident.gid)} needs root "
+                                 "to become that user: not tested (run qscan install --check as root)",
+                           unchecked=True))
+        return out
+    try:
+        code = connect_as(path, ident.uid, ident.gid)
+    except OSError as exc:
+        return [*out, Finding(False, f"cannot test the socket as {ident.user}: {exc.strerror}")]
+    if code == 0:
+        out.append(Finding(True, f"{ident.user} with only group {_group(ident.gid)} ({ident.source}) "
+                                 f"connects to {path}"))
+        return out
+    name = errno.errorcode.get(code, str(code))
+    what = (f"{ident.user} with only group {_group(ident.gid)} ({ident.source}) cannot connect to {path}: "
+            f"{name} ({os.strerror(code)}): every SMTP message would get 451")
+    blocked = blocking_parent(path, smtpd)
+    if code == errno.EACCES and blocked is not None:
+        fix = (f"{ident.user} cannot pass {blocked}: chmod o+x {blocked} (for /run/qscan: "
+               "RuntimeDirectoryMode=0711 in the unit)")
+    elif code == errno.EACCES:
+        fix = SOCKET_MODE_FIX
+    elif code == errno.ECONNREFUSED:
+        fix = "the daemon is not running (a stale socket): systemctl start qscan-daemon"
+    elif code == errno.ENOENT:
+        fix = "the daemon is not running: systemctl start qscan-daemon"
+    else:
+        fix = "see the error; the daemon's log may say more"
+    out.append(Finding(False, what, fix))
+    return out
+
+
+def _group(gid: int) -> str:
+    try:
+        return f"{grp.getgrgid(gid).gr_name} ({gid})"
+    except KeyError:
+        return str(gid)
 
 
 def check_programs(cfg: Config) -> list[Finding]:
@@ -380,8 +696,12 @@ def check_units(cfg: Config, dirs: tuple[Path, ...] = UNIT_DIRS) -> list[Finding
     return out
 
 
+def find_smtpd_run(candidates: tuple[Path, ...] = SMTPD_RUN_SCRIPTS) -> Path | None:
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def run_checks(cfg: Config, config_path: Path, user: str,
-               unit_dirs: tuple[Path, ...] = UNIT_DIRS) -> list[Finding]:
+               unit_dirs: tuple[Path, ...] = UNIT_DIRS, smtpd_run: Path | None = None) -> list[Finding]:
     who = Account.lookup(user)
     if who is None:
         return [Finding(False, f"service user {user!r} does not exist",
@@ -397,12 +717,26 @@ def run_checks(cfg: Config, config_path: Path, user: str,
         if path.absolute() not in seen:
             seen.add(path.absolute())
             out += check_dir(path, who, label)
-    out += check_private_file(cfg.journal_path, who, "journal")
+    roots = [cfg.data_dir, cfg.journal_path.parent, cfg.archive_maildir, cfg.quarantine_dir]
+    labels = {p: "journal" for p in sqlite_files(cfg.journal_path)}
+    single = [(cfg.journal_path, "journal")]
     if cfg.sql_url.startswith("sqlite:///"):
-        out += check_private_file(Path(cfg.sql_url.removeprefix("sqlite:///")), who, "SQLite store")
-    if cfg.summary_log.target == "file" and cfg.summary_log_path.parent.absolute() not in seen:
-        out += check_dir(cfg.summary_log_path.parent, who, "summary log directory", private=False)
+        store = Path(cfg.sql_url.removeprefix("sqlite:///"))
+        labels |= {p: "SQLite store" for p in sqlite_files(store)}
+        single.append((store, "SQLite store"))
+    if cfg.summary_log.target == "file":
+        labels[cfg.summary_log_path] = "summary log"
+        if cfg.summary_log_path.parent.absolute() not in seen:
+            out += check_dir(cfg.summary_log_path.parent, who, "summary log directory", private=False)
+        out += check_private_file(cfg.summary_log_path, who, "summary log", companions=False) \
+            if not _under(cfg.summary_log_path, roots) else []
+    for path, label in single:
+        if not _under(path, roots):  # configured outside every directory walked below
+            out += check_private_file(path, who, label)
+    sock = cfg.daemon.socket
+    out += check_private_tree(roots, who, labels, frozenset({sock, status_path(sock), *roots}))
     out += check_socket(cfg, who)
+    out += check_smtp_connect(cfg, smtpd_run or find_smtpd_run())
     out += check_programs(cfg)
     out += check_units(cfg, unit_dirs)
     return out

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.kafka_source import AnchorStore, id_hash
+from ingest.private import FILE_MODE
 from qscan.config import Config
 
 
@@ -102,7 +103,12 @@ class FileAnchors:
         # Atomic replace without fsync: a lost update leaves an older, still valid anchor.
         path = self._path(key)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"{offset} {event_id}\n", "ascii")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            os.write(fd, f"{offset} {event_id}\n".encode("ascii"))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
 
     def clear(self, key: str) -> None:

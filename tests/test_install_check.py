@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import errno
+import grp
+import json
 import os
 import pwd
+import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,11 +24,18 @@ from click.testing import CliRunner
 from qscan.cli import cli
 from qscan.install_check import (
     QUEUE_UNITS,
+    WALK_NAMED,
     Account,
+    Finding,
+    SmtpIdentity,
     allowed,
+    check_private_tree,
     check_qmail_queue_setuid,
+    check_smtp_connect,
     check_units,
+    connect_as,
     setuid_blockers,
+    smtp_identity,
     unit_settings,
 )
 from tests.conftest import require
@@ -82,6 +94,8 @@ def test_a_correct_site_passes(site: Path) -> None:
     code, out = check(config, user)
     assert code == 0, out
     assert "everything is in place" in out
+    # the daemon is not running: whether qmail-smtpd can connect is said to be untested
+    assert "skip  socket" in out and "not there yet" in out
     assert f"data_dir {site / 'data'}: owner {user}, mode 0700" in out
 
 
@@ -101,7 +115,7 @@ def test_problems_come_with_the_fix(site: Path) -> None:
     assert f"-> chmod 0700 {data / 'quarantine'}" in out
     assert f"FIX   journal {data / 'journal.db'} is mode 0644" in out
     assert "writable by others" in out and f"-> chown root: {config} && chmod 0640 {config}" in out
-    assert out.rstrip().endswith("3 problem(s)")
+    assert out.splitlines()[-1].startswith("3 problem(s)")
 
 
 def test_missing_user_and_group(site: Path) -> None:
@@ -247,7 +261,9 @@ def test_socket_directory_must_be_passable_by_the_socket_group(site: Path) -> No
     config.write_text(config.read_text().replace("socket_mode = 0o666\n", 'socket_group = "root"\n'))
     code, out = check(config, user)
     assert code == 1
-    assert f"socket directory {site / 'run'} (mode 0750): group root cannot reach the socket" in out
+    # "group root and qmaild" where a qmaild user exists
+    assert f"socket directory {site / 'run'} (mode 0750): group root" in out
+    assert "cannot reach the socket: SMTP mail would temp-fail" in out
     assert "set RuntimeDirectoryMode=0711 in the unit" in out and f"chmod 0711 {site / 'run'}" in out
     (site / "run").chmod(0o711)
     code, out = check(config, user)
@@ -263,3 +279,170 @@ def test_quarantine_doc_points_at_the_shipped_expire_units() -> None:
     assert timer["OnCalendar"] == "*-*-* 03:30:00" and "daily at 03:30" in doc
     assert timer["RandomizedDelaySec"] == "15min" and "15 minutes of random delay" in doc
     assert timer["Persistent"] == "true" and "`Persistent=true`" in doc
+
+
+# -- qmail-smtpd reaches the socket as tcpserver runs it: one uid, one group -----------------
+LWQ_RUN = """#!/bin/sh
+QMAILDUID=`id -u {user}`
+NOFILESGID=`id -g {user}`
+MAXSMTPD=`cat /var/qmail/control/concurrencyincoming`
+LOCAL=`head -1 /var/qmail/control/me`
+exec /usr/local/bin/softlimit -m 2000000 \\
+    /usr/local/bin/tcpserver -v -R -l "$LOCAL" -x /etc/tcp.smtp.cdb -c "$MAXSMTPD" \\
+        -u "$QMAILDUID" -g "$NOFILESGID" 0 smtp /var/qmail/bin/qmail-smtpd 2>&1
+"""
+
+
+def test_the_smtp_identity_comes_from_the_run_script(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    run = tmp_path / "run"
+    run.write_text(LWQ_RUN.format(user="nobody"))
+    ident = smtp_identity(run)
+    assert isinstance(ident, SmtpIdentity)
+    assert (ident.user, ident.uid, ident.gid) == ("nobody", nobody.pw_uid, nobody.pw_gid)
+    run.write_text("#!/bin/sh\nexec tcpserver -u 0 -g 4242 0 smtp qmail-smtpd\n")
+    ident = smtp_identity(run)
+    assert isinstance(ident, SmtpIdentity) and (ident.user, ident.uid, ident.gid) == ("root", 0, 4242)
+    run.write_text("#!/bin/sh\nexec envuidgid nobody tcpserver -U 0 smtp qmail-smtpd\n")
+    ident = smtp_identity(run)
+    assert isinstance(ident, SmtpIdentity) and (ident.uid, ident.gid) == (nobody.pw_uid, nobody.pw_gid)
+    run.write_text('#!/bin/sh\nexec tcpserver -u "$NOPE" -g 1 0 smtp qmail-smtpd\n')
+    bad = smtp_identity(run)
+    assert isinstance(bad, Finding) and not bad.ok and "--smtpd-run" in bad.fix
+    # no script: the SMTP user and its primary group (qmail's stock scripts: qmaild, nofiles)
+    ident = smtp_identity(None, "nobody")
+    assert isinstance(ident, SmtpIdentity) and ident.gid == nobody.pw_gid
+    assert smtp_identity(None, "qmaild-does-not-exist-qs") is None
+
+
+@pytest.fixture
+def extra_group() -> Iterator[str]:
+    """A group of our own with `nobody` as a supplementary member (the old usermod -a -G advice)."""
+    require("root (to add a group)", os.geteuid() == 0)
+    name = f"qs{os.getpid() % 100000}{secrets.token_hex(2)}"
+    subprocess.run(["groupadd", name], check=True, timeout=30)
+    try:
+        subprocess.run(["gpasswd", "-a", "nobody", name], check=True, capture_output=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["groupdel", name], check=True, timeout=30)
+
+
+def test_smtpd_with_only_its_run_script_group_cannot_use_a_supplementary_group(
+        site: Path, extra_group: str) -> None:
+    user = service_user()
+    config = setup_site(site, user)
+    run = site / "qmail-smtpd.run"
+    run.write_text(LWQ_RUN.format(user="nobody"))
+    sock_path = site / "run" / "qscan.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(sock_path))
+        listener.listen(8)
+        gid = grp.getgrnam(extra_group).gr_gid
+        os.chown(sock_path, 0, gid)
+        sock_path.chmod(0o660)
+        config.write_text(config.read_text().replace("socket_mode = 0o666\n",
+                                                     f'socket_mode = 0o660\nsocket_group = "{extra_group}"\n'))
+        # by its group list nobody may write the socket (what the check used to judge) ...
+        member = Account.lookup("nobody")
+        assert member is not None and allowed(sock_path.stat(), member, 2)
+        # ... but tcpserver -g keeps only nobody's primary group, and connect() says so
+        result = CliRunner().invoke(cli, ["-c", str(config), "install", "--check", "--user", user,
+                                          "--smtpd-run", str(run)])
+        assert result.exit_code == 1
+        nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+        assert f"nobody with only group {nogroup} " in result.output
+        assert f"cannot connect to {sock_path}: EACCES (Permission denied)" in result.output, result.output
+        assert "-> set daemon.socket_mode = 0o666" in result.output
+        assert "usermod -a -G" not in result.output.replace("(usermod -a -G) does not help", "")
+        # the default, 0666 (access decided by the peer's uid): it connects
+        sock_path.chmod(0o666)
+        config.write_text(config.read_text().replace("socket_mode = 0o660\n", "socket_mode = 0o666\n"))
+        result = CliRunner().invoke(cli, ["-c", str(config), "install", "--check", "--user", user,
+                                          "--smtpd-run", str(run)])
+        ngid = pwd.getpwnam("nobody").pw_gid
+        assert f"ok    nobody with only group {nogroup} ({ngid}) ({run}: tcpserver -u " in result.output, \
+            result.output
+        assert f"connects to {sock_path}" in result.output and "cannot connect" not in result.output
+    finally:
+        listener.close()
+
+
+def test_connect_as_reports_the_errno(site: Path) -> None:
+    require("root (to become another user)", os.geteuid() == 0)
+    nobody = pwd.getpwnam("nobody")
+    assert connect_as(site / "no-such.sock", nobody.pw_uid, nobody.pw_gid) == errno.ENOENT
+    stale = site / "stale.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(stale))
+    s.close()  # bound, never listening: what a dead daemon leaves
+    stale.chmod(0o666)
+    assert connect_as(stale, nobody.pw_uid, nobody.pw_gid) == errno.ECONNREFUSED
+    site.chmod(0o700)  # nobody cannot pass the directory
+    assert connect_as(stale, nobody.pw_uid, nobody.pw_gid) == errno.EACCES
+
+
+def test_without_root_the_connect_is_said_to_be_untested(site: Path) -> None:
+    """Run the SMTP check as an unprivileged user: it judges the modes with the one group and
+    says the connect itself was not tested."""
+    require("root (to become an unprivileged user for the test)", os.geteuid() == 0)
+    from qscan.config import load_config
+
+    config = setup_site(site, service_user())
+    run = site / "qmail-smtpd.run"
+    run.write_text(LWQ_RUN.format(user="nobody"))
+    sock_path = site / "run" / "qscan.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    sock_path.chmod(0o660)  # root:root 0660: nobody with group nogroup may not write it
+    cfg = load_config(str(config))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            nobody = pwd.getpwnam("nobody")
+            os.setgroups([nobody.pw_gid])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            found = check_smtp_connect(cfg, run)
+            os.write(w, json.dumps([[f.ok, f.unchecked, f.what, f.fix] for f in found]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        found = json.loads(f.read() or b"null")
+    os.waitpid(pid, 0)
+    listener.close()
+    assert found is not None
+    bad = [f for f in found if not f[0]]
+    assert any("is not writable by nobody with only group" in f[2] and "socket_mode = 0o666" in f[3]
+               for f in bad), found
+    skipped = [f for f in found if f[1]]
+    assert skipped and "needs root" in skipped[0][2] and "not tested" in skipped[0][2]
+
+
+def test_the_walk_names_the_first_entries_then_gives_one_command(site: Path) -> None:
+    user = service_user()
+    setup_site(site, user)
+    who = Account.lookup(user)
+    assert who is not None
+    data = site / "data"
+    many = data / "archive" / "new"
+    many.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(many, who.uid, who.gid)
+    for i in range(WALK_NAMED + 7):
+        p = many / f"m{i:03d}"
+        p.write_bytes(b"mail")
+        p.chmod(0o644)
+        if os.geteuid() == 0:
+            os.chown(p, who.uid, who.gid)
+    (data / "link").symlink_to("/etc/passwd")  # not followed, not judged
+    found = check_private_tree([data], who, {}, frozenset({data}))
+    named = [f for f in found if "is mode 0644: readable by others" in f.what]
+    assert len(named) == WALK_NAMED and all(f.fix.startswith("chmod 0600 ") for f in named)
+    [rest] = [f for f in found if f.what.startswith("... and 7 more entries under")]
+    assert f"find {data.resolve()} ! -type d ! -type l -perm /077 -exec chmod 0600 {{}} +" in rest.fix
+    assert not any("link" in f.what for f in found)

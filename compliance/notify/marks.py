@@ -28,6 +28,8 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 
+from ingest.private import make_private_dirs
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BLOCK = 256 * 1024
@@ -120,7 +122,7 @@ class MarkKey:
         key = cls.generate()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(key._secret.hex().encode() + b"\n")
