@@ -90,6 +90,9 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
       and dlp.rules are read and compiled (each error named by the rules file, line, rule
       and key); "dlp" enabled needs dlp.rules; "cmdline" needs cmdline.argv;
       daemon.qmail_queue is an executable file; daemon.socket_group exists.
+    And for the consumers `qscan run` starts: with "notify" in consumers.enabled,
+    notify.qmail_inject (transport = "qmail-inject") is executable and
+    notify.template_dir, if set, is a directory.
     Every problem is listed, each naming the file, the line and the key, e.g.
       /etc/qscan/qscan.toml:7: key 'daemon.workers': Input should be greater than or equal to 1
     Exit codes: 0 the config is usable, 2 it is not (the problems are on stderr).
@@ -97,7 +100,7 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
     from qscan.preflight import check
 
     cfg = _config(ctx)
-    check(cfg)  # PreflightError: every problem, exit 2 (as the daemon would refuse to start)
+    check(cfg, consumers=True)  # PreflightError: every problem, exit 2 (as the daemon would refuse to start)
     eff = cfg.effective()
     if as_json:
         click.echo(json.dumps(eff, indent=2))
@@ -363,7 +366,7 @@ def run(ctx: click.Context, no_upgrade: bool) -> None:
     from qscan.supervisor import supervise
 
     cfg = _config(ctx)
-    check(cfg)  # not a daemon restarted with back-off forever on a config it cannot run with
+    check(cfg, consumers=True)  # not a daemon restarted with back-off forever on a config it cannot run with
     if not no_upgrade and {"summaries", "notify"} & set(cfg.consumers.enabled):
         from compliance.db import upgrade
 

@@ -3,7 +3,9 @@
 ``check(cfg)`` is the one function ``qscan daemon``, ``qscan run`` and ``qscan config check``
 call, so what the check passes the daemon starts with: the enabled scanners are built by the
 very factories the workers use (rules files read and compiled, DLP rules present), the real
-qmail-queue is an executable file, the socket's group exists. Every problem is listed, each as
+qmail-queue is an executable file, the socket's group exists. ``consumers=True`` (config check,
+``qscan run``) adds what the consumers `qscan run` starts need: with "notify" enabled, the
+qmail-inject it sends with and the template directory. Every problem is listed, each as
 ``FILE:LINE: key 'x.y': message``; a rules file's own problems follow its key, each named by
 the rules file, line, rule and key. Scanner names are already checked when the config is
 parsed (qscan/config.py: SCANNER_NAMES, with a suggestion for a typo).
@@ -61,16 +63,17 @@ class _Add(Protocol):
 _FACTORY_KEYS = {"internal": ("internal", "rules"), "dlp": ("dlp", "rules"), "cmdline": ("cmdline", "argv")}
 
 
-def check(cfg: Config) -> list[Scanner]:
-    """Run every start-up check; the scanners built, or PreflightError naming every problem."""
-    scanners, problems = run(cfg)
+def check(cfg: Config, *, consumers: bool = False) -> list[Scanner]:
+    """Run every start-up check of the daemon (``consumers``: and of the consumers `qscan run`
+    starts); the scanners built, or PreflightError naming every problem."""
+    scanners, problems = run(cfg, consumers=consumers)
     if problems:
         raise PreflightError(problems)
     return scanners
 
 
-def run(cfg: Config) -> tuple[list[Scanner], list[Problem]]:
-    """The scanners that could be built and every problem found, in config order."""
+def run(cfg: Config, *, consumers: bool = False) -> tuple[list[Scanner], list[Problem]]:
+    """The scanners that could be built and every problem found."""
     source = cfg.source or Path("config")
     problems: list[Problem] = []
 
@@ -87,7 +90,22 @@ def run(cfg: Config) -> tuple[list[Scanner], list[Problem]]:
         except KeyError:
             add(("daemon", "socket_group"), f"no such group {group!r} (the group qmail-smtpd runs with)")
     scanners = _scanners(cfg, source, problems, add)
+    if consumers and "notify" in cfg.consumers.enabled:
+        _notify(cfg, add)
     return scanners, problems
+
+
+def _notify(cfg: Config, add: _Add) -> None:
+    """What would make every notice fail (and be retried until given up) or silently fall back."""
+    n = cfg.notify
+    if n.transport == "qmail-inject":
+        why = _not_executable(n.qmail_inject)
+        if why:
+            add(("notify", "qmail_inject"),
+                f"{why} (transport = \"qmail-inject\" sends every notice with it)", ("notify", "transport"))
+    if n.template_dir is not None and not n.template_dir.is_dir():
+        add(("notify", "template_dir"), f"{n.template_dir} is not a directory (the built-in templates "
+                                        "would be used instead of yours)")
 
 
 def _scanners(cfg: Config, source: Path, problems: list[Problem], add: _Add) -> list[Scanner]:

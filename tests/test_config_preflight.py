@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from qscan.config import ConfigError, parse_config
+from qscan.config import ConfigError, load_config, parse_config
 from qscan.standin import write_standin
 
 # Lines of the config every case writes (kept fixed so the expected line numbers are real).
@@ -256,3 +256,55 @@ def test_unknown_scanner_is_a_parse_error_with_a_suggestion(tmp_path: Path, name
 def test_a_scanner_listed_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'clamd' is listed twice"):
         parse_config('[scanners]\nenabled = ["clamd", "internal", "clamd"]\n', tmp_path / "q.toml")
+
+
+# -- the consumers `qscan run` starts --------------------------------------------------------------
+def test_notify_problems_stop_check_and_run_not_the_daemon_alone(site: Site) -> None:
+    cfg = site.config()
+    cfg.write_text(cfg.read_text() + '[consumers]\nenabled = ["archive", "notify"]\n[notify]\n'
+                   f'transport = "qmail-inject"\nqmail_inject = "{site.root}/no-inject"\n'
+                   'template_dir = "no-templates"\n')
+    code, check = qscan(cfg, "config", "check")
+    assert code == 2 and "Traceback" not in check, check
+    assert f"{cfg}:20: key 'notify.qmail_inject': {site.root}/no-inject does not exist" in check
+    assert f"{cfg}:21: key 'notify.template_dir': {site.root}/no-templates is not a directory" in check
+    code, out = qscan(cfg, "run", "--no-upgrade")
+    assert code == 2 and problem_lines(out, site.root) == problem_lines(check, site.root), out
+    code, out = qscan(cfg, "daemon", timeout=8)  # the daemon itself sends no notices
+    assert code == -1 and "listening on" in out, out
+
+
+# -- a rules file's problems, in process -----------------------------------------------------------
+def problems_of(tmp_path: Path, enabled: str, section: str, rules_text: str) -> list[str]:
+    from qscan.preflight import run
+
+    (tmp_path / "r.toml").write_text(rules_text)
+    qq = write_standin(tmp_path / "qq", tmp_path / "rec")
+    (tmp_path / "q.toml").write_text(f'[daemon]\nqmail_queue = "{qq}"\n[scanners]\nenabled = {enabled}\n'
+                                     f'[{section}]\nrules = "r.toml"\n')
+    cfg = load_config(tmp_path / "q.toml")
+    return [str(p) for p in run(cfg)[1]]
+
+
+def test_a_toml_syntax_error_in_a_rules_file_names_its_line(tmp_path: Path) -> None:
+    found = problems_of(tmp_path, '["internal"]', "internal", '[[rule]]\nid = "a"\naction = \n')
+    assert found[0].startswith(f"{tmp_path / 'q.toml'}:6: key 'internal.rules': the rules file ")
+    assert found[1].startswith(f"{tmp_path / 'r.toml'}:3: TOML syntax error")
+
+
+def test_an_unknown_dlp_detector_is_named_at_its_rule(tmp_path: Path) -> None:
+    rules = ('[[rule]]\nid = "ok"\ndetectors = ["payment_card"]\naction = "monitor"\n\n'
+             '[[rule]]\nid = "typo"\ndetectors = ["payment_crad"]\naction = "monitor"\n')
+    found = problems_of(tmp_path, '["dlp"]', "dlp", rules)
+    assert len(found) == 2, found
+    assert found[1].startswith(f"{tmp_path / 'r.toml'}:6: rule #2 (typo): detector 'payment_crad': "
+                               "unknown detector")
+
+
+def test_a_bad_detector_used_by_two_rules_is_named_once(tmp_path: Path) -> None:
+    rules = ('[detectors.emp]\ntype = "regex"\npattern = "EMP-[0-9"\n\n'
+             '[[rule]]\nid = "a"\ndetectors = ["emp"]\naction = "monitor"\n\n'
+             '[[rule]]\nid = "b"\ndetectors = ["emp"]\naction = "notify"\n')
+    found = problems_of(tmp_path, '["dlp"]', "dlp", rules)
+    assert len(found) == 2, found
+    assert found[1].startswith(f"{tmp_path / 'r.toml'}:1: rule #1 (a): detector 'emp': bad regex")
