@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from qscan.config import Config, ConfigError, locate
+from qscan.wiring import SCANNERS
 from scanners.base import Scanner
 from scanners.dlp.rules import DlpRulesError
 from scanners.internal.policy import PolicyError
@@ -89,7 +90,7 @@ def run(cfg: Config, *, consumers: bool = False) -> tuple[list[Scanner], list[Pr
             grp.getgrnam(group)
         except KeyError:
             add(("daemon", "socket_group"), f"no such group {group!r} (the group qmail-smtpd runs with)")
-    scanners = _scanners(cfg, source, problems, add)
+    scanners = _scanners(cfg, problems, add)
     if consumers and "notify" in cfg.consumers.enabled:
         _notify(cfg, add)
     return scanners, problems
@@ -108,9 +109,8 @@ def _notify(cfg: Config, add: _Add) -> None:
                                         "would be used instead of yours)")
 
 
-def _scanners(cfg: Config, source: Path, problems: list[Problem], add: _Add) -> list[Scanner]:
-    from qscan.wiring import SCANNERS  # the factories the daemon's workers use
-
+def _scanners(cfg: Config, problems: list[Problem], add: _Add) -> list[Scanner]:
+    """Each enabled scanner built by SCANNERS, the factories the daemon's workers use."""
     built: list[Scanner] = []
     for name in cfg.scanners.enabled:
         key = _FACTORY_KEYS.get(name, (name,))
