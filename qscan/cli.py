@@ -81,12 +81,26 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the effective config as JSON")
 @click.pass_context
 def config_check(ctx: click.Context, as_json: bool) -> None:
-    """Validate the config file and print the effective values (defaults resolved).
+    """Validate the config file, run the daemon's start-up checks, print the effective values.
 
-    Errors name the file, the line and the key, e.g.
-    ``/etc/qscan/qscan.toml:7: key 'daemon.workers': Input should be greater than or equal to 1``.
+    \b
+    The start-up checks are the daemon's own (qscan/preflight.py): what passes here, the
+    daemon starts with. Besides every key's type and range, and scanner names:
+      the enabled scanners are built as the daemon's workers build them: internal.rules
+      and dlp.rules are read and compiled (each error named by the rules file, line, rule
+      and key); "dlp" enabled needs dlp.rules; "cmdline" needs cmdline.argv;
+      daemon.qmail_queue is an executable file; daemon.socket_group exists.
+    And for the consumers `qscan run` starts: with "notify" in consumers.enabled,
+    notify.qmail_inject (transport = "qmail-inject") is executable and
+    notify.template_dir, if set, is a directory.
+    Every problem is listed, each naming the file, the line and the key, e.g.
+      /etc/qscan/qscan.toml:7: key 'daemon.workers': Input should be greater than or equal to 1
+    Exit codes: 0 the config is usable, 2 it is not (the problems are on stderr).
     """
+    from qscan.preflight import check
+
     cfg = _config(ctx)
+    check(cfg, consumers=True)  # PreflightError: every problem, exit 2 (as the daemon would refuse to start)
     eff = cfg.effective()
     if as_json:
         click.echo(json.dumps(eff, indent=2))
@@ -114,10 +128,11 @@ def daemon(ctx: click.Context) -> None:
     """Run the scan daemon (pre-forked workers on the unix socket) in the foreground."""
     from ingest.daemon import AlreadyRunning, Daemon
     from ingest.journal import Journal
-    from qscan.wiring import daemon_options, make_processor, make_scanners
+    from qscan.preflight import check
+    from qscan.wiring import daemon_options, make_processor
 
     cfg = _config(ctx)
-    make_scanners(cfg)  # fail now, not in every worker
+    check(cfg)  # what `qscan config check` checks: fail now, naming every problem, not in every worker
     Journal(cfg.journal_path).close()  # create it before workers race to
     from qscan.metrics import TimedJournal, start_daemon_metrics
 
@@ -341,13 +356,17 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
 def run(ctx: click.Context, no_upgrade: bool) -> None:
     """Run the daemon and every enabled consumer under one supervisor (embedded default).
 
-    Migrates the SQL schema first (``--no-upgrade`` to skip), restarts crashed
-    components with back-off, prunes the journal behind the consumers, and
-    stops everything cleanly on SIGTERM or Ctrl-C.
+    Refuses to start on a config the daemon cannot run with (the checks of
+    ``qscan config check``, exit 2), migrates the SQL schema first
+    (``--no-upgrade`` to skip), restarts crashed components with back-off,
+    prunes the journal behind the consumers, and stops everything cleanly on
+    SIGTERM or Ctrl-C.
     """
+    from qscan.preflight import check
     from qscan.supervisor import supervise
 
     cfg = _config(ctx)
+    check(cfg, consumers=True)  # not a daemon restarted with back-off forever on a config it cannot run with
     if not no_upgrade and {"summaries", "notify"} & set(cfg.consumers.enabled):
         from compliance.db import upgrade
 

@@ -7,14 +7,16 @@ data. ``qscan config check`` loads it and prints the effective values.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -155,12 +157,32 @@ class HeadersConfig(_Section):
     recipients: bool = Field(False, description="add X-Qmail-Scanner-Rcpt-To (privacy: off)")
 
 
+# Every scanner qscan can run (qscan/wiring.py's SCANNERS registers one factory per name; a test
+# keeps the two equal). Checked when the config is parsed, so a typo is named with its line.
+SCANNER_NAMES = ("size", "clamd", "cmdline", "cymru", "internal", "spamd", "rspamd", "dlp")
+
+
+def _scanner_name(value: str) -> str:
+    if value in SCANNER_NAMES:
+        return value
+    close = difflib.get_close_matches(value.lower(), SCANNER_NAMES, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown scanner {value!r} ({hint}known: {', '.join(SCANNER_NAMES)})")
+
+
+ScannerName = Annotated[str, AfterValidator(_scanner_name)]
+
+
 class ScannersConfig(_Section):
-    enabled: list[str] = Field(["size", "internal"], description="scanners to run, in order")
+    enabled: list[ScannerName] = Field(["size", "internal"], description="scanners to run, in order")
 
     @field_validator("enabled")
     @classmethod
     def _dlp_last(cls, value: list[str]) -> list[str]:
+        twice = sorted({s for s in value if value.count(s) > 1})
+        if twice:
+            raise ValueError(" and ".join(repr(s) for s in twice)
+                             + f" {'is' if len(twice) == 1 else 'are'} listed twice")
         # DLP reads the parts the other scanners decoded (ctx.found_parts: archive members...):
         # a list that puts it earlier is refused rather than silently reordered (docs/dlp.md)
         if "dlp" in value and value[-1] != "dlp":
@@ -686,6 +708,30 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 sql["url"] = f"sqlite:///{base / rel}"
 
 
+def key_name(loc: tuple[Any, ...]) -> str:
+    """A dotted key as errors show it: ``scanners.enabled[1]`` (list items by index from 0)."""
+    out = ""
+    for k in loc:
+        out += f"[{k}]" if isinstance(k, int) else f"{'.' if out else ''}{k}"
+    return out
+
+
+def locate(path: Path, *keys: tuple[str, ...]) -> int | None:
+    """The line of the first of ``keys`` (dotted key tuples) found in the config file ``path``.
+
+    Used by the start-up checks (qscan/preflight.py) to point at the key a problem comes from;
+    None when the file cannot be read or none of the keys (nor their table) is in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for key in keys:
+        lineno = _locate(text, key)
+        if lineno:
+            return lineno
+    return None
+
+
 def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
     """Best-effort line number of a dotted key in TOML text (tomllib gives none)."""
     keys = [str(k) for k in loc if not isinstance(k, int)]
@@ -745,7 +791,7 @@ def parse_config(text: str, path: Path) -> Config:
         lines = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            key = ".".join(str(k) for k in loc)
+            key = key_name(loc)
             lineno = _locate(text, loc)
             where = f"{path}:{lineno}" if lineno else str(path)
             msg = err["msg"]

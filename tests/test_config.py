@@ -59,7 +59,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_cli_config_check(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
-    good.write_text(example_config(str(tmp_path)))
+    qq = tmp_path / "qmail-queue"
+    qq.write_text("#!/bin/sh\nexit 0\n")
+    qq.chmod(0o755)
+    good.write_text(example_config(str(tmp_path)).replace("/var/qmail/bin/qmail-queue", str(qq)))
     res = CliRunner().invoke(cli, ["-c", str(good), "config", "check"])
     assert res.exit_code == 0, res.output
     assert "OK" in res.output and f"journal.path = {tmp_path / 'journal.db'}" in res.output

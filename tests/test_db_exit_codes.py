@@ -64,9 +64,9 @@ def test_missing_driver_module_is_exit_3(tmp_path: Path) -> None:
 
 def test_config_check_masks_passwords(tmp_path: Path) -> None:
     cfg = tmp_path / "qscan.toml"
-    cfg.write_text(f'data_dir = "{tmp_path}"\n[sql]\n'
+    cfg.write_text(f'data_dir = "{tmp_path}"\n[daemon]\nqmail_queue = "/bin/true"\n[sql]\n'
                    'url = "postgresql+psycopg://qscan:s3cr%40t-pw@db.example:5432/qscan"\n')
-    text = CliRunner().invoke(cli, ["-c", str(cfg), "config", "check"])
+    text = CliRunner().invoke(cli, ["-c", str(cfg), "config", "check"])  # its start-up checks pass
     assert text.exit_code == 0, text.output
     assert "s3cr" not in text.output
     assert "sql.url = postgresql+psycopg://qscan:***@db.example:5432/qscan" in text.output

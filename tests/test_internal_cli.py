@@ -124,4 +124,4 @@ def test_daemon_refuses_to_start_with_a_broken_rules_file(tmp_path: Path) -> Non
     cfg = setup(tmp_path, BAD.replace("(?<!x)", "(?<!x"))
     res = CliRunner().invoke(cli, ["-c", str(cfg), "daemon"])
     assert res.exit_code == 2
-    assert "internal.rules does not load" in res.output and "rule #3 (lookbehind)" in res.output
+    assert "key 'internal.rules': the rules file" in res.output and "rule #3 (lookbehind)" in res.output
