@@ -7,7 +7,8 @@ one test session — ``control/``, a Maildir for ``mbox@qscan.test`` via ``users
 runs qmail-send (``qmail-start``) and ``qmail-smtpd`` under ``tcpserver`` the way qmail's stock
 run script does: ``tcpserver -u <qmaild uid> -g <nofiles gid> -x rules.cdb ...``, which keeps
 only that one group. ``QMAILQUEUE`` and ``QSCAN_SOCKET`` come from the tcpserver rules, as in
-docs/operations.md.
+docs/operations.md. The ``qscan-queue`` they run is the installed one when qmaild can run it
+(``reachable_client``: not when the venv's Python lives under /root, as pyenv's does).
 
 Needs root (the qmail users and groups are created when missing, as INSTALL.ids.md says),
 gcc/make/nroff and ucspi-tcp; ``unavailable()`` says what is missing.
@@ -197,8 +198,8 @@ def reachable_client(ids: Ids, workdir: Path) -> tuple[Path, str]:
     this machine keeps its Python.
     """
     installed = installed_client()
-    if all(runs_as(uid, gid, installed) for uid, gid in ((ids.qmaild, ids.nofiles),
-                                                         (ids.mailbox_uid, ids.mailbox_gid))):
+    users = ((ids.qmaild, ids.nofiles), (ids.mailbox_uid, ids.mailbox_gid))
+    if all(runs_as(uid, gid, installed) for uid, gid in users):
         return installed, "installed"
     client_dir = workdir / "client"
     shutil.copytree(ROOT / "ingest", client_dir / "ingest", ignore=shutil.ignore_patterns("__pycache__"))
@@ -211,7 +212,7 @@ def reachable_client(ids: Ids, workdir: Path) -> tuple[Path, str]:
         script.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(client_dir)!r})\n"
                           "from ingest.queue_client import main\nsys.exit(main())\n")
         script.chmod(0o755)
-        if runs_as(ids.qmaild, ids.nofiles, script):
+        if all(runs_as(uid, gid, script) for uid, gid in users):
             return script, f"copy for {python}: qmaild cannot run the installed {installed}"
     raise Unavailable(f"qmaild cannot run {installed} and no system python3 >= 3.11 works for it")
 
