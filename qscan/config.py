@@ -816,13 +816,17 @@ data_dir = "@DATA_DIR@"
 
 [daemon]
 socket = "/run/qscan/qscan.sock"       # qscan-queue reads $QSCAN_SOCKET, same default
-socket_mode = 0o660
-# socket_group = "qmail"               # group allowed to connect: usermod -a -G qmail qmaild
+socket_mode = 0o666                    # who may submit is decided per peer uid (SO_PEERCRED)
+# allow_users = ["qmaild", "alias"]    # unset: every local user may inject (qmail-inject)
+smtp_users = ["qmaild"]                # whose TCPREMOTEIP/RELAYCLIENT/AUTH are trusted
+# max_connections_per_uid = 64
+# local_domains = ["example.com", ".example.com"]   # unset: qmail's control/locals, rcpthosts, me
+# max_recipients = 10000
 workers = 4                            # pre-forked worker processes
 max_messages_per_worker = 1000         # recycle a worker after this many messages
 recycle_after_bytes = 8388608          # ... and right after a message this big (bytes; 0: never)
 max_message_size = 52428800            # bytes; bigger mail is rejected (5.3.4)
-timeout = 300                          # seconds to receive one message from qscan-queue
+timeout = 300                          # seconds for one whole request (accept to end), slow peers cut off
 qmail_queue = "/var/qmail/bin/qmail-queue"
 qmail_queue_timeout = 600               # also cut to what is left of client_timeout
 client_timeout = 1200                  # = QSCAN_TIMEOUT of qscan-queue (docs/deadlines.md)
