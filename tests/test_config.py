@@ -16,7 +16,7 @@ def test_example_config_is_valid_and_complete(tmp_path: Path) -> None:
     assert cfg.journal_path == tmp_path / "journal.db"
     assert cfg.archive_maildir == tmp_path / "archive"
     assert cfg.sql_url == f"sqlite:///{tmp_path / 'qscan.db'}"
-    assert cfg.daemon.socket_mode == 0o660
+    assert cfg.daemon.socket_mode == 0o666
 
 
 def test_empty_config_uses_documented_defaults(tmp_path: Path) -> None:
