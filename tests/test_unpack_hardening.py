@@ -293,17 +293,25 @@ def test_7z_and_cab_behind_a_prefix_are_opened(prefix: bytes) -> None:
     assert "2/setup.exe!/invoice.pdf.exe" in part_paths(report)
 
 
+def test_junk_before_a_7z_named_as_one_is_opened() -> None:
+    seven = libarchive_bytes("7zip", {"invoice.pdf.exe": pe_bytes()})
+    report = inspect("invoice.7z", os.urandom(5000) + seven)
+    assert "2/invoice.7z!/invoice.pdf.exe" in part_paths(report)
+    # only executables and archive names are searched: a PDF reader never reaches it
+    assert locate_container(os.urandom(5000) + seven, "invoice.pdf") is None
+
+
 def test_stray_signatures_are_not_archives() -> None:
     # signatures without the structure around them: a JPEG that happens to hold them
     blob = b"\xff\xd8\xff\xe0" + os.urandom(5000) + b"7z\xbc\xaf\x27\x1c" + os.urandom(40) + b"MSCF\0\0\0\0" \
         + os.urandom(100) + b"Rar!\x1a\x07\x00" + b"\0" * 10 + b"PK\x05\x06" + b"\0" * 18
-    assert locate_container(blob) is None
-    assert not checks(inspect("photo.jpg", blob))
+    assert locate_container(blob, "photo.dat") is None
+    assert not checks(inspect("photo.dat", blob))
 
 
 def test_too_many_false_signatures_is_unscannable() -> None:
     blob = b"\x00\x01" + b"7z\xbc\xaf\x27\x1c\0\0" * 2000
-    assert locate_container(blob) == Located("too-many-signatures")
+    assert locate_container(blob, "data.bin") == Located("too-many-signatures")
     assert "unscannable" in checks(inspect("data.bin", blob))
 
 
@@ -320,7 +328,7 @@ def test_any_prefix_before_a_zip_is_found(prefix: bytes, comment: bytes) -> None
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=4000))
 def test_detection_never_raises(data: bytes) -> None:
-    locate_container(data)
+    locate_container(data, "x.bin")
     zip_at_end(data, whole=False)
     is_tar(data)
 

@@ -568,7 +568,7 @@ class _Walk:
             with self.bounded():
                 self.pdf(data, label)
             return
-        found = locate_container(data)
+        found = locate_container(data, name)
         office = _OOXML.get(ext) or ("odf" if ext in _ODF else None)
         if office is None and found is not None and found.kind == "zip":
             office = self._sniff_office(data, ctype)
@@ -655,7 +655,7 @@ class _Walk:
     def _keep(head: bytes, name: str) -> bool:
         """Which members are read whole: what DLP can extract text from, or a container."""
         ext = _extension(name)
-        return (locate_container(head) is not None or head.startswith(b"%PDF")
+        return (locate_container(head, name) is not None or head.startswith(b"%PDF")
                 or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS or ext in _OOXML
                 or ext in _ODF or ext == "pdf")
 

@@ -240,7 +240,7 @@ class _Inspection:
         )
         if broken:
             self.report.hits.append(CheckHit("filename-mismatch", path, "conflicting RFC 2231 parameters"))
-        found = None if body_text else locate_container(data)
+        found = None if body_text else locate_container(data, names[0] if names else None)
         if not body_text or exec_kind(data) is not None:
             item.detected_type = magic_type(data)
         if top:
@@ -277,7 +277,7 @@ class _Inspection:
     def _keep(head: bytes, name: str) -> bool:
         """Which members are kept whole (``head``: up to their first SFX_WINDOW bytes): those
         holding a container there, executables (an SFX's zip is found at its end) and mail."""
-        return locate_container(head) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml")
+        return locate_container(head, name) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml")
 
     def expand(self, item: Item, label: str, data: bytes, found: Located) -> None:
         kind = found.kind
@@ -315,7 +315,7 @@ class _Inspection:
                 self.budget.hit("unscannable", path, "ends with a zip archive, too big to keep and open")
             if not m.complete or m.encrypted:
                 continue
-            found = locate_container(m.data)
+            found = locate_container(m.data, filename)
             if found is not None:
                 self.expand(item, path, m.data, found)
             elif filename.lower().endswith(".eml") or item.detected_type == "message/rfc822":
