@@ -18,6 +18,15 @@ parts (multipart/encrypted, ``-----BEGIN PGP MESSAGE-----``) cannot be read: the
 are listed in ``encrypted`` so rules can allow such mail with a record.
 
 Every bound hit is recorded in ``notes``; scanning goes on with what was read.
+
+Bounded while it works, not after: the readers write into a :class:`_Sink` that stops
+them once ``max_text`` characters are out (a 3 KB spreadsheet whose every cell names
+one 1 MB shared string, or a document whose paragraphs nest inside each other, would
+otherwise build gigabytes before the length is looked at), and checks the deadline as it
+goes. For what no check can reach (pypdf parsing a content stream of millions of
+operators, the XML and HTML parsers), documents and archives are read under the
+unpacker's hard alarm (``scanners.internal.unpack.hard_deadline``, see there why an
+alarm and not a child process), armed once per message with the time left.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message
@@ -37,13 +47,15 @@ from typing import Any
 from ingest.mime import parse as parse_mime
 from ingest.mime import part_children, part_filename, part_payload
 from scanners.base import ScanPart
-from scanners.internal.filetype import container_kind
+from scanners.internal.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.internal.unpack import (
     Budget,
+    HardDeadline,
     Member,
     UnpackLimits,
     UnpackStop,
     archive_members,
+    hard_deadline,
     has_uuencode,
     tnef_members,
     uu_members,
@@ -96,8 +108,47 @@ class Extraction:
         return any(n.startswith("limit:") for n in self.notes)
 
 
-class _OutOfTime(Exception):
-    pass
+class _OutOfTime(BaseException):
+    """Past the deadline. A BaseException, so no reader's ``except Exception`` takes it
+    for a broken document and carries on."""
+
+
+class _Full(BaseException):
+    """The sink is full. A BaseException: raised from inside pypdf's callbacks, it must not
+    be taken for a broken page by pypdf's own ``except Exception``."""
+
+
+class _Sink:
+    """Text as a reader produces it, counted as it comes: at most ``cap`` characters are
+    kept (then :class:`_Full`), and the deadline is looked at every 256 pieces."""
+
+    __slots__ = ("cap", "count", "deadline", "parts", "pieces")
+
+    def __init__(self, cap: int, deadline: float = float("inf")) -> None:
+        self.cap = max(0, cap)
+        self.deadline = deadline
+        self.parts: list[str] = []
+        self.count = 0
+        self.pieces = 0
+
+    def add(self, text: str) -> None:
+        self.pieces += 1
+        if self.pieces & 255 == 0:
+            self.tick()
+        room = self.cap - self.count
+        if len(text) > room:
+            self.parts.append(text[:room])
+            self.count = self.cap
+            raise _Full
+        self.parts.append(text)
+        self.count += len(text)
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _OutOfTime
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 # -- pure converters ---------------------------------------------------------------------------
@@ -168,24 +219,31 @@ def _local(tag: Any) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
-def _paragraphs(root: Any, para: str, run: str) -> list[str]:
-    """Text of every ``para`` element, made of its ``run`` elements (w:p/w:t, a:p/a:t)."""
-    out = []
+def _paragraphs(root: Any, para: str, run: str, sink: _Sink) -> None:
+    """Text of every ``para`` element, made of its ``run`` elements (w:p/w:t, a:p/a:t), one
+    line each. A paragraph nested in another (a text box) is part of both: counted as it
+    is written, so nesting cannot multiply the output past the sink."""
     for p in root.iter():
         if _local(p.tag) != para:
             continue
-        text = "".join(t.text or "" for t in p.iter() if _local(t.tag) == run)
-        if text:
-            out.append(text)
-    return out
+        sink.tick()
+        first = True
+        for t in p.iter():
+            if _local(t.tag) == run and t.text:
+                if first and sink.count:
+                    sink.add("\n")
+                first = False
+                sink.add(t.text)
 
 
-def _sheet_rows(root: Any, shared: list[str]) -> list[str]:
-    rows = []
+def _sheet_rows(root: Any, shared: list[str], sink: _Sink) -> None:
+    """Rows as tab-separated lines, cells resolved through the shared strings as they are
+    written: a cell may name a megabyte-long string, every cell the same one."""
     for row in root.iter():
         if _local(row.tag) != "row":
             continue
-        cells = []
+        sink.tick()
+        cells: list[str] = []
         for c in row:
             if _local(c.tag) != "c":
                 continue
@@ -203,14 +261,22 @@ def _sheet_rows(root: Any, shared: list[str]) -> list[str]:
                 except (ValueError, IndexError):
                     value = ""
             cells.append(value)
-        if any(cells):
-            rows.append("\t".join(cells))
-    return rows
+        if not any(cells):
+            continue
+        if sink.count:
+            sink.add("\n")
+        for i, value in enumerate(cells):
+            if i:
+                sink.add("\t")
+            if value:
+                sink.add(value)
 
 
-def office_text(data: bytes, kind: str, max_xml_bytes: int) -> str:
-    """Text of a DOCX/XLSX/PPTX (``kind``) or OpenDocument ('odf') file from its XML parts.
-    Raises ValueError when the file is not a readable document."""
+def office_text(data: bytes, kind: str, max_xml_bytes: int, max_chars: int = 4_000_000,
+                deadline: float = float("inf")) -> str:
+    """Text of a DOCX/XLSX/PPTX (``kind``) or OpenDocument ('odf') file from its XML parts:
+    at most ``max_chars`` characters (reading stops there), raising ``_OutOfTime`` past
+    ``deadline``. Raises ValueError when the file is not a readable document."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -238,19 +304,19 @@ def office_text(data: bytes, kind: str, max_xml_bytes: int) -> str:
         return None if blob is None else _xml_root(blob)
 
     names = sorted(zf.namelist())
-    out: list[str] = []
+    sink = _Sink(max_chars, deadline)
     try:
         if kind == "docx":
             parts = [n for n in names if re.fullmatch(
                 r"word/(document|header\d*|footer\d*|footnotes|endnotes|comments)\.xml", n)]
             for n in parts:
-                out.extend(_paragraphs(parse(n), "p", "t"))
+                _paragraphs(parse(n), "p", "t", sink)
         elif kind == "pptx":
             slide = r"ppt/(slides/slide|notesSlides/notesSlide)\d+\.xml"
             parts = [n for n in names if re.fullmatch(slide, n)]
             parts.sort(key=lambda n: (n.startswith("ppt/notes"), int(re.sub(r"\D", "", n) or 0)))
             for n in parts:
-                out.extend(_paragraphs(parse(n), "p", "t"))
+                _paragraphs(parse(n), "p", "t", sink)
         elif kind == "xlsx":
             shared_root = parse("xl/sharedStrings.xml")
             shared = [] if shared_root is None else [
@@ -259,28 +325,44 @@ def office_text(data: bytes, kind: str, max_xml_bytes: int) -> str:
             sheets = [n for n in names if re.fullmatch(r"xl/worksheets/sheet\d+\.xml", n)]
             sheets.sort(key=lambda n: int(re.sub(r"\D", "", n) or 0))
             for n in sheets:
-                out.extend(_sheet_rows(parse(n), shared))
+                _sheet_rows(parse(n), shared, sink)
         else:
             root = parse("content.xml")
             if root is None:
                 raise ValueError("no content.xml")
             for el in root.iter():
                 if _local(el.tag) in ("p", "h"):
-                    text = "".join(el.itertext())
-                    if text:
-                        out.append(text)
+                    sink.tick()
+                    first = True
+                    for text in el.itertext():  # nested paragraphs: counted as written
+                        if text:
+                            if first and sink.count:
+                                sink.add("\n")
+                            first = False
+                            sink.add(text)
+    except _Full:
+        pass
     except zipfile.BadZipFile as exc:
         raise ValueError(str(exc)) from None
     except ValueError:
         raise
     except Exception as exc:  # defusedxml refusals, XML syntax errors, decompression errors
         raise ValueError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    return "\n".join(out)
+    return sink.text()
 
 
-def pdf_text(data: bytes, max_pages: int, deadline: float) -> tuple[str, str | None]:
-    """(text, note): the text layer of up to ``max_pages`` pages; raises ValueError if unreadable.
-    Scanned images have no text layer: nothing is found in them (no OCR)."""
+def pdf_text(data: bytes, max_pages: int, deadline: float,
+             max_chars: int = 4_000_000) -> tuple[str, str | None]:
+    """(text, note): the text layer of up to ``max_pages`` pages, at most ``max_chars``
+    characters (no page is read once they are out); raises ValueError if unreadable,
+    ``_OutOfTime`` past ``deadline`` between pages. Scanned images have no text layer:
+    nothing is found in them (no OCR).
+
+    Inside a page pypdf cannot be stopped by a check of ours (a content stream of
+    millions of operators is parsed before any text comes out, and passing it a
+    ``visitor_text`` to count with would make it parse even pages that draw no text),
+    so a page is bounded by the caller's hard alarm, and its text by what pypdf can
+    produce until then."""
     from pypdf import PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # hostile PDFs make it chatty
@@ -294,18 +376,25 @@ def pdf_text(data: bytes, max_pages: int, deadline: float) -> tuple[str, str | N
         raise
     except Exception as exc:
         raise ValueError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    out: list[str] = []
+    sink = _Sink(max_chars, deadline)
     note = None
-    for i in range(min(count, max_pages)):
-        if time.monotonic() > deadline:
-            raise _OutOfTime
-        try:
-            out.append(pages[i].extract_text() or "")
-        except Exception as exc:
-            note = f"page {i + 1}: {type(exc).__name__}"
-    if count > max_pages:
+    try:
+        for i in range(min(count, max_pages)):
+            if time.monotonic() > deadline:
+                raise _OutOfTime
+            try:
+                text = pages[i].extract_text() or ""
+            except Exception as exc:
+                note = f"page {i + 1}: {type(exc).__name__}"
+                continue
+            if i:
+                sink.add("\n")
+            sink.add(text)
+    except _Full:
+        note = f"limit: more than {max_chars} characters of text"
+    if count > max_pages and note is None:
         note = f"limit: only the first {max_pages} of {count} pages read"
-    return "\n".join(out), note
+    return sink.text(), note
 
 
 # -- the walk ---------------------------------------------------------------------------------
@@ -372,6 +461,7 @@ class _Walk:
         self.budget = Budget(limits.unpack)
         self.out = Extraction()
         self.leaves = 0
+        self.armed = False
 
     # -- output -------------------------------------------------------------------------------
     def add(self, location: str, text: str) -> None:
@@ -387,6 +477,25 @@ class _Walk:
             self.note(f"limit: more than {self.limits.max_text} characters of text")
         self.out.chars += len(text)
         self.out.segments.append(Segment(location, text))
+
+    def room(self) -> int:
+        """Characters a reader may produce: one more than there is room for, so that
+        ``add`` sees the overflow and notes the limit."""
+        return max(0, self.limits.max_text - self.out.chars) + 1
+
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Arm the hard alarm for the time left, once per message, around the first reader
+        that needs it (mail without documents or archives never arms it)."""
+        if self.armed:
+            yield
+            return
+        self.armed = True
+        try:
+            with hard_deadline(self.deadline - time.monotonic()):
+                yield
+        finally:
+            self.armed = False
 
     def note(self, text: str) -> None:
         if text not in self.out.notes and len(self.out.notes) < 50:
@@ -456,20 +565,28 @@ class _Walk:
         ctype = ctype.lower()
         head = data[:8]
         if head.startswith(b"%PDF") or ctype == "application/pdf" or ext == "pdf":
-            self.pdf(data, label)
+            with self.bounded():
+                self.pdf(data, label)
             return
-        kind = container_kind(data)
+        found = locate_container(data, name)
         office = _OOXML.get(ext) or ("odf" if ext in _ODF else None)
-        if office is None and kind == "zip":
+        if office is None and found is not None and found.kind == "zip":
             office = self._sniff_office(data, ctype)
         if office is not None:
             try:
-                self.add(label, office_text(data, office, self.limits.max_xml_bytes))
+                with self.bounded():
+                    text = office_text(data, office, self.limits.max_xml_bytes, self.room(), self.deadline)
+                self.add(label, text)
             except ValueError as exc:
                 self.note(f"{label}: not read ({exc})")
             return
-        if kind is not None:
-            self.expand(data, kind, name or "", label, depth)
+        if found is not None:
+            if found.kind == UNOPENABLE_SEARCH:
+                self.note(f"{label}: not read (too many false archive signatures)")
+                return
+            inner = data[found.offset:] if found.offset else data  # a 7z/RAR/CAB behind a prefix
+            with self.bounded():
+                self.expand(inner, found.kind, name or "", label, depth)
             return
         if ctype in ("application/pgp-encrypted",) or (ext in ("pgp", "gpg") and b"\0" in data[:64]):
             self.out.encrypted.append(label)
@@ -478,7 +595,8 @@ class _Walk:
             self.attached_message(data, label, depth)
             return
         if ctype in ("text/html", "application/xhtml+xml") or ext in _HTML_EXTENSIONS:
-            self.add(label, html_to_text(decode_text(data, charset)))
+            with self.bounded():  # the stdlib parser: pure Python, a few MB/s
+                self.add(label, html_to_text(decode_text(data, charset)))
             return
         if ctype.startswith("text/") or ext in _TEXT_EXTENSIONS or ctype in (
                 "application/json", "application/xml", "application/csv"):
@@ -515,7 +633,7 @@ class _Walk:
 
     def pdf(self, data: bytes, label: str) -> None:
         try:
-            text, note = pdf_text(data, self.limits.max_pdf_pages, self.deadline)
+            text, note = pdf_text(data, self.limits.max_pdf_pages, self.deadline, self.room())
         except ValueError as exc:
             self.note(f"{label}: not read ({exc})")
             return
@@ -537,7 +655,7 @@ class _Walk:
     def _keep(head: bytes, name: str) -> bool:
         """Which members are read whole: what DLP can extract text from, or a container."""
         ext = _extension(name)
-        return (container_kind(head) is not None or head.startswith(b"%PDF")
+        return (locate_container(head, name) is not None or head.startswith(b"%PDF")
                 or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS or ext in _OOXML
                 or ext in _ODF or ext == "pdf")
 
@@ -557,6 +675,8 @@ class _Walk:
             if m.encrypted:
                 self.note(f"{path}: not read (encrypted member)")
                 continue
+            if m.zip_at_end:
+                self.note(f"{path}: not read (ends with a zip archive, too big to keep)")
             if not m.complete:
                 continue
             self.document(m.data, m.name.rsplit("/", 1)[-1], "application/octet-stream", path, depth + 1)
@@ -572,7 +692,7 @@ def extract(message: Message | None, *, parts: Sequence[ScanPart] = (), headers:
     try:
         walk.headers(message, headers)
         walk.message(message, "", 0, known)
-    except _OutOfTime:
+    except (_OutOfTime, HardDeadline):
         walk.note(f"limit: extraction took more than {walk.limits.max_time:g} s")
     except UnpackStop:
         pass

@@ -48,7 +48,12 @@ CHECKS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "clsid-extension": (POLICY, "quarantine", "CLSID filename extension"),
     "password-protected-archive": (POLICY, "record", "password-protected (encrypted) archive"),
-    "archive-unreadable": (MALFORMED, "record", "an archive that could not be unpacked"),
+    "archive-unreadable": (MALFORMED, "quarantine", "an archive that could not be unpacked"),
+    "unscannable": (
+        MALFORMED, "quarantine",
+        "a container nothing could look inside: a disk image (UDF, VHD, DMG, FAT/NTFS), "
+        "an archive with no file in it, a member too big to keep that ends with a zip",
+    ),
     # unpacking limits
     "unpack-depth": (MALFORMED, "quarantine", "archives nested deeper than the limit"),
     "unpack-members": (MALFORMED, "quarantine", "more archive members than the limit"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header
@@ -33,17 +34,27 @@ from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
-from scanners.internal.filetype import MAGIC_HEAD, container_kind, exec_kind, magic_type
+from scanners.internal.filetype import (
+    MAGIC_HEAD,
+    UNOPENABLE,
+    UNOPENABLE_SEARCH,
+    Located,
+    exec_kind,
+    locate_container,
+    magic_type,
+)
 from scanners.internal.format_checks import header_checks, rename_repeated
 from scanners.internal.items import Item
 from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, RuleSet
 from scanners.internal.rawmime import walk_headers
 from scanners.internal.unpack import (
     Budget,
+    HardDeadline,
     Member,
     UnpackLimits,
     UnpackStop,
     archive_members,
+    hard_deadline,
     has_uuencode,
     tnef_members,
     uu_members,
@@ -229,7 +240,7 @@ class _Inspection:
         )
         if broken:
             self.report.hits.append(CheckHit("filename-mismatch", path, "conflicting RFC 2231 parameters"))
-        kind = None if body_text else container_kind(data)
+        found = None if body_text else locate_container(data, names[0] if names else None)
         if not body_text or exec_kind(data) is not None:
             item.detected_type = magic_type(data)
         if top:
@@ -243,20 +254,42 @@ class _Inspection:
                                               len(data), item.sha256))
         self._check(item)
         label = f"{path}/{item.filename}" if item.filename else path
-        if kind is not None:
-            self.expand(item, label, data, kind)
-        elif declared.startswith("text/") and has_uuencode(data):
-            self.expand(item, label, data, "uu")
+        if found is None and declared.startswith("text/") and has_uuencode(data):
+            found = Located("uu")
+        if found is None:
+            return
+        if not top:
+            self.expand(item, label, data, found)
+            return
+        # a hard bound on the time left, for what no check between blocks reaches (libmagic,
+        # a member's parse as mail): armed only here, so mail without containers pays nothing
+        left = self.budget.limits.max_time - (time.monotonic() - self.budget.started)
+        try:
+            with hard_deadline(left):
+                self.expand(item, label, data, found)
+        except HardDeadline:
+            limit = self.budget.limits.max_time
+            self.budget.hit("unpack-time", label, f"unpacking took more than {limit:g} s")
+            raise UnpackStop from None
 
     # -- containers ----------------------------------------------------------------------------
     @staticmethod
     def _keep(head: bytes, name: str) -> bool:
-        return container_kind(head) is not None or name.lower().endswith(".eml")
+        """Which members are kept whole (``head``: up to their first SFX_WINDOW bytes): those
+        holding a container there, executables (an SFX's zip is found at its end) and mail."""
+        return locate_container(head, name) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml")
 
-    def expand(self, item: Item, label: str, data: bytes, kind: str) -> None:
+    def expand(self, item: Item, label: str, data: bytes, found: Located) -> None:
+        kind = found.kind
+        if kind in UNOPENABLE or kind == UNOPENABLE_SEARCH:
+            what = "too many false archive signatures" if kind == UNOPENABLE_SEARCH else kind
+            self.budget.hit("unscannable", label, f"{what}: qscan cannot look inside")
+            return
         if item.depth + 1 > self.opts.limits.max_depth:
             self.budget.hit("unpack-depth", label, f"nested deeper than {self.opts.limits.max_depth}")
             return
+        if found.offset:
+            data = data[found.offset:]  # a 7z/RAR/CAB behind a prefix (SFX): opened where it starts
         if kind == "tnef":
             self.members(item, label, tnef_members(data, label, self.budget, self._keep))
         elif kind == "uu":
@@ -278,11 +311,13 @@ class _Inspection:
             self.report.parts.append(PartInfo(path, _claimed_type(filename), item.detected_type,
                                               filename, m.size, m.sha256))
             self._check(item)
+            if m.zip_at_end:
+                self.budget.hit("unscannable", path, "ends with a zip archive, too big to keep and open")
             if not m.complete or m.encrypted:
                 continue
-            kind = container_kind(m.data)
-            if kind is not None:
-                self.expand(item, path, m.data, kind)
+            found = locate_container(m.data, filename)
+            if found is not None:
+                self.expand(item, path, m.data, found)
             elif filename.lower().endswith(".eml") or item.detected_type == "message/rfc822":
                 try:
                     inner = parse_mime(m.data)

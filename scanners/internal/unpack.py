@@ -10,6 +10,14 @@ libarchive is given only the formats and filters named here, chosen by exact
 signature (see ``filetype.container_kind``): never ``all``, which would let a
 text file be read as an mtree spec naming local files, or hand a stream to an
 external lrzip/lzop program.
+
+A compressed stream is identified by what it holds, not by what libarchive bids
+on first: it is opened as one raw stream, and only if its first bytes are a tar
+header is it read as a tar (a tar reader takes a block of zeros for the end of
+an empty archive, so an ISO, or anything else led by zeros, would "read" as a
+tar with nothing in it). Nothing is skipped silently: a container that cannot
+be read is ``archive-unreadable``; one that reads cleanly but yields no file,
+or that nothing here can open (UDF, VHD, DMG, disk images), is ``unscannable``.
 """
 
 from __future__ import annotations
@@ -18,8 +26,11 @@ import binascii
 import ctypes
 import functools
 import hashlib
+import itertools
 import logging
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanners.internal.checks import CheckHit
-from scanners.internal.filetype import MAGIC_HEAD
+from scanners.internal.filetype import MAGIC_HEAD, SFX_WINDOW, UNOPENABLE, is_tar, zip_at_end
 
 MiB = 1024 * 1024
 BLOCK = 64 * 1024
@@ -39,7 +50,7 @@ _FORMATS: dict[str, tuple[str, ...]] = {
     "tar": ("tar",),
     "cab": ("cab",),
     "iso": ("iso9660",),
-    "compressed": ("tar", "raw"),  # a compressed tar, or one compressed file
+    "raw": ("raw",),  # one compressed stream, read as it is (then as a tar if it holds one)
 }
 _FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd")
 _COMPRESSED_SUFFIXES = (
@@ -99,6 +110,66 @@ class Budget:
             raise UnpackStop
 
 
+class HardDeadline(BaseException):
+    """Raised by :func:`hard_deadline`'s alarm. A BaseException, so that a library's
+    ``except Exception`` (pypdf has many) cannot swallow it and carry on."""
+
+
+class _Alarm:
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.active:
+            raise HardDeadline
+
+
+@contextmanager
+def hard_deadline(seconds: float) -> Iterator[bool]:
+    """Interrupt the code inside after ``seconds``, wherever it is, with :class:`HardDeadline`.
+
+    Why an alarm: document and archive libraries (pypdf above all) spend their time in
+    loops of their own that no caller-side check between pages or members can reach; a
+    one-page PDF can hold millions of content-stream operators. ``setitimer`` costs two
+    system calls per document set, nothing while it runs, and its signal handler raises
+    between any two bytecodes, so pure-Python libraries are stopped within milliseconds
+    and C code (zlib, expat, libarchive) as soon as its current call returns (each such
+    call is bounded by the input sizes). A child process per document would also bound
+    memory, but costs a fork of a warm worker per attachment; memory is bounded here by
+    the text counters inside the readers instead. The timer repeats every 50 ms, in case a
+    bare ``except:`` swallows the first signal.
+
+    Signals reach only the main thread: elsewhere (or on a platform without
+    ``setitimer``) this yields False and the callers' own between-step checks are the
+    only bound. A timer already armed by an outer caller is kept: the inner deadline is
+    the earlier of the two, and the outer one is re-armed, with its time left (or fired
+    at once if that ran out), on the way out.
+    """
+    if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
+            or seconds == float("inf")):
+        yield False
+        return
+    alarm = _Alarm()
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    outer_handler = signal.signal(signal.SIGALRM, alarm)
+    started = time.monotonic()
+    delay = max(seconds, 1e-3) if not outer_delay else max(min(seconds, outer_delay), 1e-3)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, delay, 0.05)
+        yield True
+    finally:
+        # first, and with no call before it (CPython runs handlers only at calls and loop
+        # jumps): a signal arriving from here on raises nothing
+        alarm.active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, outer_handler if outer_handler is not None else signal.SIG_DFL)
+        if outer_delay:
+            left = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
+
+
 @dataclass(slots=True)
 class Member:
     name: str  # cleaned inner path, e.g. 'docs/a.exe'
@@ -107,6 +178,7 @@ class Member:
     sha256: str
     complete: bool
     encrypted: bool = False
+    zip_at_end: bool = False  # not kept whole, yet a zip's end record closes it (a prefixed zip)
 
 
 def clean_name(name: str | bytes | None, fallback: str = "unnamed") -> str:
@@ -130,7 +202,13 @@ def decompressed_name(container: str) -> str:
 
 
 class _Reader:
-    """Reads one member's blocks: hash, count, charge the budget, keep what is needed."""
+    """Reads one member's blocks: hash, count, charge the budget, keep what is needed.
+
+    The first ``SFX_WINDOW`` bytes are buffered before deciding (``keep_all``) whether to
+    keep the member whole, so a container behind a prefix of up to that size is seen;
+    a member not kept keeps its head, and its last two blocks are looked at for a zip's
+    end record (a zip behind a longer prefix), which is then flagged rather than missed.
+    """
 
     def __init__(self, budget: Budget, path: str, archive_size: int, archive_total: list[int],
                  keep_all: Callable[[bytes], bool]) -> None:
@@ -139,6 +217,7 @@ class _Reader:
         self.archive_size = archive_size
         self.archive_total = archive_total  # shared across the archive's members: [bytes]
         self.keep_all = keep_all
+        self.zip_at_end = False
 
     def read(self, blocks: Iterator[bytes]) -> tuple[bytes, int, str, bool]:
         """(data, size, sha256, complete); raises _RatioHit or UnpackStop."""
@@ -147,6 +226,7 @@ class _Reader:
         buf = bytearray()
         size = 0
         keep: bool | None = None
+        tail = bytearray()
         allowed = max(lim.max_ratio * self.archive_size, lim.ratio_floor)
         for block in blocks:
             n = len(block)
@@ -161,12 +241,20 @@ class _Reader:
             self.budget.check_time(self.path)
             if keep is None:
                 buf += block
-                if len(buf) >= MAGIC_HEAD:
-                    keep = self.keep_all(bytes(buf[:MAGIC_HEAD]))
+                if len(buf) >= SFX_WINDOW:
+                    keep = self.keep_all(bytes(buf))
+                    if not keep:
+                        del buf[MAGIC_HEAD:]
             elif keep:
                 buf += block
+            else:
+                tail += block
+                if len(tail) > 4 * BLOCK:
+                    del tail[: -2 * BLOCK]
         complete = keep is not False
-        data = bytes(buf) if complete else bytes(buf[:MAGIC_HEAD])
+        if not complete:
+            self.zip_at_end = zip_at_end(bytes(tail), whole=False)
+        data = bytes(buf)
         return data, size, digest.hexdigest(), complete
 
 
@@ -218,19 +306,28 @@ def _encrypted_error(exc: Exception) -> bool:
 
 def archive_members(data: bytes, kind: str, container: str, path: str, budget: Budget,
                     keep_all: Callable[[bytes, str], bool]) -> Iterator[Member]:
-    """Members of one archive in order, charged to the budget. Raises UnpackStop."""
+    """Members of one archive in order, charged to the budget. Raises UnpackStop.
+
+    ``kind`` is a ``filetype.container_kind``; an :data:`UNOPENABLE` kind is recorded as
+    ``unscannable``. An archive that fails is ``archive-unreadable`` (members read before the
+    failure are kept); one that reads cleanly and holds no file is ``unscannable``."""
+    if kind in UNOPENABLE:
+        budget.hit("unscannable", path, f"{kind}: qscan cannot look inside this kind of image")
+        return
+    if kind == "compressed":
+        yield from _stream_members(data, container, path, budget, keep_all)
+        return
     ffi = _libarchive()
     total = [0]
+    files = 0
     try:
         with _open(data, kind) as archive:
             for entry in archive:
                 budget.check_time(path)
                 if not entry.isreg:
                     continue
-                raw_name = entry.pathname
-                if kind == "compressed" and raw_name == "data":
-                    raw_name = decompressed_name(container)
-                name = clean_name(raw_name)
+                files += 1
+                name = clean_name(entry.pathname)
                 member_path = f"{path}!/{name}"
                 budget.add_member(member_path)
                 encrypted = bool(ffi.entry_is_encrypted(entry._entry_p))
@@ -242,16 +339,59 @@ def archive_members(data: bytes, kind: str, container: str, path: str, budget: B
                 keep = functools.partial(_keep_named, keep_all, name)
                 reader = _Reader(budget, path, len(data), total, keep)
                 member_data, size, sha, complete = reader.read(entry.get_blocks(BLOCK))
-                yield Member(name, member_data, size, sha, complete)
+                yield Member(name, member_data, size, sha, complete, zip_at_end=reader.zip_at_end)
     except _RatioHit:
         return
     except UnpackStop:
         raise
     except Exception as exc:  # libarchive's ArchiveError, or anything odd in a hostile archive
-        if _encrypted_error(exc):
-            budget.hit("password-protected-archive", path, "encrypted archive")
-        else:
-            budget.hit("archive-unreadable", path, f"{kind}: {str(exc)[:200]}")
+        _failed(budget, path, kind, exc)
+        return
+    if files == 0:
+        budget.hit("unscannable", path, f"{kind}: read, but no file found in it")
+
+
+def _failed(budget: Budget, path: str, kind: str, exc: Exception) -> None:
+    if _encrypted_error(exc):
+        budget.hit("password-protected-archive", path, "encrypted archive")
+    else:
+        budget.hit("archive-unreadable", path, f"{kind}: {str(exc)[:200]}")
+
+
+def _stream_members(data: bytes, container: str, path: str, budget: Budget,
+                    keep_all: Callable[[bytes, str], bool]) -> Iterator[Member]:
+    """One gzip/bzip2/xz/lzma/zstd stream: a tar's members if it holds a tar, else the one
+    file it holds (named after the container, ``x.iso.gz`` -> ``x.iso``), whatever that
+    file starts with; its bytes are charged like any member's (ratio, total, time)."""
+    name = clean_name(decompressed_name(container))
+    try:
+        with _open(data, "raw") as archive:
+            for entry in archive:
+                blocks = entry.get_blocks(BLOCK)
+                first = bytearray()
+                for block in blocks:
+                    first += block
+                    if len(first) >= 512:
+                        break
+                if is_tar(bytes(first)):
+                    break
+                budget.add_member(f"{path}!/{name}")
+                keep = functools.partial(_keep_named, keep_all, name)
+                reader = _Reader(budget, path, len(data), [0], keep)
+                member_data, size, sha, complete = reader.read(itertools.chain((bytes(first),), blocks))
+                yield Member(name, member_data, size, sha, complete, zip_at_end=reader.zip_at_end)
+                return
+            else:  # the raw reader always yields its one entry; nothing came
+                budget.hit("unscannable", path, "compressed stream: nothing in it")
+                return
+    except _RatioHit:
+        return
+    except UnpackStop:
+        raise
+    except Exception as exc:
+        _failed(budget, path, "compressed", exc)
+        return
+    yield from archive_members(data, "tar", container, path, budget, keep_all)
 
 
 def _keep_named(keep_all: Callable[[bytes, str], bool], name: str, head: bytes) -> bool:
@@ -301,6 +441,7 @@ def _uu_line(line: bytes) -> bytes:
 def uu_members(text: bytes, path: str, budget: Budget,
                keep_all: Callable[[bytes, str], bool]) -> Iterator[Member]:
     """Files uuencoded inside a text part (``begin 644 name`` ... ``end``)."""
+    lines = 0
     for m in _UU_BEGIN.finditer(text):
         budget.check_time(path)
         name = clean_name(m.group(2).decode("utf-8", "replace"))
@@ -319,6 +460,9 @@ def uu_members(text: bytes, path: str, budget: Budget,
                 continue
             chunk = _uu_line(line)
             out += chunk
+            lines += 1
+            if lines % 4096 == 0:
+                budget.check_time(path)
             if len(out) > budget.limits.max_total_bytes:
                 break
         if not ended and not out:
