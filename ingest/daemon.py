@@ -344,10 +344,13 @@ class Daemon:
     shuts down cleanly."""
 
     def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
-                 observe: Observer | None = None) -> None:
+                 observe: Observer | None = None, preflight: Callable[[], None] | None = None) -> None:
+        """``preflight``: raises when new workers could not start (a rules file broken since the
+        daemon started); run on SIGHUP before any worker is replaced."""
         self.opts = opts
         self.make_processor = make_processor
         self.observe = observe
+        self.preflight = preflight
         self.stopping = False
         self.recycle = False
         self.board = Scoreboard(opts.workers)  # before any fork: shared with every worker
@@ -674,7 +677,7 @@ class Daemon:
                 if time.monotonic() >= next_status:
                     self._write_status()
                     next_status = time.monotonic() + STATUS_INTERVAL
-                if self.recycle:  # SIGHUP: fresh workers (they re-read rules and databases)
+                if self.recycle and self._reload_ok():  # SIGHUP: fresh workers (they re-read rules)
                     self.recycle = False
                     log.info("SIGHUP: recycling %d workers", len(self.workers))
                     for w in list(self.workers.values()):
@@ -700,6 +703,19 @@ class Daemon:
         finally:
             self._shutdown(lsock)
         return 0
+
+    def _reload_ok(self) -> bool:
+        """Would fresh workers start? If not, keep the ones running (they hold the rules that
+        last loaded) rather than replace them with workers that die at start, again and again."""
+        if self.preflight is None:
+            return True
+        try:
+            self.preflight()
+        except Exception as exc:
+            self.recycle = False
+            log.error("SIGHUP ignored, the workers keep the configuration they have: %s", exc)
+            return False
+        return True
 
     def _shutdown(self, lsock: socket.socket) -> None:
         with contextlib.suppress(OSError):

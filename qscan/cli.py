@@ -138,7 +138,8 @@ def daemon(ctx: click.Context) -> None:
 
     journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
-        d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls))
+        d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls),
+                   preflight=lambda: check(cfg))  # SIGHUP: replace workers only if new ones would start
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
         code = d.serve()
     except AlreadyRunning as exc:

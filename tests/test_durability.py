@@ -125,3 +125,25 @@ def test_sighup_recycles_workers_without_losing_mail(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert len(after) == 2 and not (after & before)
         assert h.send(MSG).code == 0
+
+
+def test_sighup_with_a_broken_rules_file_keeps_the_running_workers(tmp_path: Path) -> None:
+    # Fresh workers would die at start (the rules no longer load) and be replaced again and
+    # again while mail waits: the master checks first and keeps the workers it has.
+    import os
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "r"\naction = "reject"\nfilename = ["*.banned"]\n')
+    with running_daemon(tmp_path, workers=2, extra=f'[internal]\nrules = "{rules}"\n') as h:
+        assert h.proc is not None
+        assert h.send(MSG).code == 0
+        time.sleep(1.0)  # both workers have loaded the rules (they do after fork)
+        before = set(Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split())
+        rules.write_text('[[rule]]\nid = "r"\naction = "explode"\n')
+        os.kill(h.proc.pid, signal.SIGHUP)
+        time.sleep(1.5)
+        after = set(Path(f"/proc/{h.proc.pid}/task/{h.proc.pid}/children").read_text().split())
+        assert after == before
+        assert h.send(MSG).code == 0
+        log = (h.root / "daemon.log").read_text()
+        assert "SIGHUP ignored" in log and "key 'action'" in log
