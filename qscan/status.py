@@ -151,6 +151,7 @@ def daemon_info(socket_path: Path) -> dict[str, Any]:
         configured_workers=doc.get("configured_workers"),
         workers=len(doc.get("workers", [])), busy=doc.get("busy"), idle=doc.get("idle"),
         in_flight=doc.get("in_flight"),
+        receiving=doc.get("receiving", 0), waiting=doc.get("waiting", 0),
         handled_by_live_workers=sum(int(w.get("handled", 0)) for w in doc.get("workers", [])),
     )
     return out
@@ -316,8 +317,8 @@ def render(st: Status) -> list[str]:
     d = i["daemon"]
     if d["up"]:
         rows.append(("daemon", "up", (f"pid {d['pid']}, {d['workers']}/{d['configured_workers']} workers: "
-                                      f"{d['busy']} busy, {d['idle']} idle, {d['in_flight']} in flight; "
-                                      f"up {_age(d['uptime_seconds'])}")))
+                                      f"{d['busy']} busy, {d['idle']} idle, {d['receiving']} receiving, "
+                                      f"{d['waiting']} waiting; up {_age(d['uptime_seconds'])}")))
     else:
         rows.append(("daemon", "DOWN", f"socket {d['socket']}"))
     j = i["journal"]
