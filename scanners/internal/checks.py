@@ -47,6 +47,12 @@ CHECKS: Final[dict[str, tuple[str, str, str]]] = {
         POLICY, "quarantine", "double-barrelled filename hiding an executable extension",
     ),
     "clsid-extension": (POLICY, "quarantine", "CLSID filename extension"),
+    "banned-extension": (
+        POLICY, "quarantine", "a file named with a banned (executable or script) extension, at any depth",
+    ),
+    "executable-content": (
+        POLICY, "quarantine", "a PE, ELF or Mach-O executable, whatever its name, at any depth",
+    ),
     "password-protected-archive": (POLICY, "record", "password-protected (encrypted) archive"),
     "archive-unreadable": (MALFORMED, "record", "an archive that could not be unpacked"),
     # unpacking limits
@@ -59,13 +65,25 @@ CHECKS: Final[dict[str, tuple[str, str, str]]] = {
 
 INTERNAL_ERROR: Final = "internal-error"
 
-# Final extensions that make a double-barrelled name dangerous (config: internal.dangerous_extensions).
+# Extensions banned at any depth (check banned-extension) and the last extensions that make a
+# double-barrelled name dangerous (config: internal.dangerous_extensions; docs/policy.md lists
+# them with the reason for each group). Programs, scripts and installers Windows, macOS or
+# Android run on a click, shortcuts and add-ins that load code, and the disk images used to
+# carry them past mark-of-the-web checks.
 DEFAULT_DANGEROUS_EXTENSIONS: tuple[str, ...] = (
-    "ade", "adp", "app", "application", "bas", "bat", "chm", "cmd", "com", "cpl", "crt", "dll",
-    "exe", "gadget", "hlp", "hta", "inf", "ins", "isp", "iso", "img", "jar", "js", "jse", "lnk",
-    "mde", "msc", "msi", "msp", "mst", "ocx", "pif", "ps1", "psm1", "reg", "scf", "scr", "sct",
-    "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "vhd", "vhdx", "ws", "wsc", "wsf", "wsh",
+    "ade", "adp", "apk", "app", "application", "appref-ms", "appx", "appxbundle", "bas", "bat",
+    "chm", "cmd", "com", "cpl", "crt", "diagcab", "dll", "dmg", "exe", "gadget", "hlp", "hta",
+    "inf", "ins", "isp", "iso", "img", "jar", "jnlp", "js", "jse", "lnk", "mde", "msc", "msh",
+    "msh1", "msh1xml", "msh2", "msh2xml", "mshxml", "msi", "msix", "msixbundle", "msp", "mst",
+    "ocx", "pif", "ps1", "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psm1", "reg", "scf",
+    "scr", "sct", "settingcontent-ms", "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "vhd",
+    "vhdx", "ws", "wsc", "wsf", "wsh", "xbap", "xll",
 )
+
+# Executable formats banned whatever the file is called (check executable-content): the
+# names ``filetype.exec_kind`` gives them. Java classes and ``#!`` scripts are left to the
+# extension list (a .jar is banned; a shell script in a body is text someone pasted).
+EXECUTABLE_FORMATS: tuple[str, ...] = ("pe", "elf", "mach-o")
 
 # What a check's built-in rule may do: a policy action, `record` (finding only) or `off`.
 CHECK_ACTIONS: Final = ("quarantine", "reject", "tempfail", "drop", "tag", "record", "off")
