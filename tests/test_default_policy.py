@@ -8,6 +8,7 @@ let a site take exceptions back, and only those.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from qscan.config import Config
 from qscan.internal_scanner import internal_options
-from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
+from scanners.internal.checks import (
+    CHECKS,
+    DEFAULT_DANGEROUS_EXTENSIONS,
+    DISK_IMAGE_EXTENSIONS,
+    EXECUTABLE_FORMATS,
+)
 from scanners.internal.scanner import InternalOptions, InternalScanner
 from scanners.result import Disposition, ScanResult
 from tests.daemon_harness import Harness, running_daemon
@@ -41,14 +47,14 @@ MACHO = b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\0" * 120
 SCR_BYTES = pe_bytes()  # a screen saver is a PE image
 
 
-def seven_zip(members: dict[str, bytes]) -> bytes:
+def seven_zip(members: dict[str, bytes], fmt: str = "7zip") -> bytes:
     out = bytearray()
 
     def write(data: bytes) -> int:
         out.extend(data)
         return len(data)
 
-    with libarchive.custom_writer(write, "7zip") as archive:
+    with libarchive.custom_writer(write, fmt) as archive:
         for name, data in members.items():
             archive.add_file_from_memory(name, len(data), data)
     return bytes(out)
@@ -86,6 +92,9 @@ BANNED: dict[str, bytes] = {
     "macho-in-zip": multipart(TEXT_PART, attachment("mac.zip", zip_bytes({"tool": MACHO}), b"application/zip")),
     "upper-case-and-trailing-dot": multipart(TEXT_PART, attachment("SETUP.EXE.", b"x")),
     "double-extension-script": multipart(TEXT_PART, attachment("invoice.pdf.js", b"var a;\n")),
+    "exe-in-iso": multipart(TEXT_PART, attachment("disc.iso", seven_zip({"setup.exe": pe_bytes()}, "iso9660"))),
+    "lnk-in-iso": multipart(TEXT_PART, attachment("disc.iso", seven_zip({"invoice.lnk": b"L\0\0\0"}, "iso9660"))),
+    "disk-image-double-extension": multipart(TEXT_PART, attachment("invoice.pdf.iso", b"x")),
     "only-the-content-type-name": multipart(
         TEXT_PART, b'Content-Type: application/octet-stream; name="run.bat"\n\n@echo off\n'),
 }
@@ -100,6 +109,9 @@ ALLOWED: dict[str, bytes] = {
     "exe-in-the-middle-of-a-name": multipart(TEXT_PART, attachment("exe.notes.txt", b"x\n", b"text/plain")),
     "shell-script-body": HEAD + b"Content-Type: text/plain\n\n#!/bin/sh\necho this is how\n",
     "plain": HEAD + b"Content-Type: text/plain\n\nHi.\n",
+    # a disk image is a container: opened, and judged by what it holds
+    "iso-of-documents": multipart(TEXT_PART, attachment("manuals.iso", seven_zip(
+        {"docs/guide.pdf": b"%PDF-1.4\n", "readme.txt": b"hi\n"}, "iso9660"))),
 }
 
 
@@ -138,6 +150,12 @@ def test_every_default_extension_is_banned_at_top_level_and_in_an_archive(ext: s
         assert f".{ext}" in decided.detail
 
 
+def test_disk_images_are_containers_not_banned_names() -> None:
+    assert not set(DISK_IMAGE_EXTENSIONS) & set(DEFAULT_DANGEROUS_EXTENSIONS)
+    decided = decision(scan(BANNED["exe-in-iso"]))
+    assert decided is not None and decided.detail.startswith("2/disc.iso!/setup.exe: ")
+
+
 def test_the_finding_names_the_part_and_the_extension() -> None:
     results = scan(BANNED["exe-in-zip"])
     hit = next(r for r in results if r.name == "banned-extension")
@@ -173,6 +191,15 @@ def test_a_password_protected_archive_shows_its_banned_member_names() -> None:
     decided = decision(scan(raw))
     assert decided is not None and decided.name == "banned-extension"
     assert decided.detail == "2/secret.zip!/a.exe: a.exe: .exe is banned"
+
+
+def test_the_docs_table_lists_exactly_the_defaults() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
+    section = doc.split("## Default policy", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    listed = [tok for cell in rows for tok in re.findall(r"`([^`]+)`", cell)]
+    assert sorted(listed) == sorted(DEFAULT_DANGEROUS_EXTENSIONS)
+    assert "| content: PE, ELF, Mach-O |" in section
 
 
 def test_the_new_checks_default_to_quarantine() -> None:

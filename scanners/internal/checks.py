@@ -67,18 +67,22 @@ INTERNAL_ERROR: Final = "internal-error"
 
 # Extensions banned at any depth (check banned-extension) and the last extensions that make a
 # double-barrelled name dangerous (config: internal.dangerous_extensions; docs/policy.md lists
-# them with the reason for each group). Programs, scripts and installers Windows, macOS or
-# Android run on a click, shortcuts and add-ins that load code, and the disk images used to
-# carry them past mark-of-the-web checks.
+# them with the reason for each group): programs, scripts and installers Windows, macOS or
+# Android run on a click, and shortcuts and add-ins that load code.
 DEFAULT_DANGEROUS_EXTENSIONS: tuple[str, ...] = (
     "ade", "adp", "apk", "app", "application", "appref-ms", "appx", "appxbundle", "bas", "bat",
-    "chm", "cmd", "com", "cpl", "crt", "diagcab", "dll", "dmg", "exe", "gadget", "hlp", "hta",
-    "inf", "ins", "isp", "iso", "img", "jar", "jnlp", "js", "jse", "lnk", "mde", "msc", "msh",
-    "msh1", "msh1xml", "msh2", "msh2xml", "mshxml", "msi", "msix", "msixbundle", "msp", "mst",
-    "ocx", "pif", "ps1", "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psm1", "reg", "scf",
-    "scr", "sct", "settingcontent-ms", "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "vhd",
-    "vhdx", "ws", "wsc", "wsf", "wsh", "xbap", "xll",
+    "chm", "cmd", "com", "cpl", "crt", "diagcab", "dll", "exe", "gadget", "hlp", "hta", "inf",
+    "ins", "isp", "jar", "jnlp", "js", "jse", "lnk", "mde", "msc", "msh", "msh1", "msh1xml",
+    "msh2", "msh2xml", "mshxml", "msi", "msix", "msixbundle", "msp", "mst", "ocx", "pif", "ps1",
+    "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psm1", "reg", "scf", "scr", "sct",
+    "settingcontent-ms", "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "ws", "wsc", "wsf", "wsh",
+    "xbap", "xll",
 )
+
+# Disk images: containers, not banned by name - qscan opens them and judges every file inside
+# (one it cannot look into is a finding of its own) - but as dangerous as a program at the end
+# of a double-barrelled name (invoice.pdf.iso).
+DISK_IMAGE_EXTENSIONS: tuple[str, ...] = ("dmg", "img", "iso", "vhd", "vhdx")
 
 # Executable formats banned whatever the file is called (check executable-content): the
 # names ``filetype.exec_kind`` gives them. Java classes and ``#!`` scripts are left to the
