@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from scanners.internal.checks import EXECUTABLE_FORMATS, CheckHit
+from scanners.internal.checks import DISK_IMAGE_EXTENSIONS, EXECUTABLE_FORMATS, CheckHit
 from scanners.internal.filetype import exec_kind
 from scanners.internal.items import Item
 
@@ -37,6 +37,7 @@ _HONEST_SCRIPT_TYPES = re.compile(r"text/x-(sh|shellscript|script(\..*)?|python|
 _CLSID = re.compile(r"\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}", re.I)
 _BIDI = ("\u202e", "\u202d", "\u202b", "\u202a", "\u2066", "\u2067", "\u2068")
 _MEDIA = ("audio/", "video/", "image/")
+_DISK_IMAGES = frozenset(DISK_IMAGE_EXTENSIONS)
 
 
 def normalise(name: str) -> str:
@@ -81,9 +82,12 @@ def _show(name: str, limit: int = 80) -> str:
 
 
 def name_checks(item: Item, dangerous: frozenset[str]) -> Iterable[CheckHit]:
+    """``dangerous``: the banned extensions; disk images are added as the last extension of
+    a double-barrelled name (they are containers, not banned by themselves)."""
     names = _names(item)
     if not names:
         return
+    dangerous = dangerous | _DISK_IMAGES
     path = item.path
     long = next((n for n in names if len(n) > MAX_FILENAME), None)
     if long is not None:

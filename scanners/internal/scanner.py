@@ -32,14 +32,7 @@ from ingest.mime import parse as parse_mime
 from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import banned_checks, content_checks, name_checks
-from scanners.internal.checks import (
-    CHECKS,
-    DEFAULT_DANGEROUS_EXTENSIONS,
-    DISK_IMAGE_EXTENSIONS,
-    INTERNAL_ERROR,
-    MALFORMED,
-    CheckHit,
-)
+from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
 from scanners.internal.filetype import MAGIC_HEAD, container_kind, exec_kind, magic_type
 from scanners.internal.format_checks import header_checks, rename_repeated
 from scanners.internal.items import Item
@@ -245,7 +238,6 @@ class _Inspection:
         self.budget = Budget(opts.limits)
         self.report = Report()
         self.allowed = allowed
-        self.disguises = opts.dangerous_extensions | frozenset(DISK_IMAGE_EXTENSIONS)
 
     # -- messages (the top one, and any attached inside a container) --------------------------
     def message(self, raw: bytes, msg: Message | None, prefix: str, depth: int,
@@ -335,7 +327,7 @@ class _Inspection:
 
     def _check(self, item: Item) -> None:
         self.report.items.append(item)
-        self.report.hits.extend(name_checks(item, self.disguises))
+        self.report.hits.extend(name_checks(item, self.opts.dangerous_extensions))
         self.report.hits.extend(banned_checks(item, self.opts.dangerous_extensions, self.allowed))
         self.report.hits.extend(content_checks(item))
 
