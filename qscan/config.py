@@ -207,8 +207,15 @@ class InternalConfig(_Section):
     @field_validator("allow_banned_by_domain")
     @classmethod
     def _allow_by_domain(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        bad = [d for d in value if not _DOMAIN_GLOB.fullmatch(d.strip())]
+        if bad:
+            raise ValueError(f"allow_banned_by_domain: {', '.join(map(repr, bad))} is not a domain "
+                             "(letters, digits, '.', '-', and '*' or '?' as wildcards)")
         return {domain.strip().lower(): _allowed(v, info, f"allow_banned_by_domain.{domain}")
                 for domain, v in value.items()}
+
+
+_DOMAIN_GLOB = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9.*?-]{0,252}")
 
 
 def _allowed(value: list[str], info: ValidationInfo, key: str) -> list[str]:

@@ -269,6 +269,8 @@ def test_config_refuses_an_allow_entry_that_bans_nothing() -> None:
         Config.model_validate({"internal": {"allow_banned": ["pdf"]}})
     with pytest.raises(ValueError, match="allow_banned_by_domain"):
         Config.model_validate({"internal": {"allow_banned_by_domain": {"example.com": ["txt"]}}})
+    with pytest.raises(ValueError, match="is not a domain"):
+        Config.model_validate({"internal": {"allow_banned_by_domain": {"[z-a].example.com": ["exe"]}}})
 
 
 # -- through the daemon, default configuration ------------------------------------------------
