@@ -17,6 +17,13 @@ Version 1 (frozen; a change means a version 2 beside it, never an edit):
 * child rows (recipients, parts, findings, DLP findings of a message) as
   lists of field values in insertion order.
 
+Version 2 (message entries only): version 1 with ``"v":2`` and the message
+fields of ``MESSAGE_V2_FIELDS`` added to ``row``. A message row is encoded as
+version 2 when any of those fields is set, as version 1 when all are NULL —
+the rows written before the columns existed, which so keep verifying exactly
+as they were hashed, and the rows of replayed events that predate the fields.
+Setting or clearing such a field changes the encoding like any other edit.
+
 The link is ``chain_hash(n) = SHA-256(chain_hash(n-1) as hex ‖ "\\n" ‖ encoding(n))``,
 starting from 64 zeros.
 """
@@ -45,6 +52,9 @@ MESSAGE: Spec = (
     ("raw_sha256", "t"), ("attachments", "t"), ("parts_count", "i"),
     ("recipients_count", "i"), ("spam_score", "f"), ("processing_ms", "f"), ("summary", "t"),
 )
+# Added by version 2 (migration 0008): S/MIME and PGP use.
+MESSAGE_V2_FIELDS: Spec = (("crypto", "t"),)
+MESSAGE_V2: Spec = (*MESSAGE, *MESSAGE_V2_FIELDS)
 RECIPIENT: Spec = (("address", "t"), ("domain", "t"))
 PART: Spec = (
     ("path", "t"), ("content_type", "t"), ("detected_type", "t"), ("filename", "t"),
@@ -67,9 +77,10 @@ DELETION: Spec = (
     ("message_hash", "t"),
 )
 
-# Entry kinds in a host's chain and the spec of their own row.
+# Entry kinds in a host's chain and the spec of their own row (every column read; a message
+# row without the version 2 fields is encoded by MESSAGE).
 KINDS: dict[str, Spec] = {
-    "message": MESSAGE,
+    "message": MESSAGE_V2,
     "queue_failed": QUEUE_FAILURE,
     "deletion": DELETION,
 }
@@ -129,7 +140,13 @@ def encode(kind: str, host: str, seq: int, row: Mapping[str, Any],
     spec = KINDS.get(kind)
     if spec is None:
         raise EncodingError(f"unknown chain entry kind {kind!r}")
-    out: dict[str, Any] = {"v": VERSION, "kind": kind, "host": host, "seq": seq,
+    version = VERSION
+    if kind == "message":
+        if any(row.get(name) is not None for name, _ in MESSAGE_V2_FIELDS):
+            version = 2
+        else:
+            spec = MESSAGE
+    out: dict[str, Any] = {"v": version, "kind": kind, "host": host, "seq": seq,
                            "row": _row(row, spec)}
     if kind == "message":
         given = children or {}

@@ -47,6 +47,7 @@ TYPE_LEN = 255  # RFC 6838: 127 + '/' + 127
 FILENAME_LEN = 255
 EXTENSION_LEN = 32
 MATTER_LEN = 200
+CRYPTO_LEN = 64
 
 # Child tables outgrow 2**31 rows at a large ISP; SQLite only autoincrements INTEGER.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -102,6 +103,11 @@ class Message(Base):
     chain_hash: Mapped[str | None] = mapped_column(String(64), doc="see compliance.chain")
     deleted_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), doc="set when a tombstone (deletions) removed the stored copy"
+    )
+    # -- 0008 ------------------------------------------------------------------
+    crypto: Mapped[str | None] = mapped_column(
+        String(CRYPTO_LEN), doc="S/MIME and PGP use, comma-joined (smime-signed, smime-encrypted, "
+        "pgp-signed, pgp-encrypted); '' none; NULL in rows from before qscan recorded it"
     )
 
 

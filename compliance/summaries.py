@@ -37,6 +37,7 @@ from compliance.chain import ChainWriter
 from compliance.db import check_schema, make_engine, session_factory
 from compliance.models import (
     ADDRESS_LEN,
+    CRYPTO_LEN,
     DETAIL_LEN,
     DOMAIN_LEN,
     EXTENSION_LEN,
@@ -131,6 +132,8 @@ def message_row(position: int, ev: MessageScanned) -> Row:
         "header_cc": clean(headers.cc, HEADER_LEN),
         "header_date": clean(headers.date, 200),
         "raw_sha256": raw_sha256(ev),
+        # NULL for events from before qscan recorded it: their rows keep hashing as version 1
+        "crypto": None if ev.crypto is None else clean(",".join(ev.crypto), CRYPTO_LEN),
     }
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest import exitcodes as ec
+from ingest.crypto import crypto_use
 from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, EnvelopeTruncated, parse_envelope
 from ingest.event import (
     Action,
@@ -361,6 +362,7 @@ class Processor:
                 total_ms=round(total_ms, 3),
             ),
             defects=defects,
+            crypto=crypto_use(message, scan_parts),
             raw_message=new_raw if not oversized else b"",
         )
         return event, new_raw

@@ -66,6 +66,8 @@ def format_summary(event: MessageScanned) -> str:
         ("attachments", ",".join(atts)),
         ("time", f"{event.timings.total_ms / 1000:.3f}s"),
     ]
+    if event.crypto is not None:  # absent only from the lines of events that predate it
+        fields.insert(-1, ("crypto", ",".join(clean(c, 32) for c in event.crypto[:8])))
     if event.spam_score is not None:
         fields.insert(4, ("spam", f"{event.spam_score:.1f}"))
     return " ".join(f"{k}={_q(v)}" for k, v in fields)

@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS
+from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
 MiB = 1024 * 1024
@@ -206,7 +206,16 @@ class InternalConfig(_Section):
     ignore_eol: bool = Field(False, description="do not flag bare CR in MIME headers (NUL still is)")
     dangerous_extensions: list[str] = Field(
         list(DEFAULT_DANGEROUS_EXTENSIONS),
-        description="final extensions that make a double-barrelled name (invoice.pdf.exe) dangerous",
+        description="extensions banned at any depth (check banned-extension), and the final "
+        "extensions that make a double-barrelled name (invoice.pdf.exe) dangerous",
+    )
+    allow_banned: list[str] = Field(
+        [], description="banned extensions (exe) and executable formats (pe, elf, mach-o) "
+        "delivered after all, e.g. [\"exe\"]",
+    )
+    allow_banned_by_domain: dict[str, list[str]] = Field(
+        {}, description="recipient domain (glob) -> extensions/formats it may receive; applies when "
+        "every recipient's domain allows the file, e.g. { \"build.example.com\" = [\"exe\", \"msi\"] }",
     )
     max_depth: int = Field(10, ge=0, le=100, description="archives nested within archives")
     max_members: int = Field(1000, ge=1, description="archive members per message")
@@ -230,6 +239,35 @@ class InternalConfig(_Section):
     @classmethod
     def _extensions(cls, value: list[str]) -> list[str]:
         return [v.strip().lstrip(".").lower() for v in value if v.strip().lstrip(".")]
+
+    @field_validator("allow_banned")
+    @classmethod
+    def _allow(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _allowed(value, info, "allow_banned")
+
+    @field_validator("allow_banned_by_domain")
+    @classmethod
+    def _allow_by_domain(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        bad = [d for d in value if not _DOMAIN_GLOB.fullmatch(d.strip())]
+        if bad:
+            raise ValueError(f"allow_banned_by_domain: {', '.join(map(repr, bad))} is not a domain "
+                             "(letters, digits, '.', '-', and '*' or '?' as wildcards)")
+        return {domain.strip().lower(): _allowed(v, info, f"allow_banned_by_domain.{domain}")
+                for domain, v in value.items()}
+
+
+_DOMAIN_GLOB = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9.*?-]{0,252}")
+
+
+def _allowed(value: list[str], info: ValidationInfo, key: str) -> list[str]:
+    """Entries normalised like dangerous_extensions; one that bans nothing is a mistake."""
+    entries = [v.strip().lstrip(".").lower() for v in value if v.strip().lstrip(".")]
+    banned = {*info.data.get("dangerous_extensions", DEFAULT_DANGEROUS_EXTENSIONS), *EXECUTABLE_FORMATS}
+    unknown = [e for e in entries if e not in banned]
+    if unknown:
+        raise ValueError(f"{key}: {', '.join(unknown)} is not banned (entries are extensions from "
+                         f"dangerous_extensions or the formats {', '.join(EXECUTABLE_FORMATS)})")
+    return entries
 
 
 # -- external scanners (scanners/clamd.py, spamd.py, rspamd.py, cmdline.py, cymru.py) ---------

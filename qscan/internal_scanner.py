@@ -23,6 +23,8 @@ def internal_options(cfg: Config, rules_path: Path | None = None) -> InternalOpt
         ),
         rules=load_rules(rules_path if rules_path is not None else ic.rules),
         error_action=ic.error_action,
+        allow_banned=frozenset(ic.allow_banned),
+        allow_banned_by_domain={d: frozenset(v) for d, v in ic.allow_banned_by_domain.items()},
     )
 
 

@@ -155,7 +155,7 @@ FORMAT_CASES: dict[str, tuple[bytes, str]] = {
     ), "header-comment"),
     "repeated-content-type": (multipart(
         TEXT_PART,
-        b'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.exe"\n\nx\n',
+        b'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.dat"\n\nx\n',
     ), "repeated-mime-header"),
     "boundary-too-long": (multipart(TEXT_PART, boundary=b"b" * 251), "boundary-too-long"),
     "boundary-reused": (multipart(
@@ -188,8 +188,10 @@ FORMAT_CASES: dict[str, tuple[bytes, str]] = {
     "double-extension": (multipart(TEXT_PART, attachment("invoice.pdf.exe", b"MZ")), "double-extension"),
     "double-extension-padded": (multipart(TEXT_PART, attachment("photo.jpg   .scr", b"x")), "double-extension"),
     "clsid": (multipart(TEXT_PART, attachment("file.txt." + CLSID, b"x")), "clsid-extension"),
-    "password-zip": (multipart(TEXT_PART, attachment("secret.zip", encrypted_zip({"a.exe": b"MZ" * 20}),
+    "password-zip": (multipart(TEXT_PART, attachment("secret.zip", encrypted_zip({"a.dat": b"MZ" * 20}),
                                                      b"application/zip")), "password-protected-archive"),
+    "banned-extension": (multipart(TEXT_PART, attachment("screensaver.scr", b"x")), "banned-extension"),
+    "executable-content": (multipart(TEXT_PART, attachment("data.bin", pe_bytes())), "executable-content"),
     "unreadable-zip": (multipart(TEXT_PART, attachment("broken.zip", b"PK\x03\x04" + b"\xff" * 60,
                                                        b"application/zip")), "archive-unreadable"),
 }
@@ -200,7 +202,7 @@ CLEAN_CASES: dict[str, bytes] = {
     "harmless-names": multipart(
         TEXT_PART, attachment("report.2024.pdf", b"%PDF-1.4\n", b"application/pdf"),
         attachment("archive.tar.gz", tar_gz({"docs/readme.txt": b"read me\n"}), b"application/gzip"),
-        attachment("setup-1.2.exe", pe_bytes(), b"application/x-msdownload"),
+        attachment("notes-1.2.txt", b"version 1.2\n", b"text/plain"),
         attachment("Invoice(1).PDF", b"%PDF-1.4\n", b"application/pdf"),
     ),
     "comments-where-allowed": multipart(

@@ -90,7 +90,10 @@ def test_explain_shows_parts_findings_and_the_deciding_rule(tmp_path: Path) -> N
                                 "direction": "outbound"}
     assert data["decided_by"]["rule"] == "no-scr" and data["action"] == "reject"
     assert {"2/bundle.zip!/fun.scr", "3"} <= {p["path"] for p in data["parts"]}
-    assert {f["check"] for f in data["findings"]} == {"double-extension"}
+    # the screen saver's name and content are banned by default, and so is the .exe: recorded
+    # beside the double extension, the site's rule decides first
+    assert {f["check"] for f in data["findings"]} == {"double-extension", "banned-extension",
+                                                      "executable-content"}
 
 
 def test_explain_demo_invoice_with_defaults_and_alternative_rules(tmp_path: Path) -> None:

@@ -45,8 +45,10 @@ def test_invoice_pdf_exe_is_quarantined_as_policy(daemon: Harness) -> None:
     assert len(daemon.recorded()) == before  # ... and not handed to qmail-queue
     ev = last_scanned(daemon)
     assert (ev.category, ev.action, ev.reason) == ("policy", "quarantine", "double-extension")
-    [finding] = [f for f in ev.findings if f.scanner == "internal"]
-    assert finding.detail == "2: invoice.pdf.exe: .pdf before .exe"
+    # the banned .exe is recorded beside it; the more specific double extension decides
+    banned, finding = [f for f in ev.findings if f.scanner == "internal"]
+    assert (banned.name, banned.verdict) == ("banned-extension", "clean")
+    assert (finding.name, finding.detail) == ("double-extension", "2: invoice.pdf.exe: .pdf before .exe")
     part = next(p for p in ev.parts if p.path == "2")
     assert part.filename == "invoice.pdf.exe" and part.detected_type == "application/x-dosexec"
 
@@ -77,7 +79,7 @@ def test_repeated_header_is_renamed_in_what_is_queued(daemon: Harness) -> None:
     res = daemon.send(raw)
     assert res.code == 0
     queued, _env = daemon.recorded()[before]
-    assert b'\nX-qscan-Renamed-Content-Type: application/octet-stream; name="x.exe"\n' in queued
+    assert b'\nX-qscan-Renamed-Content-Type: application/octet-stream; name="x.dat"\n' in queued
     ev = last_scanned(daemon)
     assert ev.action == "deliver"
     assert any(f.name == "repeated-mime-header" for f in ev.findings)

@@ -66,7 +66,9 @@ def test_zip_members_land_in_the_part_list_with_hashes_and_types() -> None:
                                     "application/x-dosexec")
     assert found["2/invoice.zip!/b.txt"].detected_type == "text/plain"  # type: ignore[attr-defined]
     assert found["2"].detected_type == "application/zip"  # type: ignore[attr-defined]  # refines the MIME part
-    assert not report.hits
+    # the member is an executable: banned by name and by content (tests/test_default_policy.py)
+    assert {(h.check, h.path) for h in report.hits} == {
+        ("banned-extension", "2/invoice.zip!/docs/a.exe"), ("executable-content", "2/invoice.zip!/docs/a.exe")}
 
 
 def test_nested_archives_and_formats_7z_tar_gz_gzip() -> None:
@@ -141,7 +143,8 @@ def test_time_limit() -> None:
 
 
 def test_password_protected_zip_recorded_not_blocked_by_default() -> None:
-    enc = libarchive_bytes("zip", {"invoice.exe": pe_bytes()}, passphrase="secret",
+    # an innocent name: a visible .exe name is banned by default (tests/test_default_policy.py)
+    enc = libarchive_bytes("zip", {"invoice.dat": pe_bytes()}, passphrase="secret",
                            options="encryption=aes256")
     raw = multipart(TEXT_PART, attachment("secret.zip", enc, b"application/zip"))
     results = scanner().scan(context(raw))
@@ -175,7 +178,7 @@ def test_uuencoded_file_in_text_body_unpacked() -> None:
     found = paths(report)
     member = found["1!/photo.jpg"]
     assert member.size == len(exe) and member.sha256 == hashlib.sha256(exe).hexdigest()  # type: ignore[attr-defined]
-    assert hits(report) == {"executable-disguised"}  # a PE calling itself a JPEG
+    assert hits(report) == {"executable-disguised", "executable-content"}  # a PE calling itself a JPEG
 
 
 def test_attached_mail_inside_an_archive_is_checked_as_mail() -> None:

@@ -6,6 +6,12 @@ whatever the *last* extension says. Harmless habits (``report.2024.pdf``,
 ``archive.tar.gz``, ``setup-1.2.exe`` with a version number) are not flagged:
 a double-barrelled name needs a dangerous last extension *and* a decoy before
 it (a document or media extension, or padding before the final dot).
+
+Executables and scripts are banned outright at any depth (:func:`banned_checks`): by the last
+extension of any name the part or member declares, and by content (a PE, ELF or Mach-O image
+whatever it is called). A site takes exceptions back with an allow-list of extensions and
+formats; allowing an extension also allows executable content that carries it (a PE named
+``setup.exe`` once ``exe`` is allowed), never the same content under another name.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from scanners.internal.checks import CheckHit
+from scanners.internal.checks import DISK_IMAGE_EXTENSIONS, EXECUTABLE_FORMATS, CheckHit
 from scanners.internal.filetype import exec_kind
 from scanners.internal.items import Item
 
@@ -31,6 +37,7 @@ _HONEST_SCRIPT_TYPES = re.compile(r"text/x-(sh|shellscript|script(\..*)?|python|
 _CLSID = re.compile(r"\.\s*\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}", re.I)
 _BIDI = ("\u202e", "\u202d", "\u202b", "\u202a", "\u2066", "\u2067", "\u2068")
 _MEDIA = ("audio/", "video/", "image/")
+_DISK_IMAGES = frozenset(DISK_IMAGE_EXTENSIONS)
 
 
 def normalise(name: str) -> str:
@@ -75,9 +82,12 @@ def _show(name: str, limit: int = 80) -> str:
 
 
 def name_checks(item: Item, dangerous: frozenset[str]) -> Iterable[CheckHit]:
+    """``dangerous``: the banned extensions; disk images are added as the last extension of
+    a double-barrelled name (they are containers, not banned by themselves)."""
     names = _names(item)
     if not names:
         return
+    dangerous = dangerous | _DISK_IMAGES
     path = item.path
     long = next((n for n in names if len(n) > MAX_FILENAME), None)
     if long is not None:
@@ -100,6 +110,25 @@ def name_checks(item: Item, dangerous: frozenset[str]) -> Iterable[CheckHit]:
             if extension(n) in dangerous:
                 yield CheckHit("executable-media-type", path, f"{declared} named {_show(n)}")
                 break
+
+
+def banned_checks(item: Item, banned: frozenset[str], allowed: frozenset[str]) -> Iterable[CheckHit]:
+    """``banned-extension`` when a declared name's last extension is banned and not allowed;
+    ``executable-content`` when the content is an executable format that is not allowed,
+    unless every name it carries has an allowed extension."""
+    names = _names(item)
+    exts = [extension(n) for n in names]
+    for n, ext in zip(names, exts, strict=True):
+        if ext in banned and ext not in allowed:
+            yield CheckHit("banned-extension", item.path, f"{_show(n)}: .{ext} is banned")
+            break
+    kind = exec_kind(item.head)
+    if kind not in EXECUTABLE_FORMATS or kind in allowed:
+        return
+    if names and all(ext in allowed for ext in exts):
+        return
+    named = f" named {_show(names[0])}" if names else ""
+    yield CheckHit("executable-content", item.path, f"{kind} executable{named}")
 
 
 def content_checks(item: Item) -> Iterable[CheckHit]:

@@ -47,6 +47,12 @@ CHECKS: Final[dict[str, tuple[str, str, str]]] = {
         POLICY, "quarantine", "double-barrelled filename hiding an executable extension",
     ),
     "clsid-extension": (POLICY, "quarantine", "CLSID filename extension"),
+    "banned-extension": (
+        POLICY, "quarantine", "a file named with a banned (executable or script) extension, at any depth",
+    ),
+    "executable-content": (
+        POLICY, "quarantine", "a PE, ELF or Mach-O executable, whatever its name, at any depth",
+    ),
     "password-protected-archive": (POLICY, "record", "password-protected (encrypted) archive"),
     "archive-unreadable": (MALFORMED, "quarantine", "an archive that could not be unpacked"),
     "unscannable": (
@@ -64,13 +70,29 @@ CHECKS: Final[dict[str, tuple[str, str, str]]] = {
 
 INTERNAL_ERROR: Final = "internal-error"
 
-# Final extensions that make a double-barrelled name dangerous (config: internal.dangerous_extensions).
+# Extensions banned at any depth (check banned-extension) and the last extensions that make a
+# double-barrelled name dangerous (config: internal.dangerous_extensions; docs/policy.md lists
+# them with the reason for each group): programs, scripts and installers Windows, macOS or
+# Android run on a click, and shortcuts and add-ins that load code.
 DEFAULT_DANGEROUS_EXTENSIONS: tuple[str, ...] = (
-    "ade", "adp", "app", "application", "bas", "bat", "chm", "cmd", "com", "cpl", "crt", "dll",
-    "exe", "gadget", "hlp", "hta", "inf", "ins", "isp", "iso", "img", "jar", "js", "jse", "lnk",
-    "mde", "msc", "msi", "msp", "mst", "ocx", "pif", "ps1", "psm1", "reg", "scf", "scr", "sct",
-    "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "vhd", "vhdx", "ws", "wsc", "wsf", "wsh",
+    "ade", "adp", "apk", "app", "application", "appref-ms", "appx", "appxbundle", "bas", "bat",
+    "chm", "cmd", "com", "cpl", "crt", "diagcab", "dll", "exe", "gadget", "hlp", "hta", "inf",
+    "ins", "isp", "jar", "jnlp", "js", "jse", "lnk", "mde", "msc", "msh", "msh1", "msh1xml",
+    "msh2", "msh2xml", "mshxml", "msi", "msix", "msixbundle", "msp", "mst", "ocx", "pif", "ps1",
+    "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psm1", "reg", "scf", "scr", "sct",
+    "settingcontent-ms", "shb", "shs", "sys", "url", "vb", "vbe", "vbs", "ws", "wsc", "wsf", "wsh",
+    "xbap", "xll",
 )
+
+# Disk images: containers, not banned by name - qscan opens them and judges every file inside
+# (one it cannot look into is a finding of its own) - but as dangerous as a program at the end
+# of a double-barrelled name (invoice.pdf.iso).
+DISK_IMAGE_EXTENSIONS: tuple[str, ...] = ("dmg", "img", "iso", "vhd", "vhdx")
+
+# Executable formats banned whatever the file is called (check executable-content): the
+# names ``filetype.exec_kind`` gives them. Java classes and ``#!`` scripts are left to the
+# extension list (a .jar is banned; a shell script in a body is text someone pasted).
+EXECUTABLE_FORMATS: tuple[str, ...] = ("pe", "elf", "mach-o")
 
 # What a check's built-in rule may do: a policy action, `record` (finding only) or `off`.
 CHECK_ACTIONS: Final = ("quarantine", "reject", "tempfail", "drop", "tag", "record", "off")

@@ -32,7 +32,7 @@ from email.utils import collapse_rfc2231_value
 from ingest.mime import parse as parse_mime
 from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
-from scanners.internal.attachment_checks import content_checks, name_checks
+from scanners.internal.attachment_checks import banned_checks, content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
 from scanners.internal.filetype import (
     MAGIC_HEAD,
@@ -47,6 +47,7 @@ from scanners.internal.format_checks import header_checks, rename_repeated
 from scanners.internal.items import Item
 from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, RuleSet
 from scanners.internal.rawmime import walk_headers
+from scanners.internal.safe_regex import Pattern, compile_globs
 from scanners.internal.unpack import (
     Budget,
     HardDeadline,
@@ -88,9 +89,42 @@ class InternalOptions:
     limits: UnpackLimits = field(default_factory=UnpackLimits)
     rules: RuleSet = field(default_factory=lambda: RuleSet([]))
     error_action: str = "quarantine"
+    # Exceptions to banned-extension / executable-content: extensions ('exe') and executable
+    # formats ('pe', 'elf', 'mach-o'), for all mail, and per recipient domain (glob -> allowed;
+    # it applies when every recipient's domain allows the file).
+    allow_banned: frozenset[str] = frozenset()
+    allow_banned_by_domain: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def action(self, check: str) -> str:
         return self.check_actions.get(check, CHECKS[check][1])
+
+
+class _Allowances:
+    """What one message may carry of the banned files: the global allow-list, plus what
+    every one of its recipients' domains allows (one recipient without the grant undoes it:
+    a message is delivered or not as a whole)."""
+
+    def __init__(self, opts: InternalOptions) -> None:
+        self.always = frozenset(opts.allow_banned)
+        self.by_domain: list[tuple[Pattern, frozenset[str]]] = [
+            (compile_globs([glob]), frozenset(allowed))
+            for glob, allowed in opts.allow_banned_by_domain.items() if allowed
+        ]
+
+    def for_recipients(self, recipients: list[str]) -> frozenset[str]:
+        if not self.by_domain or not recipients:
+            return self.always
+        common: set[str] | None = None
+        for rcpt in recipients:
+            domain = rcpt.rpartition("@")[2].lower() if "@" in rcpt else ""
+            granted: set[str] = set()
+            for pattern, allowed in self.by_domain:
+                if pattern.fullmatch(domain):
+                    granted |= allowed
+            common = granted if common is None else common & granted
+            if not common:
+                return self.always
+        return self.always | (common or set())
 
 
 def builtin_rules(opts: InternalOptions) -> list[Rule]:
@@ -210,10 +244,11 @@ def decoded_headers(msg: Message | None) -> list[tuple[str, str]]:
 class _Inspection:
     """One message's walk: leaves, members, hits, within one budget."""
 
-    def __init__(self, opts: InternalOptions) -> None:
+    def __init__(self, opts: InternalOptions, allowed: frozenset[str] = frozenset()) -> None:
         self.opts = opts
         self.budget = Budget(opts.limits)
         self.report = Report()
+        self.allowed = allowed
 
     # -- messages (the top one, and any attached inside a container) --------------------------
     def message(self, raw: bytes, msg: Message | None, prefix: str, depth: int,
@@ -328,6 +363,7 @@ class _Inspection:
     def _check(self, item: Item) -> None:
         self.report.items.append(item)
         self.report.hits.extend(name_checks(item, self.opts.dangerous_extensions))
+        self.report.hits.extend(banned_checks(item, self.opts.dangerous_extensions, self.allowed))
         self.report.hits.extend(content_checks(item))
 
 
@@ -342,6 +378,7 @@ class InternalScanner:
         self.enabled = frozenset(c for c in CHECKS if self.opts.action(c) != "off")
         self.ruleset = self.opts.rules.plus(builtin_rules(self.opts))  # compiled once, here
         self.rename = self.opts.action("repeated-mime-header") != "off"
+        self.allowances = _Allowances(self.opts)
 
     # -- the one entry point the processor calls ------------------------------------------------
     def scan(self, ctx: ScanContext) -> list[ScanResult]:
@@ -357,7 +394,7 @@ class InternalScanner:
 
     def inspect(self, ctx: ScanContext) -> Report:
         """Walk, unpack, check and evaluate the rules; the raw material of the results."""
-        insp = _Inspection(self.opts)
+        insp = _Inspection(self.opts, self.allowances.for_recipients(ctx.recipients))
         known = {p.path: p for p in ctx.parts}
         try:
             insp.message(ctx.raw, ctx.message, "", 0, known)
