@@ -344,7 +344,7 @@ class Daemon:
     shuts down cleanly."""
 
     def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
-                 observe: Observer | None = None, preflight: Callable[[], None] | None = None) -> None:
+                 observe: Observer | None = None, preflight: Callable[[], object] | None = None) -> None:
         """``preflight``: raises when new workers could not start (a rules file broken since the
         daemon started); run on SIGHUP before any worker is replaced."""
         self.opts = opts
