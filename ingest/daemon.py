@@ -1,34 +1,39 @@
-"""The scan daemon: a master that receives, and a pre-forked pool of workers that scan.
+"""The scan daemon: pre-forked workers that scan, and a master that keeps slow peers off them.
 
-Why this split: a worker must never wait on a sender. qmail-smtpd streams the message to
-qscan-queue as the SMTP client sends it, and anyone allowed on the socket can connect and
-say nothing; when workers read requests themselves, as many slow or silent connections as
-there are workers stopped all mail. So the master owns every connection until its request is
-complete: one non-blocking event loop accepts, learns the peer from ``SO_PEERCRED``, enforces
-the whole-request deadline (``timeout``, over the whole receive, not per read) and a cap on
-concurrent connections per peer uid, and spools the message into an anonymous memory file.
-A complete request goes to an idle worker with the connection and the spool file passed over
-a unix socket (``SCM_RIGHTS``); the worker scans, answers on the connection and says it is
-free again. Slow senders cost the master a file descriptor each, never a worker.
+Why the master receives anything: a worker must never wait on a sender. Anyone allowed on the
+socket can connect and say nothing; when workers read every request to its end, as many slow
+or silent connections as there are workers stopped all mail. So a worker that accepts a
+connection gives it ``handoff_after`` seconds (qscan-queue reads the message from qmail first
+and sends the request at once: a local copy of milliseconds); a request complete by then is
+scanned on the spot, with nothing in between (the hot path). Any other connection goes to the
+master with the bytes read so far (the descriptor passed over a unix socket, ``SCM_RIGHTS``),
+and the worker goes back to work. The master's one non-blocking event loop finishes receiving
+such requests under one deadline over the whole request (``timeout``, from accept, not per
+read) and a cap on the connections it holds per peer uid (``SO_PEERCRED``), spools each into an
+anonymous memory file, and puts the complete request on the job socket, which every idle
+worker watches beside the listening socket. Slow senders cost the master a file descriptor
+each, never a worker.
 
 Why pre-fork: each worker keeps its warm state (parser, scanners, journal connection) and
 runs Python on its own core; a crash or leak in one message costs one worker, which the
 master replaces. Workers are recycled after ``max_messages_per_worker`` messages, and right
 after any message of at least ``recycle_after_bytes`` (its heap stays grown otherwise: freed
-arenas are not given back to the OS). SIGTERM: the master stops accepting, lets the workers
-finish what they hold, then exits and removes the socket. SIGHUP replaces every worker the
-same gentle way (new rules, new databases).
+arenas are not given back to the OS). SIGTERM: the master stops accepting, tells every worker
+to finish what it holds and leave, then exits and removes the socket. SIGHUP replaces every
+worker the same gentle way (new rules, new databases), once the start-up checks pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import grp
 import hashlib
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -60,9 +65,7 @@ BUSY_TEXT = "Zqscan: too many connections from this user, try again later (#4.3.
 DENIED_TEXT = "Zqscan: this user may not submit mail through qscan (#4.3.0)"
 ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
 SHUTDOWN_TEXT = "Zqscan: shutting down, try again later (#4.3.0)"
-# worker -> master on the control socket
-DONE, BYE = b"d", b"b"
-EXIT = b"x"  # master -> worker: leave (recycling, shutdown)
+EXIT = b"x"  # master -> worker on its control socket: leave (recycling, shutdown)
 
 
 @dataclass
@@ -82,7 +85,10 @@ class DaemonOptions:
     # A client that sends its own QSCAN_TIMEOUT gets the shorter of the two.
     client_timeout: float | None = 1200.0
     allow_uids: frozenset[int] | None = None  # None: every local user may connect
+    # Slow connections the master holds for one uid (more are answered "busy" at once).
     max_connections_per_uid: int = 64
+    # A request not complete this long after accept goes to the master, freeing the worker.
+    handoff_after: float = 0.25
 
 
 def client_connected(conn: socket.socket) -> bool:
@@ -211,12 +217,34 @@ class Job:
         return cls(**json.loads(data))
 
 
-class Worker:
-    """Scans complete requests the master hands over on ``ctl``; never reads from a sender."""
+@dataclass
+class _Handoff:
+    """What a worker tells the master about a connection it hands over (control message header)."""
 
-    def __init__(self, ctl: socket.socket, opts: DaemonOptions, processor: Processor,
-                 board: Scoreboard | None = None, slot: int | None = None,
-                 observe: Observer | None = None) -> None:
+    uid: int
+    gid: int
+    pid: int
+    accepted: float  # monotonic
+    received: float  # epoch
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+
+class Worker:
+    """Takes connections from the listening socket and complete requests from the master.
+
+    A request that arrives whole within ``handoff_after`` seconds (qscan-queue sends it at
+    once, having read it from qmail first) is scanned here, with nothing in between: the hot
+    path. One that does not - a slow, trickling or silent peer - is handed to the master with
+    the bytes read so far, and this worker goes back to work; the master finishes receiving it
+    and queues it for any worker on the shared job socket."""
+
+    def __init__(self, lsock: socket.socket, jobs: socket.socket, ctl: socket.socket,
+                 opts: DaemonOptions, processor: Processor, board: Scoreboard | None = None,
+                 slot: int | None = None, observe: Observer | None = None) -> None:
+        self.lsock = lsock
+        self.jobs = jobs
         self.ctl = ctl
         self.opts = opts
         self.processor = processor
@@ -230,7 +258,7 @@ class Worker:
             self.board.assign(self.slot, os.getpid())
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the master says when to leave, between jobs
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the master says when to leave, between messages
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # Everything alive now (modules, schemas, scanner state) lives as long as the worker:
@@ -239,81 +267,219 @@ class Worker:
         gc.collect()  # once, before the first message: garbage is not frozen with the rest
         gc.freeze()
         handled = 0
-        while True:
-            try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 2)
-            except InterruptedError:
-                continue
-            except OSError:
-                break
-            if not msg or msg == EXIT or os.getppid() != self.parent:
-                for fd in fds:
-                    os.close(fd)
-                break
-            if self.board is not None:
-                self.board.set_busy(self.slot, handled)
-            outcome = None
-            try:
-                outcome = self.handle(Job.decode(msg), fds)
-            except Exception:
-                log.exception("job failed")
-            finally:
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            handled += 1
-            if self.board is not None:
-                self.board.set_idle(self.slot, handled)
-            limit = self.opts.recycle_after_bytes
-            leaving = handled >= self.opts.max_messages_per_worker or bool(limit and self.received >= limit)
-            try:  # before the observer: the master may give this worker the next job meanwhile
-                self.ctl.send(BYE if leaving else DONE)
-            except OSError:
-                break
-            if outcome is not None and self.observe is not None:
+        # EPOLLEXCLUSIVE: a new connection or job wakes one idle worker, not all of them.
+        exclusive = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+        waiter = select.epoll()
+        waiter.register(self.jobs.fileno(), exclusive)
+        waiter.register(self.lsock.fileno(), exclusive)
+        waiter.register(self.ctl.fileno(), select.EPOLLIN)
+        try:
+            while not self.stop and handled < self.opts.max_messages_per_worker:
+                if os.getppid() != self.parent:  # master died: stop taking new work
+                    break
                 try:
-                    self.observe(self.processor, outcome)
-                except Exception:
-                    log.debug("observer failed", exc_info=True)
-            # Its event holds the whole message (raw_message): let it go now, not when the next
-            # message arrives, so an idle worker does not sit on the last big one.
-            outcome = None
-            if leaving:
+                    ready = {fd for fd, _ in waiter.poll(1.0)}
+                except InterruptedError:
+                    continue
+                if self.ctl.fileno() in ready:
+                    self._from_master()
+                    if self.stop:
+                        break
+                outcome = None
+                if self.jobs.fileno() in ready:  # a request that waited longer comes first
+                    job = self._take_job()
+                    if job is None:
+                        continue
+                    outcome = self._run(functools.partial(self.handle_job, *job))
+                elif self.lsock.fileno() in ready:
+                    try:
+                        conn, _ = self.lsock.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue  # another worker took it
+                    except OSError:
+                        log.exception("accept failed")
+                        time.sleep(0.1)
+                        continue
+                    outcome = self._run(functools.partial(self.handle, conn))
+                else:
+                    continue
+                if outcome is None:
+                    continue
+                handled += 1
+                if self.board is not None:
+                    self.board.set_idle(self.slot, handled)
+                if self.observe is not None:
+                    try:
+                        self.observe(self.processor, outcome)
+                    except Exception:
+                        log.debug("observer failed", exc_info=True)
+                # Its event holds the whole message (raw_message): let it go now, not when the
+                # next message arrives, so an idle worker does not sit on the last big one.
+                outcome = None
+                limit = self.opts.recycle_after_bytes
                 if limit and self.received >= limit:
                     log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
                              os.getpid(), self.received, limit)
-                break
+                    break
+        finally:
+            waiter.close()
 
-    def handle(self, job: Job, fds: list[int]) -> Outcome | None:
-        if len(fds) != 2:
-            log.error("job without its connection and spool (%d descriptors)", len(fds))
-            return None
-        conn = socket.socket(fileno=os.dup(fds[0]))
+    def _run(self, work: Callable[[], Outcome | None]) -> Outcome | None:
+        if self.board is not None:
+            self.board.set_busy(self.slot, 0)
         try:
-            self.received = job.size
-            data = _read_spool(fds[1], job.kept + job.envelope)
-            message, envelope = data[:job.kept], data[job.kept:]
-            conn.setblocking(False)  # the liveness peek must not wait; the answer is one small frame
-            request = Request(
-                message=message, envelope=envelope, attrs=job.attrs, size=job.size, sha256=job.sha256,
-                received=job.received, receive_ms=job.receive_ms, client_deadline=job.deadline,
-                client_alive=lambda: client_connected(conn), peer_uid=job.uid, peer_gid=job.gid,
-                peer_pid=job.pid, client_wait=job.wait,
-            )
-            del data
-            outcome = self.processor.process(request)
-            try:
-                conn.sendall(frames.encode_result(outcome.code, outcome.text))
-            except OSError:
-                log.warning("client went away before the answer (%s)", outcome.code)
-            return outcome
+            return work()
+        except Exception:
+            log.exception("connection handler failed")
+            return None
+        finally:
+            if self.board is not None:
+                self.board.set_idle(self.slot, 0)
+
+    def _from_master(self) -> None:
+        try:
+            msg = self.ctl.recv(16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            msg = b""
+        if msg in (EXIT, b""):  # told to leave, or the master is gone
+            self.stop = True
+
+    def _take_job(self) -> tuple[Job, list[int]] | None:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self.jobs, 65536, 2, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None  # another worker took it
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return None
+        return Job.decode(msg), fds
+
+    # -- a connection accepted here -------------------------------------------------------
+    def handle(self, conn: socket.socket) -> Outcome | None:
+        try:
+            return self._handle(conn)
         finally:
             conn.close()
+
+    def _handle(self, conn: socket.socket) -> Outcome | None:
+        start = time.time()
+        accepted = time.monotonic()
+        try:
+            pid, uid, gid = peer_credentials(conn)
+        except OSError:
+            return None
+        if self.opts.allow_uids is not None and uid not in self.opts.allow_uids:
+            log.warning("refused a connection from uid %d (pid %d): not in daemon.allow_users", uid, pid)
+            _answer(conn, ec.CUSTOM_ERROR, DENIED_TEXT)
+            return None
+        decoder = FrameDecoder()
+        req = RequestAssembler(self.opts.max_message_size)
+        sha = hashlib.sha256()
+        seen: list[bytes] = []  # the raw bytes, for a hand-off to the master
+        window = accepted + min(self.opts.handoff_after, self.opts.timeout)
+        try:
+            while not req.done:
+                left = window - time.monotonic()
+                if left <= 0:
+                    self._hand_off(conn, seen, _Handoff(uid, gid, pid, accepted, start))
+                    return None
+                conn.settimeout(left)
+                try:
+                    data = conn.recv(RECV)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return None  # client gave up: nothing was accepted, nothing recorded
+                seen.append(data)
+                for kind, payload in decoder.feed(data):
+                    if kind == frames.MESSAGE:
+                        sha.update(payload)
+                    req.add(kind, payload)
+            if decoder.pending:
+                raise ProtocolError("bytes after end of request")
+        except frames.EnvelopeTooLarge as exc:
+            log.warning("refusing a request from uid %d: %s", uid, exc)
+            conn.setblocking(False)
+            _answer(conn, ec.CUSTOM_ERROR, ENVELOPE_TEXT)
+            return None
+        except (OSError, ProtocolError) as exc:
+            log.warning("dropping connection from uid %d: %s", uid, exc)
+            return None
+        finally:
+            self.received = req.size
+        del seen
+        assert req.envelope is not None
+        done = time.monotonic()
+        wait = client_deadline_seconds(req.attrs, self.opts.client_timeout)
+        # Non-blocking from here: the liveness peek must not wait (a socket with a timeout polls
+        # before every recv), and the answer is one small frame into an empty send buffer.
+        conn.setblocking(False)
+        request = Request(
+            message=req.message(), envelope=req.envelope, attrs=req.attrs, size=req.size,
+            sha256=sha.hexdigest(), received=start, receive_ms=(done - accepted) * 1000,
+            client_deadline=None if wait is None else done + wait, client_wait=wait,
+            client_alive=lambda: client_connected(conn), peer_uid=uid, peer_gid=gid, peer_pid=pid,
+        )
+        return self._answer(conn, request)
+
+    def _hand_off(self, conn: socket.socket, seen: list[bytes], head: _Handoff) -> None:
+        """A peer slower than ``handoff_after``: the master receives the rest, holding no worker."""
+        spool = _spool()
+        try:
+            for chunk in seen:
+                _write_all(spool, chunk)
+            socket.send_fds(self.ctl, [head.encode()], [conn.fileno(), spool])
+        except OSError as exc:  # the master is gone or full: the client retries
+            log.warning("cannot hand a slow connection to the master: %s", exc)
+        finally:
+            os.close(spool)
+
+    def _answer(self, conn: socket.socket, request: Request) -> Outcome:
+        outcome = self.processor.process(request)
+        try:
+            conn.sendall(frames.encode_result(outcome.code, outcome.text))
+        except OSError:
+            log.warning("client went away before the answer (%s)", outcome.code)
+        return outcome
+
+    # -- a request the master received -------------------------------------------------------
+    def handle_job(self, job: Job, fds: list[int]) -> Outcome | None:
+        try:
+            if len(fds) != 2:
+                log.error("job without its connection and spool (%d descriptors)", len(fds))
+                return None
+            conn = socket.socket(fileno=os.dup(fds[0]))
+            try:
+                self.received = job.size
+                data = _read_spool(fds[1], job.kept + job.envelope)
+                conn.setblocking(False)
+                request = Request(
+                    message=data[:job.kept], envelope=data[job.kept:], attrs=job.attrs, size=job.size,
+                    sha256=job.sha256, received=job.received, receive_ms=job.receive_ms,
+                    client_deadline=job.deadline, client_alive=lambda: client_connected(conn),
+                    peer_uid=job.uid, peer_gid=job.gid, peer_pid=job.pid, client_wait=job.wait,
+                )
+                del data
+                return self._answer(conn, request)
+            finally:
+                conn.close()
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _answer(sock: socket.socket, code: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.send(frames.encode_result(code, text))
 
 
 @dataclass
 class _Incoming:
-    """A connection the master is still receiving a request on."""
+    """A slow connection the master is receiving a request on (a worker handed it over)."""
 
     sock: socket.socket
     pid: int
@@ -335,13 +501,12 @@ class _WorkerHandle:
     ctl: socket.socket
     slot: int | None
     started: float
-    busy_uid: int | None = None  # the peer whose request it holds
-    leaving: bool = False  # said BYE, or was told EXIT
+    leaving: bool = False  # was told EXIT
 
 
 class Daemon:
-    """The master process: binds, receives requests, hands them to workers, replaces workers,
-    shuts down cleanly."""
+    """The master process: binds, forks and replaces workers, finishes receiving what slow
+    peers send, shuts down cleanly."""
 
     def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
                  observe: Observer | None = None, preflight: Callable[[], object] | None = None) -> None:
@@ -358,11 +523,16 @@ class Daemon:
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
         self.workers: dict[int, _WorkerHandle] = {}  # pid -> handle
-        self.idle: deque[int] = deque()
-        self.incoming: dict[int, _Incoming] = {}  # fd -> connection being received
-        self.ready: deque[tuple[_Incoming, Job]] = deque()  # complete, waiting for a worker
-        self.per_uid: dict[int, int] = {}  # connections in flight (receiving, waiting, scanning)
+        self.incoming: dict[int, _Incoming] = {}  # fd -> slow connection being received
+        self.ready: deque[tuple[_Incoming, Job]] = deque()  # complete, not yet on the job socket
+        self.per_uid: dict[int, int] = {}  # slow connections held, per peer uid
         self.lsock: socket.socket | None = None
+        # The job socket: the master writes complete requests into one end, every worker reads
+        # the other (a datagram each, atomically, with its descriptors).
+        self.jobs_out, self.jobs_in = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.jobs_out.setblocking(False)
+        self.jobs_in.setblocking(False)
+        self._writing = False  # jobs_out registered for EVENT_WRITE (the job socket was full)
         self._backoff = 0.0  # seconds before replacing a worker that died at once
         self._respawn_at = 0.0
 
@@ -382,6 +552,7 @@ class Daemon:
 
     # -- workers -----------------------------------------------------------------
     def _spawn(self) -> None:
+        assert self.lsock is not None
         slot = self.board.claim()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -389,16 +560,19 @@ class Daemon:
             code = 0
             try:
                 mine.close()
-                if self.lsock is not None:
-                    self.lsock.close()
+                self.jobs_out.close()
                 for inc in self.incoming.values():
                     inc.sock.close()
                     if inc.spool >= 0:
                         os.close(inc.spool)
+                for inc, _job in self.ready:
+                    inc.sock.close()
+                    os.close(inc.spool)
                 for w in self.workers.values():
                     w.ctl.close()
                 self.sel.close()
-                Worker(theirs, self.opts, self.make_processor(), self.board, slot, self.observe).run()
+                Worker(self.lsock, self.jobs_in, theirs, self.opts, self.make_processor(), self.board,
+                       slot, self.observe).run()
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
@@ -409,48 +583,35 @@ class Daemon:
         mine.setblocking(False)
         self.workers[pid] = _WorkerHandle(pid, mine, slot, time.monotonic())
         self.sel.register(mine, selectors.EVENT_READ, ("worker", pid))
-        self.idle.append(pid)
 
     def _worker_says(self, pid: int) -> None:
         w = self.workers.get(pid)
         if w is None:
             return
         try:
-            msg = w.ctl.recv(16)
-        except BlockingIOError:
+            msg, fds, _flags, _addr = socket.recv_fds(w.ctl, 4096, 2)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            msg = b""
-        if msg in (DONE, BYE):
-            self._job_finished(w)
-            if msg == BYE or w.leaving:
-                self._retire(w, tell=(msg != BYE))
-            else:
-                self.idle.append(pid)
+            msg, fds = b"", []
+        if not msg:  # EOF: the worker exited or died
+            for fd in fds:
+                os.close(fd)
+            self._forget(w)
             return
-        # EOF: the worker died (with or without a job: its connection died with it)
-        self._job_finished(w)
-        self._forget(w)
+        self._take_over(msg, fds)
 
-    def _job_finished(self, w: _WorkerHandle) -> None:
-        if w.busy_uid is not None:
-            self._release_uid(w.busy_uid)
-            w.busy_uid = None
-
-    def _retire(self, w: _WorkerHandle, tell: bool) -> None:
+    def _retire(self, w: _WorkerHandle) -> None:
         w.leaving = True
-        if tell:
-            with contextlib.suppress(OSError):
-                w.ctl.send(EXIT)
-        with contextlib.suppress(ValueError):
-            self.idle.remove(w.pid)
+        with contextlib.suppress(OSError):
+            w.ctl.send(EXIT)
 
     def _forget(self, w: _WorkerHandle) -> None:
+        if w.ctl.fileno() == -1:
+            return
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(w.ctl)
         w.ctl.close()
-        with contextlib.suppress(ValueError):
-            self.idle.remove(w.pid)
         w.leaving = True
 
     def _reap(self) -> None:
@@ -464,9 +625,7 @@ class Daemon:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
-            if w.ctl.fileno() != -1:
-                self._job_finished(w)
-                self._forget(w)
+            self._forget(w)
             if w.slot is not None:
                 self.board.release(w.slot)
             code = os.waitstatus_to_exitcode(status)
@@ -486,11 +645,7 @@ class Daemon:
         for _ in range(self.opts.workers - live):
             self._spawn()
 
-    # -- connections ---------------------------------------------------------------
-    def _answer(self, sock: socket.socket, code: int, text: str) -> None:
-        with contextlib.suppress(OSError):
-            sock.send(frames.encode_result(code, text))
-
+    # -- slow connections ------------------------------------------------------------
     def _release_uid(self, uid: int) -> None:
         left = self.per_uid.get(uid, 0) - 1
         if left > 0:
@@ -498,39 +653,36 @@ class Daemon:
         else:
             self.per_uid.pop(uid, None)
 
-    def _accept(self) -> None:
-        assert self.lsock is not None
-        for _ in range(64):  # a burst, then back to the other sockets
-            try:
-                conn, _ = self.lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            try:
-                pid, uid, gid = peer_credentials(conn)
-            except OSError:
-                conn.close()
-                continue
-            if self.opts.allow_uids is not None and uid not in self.opts.allow_uids:
-                log.warning("refused a connection from uid %d (pid %d): not in daemon.allow_users", uid, pid)
-                self._answer(conn, ec.CUSTOM_ERROR, DENIED_TEXT)
-                conn.close()
-                continue
-            if self.per_uid.get(uid, 0) >= self.opts.max_connections_per_uid:
-                log.warning("refused a connection from uid %d (pid %d): %d in flight "
-                            "(daemon.max_connections_per_uid)", uid, pid, self.per_uid[uid])
-                self._answer(conn, ec.CUSTOM_ERROR, BUSY_TEXT)
-                conn.close()
-                continue
-            self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
-            conn.setblocking(False)
-            now = time.monotonic()
-            inc = _Incoming(conn, pid, uid, gid, accepted=now, received=time.time(),
-                            deadline=now + self.opts.timeout)
-            inc.req = RequestAssembler(self.opts.max_message_size, keep=False)
-            self.incoming[conn.fileno()] = inc
+    def _take_over(self, msg: bytes, fds: list[int]) -> None:
+        """A worker hands over a connection slower than ``handoff_after``, with what it read."""
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            log.error("hand-off without its connection and spool (%d descriptors)", len(fds))
+            return
+        head = _Handoff(**json.loads(msg))
+        conn = socket.socket(fileno=fds[0])
+        conn.setblocking(False)
+        try:
+            seen = _read_spool(fds[1], os.fstat(fds[1]).st_size)
+        finally:
+            os.close(fds[1])
+        if self.per_uid.get(head.uid, 0) >= self.opts.max_connections_per_uid:
+            log.warning("refused a slow connection from uid %d (pid %d): %d held "
+                        "(daemon.max_connections_per_uid)", head.uid, head.pid, self.per_uid[head.uid])
+            _answer(conn, ec.CUSTOM_ERROR, BUSY_TEXT)
+            conn.close()
+            return
+        self.per_uid[head.uid] = self.per_uid.get(head.uid, 0) + 1
+        inc = _Incoming(conn, head.pid, head.uid, head.gid, accepted=head.accepted, received=head.received,
+                        deadline=head.accepted + self.opts.timeout)
+        inc.req = RequestAssembler(self.opts.max_message_size, keep=False)
+        self.incoming[conn.fileno()] = inc
+        if seen and not self._feed(inc, seen):
+            return
+        if inc.req.done:
+            self._complete(inc)
+        else:
             self.sel.register(conn, selectors.EVENT_READ, ("conn", conn.fileno()))
 
     def _drop(self, inc: _Incoming, answer: tuple[int, str] | None = None) -> None:
@@ -539,7 +691,7 @@ class Daemon:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(inc.sock)
         if answer is not None:
-            self._answer(inc.sock, *answer)
+            _answer(inc.sock, *answer)
         inc.sock.close()
         if inc.spool >= 0:
             os.close(inc.spool)
@@ -550,8 +702,6 @@ class Daemon:
         inc = self.incoming.get(fd)
         if inc is None:
             return
-        req = inc.req
-        assert req is not None
         try:
             data = inc.sock.recv(RECV)
         except (BlockingIOError, InterruptedError):
@@ -563,6 +713,15 @@ class Daemon:
         if not data:  # the client gave up: nothing was accepted, nothing recorded
             self._drop(inc)
             return
+        if self._feed(inc, data):
+            assert inc.req is not None
+            if inc.req.done:
+                self._complete(inc)
+
+    def _feed(self, inc: _Incoming, data: bytes) -> bool:
+        """Frames into the spool; False when the connection was dropped."""
+        req = inc.req
+        assert req is not None
         try:
             for kind, payload in inc.decoder.feed(data):
                 if kind == frames.MESSAGE:
@@ -590,23 +749,24 @@ class Daemon:
         except frames.EnvelopeTooLarge as exc:
             log.warning("refusing a request from uid %d: %s", inc.uid, exc)
             self._drop(inc, (ec.CUSTOM_ERROR, ENVELOPE_TEXT))
-            return
+            return False
         except ProtocolError as exc:
             log.warning("dropping connection from uid %d: %s", inc.uid, exc)
             self._drop(inc)
-            return
+            return False
         except OSError as exc:  # the spool: memory or disk
             log.warning("cannot spool a request from uid %d: %s", inc.uid, exc)
             self._drop(inc, (ec.CUSTOM_ERROR, "Zqscan: cannot hold the message, try again later (#4.3.0)"))
-            return
-        if req.done:
-            self._complete(inc)
+            return False
+        return True
 
     def _complete(self, inc: _Incoming) -> None:
         req = inc.req
         assert req is not None and req.envelope is not None
         self.incoming.pop(inc.sock.fileno(), None)
-        self.sel.unregister(inc.sock)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(inc.sock)
+        self._release_uid(inc.uid)  # no longer slow: it waits for a worker like any request
         if inc.spool < 0:
             inc.spool = _spool()
             _write_all(inc.spool, req.envelope)
@@ -621,22 +781,30 @@ class Daemon:
         self.ready.append((inc, job))
 
     def _dispatch(self) -> None:
-        while self.ready and self.idle:
-            pid = self.idle.popleft()
-            w = self.workers.get(pid)
-            if w is None or w.leaving:
-                continue
-            inc, job = self.ready.popleft()
+        """Complete requests onto the job socket, in order, for whichever worker is free first."""
+        while self.ready:
+            inc, job = self.ready[0]
             try:
-                socket.send_fds(w.ctl, [job.encode()], [inc.sock.fileno(), inc.spool])
-            except OSError as exc:  # the worker is gone: the job waits for the next one
-                log.warning("cannot hand a request to worker %d: %s", pid, exc)
-                self.ready.appendleft((inc, job))
-                self._forget(w)
+                socket.send_fds(self.jobs_out, [job.encode()], [inc.sock.fileno(), inc.spool])
+            except (BlockingIOError, InterruptedError):
+                break  # full: wait until the workers take some
+            except OSError as exc:
+                log.warning("cannot queue a request: %s", exc)
+                self.ready.popleft()
+                _answer(inc.sock, ec.CUSTOM_ERROR, SLOW_TEXT)
+                inc.sock.close()
+                os.close(inc.spool)
                 continue
-            w.busy_uid = inc.uid  # released when the worker says it is done (or dies)
-            inc.sock.close()  # the worker holds the connection now: if it dies, the client sees EOF
+            self.ready.popleft()
+            inc.sock.close()  # the job socket holds it now: if no worker takes it, the client sees EOF
             os.close(inc.spool)
+        want = bool(self.ready)
+        if want != self._writing:
+            if want:
+                self.sel.register(self.jobs_out, selectors.EVENT_WRITE, ("jobs", 0))
+            else:
+                self.sel.unregister(self.jobs_out)
+            self._writing = want
 
     def _expire(self) -> float:
         """Cut off requests past their deadline; the seconds until the next one is due."""
@@ -669,7 +837,6 @@ class Daemon:
         try:
             for _ in range(self.opts.workers):
                 self._spawn()
-            self.sel.register(lsock, selectors.EVENT_READ, ("listen", 0))
             if ready:
                 ready()
             next_status = 0.0
@@ -682,22 +849,20 @@ class Daemon:
                     log.info("SIGHUP: recycling %d workers", len(self.workers))
                     for w in list(self.workers.values()):
                         if not w.leaving:
-                            self._retire(w, tell=w.pid in self.idle)  # a busy one is told when done
+                            self._retire(w)  # it finishes the message in hand, then leaves
                 self._reap()
                 self._fill_pool()
                 self._dispatch()
-                timeout = min(self._expire(), 0.2)
+                timeout = min(self._expire(), 0.5)
                 try:
                     events = self.sel.select(timeout)
                 except InterruptedError:
                     continue
                 for key, _mask in events:
                     kind, ident = key.data
-                    if kind == "listen":
-                        self._accept()
-                    elif kind == "conn":
+                    if kind == "conn":
                         self._receive(ident)
-                    else:
+                    elif kind == "worker":
                         self._worker_says(ident)
                 self._dispatch()
         finally:
@@ -722,40 +887,33 @@ class Daemon:
             self.opts.socket_path.unlink()  # new clients now temp-fail at once
         with contextlib.suppress(OSError):
             self.status_path.unlink()  # no status file: no daemon
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(lsock)
         lsock.close()
         for inc in list(self.incoming.values()):  # not complete: the sender retries
             self._drop(inc, (ec.CUSTOM_ERROR, SHUTDOWN_TEXT))
-        # Complete requests are still scanned by the workers there are; then every worker leaves.
-        deadline = time.monotonic() + self.opts.timeout + 30
-        while (self.ready or any(w.busy_uid is not None for w in self.workers.values())) \
-                and self.workers and time.monotonic() < deadline:
-            self._dispatch()
-            for key, _mask in self.sel.select(0.05):
-                kind, ident = key.data
-                if kind == "worker":
-                    self._worker_says(ident)
-            self._reap()
         for inc, _job in self.ready:
-            self._answer(inc.sock, ec.CUSTOM_ERROR, SHUTDOWN_TEXT)
+            _answer(inc.sock, ec.CUSTOM_ERROR, SHUTDOWN_TEXT)
             inc.sock.close()
             os.close(inc.spool)
         self.ready.clear()
+        # Every worker finishes the message in hand, then leaves; requests still on the job
+        # socket are closed with it (their clients retry).
         for w in list(self.workers.values()):
-            if w.ctl.fileno() != -1:
-                with contextlib.suppress(OSError):
-                    w.ctl.send(EXIT)
+            self._retire(w)
+        deadline = time.monotonic() + self.opts.timeout + 30
         while self.workers and time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid:
-                self.workers.pop(pid, None)
+                gone = self.workers.pop(pid, None)
+                if gone is not None:
+                    self._forget(gone)
             else:
                 time.sleep(0.05)
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self.jobs_out.close()
+        self.jobs_in.close()
         self.sel.close()

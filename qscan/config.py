@@ -54,8 +54,11 @@ class DaemonConfig(_Section):
         ["qmaild"], description="users whose client attributes (TCPREMOTEIP, RELAYCLIENT, AUTH "
         "user, HELO) are trusted: qmail-smtpd's uid. From anyone else the mail is local")
     max_connections_per_uid: int = Field(
-        64, ge=1, description="connections one uid may have in flight at once (qmail-smtpd's "
-        "are bounded by tcpserver -c, 40 by default)")
+        64, ge=1, description="slow connections (not complete within handoff_after) the master holds "
+        "for one uid; more are answered with a temporary failure at once")
+    handoff_after: float = Field(
+        0.25, gt=0, description="seconds a worker gives a new connection to deliver its whole request "
+        "(qscan-queue sends it at once); a slower one goes to the master, freeing the worker")
     local_domains: list[str] | None = Field(
         None, description="recipient domains that are local ('.example.com': subdomains): local "
         "mail to anyone else counts as outbound; unset: qmail's control/locals and rcpthosts")
@@ -857,7 +860,8 @@ socket = "/run/qscan/qscan.sock"       # qscan-queue reads $QSCAN_SOCKET, same d
 socket_mode = 0o666                    # who may submit is decided per peer uid (SO_PEERCRED)
 # allow_users = ["qmaild", "alias"]    # unset: every local user may inject (qmail-inject)
 smtp_users = ["qmaild"]                # whose TCPREMOTEIP/RELAYCLIENT/AUTH are trusted
-# max_connections_per_uid = 64
+# max_connections_per_uid = 64          # slow connections held per uid
+# handoff_after = 0.25                   # a request slower than this goes to the master
 # local_domains = ["example.com", ".example.com"]   # unset: qmail's control/locals, rcpthosts, me
 # max_recipients = 10000
 workers = 4                            # pre-forked worker processes

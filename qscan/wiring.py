@@ -84,7 +84,7 @@ def daemon_options(cfg: Config) -> DaemonOptions:
         recycle_after_bytes=d.recycle_after_bytes,
         max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
         allow_uids=resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None,
-        max_connections_per_uid=d.max_connections_per_uid,
+        max_connections_per_uid=d.max_connections_per_uid, handoff_after=d.handoff_after,
     )
 
 

@@ -136,25 +136,36 @@ def test_the_whole_request_has_one_deadline(tmp_path: Path) -> None:
         assert h.send(MSG).code == 0
 
 
-def test_per_uid_connection_cap(tmp_path: Path) -> None:
+def test_per_uid_cap_on_slow_connections(tmp_path: Path) -> None:
+    # Silent connections go to the master after handoff_after; it holds at most
+    # max_connections_per_uid of them for one uid (file descriptors are finite), and a request
+    # that arrives whole is never held back by them.
     with running_daemon(tmp_path, workers=2, daemon_extra="max_connections_per_uid = 3") as h:
         os.chmod(h.socket.parent, 0o755)
-        time.sleep(0.3)  # the harness's start-up probes are closed and counted out
+        time.sleep(0.3)
         held = []
         for _ in range(3):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(str(h.socket))
+            s.send(frames.encode(frames.HELLO, frames.PROTOCOL))
             held.append(s)
-        time.sleep(0.2)
-        res = h.send(MSG)  # a fourth connection of the same uid
-        assert (res.code, res.fd6) == (82, BUSY_TEXT)
-        # another user is not held back by this one
+        time.sleep(1.0)  # all three with the master now
+        fourth = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fourth.connect(str(h.socket))
+        t0 = time.monotonic()
+        assert _read_answer(fourth, timeout=5) == (82, BUSY_TEXT)
+        assert time.monotonic() - t0 < 2
+        fourth.close()
+        assert h.send(MSG).code == 0  # the same uid, whole at once: not held back
         other = inject(as_user(tmp_path, NOBODY), MSG, ENV, h.client_env(), timeout=30)
         assert other.code == 0, other
         for s in held:
             s.close()
-        time.sleep(0.3)
-        assert h.send(MSG).code == 0  # the slots come back
+        time.sleep(0.5)
+        again = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        again.connect(str(h.socket))
+        assert _read_answer(again, timeout=1.0) is None  # a slot is free: held, not refused
+        again.close()
 
 
 def test_peer_uid_is_recorded_and_client_attributes_are_trusted_only_from_smtp_users(tmp_path: Path) -> None:
