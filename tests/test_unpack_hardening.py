@@ -28,6 +28,10 @@ from scanners.internal.unpack import HardDeadline, UnpackLimits, hard_deadline
 from scanners.result import Disposition
 from tests.internal_corpus import TEXT_PART, attachment, context, multipart, pe_bytes, zip_bytes
 
+# An alarm may fire inside a garbage-collector callback (hypothesis installs one), where Python
+# ignores the exception ("unraisable"); the timer repeats every 50 ms for that case.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 MiB = 1024 * 1024
 
 
