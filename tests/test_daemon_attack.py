@@ -135,3 +135,33 @@ def test_a_burst_of_silent_connections_does_not_delay_a_normal_message(tmp_path:
             s.close()
         assert res.code == 0, res
         assert took < 1.0, took
+
+
+# -- F3: any error while forking a worker ends the master ------------------------------------
+
+def test_master_survives_a_failed_worker_spawn(tmp_path: Path) -> None:
+    # Daemon._spawn (socketpair, fork) runs straight from the serve loop: EMFILE (the master
+    # holds one descriptor per slow connection), EAGAIN/ENOMEM from fork under memory or
+    # process pressure, and the exception unwinds serve() into _shutdown: the whole daemon
+    # exits, every message 451s until something restarts it. Here the master's descriptor
+    # limit is lowered so that a few silent connections fill it, then a worker dies.
+    with running_daemon(tmp_path, workers=2) as h:
+        assert h.proc is not None
+        master = h.proc.pid
+        time.sleep(0.5)  # every worker forked
+        used = len(os.listdir(f"/proc/{master}/fd"))
+        # Two slow connections with message data (socket + spool each) fill it; the dead
+        # worker's control socket frees one, the new worker's socketpair needs two.
+        resource.prlimit(master, resource.RLIMIT_NOFILE, (used + 4, used + 4))
+        silent = []
+        for _ in range(4):
+            s = _connect(h)
+            s.sendall(_head() + frames.encode(frames.MESSAGE, MSG))
+            silent.append(s)
+        time.sleep(4 * 0.25 / 2 + 0.5)  # every one handed to the master (or dropped there)
+        os.kill(_workers(h)[0], signal.SIGKILL)
+        time.sleep(1.5)
+        alive = h.proc.poll() is None
+        for s in silent:
+            s.close()
+        assert alive, (h.root / "daemon.log").read_text()[-2000:]
