@@ -165,3 +165,46 @@ def test_master_survives_a_failed_worker_spawn(tmp_path: Path) -> None:
         for s in silent:
             s.close()
         assert alive, (h.root / "daemon.log").read_text()[-2000:]
+
+
+# -- F4: the worker keeps every byte it read, the master reads them all back at once -------------
+
+def _hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_fast_oversized_sender_does_not_balloon_the_master(tmp_path: Path) -> None:
+    # Worker._handle appends every recv() to `seen` (even once the message is over
+    # max_message_size and its chunks are dropped), _hand_off copies all of it into a memfd,
+    # and Daemon._take_over reads the whole memfd into one bytes object and feeds it to a
+    # FrameDecoder (a second copy): the master's peak memory grows by everything a fast peer
+    # pushed in handoff_after, per connection and at once, for a message it must discard.
+    with running_daemon(tmp_path, workers=2, daemon_extra="max_message_size = 1000000") as h:
+        assert h.proc is not None
+        time.sleep(0.5)
+        before = _hwm_kib(h.proc.pid)
+        chunk = frames.encode(frames.MESSAGE, b"x" * frames.MAX_CHUNK)
+
+        def blast() -> None:
+            s = _connect(h)
+            s.sendall(_head())
+            end = time.monotonic() + 1.0
+            try:
+                while time.monotonic() < end:
+                    s.sendall(chunk)
+            except OSError:
+                pass
+            time.sleep(0.3)
+            s.close()
+
+        threads = [threading.Thread(target=blast) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        grown = _hwm_kib(h.proc.pid) - before
+        # a bounded drain needs about one frame per connection, not everything sent
+        assert grown < 24 * 1024, f"master peak grew by {grown // 1024} MiB"
