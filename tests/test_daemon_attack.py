@@ -208,3 +208,15 @@ def test_a_fast_oversized_sender_does_not_balloon_the_master(tmp_path: Path) -> 
         grown = _hwm_kib(h.proc.pid) - before
         # a bounded drain needs about one frame per connection, not everything sent
         assert grown < 24 * 1024, f"master peak grew by {grown // 1024} MiB"
+
+
+# -- F5: a large QSCAN_TIMEOUT makes qscan-queue fail every message, silently -----------------
+
+def test_a_huge_client_timeout_still_delivers(tmp_path: Path) -> None:
+    # "Wait forever" written as a big number: run() accepts any float > 0, then
+    # sock.settimeout() raises OverflowError (not OSError: poll() takes an int of ms), main()
+    # turns it into exit 81 (qmail: "Zqq internal bug", 451) with no line on stderr.
+    with running_daemon(tmp_path, workers=1) as h:
+        codes = {value: h.send(MSG, QSCAN_TIMEOUT=value).code for value in ("inf", "1e10", "99999999999")}
+        assert codes == {"inf": 0, "1e10": 0, "99999999999": 0}, codes
+        assert len(h.recorded()) == 3
