@@ -220,3 +220,31 @@ def test_a_huge_client_timeout_still_delivers(tmp_path: Path) -> None:
         codes = {value: h.send(MSG, QSCAN_TIMEOUT=value).code for value in ("inf", "1e10", "99999999999")}
         assert codes == {"inf": 0, "1e10": 0, "99999999999": 0}, codes
         assert len(h.recorded()) == 3
+
+
+# -- F6: a worker killed while qmail-queue runs: 451 to the client, message queued anyway -------
+
+def test_a_worker_killed_mid_queue_does_not_queue_behind_a_451(tmp_path: Path) -> None:
+    # kill -9 (the OOM killer's pick is the worker holding the big message) while qmail-queue
+    # runs: qmail-queue (posix_spawn'd, message and envelope in memfds it already holds) is
+    # orphaned and finishes; the client sees EOF and tells the sender 451; the retry is a
+    # second delivery. The journal keeps a "deliver" with no queue_failed.
+    with running_daemon(tmp_path, workers=1) as h:
+        h.set_exit(0, sleep=1.5)
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(h.send(MSG)))
+        t.start()
+        end = time.monotonic() + 5
+        victim = None
+        while victim is None and time.monotonic() < end:
+            for w in _workers(h):
+                if _children(w):  # the worker whose child is qmail-queue
+                    victim = w
+            time.sleep(0.02)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        t.join(10)
+        time.sleep(2.0)  # the orphaned qmail-queue finishes its sleep
+        res = result[0]
+        queued = len(h.recorded())
+        assert not (getattr(res, "code", None) != 0 and queued), (res, queued)
