@@ -248,3 +248,33 @@ def test_a_worker_killed_mid_queue_does_not_queue_behind_a_451(tmp_path: Path) -
         res = result[0]
         queued = len(h.recorded())
         assert not (getattr(res, "code", None) != 0 and queued), (res, queued)
+
+
+# -- F7: empty frames cost the master ~50x per byte what message data costs -------------------
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_empty_frames_cannot_buy_master_cpu(tmp_path: Path) -> None:
+    # Zero-length M frames (and A frames repeating one name) are accepted without limit: they
+    # never add to the message size, and MAX_ATTRS counts distinct names only. Each costs the
+    # master's single loop a decode, a RequestAssembler.add, a hash update and a write call
+    # (~1 us); a recv takes up to 1 MiB (~200,000 frames) per connection per turn. Measured:
+    # 8 MiB of empty frames 1.8 s of master CPU, 8 MiB of message 0.04 s. With 30 such peers
+    # (one uid, under the cap) one turn of the loop took ~8 s and a legitimate slow request
+    # complete after 0.4 s was cut off "not received in time"; expiry, dispatch, hand-offs
+    # and worker replacement wait as long.
+    with running_daemon(tmp_path, workers=2, daemon_extra="timeout = 30") as h:
+        assert h.proc is not None
+        s = _connect(h)
+        s.sendall(_head())
+        time.sleep(0.4)  # handed to the master
+        before = _cpu_seconds(h.proc.pid)
+        s.sendall(frames.encode(frames.MESSAGE, b"") * ((8 << 20) // 5) + _tail())
+        answer = _answer(s, 30)
+        spent = _cpu_seconds(h.proc.pid) - before
+        s.close()
+        # refused early (a protocol error), or at most what 8 MiB of message data costs
+        assert answer is None or spent < 0.3, (answer, spent)
