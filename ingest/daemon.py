@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import select
 import selectors
 import signal
@@ -50,7 +51,7 @@ from ingest import exitcodes as ec
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
 from ingest.processor import Outcome, Processor, Request
-from ingest.scoreboard import Scoreboard, status_document, status_path, write_status
+from ingest.scoreboard import HeldTable, Scoreboard, status_document, status_path, write_status
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,17 @@ log = logging.getLogger(__name__)
 # connection is closed (metrics: qscan/metrics.py). It must be cheap and must not raise.
 Observer = Callable[[Processor, Outcome], None]
 STATUS_INTERVAL = 1.0  # seconds between rewrites of the status file
-RECV = 1 << 20
+RECV = 1 << 20  # a worker's read: a whole request at once
+MASTER_RECV = 256 * 1024  # the master's read per connection and turn: fair among many
+JOB_MAX = 256 * 1024  # a job datagram (attributes are at most frames.MAX_ATTR_BYTES)
+FIRST_BYTES = 0.02  # seconds a worker waits for a new connection to say anything at all
+CAPPED_GLANCE = 0.002  # ... and for the whole request of a uid whose slow share is taken
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 SLOW_TEXT = "Zqscan: the message was not received in time (#4.4.2)"
 BUSY_TEXT = "Zqscan: too many connections from this user, try again later (#4.3.2)"
 DENIED_TEXT = "Zqscan: this user may not submit mail through qscan (#4.3.0)"
 ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
+OVERSIZED_TEXT = "Dmessage too large (#5.3.4)"
 SHUTDOWN_TEXT = "Zqscan: shutting down, try again later (#4.3.0)"
 EXIT = b"x"  # master -> worker on its control socket: leave (recycling, shutdown)
 
@@ -210,7 +216,7 @@ class Job:
     pid: int
 
     def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Job:
@@ -242,8 +248,10 @@ class Worker:
 
     def __init__(self, lsock: socket.socket, jobs: socket.socket, ctl: socket.socket,
                  opts: DaemonOptions, processor: Processor, board: Scoreboard | None = None,
-                 slot: int | None = None, observe: Observer | None = None) -> None:
+                 slot: int | None = None, observe: Observer | None = None,
+                 held: HeldTable | None = None) -> None:
         self.lsock = lsock
+        self.held = held
         self.jobs = jobs
         self.ctl = ctl
         self.opts = opts
@@ -348,14 +356,20 @@ class Worker:
 
     def _take_job(self) -> tuple[Job, list[int]] | None:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(self.jobs, 65536, 2, socket.MSG_DONTWAIT)
+            msg, fds, flags, _addr = socket.recv_fds(self.jobs, JOB_MAX, 2, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it
-        if not msg:
+        job = None
+        if msg and not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            try:
+                job = Job.decode(msg)
+            except (ValueError, TypeError) as exc:
+                log.error("unreadable job from the master: %s", exc)
+        if job is None:  # its client sees EOF and retries; this worker goes on
             for fd in fds:
                 os.close(fd)
             return None
-        return Job.decode(msg), fds
+        return job, fds
 
     # -- a connection accepted here -------------------------------------------------------
     def handle(self, conn: socket.socket) -> Outcome | None:
@@ -375,15 +389,27 @@ class Worker:
             log.warning("refused a connection from uid %d (pid %d): not in daemon.allow_users", uid, pid)
             _answer(conn, ec.CUSTOM_ERROR, DENIED_TEXT)
             return None
+        # The master holds as many slow connections of this uid as it may: this one gets only
+        # a glance (a whole request is taken, anything slower refused at once, not handed over).
+        capped = self.held is not None and self.held.get(uid) >= self.opts.max_connections_per_uid
         decoder = FrameDecoder()
         req = RequestAssembler(self.opts.max_message_size)
         sha = hashlib.sha256()
         seen: list[bytes] = []  # the raw bytes, for a hand-off to the master
-        window = accepted + min(self.opts.handoff_after, self.opts.timeout)
+        # A silent peer costs this worker FIRST_BYTES, a slow one handoff_after, then the master
+        # takes over; qscan-queue connects with its whole request in hand.
+        window = accepted + (CAPPED_GLANCE if capped else min(FIRST_BYTES, self.opts.handoff_after))
+        full_window = window if capped else accepted + min(self.opts.handoff_after, self.opts.timeout)
         try:
             while not req.done:
                 left = window - time.monotonic()
                 if left <= 0:
+                    if req.oversized:  # its bytes are not kept: refused now, not drained by the master
+                        _answer(conn, ec.CUSTOM_ERROR, OVERSIZED_TEXT)
+                        return None
+                    if capped:
+                        _answer(conn, ec.CUSTOM_ERROR, BUSY_TEXT)
+                        return None
                     self._hand_off(conn, seen, _Handoff(uid, gid, pid, accepted, start))
                     return None
                 conn.settimeout(left)
@@ -393,11 +419,15 @@ class Worker:
                     continue
                 if not data:
                     return None  # client gave up: nothing was accepted, nothing recorded
-                seen.append(data)
+                window = full_window
+                if not req.oversized:
+                    seen.append(data)
                 for kind, payload in decoder.feed(data):
                     if kind == frames.MESSAGE:
                         sha.update(payload)
                     req.add(kind, payload)
+                if req.oversized and seen:
+                    seen.clear()  # nothing of it will be kept: nothing to hand over either
             if decoder.pending:
                 raise ProtocolError("bytes after end of request")
         except frames.EnvelopeTooLarge as exc:
@@ -453,9 +483,12 @@ class Worker:
                 return None
             conn = socket.socket(fileno=os.dup(fds[0]))
             try:
+                conn.setblocking(False)
+                if not client_connected(conn):  # it gave up while waiting: scan nothing, record nothing
+                    log.info("job from uid %d: the client left before a worker was free", job.uid)
+                    return None
                 self.received = job.size
                 data = _read_spool(fds[1], job.kept + job.envelope)
-                conn.setblocking(False)
                 request = Request(
                     message=data[:job.kept], envelope=data[job.kept:], attrs=job.attrs, size=job.size,
                     sha256=job.sha256, received=job.received, receive_ms=job.receive_ms,
@@ -470,6 +503,17 @@ class Worker:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _raise_descriptor_limit() -> None:
+    """The master holds a connection and a spool per slow peer: take every descriptor allowed."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else max(soft, 65536), hard))
+    except (OSError, ValueError):
+        pass
 
 
 def _answer(sock: socket.socket, code: int, text: str) -> None:
@@ -518,7 +562,10 @@ class Daemon:
         self.preflight = preflight
         self.stopping = False
         self.recycle = False
-        self.board = Scoreboard(opts.workers)  # before any fork: shared with every worker
+        # before any fork: shared with every worker (twice the pool: recycled workers finish
+        # their message while their replacements already run)
+        self.board = Scoreboard(opts.workers * 2)
+        self.held = HeldTable()
         self.status_path = status_path(opts.socket_path)
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
@@ -554,8 +601,18 @@ class Daemon:
     def _spawn(self) -> None:
         assert self.lsock is not None
         slot = self.board.claim()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            self._spawn_failed(slot, exc)
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            mine.close()
+            theirs.close()
+            self._spawn_failed(slot, exc)
+            return
         if pid == 0:  # worker
             code = 0
             try:
@@ -572,7 +629,7 @@ class Daemon:
                     w.ctl.close()
                 self.sel.close()
                 Worker(self.lsock, self.jobs_in, theirs, self.opts, self.make_processor(), self.board,
-                       slot, self.observe).run()
+                       slot, self.observe, self.held).run()
             except BaseException:
                 log.exception("worker crashed")
                 code = 1
@@ -583,6 +640,15 @@ class Daemon:
         mine.setblocking(False)
         self.workers[pid] = _WorkerHandle(pid, mine, slot, time.monotonic())
         self.sel.register(mine, selectors.EVENT_READ, ("worker", pid))
+
+    def _spawn_failed(self, slot: int | None, exc: OSError) -> None:
+        """No descriptors, memory or processes for a new worker: the ones there are go on
+        serving, and the pool is filled again after a growing pause (never a dead daemon)."""
+        if slot is not None:
+            self.board.release(slot)
+        self._backoff = min(5.0, self._backoff * 2 or 0.1)
+        self._respawn_at = time.monotonic() + self._backoff
+        log.error("cannot start a worker (%s); retrying in %.1f s", exc, self._backoff)
 
     def _worker_says(self, pid: int) -> None:
         w = self.workers.get(pid)
@@ -600,6 +666,18 @@ class Daemon:
             self._forget(w)
             return
         self._take_over(msg, fds)
+
+    def _drain(self, w: _WorkerHandle) -> None:
+        while w.ctl.fileno() != -1:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(w.ctl, 4096, 2, socket.MSG_DONTWAIT)
+            except OSError:
+                return
+            if not msg:
+                for fd in fds:
+                    os.close(fd)
+                return
+            self._take_over(msg, fds)
 
     def _retire(self, w: _WorkerHandle) -> None:
         w.leaving = True
@@ -625,6 +703,7 @@ class Daemon:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            self._drain(w)  # hand-offs it sent before it left are still ours to finish
             self._forget(w)
             if w.slot is not None:
                 self.board.release(w.slot)
@@ -652,6 +731,11 @@ class Daemon:
             self.per_uid[uid] = left
         else:
             self.per_uid.pop(uid, None)
+        self.held.set(uid, max(left, 0))
+
+    def _hold_uid(self, uid: int) -> None:
+        self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
+        self.held.set(uid, self.per_uid[uid])
 
     def _take_over(self, msg: bytes, fds: list[int]) -> None:
         """A worker hands over a connection slower than ``handoff_after``, with what it read."""
@@ -660,7 +744,13 @@ class Daemon:
                 os.close(fd)
             log.error("hand-off without its connection and spool (%d descriptors)", len(fds))
             return
-        head = _Handoff(**json.loads(msg))
+        try:
+            head = _Handoff(**json.loads(msg))
+        except (ValueError, TypeError) as exc:
+            log.error("unreadable hand-off from a worker: %s", exc)
+            for fd in fds:
+                os.close(fd)
+            return
         conn = socket.socket(fileno=fds[0])
         conn.setblocking(False)
         try:
@@ -673,13 +763,15 @@ class Daemon:
             _answer(conn, ec.CUSTOM_ERROR, BUSY_TEXT)
             conn.close()
             return
-        self.per_uid[head.uid] = self.per_uid.get(head.uid, 0) + 1
+        self._hold_uid(head.uid)
         inc = _Incoming(conn, head.pid, head.uid, head.gid, accepted=head.accepted, received=head.received,
                         deadline=head.accepted + self.opts.timeout)
         inc.req = RequestAssembler(self.opts.max_message_size, keep=False)
         self.incoming[conn.fileno()] = inc
-        if seen and not self._feed(inc, seen):
-            return
+        for at in range(0, len(seen), MASTER_RECV):  # the decoder copies what it is fed: in slices
+            if not self._feed(inc, seen[at:at + MASTER_RECV]):
+                return
+        del seen
         if inc.req.done:
             self._complete(inc)
         else:
@@ -703,7 +795,7 @@ class Daemon:
         if inc is None:
             return
         try:
-            data = inc.sock.recv(RECV)
+            data = inc.sock.recv(MASTER_RECV)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -822,6 +914,7 @@ class Daemon:
 
     # -- the loop ----------------------------------------------------------------
     def serve(self, ready: Callable[[], None] | None = None) -> int:
+        _raise_descriptor_limit()
         self.lsock = lsock = bind_socket(self.opts)
         log.info("listening on %s with %d workers", self.opts.socket_path, self.opts.workers)
 

@@ -4,8 +4,8 @@ Every frame is ``type (1 byte) | length (4 bytes, big-endian) | payload``.
 Client to daemon, in this order::
 
     H  b"QSCAN/1"                      hello, exactly once, first
-    A  b"NAME=value"                   one per passed environment variable (0..64)
-    M  message bytes                   any number of chunks (<= 1 MiB each), fd 0 as read
+    A  b"NAME=value"                   one per passed environment variable (0..64, 16 KiB in all)
+    M  message bytes                   any number of non-empty chunks (<= 1 MiB each), fd 0 as read
     V  envelope bytes                  exactly once, fd 1 as read (<= 1 MiB, validated)
     Q  b""                             end of request
 
@@ -27,7 +27,8 @@ PROTOCOL = b"QSCAN/1"
 HEADER = struct.Struct(">cI")
 MAX_CHUNK = 1 << 20
 MAX_CONTROL = 64 * 1024  # any non-M frame
-MAX_ATTRS = 64
+MAX_ATTRS = 64  # attribute frames per request (repeated names count)
+MAX_ATTR_BYTES = 16 * 1024  # all attribute payloads of a request together
 
 HELLO = b"H"
 ATTR = b"A"
@@ -118,6 +119,8 @@ class RequestAssembler:
         self.envelope: bytes | None = None
         self.done = False
         self._hello = False
+        self._attr_frames = 0
+        self._attr_bytes = 0
 
     def add(self, kind: bytes, payload: bytes) -> None:
         if self.done:
@@ -130,8 +133,12 @@ class RequestAssembler:
         if kind == ATTR:
             if self.chunks or self.envelope is not None:
                 raise ProtocolError("attribute after message data")
-            if len(self.attrs) >= MAX_ATTRS:
+            self._attr_frames += 1
+            self._attr_bytes += len(payload)
+            if self._attr_frames > MAX_ATTRS:
                 raise ProtocolError("too many attributes")
+            if self._attr_bytes > MAX_ATTR_BYTES:
+                raise ProtocolError(f"attributes over {MAX_ATTR_BYTES} bytes")
             name, sep, value = payload.partition(b"=")
             if not sep or not name:
                 raise ProtocolError("attribute without NAME=")
@@ -139,6 +146,8 @@ class RequestAssembler:
         elif kind == MESSAGE:
             if self.envelope is not None:
                 raise ProtocolError("message data after envelope")
+            if not payload:  # no client sends one; each would cost the receiver for nothing
+                raise ProtocolError("empty message frame")
             self.size += len(payload)
             if self.size > self.max_message:
                 self.oversized = True  # keep draining, keep nothing

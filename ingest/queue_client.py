@@ -47,6 +47,8 @@ from ingest.frames import (
 
 DEFAULT_SOCKET = "/run/qscan/qscan.sock"
 DEFAULT_TIMEOUT = 1200.0  # qmail-smtpd's own data timeout; must exceed the daemon's budget
+MAX_TIMEOUT = 1e7  # seconds (115 days): larger values, "inf" included, mean this
+MAX_VALUE = 1024  # an attribute value longer than this is not sent (the daemon takes 16 KiB in all)
 CHUNK = 256 * 1024
 # The environment qmail-smtpd/tcpserver and the common AUTH patches provide.
 PASSED_ENV = (
@@ -168,6 +170,7 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
         timeout = DEFAULT_TIMEOUT
     if not timeout > 0:  # also NaN
         timeout = DEFAULT_TIMEOUT
+    timeout = min(timeout, MAX_TIMEOUT)  # "forever" (inf, 1e10): what poll() can wait
     chunks = _read_message()
     raw_env = _read_all(1)
     # Permanent conditions are answered permanently: the same envelope fails every retry.
@@ -188,7 +191,7 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
         head = [encode(HELLO, PROTOCOL)]
         for name in PASSED_ENV:
             value = environ.get(name)
-            if value is not None:
+            if value is not None and len(value) <= MAX_VALUE:
                 head.append(encode(ATTR, (name + "=" + value).encode("utf-8", "surrogateescape")))
         # How long this client waits once the message is sent: the daemon must not queue a
         # message after the client gave up (the sender would be told 451, then get it twice).
@@ -238,7 +241,8 @@ def main() -> None:
         code, text = run(os.environ)
     except _Abort as abort:
         code, text = abort.code, abort.text
-    except Exception:  # an internal bug must still never look like success
+    except Exception as exc:  # an internal bug must still never look like success
+        _say(f"internal error: {type(exc).__name__}: {exc}")
         code, text = ec.INTERNAL_BUG, None
     os._exit(finish(code, text, fd6))
 

@@ -73,6 +73,44 @@ class Scoreboard:
         _SLOT.pack_into(self._map, slot * _SLOT.size, os.getpid(), IDLE, time.time(), handled)
 
 
+_HELD = struct.Struct("<ii")  # uid, connections held
+
+
+class HeldTable:
+    """How many slow connections the master holds per uid, for the workers to read.
+
+    The master alone writes (a uid's count in its own slot, found by a linear probe from
+    ``uid % size``); a worker reads it at accept so that a uid at its cap is refused at once,
+    without costing the worker even the first-bytes wait. A torn read costs one wrong answer
+    to one connection; a full table just stops publishing new uids (the master still caps)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._map = mmap.mmap(-1, size * _HELD.size)
+        for i in range(size):
+            _HELD.pack_into(self._map, i * _HELD.size, -1, 0)
+
+    def _find(self, uid: int, insert: bool) -> int | None:
+        start = uid % self.size
+        for k in range(self.size):
+            i = (start + k) % self.size
+            owner = _HELD.unpack_from(self._map, i * _HELD.size)[0]
+            if owner == uid:
+                return i
+            if owner == -1:
+                return i if insert else None
+        return None
+
+    def set(self, uid: int, count: int) -> None:
+        i = self._find(uid, insert=True)
+        if i is not None:
+            _HELD.pack_into(self._map, i * _HELD.size, uid, count)
+
+    def get(self, uid: int) -> int:
+        i = self._find(uid, insert=False)
+        return 0 if i is None else _HELD.unpack_from(self._map, i * _HELD.size)[1]
+
+
 def status_document(board: Scoreboard, *, socket_path: Path, started: float,
                     configured_workers: int) -> dict[str, Any]:
     workers = board.snapshot()

@@ -80,6 +80,9 @@ def test_slow_request_with_large_attributes_is_answered_and_kills_no_worker(tmp_
     # worker's recv_fds asks for; SOCK_SEQPACKET truncates it, Job.decode raises outside
     # Worker._run, and the worker dies holding the connection (client: EOF, 451, every retry).
     with running_daemon(tmp_path, workers=2) as h:
+        end = time.monotonic() + 5
+        while len(_workers(h)) < 2 and time.monotonic() < end:  # the socket listens before the fork
+            time.sleep(0.02)
         before = set(_workers(h))
         s = _connect(h)
         s.sendall(_head(b"X-JUNK=" + b"\xff" * 12_000))
@@ -224,6 +227,8 @@ def test_a_huge_client_timeout_still_delivers(tmp_path: Path) -> None:
 
 # -- F6: a worker killed while qmail-queue runs: 451 to the client, message queued anyway -------
 
+@pytest.mark.xfail(strict=True, reason="issue #21: the client runs qmail-queue itself; until then a worker "
+                   "killed while qmail-queue runs leaves the message queued behind a 451 (docs/deadlines.md)")
 def test_a_worker_killed_mid_queue_does_not_queue_behind_a_451(tmp_path: Path) -> None:
     # kill -9 (the OOM killer's pick is the worker holding the big message) while qmail-queue
     # runs: qmail-queue (posix_spawn'd, message and envelope in memfds it already holds) is
@@ -272,7 +277,10 @@ def test_empty_frames_cannot_buy_master_cpu(tmp_path: Path) -> None:
         s.sendall(_head())
         time.sleep(0.4)  # handed to the master
         before = _cpu_seconds(h.proc.pid)
-        s.sendall(frames.encode(frames.MESSAGE, b"") * ((8 << 20) // 5) + _tail())
+        try:
+            s.sendall(frames.encode(frames.MESSAGE, b"") * ((8 << 20) // 5) + _tail())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at the first empty frame: what a protocol error does
         answer = _answer(s, 30)
         spent = _cpu_seconds(h.proc.pid) - before
         s.close()
