@@ -186,16 +186,18 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
     except EnvelopeError as exc:
         _say(f"envelope refused permanently: {exc}")
         raise _Abort(ec.CUSTOM_ERROR, FORMAT_TEXT) from exc
+    # Everything is framed before connecting: the request follows the connect at once (a
+    # worker gives a connection that says nothing for 20 ms to the master).
+    head = [encode(HELLO, PROTOCOL)]
+    for name in PASSED_ENV:
+        value = environ.get(name)
+        if value is not None and len(value) <= MAX_VALUE:
+            head.append(encode(ATTR, (name + "=" + value).encode("utf-8", "surrogateescape")))
+    # How long this client waits once the message is sent: the daemon must not queue a
+    # message after the client gave up (the sender would be told 451, then get it twice).
+    head.append(encode(ATTR, b"QSCAN_TIMEOUT=%r" % timeout))
     sock = _connect(path, timeout)
     try:
-        head = [encode(HELLO, PROTOCOL)]
-        for name in PASSED_ENV:
-            value = environ.get(name)
-            if value is not None and len(value) <= MAX_VALUE:
-                head.append(encode(ATTR, (name + "=" + value).encode("utf-8", "surrogateescape")))
-        # How long this client waits once the message is sent: the daemon must not queue a
-        # message after the client gave up (the sender would be told 451, then get it twice).
-        head.append(encode(ATTR, b"QSCAN_TIMEOUT=%r" % timeout))
         decoder = FrameDecoder()
         try:
             try:
