@@ -30,6 +30,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from scanners.result import Category  # the one vocabulary of verdicts (re-exported)
+
 SCHEMA_VERSION: Literal[1] = 1
 
 
@@ -73,15 +75,6 @@ B64Bytes = Annotated[
         lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
     ),
 ]
-
-
-class Category(StrEnum):
-    CLEAN = "clean"
-    VIRUS = "virus"
-    POLICY = "policy"
-    SPAM = "spam"
-    DLP = "dlp"
-    MALFORMED = "malformed"
 
 
 class Action(StrEnum):
