@@ -65,11 +65,10 @@ from compliance.quarantine_records import (
     QuarantineRelease,
     record_released,
 )
-from ingest.event import AnyEvent, MessageReleased
+from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
-FOLDERS = ("viruses", "policy", "spam", "dlp")
 DEFAULT_EXPIRE_DAYS = 14
 BATCH = 200
 
@@ -133,8 +132,8 @@ class ListFilters:
     rule: str | None = None  # a finding's name (policy rule, signature) or a DLP rule, '*' allowed
 
     def __post_init__(self) -> None:
-        if self.folder is not None and self.folder not in FOLDERS:
-            raise QuarantineError(f"unknown folder {self.folder!r} (viruses, policy, spam, dlp)")
+        if self.folder is not None and self.folder not in QUARANTINE_FOLDERS:
+            raise QuarantineError(f"unknown folder {self.folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
         if self.state is not None and self.state not in (*STATES, "all"):
             raise QuarantineError(f"unknown state {self.state!r} ({', '.join(STATES)}, all)")
 
@@ -340,7 +339,7 @@ def claim(engine: Engine, event_id: str, *, force: bool = False, retry_interrupt
         entry = _entry(session, event_id)
         if entry is None:
             raise NotFound(f"no quarantined message {event_id!r}")
-        if entry.folder == "viruses" and not force:
+        if entry.folder == VIRUS_FOLDER and not force:
             raise QuarantineError(
                 f"message {event_id} is quarantined as a virus ({entry.reason}): releasing it "
                 "would deliver the virus; add --force if you are sure it is a false positive")
@@ -403,7 +402,7 @@ def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
         event_id=stamp.release_id, time=datetime.now(UTC), host=host,
         ref_event_id=entry.event_id, ref_host=entry.host, folder=entry.folder, actor=actor,
         reason=reason, sender=prepared.sender, recipients=list(prepared.recipients),
-        original_recipients=to is None, forced=force and entry.folder == "viruses",
+        original_recipients=to is None, forced=force and entry.folder == VIRUS_FOLDER,
         sha256=hashlib.sha256(prepared.message).hexdigest(),
     )
     try:
@@ -454,7 +453,7 @@ def delete(engine: Engine, store: CopyStore, log_append: LogAppend, event_id: st
 def folder_ages(default: timedelta, overrides: Mapping[str, timedelta] | None = None,
                 only: str | None = None) -> dict[str, timedelta]:
     """How old each folder's entries must be to expire."""
-    ages = {f: (overrides or {}).get(f, default) for f in FOLDERS}
+    ages = {f: (overrides or {}).get(f, default) for f in QUARANTINE_FOLDERS}
     return {only: ages[only]} if only else ages
 
 

@@ -49,7 +49,7 @@ from compliance.models import (
     Recipient,
 )
 from compliance.record_check import RecordCheck
-from ingest.event import QUARANTINE_FOLDERS, Category, MessageDeleted, MessageScanned, QueueFailed
+from ingest.event import MessageDeleted, MessageScanned, QueueFailed, quarantine_folder
 from ingest.log import LogRecord
 
 PAGE = 1000
@@ -321,7 +321,7 @@ def expected_location(action: str, category: str, queue_status: str, folder: str
                       archived: bool) -> str | None:
     """Where the archive consumer puts a message's copy (archive/consumer.py's rules)."""
     if action == "quarantine":
-        return f"quarantine/{folder or QUARANTINE_FOLDERS.get(Category(category), 'policy')}"
+        return f"quarantine/{folder or quarantine_folder(category)}"
     if action in ("deliver", "drop") and queue_status != "failed" and archived:
         return "archive"
     return None

@@ -85,7 +85,9 @@ class Action(StrEnum):
     DROP = "drop"
 
 
-QUARANTINE_FOLDERS: dict[Category, str] = {
+# The quarantine maildirs (quarantine/<folder>/) and the category each one keeps: the one list,
+# which the archive consumer, the quarantine store, verify, config and the CLI all import.
+QUARANTINE_FOLDER_OF: dict[Category, str] = {
     Category.VIRUS: "viruses",
     Category.POLICY: "policy",
     Category.MALFORMED: "policy",
@@ -93,6 +95,13 @@ QUARANTINE_FOLDERS: dict[Category, str] = {
     Category.DLP: "dlp",
     Category.CLEAN: "policy",
 }
+QUARANTINE_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(QUARANTINE_FOLDER_OF.values()))
+VIRUS_FOLDER = QUARANTINE_FOLDER_OF[Category.VIRUS]  # released only with force
+
+
+def quarantine_folder(category: str) -> str:
+    """The folder a quarantined message of ``category`` is kept in (ValueError: no category)."""
+    return QUARANTINE_FOLDER_OF.get(Category(category), "policy")
 
 
 class _Model(BaseModel):
@@ -232,7 +241,7 @@ class MessageScanned(_Model):
     def quarantine_folder(self) -> str | None:
         if self.action != Action.QUARANTINE:
             return None
-        return QUARANTINE_FOLDERS.get(self.category, "policy")
+        return quarantine_folder(self.category)
 
 
 class QueueFailed(_Model):

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from ingest.event import QUARANTINE_FOLDERS
 from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
@@ -595,9 +596,6 @@ class RetentionConfig(_Section):
     rules: list[RetentionRuleConfig] = Field([], description="tried in order; the first match decides")
 
 
-QUARANTINE_FOLDERS = ("viruses", "policy", "spam", "dlp")
-
-
 class QuarantineConfig(_Section):
     """`qscan quarantine` (docs/quarantine.md): expiry ages and the qmail-queue releases use."""
 
@@ -616,7 +614,7 @@ class QuarantineConfig(_Section):
     def _days(cls, value: dict[str, int]) -> dict[str, int]:
         for folder, days in value.items():
             if folder not in QUARANTINE_FOLDERS:
-                raise ValueError(f"unknown folder {folder!r} (viruses, policy, spam, dlp)")
+                raise ValueError(f"unknown folder {folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
             if days < 1:
                 raise ValueError(f"{folder}: days must be at least 1")
         return value
