@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from archive.envelope_block import archived_message, utc
+from archive.envelope_block import archived_message
 from archive.maildir import FILE_MODE, Maildir, check_name, deliver_batch, fsync_dir, make_dirs
-from ingest.event import QUARANTINE_FOLDERS, Action, MessageScanned, QueueFailed
+from ingest.event import QUARANTINE_FOLDERS, Action, MessageScanned, QueueFailed, utc
 from ingest.ids import uuid7_time
 from ingest.log import LogRecord
 

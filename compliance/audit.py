@@ -54,8 +54,7 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.summaries import utc
-from ingest.event import Action, Category
+from ingest.event import Action, Category, utc
 
 FIELDS = (
     "time", "event_id", "action", "category", "reason", "client_ip", "sender",

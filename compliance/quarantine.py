@@ -65,7 +65,7 @@ from compliance.quarantine_records import (
     QuarantineRelease,
     record_released,
 )
-from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased
+from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased, utc
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
@@ -86,10 +86,6 @@ class QueueRefused(QuarantineError):
         detail = f": {text[1:]}" if text else ""
         super().__init__(f"qmail-queue refused the released message (exit {code}{detail}); "
                          "it is still in quarantine, nothing was recorded as released")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # -- ages ----------------------------------------------------------------------
@@ -192,7 +188,7 @@ def listing(engine: Engine, filters: ListFilters, *, limit: int | None = 100,
                     select(DlpFinding.event_id, DlpFinding.rule)
                     .where(DlpFinding.event_id.in_(ids)).order_by(DlpFinding.id)):
                 rules[event_id].append(f"dlp:{rule}")
-    return [{"received": _utc(r.received_at), "event_id": r.event_id, "folder": r.folder,
+    return [{"received": utc(r.received_at), "event_id": r.event_id, "folder": r.folder,
              "state": r.state, "reason": r.reason, "rules": ",".join(rules[r.event_id]),
              "sender": r.sender, "recipients": ",".join(rcpts[r.event_id]),
              "subject": r.subject, "size": r.size} for r in rows]
@@ -266,8 +262,8 @@ def _entry(session: Session, event_id: str) -> Entry | None:
         return None
     rcpts = list(session.scalars(select(Recipient.address)
                                  .where(Recipient.event_id == event_id).order_by(Recipient.id)))
-    return Entry(row.event_id, row.folder, row.state, _utc(row.received_at),
-                 _utc(row.updated_at), row.reason, row.category, row.host, row.chain_hash,
+    return Entry(row.event_id, row.folder, row.state, utc(row.received_at),
+                 utc(row.updated_at), row.reason, row.category, row.host, row.chain_hash,
                  row.sender, rcpts, row.raw_sha256)
 
 
@@ -283,7 +279,7 @@ def releases(engine: Engine, event_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(QuarantineRelease)
                             .where(QuarantineRelease.ref_event_id == event_id)).mappings().all()
-    return [{k: (_utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+    return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
 
 
 def _describe_state(session: Session, entry: Entry) -> str:

@@ -35,7 +35,7 @@ from compliance.db import session_factory
 from compliance.models import Deletion, Message, QuarantineEntry, Recipient
 from compliance.records import record_deletion
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, Category, MessageDeleted
+from ingest.event import AnyEvent, Category, MessageDeleted, utc
 from ingest.ids import uuid7
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,7 @@ def candidates(engine: Engine, policy: Policy, archived: Callable[[str, list[str
                 rcpts = recipients.get(r.event_id, [])
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
                                              archived(r.sender, rcpts))
-                received = r.received_at.replace(tzinfo=UTC) if r.received_at.tzinfo is None \
-                    else r.received_at.astimezone(UTC)
+                received = utc(r.received_at)
                 batch.append(Candidate(
                     MessageFacts(r.event_id, received, r.sender, rcpts, r.raw_sha256, location),
                     r.host, r.chain_hash, rule, days))
@@ -264,8 +263,7 @@ def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False,
             return done
         found: list[tuple[MessageFacts, list[StoredCopy]]] = []
         for r in rows:
-            received = r.received_at.replace(tzinfo=UTC) if r.received_at.tzinfo is None \
-                else r.received_at.astimezone(UTC)
+            received = utc(r.received_at)
             facts = MessageFacts(r.ref_event_id, received, r.sender,
                                  recipients.get(r.ref_event_id, []), r.raw_sha256, None)
             copies = store.locate(facts)

@@ -65,6 +65,7 @@ from ingest.event import (
     MessageReleased,
     MessageScanned,
     QueueFailed,
+    utc,
 )
 from ingest.log import LogRecord
 from ingest.summary_line import attachment_list, clean, format_summary
@@ -73,11 +74,6 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 HEADER_LEN = 4000  # To/Cc of a large mailing: enough to read, bounded for the index-less column
-
-
-def utc(value: datetime) -> datetime:
-    """Aware UTC; naive times from the log are UTC by contract."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def domain_of(address: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -97,6 +97,12 @@ QUARANTINE_FOLDER_OF: dict[Category, str] = {
 }
 QUARANTINE_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(QUARANTINE_FOLDER_OF.values()))
 VIRUS_FOLDER = QUARANTINE_FOLDER_OF[Category.VIRUS]  # released only with force
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC time. qscan writes UTC everywhere (events, the log, SQL rows), so
+    a naive time (SQLite hands them back naive) is read as UTC, never as local time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def quarantine_folder(category: str) -> str:

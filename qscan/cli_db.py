@@ -23,7 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.event import Action, Category
+from ingest.event import Action, Category, utc
 from qscan.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,7 +49,7 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return start + timedelta(days=1) if end else start
     when = datetime.fromisoformat(text)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return utc(when)
 
 
 class When(click.ParamType):
