@@ -55,6 +55,7 @@ from compliance.models import (
     Recipient,
 )
 from ingest.event import Action, Category, utc
+from scanners.direction import DIRECTIONS
 
 FIELDS = (
     "time", "event_id", "action", "category", "reason", "client_ip", "sender",
@@ -100,7 +101,6 @@ class FilterError(ValueError):
     """A filter value that cannot mean anything (bad IP network, unknown category...)."""
 
 
-DIRECTIONS = ("inbound", "outbound", "local")
 _EXTENSION_ONLY = re.compile(r"^\*\.([^*./\\]+)$")
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Engine, and_, not_, or_, select, text
 from sqlalchemy.orm import Session
 
 from compliance import holds
-from compliance.audit import DIRECTIONS, FilterError, Filters, party_clause
+from compliance.audit import FilterError, Filters, party_clause
 from compliance.chain import ChainWriter
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.db import session_factory
@@ -37,6 +37,7 @@ from compliance.records import record_deletion
 from compliance.verify import expected_location
 from ingest.event import AnyEvent, Category, MessageDeleted, utc
 from ingest.ids import uuid7
+from scanners.direction import DIRECTIONS
 
 log = logging.getLogger(__name__)
 LogAppend = Callable[[AnyEvent], None]

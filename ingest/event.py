@@ -30,6 +30,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from scanners.direction import Direction, direction
 from scanners.result import Category  # the one vocabulary of verdicts (re-exported)
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -137,6 +138,11 @@ class ClientInfo(_Model):
     untrusted: list[str] = Field(
         [], description="client attributes (TCPREMOTEIP, RELAYCLIENT, ...) a peer that is not in "
         "daemon.smtp_users claimed: ignored, names kept for the record")
+
+    @property
+    def direction(self) -> Direction:
+        """inbound, outbound or local (``scanners.direction``'s rule)."""
+        return direction(self.relay, self.ip, self.outbound, self.local)
 
 
 class HeaderSummary(_Model):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.event import Action, Category, utc
 from qscan.config import Config
+from scanners.direction import DIRECTIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -222,7 +223,7 @@ def filter_options(fn: F) -> F:
                      help="what qscan did"),
         click.option("--verdict", "category", type=click.Choice([c.value for c in Category]),
                      help="the category qscan decided (clean, virus, spam, ...)"),
-        click.option("--direction", type=click.Choice(["inbound", "outbound", "local"]),
+        click.option("--direction", type=click.Choice(DIRECTIONS),
                      help="outbound = RELAYCLIENT set; local = injected on the host"),
         click.option("--attachment", metavar="NAME",
                      help="an attachment's file name, case-insensitive, '*' allowed ('*.exe')"),

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ingest.event import QUARANTINE_FOLDERS
+from scanners.direction import Direction
 from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
@@ -578,7 +579,7 @@ class RetentionRuleConfig(_Section):
     days: Days = Field(..., description="keep stored copies this many days, or 'forever'")
     domain: str | None = Field(None, description="sender's or any recipient's domain ('*' allowed)")
     address: str | None = Field(None, description="sender or any recipient ('*' allowed)")
-    direction: Literal["inbound", "outbound", "local"] | None = None
+    direction: Direction | None = None
     verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = None
 
     @field_validator("days")

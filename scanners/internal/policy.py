@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scanners.direction import leaves_site
 from scanners.internal.checks import CHECKS, CheckHit
 from scanners.internal.items import Item
 from scanners.internal.safe_regex import Pattern, RegexError, compile_globs, compile_regex
@@ -190,8 +191,7 @@ class Rule:
     def match(self, f: MessageFacts) -> Match | None:
         evidence: list[str] = []
         hit: CheckHit | None = None
-        outbound = f.relay if f.outbound is None else f.outbound
-        if self.direction != "any" and outbound != (self.direction == "outbound"):
+        if self.direction != "any" and leaves_site(f.relay, f.outbound) != (self.direction == "outbound"):
             return None
         if self.relay is not None and self.relay != f.relay:
             return None
