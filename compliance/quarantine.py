@@ -46,7 +46,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from compliance import holds, retention
-from compliance.audit import Filters, NotFound, _like_pattern, _match, printable
+from compliance.audit import Filters, NotFound, printable
 from compliance.copystore import CopyStore, MessageFacts
 from compliance.db import session_factory
 from compliance.models import (
@@ -56,6 +56,7 @@ from compliance.models import (
     QuarantineEntry,
     Recipient,
 )
+from compliance.patterns import like_pattern, wildcard_match
 from compliance.quarantine_records import (
     DELETED,
     QUARANTINED,
@@ -145,12 +146,12 @@ class ListFilters:
         elif self.state != "all":
             where.append(q.state == self.state)
         if self.reason:
-            where.append(_match(func.lower(q.reason), self.reason.strip().lower()))
+            where.append(wildcard_match(func.lower(q.reason), self.reason.strip().lower()))
         if self.rule:
             rule = self.rule.strip()
             by_finding = select(Finding.event_id).where(
-                _match(func.lower(Finding.name), rule.lower()))
-            by_dlp = select(DlpFinding.event_id).where(_match(DlpFinding.rule, rule))
+                wildcard_match(func.lower(Finding.name), rule.lower()))
+            by_dlp = select(DlpFinding.event_id).where(wildcard_match(DlpFinding.rule, rule))
             where.append(or_(q.event_id.in_(by_finding), q.event_id.in_(by_dlp)))
         return where
 
@@ -238,10 +239,10 @@ def resolve(engine: Engine, ident: str) -> str:
             raise NotFound(f"no quarantined message {ident!r} (give the whole event id or "
                            "8+ characters)")
         found = list(conn.scalars(select(QuarantineEntry.event_id).where(
-            QuarantineEntry.event_id.like(_like_pattern(ident) + "%", escape="\\")).limit(2)))
+            QuarantineEntry.event_id.like(like_pattern(ident) + "%", escape="\\")).limit(2)))
         if not found:
             known = conn.scalar(select(Message.action).where(
-                Message.event_id.like(_like_pattern(ident) + "%", escape="\\")).limit(1))
+                Message.event_id.like(like_pattern(ident) + "%", escape="\\")).limit(1))
     if not found:
         if known:
             raise NotFound(f"message {ident!r} was not quarantined (action: {known}); "
