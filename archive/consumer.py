@@ -20,16 +20,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from archive.envelope_block import archived_message, utc
+from archive.envelope_block import archived_message
 from archive.maildir import FILE_MODE, Maildir, check_name, deliver_batch, fsync_dir, make_dirs
-from ingest.event import Action, MessageScanned, QueueFailed
+from ingest.event import QUARANTINE_FOLDERS, Action, MessageScanned, QueueFailed, utc
 from ingest.ids import uuid7_time
 from ingest.log import LogRecord
 
 log = logging.getLogger(__name__)
 
 POSITION_FILE = ".qscan-archive-position"
-QUARANTINE_FOLDERS = frozenset({"viruses", "policy", "spam", "dlp"})
 SUFFIX = ".qscan"
 
 # How far the event time may be from the time inside its UUIDv7 before a

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, cast
 
-from archive.consumer import QUARANTINE_FOLDERS, SUFFIX, message_name
+from archive.consumer import SUFFIX, message_name
 from archive.envelope_block import BEGIN, END
 from archive.maildir import fsync_dir
 from compliance.copystore import CopyError, MessageFacts, StoredCopy
-from ingest.event import MessageScanned
+from ingest.event import QUARANTINE_FOLDERS, MessageScanned
 
 _NAME = re.compile(r"^(\d+)\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12})" + re.escape(SUFFIX) + r"$")

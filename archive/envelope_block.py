@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import UTC, datetime
 
-from ingest.event import MessageScanned
+from ingest.event import MessageScanned, utc
 
 BEGIN = "*** qscan Envelope Details Begin ***"
 END = "*** qscan Envelope Details End ***"
@@ -50,13 +49,6 @@ def _token(value: str | None, default: str) -> str:
         return default
     word = "".join(clean(value).split())
     return word or default
-
-
-def utc(moment: datetime) -> datetime:
-    """Events carry UTC; a naive time is taken as UTC rather than local time."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def line_ending(raw: bytes) -> bytes:

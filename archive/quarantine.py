@@ -23,7 +23,8 @@ from archive.copies import check_copy, message_of, read_copy, split_copy
 from archive.envelope_block import clean, line_ending
 from compliance.copystore import CopyError, MessageFacts
 from compliance.quarantine import Prepared, Stamp
-from ingest.headers import fold, rfc2822_date, safe
+from ingest.headers import fold, rfc2822_date
+from scanners.text import one_line
 
 RELEASE_HEADER = "X-Qmail-Scanner-Diagnostics"
 MAX_ADDRESS = 320
@@ -47,10 +48,10 @@ def check_address(value: str) -> str:
 
 def release_header(stamp: Stamp, eol: bytes = b"\n") -> bytes:
     """The header line(s) added on top of a released message, folded, in ``eol`` endings."""
-    reason = clean(safe(stamp.reason, 300)) or "-"
-    value = (f"released from quarantine/{clean(safe(stamp.folder, 32))} by "
-             f"{clean(safe(stamp.actor, 100))} on {rfc2822_date(stamp.time.timestamp())} "
-             f"(release {safe(stamp.release_id, 36)}, message {safe(stamp.ref_event_id, 36)}); "
+    reason = clean(one_line(stamp.reason, 300)) or "-"
+    value = (f"released from quarantine/{clean(one_line(stamp.folder, 32))} by "
+             f"{clean(one_line(stamp.actor, 100))} on {rfc2822_date(stamp.time.timestamp())} "
+             f"(release {one_line(stamp.release_id, 36)}, message {one_line(stamp.ref_event_id, 36)}); "
              f"reason: {reason}")
     return fold(RELEASE_HEADER, value, eol)
 

@@ -54,8 +54,9 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.summaries import utc
-from ingest.event import Action, Category
+from compliance.patterns import like_pattern, wildcard_match
+from ingest.event import Action, Category, utc
+from scanners.direction import DIRECTIONS
 
 FIELDS = (
     "time", "event_id", "action", "category", "reason", "client_ip", "sender",
@@ -81,27 +82,15 @@ def _text_lower_sqlite(element: text_lower, compiler: SQLCompiler, **kw: Any) ->
     return f"qscan_lower({compiler.process(element.clauses, **kw)})"  # see compliance.db
 
 
-def _like_pattern(value: str, *, contains: bool = False) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = escaped.replace("*", "%")
-    return f"%{pattern}%" if contains else pattern
-
-
 def _address(value: str) -> str:
     """'<Alice@Example.com>' → 'alice@example.com'; '<>' is the null sender of bounces."""
     return value.strip().removeprefix("<").removesuffix(">").strip().lower()
-
-
-def _match(column: SQLColumnExpression[str | None] | SQLColumnExpression[str], value: str
-           ) -> ColumnElement[bool]:
-    return column.like(_like_pattern(value), escape="\\") if "*" in value else column == value
 
 
 class FilterError(ValueError):
     """A filter value that cannot mean anything (bad IP network, unknown category...)."""
 
 
-DIRECTIONS = ("inbound", "outbound", "local")
 _EXTENSION_ONLY = re.compile(r"^\*\.([^*./\\]+)$")
 
 
@@ -190,7 +179,7 @@ def _ip_clause(value: str) -> ColumnElement[bool]:
     """An address, a '*' pattern, or an IPv4 network (192.0.2.0/24) of the client."""
     value = value.strip()
     if "*" in value:
-        return _match(Message.client_ip, value)
+        return wildcard_match(Message.client_ip, value)
     if "/" not in value:
         try:
             ip = ipaddress.ip_address(value)
@@ -225,7 +214,7 @@ def _address_match(address: SQLColumnExpression[str], domain: SQLColumnExpressio
                    value: str) -> ColumnElement[bool]:
     """'*@example.com' is exactly 'the domain is example.com': use the domain's index."""
     whole = _WHOLE_DOMAIN.match(value)
-    return domain == whole.group(1) if whole else _match(func.lower(address), value)
+    return domain == whole.group(1) if whole else wildcard_match(func.lower(address), value)
 
 
 def _where(f: Filters) -> list[ColumnElement[bool]]:
@@ -239,8 +228,8 @@ def _where(f: Filters) -> list[ColumnElement[bool]]:
     if f.domain is not None:
         d = f.domain.strip().lstrip("@").lower()  # domains are stored lowercased
         # each branch on its (domain, date) index
-        where.append(_either(and_(_match(Message.sender_domain, d), *_dates(f)),
-                             and_(_match(Recipient.domain, d), *_dates(f, Recipient.received_at))))
+        where.append(_either(and_(wildcard_match(Message.sender_domain, d), *_dates(f)),
+                             and_(wildcard_match(Recipient.domain, d), *_dates(f, Recipient.received_at))))
     where += _dates(f)
     if f.subject:
         where.append(_contains(Message.subject, f.subject))
@@ -253,19 +242,19 @@ def _where(f: Filters) -> list[ColumnElement[bool]]:
     if f.attachment is not None:
         name = f.attachment.strip().lower()
         ext = _EXTENSION_ONLY.match(name)
-        cond = (Part.extension == ext.group(1)) if ext else _match(func.lower(Part.filename), name)
+        cond = (Part.extension == ext.group(1)) if ext else wildcard_match(func.lower(Part.filename), name)
         where.append(Message.event_id.in_(select(Part.event_id).where(cond)))
     if f.attachment_type is not None:
         t = f.attachment_type.strip().lower()  # types are stored lowercased
-        by_type = select(Part.event_id).where(or_(_match(Part.content_type, t),
-                                                  _match(Part.detected_type, t)))
+        by_type = select(Part.event_id).where(or_(wildcard_match(Part.content_type, t),
+                                                  wildcard_match(Part.detected_type, t)))
         where.append(Message.event_id.in_(by_type))
     if f.client_ip is not None:
         where.append(_ip_clause(f.client_ip))
     if f.finding is not None:
         where.append(Message.event_id.in_(select(Finding.event_id).where(*_finding(f.finding))))
     if f.dlp_rule is not None:
-        by_rule = select(DlpFinding.event_id).where(_match(DlpFinding.rule, f.dlp_rule.strip()))
+        by_rule = select(DlpFinding.event_id).where(wildcard_match(DlpFinding.rule, f.dlp_rule.strip()))
         where.append(Message.event_id.in_(by_rule))
     if f.message_id is not None:
         mid = f.message_id.strip().lower()
@@ -292,7 +281,7 @@ def _finding(value: str) -> list[ColumnElement[bool]]:
     if scanner and scanner != "*":
         cond.append(Finding.scanner == scanner)
     if name and name != "*":
-        cond.append(_match(func.lower(Finding.name), name.lower()))
+        cond.append(wildcard_match(func.lower(Finding.name), name.lower()))
     return cond
 
 
@@ -302,7 +291,7 @@ def _contains(column: SQLColumnExpression[str], text: str) -> ColumnElement[bool
     SQLite's LIKE already folds ASCII case, so an ASCII needle needs no Python
     call per row; only a non-ASCII one goes through qscan_lower (compliance.db).
     """
-    pattern = _like_pattern(text.lower(), contains=True)
+    pattern = like_pattern(text.lower(), contains=True)
     if text.isascii():
         return _ascii_ilike(column, pattern)
     return text_lower(column).like(pattern, escape="\\")
@@ -387,7 +376,7 @@ def resolve_id(engine: Engine, ident: str) -> str:
         if len(ident) < 8:
             raise NotFound(f"no message {ident!r} (give the whole event id or 8+ characters)")
         found = list(conn.scalars(select(Message.event_id)
-                                  .where(Message.event_id.like(_like_pattern(ident) + "%",
+                                  .where(Message.event_id.like(like_pattern(ident) + "%",
                                                                escape="\\")).limit(2)))
     if not found:
         raise NotFound(f"no message {ident!r}")

@@ -34,8 +34,10 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from ingest.event import utc
 
 VERSION = 1
 GENESIS = "0" * 64
@@ -98,8 +100,7 @@ class EncodingError(ValueError):
 
 
 def utc_text(value: datetime) -> str:
-    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalize(value: Any, code: str) -> Any:

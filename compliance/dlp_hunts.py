@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from compliance import db
 from compliance.models import ADDRESS_LEN, DETAIL_LEN, Base, RowId
+from scanners.text import display_safe
 
 SOURCES = ("journal", "archive", "kafka")
 
@@ -90,8 +91,7 @@ Index("ix_dlp_hunt_findings_rule_event", DlpHuntFinding.rule, DlpHuntFinding.eve
 
 
 def _clean(value: Any, limit: int) -> str:
-    text = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else " " for c in text)[:limit]
+    return display_safe(value, limit, ellipsis="")
 
 
 def finding_rows(hunt_id: str, event_id: str, received_at: datetime | None, sender: str,

@@ -43,7 +43,7 @@ from compliance.db import session_factory
 from compliance.models import ChainHead, Deletion, Export, Message, Recipient
 from compliance.records import record_export
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, ExportCompleted, ExportedItem
+from ingest.event import AnyEvent, ExportCompleted, ExportedItem, utc
 from ingest.ids import uuid7
 
 CUSTODY = "custody.json"
@@ -86,10 +86,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -264,7 +260,7 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
         for batch in _selected(engine, where):
             for r, rcpts in batch:
                 doc_id = f"{req.prefix}{len(rows) + 1:07d}"
-                received = _utc(r.received_at)
+                received = utc(r.received_at)
                 facts = MessageFacts(r.event_id, received, r.sender, rcpts, r.raw_sha256, None)
                 if r.tombstone is not None:
                     raw, source = None, DELETED

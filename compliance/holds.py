@@ -25,7 +25,7 @@ from compliance.audit import FilterError, Filters, party_clause
 from compliance.db import session_factory
 from compliance.models import MATTER_LEN, Hold, Message
 from compliance.records import record_hold, record_release
-from ingest.event import AnyEvent, HoldCreated, HoldReleased
+from ingest.event import AnyEvent, HoldCreated, HoldReleased, utc
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
@@ -63,20 +63,16 @@ class HoldSpec:
         if self.custodians:
             conds.append(or_(*(party_clause(c) for c in self.custodians)))
         if self.since:
-            conds.append(Message.received_at >= _utc(self.since))
+            conds.append(Message.received_at >= utc(self.since))
         if self.until:
-            conds.append(Message.received_at < _utc(self.until))
+            conds.append(Message.received_at < utc(self.until))
         return and_(*conds)
 
     def describe(self) -> dict[str, Any]:
         return {"matter": self.matter, "custodians": list(self.custodians),
-                "since": _utc(self.since).isoformat() if self.since else None,
-                "until": _utc(self.until).isoformat() if self.until else None,
+                "since": utc(self.since).isoformat() if self.since else None,
+                "until": utc(self.until).isoformat() if self.until else None,
                 "query": self.query.as_json()}
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def spec_of(row: Hold) -> HoldSpec:
@@ -184,8 +180,8 @@ def listing(engine: Engine, *, include_released: bool = False) -> list[dict[str,
             out.append({
                 "hold_id": hold.hold_id, "matter": hold.matter, **spec.describe(),
                 "reason": hold.reason, "created_by": hold.created_by,
-                "created_at": _utc(hold.created_at).isoformat(),
-                "released_at": _utc(hold.released_at).isoformat() if hold.released_at else None,
+                "created_at": utc(hold.created_at).isoformat(),
+                "released_at": utc(hold.released_at).isoformat() if hold.released_at else None,
                 "released_by": hold.released_by, "release_reason": hold.release_reason,
                 "messages": int(covered or 0),
             })

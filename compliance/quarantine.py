@@ -46,7 +46,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from compliance import holds, retention
-from compliance.audit import Filters, NotFound, _like_pattern, _match, printable
+from compliance.audit import Filters, NotFound, printable
 from compliance.copystore import CopyStore, MessageFacts
 from compliance.db import session_factory
 from compliance.models import (
@@ -56,6 +56,7 @@ from compliance.models import (
     QuarantineEntry,
     Recipient,
 )
+from compliance.patterns import like_pattern, wildcard_match
 from compliance.quarantine_records import (
     DELETED,
     QUARANTINED,
@@ -65,11 +66,10 @@ from compliance.quarantine_records import (
     QuarantineRelease,
     record_released,
 )
-from ingest.event import AnyEvent, MessageReleased
+from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased, utc
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
-FOLDERS = ("viruses", "policy", "spam", "dlp")
 DEFAULT_EXPIRE_DAYS = 14
 BATCH = 200
 
@@ -87,10 +87,6 @@ class QueueRefused(QuarantineError):
         detail = f": {text[1:]}" if text else ""
         super().__init__(f"qmail-queue refused the released message (exit {code}{detail}); "
                          "it is still in quarantine, nothing was recorded as released")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # -- ages ----------------------------------------------------------------------
@@ -133,8 +129,8 @@ class ListFilters:
     rule: str | None = None  # a finding's name (policy rule, signature) or a DLP rule, '*' allowed
 
     def __post_init__(self) -> None:
-        if self.folder is not None and self.folder not in FOLDERS:
-            raise QuarantineError(f"unknown folder {self.folder!r} (viruses, policy, spam, dlp)")
+        if self.folder is not None and self.folder not in QUARANTINE_FOLDERS:
+            raise QuarantineError(f"unknown folder {self.folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
         if self.state is not None and self.state not in (*STATES, "all"):
             raise QuarantineError(f"unknown state {self.state!r} ({', '.join(STATES)}, all)")
 
@@ -150,12 +146,12 @@ class ListFilters:
         elif self.state != "all":
             where.append(q.state == self.state)
         if self.reason:
-            where.append(_match(func.lower(q.reason), self.reason.strip().lower()))
+            where.append(wildcard_match(func.lower(q.reason), self.reason.strip().lower()))
         if self.rule:
             rule = self.rule.strip()
             by_finding = select(Finding.event_id).where(
-                _match(func.lower(Finding.name), rule.lower()))
-            by_dlp = select(DlpFinding.event_id).where(_match(DlpFinding.rule, rule))
+                wildcard_match(func.lower(Finding.name), rule.lower()))
+            by_dlp = select(DlpFinding.event_id).where(wildcard_match(DlpFinding.rule, rule))
             where.append(or_(q.event_id.in_(by_finding), q.event_id.in_(by_dlp)))
         return where
 
@@ -193,7 +189,7 @@ def listing(engine: Engine, filters: ListFilters, *, limit: int | None = 100,
                     select(DlpFinding.event_id, DlpFinding.rule)
                     .where(DlpFinding.event_id.in_(ids)).order_by(DlpFinding.id)):
                 rules[event_id].append(f"dlp:{rule}")
-    return [{"received": _utc(r.received_at), "event_id": r.event_id, "folder": r.folder,
+    return [{"received": utc(r.received_at), "event_id": r.event_id, "folder": r.folder,
              "state": r.state, "reason": r.reason, "rules": ",".join(rules[r.event_id]),
              "sender": r.sender, "recipients": ",".join(rcpts[r.event_id]),
              "subject": r.subject, "size": r.size} for r in rows]
@@ -243,10 +239,10 @@ def resolve(engine: Engine, ident: str) -> str:
             raise NotFound(f"no quarantined message {ident!r} (give the whole event id or "
                            "8+ characters)")
         found = list(conn.scalars(select(QuarantineEntry.event_id).where(
-            QuarantineEntry.event_id.like(_like_pattern(ident) + "%", escape="\\")).limit(2)))
+            QuarantineEntry.event_id.like(like_pattern(ident) + "%", escape="\\")).limit(2)))
         if not found:
             known = conn.scalar(select(Message.action).where(
-                Message.event_id.like(_like_pattern(ident) + "%", escape="\\")).limit(1))
+                Message.event_id.like(like_pattern(ident) + "%", escape="\\")).limit(1))
     if not found:
         if known:
             raise NotFound(f"message {ident!r} was not quarantined (action: {known}); "
@@ -267,8 +263,8 @@ def _entry(session: Session, event_id: str) -> Entry | None:
         return None
     rcpts = list(session.scalars(select(Recipient.address)
                                  .where(Recipient.event_id == event_id).order_by(Recipient.id)))
-    return Entry(row.event_id, row.folder, row.state, _utc(row.received_at),
-                 _utc(row.updated_at), row.reason, row.category, row.host, row.chain_hash,
+    return Entry(row.event_id, row.folder, row.state, utc(row.received_at),
+                 utc(row.updated_at), row.reason, row.category, row.host, row.chain_hash,
                  row.sender, rcpts, row.raw_sha256)
 
 
@@ -284,7 +280,7 @@ def releases(engine: Engine, event_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(QuarantineRelease)
                             .where(QuarantineRelease.ref_event_id == event_id)).mappings().all()
-    return [{k: (_utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+    return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
 
 
 def _describe_state(session: Session, entry: Entry) -> str:
@@ -340,7 +336,7 @@ def claim(engine: Engine, event_id: str, *, force: bool = False, retry_interrupt
         entry = _entry(session, event_id)
         if entry is None:
             raise NotFound(f"no quarantined message {event_id!r}")
-        if entry.folder == "viruses" and not force:
+        if entry.folder == VIRUS_FOLDER and not force:
             raise QuarantineError(
                 f"message {event_id} is quarantined as a virus ({entry.reason}): releasing it "
                 "would deliver the virus; add --force if you are sure it is a false positive")
@@ -403,7 +399,7 @@ def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
         event_id=stamp.release_id, time=datetime.now(UTC), host=host,
         ref_event_id=entry.event_id, ref_host=entry.host, folder=entry.folder, actor=actor,
         reason=reason, sender=prepared.sender, recipients=list(prepared.recipients),
-        original_recipients=to is None, forced=force and entry.folder == "viruses",
+        original_recipients=to is None, forced=force and entry.folder == VIRUS_FOLDER,
         sha256=hashlib.sha256(prepared.message).hexdigest(),
     )
     try:
@@ -454,7 +450,7 @@ def delete(engine: Engine, store: CopyStore, log_append: LogAppend, event_id: st
 def folder_ages(default: timedelta, overrides: Mapping[str, timedelta] | None = None,
                 only: str | None = None) -> dict[str, timedelta]:
     """How old each folder's entries must be to expire."""
-    ages = {f: (overrides or {}).get(f, default) for f in FOLDERS}
+    ages = {f: (overrides or {}).get(f, default) for f in QUARANTINE_FOLDERS}
     return {only: ages[only]} if only else ages
 
 

@@ -22,14 +22,14 @@ it from the row.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, DateTime, String, Text, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from compliance.models import ADDRESS_LEN, DETAIL_LEN, Base, QuarantineEntry
-from ingest.event import MessageReleased
+from ingest.event import MessageReleased, utc
 from ingest.summary_line import clean
 
 # quarantine_entries.state values (the column is 16 characters).
@@ -61,15 +61,11 @@ class QuarantineRelease(Base):
     sha256: Mapped[str] = mapped_column(String(64), doc="of the message handed to qmail-queue")
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def release_row(ev: MessageReleased) -> dict[str, Any]:
     return {
         "event_id": ev.event_id,
         "ref_event_id": ev.ref_event_id,
-        "time": _utc(ev.time),
+        "time": utc(ev.time),
         "host": clean(ev.host, 255),
         "folder": clean(ev.folder, 32),
         "actor": clean(ev.actor, 255),

@@ -17,22 +17,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from compliance.models import Export, ExportItem, Hold
-from ingest.event import ExportCompleted, HoldCreated, HoldReleased
+from ingest.event import ExportCompleted, HoldCreated, HoldReleased, utc
 from ingest.summary_line import clean
 
 ProblemSink = Callable[[str, str, str | None, str], None]
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else utc(value)
 
 
 def _json(text: str | None) -> Any:

@@ -10,7 +10,6 @@ id). Replaying the log into an empty database rebuilds the same rows.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -26,14 +25,10 @@ from compliance.models import (
     Message,
     QuarantineEntry,
 )
-from ingest.event import ExportCompleted, HoldCreated, HoldReleased, MessageDeleted
+from ingest.event import ExportCompleted, HoldCreated, HoldReleased, MessageDeleted, utc
 from ingest.summary_line import clean
 
 ComplianceEvent = MessageDeleted | HoldCreated | HoldReleased | ExportCompleted
-
-
-def utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def chain_hosts(ev: ComplianceEvent) -> list[str]:

@@ -28,15 +28,16 @@ from sqlalchemy import ColumnElement, Engine, and_, not_, or_, select, text
 from sqlalchemy.orm import Session
 
 from compliance import holds
-from compliance.audit import DIRECTIONS, FilterError, Filters, party_clause
+from compliance.audit import FilterError, Filters, party_clause
 from compliance.chain import ChainWriter
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.db import session_factory
 from compliance.models import Deletion, Message, QuarantineEntry, Recipient
 from compliance.records import record_deletion
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, Category, MessageDeleted
+from ingest.event import AnyEvent, Category, MessageDeleted, utc
 from ingest.ids import uuid7
+from scanners.direction import DIRECTIONS
 
 log = logging.getLogger(__name__)
 LogAppend = Callable[[AnyEvent], None]
@@ -155,8 +156,7 @@ def candidates(engine: Engine, policy: Policy, archived: Callable[[str, list[str
                 rcpts = recipients.get(r.event_id, [])
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
                                              archived(r.sender, rcpts))
-                received = r.received_at.replace(tzinfo=UTC) if r.received_at.tzinfo is None \
-                    else r.received_at.astimezone(UTC)
+                received = utc(r.received_at)
                 batch.append(Candidate(
                     MessageFacts(r.event_id, received, r.sender, rcpts, r.raw_sha256, location),
                     r.host, r.chain_hash, rule, days))
@@ -264,8 +264,7 @@ def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False,
             return done
         found: list[tuple[MessageFacts, list[StoredCopy]]] = []
         for r in rows:
-            received = r.received_at.replace(tzinfo=UTC) if r.received_at.tzinfo is None \
-                else r.received_at.astimezone(UTC)
+            received = utc(r.received_at)
             facts = MessageFacts(r.ref_event_id, received, r.sender,
                                  recipients.get(r.ref_event_id, []), r.raw_sha256, None)
             copies = store.locate(facts)

@@ -57,7 +57,6 @@ from compliance.quarantine_records import record_released
 from compliance.records import ComplianceEvent, chain_hosts, record
 from ingest.event import (
     Action,
-    ClientInfo,
     ExportCompleted,
     HoldCreated,
     HoldReleased,
@@ -65,6 +64,7 @@ from ingest.event import (
     MessageReleased,
     MessageScanned,
     QueueFailed,
+    utc,
 )
 from ingest.log import LogRecord
 from ingest.summary_line import attachment_list, clean, format_summary
@@ -75,20 +75,8 @@ Row = dict[str, Any]
 HEADER_LEN = 4000  # To/Cc of a large mailing: enough to read, bounded for the index-less column
 
 
-def utc(value: datetime) -> datetime:
-    """Aware UTC; naive times from the log are UTC by contract."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()[:DOMAIN_LEN] if "@" in address else ""
-
-
-def direction_of(client: ClientInfo) -> str:
-    """outbound: RELAYCLIENT was set (authorised relay); local: injected on the host."""
-    if client.relay:
-        return "outbound"
-    return "local" if client.local or not client.ip else "inbound"
 
 
 def _finite(value: float | None) -> float | None:
@@ -126,7 +114,7 @@ def message_row(position: int, ev: MessageScanned) -> Row:
         "queue_status": "queued" if ev.action == Action.DELIVER else "n/a",
         "queue_exit_code": None,
         "summary": format_summary(ev),
-        "direction": direction_of(client),
+        "direction": client.direction,
         "header_from": clean(headers.from_, SUBJECT_LEN),
         "header_to": clean(headers.to, HEADER_LEN),
         "header_cc": clean(headers.cc, HEADER_LEN),

@@ -28,7 +28,6 @@ import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from compliance.models import (
     Recipient,
 )
 from compliance.record_check import RecordCheck
-from ingest.event import QUARANTINE_FOLDERS, Category, MessageDeleted, MessageScanned, QueueFailed
+from ingest.event import MessageDeleted, MessageScanned, QueueFailed, quarantine_folder, utc
 from ingest.log import LogRecord
 
 PAGE = 1000
@@ -321,7 +320,7 @@ def expected_location(action: str, category: str, queue_status: str, folder: str
                       archived: bool) -> str | None:
     """Where the archive consumer puts a message's copy (archive/consumer.py's rules)."""
     if action == "quarantine":
-        return f"quarantine/{folder or QUARANTINE_FOLDERS.get(Category(category), 'policy')}"
+        return f"quarantine/{folder or quarantine_folder(category)}"
     if action in ("deliver", "drop") and queue_status != "failed" and archived:
         return "archive"
     return None
@@ -363,7 +362,7 @@ def verify_copies(engine: Engine, store: CopyStore, *,
                 rcpts = recipients[r.event_id]
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
                                              archived(r.sender, rcpts))
-                facts = MessageFacts(r.event_id, _utc(r.received_at), r.sender, rcpts,
+                facts = MessageFacts(r.event_id, utc(r.received_at), r.sender, rcpts,
                                      r.raw_sha256, location)
                 _check_message(store, facts, r.tombstone is not None,
                                found.pop(r.event_id, []), report)
@@ -397,10 +396,6 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
         report.problems.append(Problem("deleted-file", facts.location, facts.event_id,
                                        "the stored copy is missing and no tombstone records "
                                        "its deletion"))
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # -- the log ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,9 @@ from pydantic import (
     with_config,
 )
 from typing_extensions import TypedDict
+
+from scanners.direction import Direction, direction
+from scanners.result import Category  # the one vocabulary of verdicts (re-exported)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -75,15 +78,6 @@ B64Bytes = Annotated[
 ]
 
 
-class Category(StrEnum):
-    CLEAN = "clean"
-    VIRUS = "virus"
-    POLICY = "policy"
-    SPAM = "spam"
-    DLP = "dlp"
-    MALFORMED = "malformed"
-
-
 class Action(StrEnum):
     DELIVER = "deliver"
     QUARANTINE = "quarantine"
@@ -92,7 +86,9 @@ class Action(StrEnum):
     DROP = "drop"
 
 
-QUARANTINE_FOLDERS: dict[Category, str] = {
+# The quarantine maildirs (quarantine/<folder>/) and the category each one keeps: the one list,
+# which the archive consumer, the quarantine store, verify, config and the CLI all import.
+QUARANTINE_FOLDER_OF: dict[Category, str] = {
     Category.VIRUS: "viruses",
     Category.POLICY: "policy",
     Category.MALFORMED: "policy",
@@ -100,6 +96,19 @@ QUARANTINE_FOLDERS: dict[Category, str] = {
     Category.DLP: "dlp",
     Category.CLEAN: "policy",
 }
+QUARANTINE_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(QUARANTINE_FOLDER_OF.values()))
+VIRUS_FOLDER = QUARANTINE_FOLDER_OF[Category.VIRUS]  # released only with force
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC time. qscan writes UTC everywhere (events, the log, SQL rows), so
+    a naive time (SQLite hands them back naive) is read as UTC, never as local time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def quarantine_folder(category: str) -> str:
+    """The folder a quarantined message of ``category`` is kept in (ValueError: no category)."""
+    return QUARANTINE_FOLDER_OF.get(Category(category), "policy")
 
 
 class _Model(BaseModel):
@@ -129,6 +138,11 @@ class ClientInfo(_Model):
     untrusted: list[str] = Field(
         [], description="client attributes (TCPREMOTEIP, RELAYCLIENT, ...) a peer that is not in "
         "daemon.smtp_users claimed: ignored, names kept for the record")
+
+    @property
+    def direction(self) -> Direction:
+        """inbound, outbound or local (``scanners.direction``'s rule)."""
+        return direction(self.relay, self.ip, self.outbound, self.local)
 
 
 class HeaderSummary(_Model):
@@ -239,7 +253,7 @@ class MessageScanned(_Model):
     def quarantine_folder(self) -> str | None:
         if self.action != Action.QUARANTINE:
             return None
-        return QUARANTINE_FOLDERS.get(self.category, "policy")
+        return quarantine_folder(self.category)
 
 
 class QueueFailed(_Model):

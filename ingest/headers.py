@@ -7,17 +7,9 @@ lines are folded below 78 characters where spaces allow.
 
 from __future__ import annotations
 
-import re
 import time
 
-_CTRL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def safe(value: str | None, limit: int = 200) -> str:
-    if not value:
-        return ""
-    value = _CTRL.sub(" ", value).strip()
-    return value[:limit]
+from scanners.text import one_line
 
 
 def line_ending(raw: bytes) -> bytes:
@@ -70,16 +62,16 @@ def diagnostics_value(
     """
     parts = []
     if client_ip:
-        parts.append("from " + (safe(client_host, 100) or "unknown"))
+        parts.append("from " + (one_line(client_host, 100) or "unknown"))
         if helo:
-            parts.append(f"(HELO {safe(helo, 100)})")
-        parts.append(f"({safe(client_ip, 64)})")
+            parts.append(f"(HELO {one_line(helo, 100)})")
+        parts.append(f"({one_line(client_ip, 64)})")
     else:
         parts.append("from localhost (local)")
-    parts.append(f"by {safe(hostname, 100)}")
-    parts.append(f"(envelope-sender <{safe(sender)}>, uid {uid})")
-    scanners = " ".join(f"{safe(n, 40)}: {safe(v, 40)}." for n, v in versions)
-    status = f"{verdict}:RC:{1 if relay else 0}({safe(client_ip, 64) or '127.0.0.1'}):"
+    parts.append(f"by {one_line(hostname, 100)}")
+    parts.append(f"(envelope-sender <{one_line(sender, 200)}>, uid {uid})")
+    scanners = " ".join(f"{one_line(n, 40)}: {one_line(v, 40)}." for n, v in versions)
+    status = f"{verdict}:RC:{1 if relay else 0}({one_line(client_ip, 64) or '127.0.0.1'}):"
     if spam:
         status += f"SA:{spam}:"
     inner = " ".join(x for x in (scanners, status + ".", f"Processed in {elapsed:.3f} secs") if x)

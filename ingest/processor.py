@@ -36,7 +36,7 @@ from ingest.event import (
     to_json,
 )
 from ingest.found_parts import merge_found_parts
-from ingest.headers import diagnostics_value, fold, line_ending, safe
+from ingest.headers import diagnostics_value, fold, line_ending
 from ingest.ids import uuid7
 from ingest.journal import Journal, JournalError
 from ingest.mime import header_summary, parse, walk_parts
@@ -47,6 +47,7 @@ from ingest.verdict import decide
 from scanners.base import ScanContext, Scanner, ScanPart
 from scanners.result import Disposition, ScanResult, Verdict
 from scanners.size import SizeScanner
+from scanners.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class Processor:
         """A scanner (or the stage itself) raised on this message: it would raise again on every
         retry, so the message gets a lasting outcome (internal.error_action: quarantined by
         default, delivered when set to deliver) instead of a temporary failure."""
-        detail = safe(f"{type(exc).__name__}: {exc}")
+        detail = one_line(f"{type(exc).__name__}: {exc}", 200)
         action = (Disposition.DELIVER if self.opt.unparseable_action == Disposition.DELIVER
                   else Disposition.QUARANTINE)
         return ScanResult(scanner=scanner, name="internal-error", detail=detail,
@@ -390,14 +391,14 @@ class Processor:
         for r in findings:
             for name, value in r.add_headers:
                 if _HEADER_NAME.fullmatch(name):
-                    out.append(fold(name, safe(value, 900), eol))
+                    out.append(fold(name, one_line(value, 900), eol))
         if self.opt.header_mail_from:
-            out.append(fold("X-Qmail-Scanner-Mail-From", safe(_addr(env.sender), 500) or "<>", eol))
+            out.append(fold("X-Qmail-Scanner-Mail-From", one_line(_addr(env.sender), 500) or "<>", eol))
         if self.opt.header_recipients:
             out.append(fold("X-Qmail-Scanner-Rcpt-To",
-                            ", ".join(safe(_addr(r), 200) for r in env.recipients[:100]), eol))
+                            ", ".join(one_line(_addr(r), 200) for r in env.recipients[:100]), eol))
         if self.opt.header_attachments:
-            names = [f"{safe(p.filename, 100)}:{len(p.payload)}" for p in parts if p.filename]
+            names = [f"{one_line(p.filename, 100)}:{len(p.payload)}" for p in parts if p.filename]
             if names:
                 out.append(fold("X-Qmail-Scanner-Mime-Attachments", " ".join(names[:50]), eol))
         return out
@@ -411,7 +412,7 @@ class Processor:
             reply = "Zmessage could not be parsed, try again later (#4.6.0)"
         return ScanResult(
             scanner="mime", verdict=Verdict.MALFORMED, name="unparseable",
-            detail=safe(f"{type(exc).__name__}: {exc}"), disposition=action, reply=reply,
+            detail=one_line(f"{type(exc).__name__}: {exc}", 200), disposition=action, reply=reply,
         )
 
     def _margin(self, req: Request) -> float:
@@ -447,7 +448,7 @@ class Processor:
             except Exception as exc:
                 log.exception("handing %s to qmail-queue failed", event.event_id)
                 self._queue_failed(event, NOT_RUN, f"Zqscan: cannot run qmail-queue: {type(exc).__name__}: "
-                                   f"{safe(str(exc), 200)} (#4.3.0)")
+                                   f"{one_line(str(exc), 200)} (#4.3.0)")
                 return Outcome(ec.CUSTOM_ERROR, HANDOFF_FAIL_TEXT, event)
         if event.action in (Action.QUARANTINE, Action.DROP):
             return Outcome(ec.QUEUED, None, event)  # durable in the journal: accepted

@@ -10,23 +10,16 @@ from __future__ import annotations
 import re
 
 from ingest.event import MessageScanned
+from scanners.text import one_line
 
-_CTRL = re.compile(r"[\x00-\x1f\x7f]+")
 MAX_FIELD = 200
 MAX_RECIPIENTS = 20
 MAX_ATTACHMENTS = 20
 
 
 def clean(value: str | None, limit: int = MAX_FIELD) -> str:
-    """Strip control characters (CR/LF included) and bound the length."""
-    if not value:
-        return ""
-    if not value.isprintable():  # C-speed pre-check: most values need no regex pass
-        value = _CTRL.sub(" ", value)
-    value = value.strip()
-    if len(value) > limit:
-        value = value[: limit - 3] + "..."
-    return value
+    """A summary-line field: ``one_line``, cut to ``limit`` with "..." (the log's own bound)."""
+    return one_line(value, limit, ellipsis="...")
 
 
 _NEEDS_QUOTES = re.compile(r'[ "\\]')

@@ -23,8 +23,9 @@ from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.event import Action, Category
+from ingest.event import Action, Category, utc
 from qscan.config import Config
+from scanners.direction import DIRECTIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +50,7 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return start + timedelta(days=1) if end else start
     when = datetime.fromisoformat(text)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return utc(when)
 
 
 class When(click.ParamType):
@@ -222,7 +223,7 @@ def filter_options(fn: F) -> F:
                      help="what qscan did"),
         click.option("--verdict", "category", type=click.Choice([c.value for c in Category]),
                      help="the category qscan decided (clean, virus, spam, ...)"),
-        click.option("--direction", type=click.Choice(["inbound", "outbound", "local"]),
+        click.option("--direction", type=click.Choice(DIRECTIONS),
                      help="outbound = RELAYCLIENT set; local = injected on the host"),
         click.option("--attachment", metavar="NAME",
                      help="an attachment's file name, case-insensitive, '*' allowed ('*.exe')"),

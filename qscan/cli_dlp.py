@@ -21,6 +21,7 @@ import click
 
 from qscan.cli_db import When
 from qscan.config import Config
+from scanners.direction import DIRECTIONS
 
 if TYPE_CHECKING:
     from compliance.dlp_hunts import HuntStore
@@ -181,7 +182,7 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
 @click.option("--sender", help="envelope sender ('*' allowed)")
 @click.option("--recipient", help="an envelope recipient ('*' allowed)")
 @click.option("--domain", help="the sender's or a recipient's domain ('*' allowed)")
-@click.option("--direction", type=click.Choice(["inbound", "outbound", "local"]))
+@click.option("--direction", type=click.Choice(DIRECTIONS))
 @click.option("--partitions", help="kafka: only these partitions, e.g. 0,1 (default: all)")
 @click.option("--dry-run", is_flag=True, help="report only: record nothing in SQL")
 @click.option("--json", "as_json", is_flag=True, help="print the totals as JSON")

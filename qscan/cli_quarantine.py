@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ingest.event import QUARANTINE_FOLDERS
 from qscan.cli_db import When, sql_store
 from qscan.config import Config
 
@@ -70,7 +71,7 @@ def quarantine() -> None:
 
 # -- list ---------------------------------------------------------------------------
 @quarantine.command("list")
-@click.option("--folder", type=click.Choice(["viruses", "policy", "spam", "dlp"]),
+@click.option("--folder", type=click.Choice(QUARANTINE_FOLDERS),
               help="one quarantine folder")
 @click.option("--state", type=click.Choice(STATE_CHOICES), default=None,
               help="entries in this state (default: all but deleted)")
@@ -355,7 +356,7 @@ def delete(ctx: click.Context, event_id: str, reason: str, by: str | None) -> No
 @click.option("--older-than", "older_than", type=Age(), default=None,
               help="age for every folder, e.g. 14d, 36h, 2w (default: quarantine.expire_days "
                    "with quarantine.folder_days overrides)")
-@click.option("--folder", type=click.Choice(["viruses", "policy", "spam", "dlp"]),
+@click.option("--folder", type=click.Choice(QUARANTINE_FOLDERS),
               help="expire this folder only")
 @click.option("--dry-run", is_flag=True, help="only say what would be deleted")
 @click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")

@@ -12,14 +12,13 @@ import getpass
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from archive.copies import MaildirCopies, archive_predicate
 from compliance.copystore import MessageFacts
 from compliance.retention import Policy, Rule
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, to_json
+from ingest.event import AnyEvent, to_json, utc
 from ingest.journal import Journal
 from qscan.config import Config
 
@@ -81,10 +80,6 @@ def policy(cfg: Config) -> Policy:
     return Policy(rules=rules, default_days=days(cfg.retention.default_days))
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:
     """Where a message's stored copy is, or why there is none (``qscan audit show``)."""
     m = info["message"]
@@ -92,7 +87,7 @@ def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:
     folder = info["quarantine"]["folder"] if info["quarantine"] else None
     where = expected_location(m["action"], m["category"], m["queue_status"], folder,
                               archived(cfg)(m["sender"], rcpts))
-    facts = MessageFacts(m["event_id"], _utc(m["received_at"]), m["sender"], rcpts,
+    facts = MessageFacts(m["event_id"], utc(m["received_at"]), m["sender"], rcpts,
                          m["raw_sha256"], where)
     out = [f"{c.location}: {c.path}" for c in copy_store(cfg).locate(facts)]
     if info["deletion"]:

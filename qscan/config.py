@@ -26,6 +26,8 @@ from pydantic import (
     field_validator,
 )
 
+from ingest.event import QUARANTINE_FOLDERS
+from scanners.direction import Direction
 from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
@@ -577,7 +579,7 @@ class RetentionRuleConfig(_Section):
     days: Days = Field(..., description="keep stored copies this many days, or 'forever'")
     domain: str | None = Field(None, description="sender's or any recipient's domain ('*' allowed)")
     address: str | None = Field(None, description="sender or any recipient ('*' allowed)")
-    direction: Literal["inbound", "outbound", "local"] | None = None
+    direction: Direction | None = None
     verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = None
 
     @field_validator("days")
@@ -593,9 +595,6 @@ class RetentionConfig(_Section):
         "forever", description="days to keep copies no rule matches ('forever': never delete)"
     )
     rules: list[RetentionRuleConfig] = Field([], description="tried in order; the first match decides")
-
-
-QUARANTINE_FOLDERS = ("viruses", "policy", "spam", "dlp")
 
 
 class QuarantineConfig(_Section):
@@ -616,7 +615,7 @@ class QuarantineConfig(_Section):
     def _days(cls, value: dict[str, int]) -> dict[str, int]:
         for folder, days in value.items():
             if folder not in QUARANTINE_FOLDERS:
-                raise ValueError(f"unknown folder {folder!r} (viruses, policy, spam, dlp)")
+                raise ValueError(f"unknown folder {folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
             if days < 1:
                 raise ValueError(f"{folder}: days must be at least 1")
         return value

@@ -37,6 +37,7 @@ from compliance.dlp_hunts import HuntStore, finding_rows
 from ingest.event import MessageScanned, from_json
 from ingest.ids import uuid7
 from ingest.journal import Journal
+from scanners.direction import direction
 from scanners.dlp.engine import DlpEngine, MessageFacts
 
 if TYPE_CHECKING:
@@ -92,12 +93,6 @@ def _domain(address: str) -> str:
     return address.rsplit("@", 1)[1].lower() if "@" in address else ""
 
 
-def direction_of(relay: bool, client_ip: str | None) -> str:
-    if relay:
-        return "outbound"
-    return "local" if not client_ip else "inbound"
-
-
 @dataclass
 class Stored:
     """One past message as a source found it; ``raw`` is fetched only when the filter passed."""
@@ -109,10 +104,11 @@ class Stored:
     relay: bool
     client_ip: str | None
     raw: Callable[[], bytes | None]
+    outbound: bool | None = None  # unknown in archived copies: relay stands for it
 
     @property
     def direction(self) -> str:
-        return direction_of(self.relay, self.client_ip)
+        return direction(self.relay, self.client_ip, self.outbound)
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,7 @@ def _journal_raw(journal: Journal, event_id: str) -> bytes | None:
 
 def _from_event(event: MessageScanned, raw: Callable[[], bytes | None]) -> Stored:
     return Stored(event.event_id, event.time, event.envelope.sender, list(event.envelope.recipients),
-                  event.client.relay, event.client.ip, raw)
+                  event.client.relay, event.client.ip, raw, event.client.outbound)
 
 
 def archive_source(archive_dir: Path, quarantine_dir: Path,
@@ -236,7 +232,7 @@ def _read_stored(path: Path, name_event_id: str, filt: HuntFilter | None) -> Sto
 def _envelope_matches(filt: HuntFilter, parsed: ParsedCopy) -> bool:
     ip, relay = _client(parsed.client)
     return filt.matches(_received(parsed.received), parsed.envelope_from or "", parsed.envelope_to,
-                        direction_of(relay, ip))
+                        direction(relay, ip))
 
 
 def _same(value: bytes | None) -> bytes | None:
@@ -444,7 +440,8 @@ def _evaluate(engine: DlpEngine, item: Item, filt: HuntFilter, stats: HuntStats,
     except Exception:
         stats.unreadable += 1
         return
-    evaluation = engine.evaluate(message, MessageFacts(item.sender, item.recipients, item.relay))
+    evaluation = engine.evaluate(message, MessageFacts(item.sender, item.recipients,
+                                                             item.direction == "outbound"))
     records = evaluation.records()
     rows = finding_rows(stats.hunt_id, item.event_id, item.received_at, item.sender, direction, records)
     pending.extend(rows)

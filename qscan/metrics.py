@@ -94,13 +94,6 @@ class BoundedLabel:
         return value
 
 
-def direction(relay: bool, ip: str | None) -> str:
-    """The same rule as the SQL summaries: relay -> outbound, no client IP -> local."""
-    if relay:
-        return "outbound"
-    return "inbound" if ip else "local"
-
-
 def error_kind(error: str) -> str:
     text = error.lower()
     return "timeout" if "timeout" in text or "timed out" in text else "error"
@@ -174,7 +167,7 @@ def sample(processor: Processor, outcome: Outcome) -> list[Any]:
     if ev is None:  # envelope errors: no event, only a reply code
         return [outcome.code, "", "", "", 0.0, scans, appends, []]
     errors = [[f.scanner, error_kind(f.error)] for f in ev.findings if f.error]
-    return [outcome.code, ev.action.value, ev.category.value, direction(ev.client.relay, ev.client.ip),
+    return [outcome.code, ev.action.value, ev.category.value, ev.client.direction,
             round(ev.timings.total_ms / 1000, 6), scans, appends, errors]
 
 

@@ -26,8 +26,8 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from compliance.models import Finding, Message, Part
+from scanners.direction import DIRECTIONS
 
-DIRECTIONS = ("inbound", "outbound", "local")
 BLOCKED_CATEGORIES = ("spam", "virus", "policy", "dlp", "malformed")
 CATEGORIES = ("clean", *BLOCKED_CATEGORIES)
 ACTIONS = ("deliver", "quarantine", "reject", "tempfail", "drop")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
 
+from scanners.direction import leaves_site
 from scanners.result import ScanResult
 
 
@@ -52,7 +53,7 @@ class ScanContext:
     @property
     def leaves_site(self) -> bool:
         """Outbound, for rules with a direction."""
-        return self.relay if self.outbound is None else self.outbound
+        return leaves_site(self.relay, self.outbound)
     queue_id: str = ""  # the event id, for correlating a scanner's own logs (rspamd Queue-Id)
     found_parts: list[PartInfo] = field(default_factory=list)  # the one thing scanners may append to
 

@@ -11,15 +11,19 @@ from enum import StrEnum
 from typing import Any
 
 
-class Verdict(StrEnum):
-    """Same vocabulary as the event's categories."""
-
+# What a message, or one scanner's finding about it, is. The one vocabulary for both: a
+# scanner's verdict here, the event's ``category`` in ``ingest.event`` (which imports it). No
+# docstring: pydantic would copy it into the event JSON Schema, whose ``Category`` this is.
+class Category(StrEnum):
     CLEAN = "clean"
     VIRUS = "virus"
     POLICY = "policy"
     SPAM = "spam"
     DLP = "dlp"
     MALFORMED = "malformed"
+
+
+Verdict = Category  # the name scanners use for it
 
 
 class Disposition(StrEnum):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.headers import diagnostics_value, fold, line_ending, safe
+from ingest.headers import diagnostics_value, fold, line_ending
+from scanners.text import one_line as safe
 
 
 def test_line_ending() -> None:

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from qscan.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, direction, error_kind
+from qscan.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, error_kind
+from scanners.direction import direction
 from tests.daemon_harness import running_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,8 @@ def wait_for(port: int, check: Callable[[Samples], bool], timeout: float = 15.0)
 def test_daemon_and_consumer_endpoints(tmp_path: Path) -> None:
     port = free_port_block()
     extra = f"[metrics]\nenabled = true\nport = {port}\n"
-    with running_daemon(tmp_path, extra=extra, workers=2) as h:
+    # bob@example.org is local here: the last message, injected on the host, stays on it.
+    with running_daemon(tmp_path, extra=extra, workers=2, daemon_extra='local_domains = ["example.org"]') as h:
         assert h.send(CLEAN, TCPREMOTEIP="192.0.2.7").code == 0
         invoice = (ROOT / "demo" / "corpus" / "20-invoice-exe.eml").read_bytes()
         assert h.send(invoice, TCPREMOTEIP="192.0.2.7").code == 0  # quarantined (policy)

@@ -15,7 +15,6 @@ steered by the message being reported.
 from __future__ import annotations
 
 import gettext
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -37,6 +36,7 @@ from jinja2 import (
 
 from compliance.notify.audience import Audience, Notice
 from ingest.event import Action, Category, MessageScanned
+from scanners.text import display_safe
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES = PACKAGE_DIR / "templates"
@@ -47,17 +47,11 @@ LANGUAGES = ("en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "
 MAX_LIST = 20  # recipients, attachments, findings shown at most
 JINJA_OPTIONS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
 
-# Controls (C0, C1), bidi embeddings/overrides/isolates, line and paragraph separators.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]+")
-_SPACES = re.compile(r"\s{2,}")
 
 
 def clean(value: object, limit: int = 200) -> str:
-    """One line of display text: no controls or line breaks, bounded (with an ellipsis)."""
-    if value is None:
-        return ""
-    text = _SPACES.sub(" ", _UNSAFE.sub(" ", str(value))).strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """One line of display text (``scanners.text.display_safe``), at most ``limit`` characters."""
+    return display_safe(value, limit)
 
 
 class CatalogMissing(RuntimeError):

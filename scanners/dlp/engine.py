@@ -33,7 +33,7 @@ ENCRYPTED_RULE = "encrypted-mail"
 class MessageFacts:
     sender: str
     recipients: list[str]
-    outbound: bool  # RELAYCLIENT was set: an authorised relay client sent it
+    outbound: bool  # the mail leaves the site (scanners.direction.leaves_site)
 
 
 @dataclass

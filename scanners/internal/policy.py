@@ -25,16 +25,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scanners.direction import leaves_site
 from scanners.internal.checks import CHECKS, CheckHit
 from scanners.internal.items import Item
 from scanners.internal.safe_regex import Pattern, RegexError, compile_globs, compile_regex
+from scanners.text import breaks_line, one_line
 
 ActionName = Literal["quarantine", "reject", "tempfail", "drop", "tag", "allow"]
 TERMINAL = frozenset(("quarantine", "reject", "tempfail", "drop", "allow"))
 CategoryName = Literal["policy", "virus", "malformed", "spam", "dlp"]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,79}$"
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REPLY = 400
 
 
@@ -149,10 +150,6 @@ def _domain(addr: str) -> str:
     return addr.rsplit("@", 1)[1].lower() if "@" in addr else ""
 
 
-def _safe_text(text: str, limit: int = MAX_REPLY) -> str:
-    return _UNSAFE.sub(" ", text).strip()[:limit]
-
-
 @dataclass(slots=True)
 class Rule:
     """A compiled rule. Built from a RuleSpec, or built in for a format check."""
@@ -190,8 +187,7 @@ class Rule:
     def match(self, f: MessageFacts) -> Match | None:
         evidence: list[str] = []
         hit: CheckHit | None = None
-        outbound = f.relay if f.outbound is None else f.outbound
-        if self.direction != "any" and outbound != (self.direction == "outbound"):
+        if self.direction != "any" and leaves_site(f.relay, f.outbound) != (self.direction == "outbound"):
             return None
         if self.relay is not None and self.relay != f.relay:
             return None
@@ -257,7 +253,7 @@ class Rule:
 
     # -- what the action asks for --------------------------------------------------------------
     def reply_text(self) -> str | None:
-        what = _safe_text(self.reply or self.description or "")
+        what = one_line(self.reply or self.description, MAX_REPLY)
         if self.action == "reject":
             return "D" + (what or "message refused by content policy") + (
                 "" if self.reply else " (#5.7.1)")
@@ -366,7 +362,7 @@ def compile_rule(spec: RuleSpec, where: str, problems: list[Problem]) -> Rule | 
     rule.has_attachment_conditions = spec.attachment_fields()
     if spec.tag_header is not None:
         name, sep, value = spec.tag_header.partition(":")
-        if not sep or not _HEADER_NAME.fullmatch(name.strip()) or _UNSAFE.search(value):
+        if not sep or not _HEADER_NAME.fullmatch(name.strip()) or breaks_line(value):
             err(f"tag_header: expected 'Name: value' on one line, got {spec.tag_header!r}")
         else:
             rule.header = (name.strip(), value.strip())

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scanners.protocols import ProtocolError
+from scanners.text import one_line
 
 PATH = "/checkv2"
 ACTIONS = frozenset({
@@ -28,14 +29,13 @@ ACTIONS = frozenset({
     "discard", "quarantine",
 })
 SPAM_ACTIONS = frozenset({"add header", "rewrite subject", "reject", "discard", "quarantine"})
-_CTRL = re.compile(rb"[\x00-\x1f\x7f]")
 _SERVER = re.compile(r"rspamd/(?P<ver>[0-9][0-9A-Za-z.\-+]*)")
 MAX_RCPT = 1000
 
 
 def _value(text: str | bytes | None, limit: int = 998) -> bytes:
-    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else (text or b"")
-    return _CTRL.sub(b"", raw).strip()[:limit]
+    value = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
+    return one_line(value).encode("utf-8", "surrogateescape")[:limit]
 
 
 def request_headers(

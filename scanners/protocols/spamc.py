@@ -23,10 +23,10 @@ import re
 from dataclasses import dataclass, field
 
 from scanners.protocols import ProtocolError
+from scanners.text import one_line
 
 COMMANDS = frozenset({"CHECK", "SYMBOLS", "REPORT", "REPORT_IFSPAM", "HEADERS", "PROCESS", "PING"})
 MAX_HEAD = 64 * 1024
-_CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _STATUS = re.compile(rb"^SPAMD/(?P<ver>\d+\.\d+) +(?P<code>-?\d+) *(?P<msg>.*)$")
 _SPAM = re.compile(
     r"^\s*(?P<flag>True|False|Yes|No)\s*;\s*(?P<score>-?\d+(?:\.\d+)?)\s*/\s*(?P<req>-?\d+(?:\.\d+)?)\s*$",
@@ -48,9 +48,9 @@ def build_request(command: str, message: bytes, user: str | None = None) -> byte
     if command != "PING":
         lines.append(f"Content-length: {len(message)}")
     if user:
-        clean = _CTRL.sub("", user).strip()
+        clean = one_line(user, 256)
         if clean:
-            lines.append(f"User: {clean[:256]}")
+            lines.append(f"User: {clean}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
     return head if command == "PING" else head + message
 
