@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.mime import display_header, header_summary, parse, walk_parts
+from ingest.mime import header_summary, walk_parts
+from scanners.mime.parse import display_header, parse
 
 
 def test_display_header_decodes_and_unfolds() -> None:
@@ -53,7 +54,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     walk_parts(msg)
 
 
-# -- the header cache (ingest.mime.POLICY) must not change what anyone sees ---------------------
+# -- the header cache (scanners.mime.parse.POLICY) must not change what anyone sees ---------------------
 def _view(msg: object) -> list[tuple[object, ...]]:
     from email.message import Message
 
@@ -96,7 +97,7 @@ def test_cached_policy_matches_default_on_hostile_parameters(ctype: str, disp: s
 
 
 def test_giant_headers_are_not_kept_across_messages() -> None:
-    import ingest.mime as mime
+    import scanners.mime.parse as mime
 
     mime._FETCHED.clear()
     big = "x" * (mime._FETCH_CACHE_MAX_VALUE + 1)

@@ -44,10 +44,7 @@ from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
 
-from ingest.mime import parse as parse_mime
-from ingest.mime import part_children, part_filename, part_payload
 from scanners.base import ScanPart
-from scanners.internal.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.internal.unpack import (
     Budget,
     HardDeadline,
@@ -60,6 +57,9 @@ from scanners.internal.unpack import (
     tnef_members,
     uu_members,
 )
+from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
+from scanners.mime.parse import parse as parse_mime
+from scanners.mime.parse import part_children, part_filename, part_payload
 
 log = logging.getLogger(__name__)
 
