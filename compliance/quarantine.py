@@ -54,6 +54,7 @@ from compliance.models import (
     Finding,
     Message,
     QuarantineEntry,
+    QuarantineRelease,
     Recipient,
 )
 from compliance.quarantine_records import (
@@ -62,7 +63,6 @@ from compliance.quarantine_records import (
     RELEASED,
     RELEASING,
     STATES,
-    QuarantineRelease,
     record_released,
 )
 from ingest.event import AnyEvent, MessageReleased
