@@ -39,11 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.dlp_corpus import ham, sensitive  # noqa: E402
-from ingest.mime import parse, walk_parts  # noqa: E402
+from ingest.mime import walk_parts  # noqa: E402
 from scanners.base import ScanContext  # noqa: E402
 from scanners.dlp.engine import DlpEngine  # noqa: E402
 from scanners.dlp.rules import builtin_detector_names, parse_rules  # noqa: E402
 from scanners.dlp.scanner import DlpScanner  # noqa: E402
+from scanners.mime.parse import parse  # noqa: E402
 
 ALL = ", ".join(f'"{d}"' for d in builtin_detector_names())
 INLINE_RULES = f"""

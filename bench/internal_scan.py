@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest.mime import parse, walk_parts  # noqa: E402
+from ingest.mime import walk_parts  # noqa: E402
 from scanners.base import ScanContext  # noqa: E402
 from scanners.internal.scanner import InternalOptions, InternalScanner  # noqa: E402
 from scanners.internal.unpack import UnpackLimits  # noqa: E402
+from scanners.mime.parse import parse  # noqa: E402
 
 HEAD = (b"From: bench@example.com\nTo: rcpt@example.org\nSubject: bench\nMessage-ID: <b@example.com>\n"
         b"Date: Wed, 25 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\n")

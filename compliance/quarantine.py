@@ -54,6 +54,7 @@ from compliance.models import (
     Finding,
     Message,
     QuarantineEntry,
+    QuarantineRelease,
     Recipient,
 )
 from compliance.patterns import like_pattern, wildcard_match
@@ -63,7 +64,6 @@ from compliance.quarantine_records import (
     RELEASED,
     RELEASING,
     STATES,
-    QuarantineRelease,
     record_released,
 )
 from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased, utc

@@ -22,13 +22,12 @@ it from the row.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, String, Text, insert, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
-from compliance.models import ADDRESS_LEN, DETAIL_LEN, Base, QuarantineEntry
+from compliance.models import ADDRESS_LEN, DETAIL_LEN, QuarantineEntry, QuarantineRelease
 from ingest.event import MessageReleased, utc
 from ingest.summary_line import clean
 
@@ -40,25 +39,6 @@ DELETED = "deleted"
 STATES = (QUARANTINED, RELEASING, RELEASED, DELETED)
 
 
-class QuarantineRelease(Base):
-    """One release of a quarantined message through qmail-queue."""
-
-    __tablename__ = "quarantine_releases"
-
-    event_id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="message.released id")
-    ref_event_id: Mapped[str] = mapped_column(
-        String(36), unique=True, doc="the released message (no foreign key: the record outlives it)"
-    )
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    host: Mapped[str] = mapped_column(String(255), doc="where the release ran")
-    folder: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(255), doc="user@host, or --by")
-    reason: Mapped[str] = mapped_column(String(DETAIL_LEN))
-    sender: Mapped[str] = mapped_column(String(ADDRESS_LEN), doc="envelope sender re-injected")
-    recipients: Mapped[str] = mapped_column(Text, doc="JSON list: envelope recipients re-injected")
-    original_recipients: Mapped[bool] = mapped_column(Boolean, doc="false: --to was given")
-    forced: Mapped[bool] = mapped_column(Boolean, doc="a virus released with --force")
-    sha256: Mapped[str] = mapped_column(String(64), doc="of the message handed to qmail-queue")
 
 
 def release_row(ev: MessageReleased) -> dict[str, Any]:

@@ -240,7 +240,7 @@ class MessageScanned(_Model):
     defects: list[MailText] = Field([], description="MIME defects the parser reported")
     crypto: list[str] | None = Field(
         None, description="S/MIME and PGP use anywhere in the message, each once, in this order: "
-        "smime-signed, smime-encrypted, pgp-signed, pgp-encrypted (ingest/crypto.py); [] when none "
+        "smime-signed, smime-encrypted, pgp-signed, pgp-encrypted (scanners/mime/crypto.py); [] when none "
         "(or the message was too large to parse); null in events written before qscan recorded it"
     )
     added_headers: list[MailText] = Field([], description="header lines qscan added")

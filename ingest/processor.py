@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest import exitcodes as ec
-from ingest.crypto import crypto_use
 from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, EnvelopeTruncated, parse_envelope
 from ingest.event import (
     Action,
@@ -39,12 +38,14 @@ from ingest.found_parts import merge_found_parts
 from ingest.headers import diagnostics_value, fold, line_ending
 from ingest.ids import uuid7
 from ingest.journal import Journal, JournalError
-from ingest.mime import header_summary, parse, walk_parts
+from ingest.mime import header_summary, walk_parts
 from ingest.qmail_queue import run_qmail_queue
 from ingest.summary_line import format_summary
 from ingest.summary_log import NullLog, SummaryLog
 from ingest.verdict import decide
 from scanners.base import ScanContext, Scanner, ScanPart
+from scanners.mime.crypto import crypto_use
+from scanners.mime.parse import parse
 from scanners.result import Disposition, ScanResult, Verdict
 from scanners.size import SizeScanner
 from scanners.text import one_line

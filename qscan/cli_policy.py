@@ -88,12 +88,13 @@ def explain(ctx: click.Context, message: str, sender: str | None, recipients: tu
             client_ip: str | None, relay: bool, rules: str | None, as_json: bool) -> None:
     """Show every part, every finding and which rule decides for MESSAGE (an .eml file)."""
     from ingest.found_parts import merge_found_parts
-    from ingest.mime import parse, walk_parts
+    from ingest.mime import walk_parts
     from ingest.verdict import decide
     from qscan.internal_scanner import internal_options
     from scanners.base import ScanContext
     from scanners.internal.policy import PolicyError
     from scanners.internal.scanner import InternalScanner
+    from scanners.mime.parse import parse
 
     cfg = _config_or_defaults(ctx)
     try:

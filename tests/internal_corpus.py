@@ -13,8 +13,9 @@ import struct
 import tarfile
 import zipfile
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.base import ScanContext
+from scanners.mime.parse import parse
 
 HEAD = (b"From: alice@example.com\nTo: bob@example.org\nSubject: test\n"
         b"Message-ID: <t1@example.com>\nDate: Wed, 25 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\n")

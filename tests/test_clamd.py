@@ -19,11 +19,12 @@ import pytest
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
 from qscan.standin import write_standin
 from scanners.base import ScanContext
 from scanners.clamd import ClamdOptions, ClamdScanner
+from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.conftest import require
 from tests.daemon_harness import running_daemon

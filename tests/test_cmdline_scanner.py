@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.base import ScanContext
 from scanners.cmdline import CmdlineOptions, CmdlineScanner
+from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.external_servers import EICAR
 

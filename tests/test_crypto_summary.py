@@ -22,15 +22,16 @@ from compliance import canonical
 from compliance.db import make_engine
 from compliance.summaries import SummarySink
 from compliance.verify import verify_chain
-from ingest.crypto import KINDS, armor_kind, cms_kind, crypto_use, packet_kind
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
 from ingest.log import LogRecord
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
 from ingest.summary_line import format_summary
 from qscan.standin import write_standin
+from scanners.mime.crypto import KINDS, armor_kind, cms_kind, crypto_use, packet_kind
+from scanners.mime.parse import parse
 from tests.factories import make_event
 from tests.internal_corpus import HEAD, TEXT_PART, attachment, b64, multipart
 

@@ -14,9 +14,10 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.base import ScanContext
 from scanners.cymru import CymruOptions, CymruScanner
+from scanners.mime.parse import parse
 from scanners.protocols import ProtocolError
 from scanners.protocols.cymru import Answer, parse_txt, query_name
 from scanners.result import Disposition, Verdict

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.internal.checks import CHECKS
 from scanners.internal.format_checks import RENAME_PREFIX, rename_repeated
 from scanners.internal.rawmime import strip_comments, walk_headers
 from scanners.internal.scanner import InternalOptions, InternalScanner
+from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.internal_corpus import CLEAN_CASES, FORMAT_CASES, HEAD, TEXT_PART, context, multipart
 

@@ -9,12 +9,13 @@ import zipfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.base import ScanContext
 from scanners.internal.format_checks import RENAME_PREFIX, rename_repeated, repeated_offsets
 from scanners.internal.rawmime import walk_headers
 from scanners.internal.scanner import InternalOptions, InternalScanner
 from scanners.internal.unpack import UnpackLimits
+from scanners.mime.parse import parse
 from tests.internal_corpus import HEAD, pe_bytes, tnef_bytes, uuencoded
 
 SCANNER = InternalScanner(InternalOptions(limits=UnpackLimits(max_depth=4, max_members=50)))

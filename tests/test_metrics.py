@@ -197,7 +197,7 @@ def test_notification_outbox_by_state(migrated_url: str, tmp_path: Path) -> None
     from sqlalchemy import insert
 
     from compliance.db import make_engine
-    from compliance.notify.models import Notification
+    from compliance.models import Notification
     from qscan.config import parse_config
     from qscan.metrics import ConsumerMetrics
 
@@ -228,7 +228,7 @@ def test_notification_sends_and_failures_are_counted(migrated_url: str, tmp_path
     from sqlalchemy import insert
 
     from compliance.db import make_engine
-    from compliance.notify.models import Notification
+    from compliance.models import Notification
     from qscan.config import parse_config
     from qscan.metrics import consumer_metrics
     from qscan.notify_wiring import make_notify_sink

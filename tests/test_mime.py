@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.mime import display_header, header_summary, parse, walk_parts
+from ingest.mime import header_summary, walk_parts
+from scanners.mime.filetype import exec_kind, sniff
+from scanners.mime.parse import display_header, parse
 
 
 def test_display_header_decodes_and_unfolds() -> None:
@@ -53,7 +55,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     walk_parts(msg)
 
 
-# -- the header cache (ingest.mime.POLICY) must not change what anyone sees ---------------------
+# -- the header cache (scanners.mime.parse.POLICY) must not change what anyone sees ---------------------
 def _view(msg: object) -> list[tuple[object, ...]]:
     from email.message import Message
 
@@ -96,7 +98,7 @@ def test_cached_policy_matches_default_on_hostile_parameters(ctype: str, disp: s
 
 
 def test_giant_headers_are_not_kept_across_messages() -> None:
-    import ingest.mime as mime
+    import scanners.mime.parse as mime
 
     mime._FETCHED.clear()
     big = "x" * (mime._FETCH_CACHE_MAX_VALUE + 1)
@@ -104,3 +106,29 @@ def test_giant_headers_are_not_kept_across_messages() -> None:
     assert msg["Subject"] == big and msg.get_content_type() == "text/plain"
     assert all(len(v) <= mime._FETCH_CACHE_MAX_VALUE for _, v in mime._FETCHED)
     assert ("Content-Type", "text/plain") in mime._FETCHED
+
+
+# -- one PE check: the event's detected type (sniff) and the internal scanner (exec_kind) agree --
+
+def _mz(e_lfanew: int, size: int, pe_at: int | None) -> bytes:
+    data = bytearray(b"MZ" + bytes(0x3A) + e_lfanew.to_bytes(4, "little"))
+    data = data.ljust(size, b"\0")
+    if pe_at is not None and pe_at + 4 <= size:
+        data[pe_at : pe_at + 4] = b"PE\0\0"
+    return bytes(data[:size])
+
+
+def test_a_pe_header_closing_the_data_is_a_pe() -> None:
+    # the two old copies differed here: one wanted a byte after 'PE\0\0', the other did not
+    data = _mz(0x40, 0x44, 0x40)
+    assert exec_kind(data) == "pe"
+    assert sniff(data) == "application/x-dosexec"
+    assert sniff(data[:-1]) is None and exec_kind(data[:-1]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(e_lfanew=st.integers(0, 0x200), size=st.integers(0, 0x220),
+       pe_at=st.one_of(st.none(), st.integers(0, 0x220)))
+def test_sniff_and_exec_kind_agree_on_pe(e_lfanew: int, size: int, pe_at: int | None) -> None:
+    data = _mz(e_lfanew, size, pe_at)
+    assert (sniff(data) == "application/x-dosexec") == (exec_kind(data) == "pe")

@@ -1,6 +1,6 @@
-"""ingest.mime_split builds exactly feedparser's tree, or declines and feedparser does.
+"""scanners.mime.split builds exactly feedparser's tree, or declines and feedparser does.
 
-The property is differential: for any text, ``ingest.mime.parse`` (fast path or fallback)
+The property is differential: for any text, ``scanners.mime.parse.parse`` (fast path or fallback)
 and the stdlib ``BytesParser`` give the same message objects - headers, defects, payload
 strings, preambles, epilogues, default types - all the way down.
 """
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.corpus import generate
-from ingest import mime
-from ingest.mime_split import parse_text
+from scanners.mime import parse as mime
+from scanners.mime.split import parse_text
 from tests.internal_corpus import CLEAN_CASES, FORMAT_CASES
 
 _STDLIB = BytesParser(policy=mime.POLICY)
@@ -209,7 +209,7 @@ def test_generated_trees_same_tree(text: str) -> None:
 
 
 def test_public_header_parser_fallback_gives_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ingest import mime_split
+    from scanners.mime import split as mime_split
 
     monkeypatch.setattr(mime_split, "_FEED_HEADERS", None)  # a Python without the private routine
     for raw in (MIXED, *(m.data for m in generate(60) if m.kind != "huge")):

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from scanners.base import ScanContext
+from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.rspamd import RspamdOptions, RspamdScanner
 from scanners.spam_policy import SpamPolicy

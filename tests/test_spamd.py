@@ -9,10 +9,11 @@ import pytest
 
 from ingest.envelope import build_envelope
 from ingest.journal import Journal
-from ingest.mime import parse, walk_parts
+from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
 from qscan.standin import recorded, write_standin
 from scanners.base import ScanContext
+from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.spam_policy import SpamPolicy
 from scanners.spamd import SpamdOptions, SpamdScanner

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanners.internal.filetype import Located, container_kind, is_tar, locate_container, zip_at_end
 from scanners.internal.scanner import InternalOptions, InternalScanner
 from scanners.internal.unpack import HardDeadline, UnpackLimits, hard_deadline
+from scanners.mime.filetype import Located, container_kind, is_tar, locate_container, zip_at_end
 from scanners.result import Disposition
 from tests.internal_corpus import TEXT_PART, attachment, context, multipart, pe_bytes, zip_bytes
 

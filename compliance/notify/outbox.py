@@ -28,9 +28,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from compliance.db import session_factory
-from compliance.models import DETAIL_LEN
+from compliance.models import DETAIL_LEN, Notification
 from compliance.notify.delivery import DeliveryError, Transport
-from compliance.notify.models import Notification
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,7 @@ from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
 
-from ingest.mime import parse as parse_mime
-from ingest.mime import part_children, part_filename, part_payload
 from scanners.base import ScanPart
-from scanners.internal.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.internal.unpack import (
     Budget,
     HardDeadline,
@@ -60,6 +57,9 @@ from scanners.internal.unpack import (
     tnef_members,
     uu_members,
 )
+from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
+from scanners.mime.parse import parse as parse_mime
+from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
 
 log = logging.getLogger(__name__)
 
@@ -443,13 +443,6 @@ def _encoded_message(node: Message) -> bytes:
         return b""
 
 
-def _content_type(node: Message) -> str:
-    try:
-        return node.get_content_type()
-    except Exception:
-        return "application/octet-stream"
-
-
 def _join(path: str, i: int) -> str:
     return f"{path}/{i}" if path else str(i)
 
@@ -526,7 +519,7 @@ class _Walk:
             node, path, nesting = stack.pop()
             if nesting > MAX_NESTING:
                 continue
-            ctype = _content_type(node)
+            ctype = part_content_type(node)
             where = prefix + (path or "1")
             if ctype == "multipart/encrypted" or (
                     ctype in ("application/pkcs7-mime", "application/x-pkcs7-mime")

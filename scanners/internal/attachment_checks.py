@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterable
 
 from scanners.internal.checks import DISK_IMAGE_EXTENSIONS, EXECUTABLE_FORMATS, CheckHit
-from scanners.internal.filetype import exec_kind
 from scanners.internal.items import Item
+from scanners.mime.filetype import exec_kind
 
 MAX_FILENAME = 256
 

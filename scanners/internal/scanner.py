@@ -29,20 +29,9 @@ from email.header import decode_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
-from ingest.mime import parse as parse_mime
-from ingest.mime import part_children, part_content_type, part_payload
 from scanners.base import PartInfo, ScanContext, ScanPart
 from scanners.internal.attachment_checks import banned_checks, content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
-from scanners.internal.filetype import (
-    MAGIC_HEAD,
-    UNOPENABLE,
-    UNOPENABLE_SEARCH,
-    Located,
-    exec_kind,
-    locate_container,
-    magic_type,
-)
 from scanners.internal.format_checks import header_checks, rename_repeated
 from scanners.internal.items import Item
 from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, RuleSet
@@ -60,6 +49,17 @@ from scanners.internal.unpack import (
     tnef_members,
     uu_members,
 )
+from scanners.mime.filetype import (
+    MAGIC_HEAD,
+    UNOPENABLE,
+    UNOPENABLE_SEARCH,
+    Located,
+    exec_kind,
+    locate_container,
+    magic_type,
+)
+from scanners.mime.parse import parse as parse_mime
+from scanners.mime.parse import part_children, part_content_type, part_payload
 from scanners.result import Disposition, ScanResult, Verdict
 
 log = logging.getLogger(__name__)

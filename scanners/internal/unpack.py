@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanners.internal.checks import CheckHit
-from scanners.internal.filetype import MAGIC_HEAD, SFX_WINDOW, UNOPENABLE, is_tar, zip_at_end
+from scanners.mime.filetype import MAGIC_HEAD, SFX_WINDOW, UNOPENABLE, is_tar, zip_at_end
 
 MiB = 1024 * 1024
 BLOCK = 64 * 1024

@@ -11,7 +11,7 @@ payload string, preamble and epilogue is the one feedparser produces;
 generated hostile input.
 
 It only takes the shapes it reproduces exactly and returns None for anything else, so
-the caller parses that message with feedparser itself (see ``ingest.mime.parse``):
+the caller parses that message with feedparser itself (see ``scanners.mime.parse.parse``):
 
 - a bare CR line ending anywhere (feedparser splits lines on CR, LF and CRLF; the
   regexes here know LF and CRLF);

@@ -32,8 +32,8 @@ import re
 from collections.abc import Sequence
 from email.message import Message
 
-from ingest.mime import part_children, part_content_type, part_filename, part_payload
 from scanners.base import ScanPart
+from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
 
 SMIME_SIGNED = "smime-signed"
 SMIME_ENCRYPTED = "smime-encrypted"

@@ -3,8 +3,9 @@
 Decisions (is this executable? is it an archive to open?) use a handful of exact
 signatures: they are cheap, predictable, and cannot be talked into opening a
 text file as an mtree archive. libmagic (python-magic) names the detected type
-that reaches the event and the rules; it is only asked about binary content
-and attachments, never about a plain-text body.
+that the internal scanner's items and rules see; it is only asked about binary
+content and attachments, never about a plain-text body. :func:`sniff` is the
+cheap signature table behind each MIME leaf's ``detected_type`` in the event.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
 
 
 def _is_pe(data: bytes) -> bool:
+    """MZ alone is two letters; a real PE has its 'PE\\0\\0' where e_lfanew (at 0x3C) points."""
     if len(data) < 0x40 or not data.startswith(b"MZ"):
         return False
     off = int.from_bytes(data[0x3C:0x40], "little")
@@ -50,6 +52,43 @@ def exec_kind(data: bytes) -> str | None:
         rest = data[2:64].lstrip(b" \t")
         if rest.startswith(b"/"):
             return "script"
+    return None
+
+
+_SNIFFED: tuple[tuple[bytes, str], ...] = (
+    (b"MZ", "application/x-dosexec"),
+    (b"\x7fELF", "application/x-executable"),
+    (b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
+    (b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
+    (b"\xca\xfe\xba\xbe", "application/x-mach-binary"),
+    (b"#!", "text/x-shellscript"),
+    (b"%PDF-", "application/pdf"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"PK\x05\x06", "application/zip"),
+    (b"Rar!\x1a\x07", "application/vnd.rar"),
+    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"BZh", "application/x-bzip2"),
+    (b"\xfd7zXZ\x00", "application/x-xz"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
+    (b"{\\rtf", "application/rtf"),
+    (b"BEGIN:VCALENDAR", "text/calendar"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """The media type its leading bytes name (a MIME leaf's ``detected_type`` in the event),
+    or None when nothing distinctive is seen. ``MZ`` counts only for a real PE image."""
+    head = data[:16]
+    for magic, mtype in _SNIFFED:
+        if head.startswith(magic):
+            if mtype == "application/x-dosexec" and not _is_pe(data):
+                continue
+            return mtype
     return None
 
 

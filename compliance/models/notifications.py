@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from compliance.models import ADDRESS_LEN, DETAIL_LEN, Base, RowId
+from compliance.models.base import ADDRESS_LEN, DETAIL_LEN, Base, RowId
 
 STATES = ("pending", "sending", "indoubt", "sent", "failed")
 

@@ -23,38 +23,25 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     func,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-# Explicit constraint names: migrations can then drop/alter them on every backend.
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-ADDRESS_LEN = 320  # RFC 5321 path limit, with room for what qmail lets through
-DOMAIN_LEN = 255
-SUBJECT_LEN = 998  # RFC 5322 line limit
-DETAIL_LEN = 1000
-TYPE_LEN = 255  # RFC 6838: 127 + '/' + 127
-FILENAME_LEN = 255
-EXTENSION_LEN = 32
-MATTER_LEN = 200
-CRYPTO_LEN = 64
-
-# Child tables outgrow 2**31 rows at a large ISP; SQLite only autoincrements INTEGER.
-RowId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+from compliance.models.base import (
+    ADDRESS_LEN,
+    CRYPTO_LEN,
+    DETAIL_LEN,
+    DOMAIN_LEN,
+    EXTENSION_LEN,
+    FILENAME_LEN,
+    MATTER_LEN,
+    SUBJECT_LEN,
+    TYPE_LEN,
+    Base,
+    RowId,
+)
 
 
 class Message(Base):
@@ -334,8 +321,3 @@ Index("ix_quarantine_entries_folder_received", QuarantineEntry.folder, Quarantin
 Index("ix_queue_failures_host_chain_seq", QueueFailure.host, QueueFailure.chain_seq, unique=True)
 Index("ix_deletions_host_chain_seq", Deletion.host, Deletion.chain_seq, unique=True)
 Index("ix_holds_matter", Hold.matter)
-
-# Tables owned by other modules, on the same metadata (migrations and tests see them all).
-import compliance.dlp_hunts  # noqa: E402  (0005: DLP retro-hunts)
-import compliance.notify.models  # noqa: E402
-import compliance.quarantine_records  # noqa: E402, F401  (0006: quarantine releases)

@@ -1,0 +1,34 @@
+"""The quarantine releases table (migration 0006): one row per release through qmail-queue.
+
+How rows are written, and why ``ref_event_id`` is unique: ``compliance.quarantine_records``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from compliance.models.base import ADDRESS_LEN, DETAIL_LEN, Base
+
+
+class QuarantineRelease(Base):
+    """One release of a quarantined message through qmail-queue."""
+
+    __tablename__ = "quarantine_releases"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True, doc="message.released id")
+    ref_event_id: Mapped[str] = mapped_column(
+        String(36), unique=True, doc="the released message (no foreign key: the record outlives it)"
+    )
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    host: Mapped[str] = mapped_column(String(255), doc="where the release ran")
+    folder: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255), doc="user@host, or --by")
+    reason: Mapped[str] = mapped_column(String(DETAIL_LEN))
+    sender: Mapped[str] = mapped_column(String(ADDRESS_LEN), doc="envelope sender re-injected")
+    recipients: Mapped[str] = mapped_column(Text, doc="JSON list: envelope recipients re-injected")
+    original_recipients: Mapped[bool] = mapped_column(Boolean, doc="false: --to was given")
+    forced: Mapped[bool] = mapped_column(Boolean, doc="a virus released with --force")
+    sha256: Mapped[str] = mapped_column(String(64), doc="of the message handed to qmail-queue")

@@ -1,0 +1,158 @@
+"""MIME parsing, never trusted to be polite: the parser and the total part accessors.
+
+Hostile mail can make ``email`` raise in surprising places (header accessors,
+payload decoding, RFC 2231 parameters). Every access here is guarded: a part
+that cannot be decoded still gives bytes (the raw payload), a header that will
+not decode is shown raw. The scanners walk the tree with these helpers; ingest
+builds the event's records from the same tree (``ingest.mime``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from email import policy
+from email.header import decode_header
+from email.message import EmailMessage, Message
+from email.parser import Parser
+
+from scanners.mime.split import parse_text
+
+
+class _FetchCachingPolicy(policy.EmailPolicy):
+    """policy.default, except that a header's parsed form is remembered.
+
+    With policy.default every ``msg[name]``/``get_content_type()``/``get_filename()`` runs the
+    structured header parser again on the same text - the feedparser, our MIME walk and the
+    scanners ask for each part's Content-Type about six times. The parsed header objects are
+    immutable, so the same text maps to the same object; the cache is bounded and per process.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if hasattr(value, "name"):
+            return value
+        if len(value) > _FETCH_CACHE_MAX_VALUE:  # a hostile giant header is not kept across messages
+            return super().header_fetch_parse(name, value)
+        key = (name, value)
+        hit = _FETCHED.get(key)
+        if hit is None:
+            if len(_FETCHED) >= _FETCH_CACHE_SIZE:
+                _FETCHED.clear()
+            hit = _FETCHED[key] = super().header_fetch_parse(name, value)
+        return hit
+
+
+_FETCHED: dict[tuple[str, str], str] = {}
+_FETCH_CACHE_SIZE = 2048
+_FETCH_CACHE_MAX_VALUE = 2000
+POLICY = _FetchCachingPolicy()  # policy.default's settings (utf8=False, linesep "\n", raise_on_defect=False)
+_PARSER = Parser(policy=POLICY)
+
+
+def parse(raw: bytes) -> EmailMessage:
+    """The stdlib's message tree for ``raw`` (what ``BytesParser(policy=POLICY)`` builds).
+
+    Built by scanners.mime.split where it reproduces feedparser exactly (most mail, at a
+    fraction of the cost), by feedparser itself for everything else.
+    """
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser does
+    msg = parse_text(text, POLICY)
+    if msg is None:
+        msg = _PARSER.parsestr(text)
+    return msg  # type: ignore[return-value,unused-ignore]
+
+
+def raw_header(msg: Message, name: str) -> str | None:
+    """The first ``name`` header's value as it was written (folded, undecoded), or None."""
+    lname = name.lower()
+    for key, value in msg.raw_items():  # type: ignore[attr-defined,unused-ignore]
+        if key.lower() == lname:
+            return str(value)
+    return None
+
+
+def header(msg: Message, name: str) -> str | None:
+    try:
+        value = msg.get(name)
+        return None if value is None else str(value)
+    except Exception:
+        return raw_header(msg, name)
+
+
+_FOLD = re.compile(r"\r?\n[ \t]")
+
+
+def display_header(msg: Message, name: str) -> str | None:
+    """A header's text for display and search: unfolded and RFC 2047-decoded.
+
+    Cheaper than the structured header registry (which parses address lists in
+    full) and total: a header that will not decode is shown raw.
+    """
+    raw = raw_header(msg, name)
+    if raw is None:
+        return None
+    value = _FOLD.sub(" ", raw).strip()
+    if "=?" in value:
+        try:
+            value = "".join(
+                chunk.decode(_charset(charset), "replace") if isinstance(chunk, bytes) else chunk
+                for chunk, charset in decode_header(value)
+            )
+        except Exception:
+            pass
+    return value
+
+
+def _charset(name: str | None) -> str:
+    if not name or name == "unknown-8bit":
+        return "ascii"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return "latin-1"
+    return name
+
+
+def part_filename(part: Message) -> str | None:
+    """The part's declared file name, or None; never raises on hostile parameters."""
+    try:
+        name = part.get_filename()
+    except Exception:
+        return None
+    return str(name) if name else None
+
+
+def part_content_type(part: Message) -> str:
+    """The declared content type; application/octet-stream when it cannot be read."""
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def part_payload(part: Message) -> bytes:
+    """The decoded body of a leaf part; the raw text when the transfer encoding is broken.
+    Total: hostile input gives bytes, never an exception."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    try:
+        raw = part.get_payload()
+    except Exception:
+        return b""
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def part_children(part: Message) -> list[Message] | None:
+    """The sub-parts of a multipart part (only real Message objects), or None for a leaf.
+    Total: a part whose structure cannot be read counts as a leaf."""
+    try:
+        if not part.is_multipart():
+            return None
+        children = part.get_payload()
+    except Exception:
+        return None
+    return [c for c in children if isinstance(c, Message)] if isinstance(children, list) else []
