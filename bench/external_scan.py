@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 from ingest.event import MessageScanned, from_json  # noqa: E402
 from ingest.journal import Journal  # noqa: E402
 from ingest.mime import walk_parts  # noqa: E402
-from qscan.corpus import load_corpus  # noqa: E402
+from qscan.testing.corpus import load_corpus  # noqa: E402
 from scanners.mime.parse import parse  # noqa: E402
 from tests.daemon_harness import running_daemon  # noqa: E402
 from tests.external_servers import EICAR, GTUBE, Server, clamd_server, spamd_server  # noqa: E402

@@ -35,7 +35,7 @@ from typing import Any
 from bench.corpus import BenchMessage, generate
 from ingest import frames
 from qscan.config import ConsumersConfig
-from qscan.injector import inject
+from qscan.testing.injector import inject
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -361,7 +361,7 @@ def consumers(
     from ingest.log import JournalReader, Sink, run_consumer
     from ingest.processor import Processor, ProcessorOptions, make_request
     from qscan.config import parse_config
-    from qscan.wiring import make_scanners
+    from qscan.wiring.pipeline import make_scanners
 
     root = Path(tempfile.mkdtemp(prefix="consumers", dir=work))
     cfg = parse_config(f'data_dir = "{root}"\n', root / "q.toml")

@@ -6,7 +6,7 @@ message in ``quarantine_entries`` from the same event, so nothing here walks a
 directory to find one (compliance.quarantine_records says how the file name
 follows from the row). compliance/ does not touch maildirs or qmail-queue: the
 copy store, the message preparation and the qmail-queue run are handed in by
-the composition root (qscan.cli_quarantine).
+the composition root (qscan.cli.quarantine).
 
 **Entry states.** ``quarantined`` → ``releasing`` (claimed by a release that is
 running qmail-queue) → ``released``; ``quarantined`` or ``released`` →

@@ -56,7 +56,7 @@ from ingest.scoreboard import HeldTable, Scoreboard, status_document, status_pat
 log = logging.getLogger(__name__)
 
 # Called in a worker after each answered message, once the client has its answer and the
-# connection is closed (metrics: qscan/metrics.py). It must be cheap and must not raise.
+# connection is closed (metrics: qscan/ops/metrics.py). It must be cheap and must not raise.
 Observer = Callable[[Processor, Outcome], None]
 STATUS_INTERVAL = 1.0  # seconds between rewrites of the status file
 RECV = 1 << 20  # a worker's read: a whole request at once

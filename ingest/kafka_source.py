@@ -92,7 +92,7 @@ def event_id_of(value: bytes | None) -> str | None:
 
 class AnchorStore(Protocol):
     """Where a consumer keeps ``(offset, hash of the event id)`` of the last record applied
-    per partition (qscan.kafka_anchor has the SQL and file versions)."""
+    per partition (qscan.wiring.kafka_anchor has the SQL and file versions)."""
 
     def get(self, key: str) -> tuple[int, int] | None: ...
 

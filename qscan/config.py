@@ -162,7 +162,7 @@ class HeadersConfig(_Section):
     recipients: bool = Field(False, description="add X-Qmail-Scanner-Rcpt-To (privacy: off)")
 
 
-# Every scanner qscan can run (qscan/wiring.py's SCANNERS registers one factory per name; a test
+# Every scanner qscan can run (qscan/wiring/pipeline.py's SCANNERS registers one factory per name; a test
 # keeps the two equal). Checked when the config is parsed, so a typo is named with its line.
 SCANNER_NAMES = ("size", "clamd", "cmdline", "cymru", "internal", "spamd", "rspamd", "dlp")
 
@@ -636,7 +636,7 @@ class KafkaConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    """Prometheus endpoints (qscan/metrics.py, docs/operations.md): one per process, loopback."""
+    """Prometheus endpoints (qscan/ops/metrics.py, docs/operations.md): one per process, loopback."""
 
     enabled: bool = Field(False, description="serve /metrics from the daemon, relay and consumers")
     address: str = Field("127.0.0.1", description="listen address (keep it on loopback)")
@@ -759,7 +759,7 @@ def key_name(loc: tuple[Any, ...]) -> str:
 def locate(path: Path, *keys: tuple[str, ...]) -> int | None:
     """The line of the first of ``keys`` (dotted key tuples) found in the config file ``path``.
 
-    Used by the start-up checks (qscan/preflight.py) to point at the key a problem comes from;
+    Used by the start-up checks (qscan/ops/preflight.py) to point at the key a problem comes from;
     None when the file cannot be read or none of the keys (nor their table) is in it."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -22,8 +22,8 @@ from compliance.summaries import SummarySink
 from ingest.event import MessageScanned, to_json
 from ingest.journal import Journal
 from ingest.log import JournalReader, run_consumer
-from qscan.cli_compliance import export, hold, retention, verify
-from qscan.cli_db import audit
+from qscan.cli.compliance import export, hold, retention, verify
+from qscan.cli.db import audit
 from qscan.config import Config, parse_config
 
 
@@ -83,7 +83,7 @@ class Site:
     @contextmanager
     def cli_context(self) -> Iterator[tuple[Engine, Callable[[Any], None]]]:
         """The engine and a log appender, as the compliance commands get them."""
-        from qscan.compliance_wiring import log_appender
+        from qscan.wiring.compliance import log_appender
 
         with log_appender(self.cfg) as append:
             yield self.engine, append

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.envelope import build_envelope
-from qscan.injector import InjectResult, inject
-from qscan.standin import recorded, write_standin
+from qscan.testing.injector import InjectResult, inject
+from qscan.testing.standin import recorded, write_standin
 
 CLIENT = str(Path(sys.executable).parent / "qscan-queue")
 

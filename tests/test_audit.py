@@ -22,9 +22,9 @@ from compliance import audit, db
 from compliance.summaries import SummarySink
 from ingest.event import Action, Category
 from ingest.log import LogRecord
-from qscan.cli_db import audit as audit_group
-from qscan.cli_db import db as db_group
-from qscan.cli_db import parse_when
+from qscan.cli.db import audit as audit_group
+from qscan.cli.db import db as db_group
+from qscan.cli.db import parse_when
 from qscan.config import parse_config
 from tests.factories import make_event, make_queue_failed
 from tests.pg import DB_PARAMS, FreshDatabases

@@ -21,7 +21,7 @@ from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
 from scanners.clamd import ClamdOptions, ClamdScanner
 from scanners.mime.parse import parse

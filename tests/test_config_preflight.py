@@ -1,4 +1,4 @@
-"""`qscan config check` runs the daemon's start-up checks (qscan/preflight.py), as a user runs them.
+"""`qscan config check` runs the daemon's start-up checks (qscan/ops/preflight.py), as a user runs them.
 
 Every broken config here used to pass `config check` and then stop the daemon (some with a
 traceback), or start a daemon that temp-failed every message. Each is run as a subprocess the way
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from qscan.config import ConfigError, load_config, parse_config
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 
 # Lines of the config every case writes (kept fixed so the expected line numbers are real).
 TEMPLATE = """\
@@ -236,7 +236,7 @@ def test_a_sound_config_passes_check_and_the_daemon_starts(site: Site) -> None:
 # -- the scanner-name enum, at parse time -------------------------------------------------------
 def test_scanner_names_are_the_wired_scanners() -> None:
     from qscan.config import SCANNER_NAMES
-    from qscan.wiring import SCANNERS
+    from qscan.wiring.pipeline import SCANNERS
 
     assert set(SCANNER_NAMES) == set(SCANNERS)
 
@@ -276,7 +276,7 @@ def test_notify_problems_stop_check_and_run_not_the_daemon_alone(site: Site) -> 
 
 # -- a rules file's problems, in process -----------------------------------------------------------
 def problems_of(tmp_path: Path, enabled: str, section: str, rules_text: str) -> list[str]:
-    from qscan.preflight import run
+    from qscan.ops.preflight import run
 
     (tmp_path / "r.toml").write_text(rules_text)
     qq = write_standin(tmp_path / "qq", tmp_path / "rec")

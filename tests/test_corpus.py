@@ -12,7 +12,7 @@ from email import policy
 import pytest
 
 from ingest.envelope import parse_envelope
-from qscan.corpus import CorpusMessage, default_corpus_dir, large_message, load_corpus
+from qscan.testing.corpus import CorpusMessage, default_corpus_dir, large_message, load_corpus
 
 FIVE_MB = 5 * 1024 * 1024
 DOC_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]

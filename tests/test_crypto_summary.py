@@ -29,7 +29,7 @@ from ingest.log import LogRecord
 from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
 from ingest.summary_line import format_summary
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 from scanners.mime.crypto import KINDS, armor_kind, cms_kind, crypto_use, packet_kind
 from scanners.mime.parse import parse
 from tests.factories import make_event

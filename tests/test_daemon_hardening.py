@@ -24,8 +24,8 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, Request, make_request
-from qscan.injector import inject
-from qscan.standin import write_standin
+from qscan.testing.injector import inject
+from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
 from tests.daemon_harness import CLIENT, Harness, running_daemon
 

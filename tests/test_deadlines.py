@@ -37,9 +37,9 @@ from ingest.processor import (
     make_request,
 )
 from qscan.config import parse_config
-from qscan.injector import inject
-from qscan.standin import recorded, write_standin
-from qscan.wiring import processor_options
+from qscan.testing.injector import inject
+from qscan.testing.standin import recorded, write_standin
+from qscan.wiring.pipeline import processor_options
 from scanners.base import ScanContext
 from scanners.result import Disposition, ScanResult, Verdict
 from tests.daemon_harness import CLIENT, running_daemon

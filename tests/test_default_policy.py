@@ -18,7 +18,7 @@ import pytest
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from qscan.config import Config
-from qscan.internal_scanner import internal_options
+from qscan.wiring.internal import internal_options
 from scanners.internal.checks import (
     CHECKS,
     DEFAULT_DANGEROUS_EXTENSIONS,

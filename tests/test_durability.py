@@ -11,7 +11,7 @@ import pytest
 
 from ingest.event import from_json
 from ingest.journal import Journal
-from qscan.injector import InjectResult
+from qscan.testing.injector import InjectResult
 from tests.daemon_harness import running_daemon
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from qscan.config import (
     SpamThresholdsConfig,
     parse_config,
 )
-from qscan.wiring import make_scanners
+from qscan.wiring.pipeline import make_scanners
 from scanners.clamd import ClamdOptions, ClamdScanner
 from scanners.cmdline import CmdlineOptions, CmdlineScanner
 from scanners.cymru import CymruOptions

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from qscan.cli import cli
-from qscan.install_check import (
+from qscan.ops.install_check import (
     QUEUE_UNITS,
     WALK_NAMED,
     Account,

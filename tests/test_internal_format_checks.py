@@ -147,7 +147,7 @@ def test_internal_error_keeps_the_message_through_the_processor(monkeypatch: pyt
     from ingest.event import MessageScanned, from_json
     from ingest.journal import Journal
     from ingest.processor import Processor, ProcessorOptions, make_request
-    from qscan.standin import write_standin
+    from qscan.testing.standin import write_standin
 
     monkeypatch.setattr("scanners.internal.scanner.walk_headers", _boom)
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")

@@ -19,7 +19,7 @@ from ingest.kafka_log import KafkaSettings, Relay, init_topic
 from ingest.kafka_source import KafkaSource
 from ingest.log import Stop
 from qscan.config import parse_config
-from qscan.wiring import make_sink
+from qscan.wiring.pipeline import make_sink
 from tests.factories import make_event, make_queue_failed
 from tests.kafka_broker import Broker
 
@@ -64,7 +64,7 @@ def archived(root: Path) -> set[str]:
 
 def consume(cfg_path: Path, name: str, **kw: object) -> int:
     cfg = parse_config(cfg_path.read_text(), cfg_path)
-    from qscan.wiring import kafka_settings
+    from qscan.wiring.pipeline import kafka_settings
 
     source = KafkaSource(kafka_settings(cfg), name, lambda key: make_sink(cfg, name, key),
                          session_timeout_ms=2000, heartbeat_interval_ms=500, **kw)  # type: ignore[arg-type]
@@ -140,7 +140,7 @@ def test_two_consumers_in_one_group_split_the_partitions(broker: Broker, tmp_pat
     with Journal(tmp_path / "journal.db") as j:
         Relay(j, s, "mx1").run(Stop(), once=True)
     cfg = parse_config(cfg_path.read_text(), cfg_path)
-    from qscan.wiring import kafka_settings
+    from qscan.wiring.pipeline import kafka_settings
 
     sources = [KafkaSource(kafka_settings(cfg), "summaries", lambda key: make_sink(cfg, "summaries", key),
                            session_timeout_ms=2000, heartbeat_interval_ms=500) for _ in range(2)]

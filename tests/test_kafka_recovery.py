@@ -20,9 +20,9 @@ from ingest.kafka_log import KafkaSettings, Relay, TopicMismatch, init_topic, pa
 from ingest.kafka_source import KafkaSource, PoisonRecord, position_key
 from ingest.log import Stop
 from qscan.config import parse_config
-from qscan.journal_budget import BudgetWarning
-from qscan.kafka_anchor import make_anchor_store
-from qscan.wiring import kafka_settings, make_sink
+from qscan.ops.journal_budget import BudgetWarning
+from qscan.wiring.kafka_anchor import make_anchor_store
+from qscan.wiring.pipeline import kafka_settings, make_sink
 from tests.factories import make_event
 from tests.kafka_broker import Broker, consume_all
 from tests.test_kafka_consumers import archived, journal_with, rows, setup
@@ -132,7 +132,7 @@ def test_anchor_rows_do_not_disturb_the_position_rows(broker: Broker, tmp_path: 
     for p in used:
         key = f"summaries@{position_key(s.topic, p)}"
         assert {key, key + "#at", key + "#id"} <= names
-    from qscan.kafka_status import sql_positions
+    from qscan.ops.kafka_status import sql_positions
 
     assert set(sql_positions(f"sqlite:///{tmp_path / 'qscan.db'}", "summaries", s.topic)) == used
 
@@ -277,7 +277,7 @@ def test_relay_logs_the_budget_warning(broker: Broker, tmp_path: Path) -> None:
 SUPERVISE = r'''
 import logging, os, signal, sys, threading
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-import qscan.supervisor as sup
+import qscan.ops.supervisor as sup
 from qscan.config import parse_config
 from pathlib import Path
 cfg_path = Path(sys.argv[1])

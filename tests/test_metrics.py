@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from qscan.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, error_kind
+from qscan.ops.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, error_kind
 from scanners.direction import direction
 from tests.daemon_harness import running_daemon
 
@@ -143,7 +143,7 @@ def test_worker_samples_are_dropped_not_waited_on(tmp_path: Path) -> None:
     """A master that falls behind must never block a worker: samples are dropped and counted."""
     from ingest.processor import Outcome
     from qscan.config import parse_config
-    from qscan.wiring import make_processor
+    from qscan.wiring.pipeline import make_processor
 
     cfg = parse_config(f'data_dir = "{tmp_path}"\n[summary_log]\ntarget = "none"\n', tmp_path / "q.toml")
     metrics = DaemonMetrics(cfg)  # its reader thread is not started: nobody drains the socket
@@ -199,7 +199,7 @@ def test_notification_outbox_by_state(migrated_url: str, tmp_path: Path) -> None
     from compliance.db import make_engine
     from compliance.models import Notification
     from qscan.config import parse_config
-    from qscan.metrics import ConsumerMetrics
+    from qscan.ops.metrics import ConsumerMetrics
 
     now = datetime.now(UTC)
     row = {"event_id": "e", "kind": "virus", "audience": "admin", "language": "en",
@@ -230,8 +230,8 @@ def test_notification_sends_and_failures_are_counted(migrated_url: str, tmp_path
     from compliance.db import make_engine
     from compliance.models import Notification
     from qscan.config import parse_config
-    from qscan.metrics import consumer_metrics
-    from qscan.notify_wiring import make_notify_sink
+    from qscan.ops.metrics import consumer_metrics
+    from qscan.wiring.notify import make_notify_sink
 
     inject = tmp_path / "qmail-inject"  # the last argument is the recipient
     inject.write_text('#!/bin/sh\ncat >/dev/null\nfor a; do r="$a"; done\ncase "$r" in\n'
@@ -284,8 +284,8 @@ def test_relay_endpoint_reports_lag(tmp_path: Path) -> None:
     from ingest.journal import Journal
     from ingest.kafka_log import RELAY_NAME, Relay
     from qscan.config import parse_config
-    from qscan.metrics import relay_metrics
-    from qscan.wiring import kafka_settings
+    from qscan.ops.metrics import relay_metrics
+    from qscan.wiring.pipeline import kafka_settings
 
     port = free_port_block()
     cfg = parse_config(f'data_dir = "{tmp_path}"\n[metrics]\nenabled = true\nport = {port}\n'
@@ -312,7 +312,7 @@ def test_metered_sink_keeps_what_the_kafka_source_asks_of_the_sink() -> None:
     wrapping a sink for metrics must not hide that."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-    from qscan.metrics import MeteredSink
+    from qscan.ops.metrics import MeteredSink
 
     class Notifyish:
         name = "notify"

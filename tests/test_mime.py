@@ -76,7 +76,7 @@ def _default_parse(raw: bytes) -> object:
 
 
 def test_cached_policy_sees_what_policy_default_sees_on_the_corpus() -> None:
-    from qscan.corpus import load_corpus
+    from qscan.testing.corpus import load_corpus
 
     for m in load_corpus():
         assert _view(parse(m.data)) == _view(_default_parse(m.data)), m.name

@@ -23,7 +23,7 @@ from compliance.db import make_engine
 from ingest.journal import Journal
 from ingest.private import make_private_dirs, prepare_sqlite_file
 from qscan.cli import cli
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 from tests.daemon_harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, make_request
-from qscan.standin import recorded, write_standin
+from qscan.testing.standin import recorded, write_standin
 from scanners.base import ScanContext
 from scanners.result import Disposition, ScanResult, Verdict
 

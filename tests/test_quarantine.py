@@ -2,7 +2,7 @@
 
 Messages go through the real journal and the real archive and summaries
 consumers (tests/compliance_site.py); releases go through the stand-in
-qmail-queue (qscan/standin.py), which records the envelope (fd 1) and message
+qmail-queue (qscan/testing/standin.py), which records the envelope (fd 1) and message
 (fd 0) it was handed.
 """
 
@@ -36,9 +36,9 @@ from compliance.summaries import SummarySink
 from ingest.envelope import build_envelope, parse_envelope
 from ingest.event import Action, Category, Finding, MessageReleased, from_json, to_json
 from ingest.log import JournalReader, run_consumer
-from qscan.cli_compliance import hold
-from qscan.cli_quarantine import quarantine
-from qscan.standin import recorded, write_standin
+from qscan.cli.compliance import hold
+from qscan.cli.quarantine import quarantine
+from qscan.testing.standin import recorded, write_standin
 from tests.compliance_site import Site
 from tests.factories import make_event
 

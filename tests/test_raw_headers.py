@@ -20,7 +20,7 @@ from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, make_request
 from ingest.summary_line import format_summary
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 
 ENV = build_envelope(b"a@example.com", [b"b@example.org"])
 HEADERS = (b"From", b"To", b"Cc", b"Subject", b"Date", b"Message-ID")

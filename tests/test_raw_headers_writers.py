@@ -21,7 +21,7 @@ from ingest.journal import Journal
 from ingest.log import LogRecord
 from ingest.processor import Processor, ProcessorOptions, make_request
 from ingest.summary_line import format_summary
-from qscan.standin import write_standin
+from qscan.testing.standin import write_standin
 
 ENV = build_envelope(b"a@example.com", [b"b@example.org"])
 VALUES = ["Grüße aus Köln — 日本語".encode(), b"caf\xe9 cr\xe8me br\xfbl\xe9e", b"\xff\xfe\x80\x00\x01\x1b[31mred",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qscan.corpus import load_corpus
+from qscan.testing.corpus import load_corpus
 from tests.daemon_harness import Harness, running_daemon
 
 pytestmark = pytest.mark.integration

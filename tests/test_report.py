@@ -26,7 +26,7 @@ from compliance.summaries import SummarySink
 from ingest.event import Action, Category, Finding, MessageScanned, Timings
 from ingest.log import LogRecord
 from qscan.cli import cli
-from qscan.report import CHARTS, parse_since, percentile
+from qscan.ops.report import CHARTS, parse_since, percentile
 from tests.factories import make_event
 
 MIX = [  # (action, category, reason, finding, attachment) and how often

@@ -14,7 +14,7 @@ import pytest
 
 from ingest.journal import Journal
 from ingest.scoreboard import Scoreboard, read_status, status_path
-from qscan.status import DAEMON_DOWN, DISK_LOW, LAGGING, OVER_BUDGET, SCANNER_DOWN, Problem, Status
+from qscan.ops.status import DAEMON_DOWN, DISK_LOW, LAGGING, OVER_BUDGET, SCANNER_DOWN, Problem, Status
 from tests.daemon_harness import Harness, running_daemon
 
 CLEAN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nhello\n"
@@ -142,7 +142,7 @@ def test_journal_figures_come_from_positions_not_a_scan(tmp_path: Path) -> None:
     """Events kept and lag from sequence numbers (what a scrape computes) match a full count."""
     import sqlite3
 
-    from qscan.status import journal_info
+    from qscan.ops.status import journal_info
 
     path = tmp_path / "journal.db"
     with Journal(path) as j:
@@ -233,7 +233,7 @@ def test_kafka_fed_consumers_show_positions_and_lag(tmp_path: Path) -> None:
     from ingest.kafka_source import KafkaSource
     from ingest.log import Stop
     from qscan.config import parse_config
-    from qscan.wiring import kafka_settings, make_sink
+    from qscan.wiring.pipeline import kafka_settings, make_sink
     from tests.conftest import require
     from tests.kafka_broker import Broker, free_port, tansu_binary
     from tests.test_kafka_consumers import journal_with

@@ -9,7 +9,7 @@ import pytest
 
 from ingest.journal import Journal
 from qscan.config import ConfigError, parse_config
-from qscan.wiring import daemon_options
+from qscan.wiring.pipeline import daemon_options
 from tests.daemon_harness import Harness, running_daemon
 
 LIMIT = 64 * 1024

@@ -190,7 +190,7 @@ class Courier:
         self._lock = threading.Lock()
         # Told (kind, audience, outcome) after every attempt: outcome is "sent", or the state a
         # failure left the row in ("pending" = retried later, "indoubt", "failed"). Never an
-        # address. Set by the metrics endpoint (qscan/metrics.py).
+        # address. Set by the metrics endpoint (qscan/ops/metrics.py).
         self.on_outcome: Callable[[str, str, str], None] | None = None
 
     def _tell(self, row: Notification, outcome: str) -> None:

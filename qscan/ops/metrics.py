@@ -277,7 +277,7 @@ class JournalCollector(Collector):
         self.budget = budget_mb * 1e6
 
     def collect(self) -> Iterable[Metric]:
-        from qscan.status import journal_info
+        from qscan.ops.status import journal_info
 
         try:
             info = journal_info(self.path, self.budget)

@@ -84,7 +84,7 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
     """Validate the config file, run the daemon's start-up checks, print the effective values.
 
     \b
-    The start-up checks are the daemon's own (qscan/preflight.py): what passes here, the
+    The start-up checks are the daemon's own (qscan/ops/preflight.py): what passes here, the
     daemon starts with. Besides every key's type and range, and scanner names:
       the enabled scanners are built as the daemon's workers build them: internal.rules
       and dlp.rules are read and compiled (each error named by the rules file, line, rule
@@ -97,7 +97,7 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
       /etc/qscan/qscan.toml:7: key 'daemon.workers': Input should be greater than or equal to 1
     Exit codes: 0 the config is usable, 2 it is not (the problems are on stderr).
     """
-    from qscan.preflight import check
+    from qscan.ops.preflight import check
 
     cfg = _config(ctx)
     check(cfg, consumers=True)  # PreflightError: every problem, exit 2 (as the daemon would refuse to start)
@@ -128,13 +128,13 @@ def daemon(ctx: click.Context) -> None:
     """Run the scan daemon (pre-forked workers on the unix socket) in the foreground."""
     from ingest.daemon import AlreadyRunning, Daemon
     from ingest.journal import Journal
-    from qscan.preflight import check
-    from qscan.wiring import daemon_options, make_processor
+    from qscan.ops.preflight import check
+    from qscan.wiring.pipeline import daemon_options, make_processor
 
     cfg = _config(ctx)
     check(cfg)  # what `qscan config check` checks: fail now, naming every problem, not in every worker
     Journal(cfg.journal_path).close()  # create it before workers race to
-    from qscan.metrics import TimedJournal, start_daemon_metrics
+    from qscan.ops.metrics import TimedJournal, start_daemon_metrics
 
     journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
@@ -170,14 +170,14 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
     """
     from ingest.journal import Journal
     from ingest.log import JournalReader, Stop, run_consumer
-    from qscan.wiring import make_sink
+    from qscan.wiring.pipeline import make_sink
 
     cfg = _config(ctx)
     if (source or cfg.consumers.source) == "kafka":
         _consume_kafka(cfg, name, once=once, from_start=from_start, partitions=partitions)
         return
     sink = make_sink(cfg, name)
-    from qscan.metrics import consumer_metrics
+    from qscan.ops.metrics import consumer_metrics
 
     metrics = consumer_metrics(cfg, name)
     if metrics is not None:
@@ -209,7 +209,7 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
                    partitions: str | None) -> None:
     from ingest.kafka_source import KafkaSource
     from ingest.log import Stop
-    from qscan.wiring import kafka_settings, make_sink
+    from qscan.wiring.pipeline import kafka_settings, make_sink
 
     try:
         settings = kafka_settings(cfg)
@@ -220,8 +220,8 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
         for p in static if static is not None else range(settings.partitions):
             _reset_kafka_position(cfg, name, settings.topic, p)
     from ingest.kafka_source import PoisonRecord
-    from qscan.kafka_anchor import make_anchor_store
-    from qscan.metrics import consumer_metrics
+    from qscan.ops.metrics import consumer_metrics
+    from qscan.wiring.kafka_anchor import make_anchor_store
 
     metrics = consumer_metrics(cfg, name, source="kafka")
     source = KafkaSource(settings, name, lambda key: metrics.wrap(make_sink(cfg, name, key)) if metrics
@@ -232,7 +232,7 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
     try:
         n = source.run(Stop().install(), once=once)
     except PoisonRecord as exc:  # stop, do not crash-loop over it: someone must decide
-        from qscan.supervisor import EXIT_NEEDS_OPERATOR
+        from qscan.ops.supervisor import EXIT_NEEDS_OPERATOR
 
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_NEEDS_OPERATOR)
@@ -242,7 +242,7 @@ def _consume_kafka(cfg: Config, name: str, *, once: bool, from_start: bool,
 
 def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) -> None:
     from ingest.kafka_source import position_key
-    from qscan.wiring import make_sink
+    from qscan.wiring.pipeline import make_sink
 
     sink = make_sink(cfg, name, position_key(topic, partition))
     try:
@@ -268,7 +268,7 @@ def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | No
     """
     from ingest.journal import Journal
     from ingest.log import JournalReader, Stop, run_consumer
-    from qscan.wiring import kafka_settings, make_sink
+    from qscan.wiring.pipeline import kafka_settings, make_sink
 
     cfg = _config(ctx)
     source = source or cfg.consumers.source
@@ -317,12 +317,12 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
     record the consumer stopped at, say): their events are then missing from the projection.
     """
     from ingest.journal import Journal
-    from qscan.wiring import make_sink
+    from qscan.wiring.pipeline import make_sink
 
     cfg = _config(ctx)
     if source == "kafka":
         from ingest.kafka_source import position_key
-        from qscan.wiring import kafka_settings
+        from qscan.wiring.pipeline import kafka_settings
 
         if partition is None:
             raise click.UsageError("--source kafka needs --partition")
@@ -363,8 +363,8 @@ def run(ctx: click.Context, no_upgrade: bool) -> None:
     prunes the journal behind the consumers, and stops everything cleanly on
     SIGTERM or Ctrl-C.
     """
-    from qscan.preflight import check
-    from qscan.supervisor import supervise
+    from qscan.ops.preflight import check
+    from qscan.ops.supervisor import supervise
 
     cfg = _config(ctx)
     check(cfg, consumers=True)  # not a daemon restarted with back-off forever on a config it cannot run with
@@ -389,7 +389,7 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
 
     Exits 3 when the journal is larger than journal.disk_budget_mb (a stuck reader).
     """
-    from qscan.status import journal_info
+    from qscan.ops.status import journal_info
 
     cfg = _config(ctx)
     budget = cfg.journal.disk_budget_mb * 1e6
@@ -418,7 +418,7 @@ def journal_status(ctx: click.Context, as_json: bool) -> None:
 def journal_prune(ctx: click.Context) -> None:
     """Delete events every reader (consumers, or the relay) has passed, older than journal.retain_days."""
     from ingest.journal import Journal
-    from qscan.wiring import log_readers_required
+    from qscan.wiring.pipeline import log_readers_required
 
     cfg = _config(ctx)
     with Journal(cfg.journal_path) as j:
@@ -439,7 +439,7 @@ def relay(ctx: click.Context, once: bool) -> None:
     from ingest.journal import Journal
     from ingest.kafka_log import Relay
     from ingest.log import Stop
-    from qscan.wiring import kafka_settings
+    from qscan.wiring.pipeline import kafka_settings
 
     cfg = _config(ctx)
     try:
@@ -448,17 +448,17 @@ def relay(ctx: click.Context, once: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     assert cfg.log.kafka is not None
     from ingest.kafka_log import TopicMismatch
-    from qscan.journal_budget import budget_warning
+    from qscan.ops.journal_budget import budget_warning
 
     with Journal(cfg.journal_path) as j:
         r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch, watch=budget_warning(cfg))
-        from qscan.metrics import relay_metrics
+        from qscan.ops.metrics import relay_metrics
 
         relay_metrics(cfg, r)  # [metrics]: relay lag and acknowledgements on /metrics
         try:
             n = r.run(Stop().install(), once=once)
         except TopicMismatch as exc:  # retrying cannot help: say what to do, once
-            from qscan.supervisor import EXIT_NEEDS_OPERATOR
+            from qscan.ops.supervisor import EXIT_NEEDS_OPERATOR
 
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_NEEDS_OPERATOR)
@@ -479,7 +479,7 @@ def kafka() -> None:
 def kafka_init(ctx: click.Context) -> None:
     """Create the topic of [log.kafka] (partitions, max.message.bytes, retention) or check it."""
     from ingest.kafka_log import TopicMismatch, init_topic
-    from qscan.wiring import kafka_settings
+    from qscan.wiring.pipeline import kafka_settings
 
     cfg = _config(ctx)
     try:
@@ -521,30 +521,30 @@ def demo(data_dir: str, concurrency: int, keep_running: bool) -> None:
     the consumers, prints the audit table and where everything is, and stops
     what it started.
     """
-    from qscan.demo import run_demo
+    from qscan.testing.demo import run_demo
 
     sys.exit(run_demo(Path(data_dir), concurrency=concurrency, keep_running=keep_running))
 
 
 def _register_optional() -> None:
-    from qscan.cli_db import audit, db
+    from qscan.cli.db import audit, db
 
     cli.add_command(db)
     cli.add_command(audit)
-    from qscan.cli_compliance import export, hold, retention, verify
+    from qscan.cli.compliance import export, hold, retention, verify
 
     for command in (verify, retention, hold, export):
         cli.add_command(command)
-    from qscan.cli_policy import policy
+    from qscan.cli.policy import policy
     cli.add_command(policy)
-    from qscan.cli_notify import notify
+    from qscan.cli.notify import notify
     cli.add_command(notify)
-    from qscan.cli_ops import install, report, status
+    from qscan.cli.ops import install, report, status
     for command in (status, report, install):
         cli.add_command(command)
-    from qscan.cli_dlp import dlp
+    from qscan.cli.dlp import dlp
     cli.add_command(dlp)
-    from qscan.cli_quarantine import quarantine
+    from qscan.cli.quarantine import quarantine
     cli.add_command(quarantine)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from qscan.cli_db import When
+from qscan.cli.db import When
 from qscan.config import Config
 from scanners.direction import DIRECTIONS
 
@@ -41,7 +41,7 @@ def _config(ctx: click.Context) -> Config:
 
 def _engine(cfg: Config, rules: str | None) -> tuple[DlpEngine, Path]:
     from qscan.config import ConfigError
-    from qscan.dlp_wiring import dlp_engine
+    from qscan.wiring.dlp import dlp_engine
     from scanners.dlp.rules import DlpRulesError
 
     path = Path(rules) if rules else cfg.dlp.rules
@@ -230,7 +230,7 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
     elif source == "archive":
         total, items = archive_source(cfg.archive_maildir, cfg.quarantine_dir, filt)
     else:
-        from qscan.wiring import kafka_settings
+        from qscan.wiring.pipeline import kafka_settings
 
         try:
             settings = kafka_settings(cfg)

@@ -1,6 +1,6 @@
 """Building the notify consumer from the ``[notify]`` config section (compliance/notify).
 
-Kept apart from qscan/wiring.py because it is the one place that joins the
+Kept apart from qscan/wiring/pipeline.py because it is the one place that joins the
 notifications (compliance) to the quarantine layout (archive): the admin's
 notice names the quarantine file, whose name only archive/ knows.
 """

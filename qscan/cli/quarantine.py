@@ -4,7 +4,7 @@ The composition root of the quarantine lifecycle (compliance.quarantine): the
 SQL store, the quarantine maildirs (archive.copies, archive.quarantine), the
 real qmail-queue (ingest.qmail_queue) and the journal are put together here.
 Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad usage, 3 the SQL
-store could not be used (qscan.cli_db.SqlStoreError).
+store could not be used (qscan.cli.db.SqlStoreError).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ingest.event import QUARANTINE_FOLDERS
-from qscan.cli_db import When, sql_store
+from qscan.cli.db import When, sql_store
 from qscan.config import Config
 
 STATE_CHOICES = ["quarantined", "releasing", "released", "deleted", "all"]
@@ -155,7 +155,7 @@ def render_csv(rows: Sequence[dict[str, Any]]) -> str:
 # -- show ---------------------------------------------------------------------------
 def _copy(cfg: Config, entry: Any) -> Any:
     """The stored copy of an entry (first found), or None."""
-    from qscan.compliance_wiring import copy_store
+    from qscan.wiring.compliance import copy_store
 
     found = copy_store(cfg).locate(entry.facts())
     return found[0] if found else None
@@ -188,8 +188,8 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
     from compliance import audit, holds
     from compliance import quarantine as q
     from compliance.copystore import CopyError
-    from qscan.cli_db import _json_default, render_details
-    from qscan.compliance_wiring import copy_store
+    from qscan.cli.db import _json_default, render_details
+    from qscan.wiring.compliance import copy_store
 
     if raw and not to_tty and sys.stdout.isatty():
         raise click.ClickException("refusing to write a raw message to a terminal (mail can carry "
@@ -243,7 +243,7 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
 
 # -- release ------------------------------------------------------------------------
 def _actor(cfg: Config, by: str | None) -> str:
-    from qscan.compliance_wiring import actor
+    from qscan.wiring.compliance import actor
 
     who = actor(cfg)
     return f"{by.strip()} (run by {who})" if by and by.strip() else who
@@ -282,7 +282,7 @@ def release(ctx: click.Context, event_id: str, reason: str, to: tuple[str, ...],
     from compliance.copystore import CopyError, MessageFacts
     from ingest.envelope import build_envelope
     from ingest.qmail_queue import run_qmail_queue
-    from qscan.compliance_wiring import copy_store, log_appender
+    from qscan.wiring.compliance import copy_store, log_appender
 
     cfg = _config(ctx)
     try:
@@ -338,7 +338,7 @@ def delete(ctx: click.Context, event_id: str, reason: str, by: str | None) -> No
     """
     from compliance import quarantine as q
     from compliance.audit import NotFound
-    from qscan.compliance_wiring import copy_store, log_appender
+    from qscan.wiring.compliance import copy_store, log_appender
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine, log_appender(cfg) as append:
@@ -378,8 +378,8 @@ def expire(ctx: click.Context, older_than: timedelta | None, folder: str | None,
       qscan quarantine expire --older-than 30d --folder viruses
     """
     from compliance import quarantine as q
-    from qscan.cli_compliance import _progress
-    from qscan.compliance_wiring import copy_store, log_appender
+    from qscan.cli.compliance import _progress
+    from qscan.wiring.compliance import copy_store, log_appender
 
     cfg = _config(ctx)
     if older_than is not None:

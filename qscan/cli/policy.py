@@ -90,7 +90,7 @@ def explain(ctx: click.Context, message: str, sender: str | None, recipients: tu
     from ingest.found_parts import merge_found_parts
     from ingest.mime import walk_parts
     from ingest.verdict import decide
-    from qscan.internal_scanner import internal_options
+    from qscan.wiring.internal import internal_options
     from scanners.base import ScanContext
     from scanners.internal.policy import PolicyError
     from scanners.internal.scanner import InternalScanner

@@ -65,7 +65,7 @@ def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | Non
 
     from compliance.notify.audience import Audience, Kind, Notice, kind_of, language_for
     from compliance.notify.compose import compose
-    from qscan.notify_wiring import identity, notify_policy, renderer
+    from qscan.wiring.notify import identity, notify_policy, renderer
 
     cfg = _config(ctx)
     event = _event(cfg, event_id)
@@ -108,7 +108,7 @@ def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | Non
 @click.pass_context
 def plan_command(ctx: click.Context, event_id: str) -> None:
     """Who would be told of EVENT_ID, in which language, and who would not and why."""
-    from qscan.notify_wiring import notifier
+    from qscan.wiring.notify import notifier
 
     cfg = _config(ctx)
     event = _event(cfg, event_id)
@@ -164,7 +164,7 @@ def flush(ctx: click.Context, ignore_schedule: bool) -> None:
     """Deliver what is due now (the consumer does this by itself every notify.delivery_interval)."""
     from compliance.db import make_engine
     from compliance.notify.outbox import Courier, Outbox
-    from qscan.notify_wiring import retry_policy, transport_factory
+    from qscan.wiring.notify import retry_policy, transport_factory
 
     cfg = _config(ctx)
     engine = make_engine(cfg.sql_url)

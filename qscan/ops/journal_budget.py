@@ -41,7 +41,7 @@ class BudgetWarning:
         if now < self._next_check:
             return
         self._next_check = now + self.check_every
-        from qscan.status import journal_info
+        from qscan.ops.status import journal_info
 
         try:
             info = journal_info(self.path, self.budget_bytes)

@@ -327,7 +327,7 @@ def show(ctx: click.Context, event_id: str, as_json: bool) -> None:
     """
     from compliance import audit as store
     from compliance import holds
-    from qscan.compliance_wiring import copy_locations
+    from qscan.wiring.compliance import copy_locations
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine:

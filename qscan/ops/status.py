@@ -178,7 +178,7 @@ def probe_rspamd(host: str, port: int, timeout: float) -> tuple[bool, str, str |
 
 def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
     """Reachability and version of each enabled network scanner (in-process ones need none)."""
-    from qscan.external_scanners import EXTERNAL_SCANNERS
+    from qscan.wiring.external import EXTERNAL_SCANNERS
 
     out: dict[str, dict[str, Any]] = {}
     for name in cfg.scanners.enabled:
@@ -223,7 +223,7 @@ def disk_info(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
 # -- everything ------------------------------------------------------------------------
 def collect(cfg: Config, *, max_lag: float = 300.0, min_free_percent: float = 5.0,
             probe_timeout: float = 3.0, scanners: bool = True) -> Status:
-    from qscan.wiring import log_readers_required
+    from qscan.wiring.pipeline import log_readers_required
 
     st = Status()
     st.info["host"] = cfg.hostname
@@ -271,7 +271,7 @@ def collect(cfg: Config, *, max_lag: float = 300.0, min_free_percent: float = 5.
     st.info["relay"] = readers.get("relay") if cfg.log.kafka is not None else None
     st.info["kafka_consumers"] = None
     if cfg.consumers.source == "kafka" and cfg.log.kafka is not None:
-        from qscan.kafka_status import kafka_consumers_info
+        from qscan.ops.kafka_status import kafka_consumers_info
 
         st.info["kafka_consumers"] = kafka_consumers_info(cfg, probe_timeout)
 
@@ -336,7 +336,7 @@ def render(st: Status) -> list[str]:
         rows.append((name, state,
                      f"position {r['position']}, lag {r['lag']} events, {_age(r['lag_seconds'])}"))
     if i.get("kafka_consumers"):
-        from qscan.kafka_status import render_lines
+        from qscan.ops.kafka_status import render_lines
 
         rows.extend(render_lines(i["kafka_consumers"]))
     for name, s in i["scanners"].items():

@@ -52,7 +52,7 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
       7  a network scanner does not answer
       8  a consumer or the relay is more than --max-lag behind
     """
-    from qscan.status import collect, render
+    from qscan.ops.status import collect, render
 
     st = collect(_config(ctx), max_lag=max_lag, min_free_percent=min_free, probe_timeout=probe_timeout,
                  scanners=not no_scanners)
@@ -90,7 +90,7 @@ def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | N
     A daily cron job or systemd timer keeps a web page current (docs/operations.md).
     """
     from compliance.db import check_schema, make_engine
-    from qscan.report import choose_unit, gather, parse_since, render_charts, render_html, window
+    from qscan.ops.report import choose_unit, gather, parse_since, render_charts, render_html, window
 
     try:
         period = parse_since(since)
@@ -117,7 +117,7 @@ def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | N
         engine.dispose()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from qscan.report import CHARTS
+    from qscan.ops.report import CHARTS
 
     with click.progressbar(render_charts(data, out), length=len(CHARTS), label="drawing charts",
                            file=sys.stderr) as bar:
@@ -155,7 +155,7 @@ def install(ctx: click.Context, check: bool, user: str, smtpd_run: Path | None) 
     Exits 1 when anything needs fixing; each problem is followed by a command
     that fixes it.
     """
-    from qscan.install_check import run_checks
+    from qscan.ops.install_check import run_checks
 
     cfg = _config(ctx)
     findings = run_checks(cfg, Path(ctx.obj["config_path"]), user, smtpd_run=smtpd_run)

@@ -15,9 +15,9 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
-from qscan.dlp_wiring import make_dlp_scanner
-from qscan.external_scanners import EXTERNAL_SCANNERS
-from qscan.internal_scanner import make_internal_scanner
+from qscan.wiring.dlp import make_dlp_scanner
+from qscan.wiring.external import EXTERNAL_SCANNERS
+from qscan.wiring.internal import make_internal_scanner
 from scanners.base import Scanner
 from scanners.result import Disposition
 from scanners.size import SizeScanner
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 # name -> factory(config). Scanner issues register theirs here; order of use is
 # `scanners.enabled`, but AV-type scanners should be listed first (see README).
 SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
-SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/external_scanners.py)
+SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/wiring/external.py)
 SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
-SCANNERS["dlp"] = make_dlp_scanner  # data loss prevention; needs dlp.rules (qscan/dlp_wiring.py)
+SCANNERS["dlp"] = make_dlp_scanner  # data loss prevention; needs dlp.rules (qscan/wiring/dlp.py)
 CONSUMERS = ("archive", "summaries", "notify")
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def processor_options(cfg: Config) -> ProcessorOptions:
 def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
     """Called in each worker after fork: connections must not cross a fork.
 
-    ``journal_cls``: qscan.metrics.TimedJournal when [metrics] is on (append latency)."""
+    ``journal_cls``: qscan.ops.metrics.TimedJournal when [metrics] is on (append latency)."""
     summary = open_summary_log(cfg.summary_log.target, cfg.summary_log_path, cfg.summary_log.facility)
     return Processor(processor_options(cfg), journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
@@ -127,7 +127,7 @@ def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
 
         return SummarySink(cfg.sql_url, name=f"summaries@{position_key}" if position_key else "summaries")
     if name == "notify":
-        from qscan.notify_wiring import make_notify_sink
+        from qscan.wiring.notify import make_notify_sink
 
         return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
     raise ValueError(f"unknown consumer {name!r} (known: {', '.join(CONSUMERS)})")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from qscan import __version__
-from qscan.cli_db import When, filter_options, sql_store, take_filters
+from qscan.cli.db import When, filter_options, sql_store, take_filters
 from qscan.config import Config
 
 
@@ -67,7 +67,7 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
     from compliance import verify as v
     from ingest.journal import Journal
     from ingest.log import JournalReader
-    from qscan.compliance_wiring import archived, copy_store
+    from qscan.wiring.compliance import archived, copy_store
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine:
@@ -154,7 +154,7 @@ def retention() -> None:
 def retention_show(ctx: click.Context) -> None:
     """Print the rules in the order they are tried."""
     from compliance.retention import RetentionError
-    from qscan.compliance_wiring import policy
+    from qscan.wiring.compliance import policy
 
     try:
         p = policy(_config(ctx))
@@ -181,7 +181,7 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
     its row is never deleted (it is reported; run `qscan verify`).
     """
     from compliance import retention as r
-    from qscan.compliance_wiring import actor, archived, copy_store, log_appender, policy
+    from qscan.wiring.compliance import actor, archived, copy_store, log_appender, policy
 
     cfg = _config(ctx)
     try:
@@ -234,7 +234,7 @@ def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], re
     """Put MATTER on hold: the custodians' mail, within --since/--until, narrowed by any
     further filters. Mail arriving later is covered as well."""
     from compliance import holds
-    from qscan.compliance_wiring import actor, log_appender
+    from qscan.wiring.compliance import actor, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)
@@ -288,7 +288,7 @@ def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None
 def hold_release(ctx: click.Context, matter: str, reason: str) -> None:
     """End the active hold on MATTER (or the hold with that id)."""
     from compliance import holds
-    from qscan.compliance_wiring import actor, log_appender
+    from qscan.wiring.compliance import actor, log_appender
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine, log_appender(cfg) as append:
@@ -329,7 +329,7 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         raise click.UsageError("qscan export needs --matter NAME and --out DIR "
                                "(or: qscan export verify DIR)")
     from compliance import export as ex
-    from qscan.compliance_wiring import actor, archived, copy_store, journal_raw, log_appender
+    from qscan.wiring.compliance import actor, archived, copy_store, journal_raw, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)

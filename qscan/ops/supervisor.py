@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ingest.journal import Journal
 from qscan.config import Config
-from qscan.wiring import log_readers_required
+from qscan.wiring.pipeline import log_readers_required
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
     signal.signal(signal.SIGINT, on_term)
     journal = Journal(cfg.journal_path)
     next_prune = time.monotonic() + cfg.journal.prune_interval
-    from qscan.journal_budget import budget_warning
+    from qscan.ops.journal_budget import budget_warning
 
     over_budget = budget_warning(cfg)
     try:

@@ -23,9 +23,9 @@ from pathlib import Path
 import click
 
 from ingest.journal import Journal
-from qscan.corpus import CorpusMessage, default_corpus_dir, load_corpus
-from qscan.injector import InjectResult, inject
-from qscan.standin import write_standin
+from qscan.testing.corpus import CorpusMessage, default_corpus_dir, load_corpus
+from qscan.testing.injector import InjectResult, inject
+from qscan.testing.standin import write_standin
 
 MARKER = ".qscan-demo"
 

@@ -1,7 +1,7 @@
 """Config sections -> the external scanners (clamd, spamd, rspamd, cmdline, cymru).
 
 The scanners take plain option dataclasses and know nothing of the config file;
-this is where one becomes the other. ``qscan/wiring.py`` registers these factories.
+this is where one becomes the other. ``qscan/wiring/pipeline.py`` registers these factories.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from qscan.config import Config, ConfigError, locate
-from qscan.wiring import SCANNERS
+from qscan.wiring.pipeline import SCANNERS
 from scanners.base import Scanner
 from scanners.dlp.rules import DlpRulesError
 from scanners.internal.policy import PolicyError
