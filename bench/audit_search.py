@@ -2,7 +2,7 @@
 
 Generates N summary rows (default 1,000,000) with their recipients, parts,
 findings and DLP hits into a fresh SQLite database - and into a throw-away
-PostgreSQL server when one is installed (tests/pg.py) - then times the
+PostgreSQL server when one is installed (qscan/testing/postgres.py) - then times the
 searches auditors run, each exactly as ``qscan audit search`` runs it for the
 table view: the page of 100 rows *and* the total count. The figure is the best
 of three warm runs; the target is under one second.
@@ -298,7 +298,7 @@ def bench_sqlite(n: int, work: Path, analyze: bool) -> dict[str, Any]:
 
 def bench_postgres(n: int) -> dict[str, Any] | None:
     try:
-        from tests import pg
+        from qscan.testing import postgres as pg
     except ImportError:
         return None
     if not pg.available():

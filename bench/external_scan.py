@@ -45,9 +45,9 @@ from ingest.event import MessageScanned, from_json  # noqa: E402
 from ingest.journal import Journal  # noqa: E402
 from ingest.mime import walk_parts  # noqa: E402
 from qscan.testing.corpus import load_corpus  # noqa: E402
+from qscan.testing.daemon import running_daemon  # noqa: E402
+from qscan.testing.servers import EICAR, GTUBE, Server, clamd_server, spamd_server  # noqa: E402
 from scanners.mime.parse import parse  # noqa: E402
-from tests.daemon_harness import running_daemon  # noqa: E402
-from tests.external_servers import EICAR, GTUBE, Server, clamd_server, spamd_server  # noqa: E402
 
 T = TypeVar("T")
 SPAM_MAX = 512 * 1024  # spamd.max_size default: bigger mail is not spam-scanned by qscan either

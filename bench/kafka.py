@@ -33,7 +33,7 @@ from ingest.kafka_log import KafkaSettings, Relay, init_topic
 from ingest.kafka_source import KafkaSource
 from ingest.log import LogRecord, Sink, Stop
 from ingest.processor import Processor, ProcessorOptions, make_request
-from tests.kafka_broker import Broker, free_port
+from qscan.testing.kafka_broker import Broker, free_port
 
 
 def fill_journal(path: Path, n: int) -> Journal:

@@ -409,7 +409,7 @@ def consumers(
 def postgres_url(work: Path) -> tuple[str | None, Callable[[], None]]:
     """A throw-away PostgreSQL on loopback (the tests' helper), made durable again for figures."""
     try:
-        from tests import pg
+        from qscan.testing import postgres as pg
     except ImportError:
         return None, lambda: None
     if not pg.available():

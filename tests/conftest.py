@@ -10,7 +10,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # SQL tests run on SQLite and on a real PostgreSQL server (tests/pg.py).
-# Kafka tests run against a real Kafka-protocol broker (Tansu; tests/kafka_broker.py).
+# Kafka tests run against a real Kafka-protocol broker (Tansu; qscan/testing/kafka_broker.py).
 from tests.kafka_broker import broker  # noqa: E402, F401
 from tests.pg import (  # noqa: E402, F401
     db_kind,

@@ -21,14 +21,14 @@ from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
+from qscan.testing.daemon import running_daemon
+from qscan.testing.servers import EICAR, HDB_NAME, NDB_MARKER, NDB_NAME, Server, binary, clamd_server
 from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
 from scanners.clamd import ClamdOptions, ClamdScanner
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.conftest import require
-from tests.daemon_harness import running_daemon
-from tests.external_servers import EICAR, HDB_NAME, NDB_MARKER, NDB_NAME, Server, binary, clamd_server
 
 pytestmark = pytest.mark.integration
 

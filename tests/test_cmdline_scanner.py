@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ingest.mime import walk_parts
+from qscan.testing.servers import EICAR
 from scanners.base import ScanContext
 from scanners.cmdline import CmdlineOptions, CmdlineScanner
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
-from tests.external_servers import EICAR
 
 pytestmark = pytest.mark.integration
 

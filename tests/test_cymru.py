@@ -15,13 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.mime import walk_parts
+from qscan.testing.servers import free_port
 from scanners.base import ScanContext
 from scanners.cymru import CymruOptions, CymruScanner
 from scanners.mime.parse import parse
 from scanners.protocols import ProtocolError
 from scanners.protocols.cymru import Answer, parse_txt, query_name
 from scanners.result import Disposition, Verdict
-from tests.external_servers import free_port
 
 MALWARE = b"MZ pretend this is a known piece of malware"
 RARE = b"MZ a sample few engines detect"

@@ -1,7 +1,7 @@
 """Adversarial review of the issue #19 daemon (worker hot path, master hand-off, job socket).
 
 Each test is a finding: it fails on the code it was written against and states the expected,
-safe behaviour. Real daemon, real sockets, real processes (tests/daemon_harness.py).
+safe behaviour. Real daemon, real sockets, real processes (qscan/testing/daemon.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from ingest import frames
 from ingest.envelope import build_envelope
-from tests.daemon_harness import Harness, running_daemon
+from qscan.testing.daemon import Harness, running_daemon
 
 pytestmark = pytest.mark.integration
 MSG = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nbody\n"

@@ -24,10 +24,10 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, Request, make_request
+from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
 from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
-from tests.daemon_harness import CLIENT, Harness, running_daemon
 
 pytestmark = pytest.mark.integration
 MSG = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nbody\n"

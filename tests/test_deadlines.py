@@ -37,12 +37,12 @@ from ingest.processor import (
     make_request,
 )
 from qscan.config import parse_config
+from qscan.testing.daemon import CLIENT, running_daemon
 from qscan.testing.injector import inject
 from qscan.testing.standin import recorded, write_standin
 from qscan.wiring.pipeline import processor_options
 from scanners.base import ScanContext
 from scanners.result import Disposition, ScanResult, Verdict
-from tests.daemon_harness import CLIENT, running_daemon
 
 MSG = b"From: a@example.com\nSubject: slow\n\nbody\n"
 ENV = build_envelope(b"a@example.com", [b"b@example.org"])

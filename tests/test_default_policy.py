@@ -18,6 +18,7 @@ import pytest
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from qscan.config import Config
+from qscan.testing.daemon import Harness, running_daemon
 from qscan.wiring.internal import internal_options
 from scanners.internal.checks import (
     CHECKS,
@@ -27,7 +28,6 @@ from scanners.internal.checks import (
 )
 from scanners.internal.scanner import InternalOptions, InternalScanner
 from scanners.result import Disposition, ScanResult
-from tests.daemon_harness import Harness, running_daemon
 from tests.internal_corpus import (
     ELF,
     HEAD,

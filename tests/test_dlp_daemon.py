@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
 from qscan.cli import cli
-from tests.daemon_harness import Harness, running_daemon
+from qscan.testing.daemon import Harness, running_daemon
 from tests.dlp_docs import mail, xlsx
 from tests.dlp_samples import card, iban, iban_print, spaced
 from tests.test_notify_delivery import Relay, free_port

@@ -11,8 +11,8 @@ import pytest
 
 from ingest.event import from_json
 from ingest.journal import Journal
+from qscan.testing.daemon import running_daemon
 from qscan.testing.injector import InjectResult
-from tests.daemon_harness import running_daemon
 
 pytestmark = pytest.mark.integration
 

@@ -46,9 +46,9 @@ from ingest.frames import (
     decode_result,
     encode,
 )
+from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
 from tests.conftest import require
-from tests.daemon_harness import CLIENT, Harness, running_daemon
 from tests.test_real_mail import corpus, failure_cause, log_failures, scanned_events
 
 pytestmark = pytest.mark.integration

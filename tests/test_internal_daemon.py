@@ -9,7 +9,7 @@ import pytest
 
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
-from tests.daemon_harness import Harness, running_daemon
+from qscan.testing.daemon import Harness, running_daemon
 from tests.internal_corpus import FORMAT_CASES, TEXT_PART, attachment, multipart, zip_bytes
 
 pytestmark = pytest.mark.integration

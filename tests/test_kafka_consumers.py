@@ -19,9 +19,9 @@ from ingest.kafka_log import KafkaSettings, Relay, init_topic
 from ingest.kafka_source import KafkaSource
 from ingest.log import Stop
 from qscan.config import parse_config
+from qscan.testing.kafka_broker import Broker
 from qscan.wiring.pipeline import make_sink
 from tests.factories import make_event, make_queue_failed
-from tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.integration
 

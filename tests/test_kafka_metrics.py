@@ -9,8 +9,8 @@ import pytest
 from ingest.kafka_source import KafkaSource
 from qscan.config import parse_config
 from qscan.ops.metrics import ConsumerMetrics
+from qscan.testing.kafka_broker import Broker
 from qscan.wiring.pipeline import kafka_settings, make_sink
-from tests.kafka_broker import Broker
 from tests.test_kafka_consumers import journal_with, setup
 from tests.test_kafka_recovery import relay
 

@@ -21,10 +21,10 @@ from ingest.kafka_source import KafkaSource, PoisonRecord, position_key
 from ingest.log import Stop
 from qscan.config import parse_config
 from qscan.ops.journal_budget import BudgetWarning
+from qscan.testing.kafka_broker import Broker, consume_all
 from qscan.wiring.kafka_anchor import make_anchor_store
 from qscan.wiring.pipeline import kafka_settings, make_sink
 from tests.factories import make_event
-from tests.kafka_broker import Broker, consume_all
 from tests.test_kafka_consumers import archived, journal_with, rows, setup
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from ingest.journal import Journal
 from ingest.kafka_log import KafkaSettings, Relay, init_topic, make_producer, partition_for
 from ingest.log import Stop
 from qscan.cli import cli
-from tests.daemon_harness import running_daemon
+from qscan.testing.daemon import running_daemon
+from qscan.testing.kafka_broker import Broker, consume_all
 from tests.factories import make_event, make_queue_failed
-from tests.kafka_broker import Broker, consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,7 @@ def test_journal_over_budget_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_relay_unreachable_broker_cli_exit(tmp_path: Path) -> None:
-    from tests.kafka_broker import free_port
+    from qscan.testing.kafka_broker import free_port
 
     cfg = tmp_path / "q.toml"
     cfg.write_text(f'data_dir = "{tmp_path}"\n[log.kafka]\nbootstrap_servers = ["127.0.0.1:{free_port()}"]\n'

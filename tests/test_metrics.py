@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from qscan.ops.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, error_kind
+from qscan.testing.daemon import running_daemon
 from scanners.direction import direction
-from tests.daemon_harness import running_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nhello\n"

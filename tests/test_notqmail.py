@@ -17,9 +17,9 @@ import pytest
 
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
+from qscan.testing.daemon import Harness
 from tests import notqmail
 from tests.conftest import require
-from tests.daemon_harness import Harness
 from tests.notqmail import MAILBOX, Site
 
 pytestmark = pytest.mark.integration

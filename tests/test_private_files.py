@@ -23,8 +23,8 @@ from compliance.db import make_engine
 from ingest.journal import Journal
 from ingest.private import make_private_dirs, prepare_sqlite_file
 from qscan.cli import cli
+from qscan.testing.daemon import Harness
 from qscan.testing.standin import write_standin
-from tests.daemon_harness import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOSE_UMASKS = (0o022, 0o002, 0o000)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from ingest.envelope import EnvelopeError, build_envelope, parse_envelope
 from ingest.event import MessageScanned, QueueFailed, from_json
 from ingest.journal import Journal
+from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
-from tests.daemon_harness import CLIENT, Harness, running_daemon
 
 pytestmark = pytest.mark.integration
 

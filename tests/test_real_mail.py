@@ -23,8 +23,8 @@ import pytest
 
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
+from qscan.testing.daemon import Harness, running_daemon
 from tests.conftest import require
-from tests.daemon_harness import Harness, running_daemon
 from tests.notqmail import shared_dir
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qscan.testing.corpus import load_corpus
-from tests.daemon_harness import Harness, running_daemon
+from qscan.testing.daemon import Harness, running_daemon
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from ingest.mime import walk_parts
+from qscan.testing.servers import GTUBE, Server, binary, free_port, rspamd_server
 from scanners.base import ScanContext
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.rspamd import RspamdOptions, RspamdScanner
 from scanners.spam_policy import SpamPolicy
 from tests.conftest import require
-from tests.external_servers import GTUBE, Server, binary, free_port, rspamd_server
 
 pytestmark = pytest.mark.integration
 

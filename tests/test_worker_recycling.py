@@ -9,8 +9,8 @@ import pytest
 
 from ingest.journal import Journal
 from qscan.config import ConfigError, parse_config
+from qscan.testing.daemon import Harness, running_daemon
 from qscan.wiring.pipeline import daemon_options
-from tests.daemon_harness import Harness, running_daemon
 
 LIMIT = 64 * 1024
 SMALL = b"From: a@example.com\nSubject: small\n\nbody\n"

@@ -51,7 +51,7 @@ _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\\x00-\x1f\x7f-][^@\s<>()\[\],;:\"\\\
 
 @dataclass(frozen=True)
 class NotifyPolicy:
-    """The audience settings (built from the ``[notify]`` config section by qscan.wiring.pipeline)."""
+    """The audience settings (built from the ``[notify]`` config section by qscan.wiring.notify)."""
 
     sender: str = "psender"
     recipients: bool = True

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,7 @@ class Server:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
 
-def _wait(server: Server, ready, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
+def _wait(server: Server, ready: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if server.proc.poll() is not None:
@@ -77,7 +77,7 @@ def _wait(server: Server, ready, what: str, timeout: float) -> None:  # type: ig
 
 
 @contextmanager
-def _running(server: Server, ready, what: str, timeout: float) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def _running(server: Server, ready: Callable[[], bool], what: str, timeout: float) -> Iterator[Server]:
     try:
         _wait(server, ready, what, timeout)
         yield server
@@ -116,8 +116,9 @@ def clamd_server(stream_max: str = "1M") -> Iterator[Server]:
         f"PidFile {root}/clamd.pid\nTemporaryDirectory {root}\nSelfCheck 3600\n"
         + ("User root\n" if os.getuid() == 0 else "")
     )
-    proc = subprocess.Popen([exe, "-c", str(root / "clamd.conf")], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+    with open(log, "ab") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([exe, "-c", str(root / "clamd.conf")], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=err)
     server = Server(proc, root, port, f"{root}/clamd.sock", log)
 
     def ready() -> bool:
@@ -154,8 +155,9 @@ def spamd_server(children: int = 2) -> Iterator[Server]:
             f"--pidfile={root}/spamd.pid", f"--syslog={log}"]
     if os.getuid() == 0:
         argv.append("--username=nobody")
-    proc = subprocess.Popen(argv, start_new_session=True, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "ab"))
+    with open(root / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(argv, start_new_session=True, cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=err)
     server = Server(proc, root, port, None, log)
 
     def ready() -> bool:
@@ -194,8 +196,9 @@ def rspamd_server() -> Iterator[Server]:
     (root / "rspamd.conf").write_text(RSPAMD_CONF.format(root=root, port=port))
     argv = [exe, "-f", "-c", str(root / "rspamd.conf")]
     argv += ["--insecure"] if os.getuid() == 0 else []
-    proc = subprocess.Popen(argv, start_new_session=True, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "ab"))
+    with open(root / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(argv, start_new_session=True, cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=err)
     server = Server(proc, root, port, None, root / "rspamd.log")
 
     def ready() -> bool:

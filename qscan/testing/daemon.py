@@ -60,10 +60,11 @@ class Harness:
         return inject(CLIENT, message, envelope, self.client_env(**env), fd6=fd6, timeout=60)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qscan", "-c", str(self.config), "daemon"],
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(self.root / "daemon.log", "ab"),
-        )
+        with open(self.root / "daemon.log", "ab") as err:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "qscan", "-c", str(self.config), "daemon"],
+                start_new_session=True, stdout=subprocess.DEVNULL, stderr=err,
+            )
         deadline = time.monotonic() + 20
         while not self._connectable():
             if self.proc.poll() is not None:
