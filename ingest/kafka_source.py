@@ -9,6 +9,9 @@ the at-least-once relay change nothing: every projection is keyed by event id.
 
 Two ways to spread load: a consumer group (partitions split by the broker, with a
 rebalance listener) or an explicit static ``partitions`` list.
+
+``scan_topic`` is the read-only scan (``ingest.log``): every record the topic retains,
+without a group or commits.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Generator
 from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
 from ingest.kafka_log import KafkaSettings
-from ingest.log import LogRecord, Sink, Stop
+from ingest.log import LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -349,3 +352,63 @@ class KafkaSource:
             if self.anchors is not None:
                 self.anchors.close()
         return self.applied
+
+
+def scan_topic(settings: KafkaSettings, *, partitions: list[int] | None = None,
+               types: Collection[str] | None = None, with_raw: bool = True, idle_timeout: float = 10.0,
+               batch: int = 500, name: str = "scan") -> Generator[Scanned, None, None]:
+    """Every record the topic still retains, all partitions (or ``partitions``) from their first
+    offset, read-only: no consumer group and no commits, so nobody's offsets move.
+
+    Ends when every partition is read to its high-watermark (from Fetch: ``end_offsets()``
+    is not trustworthy on every Kafka-protocol broker, docs/kafka.md), or after
+    ``idle_timeout`` seconds without a record. ``types``: records of other event types are
+    yielded as :class:`PassedOver`; a record that does not decode as :class:`Undecodable`.
+    ``name`` goes into the client id (``<client_id>-<name>``)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_partition_fetch_bytes=settings.max_request_size,
+        fetch_max_bytes=max(settings.max_request_size, 52428800),
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    try:
+        wanted = partitions
+        if wanted is None:
+            known = consumer.partitions_for_topic(settings.topic)
+            wanted = sorted(known) if known else list(range(settings.partitions))
+        tps = [TopicPartition(settings.topic, p) for p in wanted]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        last = time.monotonic()
+        while True:
+            batches = consumer.poll(timeout_ms=500, max_records=batch)
+            if not batches:
+                if _read_to_end(consumer, tps):
+                    return
+                if time.monotonic() - last > idle_timeout:
+                    log.warning("kafka %s: no progress for %.0f s; stopping", name, idle_timeout)
+                    return
+                continue
+            last = time.monotonic()
+            for tp, records in batches.items():
+                for r in records:
+                    item: Scanned
+                    try:
+                        event = decode_value(r.value, with_raw=with_raw)
+                    except ValueError as exc:  # UnknownEventType and pydantic's ValidationError too
+                        item = Undecodable(f"{tp.topic}/{tp.partition}@{r.offset}", str(exc))
+                    else:
+                        item = (LogRecord(r.offset, event) if types is None or event.type in types
+                                else PassedOver(r.offset))
+                    yield item
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _read_to_end(consumer: Any, tps: list[TopicPartition]) -> bool:
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        if hw is None or consumer.position(tp) < hw:
+            return False
+    return True

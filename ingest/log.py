@@ -4,6 +4,11 @@ A consumer owns its position in its *sink* (SQL transaction, maildir checkpoint
 file) so that rows and position commit together: replays and duplicates change
 nothing. The log is told the position afterwards only so it knows what it may
 prune and can report lag.
+
+A reader also offers a read-only *scan* (``JournalReader.scan``,
+``ingest.kafka_source.scan_topic``): every record still kept, oldest first, with no
+position stored and nobody's moved; a record that does not decode is reported as
+:class:`Undecodable` rather than raised. DLP retro-hunts read past mail that way.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +32,24 @@ class LogRecord:
 
     position: int
     event: AnyEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A record a scan could not decode: where it is (``journal #12``, ``topic/0@5``) and why."""
+
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    """A record of a type the scan was not asked for, left undecoded."""
+
+    position: int
+
+
+Scanned = LogRecord | Undecodable | PassedOver  # one per record a scan reads
 
 
 class LogReader(Protocol):
@@ -52,6 +75,39 @@ class JournalReader:
 
     def commit(self, name: str, position: int) -> None:
         self.journal.set_position(name, position)
+
+    def count(self) -> int:
+        """Records the journal still keeps (what a scan will read)."""
+        return self.journal.count()
+
+    def scan(self, *, types: Collection[str] | None = None, with_raw: bool = False,
+             batch: int = 500) -> Iterator[Scanned]:
+        """Every record the journal keeps, oldest first, read-only (no position stored or moved).
+
+        ``types``: decode only these event types; any other record is yielded as
+        :class:`PassedOver`. ``with_raw=False`` leaves the raw messages in the journal
+        (:meth:`raw` fetches one)."""
+        after = 0
+        while True:
+            entries = self.journal.read(after, batch, with_raw=with_raw)
+            if not entries:
+                return
+            for entry in entries:
+                after = entry.seq
+                item: Scanned
+                if types is not None and entry.type not in types:
+                    item = PassedOver(entry.seq)
+                else:
+                    try:
+                        item = decode_entry(entry)
+                    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                        item = Undecodable(f"journal #{entry.seq}", f"event not decoded: {exc}")
+                yield item
+
+    def raw(self, event_id: str) -> bytes | None:
+        """The raw message stored with an event, or None (not kept, or no such event)."""
+        entry = self.journal.get(event_id, with_raw=True)
+        return entry.raw if entry is not None else None
 
 
 def decode_entry(entry: JournalEntry) -> LogRecord:

@@ -203,7 +203,7 @@ def hunt_store(url: str) -> tuple[object, str]:
 
 
 def test_stopped_hook_and_keyboard_interrupt_flush_pending_findings(db_url: str, tmp_path: Path) -> None:
-    from qscan.dlp_hunt import BATCH, HuntFilter, journal_source, run_hunt
+    from compliance.hunt import BATCH, HuntFilter, journal_source, run_hunt
     from scanners.dlp.engine import DlpEngine
     from scanners.dlp.rules import parse_rules
 
@@ -250,7 +250,7 @@ def test_stopped_hook_and_keyboard_interrupt_flush_pending_findings(db_url: str,
 
 
 def test_a_failing_source_marks_the_hunt_failed_with_findings_so_far(db_url: str, tmp_path: Path) -> None:
-    from qscan.dlp_hunt import BATCH, HuntFailed, HuntFilter, journal_source, run_hunt
+    from compliance.hunt import BATCH, HuntFailed, HuntFilter, journal_source, run_hunt
     from scanners.dlp.engine import DlpEngine
     from scanners.dlp.rules import parse_rules
 
@@ -348,7 +348,8 @@ def test_archive_hunt_never_follows_a_planted_symlink_and_filters_early(tmp_path
     import os
 
     from archive.copies import copy_name, received_of
-    from qscan.dlp_hunt import HuntFilter, archive_source
+    from archive.hunt import archive_source
+    from compliance.hunt import HuntFilter
 
     url = f"sqlite:///{tmp_path / 'qscan.db'}"
     cfg, rules, _events = setup(tmp_path, url)

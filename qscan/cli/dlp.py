@@ -25,7 +25,7 @@ from scanners.direction import DIRECTIONS
 
 if TYPE_CHECKING:
     from compliance.dlp_hunts import HuntStore
-    from qscan.dlp_hunt import HuntStats
+    from compliance.hunt import HuntStats
     from scanners.dlp.engine import DlpEngine
 
 
@@ -200,15 +200,14 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from archive.hunt import archive_source
     from compliance.db import SchemaMissing
     from compliance.dlp_hunts import HuntStore
-    from ingest.ids import uuid7
-    from qscan.dlp_hunt import (
+    from compliance.hunt import (
         HuntFailed,
         HuntFilter,
         HuntStats,
         actor,
-        archive_source,
         dumps,
         error_text,
         journal_source,
@@ -217,6 +216,7 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
         rules_digest,
         run_hunt,
     )
+    from ingest.ids import uuid7
 
     cfg = _config(ctx)
     engine, rules_path = _engine(cfg, rules)

@@ -3,11 +3,14 @@
 Three places hold past mail, each read by one source generator that yields the
 same :class:`Stored` items (envelope facts plus a way to get the raw message):
 
-* the journal (``ingest.journal``) - every event it still retains (``journal.retain_days``);
-* Kafka - what the topic still retains, every partition from its first offset,
-  read without a consumer group (nothing is committed: a hunt moves nobody's offsets);
+* the journal - every event it still retains (``journal.retain_days``), through the log
+  API's read-only scan (``ingest.log.JournalReader.scan``);
+* Kafka - what the topic still retains, every partition from its first offset, through
+  ``ingest.kafka_source.scan_topic`` (no consumer group, nothing committed: a hunt moves
+  nobody's offsets);
 * the archive maildir and the quarantine maildirs - stored copies, envelope taken
-  from the block at the bottom of each file (``archive.copies.split_copy``).
+  from the block at the bottom of each file: ``archive.hunt.archive_source`` (one layer up,
+  since it reads ``archive.copies``).
 
 Each message goes through the same :class:`scanners.dlp.engine.DlpEngine` as the
 inline scanner; what fires is recorded in SQL (``compliance.dlp_hunts``). A hunt
@@ -16,15 +19,14 @@ only reads: it never changes a message, an event or a stored copy.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import getpass
 import hashlib
 import json
 import logging
-import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,19 +36,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compliance.dlp_hunts import HuntStore, finding_rows
-from ingest.event import MessageScanned, from_json
+from ingest.event import MessageScanned
 from ingest.ids import uuid7
 from ingest.journal import Journal
+from ingest.log import JournalReader, LogRecord, PassedOver, Undecodable
 from scanners.direction import direction
 from scanners.dlp.engine import DlpEngine, MessageFacts
 
 if TYPE_CHECKING:
-    from archive.copies import ParsedCopy
     from ingest.kafka_log import KafkaSettings
 
 log = logging.getLogger(__name__)
 _PARSER = BytesParser(policy=email_policy.default)
 BATCH = 200
+MESSAGE_TYPES = frozenset({"message.scanned"})  # the events that carry mail
 
 
 @dataclass(frozen=True)
@@ -123,37 +126,27 @@ Item = Stored | Unreadable
 # -- sources --------------------------------------------------------------------------------------
 def journal_source(path: Path) -> tuple[int, Iterator[Item]]:
     """(events to look at, items) from the journal, oldest first."""
-    journal = Journal(path, readonly=True)
-    total = journal.count()
+    reader = JournalReader(Journal(path, readonly=True))
+    total = reader.count()
 
     def items() -> Iterator[Item]:
         try:
-            after = 0
-            while True:
-                batch = journal.read(after, BATCH, with_raw=False)
-                if not batch:
-                    return
-                for entry in batch:
-                    after = entry.seq
-                    if entry.type != "message.scanned":
-                        yield Unreadable("", "")  # counted for progress only
-                        continue
-                    try:
-                        event = from_json(entry.body)
-                    except ValueError as exc:
-                        yield Unreadable(f"journal #{entry.seq}", f"event not decoded: {exc}"[:200])
-                        continue
-                    assert isinstance(event, MessageScanned)
-                    yield _from_event(event, functools.partial(_journal_raw, journal, entry.event_id))
+            for scanned in reader.scan(types=MESSAGE_TYPES, with_raw=False, batch=BATCH):
+                if isinstance(scanned, LogRecord):
+                    assert isinstance(scanned.event, MessageScanned)
+                    yield _from_event(scanned.event, functools.partial(reader.raw, scanned.event.event_id))
+                else:
+                    yield _unread(scanned)
         finally:
-            journal.close()
+            reader.journal.close()
 
     return total, items()
 
 
-def _journal_raw(journal: Journal, event_id: str) -> bytes | None:
-    entry = journal.get(event_id, with_raw=True)
-    return entry.raw if entry is not None else None
+def _unread(scanned: Undecodable | PassedOver) -> Unreadable:
+    if isinstance(scanned, PassedOver):
+        return Unreadable("", "")  # not a message: counted for progress only
+    return Unreadable(scanned.where, scanned.reason[:200])
 
 
 def _from_event(event: MessageScanned, raw: Callable[[], bytes | None]) -> Stored:
@@ -161,164 +154,30 @@ def _from_event(event: MessageScanned, raw: Callable[[], bytes | None]) -> Store
                   event.client.relay, event.client.ip, raw, event.client.outbound)
 
 
-def archive_source(archive_dir: Path, quarantine_dir: Path,
-                   filt: HuntFilter | None = None) -> tuple[int, Iterator[Item]]:
-    """Stored copies in the archive and quarantine maildirs (a message in both is read once).
-
-    Files are opened without following symlinks (``archive.copies.open_copy``): a link planted
-    in a maildir is reported unreadable, whatever it points at is never read. The filter is
-    applied as early as the copy allows: the received time from the file name (the archive
-    consumer names copies ``<unix time>.<event id>``) before the file is opened, then the
-    envelope block from the file's tail before the whole message is read."""
-    from archive.copies import MaildirCopies, received_of
-    from compliance.copystore import CopyError
-
-    copies = [c for c in MaildirCopies(archive_dir, quarantine_dir).scan()]
-
-    def items() -> Iterator[Item]:
-        seen: set[str] = set()
-        for copy in copies:
-            if filt is not None and (when := received_of(copy.path.name)) is not None \
-                    and not filt.in_time(when):
-                yield Unreadable("", "")  # outside the dates: not even opened
-                continue
-            try:
-                stored = _read_stored(copy.path, copy.event_id, filt)
-            except (OSError, CopyError) as exc:
-                yield Unreadable(str(copy.path), (exc.strerror if isinstance(exc, OSError) and exc.strerror
-                                                  else str(exc))[:200])
-                continue
-            if stored is None:
-                yield Unreadable("", "")  # the envelope is outside the selection: message not read
-                continue
-            if stored.event_id in seen:
-                yield Unreadable("", "")  # the same message in two maildirs: counted once
-                continue
-            seen.add(stored.event_id)
-            yield stored
-
-    return len(copies), items()
-
-
-TAIL = 64 * 1024  # bytes read first from a stored copy: its envelope block is at the end
-
-
-def _read_stored(path: Path, name_event_id: str, filt: HuntFilter | None) -> Stored | None:
-    """The copy at ``path`` (no symlinks), or None when its envelope is outside ``filt``
-    (then only the last TAIL bytes were read)."""
-    from archive.copies import open_copy, split_copy
-    from compliance.copystore import CopyError
-
-    with open_copy(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if filt is not None and size > TAIL:
-            f.seek(size - TAIL)
-            try:
-                tail = split_copy(f.read())
-            except CopyError:
-                tail = None  # a block longer than the tail (thousands of recipients): read it all
-            if tail is not None and not _envelope_matches(filt, tail):
-                return None
-            f.seek(0)
-        parsed = split_copy(f.read())
-    if filt is not None and not _envelope_matches(filt, parsed):
-        return None
-    ip, relay = _client(parsed.client)
-    message = parsed.candidates[-1]  # without the separator line archived_message() added
-    return Stored(parsed.event_id or name_event_id, _received(parsed.received), parsed.envelope_from or "",
-                  parsed.envelope_to, relay, ip, functools.partial(_same, message))
-
-
-def _envelope_matches(filt: HuntFilter, parsed: ParsedCopy) -> bool:
-    ip, relay = _client(parsed.client)
-    return filt.matches(_received(parsed.received), parsed.envelope_from or "", parsed.envelope_to,
-                        direction(relay, ip))
-
-
-def _same(value: bytes | None) -> bytes | None:
-    return value
-
-
-def _client(line: str | None) -> tuple[str | None, bool]:
-    """``X-qscan-Client: 192.0.2.10 host.example.com relay=yes`` -> (ip, relay)."""
-    words = (line or "").split()
-    ip = words[0] if words and words[0] != "local" else None
-    return ip, "relay=yes" in words
-
-
-def _received(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def kafka_source(settings: KafkaSettings, partitions: list[int] | None = None,
                  idle_timeout: float = 10.0) -> tuple[int | None, Iterator[Item]]:
     """Every event the topic still retains, all partitions from their first offset. No consumer
     group and no commits: a hunt is invisible to the consumers."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from kafka import KafkaConsumer, TopicPartition
-
-    from ingest.kafka_source import decode_value
+    from ingest.kafka_source import scan_topic
 
     def items() -> Iterator[Item]:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-dlp-hunt",
-            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=settings.max_request_size,
-            fetch_max_bytes=max(settings.max_request_size, 52428800),
-            request_timeout_ms=settings.request_timeout_ms,
-        )
-        try:
-            wanted = partitions
-            if wanted is None:
-                known = consumer.partitions_for_topic(settings.topic)
-                wanted = sorted(known) if known else list(range(settings.partitions))
-            tps = [TopicPartition(settings.topic, p) for p in wanted]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            # "read to the end" is the Fetch high-watermark: end_offsets() is not trustworthy on
-            # every Kafka-protocol broker (docs/kafka.md)
-            last = time.monotonic()
-            while True:
-                batches = consumer.poll(timeout_ms=500, max_records=BATCH)
-                if not batches:
-                    if _caught_up(consumer, tps):
-                        return
-                    if time.monotonic() - last > idle_timeout:
-                        log.warning("kafka hunt: no progress for %.0f s; stopping", idle_timeout)
-                        return
-                    continue
-                last = time.monotonic()
-                for tp, records in batches.items():
-                    for r in records:
-                        try:
-                            event = decode_value(r.value, with_raw=True)
-                        except ValueError as exc:
-                            yield Unreadable(f"{tp.topic}/{tp.partition}@{r.offset}", str(exc)[:200])
-                            continue
-                        if not isinstance(event, MessageScanned):
-                            yield Unreadable("", "")
-                            continue
-                        yield _from_event(event, functools.partial(_same, event.raw_message or None))
-        finally:
-            consumer.close(autocommit=False)
+        topic = scan_topic(settings, partitions=partitions, types=MESSAGE_TYPES, with_raw=True,
+                           idle_timeout=idle_timeout, batch=BATCH, name="dlp-hunt")
+        with contextlib.closing(topic):  # the hunt closing its items closes the Kafka consumer
+            for scanned in topic:
+                if isinstance(scanned, LogRecord):
+                    event = scanned.event
+                    assert isinstance(event, MessageScanned)
+                    yield _from_event(event, functools.partial(same, event.raw_message or None))
+                else:
+                    yield _unread(scanned)
 
     return None, items()
 
 
-def _caught_up(consumer: Any, tps: list[Any]) -> bool:
-    for tp in tps:
-        hw = consumer.highwater(tp)
-        if hw is None or consumer.position(tp) < hw:
-            return False
-    return True
+def same(value: bytes | None) -> bytes | None:
+    """``functools.partial(same, raw)``: a message already in hand, as a source's ``raw``."""
+    return value
 
 
 # -- the run --------------------------------------------------------------------------------------
