@@ -431,7 +431,8 @@ class Processor:
             # The client is about to give up (or has): accepting now would keep the message twice,
             # once here and once on the sender's retry. Record a temp-failure, queue nothing.
             log.warning("deadline passed for %s; temp-failing without queueing", event.event_id)
-            event.action, event.reason, event.reply = Action.TEMPFAIL, "deadline", DEADLINE_TEXT
+            event = event.model_copy(
+                update={"action": Action.TEMPFAIL, "reason": "deadline", "reply": DEADLINE_TEXT})
             body = to_json(event, with_raw=False)
         try:
             self.journal.append(
