@@ -112,7 +112,7 @@ def quarantine_folder(category: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 
 class EnvelopeInfo(_Model):
@@ -405,8 +405,8 @@ def from_json(data: bytes | str, raw: bytes | None = None, *, type_: str | None 
     cls = EVENT_TYPES.get(type_) if type_ else None
     if cls is not None:
         event = cls.model_validate_json(data)
-        if raw is not None and cls is MessageScanned:
-            event.raw_message = raw  # type: ignore[attr-defined]
+        if raw is not None and cls is MessageScanned:  # events are frozen: a copy that has it
+            event = event.model_copy(update={"raw_message": raw})
         return event  # type: ignore[return-value]
     obj = json.loads(data)
     cls = EVENT_TYPES.get(obj.get("type", ""))

@@ -7,19 +7,20 @@ from scanners.base import PartInfo
 
 
 def merge_found_parts(parts: list[Part], found: list[PartInfo]) -> list[Part]:
-    """A found path already listed refines that part's detected type; a new path is appended
-    (members follow the list in the order scanners found them)."""
+    """A new list: a found path already listed refines that part's detected type (a new Part in
+    its place: parts are frozen); a new path is appended (members follow the list in the order
+    scanners found them). ``parts`` itself is left as it was."""
     if not found:
         return parts
-    index = {p.path: p for p in parts}
+    out = list(parts)
+    index = {p.path: i for i, p in enumerate(out)}
     for f in found:
-        known = index.get(f.path)
-        if known is not None:
+        at = index.get(f.path)
+        if at is not None:
             if f.detected_type:
-                known.detected_type = f.detected_type
+                out[at] = out[at].model_copy(update={"detected_type": f.detected_type})
             continue
-        part = Part(path=f.path, content_type=f.content_type, detected_type=f.detected_type,
-                    filename=f.filename, size=f.size, sha256=f.sha256)
-        parts.append(part)
-        index[f.path] = part
-    return parts
+        index[f.path] = len(out)
+        out.append(Part(path=f.path, content_type=f.content_type, detected_type=f.detected_type,
+                        filename=f.filename, size=f.size, sha256=f.sha256))
+    return out

@@ -134,16 +134,14 @@ def _addr(b: bytes) -> str:
 
 
 def _spam_status(findings: list[ScanResult]) -> tuple[str | None, float | None]:
-    """Qmail-Scanner's ``SA:1(15.0/5.0)`` part and the event's spam score, from the spam scanner
-    that ran (it records ``spam_score``/``spam_required`` in ``extra``)."""
+    """Qmail-Scanner's ``SA:1(15.0/5.0)`` part and the event's spam score, from the first spam
+    scanner that ran (its result carries ``spam_score``/``spam_required``). Both show the score
+    to one decimal, as the X-Spam-* headers do."""
     for r in findings:
-        if r.error is None and "spam_score" in r.extra:
-            try:
-                score = float(r.extra["spam_score"])
-            except ValueError:
-                continue
+        if r.error is None and r.spam_score is not None:
             flag = 1 if r.verdict == Verdict.SPAM else 0
-            return f"{flag}({r.extra['spam_score']}/{r.extra.get('spam_required', '?')})", score
+            required = "?" if r.spam_required is None else f"{r.spam_required:.1f}"
+            return f"{flag}({r.spam_score:.1f}/{required})", round(r.spam_score, 1)
     return None, None
 
 
@@ -268,6 +266,9 @@ class Processor:
         client = self._client(req, env)
         raw = req.message
         findings: list[ScanResult] = []
+        # Beside each finding, what the processor measured: how long its scanner's call took and
+        # the scanner's version (a result's own values, when it has them, come first).
+        stamps: list[tuple[float, str]] = []
         oversized = req.size > self.opt.max_message_size
         message = None
         parts_meta: list[Part] = []
@@ -280,7 +281,9 @@ class Processor:
                 headers = header_summary(message)
                 parts_meta, scan_parts, defects = walk_parts(message)
             except Exception as exc:  # the parser itself gave up: internal.error_action decides
-                findings.append(self._unparseable(exc))
+                unparseable = self._unparseable(exc)
+                findings.append(unparseable)
+                stamps.append((unparseable.duration_ms, unparseable.version))
         t_parse = time.perf_counter()
         event_id = str(uuid7())  # before scanning: scanners pass it on as a queue id (rspamd)
         ctx = ScanContext(
@@ -298,7 +301,9 @@ class Processor:
             queue_id=event_id,
         )
         if oversized:  # enforced whatever the scanner list says: the bytes were not kept
-            findings.extend(SizeScanner().scan(ctx))
+            sized = SizeScanner().scan(ctx)
+            findings.extend(sized)
+            stamps.extend((r.duration_ms, r.version) for r in sized)
         for scanner in [] if oversized else self.scanners:
             s0 = time.perf_counter()
             try:
@@ -307,10 +312,9 @@ class Processor:
                 log.exception("scanner %s failed", scanner.name)
                 results = [self._error_result(scanner.name, exc)]
             took = (time.perf_counter() - s0) * 1000
-            for r in results:
-                r.duration_ms = r.duration_ms or took
-                r.version = r.version or getattr(scanner, "version", "")
+            version = getattr(scanner, "version", "")
             findings.extend(results)
+            stamps.extend((r.duration_ms or took, r.version or version) for r in results)
         t_scan = time.perf_counter()
         parts_meta = merge_found_parts(parts_meta, ctx.found_parts)  # archive members etc.
         decision = decide(findings)
@@ -344,11 +348,11 @@ class Processor:
             parts=parts_meta,
             findings=[
                 Finding(
-                    scanner=r.scanner, version=r.version, verdict=Category(r.verdict.value),
-                    name=r.name, score=r.score, detail=r.detail, duration_ms=round(r.duration_ms, 3),
+                    scanner=r.scanner, version=version, verdict=Category(r.verdict.value),
+                    name=r.name, score=r.score, detail=r.detail, duration_ms=round(took, 3),
                     error=r.error,
                 )
-                for r in findings
+                for r, (took, version) in zip(findings, stamps, strict=True)
             ],
             category=decision.category,
             action=decision.action,
@@ -427,7 +431,8 @@ class Processor:
             # The client is about to give up (or has): accepting now would keep the message twice,
             # once here and once on the sender's retry. Record a temp-failure, queue nothing.
             log.warning("deadline passed for %s; temp-failing without queueing", event.event_id)
-            event.action, event.reason, event.reply = Action.TEMPFAIL, "deadline", DEADLINE_TEXT
+            event = event.model_copy(
+                update={"action": Action.TEMPFAIL, "reason": "deadline", "reply": DEADLINE_TEXT})
             body = to_json(event, with_raw=False)
         try:
             self.journal.append(

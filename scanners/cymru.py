@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import dns.exception
@@ -135,8 +135,7 @@ class CymruScanner:
                     self.name, self.version, f"MHR.{answer.detection}pct", f"{where} {digest}",
                     self.opt.action,
                 )
-                result.score = float(answer.detection)
-                return [result]
+                return [replace(result, score=float(answer.detection))]
         looked = min(len(digests), self.opt.max_lookups)
         detail = f"{looked} hashes looked up, {listed} listed below threshold"
         if len(digests) > looked:

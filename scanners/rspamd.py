@@ -100,6 +100,5 @@ class RspamdScanner:
         self.version = proto.server_version(server) or self.version
         rules = tuple(sorted(reply.symbols, key=lambda s: (-abs(reply.symbols[s]), s)))
         score = SpamScore(reply.score, reply.required_score, reply.spam, rules, self._forced(reply.action))
-        result = spam_policy.spam_result(self.name, self.version, score, self.opt.policy)
-        result.detail = f"action={reply.action} {result.detail}"
-        return [result]
+        return [spam_policy.spam_result(self.name, self.version, score, self.opt.policy,
+                                        detail_prefix=f"action={reply.action} ")]

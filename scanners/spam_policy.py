@@ -71,7 +71,10 @@ def _tests(rules: tuple[str, ...]) -> str:
     return ",".join(out) or "none"
 
 
-def spam_result(scanner: str, version: str, result: SpamScore, policy: SpamPolicy) -> ScanResult:
+def spam_result(scanner: str, version: str, result: SpamScore, policy: SpamPolicy,
+                detail_prefix: str = "") -> ScanResult:
+    """``detail_prefix``: what the engine adds in front of the score in ``detail`` (rspamd's
+    action)."""
     required = policy.required_score if policy.required_score is not None else result.required
     is_spam = result.score >= required if policy.required_score is not None else result.spam
     disposition = _threshold_disposition(result.score, policy)
@@ -81,16 +84,16 @@ def spam_result(scanner: str, version: str, result: SpamScore, policy: SpamPolic
         is_spam = True  # whatever removes it from the inbox classes it as spam (spam/ maildir)
     score_text, required_text = f"{result.score:.1f}", f"{required:.1f}"
     tests = _tests(result.rules)
-    headers: list[tuple[str, str]] = []
+    headers: tuple[tuple[str, str], ...] = ()
     if policy.tag_score is None or result.score >= policy.tag_score:
-        headers = [
+        headers = (
             ("X-Spam-Status", f"{'Yes' if is_spam else 'No'}, score={score_text} "
                               f"required={required_text} tests={tests}"),
             ("X-Spam-Level", "*" * max(0, min(int(result.score), 50))),
             ("X-Spam-Score", score_text),
-        ]
+        )
         if is_spam:
-            headers.append(("X-Spam-Flag", "YES"))
+            headers += (("X-Spam-Flag", "YES"),)
     prefix = ""
     if policy.subject_prefix:
         wants = result.score >= policy.subject_score if policy.subject_score is not None else is_spam
@@ -113,12 +116,13 @@ def spam_result(scanner: str, version: str, result: SpamScore, policy: SpamPolic
         verdict=Verdict.SPAM if is_spam else Verdict.CLEAN,
         name="spam" if is_spam else "",
         score=result.score,
-        detail=f"score={score_text} required={required_text} tests={tests}",
+        detail=f"{detail_prefix}score={score_text} required={required_text} tests={tests}",
         disposition=disposition,
         reply=reply,
         add_headers=headers,
         transform=transform,
-        extra={"spam_score": score_text, "spam_required": required_text},
+        spam_score=result.score,
+        spam_required=required,
     )
 
 

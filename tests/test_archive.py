@@ -58,7 +58,7 @@ def sink(dirs):
 
 def test_block_exact():
     ev = _event(sender="sender@example.com", recipients=["rcpt1@example.org", "rcpt2@example.org"])
-    ev.client = ClientInfo(ip="192.0.2.10", host="host.example.com", relay=False)
+    ev = ev.model_copy(update={"client": ClientInfo(ip="192.0.2.10", host="host.example.com", relay=False)})
     assert envelope_block(ev) == (
         b"*** qscan Envelope Details Begin ***\n"
         b"X-Envelope-From: <sender@example.com>\n"
@@ -74,7 +74,7 @@ def test_block_exact():
 
 def test_block_empty_sender_local_relay():
     ev = _event(sender="", recipients=["postmaster@example.org"], client_ip=None, relay=True)
-    ev.client = ClientInfo(ip=None, host=None, relay=True, local=True)
+    ev = ev.model_copy(update={"client": ClientInfo(ip=None, host=None, relay=True, local=True)})
     block = envelope_block(ev).decode()
     assert "X-Envelope-From: <>\n" in block
     assert "X-qscan-Client: local - relay=yes\n" in block
@@ -115,7 +115,8 @@ def test_block_header_injection():
         recipients=["a@example.org\nBcc: victim@example.net", "b@example.org\rX: y"],
         raw=b"Subject: x\n\nbody\n",
     )
-    ev.client = ClientInfo(ip="192.0.2.1\r\nX-Fake: 1", host="h\nX-Host: 2", relay=False)
+    ev = ev.model_copy(update={"client": ClientInfo(ip="192.0.2.1\r\nX-Fake: 1", host="h\nX-Host: 2",
+                                                    relay=False)})
     block = envelope_block(ev)
     lines = block.split(b"\n")[:-1]
     assert len(lines) == 8
@@ -137,7 +138,7 @@ _field = st.text(st.characters(codec="utf-8"), max_size=40) | st.text(
 def test_block_structure_property(sender, recipients, crlf):
     raw = b"Subject: x\r\n\r\nbody\r\n" if crlf else b"Subject: x\n\nbody\n"
     ev = _event(raw=raw)
-    ev.envelope = EnvelopeInfo(sender=sender, recipients=recipients, raw=b"")
+    ev = ev.model_copy(update={"envelope": EnvelopeInfo(sender=sender, recipients=recipients, raw=b"")})
     block = envelope_block(ev)
     eol = b"\r\n" if crlf else b"\n"
     assert block.endswith(eol)
@@ -383,8 +384,7 @@ def test_checkpoint_not_moved_when_write_fails(sink, dirs, monkeypatch):
 
 
 def test_missing_raw_message_is_refused(sink):
-    ev = _event()
-    ev.raw_message = b""
+    ev = _event().model_copy(update={"raw_message": b""})
     with pytest.raises(ValueError, match="with_raw"):
         sink.apply(_records([ev]), 1)
     assert sink.position() == 0

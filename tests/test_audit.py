@@ -343,8 +343,10 @@ def rich_corpus() -> dict[str, Any]:
                            dlp_findings=[{"rule": "iban-eu", "detector": "iban"}]),
         "v6": make_event(client_ip="2001:db8::1", when=at(20, 5)),
     }
-    events["loc1"].client = ClientInfo(local=True)
-    events["in2"].headers.message_id = "<Virus-1@example.net>"
+    events["loc1"] = events["loc1"].model_copy(update={"client": ClientInfo(local=True)})
+    in2 = events["in2"]
+    events["in2"] = in2.model_copy(
+        update={"headers": in2.headers.model_copy(update={"message_id": "<Virus-1@example.net>"})})
     return events
 
 

@@ -199,7 +199,7 @@ def test_rule_allow_encrypted_with_readable_findings() -> None:
     results = DlpScanner(DlpEngine(policy)).scan(context(raw, relay=True))
     r = next(r for r in results if r.name == "cards")
     enc = next(r for r in results if r.name == "encrypted-mail")
-    assert enc.dlp == [] and enc.disposition == Disposition.NONE  # [encrypted] record = false
+    assert enc.dlp == () and enc.disposition == Disposition.NONE  # [encrypted] record = false
     assert r.dlp[0]["action"] == "allow" and r.dlp[0]["encrypted"] is True
     assert r.disposition == Disposition.NONE and "[encrypted mail: allowed]" in r.detail
 

@@ -126,9 +126,9 @@ def test_tag_adds_header_and_evaluation_goes_on() -> None:
     results = run(rules, PDF)
     assert [(r.name, r.disposition) for r in results] == [
         ("tag-pdf", Disposition.DELIVER), ("q-pdf", Disposition.QUARANTINE)]
-    assert results[0].add_headers == [("X-Has-PDF", "yes")]
+    assert results[0].add_headers == (("X-Has-PDF", "yes"),)
     [default_tag] = run(rule('filename = ["*.pdf"]', "tag", "plain-tag"), PDF)
-    assert default_tag.add_headers == [("X-qscan-Policy", "plain-tag")]
+    assert default_tag.add_headers == (("X-qscan-Policy", "plain-tag"),)
 
 
 def test_first_terminal_rule_wins() -> None:

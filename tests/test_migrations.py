@@ -17,7 +17,7 @@ from sqlalchemy import Engine, inspect, text
 from compliance import db
 from compliance.models import Base
 from compliance.summaries import SummarySink
-from ingest.event import Action, Category
+from ingest.event import Action, Category, Timings
 from ingest.log import LogRecord
 from tests.factories import make_event
 
@@ -163,8 +163,7 @@ def test_summary_view(db_url: str) -> None:
     ev = make_event(sender="alice@example.com", recipients=["bob@example.org", "carol@example.net"],
                     subject="Quarterly report", attachments=[("r.pdf", "application/pdf", 9)],
                     when=datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC), action=Action.QUARANTINE,
-                    category=Category.VIRUS)
-    ev.timings.total_ms = 4.0
+                    category=Category.VIRUS, timings=Timings(total_ms=4.0))
     sink.apply([LogRecord(1, ev)], 1)
     sink.close()
     engine = engine_for(db_url)

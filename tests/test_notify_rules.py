@@ -389,7 +389,7 @@ def test_composed_headers() -> None:
 @given(st.text(max_size=300), st.text(max_size=100))
 def test_nothing_from_mail_reaches_a_header_line(subject: str, msgid: str) -> None:
     ev = policy_event(subject=subject)
-    ev.headers.message_id = msgid
+    ev = ev.model_copy(update={"headers": ev.headers.model_copy(update={"message_id": msgid})})
     notice = Notice("bob@example.org", Audience.SENDER, Kind.POLICY, "en")
     _, data = compose(RENDERER.render(ev, notice), notice, event_id=ev.event_id, identity=IDENTITY,
                       when=ev.time, in_reply_to=msgid)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,7 @@ def test_clean_message_is_queued_with_diagnostics(make, tmp_path: Path) -> None:
 def test_scanner_headers_and_transform(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = ScanResult(
         scanner="fake", verdict=Verdict.SPAM, score=7.5, disposition=Disposition.DELIVER,
-        add_headers=[("X-Spam-Status", "Yes, score=7.5\r\nBcc: evil@example.com"), ("Bad Name", "x")],
+        add_headers=(("X-Spam-Status", "Yes, score=7.5\r\nBcc: evil@example.com"), ("Bad Name", "x")),
         transform=lambda raw: raw.replace(b"Subject: hi", b"Subject: [SPAM] hi"),
     )
     proc, journal = make(FakeScanner([result]))
@@ -137,3 +139,73 @@ def test_unchanged_message_keeps_the_received_hash(tmp_path: Path) -> None:
     [(msg, _)] = recorded(tmp_path / "rec")
     [ev] = scanned(journal)
     assert msg == MSG and ev.raw_sha256 == ev.sha256 == hashlib.sha256(MSG).hexdigest()
+
+
+class SharedResultScanner:
+    """Hands out the same result object on every call (a cached verdict) and changes its version
+    between calls, as rspamd's does when the server reports a new one; the first call is slow."""
+
+    name = "shared"
+
+    def __init__(self) -> None:
+        self.result = ScanResult(scanner="shared", name="seen", detail="same object")
+        self.calls = 0
+        self.version = "1"
+
+    def scan(self, ctx: ScanContext) -> list[ScanResult]:
+        self.calls += 1
+        self.version = str(self.calls)
+        if self.calls == 1:
+            time.sleep(0.2)
+        return [self.result]
+
+
+def test_a_result_handed_out_twice_is_recorded_afresh(make) -> None:  # type: ignore[no-untyped-def]
+    scanner = SharedResultScanner()
+    proc, journal = make(scanner)
+    for _ in range(2):
+        assert proc.process(make_request(MSG, ENV)).code == 0
+    first, second = (ev.findings[0] for ev in scanned(journal))
+    assert first.version == "1" and first.duration_ms >= 200
+    # what the processor measured the second time, not what it wrote into the first result
+    assert second.version == "2" and second.duration_ms < 200
+    assert scanner.result == ScanResult(scanner="shared", name="seen", detail="same object")
+
+
+def test_results_are_frozen() -> None:
+    result = ScanResult(scanner="fake", add_headers=(("X-A", "1"),))
+    with pytest.raises(FrozenInstanceError):
+        result.score = 1.0  # type: ignore[misc]
+    assert replace(result, score=1.0).score == 1.0 and result.score == 0.0
+
+
+@pytest.mark.parametrize(
+    ("score", "required", "verdict", "status", "event_score"),
+    [
+        (15.04, 5.0, Verdict.SPAM, b"SA:1(15.0/5.0):", 15.0),
+        (-0.05, 5.0, Verdict.CLEAN, b"SA:0(-0.1/5.0):", -0.1),  # rounds as the X-Spam-Score header does
+        (2.25, None, Verdict.CLEAN, b"SA:0(2.2/?):", 2.2),
+    ],
+)
+def test_spam_score_in_the_diagnostics_and_the_event(  # type: ignore[no-untyped-def]
+    make, tmp_path: Path, score: float, required: float | None, verdict: Verdict, status: bytes,
+    event_score: float,
+) -> None:
+    result = ScanResult(scanner="spamd", verdict=verdict, score=score, spam_score=score,
+                        spam_required=required)
+    proc, journal = make(FakeScanner([result]))
+    assert proc.process(make_request(MSG, ENV)).code == 0
+    [(msg, _)] = recorded(tmp_path / "rec")
+    assert status in msg.replace(b"\n\t", b" ")
+    [ev] = scanned(journal)
+    assert ev.spam_score == event_score
+
+
+def test_a_failed_spam_scan_gives_no_score(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    failed = ScanResult(scanner="spamd", error="refused", spam_score=9.0, spam_required=5.0)
+    proc, journal = make(FakeScanner([failed]))
+    assert proc.process(make_request(MSG, ENV)).code == 0
+    [(msg, _)] = recorded(tmp_path / "rec")
+    assert b"SA:" not in msg
+    [ev] = scanned(journal)
+    assert ev.spam_score is None

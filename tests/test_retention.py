@@ -205,8 +205,7 @@ def test_retention_show_and_policy_checks(site: Site) -> None:
 
 
 def test_address_rule_and_local_mail(site: Site) -> None:
-    local = make_event(when=ago(100))
-    local.client = ClientInfo(local=True)
+    local = make_event(when=ago(100)).model_copy(update={"client": ClientInfo(local=True)})
     vip = make_event(sender="boss@example.com", when=ago(100))
     site.add(local, vip)
     policy = retention.Policy(rules=(retention.Rule("vip", None, address="boss@*"),

@@ -89,6 +89,6 @@ def test_rspamd_unreachable_passes_with_the_error_recorded() -> None:
     s = RspamdScanner(RspamdOptions(port=free_port(), timeout=2.0))
     [r] = s.scan(context(SPAM))
     assert r.error and "ConnectionRefused" in r.error and r.disposition == Disposition.NONE
-    assert r.add_headers == [] and "spam_score" not in r.extra
+    assert r.add_headers == () and r.spam_score is None
     [r] = RspamdScanner(RspamdOptions(port=free_port(), failure_policy="tempfail")).scan(context(SPAM))
     assert r.disposition == Disposition.TEMPFAIL

@@ -18,7 +18,7 @@ def test_ham_is_tagged_no_and_left_alone() -> None:
     assert dict(r.add_headers) == {
         "X-Spam-Status": "No, score=-0.1 required=5.0 tests=NO_RELAYS", "X-Spam-Level": "", "X-Spam-Score": "-0.1",
     }
-    assert r.extra == {"spam_score": "-0.1", "spam_required": "5.0"}
+    assert (r.spam_score, r.spam_required) == (-0.1, 5.0)
     assert r.transform is not None
     out = r.transform(MSG)
     assert b"Subject: hello\n" in out and b"forged" not in out and out.endswith(b"\n\nbody\nSubject: x\n")
@@ -53,7 +53,7 @@ def test_site_required_score_overrides_the_engine() -> None:
 
 def test_tag_score_and_engine_actions() -> None:
     r = spam_result("rspamd", "3.4", SpamScore(1.0, 15.0, False), SpamPolicy(tag_score=2.0))
-    assert r.add_headers == [] and r.transform is None
+    assert r.add_headers == () and r.transform is None
     r = spam_result("rspamd", "3.4", SpamScore(3.0, 15.0, False, forced=Disposition.TEMPFAIL), SpamPolicy())
     assert r.disposition == Disposition.TEMPFAIL and r.reply and r.reply.startswith("Z")
 

@@ -331,17 +331,15 @@ def test_parts_dlp_and_quarantine_rows(sink: SummarySink) -> None:
     (ClientInfo(), "local"),
 ])
 def test_direction(sink: SummarySink, client: ClientInfo, direction: str) -> None:
-    ev = make_event()
-    ev.client = client
+    ev = make_event().model_copy(update={"client": client})
     sink.apply(records([ev]), 1)
     assert row(sink.engine, ev.event_id)["direction"] == direction
 
 
 def test_headers_and_raw_hash(sink: SummarySink) -> None:
     ev = make_event(subject="Hi")
-    ev.headers.cc = "carol@example.net"
-    oversized = make_event(raw=b"")
-    oversized.size = 60_000_000  # too large: the event carries no bytes
+    ev = ev.model_copy(update={"headers": ev.headers.model_copy(update={"cc": "carol@example.net"})})
+    oversized = make_event(raw=b"").model_copy(update={"size": 60_000_000})  # too large: no bytes kept
     sink.apply(records([ev, oversized]), 2)
     r = row(sink.engine, ev.event_id)
     assert (r["header_from"], r["header_to"], r["header_cc"]) == (
@@ -355,11 +353,10 @@ def test_raw_hash_from_the_daemon(sink: SummarySink) -> None:
     # Events carry the daemon's hash of what it queued: the row takes it as it is, and
     # older events without it are hashed from their bytes (test above).
     ev = make_event()
-    ev.raw_sha256 = hashlib.sha256(ev.raw_message).hexdigest()
-    ev.raw_message = b"not read: the hash is in the event"
+    ev = ev.model_copy(update={"raw_sha256": hashlib.sha256(ev.raw_message).hexdigest(),
+                               "raw_message": b"not read: the hash is in the event"})
     # ... and one that is not a SHA-256 in lowercase hex is not taken: the bytes are hashed
-    odd = make_event()
-    odd.raw_sha256 = "F" * 64
+    odd = make_event(raw_sha256="F" * 64)
     sink.apply(records([ev, odd]), 2)
     assert row(sink.engine, ev.event_id)["raw_sha256"] == ev.raw_sha256
     assert row(sink.engine, odd.event_id)["raw_sha256"] == hashlib.sha256(odd.raw_message).hexdigest()
@@ -367,8 +364,7 @@ def test_raw_hash_from_the_daemon(sink: SummarySink) -> None:
 
 def test_rows_are_chained_per_host(sink: SummarySink) -> None:
     a1, a2 = make_event(), make_event()
-    b1 = make_event()
-    b1.host = "mx2.example.com"
+    b1 = make_event().model_copy(update={"host": "mx2.example.com"})
     fail = make_queue_failed(a1, exit_code=71)
     sink.apply(records([a1, b1, a2, fail]), 4)
     msgs = {r["event_id"]: r for r in rows(sink.engine, "SELECT * FROM messages")}

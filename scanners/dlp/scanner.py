@@ -42,7 +42,7 @@ def results_for(ev: Evaluation, name: str = "dlp", version: str = "1") -> list[S
             name=hit.rule.id, detail=hit.describe(), score=float(hit.count),
             disposition=_DISPOSITION.get(hit.action, Disposition.NONE),
             reply=hit.rule.reply_text() if hit.action == "reject" else None,
-            dlp=hit.records(),
+            dlp=tuple(hit.records()),
         ))
     entry = ev.encrypted_record_entry()
     if ev.encrypted_action is not None:
@@ -54,7 +54,7 @@ def results_for(ev: Evaluation, name: str = "dlp", version: str = "1") -> list[S
             disposition=_DISPOSITION.get(action, Disposition.NONE),
             reply="Dencrypted mail cannot be inspected and is not accepted (#5.7.1)"
             if action == "reject" else None,
-            dlp=[entry] if entry is not None else [],
+            dlp=(entry,) if entry is not None else (),
         ))
     limits = [n for n in ev.notes if n.startswith("limit:")]
     if limits:

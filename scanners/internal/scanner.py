@@ -24,7 +24,7 @@ import logging
 import mimetypes
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.header import decode_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value
@@ -426,13 +426,13 @@ class InternalScanner:
         for m in report.evaluation.tags:
             out.append(ScanResult(
                 scanner=self.name, version=self.version, name=m.rule.id, detail=_detail(m),
-                disposition=Disposition.DELIVER, add_headers=[m.rule.tag()],
+                disposition=Disposition.DELIVER, add_headers=(m.rule.tag(),),
             ))
         if decided is not None:
             out.append(self._decision(decided))
         if self.rename and any(h.check == "repeated-mime-header" for h in report.hits) and out:
-            carrier = next((r for r in out if r.name == "repeated-mime-header"), out[0])
-            carrier.transform = rename_repeated
+            at = next((i for i, r in enumerate(out) if r.name == "repeated-mime-header"), 0)
+            out[at] = replace(out[at], transform=rename_repeated)
         return out
 
     def _decision(self, m: Match) -> ScanResult:
