@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, wait
 from pathlib import Path
 
+from ingest.private import fsync_dir, make_private_dirs
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -45,32 +47,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents as 0700, making each new entry durable.
-
-    A directory created but not fsynced into its parent can vanish on a crash
-    together with every message already "durably" written inside it.
-    """
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(d, DIR_MODE)  # the umask must not loosen or tighten it
-        fsync_dir(d.parent)
+    """Create ``path`` and missing parents as 0700, each new entry fsynced into its parent."""
+    make_private_dirs(path, durable=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

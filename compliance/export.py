@@ -45,6 +45,7 @@ from compliance.records import record_export
 from compliance.verify import expected_location
 from ingest.event import AnyEvent, ExportCompleted, ExportedItem, utc
 from ingest.ids import uuid7
+from ingest.private import fsync_dir
 
 CUSTODY = "custody.json"
 PAGE = 500
@@ -94,14 +95,6 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _selected(engine: Engine, where: ColumnElement[bool]) -> Iterator[list[Any]]:
@@ -218,7 +211,7 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
         data = (json.dumps(custody, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         _write(tmp / CUSTODY, data)
         for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
-            _fsync_dir(d)
+            fsync_dir(d)
         ev = ExportCompleted(
             event_id=export_id, time=finished, host=req.host, matter=req.matter,
             hold_id=hold_id, actor=req.actor, started=started, query=query,
@@ -227,7 +220,7 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
             total_bytes=total_bytes, files=files,
             custody_sha256=hashlib.sha256(data).hexdigest(), items=items)
         os.rename(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -236,7 +229,7 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
     except BaseException:
         # not on the log: it did not happen, so nothing may look like a production
         shutil.rmtree(out, ignore_errors=True)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         raise
     with session_factory(engine, write=True).begin() as session:
         record_export(session, ev)

@@ -32,9 +32,21 @@ def restrict_umask() -> int:
     return old
 
 
-def make_private_dirs(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable (a file or directory created in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dirs(path: Path, *, durable: bool = False) -> None:
     """Create ``path`` and every missing parent with mode 0700 exactly (the umask neither
-    loosens nor tightens it); directories that already exist are left as they are."""
+    loosens nor tightens it); directories that already exist are left as they are.
+
+    ``durable``: fsync each new directory into its parent. A directory created but not
+    fsynced can vanish on a crash together with every message already "durably" written in it."""
     missing: list[Path] = []
     p = path
     while not p.exists():
@@ -48,6 +60,8 @@ def make_private_dirs(path: Path) -> None:
         except FileExistsError:
             continue
         os.chmod(d, DIR_MODE)
+        if durable:
+            fsync_dir(d.parent)
 
 
 def create_private_file(path: Path) -> bool:
