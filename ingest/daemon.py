@@ -262,6 +262,7 @@ class Worker:
         self.slot = slot if slot is not None else 0
         self.observe = observe
         self.received = 0  # bytes of the message in hand (or last handled)
+        self.handled = 0  # messages answered
         if self.board is not None:
             self.board.assign(self.slot, os.getpid())
 
@@ -274,7 +275,6 @@ class Worker:
         # behind (it walked the whole heap: pauses of up to ~100 ms in the middle of a message).
         gc.collect()  # once, before the first message: garbage is not frozen with the rest
         gc.freeze()
-        handled = 0
         # EPOLLEXCLUSIVE: a new connection or job wakes one idle worker, not all of them.
         exclusive = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
         waiter = select.epoll()
@@ -282,7 +282,7 @@ class Worker:
         waiter.register(self.lsock.fileno(), exclusive)
         waiter.register(self.ctl.fileno(), select.EPOLLIN)
         try:
-            while not self.stop and handled < self.opts.max_messages_per_worker:
+            while not self.stop and self.handled < self.opts.max_messages_per_worker:
                 if os.getppid() != self.parent:  # master died: stop taking new work
                     break
                 try:
@@ -313,9 +313,9 @@ class Worker:
                     continue
                 if outcome is None:
                     continue
-                handled += 1
+                self.handled += 1
                 if self.board is not None:
-                    self.board.set_idle(self.slot, handled)
+                    self.board.set_idle(self.slot, self.handled)
                 if self.observe is not None:
                     try:
                         self.observe(self.processor, outcome)
@@ -334,7 +334,7 @@ class Worker:
 
     def _run(self, work: Callable[[], Outcome | None]) -> Outcome | None:
         if self.board is not None:
-            self.board.set_busy(self.slot, 0)
+            self.board.set_busy(self.slot, self.handled)
         try:
             return work()
         except Exception:
@@ -342,7 +342,7 @@ class Worker:
             return None
         finally:
             if self.board is not None:
-                self.board.set_idle(self.slot, 0)
+                self.board.set_idle(self.slot, self.handled)
 
     def _from_master(self) -> None:
         try:
