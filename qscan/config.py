@@ -174,12 +174,9 @@ class HeadersConfig(_Section):
     recipients: bool = Field(False, description="add X-Qmail-Scanner-Rcpt-To (privacy: off)")
 
 
-# Every scanner qscan can run (qscan/wiring/pipeline.py's SCANNERS registers one factory per name; a test
-# keeps the two equal). Checked when the config is parsed, so a typo is named with its line.
-SCANNER_NAMES = ("size", "clamd", "cmdline", "cymru", "internal", "spamd", "rspamd", "dlp")
-
-
 def _scanner_name(value: str) -> str:
+    """A name of SCANNER_SETTINGS (below), checked when the config is parsed, so a typo is named
+    with its line and the closest known name."""
     if value in SCANNER_NAMES:
         return value
     close = difflib.get_close_matches(value.lower(), SCANNER_NAMES, n=1, cutoff=0.6)
@@ -585,8 +582,24 @@ class DlpConfig(_Section):
     )
 
 
+# The scanners qscan can run: name -> the model of its Config section (the section has the
+# scanner's name), None for one without settings; the order is the one `known:` lists. The one
+# list of names: config validation takes it from here, qscan/wiring/pipeline.py's SCANNERS gives
+# each name its factory (tests/test_config_preflight.py keeps the two key sets equal).
+SCANNER_SETTINGS: dict[str, type[_Section] | None] = {
+    "size": None, "clamd": ClamdConfig, "cmdline": CmdlineConfig, "cymru": CymruConfig,
+    "internal": InternalConfig, "spamd": SpamdConfig, "rspamd": RspamdConfig, "dlp": DlpConfig,
+}
+SCANNER_NAMES = tuple(SCANNER_SETTINGS)
+
+# The consumers `qscan run` can start; qscan/wiring/pipeline.py's SINKS builds each (a test keeps
+# the two equal).
+ConsumerName = Literal["archive", "summaries", "notify"]
+CONSUMER_NAMES: tuple[ConsumerName, ...] = typing.get_args(ConsumerName)
+
+
 class ConsumersConfig(_Section):
-    enabled: list[Literal["archive", "summaries", "notify"]] = Field(
+    enabled: list[ConsumerName] = Field(
         ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
     )
     batch: int = Field(500, ge=1, le=10000, description="events per consumer transaction "
