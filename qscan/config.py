@@ -8,10 +8,14 @@ data. ``qscan config check`` loads it and prints the effective values.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import socket
+import textwrap
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +29,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from ingest.event import QUARANTINE_FOLDERS
 from scanners.direction import Direction
@@ -45,10 +50,11 @@ class _Section(BaseModel):
 class DaemonConfig(_Section):
     socket: Path = Field(Path("/run/qscan/qscan.sock"), description="unix socket qscan-queue connects to")
     socket_mode: int = Field(
-        0o666, description="permissions of the socket (octal in TOML: 0o666); who may submit is "
+        0o666, json_schema_extra={"octal": True},
+        description="permissions of the socket (octal in TOML: 0o666); who may submit is "
         "decided per peer uid (allow_users), since qmail-smtpd under a stock run script keeps only "
         "the one group tcpserver -g gives it")
-    socket_group: str | None = Field(None, description="group owning the socket")
+    socket_group: str | None = Field(None, examples=["qmail"], description="group owning the socket")
     allow_users: list[str] = Field(
         [], description="users (names or uids) that may submit mail; empty: every local user "
         "(qmail-inject runs as the sender)")
@@ -62,7 +68,8 @@ class DaemonConfig(_Section):
         0.25, gt=0, description="seconds a worker gives a new connection to deliver its whole request "
         "(qscan-queue sends it at once); a slower one goes to the master, freeing the worker")
     local_domains: list[str] | None = Field(
-        None, description="recipient domains that are local ('.example.com': subdomains): local "
+        None, examples=[["example.com", ".example.com"]],
+        description="recipient domains that are local ('.example.com': subdomains): local "
         "mail to anyone else counts as outbound; unset: qmail's control/locals and rcpthosts")
     max_recipients: int = Field(
         10000, ge=1, description="more envelope recipients are refused permanently")
@@ -102,7 +109,8 @@ class DaemonConfig(_Section):
 
 
 class JournalConfig(_Section):
-    path: Path | None = Field(None, description="journal database (default: DATA_DIR/journal.db)")
+    path: Path | None = Field(None, examples=["@DATA_DIR@/journal.db"],
+        description="journal database (default: DATA_DIR/journal.db)")
     retain_days: float = Field(
         7.0, ge=0, description="keep consumed events this long for replays before pruning"
     )
@@ -115,12 +123,14 @@ class JournalConfig(_Section):
 
 class ArchiveConfig(_Section):
     enabled: bool = Field(True, description="write the archive maildir")
-    maildir: Path | None = Field(None, description="archive maildir (default: DATA_DIR/archive)")
+    maildir: Path | None = Field(None, examples=["@DATA_DIR@/archive"],
+        description="archive maildir (default: DATA_DIR/archive)")
     quarantine_dir: Path | None = Field(
-        None, description="root of viruses/ policy/ spam/ dlp/ maildirs (default: DATA_DIR/quarantine)"
+        None, examples=["@DATA_DIR@/quarantine"],
+        description="root of viruses/ policy/ spam/ dlp/ maildirs (default: DATA_DIR/quarantine)"
     )
     filter: str | None = Field(
-        None,
+        None, examples=[r"(support|sales)@example\.com"],
         description="regex: archive only mail with an envelope address matching it "
         r"(e.g. '(support|sales)@example\.com'); unset archives everything",
     )
@@ -138,7 +148,8 @@ class ArchiveConfig(_Section):
 
 class SqlConfig(_Section):
     url: str | None = Field(
-        None, description="SQLAlchemy URL (default: sqlite:///DATA_DIR/qscan.db)"
+        None, examples=["postgresql+psycopg://qscan@db.example.com/qscan"],
+        description="SQLAlchemy URL (default: sqlite:///DATA_DIR/qscan.db)"
     )
 
 
@@ -146,7 +157,8 @@ class SummaryLogConfig(_Section):
     target: Literal["syslog", "file", "none"] = Field(
         "syslog", description="where the one-line summary of each message goes"
     )
-    path: Path | None = Field(None, description="file for target='file' (default: DATA_DIR/summary.log)")
+    path: Path | None = Field(None, examples=["@DATA_DIR@/summary.log"],
+                              description="file for target='file' (default: DATA_DIR/summary.log)")
     facility: Literal[
         "mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
     ] = "mail"
@@ -162,12 +174,9 @@ class HeadersConfig(_Section):
     recipients: bool = Field(False, description="add X-Qmail-Scanner-Rcpt-To (privacy: off)")
 
 
-# Every scanner qscan can run (qscan/wiring/pipeline.py's SCANNERS registers one factory per name; a test
-# keeps the two equal). Checked when the config is parsed, so a typo is named with its line.
-SCANNER_NAMES = ("size", "clamd", "cmdline", "cymru", "internal", "spamd", "rspamd", "dlp")
-
-
 def _scanner_name(value: str) -> str:
+    """A name of SCANNER_SETTINGS (below), checked when the config is parsed, so a typo is named
+    with its line and the closest known name."""
     if value in SCANNER_NAMES:
         return value
     close = difflib.get_close_matches(value.lower(), SCANNER_NAMES, n=1, cutoff=0.6)
@@ -179,7 +188,10 @@ ScannerName = Annotated[str, AfterValidator(_scanner_name)]
 
 
 class ScannersConfig(_Section):
-    enabled: list[ScannerName] = Field(["size", "internal"], description="scanners to run, in order")
+    enabled: list[ScannerName] = Field(
+        ["size", "internal"], description="scanners to run, in order: antivirus first (clamd, "
+        "cmdline, cymru), then internal, then spam (spamd or rspamd), dlp last; e.g. "
+        '["size", "clamd", "cymru", "internal", "spamd"]')
 
     @field_validator("enabled")
     @classmethod
@@ -203,7 +215,8 @@ InternalActionName = Literal["quarantine", "reject", "tempfail", "drop", "delive
 class InternalConfig(_Section):
     """The internal scanner: format checks, unpacking limits, policy rules (docs/policy.md)."""
 
-    rules: Path | None = Field(None, description="policy rules file (TOML); unset: built-in check rules only")
+    rules: Path | None = Field(None, examples=["policy.toml"],
+        description="policy rules file (TOML); unset: built-in check rules only")
     checks: dict[str, Literal[CHECK_ACTIONS]] = Field(  # type: ignore[valid-type]
         {}, description="per-check action: quarantine|reject|tempfail|drop|tag|record|off "
         "(defaults in docs/policy.md), e.g. { password-protected-archive = \"quarantine\" }",
@@ -314,13 +327,19 @@ class ClamdConfig(_Section):
 class SpamThresholdsConfig(_Section):
     """Shared by spamd and rspamd; every threshold is optional and the highest reached wins."""
 
-    required_score: float | None = Field(None, description="spam from this score; unset: the engine decides")
-    tag_score: float | None = Field(None, description="X-Spam-* headers from this score; unset: always")
+    required_score: float | None = Field(None, examples=[5.0],
+        description="spam from this score; unset: the engine decides")
+    tag_score: float | None = Field(None, examples=[-100.0],
+        description="X-Spam-* headers from this score; unset: always")
     subject_prefix: str = Field("", max_length=40, description="e.g. '[SPAM]'; empty: subject untouched")
-    subject_score: float | None = Field(None, description="prefix from this score; unset: what is spam")
-    quarantine_score: float | None = Field(None, description="quarantine into spam/ from this score")
-    reject_score: float | None = Field(None, description="reject permanently from this score")
-    drop_score: float | None = Field(None, description="accept and silently delete from this score")
+    subject_score: float | None = Field(None, examples=[5.0],
+        description="prefix from this score; unset: what is spam")
+    quarantine_score: float | None = Field(None, examples=[8.0],
+        description="quarantine into spam/ from this score")
+    reject_score: float | None = Field(None, examples=[15.0],
+        description="reject permanently from this score")
+    drop_score: float | None = Field(None, examples=[25.0],
+        description="accept and silently delete from this score")
 
     @field_validator("subject_prefix")
     @classmethod
@@ -339,7 +358,8 @@ class SpamdConfig(SpamThresholdsConfig):
     command: Literal["SYMBOLS", "REPORT"] = Field(
         "SYMBOLS", description="REPORT also gives each rule's points (tests=GTUBE=1000)"
     )
-    user: str | None = Field(None, description="spamd User: header (per-user settings)")
+    user: str | None = Field(None, examples=["spamd-user"],
+        description="spamd User: header (per-user settings)")
     max_size: int = Field(512 * 1024, ge=1, description="bigger mail is not spam-scanned (recorded)")
     skip_relay: bool = Field(True, description="do not spam-scan mail from relay clients (RELAYCLIENT)")
     failure_policy: FailurePolicyName = Field("pass", description="spamd unavailable: pass or tempfail")
@@ -355,7 +375,7 @@ class RspamdConfig(SpamThresholdsConfig):
     host: str = "127.0.0.1"
     port: int = Field(11333, ge=1, le=65535, description="rspamd's normal worker")
     path: str = Field("/checkv2", pattern=r"^/[!-~]*$")
-    password: SecretStr | None = Field(None, description="only if the worker requires one")
+    password: SecretStr | None = Field(None, examples=["..."], description="only if the worker requires one")
     timeout: float = Field(30.0, gt=0, description="seconds per socket operation")
     max_size: int = Field(2 * MiB, ge=1, description="bigger mail is not spam-scanned (recorded as skipped)")
     skip_relay: bool = True
@@ -371,7 +391,8 @@ class RspamdConfig(SpamThresholdsConfig):
 class CmdlineConfig(_Section):
     name: str = Field("cmdline", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="name in findings, headers")
     argv: list[str] = Field(
-        [], description="program and arguments, no shell; '{path}' is replaced by the directory or file"
+        [], description="program and arguments, no shell; '{path}' is replaced by the directory or "
+        'file, e.g. ["/opt/av/bin/scan", "--recursive", "{path}"]; required when cmdline is enabled'
     )
     target: Literal["directory", "file"] = "directory"
     exit_codes: dict[int, Literal["clean", "virus", "error"]] = Field(
@@ -387,7 +408,8 @@ class CmdlineConfig(_Section):
     action: VirusActionName = "quarantine"
     version: str = Field("", max_length=60, description="version shown in the diagnostics header")
     version_argv: list[str] = Field([], description="command printing the version (first line is used)")
-    tmp_dir: Path | None = Field(None, description="where scan directories are made (default: system temp)")
+    tmp_dir: Path | None = Field(None, examples=["/var/tmp/qscan"],
+        description="where scan directories are made (default: system temp)")
 
     @field_validator("virus_regex")
     @classmethod
@@ -470,12 +492,13 @@ class NotifyConfig(_Section):
         {}, description="recipient domain -> language, e.g. { \"example.de\" = \"de\" } (subdomains inherit)"
     )
     admin_language: NotifyLanguage | None = Field(
-        None, description="admin and officer (default: default_language)"
+        None, examples=["en"], description="admin and officer (default: default_language)"
     )
     timezone: str = Field("UTC", description="zone dates are shown in (IANA name)")
     html: bool = Field(True, description="add an HTML alternative to the plain text")
     template_dir: Path | None = Field(
-        None, description="directory whose KIND/AUDIENCE.txt|.html override the built-in templates"
+        None, examples=["notify-templates"],
+        description="directory whose KIND/AUDIENCE.txt|.html override the built-in templates"
     )
     forging_viruses: list[str] = Field(
         list(DEFAULT_FORGING_VIRUSES), description="virus-name globs whose senders are never told"
@@ -488,8 +511,8 @@ class NotifyConfig(_Section):
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_timeout: float = Field(30.0, gt=0, description="seconds per SMTP command")
     smtp_starttls: bool = False
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
+    smtp_user: str | None = Field(None, examples=["qscan"], description="SMTP AUTH user; unset: no AUTH")
+    smtp_password: SecretStr | None = Field(None, examples=["..."], description="SMTP AUTH password")
     qmail_inject: Path = Field(
         Path("/var/qmail/bin/qmail-inject"), description="for transport = 'qmail-inject'"
     )
@@ -504,7 +527,8 @@ class NotifyConfig(_Section):
         "log after a config change does not mail people about old mail; 0: no limit"
     )
     mark_key: Path | None = Field(
-        None, description="HMAC key signing X-qscan-Notification (the loop guard), made 0600 on first "
+        None, examples=["@DATA_DIR@/notify.key"],
+        description="HMAC key signing X-qscan-Notification (the loop guard), made 0600 on first "
         "use; default DATA_DIR/notify.key; hosts that scan each other's notices share it"
     )
 
@@ -543,7 +567,8 @@ class DlpConfig(_Section):
     """Data loss prevention (docs/dlp.md). Runs only when "dlp" is in scanners.enabled, which
     needs a rules file: the DLP rules say what matters, there is no useful default."""
 
-    rules: Path | None = Field(None, description="DLP rules file (TOML); required when 'dlp' is enabled")
+    rules: Path | None = Field(None, examples=["dlp.toml"],
+        description="DLP rules file (TOML); required when 'dlp' is enabled")
     headers: list[str] = Field(["Subject"], description="headers whose text is inspected besides bodies")
     max_part_size: int = Field(25 * MiB, ge=1024, description="attachments bigger than this are not read")
     max_text: int = Field(4_000_000, ge=1000, description="characters of text inspected per message")
@@ -557,8 +582,24 @@ class DlpConfig(_Section):
     )
 
 
+# The scanners qscan can run: name -> the model of its Config section (the section has the
+# scanner's name), None for one without settings; the order is the one `known:` lists. The one
+# list of names: config validation takes it from here, qscan/wiring/pipeline.py's SCANNERS gives
+# each name its factory (tests/test_config_preflight.py keeps the two key sets equal).
+SCANNER_SETTINGS: dict[str, type[_Section] | None] = {
+    "size": None, "clamd": ClamdConfig, "cmdline": CmdlineConfig, "cymru": CymruConfig,
+    "internal": InternalConfig, "spamd": SpamdConfig, "rspamd": RspamdConfig, "dlp": DlpConfig,
+}
+SCANNER_NAMES = tuple(SCANNER_SETTINGS)
+
+# The consumers `qscan run` can start; qscan/wiring/pipeline.py's SINKS builds each (a test keeps
+# the two equal).
+ConsumerName = Literal["archive", "summaries", "notify"]
+CONSUMER_NAMES: tuple[ConsumerName, ...] = typing.get_args(ConsumerName)
+
+
 class ConsumersConfig(_Section):
-    enabled: list[Literal["archive", "summaries", "notify"]] = Field(
+    enabled: list[ConsumerName] = Field(
         ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
     )
     batch: int = Field(500, ge=1, le=10000, description="events per consumer transaction "
@@ -575,12 +616,15 @@ Days = int | Literal["forever"]
 class RetentionRuleConfig(_Section):
     """One retention rule (compliance/retention.py): all conditions given must hold."""
 
-    name: str = Field(..., min_length=1, description="shown in tombstones and reports")
-    days: Days = Field(..., description="keep stored copies this many days, or 'forever'")
-    domain: str | None = Field(None, description="sender's or any recipient's domain ('*' allowed)")
-    address: str | None = Field(None, description="sender or any recipient ('*' allowed)")
-    direction: Direction | None = None
-    verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = None
+    name: str = Field(..., min_length=1, examples=["spam"], description="shown in tombstones and reports")
+    days: Days = Field(..., examples=[30], description="keep stored copies this many days, or 'forever'")
+    domain: str | None = Field(None, examples=["example.com"],
+        description="sender's or any recipient's domain ('*' allowed)")
+    address: str | None = Field(None, examples=["sales@example.com"],
+        description="sender or any recipient ('*' allowed)")
+    direction: Direction | None = Field(None, examples=["outbound"], description="direction of the mail")
+    verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = Field(
+        None, examples=["spam"], description="verdict of the mail")
 
     @field_validator("days")
     @classmethod
@@ -607,7 +651,8 @@ class QuarantineConfig(_Section):
         {}, description="per-folder ages overriding expire_days, e.g. { spam = 7, viruses = 30 }"
     )
     qmail_queue: Path | None = Field(
-        None, description="the qmail-queue releases go through (default: daemon.qmail_queue)"
+        None, examples=["/var/qmail/bin/qmail-queue"],
+        description="the qmail-queue releases go through (default: daemon.qmail_queue)"
     )
 
     @field_validator("folder_days")
@@ -624,7 +669,8 @@ class QuarantineConfig(_Section):
 class KafkaConfig(_Section):
     """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
 
-    bootstrap_servers: list[str] = Field(description="broker addresses, e.g. ['kafka1:9092']")
+    bootstrap_servers: list[str] = Field(examples=[["kafka1:9092", "kafka2:9092"]],
+        description="broker addresses")
     topic: str = Field("qscan.events", description="the event topic")
     partitions: int = Field(6, ge=1, le=1000, description="partitions `qscan kafka init` creates")
     replication_factor: int = Field(1, ge=1, le=10)
@@ -843,227 +889,158 @@ def parse_config(text: str, path: Path) -> Config:
     return cfg
 
 
+# -- `qscan config example`: written from the models above, so every key is in it --------------
+_WIDTH = 100
+_INLINE_AT = 39  # column of a description that fits beside its key
+
+
 def example_config(data_dir: str = "/var/lib/qscan") -> str:
-    """A complete, commented config with every default spelled out."""
-    return EXAMPLE.replace("@DATA_DIR@", data_dir)
+    """A complete, commented config with every default spelled out.
+
+    Walks ``Config``: each section, each key with its default and its description (wrapped
+    at 100 columns); keys whose default is unset are commented out with an example value."""
+    out = ["# qscan configuration. Every key is optional; shown values are the defaults.",
+           "# Keys commented out are unset by default; the value shown is an example.",
+           "# Relative paths are relative to this file's directory."]
+    _example_model(Config, [], out, commented=False, data_dir=data_dir)
+    return ("\n".join(out).rstrip("\n") + "\n").replace("@DATA_DIR@", data_dir)
 
 
-EXAMPLE = """\
-# qscan configuration. Every key is optional; shown values are the defaults.
-# Relative paths are relative to this file's directory.
+def _example_model(model: type[BaseModel], table: list[str], out: list[str], *, commented: bool,
+                   data_dir: str, array: bool = False) -> None:
+    fields = [(k, f) for k, f in model.model_fields.items() if not f.exclude]
+    scalars = [(k, f) for k, f in fields if _submodel(f) is None]
+    sections = [(k, f) for k, f in fields if _submodel(f) is not None]
+    for key, field in scalars:
+        value = _example_value(key, field, data_dir)
+        unset = value is None
+        if unset:
+            value = _placeholder(field)
+        _example_line(key, _toml(value, field), _describe(field), out, commented=commented or unset)
+    for key, field in sections:
+        sub = _submodel(field)
+        assert sub is not None
+        is_array = _origin(field.annotation) is list
+        unset = field.default is None or is_array
+        brackets = ("[[", "]]") if is_array else ("[", "]")
+        about = field.description or (sub.__doc__ or "").strip()
+        out.append("")
+        prefix = "# " if commented or unset else ""
+        if about:
+            out.extend("# " + line for line in _wrap(about))
+        out.append(f"{prefix}{brackets[0]}{'.'.join([*table, key])}{brackets[1]}")
+        _example_model(sub, [*table, key], out, commented=commented or unset, data_dir=data_dir,
+                       array=is_array)
 
-data_dir = "@DATA_DIR@"
 
-[daemon]
-socket = "/run/qscan/qscan.sock"       # qscan-queue reads $QSCAN_SOCKET, same default
-socket_mode = 0o666                    # who may submit is decided per peer uid (SO_PEERCRED)
-# allow_users = ["qmaild", "alias"]    # unset: every local user may inject (qmail-inject)
-smtp_users = ["qmaild"]                # whose TCPREMOTEIP/RELAYCLIENT/AUTH are trusted
-# max_connections_per_uid = 64          # slow connections held per uid
-# handoff_after = 0.25                   # a request slower than this goes to the master
-# local_domains = ["example.com", ".example.com"]   # unset: qmail's control/locals, rcpthosts, me
-# max_recipients = 10000
-workers = 4                            # pre-forked worker processes
-max_messages_per_worker = 1000         # recycle a worker after this many messages
-recycle_after_bytes = 8388608          # ... and right after a message this big (bytes; 0: never)
-max_message_size = 52428800            # bytes; bigger mail is rejected (5.3.4)
-timeout = 300                          # seconds for one whole request (accept to end), slow peers cut off
-qmail_queue = "/var/qmail/bin/qmail-queue"
-qmail_queue_timeout = 600               # also cut to what is left of client_timeout
-client_timeout = 1200                  # = QSCAN_TIMEOUT of qscan-queue (docs/deadlines.md)
-deadline_margin = 30                   # past client_timeout - this, scanned mail is temp-failed
-# hostname = "mx1.example.com"         # default: this host's FQDN
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(" ".join(text.split()), _WIDTH - 2, break_on_hyphens=False)
 
-[journal]
-# path = "@DATA_DIR@/journal.db"
-retain_days = 7                        # keep consumed events for replays this long
-prune_interval = 300
 
-[archive]
-enabled = true
-# maildir = "@DATA_DIR@/archive"
-# quarantine_dir = "@DATA_DIR@/quarantine"
-# filter = '(support|sales)@example\\.com'   # archive only matching envelope addresses
+def _origin(annotation: Any) -> Any:
+    return typing.get_origin(annotation)
 
-[sql]
-# url = "sqlite:///@DATA_DIR@/qscan.db"      # or postgresql+psycopg://user@host/qscan
 
-[summary_log]
-target = "syslog"                      # syslog | file | none
-facility = "mail"
-# path = "@DATA_DIR@/summary.log"      # for target = "file"
+def _unwrap(annotation: Any) -> Any:
+    """X from X | None (the type of a key that may be unset)."""
+    if _origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
 
-[headers]
-diagnostics = true                     # X-Qmail-Scanner-Diagnostics
-style = "header"                       # or "received" (a Received: line, as QS 1.x did)
-mail_from = false
-attachments = false
-recipients = false                     # privacy: off unless asked
 
-[scanners]
-enabled = ["size", "internal"]
-# External scanners: list antivirus first (clamd, cmdline, cymru), then the internal policy
-# engine, then spam (spamd or rspamd), e.g.
-# enabled = ["size", "clamd", "cymru", "internal", "spamd"]
+def _submodel(field: FieldInfo) -> type[BaseModel] | None:
+    """The section model of a field that is a table ([x]) or an array of tables ([[x]])."""
+    ann = _unwrap(field.annotation)
+    if _origin(ann) is list:
+        ann = typing.get_args(ann)[0]
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
-[internal]                             # format checks, unpacking, policy rules (docs/policy.md)
-# rules = "policy.toml"                # ordered [[rule]] tables; `qscan policy check` lints them
-# checks = { password-protected-archive = "quarantine", broken-part-header = "off" }
-ignore_eol = false                     # true: bare CR in MIME headers is not flagged
-# dangerous_extensions = ["exe", "scr", "pif", "bat", "cmd", "com", "vbs", "js", ...]
-max_depth = 10                         # archives within archives
-max_members = 1000                     # archive members per message
-max_total_bytes = 209715200            # expanded bytes per message
-max_ratio = 100                        # expanded/compressed per archive (zip bombs)
-max_time = 10                          # seconds of inspection and unpacking per message
-error_action = "quarantine"            # scanner error, bad MIME: quarantine|reject|tempfail|drop|deliver
 
-[clamd]
-socket = "/var/run/clamav/clamd.ctl"   # empty: TCP host/port
-host = "127.0.0.1"
-port = 3310
-connect_timeout = 2
-timeout = 60                           # seconds per part
-redundant = false                      # also scan the raw message
-max_stream_size = 26214400             # = clamd's StreamMaxLength
-failure_policy = "tempfail"            # clamd down/timeout/error: tempfail | pass (recorded)
-size_limit_policy = "pass"             # part too big for clamd: pass (recorded) | tempfail
-action = "quarantine"                  # quarantine | reject | drop
-version_refresh = 300
+def _example_value(key: str, field: FieldInfo, data_dir: str) -> Any:
+    if key == "data_dir":
+        return data_dir
+    if field.is_required():
+        return None
+    return field.get_default(call_default_factory=True)
 
-[spamd]
-socket = ""                            # e.g. "/run/spamd.sock"; empty: TCP host/port
-host = "127.0.0.1"
-port = 783
-connect_timeout = 2
-timeout = 30
-command = "SYMBOLS"                    # or REPORT (rule points in tests=)
-# user = "spamd-user"
-max_size = 524288                      # bigger mail is not spam-scanned
-skip_relay = true                      # relay clients (RELAYCLIENT) are not spam-scanned
-failure_policy = "pass"
-version_refresh = 3600
-# Thresholds (spamd and rspamd alike); unset ones are off, the highest reached wins.
-# required_score = 5.0                 # default: spamd's own required score
-# tag_score = -100                     # X-Spam-* headers from this score (default: always)
-subject_prefix = ""                    # e.g. "[SPAM]"
-# subject_score = 5.0                  # default: what is spam
-# quarantine_score = 8.0               # into quarantine spam/
-# reject_score = 15.0
-# drop_score = 25.0                    # accepted, silently deleted (kept in the journal)
 
-[rspamd]
-host = "127.0.0.1"
-port = 11333
-path = "/checkv2"
-timeout = 30
-max_size = 2097152
-skip_relay = true
-failure_policy = "pass"
-follow_actions = true                  # rspamd's reject / soft reject / discard apply
-reject_action = "reject"               # what rspamd's "reject" does: reject | quarantine | drop
+def _placeholder(field: FieldInfo) -> Any:
+    """The example shown for a key that is unset by default (its Field's first example)."""
+    if not field.examples:
+        raise TypeError(f"a key with no default needs Field(examples=[...]): {field}")
+    return field.examples[0]
 
-[cmdline]
-name = "cmdline"
-# argv = ["/opt/av/bin/scan", "--recursive", "{path}"]   # no shell; {path}: directory or file
-target = "directory"                   # one run per message, or "file": one run per part
-exit_codes = { 0 = "clean", 1 = "virus" }                # other codes are errors
-virus_regex = '(?m)(?P<name>[^\\s:]+)[ \\t]+FOUND[ \\t]*$'   # clamscan style: 'FILE: NAME FOUND'
-timeout = 60
-redundant = false
-failure_policy = "tempfail"
-action = "quarantine"
-# version_argv = ["/opt/av/bin/scan", "--version"]
 
-[cymru]
-zone = "hash.cymru.com"
-nameservers = []                       # empty: /etc/resolv.conf
-port = 53
-timeout = 2                            # seconds of DNS per message, all lookups together
-threshold = 25                         # detection percent from which a hash is malware
-hash = "sha256"                        # md5 | sha1 | sha256
-cache_ttl = 600
-cache_size = 10000
-max_lookups = 20
-attachments_only = true
-failure_policy = "pass"
-action = "quarantine"
+def _choices(annotation: Any) -> list[str]:
+    ann = _unwrap(annotation)
+    if _origin(ann) is list:
+        ann = typing.get_args(ann)[0]
+    if _origin(ann) is Literal:
+        return [str(a) for a in typing.get_args(ann)]
+    return []
 
-[consumers]
-enabled = ["archive", "summaries"]     # add "notify" to send notifications (docs/notifications.md)
-batch = 500                            # events per transaction (and at most 64 MiB of mail per read)
-poll_interval = 0.2
 
-[notify]                               # `qscan consume notify` (docs/notifications.md)
-sender = "psender"                     # none | psender (policy blocks only) | all
-recipients = true                      # only those in local_domains
-recipient_kinds = ["virus", "policy", "spam", "dlp", "reject"]
-local_domains = []                     # e.g. ["example.com", ".example.com"] (subdomains)
-admin = ""                             # quarantine admin, e.g. "quarantine-admin@example.com"
-admin_kinds = ["virus", "policy", "spam", "dlp", "reject"]
-compliance_officer = ""                # told of DLP events (not monitor-only ones)
-# from_address = "postmaster@mx1.example.com"   # default postmaster@HOSTNAME
-from_name = "Mail scanner"
-envelope_sender = ""                   # empty: the null sender <> (no bounces, no loops)
-# release_contact = "helpdesk@example.com"      # default: the admin address
-default_language = "en"                # en it af pl sv cs de es tr lt fr pt nl zh
-languages = {}                         # e.g. { "example.de" = "de", "example.it" = "it" }
-# admin_language = "en"
-timezone = "UTC"
-html = true                            # add an HTML alternative
-# template_dir = "notify-templates"    # KIND/AUDIENCE.txt|.html overriding the built-in ones
-# forging_viruses = ["*netsky*", "*mydoom*", ...]   # senders of these are never told
-# never_notify = ["postmaster", "mailer-daemon", "*-request", ...]
-transport = "smtp"                     # or "qmail-inject"
-smtp_host = "localhost"
-smtp_port = 25
-smtp_timeout = 30
-smtp_starttls = false
-# smtp_user = "qscan"
-# smtp_password = "..."
-qmail_inject = "/var/qmail/bin/qmail-inject"
-retry_base = 60                        # first retry after 60 s, doubling...
-retry_max = 3600                       # ...up to an hour between tries
-give_up_after = 172800                 # two days, then the notice is marked failed
-delivery_interval = 10
-max_age = 172800                       # older events tell nobody (a replay after a config change)
-# mark_key = "@DATA_DIR@/notify.key"  # signs the loop guard (made 0600 on first use); copy
-                                       # it to every host that scans another host's notices
+def _describe(field: FieldInfo) -> str:
+    text = " ".join((field.description or "").split())
+    choices = _choices(field.annotation)
+    if choices and not all(c in text for c in choices):
+        text = f"{text} ({' | '.join(choices)})" if text else " | ".join(choices)
+    return text
 
-[dlp]                                  # data loss prevention (docs/dlp.md); add "dlp" to
-                                       # scanners.enabled, last (config check refuses it
-                                       # elsewhere), to run it inline
-# rules = "dlp.toml"                   # detectors and rules; required when "dlp" is enabled
-headers = ["Subject"]                  # headers inspected besides bodies and attachments
-max_part_size = 26214400               # bigger attachments are not read
-max_text = 4000000                     # characters of text inspected per message
-max_time = 5                           # seconds of text extraction per message
-max_pdf_pages = 200
-max_depth = 5                          # archives within archives
-max_members = 500
-max_total_bytes = 104857600            # bytes unpacked from archives per message
-error_action = "quarantine"            # an internal DLP error: quarantine|reject|tempfail|deliver
 
-[metrics]                              # Prometheus /metrics (docs/operations.md)
-enabled = false
-address = "127.0.0.1"                  # loopback: scrape locally or through a proxy
-port = 9467                            # daemon; relay 9468, consume archive 9469,
-                                       # summaries 9470, notify 9471
+def _example_line(key: str, value: str, about: str, out: list[str], *, commented: bool) -> None:
+    prefix = "# " if commented else ""
+    lines = f"{_toml_key(key)} = {value}".split("\n")
+    inline = f"{prefix}{lines[0]}".ljust(_INLINE_AT - 2) + f"  # {about}"
+    if about and len(lines) == 1 and len(inline) <= _WIDTH:
+        out.append(inline)
+        return
+    if about:
+        out.extend("# " + line for line in _wrap(about))
+    out.extend(prefix + line for line in lines)
 
-[quarantine]                           # `qscan quarantine list|show|release|delete|expire`
-expire_days = 14                       # `qscan quarantine expire` (docs/quarantine.md)
-folder_days = {}                       # per folder, e.g. { spam = 7, viruses = 30 }
-# qmail_queue = "/var/qmail/bin/qmail-queue"   # releases; default: daemon.qmail_queue
 
-[retention]                            # `qscan retention apply` (docs/compliance.md)
-default_days = "forever"               # or e.g. 2555 (7 years); legal holds always win
-# [[retention.rules]]                  # tried in order, the first match decides
-# name = "spam"
-# verdict = "spam"                     # clean | virus | policy | spam | dlp | malformed
-# days = 30
-# [[retention.rules]]
-# name = "sales-outbound"
-# domain = "example.com"               # sender's or any recipient's domain
-# direction = "outbound"               # inbound | outbound | local
-# days = 3650
-"""
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if _BARE_KEY.fullmatch(text) else json.dumps(text)
+
+
+def _toml(value: Any, field: FieldInfo | None = None) -> str:
+    """``value`` written as TOML; long arrays wrap over several lines."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        extra = field.json_schema_extra if field is not None else None
+        return oct(value) if isinstance(extra, dict) and extra.get("octal") else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        text = str(value)
+        if "\\" in text and "'" not in text and "\n" not in text:
+            return f"'{text}'"  # a literal string: regexes stay readable
+        return json.dumps(text)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        items = [_toml(v) for v in value]
+        one = "[" + ", ".join(items) + "]"
+        if len(one) <= _WIDTH - 40:
+            return one
+        rows, row = [], ""
+        for item in items:
+            if row and len(row) + len(item) + 2 > _WIDTH - 6:
+                rows.append(row)
+                row = ""
+            row += f"{item}, "
+        rows.append(row)
+        return "[\n" + "\n".join("    " + r.rstrip() for r in rows) + "\n]"
+    raise TypeError(f"no TOML form for {value!r}")

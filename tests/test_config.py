@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from qscan.cli import cli
-from qscan.config import ConfigError, example_config, load_config, parse_config
+from qscan.config import Config, ConfigError, example_config, load_config, parse_config
 
 
 def test_example_config_is_valid_and_complete(tmp_path: Path) -> None:
@@ -17,6 +21,71 @@ def test_example_config_is_valid_and_complete(tmp_path: Path) -> None:
     assert cfg.archive_maildir == tmp_path / "archive"
     assert cfg.sql_url == f"sqlite:///{tmp_path / 'qscan.db'}"
     assert cfg.daemon.socket_mode == 0o666
+
+
+def _model_keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every key of ``model`` and its sections, as dotted tuples (sections included)."""
+    from qscan.config import _submodel
+
+    out: set[tuple[str, ...]] = set()
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        out.add((*prefix, name))
+        sub = _submodel(field)
+        if sub is not None:
+            out |= _model_keys(sub, (*prefix, name))
+    return out
+
+
+def _data_keys(data: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    items = data.items() if isinstance(data, dict) else ()
+    for name, value in items:
+        out.add((*prefix, name))
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:  # an array of tables
+                out |= _data_keys(item, (*prefix, name))
+        elif isinstance(value, dict) and name not in _DICT_VALUED:
+            out |= _data_keys(value, (*prefix, name))
+    return out
+
+
+_DICT_VALUED = {"checks", "allow_banned_by_domain", "exit_codes", "languages", "folder_days"}
+_COMMENTED_SETTING = re.compile(r"^# (\[{1,2}[a-z_.]+\]{1,2}$|[a-z_]+ = )")
+
+
+def _uncommented(text: str) -> str:
+    """The example with every commented-out key and table switched on (descriptions stay
+    comments); an array value continues over the lines up to its closing bracket."""
+    out, open_array = [], False
+    for line in text.splitlines():
+        if open_array or _COMMENTED_SETTING.match(line):
+            open_array = (open_array or line.rstrip().endswith("[")) and line != "# ]"
+            line = line[2:]
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_example_names_every_key_of_every_section(tmp_path: Path) -> None:
+    """Complete by construction: switching on every commented-out key gives a config that
+    names every field of every section (nested and array tables too), and it is valid."""
+    text = _uncommented(example_config(str(tmp_path)))
+    data = tomllib.loads(text)
+    missing = _model_keys(Config) - _data_keys(data)
+    assert not missing, sorted(missing)
+    cfg = parse_config(text, tmp_path / "q.toml")
+    assert cfg.log.kafka is not None and cfg.retention.rules[0].name
+    for key in ("log.kafka", "consumers", "journal"):
+        assert f"[{key}]" in example_config()
+    assert "\nsource = " in example_config() and "\ndisk_budget_mb = " in example_config()
+
+
+def test_example_fits_100_columns_and_spells_defaults(tmp_path: Path) -> None:
+    text = example_config(str(tmp_path))
+    assert max(len(line) for line in example_config().splitlines()) <= 100
+    assert parse_config(text, tmp_path / "q.toml").model_dump(exclude={"data_dir"}) == \
+        Config(data_dir=tmp_path).model_dump(exclude={"data_dir"})
 
 
 def test_empty_config_uses_documented_defaults(tmp_path: Path) -> None:

@@ -241,6 +241,31 @@ def test_scanner_names_are_the_wired_scanners() -> None:
     assert set(SCANNER_NAMES) == set(SCANNERS)
 
 
+def test_each_scanners_settings_are_the_config_section_of_its_name() -> None:
+    """The registry's settings half: a scanner with settings has the Config section named after
+    it, of the model the registry names; the names come from the registry alone."""
+    from qscan.config import SCANNER_NAMES, SCANNER_SETTINGS, Config
+
+    assert tuple(SCANNER_SETTINGS) == SCANNER_NAMES
+    for name, model in SCANNER_SETTINGS.items():
+        if model is not None:
+            assert Config.model_fields[name].annotation is model, name
+            assert isinstance(getattr(Config(), name), model)
+
+
+def test_consumer_names_are_the_wired_sinks() -> None:
+    from pydantic import ValidationError
+
+    from qscan.config import CONSUMER_NAMES, Config, ConsumersConfig
+    from qscan.wiring.pipeline import SINKS, make_sink
+
+    assert set(CONSUMER_NAMES) == set(SINKS)
+    with pytest.raises(ValidationError, match="'archive', 'summaries' or 'notify'"):
+        ConsumersConfig.model_validate({"enabled": ["archives"]})
+    with pytest.raises(ValueError, match="unknown consumer 'archives'"):
+        make_sink(Config(), "archives")
+
+
 @pytest.mark.parametrize(("name", "hint"), [("clamav", "did you mean 'clamd'?"), ("Internal", "did you mean "
                                             "'internal'?"), ("rspam", "did you mean 'rspamd'?"),
                                             ("zzz", "known: ")])

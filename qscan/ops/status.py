@@ -178,7 +178,7 @@ def probe_rspamd(host: str, port: int, timeout: float) -> tuple[bool, str, str |
 
 def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
     """Reachability and version of each enabled network scanner (in-process ones need none)."""
-    from qscan.wiring.external import EXTERNAL_SCANNERS
+    from qscan.wiring.pipeline import SCANNERS
 
     out: dict[str, dict[str, Any]] = {}
     for name in cfg.scanners.enabled:
@@ -190,7 +190,7 @@ def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
             out[name] = {"reachable": ok, "version": version or "unknown", "error": error,
                          "endpoint": f"{cfg.rspamd.host}:{cfg.rspamd.port}"}
             continue
-        scanner: Any = EXTERNAL_SCANNERS[name](cfg)
+        scanner: Any = SCANNERS[name](cfg)
         scanner.opt = dataclasses.replace(  # a status check waits seconds, not a scan's minutes
             scanner.opt, connect_timeout=min(timeout, scanner.opt.connect_timeout),
             timeout=min(timeout, scanner.opt.timeout))

@@ -1,15 +1,13 @@
 """Config sections -> the external scanners (clamd, spamd, rspamd, cmdline, cymru).
 
 The scanners take plain option dataclasses and know nothing of the config file;
-this is where one becomes the other. ``qscan/wiring/pipeline.py`` registers these factories.
+this is where one becomes the other. ``qscan/wiring/pipeline.py``'s SCANNERS registers these
+factories.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from qscan.config import Config, SpamThresholdsConfig
-from scanners.base import Scanner
 from scanners.clamd import ClamdOptions, ClamdScanner
 from scanners.cmdline import CmdlineOptions, CmdlineScanner
 from scanners.cymru import CymruOptions, CymruScanner
@@ -75,7 +73,3 @@ def cymru(cfg: Config) -> CymruScanner:
         failure_policy=c.failure_policy, action=c.action,
     ))
 
-
-EXTERNAL_SCANNERS: dict[str, Callable[[Config], Scanner]] = {
-    "clamd": clamd, "spamd": spamd, "rspamd": rspamd, "cmdline": cmdline, "cymru": cymru,
-}

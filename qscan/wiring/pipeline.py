@@ -15,8 +15,8 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
+from qscan.wiring import external
 from qscan.wiring.dlp import make_dlp_scanner
-from qscan.wiring.external import EXTERNAL_SCANNERS
 from qscan.wiring.internal import make_internal_scanner
 from scanners.base import Scanner
 from scanners.result import Disposition
@@ -25,13 +25,19 @@ from scanners.size import SizeScanner
 if TYPE_CHECKING:
     from ingest.kafka_log import KafkaSettings
 
-# name -> factory(config). Scanner issues register theirs here; order of use is
-# `scanners.enabled`, but AV-type scanners should be listed first (see README).
-SCANNERS: dict[str, Callable[[Config], Scanner]] = {"size": lambda cfg: SizeScanner()}
-SCANNERS.update(EXTERNAL_SCANNERS)  # clamd, spamd, rspamd, cmdline, cymru (qscan/wiring/external.py)
-SCANNERS["internal"] = make_internal_scanner  # format checks, unpacking, policy rules
-SCANNERS["dlp"] = make_dlp_scanner  # data loss prevention; needs dlp.rules (qscan/wiring/dlp.py)
-CONSUMERS = ("archive", "summaries", "notify")
+# Scanner name -> factory(config): the wiring half of the scanner registry, whose names and
+# settings sections are qscan/config.py's SCANNER_SETTINGS (a test keeps the key sets equal).
+# Order of use is `scanners.enabled`.
+SCANNERS: dict[str, Callable[[Config], Scanner]] = {
+    "size": lambda cfg: SizeScanner(),
+    "clamd": external.clamd,  # the external ones: qscan/wiring/external.py
+    "cmdline": external.cmdline,
+    "cymru": external.cymru,
+    "internal": make_internal_scanner,  # format checks, unpacking, policy rules
+    "spamd": external.spamd,
+    "rspamd": external.rspamd,
+    "dlp": make_dlp_scanner,  # data loss prevention; needs dlp.rules (qscan/wiring/dlp.py)
+}
 log = logging.getLogger(__name__)
 
 
@@ -112,25 +118,40 @@ def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Process
     return Processor(processor_options(cfg), journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
 
+def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
+    from archive.consumer import ArchiveSink
+
+    return ArchiveSink(
+        Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
+        archive_enabled=cfg.archive.enabled, position_key=position_key,
+    )
+
+
+def _summary_sink(cfg: Config, position_key: str | None) -> Sink:
+    from compliance.summaries import SummarySink
+
+    return SummarySink(cfg.sql_url, name=f"summaries@{position_key}" if position_key else "summaries")
+
+
+def _notify_sink(cfg: Config, position_key: str | None) -> Sink:
+    from qscan.wiring.notify import make_notify_sink
+
+    return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
+
+
+# Consumer name -> factory(config, position_key); the names are qscan/config.py's CONSUMER_NAMES
+# (a test keeps them equal).
+SINKS: dict[str, Callable[[Config, str | None], Sink]] = {
+    "archive": _archive_sink, "summaries": _summary_sink, "notify": _notify_sink,
+}
+
+
 def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
     """The projection NAME; ``position_key`` names the log source it stores a position for
     (None: the journal; ``kafka.TOPIC.PARTITION``: one Kafka partition)."""
-    if name == "archive":
-        from archive.consumer import ArchiveSink
-
-        return ArchiveSink(
-            Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
-            archive_enabled=cfg.archive.enabled, position_key=position_key,
-        )
-    if name == "summaries":
-        from compliance.summaries import SummarySink
-
-        return SummarySink(cfg.sql_url, name=f"summaries@{position_key}" if position_key else "summaries")
-    if name == "notify":
-        from qscan.wiring.notify import make_notify_sink
-
-        return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
-    raise ValueError(f"unknown consumer {name!r} (known: {', '.join(CONSUMERS)})")
+    if name not in SINKS:
+        raise ValueError(f"unknown consumer {name!r} (known: {', '.join(SINKS)})")
+    return SINKS[name](cfg, position_key)
 
 
 def kafka_settings(cfg: Config) -> KafkaSettings:
