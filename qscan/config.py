@@ -70,7 +70,7 @@ class DaemonConfig(_Section):
     local_domains: list[str] | None = Field(
         None, examples=[["example.com", ".example.com"]],
         description="recipient domains that are local ('.example.com': subdomains): local "
-        "mail to anyone else counts as outbound; unset: qmail's control/locals and rcpthosts")
+        "mail to anyone else counts as outbound; unset: qmail's control/locals, rcpthosts and me")
     max_recipients: int = Field(
         10000, ge=1, description="more envelope recipients are refused permanently")
     workers: int = Field(4, ge=1, le=256, description="pre-forked worker processes")
@@ -91,8 +91,9 @@ class DaemonConfig(_Section):
     qmail_queue_timeout: float = Field(600.0, gt=0, description="seconds qmail-queue may take")
     hostname: str = Field("", description="name used in headers and events (default: FQDN)")
     client_timeout: float = Field(
-        1200.0, gt=0, description="qscan-queue's QSCAN_TIMEOUT (keep them equal): seconds it waits "
-        "for the answer once the message is sent; the daemon never queues a message it gave up on",
+        1200.0, gt=0, description="the longest any qscan-queue waits for its answer once the message is "
+        "sent (its QSCAN_TIMEOUT, which it also sends: the daemon uses the shorter); the daemon never "
+        "queues a message the client gave up on",
     )
     deadline_margin: float = Field(
         30.0, ge=0, description="seconds before client_timeout after which a scanned message is "
