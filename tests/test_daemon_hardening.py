@@ -263,3 +263,18 @@ def test_relayclient_counts_only_from_an_smtp_uid(tmp_path: Path) -> None:
     forged, smtp = rec.seen
     assert (forged.relay, forged.client_ip, "RELAYCLIENT" in forged.env) == (False, None, False)
     assert (smtp.relay, smtp.client_ip, smtp.leaves_site) == (True, "192.0.2.1", True)
+
+
+def test_configured_local_domains_are_matched_without_case(tmp_path: Path) -> None:
+    from qscan.config import parse_config
+    from qscan.wiring.pipeline import processor_options
+
+    standin = write_standin(tmp_path / "qq", tmp_path / "rec")
+    cfg = parse_config(f'data_dir = "{tmp_path}"\n[daemon]\nqmail_queue = "{standin}"\n'
+                       'local_domains = ["Example.ORG.", ".Example.Net"]\n', tmp_path / "q.toml")
+    opts = processor_options(cfg)
+    assert opts.local_domains == ("example.org", ".example.net")
+    rec = Recorder()
+    p = Processor(opts, Journal(tmp_path / "j.db"), [rec])
+    p.process(_req(build_envelope(b"u@example.org", [b"B@EXAMPLE.org", b"c@x.example.NET"]), uid=1000))
+    assert rec.seen[0].leaves_site is False

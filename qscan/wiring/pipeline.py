@@ -104,8 +104,8 @@ def processor_options(cfg: Config) -> ProcessorOptions:
         queue_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         deadline_margin=d.deadline_margin, unparseable_action=Disposition(cfg.internal.error_action),
         smtp_uids=resolve_uids(d.smtp_users, "daemon.smtp_users"),
-        local_domains=tuple(d.local_domains) if d.local_domains is not None
-        else qmail_local_domains(d.qmail_queue),
+        local_domains=qmail_local_domains(d.qmail_queue) if d.local_domains is None
+        else tuple(x.strip().lower().rstrip(".") for x in d.local_domains),
         max_recipients=d.max_recipients,
     )
 
