@@ -138,36 +138,31 @@ def _scanners(cfg: Config, problems: list[Problem], add: _Add) -> list[Scanner]:
     return built
 
 
-def _not_executable(path: Path) -> str | None:
-    """Why ``path`` is not a program this process could run, or None."""
+def _unusable(path: Path, what: str, need: int, missing: str | None = None) -> str | None:
+    """Why ``path`` is not a regular file this process may use as ``what`` (``need``:
+    os.X_OK to run it, os.R_OK to read it), or None."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return f"{path} does not exist"
+        return missing or f"{path} does not exist"
     except OSError as exc:
         return f"{path}: {exc.strerror}"
     if stat.S_ISDIR(st.st_mode):
-        return f"{path} is a directory, not a program"
+        return f"{path} is a directory, not {what}"
     if not stat.S_ISREG(st.st_mode):
         return f"{path} is not a regular file"
-    if not os.access(path, os.X_OK):
-        return f"{path} is not executable (mode {stat.S_IMODE(st.st_mode):04o})"
+    if not os.access(path, need):
+        verb = "executable" if need == os.X_OK else "readable"
+        return f"{path} is not {verb} (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
+
+
+def _not_executable(path: Path) -> str | None:
+    return _unusable(path, "a program", os.X_OK)
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why the rules file ``path`` cannot be read, or None."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"{path}: no such file"
-    except OSError as exc:
-        return f"{path}: {exc.strerror}"
-    if stat.S_ISDIR(st.st_mode):
-        return f"{path} is a directory, not a rules file"
-    if not os.access(path, os.R_OK):
-        return f"{path} is not readable (mode {stat.S_IMODE(st.st_mode):04o})"
-    return None
+    return _unusable(path, "a rules file", os.R_OK, missing=f"{path}: no such file")
 
 
 # -- a rules file's problems, each with its line ---------------------------------------------------
