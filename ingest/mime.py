@@ -13,7 +13,7 @@ from email.message import EmailMessage, Message
 from ingest.event import HeaderSummary, Part
 from scanners.base import ScanPart
 from scanners.mime.filetype import sniff
-from scanners.mime.parse import display_header, part_content_type, part_filename, raw_header
+from scanners.mime.parse import display_value, part_content_type, part_filename, raw_header
 
 MAX_PARTS = 1000
 MAX_DEPTH = 20
@@ -31,8 +31,8 @@ def header_summary(msg: EmailMessage) -> HeaderSummary:
     values: dict[str, object] = {}
     raw: dict[str, bytes] = {}
     for field, name in SUMMARISED:
-        values[field] = display_header(msg, name)
         source = raw_header(msg, name)
+        values[field] = None if source is None else display_value(source)
         if source is not None and not source.isascii():
             raw[name.lower()] = source.encode("utf-8", "surrogateescape")
     if raw:

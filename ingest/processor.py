@@ -44,6 +44,7 @@ from ingest.summary_line import format_summary
 from ingest.summary_log import NullLog, SummaryLog
 from ingest.verdict import decide
 from scanners.base import ScanContext, Scanner, ScanPart
+from scanners.direction import in_domains
 from scanners.mime.crypto import crypto_use
 from scanners.mime.parse import parse
 from scanners.result import Disposition, ScanResult, Verdict
@@ -210,7 +211,7 @@ class Processor:
             host=self.opt.hostname,
             envelope=EnvelopeInfo(sender=_addr(env.sender), recipients=[_addr(x) for x in env.recipients],
                                   raw=env.raw),
-            client=self._client(req, env),
+            client=self._client(req, env)[0],
             headers=HeaderSummary(),
             size=req.size,
             sha256=req.sha256,
@@ -235,11 +236,10 @@ class Processor:
 
     def _is_local(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
-        if not domain:
-            return True
-        return any(domain == d or (d.startswith(".") and domain.endswith(d)) for d in self.opt.local_domains)
+        return not domain or in_domains(domain, self.opt.local_domains)
 
-    def _client(self, req: Request, env: Envelope | None = None) -> ClientInfo:
+    def _client(self, req: Request, env: Envelope | None = None) -> tuple[ClientInfo, dict[str, str]]:
+        """Who sent the message, and the attributes the scanners may see (the trusted ones)."""
         attrs, untrusted = self._trusted(req)
         ip = attrs.get("TCPREMOTEIP") or None
         auth = next((attrs[v] for v in AUTH_VARS if attrs.get(v)), None)
@@ -259,11 +259,11 @@ class Processor:
             peer_uid=req.peer_uid,
             outbound=outbound,
             untrusted=untrusted,
-        )
+        ), attrs
 
     def _scan(self, req: Request, env: Envelope) -> tuple[MessageScanned, bytes]:
         t0 = time.perf_counter()
-        client = self._client(req, env)
+        client, attrs = self._client(req, env)
         raw = req.message
         findings: list[ScanResult] = []
         # Beside each finding, what the processor measured: how long its scanner's call took and
@@ -296,7 +296,7 @@ class Processor:
             relay=client.relay,
             size=req.size,
             max_size=self.opt.max_message_size,
-            env=self._trusted(req)[0],
+            env=attrs,
             outbound=bool(client.outbound),
             queue_id=event_id,
         )

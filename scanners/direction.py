@@ -27,3 +27,9 @@ def direction(relay: bool, client_ip: str | None, outbound: bool | None = None,
     if leaves_site(relay, outbound):
         return "outbound"
     return "local" if local or not client_ip else "inbound"
+
+
+def in_domains(domain: str, domains: tuple[str, ...]) -> bool:
+    """``domain`` (lower case, no trailing dot) is one of ``domains``: exact names, and
+    '.example.com' for every subdomain of example.com (qmail's rcpthosts convention)."""
+    return any(domain == d or (d.startswith(".") and domain.endswith(d)) for d in domains)

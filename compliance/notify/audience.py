@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from compliance.notify.marks import MailMarks
 from ingest.event import Action, Category, MessageScanned
+from scanners.direction import in_domains
 
 
 class Kind(StrEnum):
@@ -127,8 +128,7 @@ def domain_of(address: str) -> str:
 
 def is_local(address: str, local_domains: tuple[str, ...]) -> bool:
     """Exact domains, and '.example.com' for every subdomain (qmail's rcpthosts convention)."""
-    domain = domain_of(address)
-    return any((d.startswith(".") and domain.endswith(d)) or domain == d for d in local_domains)
+    return in_domains(domain_of(address), local_domains)
 
 
 def language_for(address: str, audience: Audience, policy: NotifyPolicy) -> str:

@@ -89,8 +89,11 @@ def display_header(msg: Message, name: str) -> str | None:
     full) and total: a header that will not decode is shown raw.
     """
     raw = raw_header(msg, name)
-    if raw is None:
-        return None
+    return None if raw is None else display_value(raw)
+
+
+def display_value(raw: str) -> str:
+    """A raw header value (as ``raw_header`` gives it) unfolded and RFC 2047-decoded."""
     value = _FOLD.sub(" ", raw).strip()
     if "=?" in value:
         try:
