@@ -7,6 +7,7 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from scanners.direction import leaves_site
+from scanners.inventory import Inventory, Plan, build
 from scanners.result import ScanResult
 
 
@@ -34,7 +35,8 @@ class PartInfo:
 
 @dataclass(slots=True)
 class ScanContext:
-    """Everything a scanner may look at. Scanners must not mutate it (but may append to found_parts)."""
+    """Everything a scanner may look at. Scanners must not mutate it (but may append to
+    found_parts; ``contents`` fills in the inventory once)."""
 
     raw: bytes
     message: EmailMessage | None  # None when the parser gave up
@@ -56,6 +58,16 @@ class ScanContext:
         return leaves_site(self.relay, self.outbound)
     queue_id: str = ""  # the event id, for correlating a scanner's own logs (rspamd Queue-Id)
     found_parts: list[PartInfo] = field(default_factory=list)  # the one thing scanners may append to
+    # The message's contents, walked and unpacked once (scanners.inventory): the processor's,
+    # or built by the first scanner that asks (``contents``) when a scanner runs alone.
+    inventory: Inventory | None = None
+
+    def contents(self, plan: Plan) -> Inventory:
+        """The message's inventory; built here, with ``plan``, only if nobody built one that
+        covers it (a processor whose scanner list was changed after it was made)."""
+        if self.inventory is None or not self.inventory.plan.covers(plan):
+            self.inventory = build(self.message, plan)
+        return self.inventory
 
 
 class Scanner(Protocol):

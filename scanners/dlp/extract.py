@@ -51,12 +51,10 @@ from scanners.internal.unpack import (
     Member,
     UnpackLimits,
     UnpackStop,
-    archive_members,
     hard_deadline,
     has_uuencode,
-    tnef_members,
-    uu_members,
 )
+from scanners.inventory import Inventory, Plan, build, open_container
 from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.mime.parse import parse as parse_mime
 from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
@@ -448,10 +446,11 @@ def _join(path: str, i: int) -> str:
 
 
 class _Walk:
-    def __init__(self, limits: ExtractLimits) -> None:
+    def __init__(self, limits: ExtractLimits, contents: Inventory) -> None:
         self.limits = limits
         self.deadline = time.monotonic() + limits.max_time
-        self.budget = Budget(limits.unpack)
+        self.budget = Budget(limits.unpack)  # DLP's own limits, charged as it reads the inventory
+        self.contents = contents
         self.out = Extraction()
         self.leaves = 0
         self.armed = False
@@ -542,9 +541,13 @@ class _Walk:
                 self.note(f"limit: more than {MAX_LEAVES} parts")
                 return
             self.tick()
+            item = self.contents.get(prefix + (path or "1"))
             part = known.get(path or "1") if known is not None else None
             name = part_filename(node)
-            data = part.payload if part is not None else part_payload(node)
+            if item is not None and item.complete:
+                data = item.data
+            else:
+                data = part.payload if part is not None else part_payload(node)
             label = f"{where}/{name}" if name else where
             self.document(data, name, ctype, label, depth, node.get_content_charset())
 
@@ -599,7 +602,7 @@ class _Walk:
                 text = _PGP_BLOCK.sub(" ", text)
             self.add(label, text)
             if ctype.startswith("text/") and has_uuencode(data):
-                self.members(uu_members(data, label, self.budget, self._keep), label, depth)
+                self.members(self.unpacked(data, "uu", "", label), label, depth)
             return
 
     @staticmethod
@@ -636,7 +639,7 @@ class _Walk:
 
     def attached_message(self, data: bytes, label: str, depth: int) -> None:
         try:
-            inner = parse_mime(data)
+            inner = self.contents.messages.get(label + "!/") or parse_mime(data)
         except Exception as exc:
             self.note(f"{label}: not read ({type(exc).__name__})")
             return
@@ -644,22 +647,55 @@ class _Walk:
         self.message(inner, label + "!/", depth + 1)
 
     # -- containers ---------------------------------------------------------------------------
-    @staticmethod
-    def _keep(head: bytes, name: str) -> bool:
-        """Which members are read whole: what DLP can extract text from, or a container."""
-        ext = _extension(name)
-        return (locate_container(head, name) is not None or head.startswith(b"%PDF")
-                or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS or ext in _OOXML
-                or ext in _ODF or ext == "pdf")
-
     def expand(self, data: bytes, kind: str, name: str, label: str, depth: int) -> None:
         if depth + 1 > self.limits.unpack.max_depth:
             self.note(f"limit: {label}: nested deeper than {self.limits.unpack.max_depth}")
             return
-        if kind == "tnef":
-            self.members(tnef_members(data, label, self.budget, self._keep), label, depth)
-        else:
-            self.members(archive_members(data, kind, name, label, self.budget, self._keep), label, depth)
+        self.members(self.unpacked(data, kind, name, label), label, depth)
+
+    def unpacked(self, data: bytes, kind: str, name: str, label: str) -> Iterator[Member]:
+        """The container's members as the inventory lists them, charged to DLP's own budget
+        (its limits may be tighter than the message's); opened here only when the inventory
+        did not (a container the shared walk does not look into: a text body that is one)."""
+        if label in self.contents.expanded:
+            return self._replay(len(data), label)
+        stop = self.contents.stop
+        if stop is not None:  # the shared walk stopped before it: so does DLP
+            self.budget.hit(stop.check, stop.path, stop.detail)
+            raise UnpackStop
+        return open_container(data, kind, name, label, self.budget, _KEEP)
+
+    def _replay(self, size: int, label: str) -> Iterator[Member]:
+        budget = self.budget
+        lim = budget.limits
+        allowed = max(lim.max_ratio * size, lim.ratio_floor)
+        total = 0
+        try:
+            for item in self.contents.children(label):
+                budget.check_time(label)
+                budget.add_member(item.path)
+                name = item.path[len(label) + 2:]
+                if item.encrypted:
+                    budget.hit("password-protected-archive", label, f"encrypted member {name}")
+                elif item.source == "archive":
+                    total += item.size
+                    if total > allowed:
+                        budget.hit("unpack-ratio", label,
+                                   f"expanded past {lim.max_ratio:g}x its {size} bytes")
+                        return
+                    budget.add_bytes(item.size, label)
+                else:
+                    budget.add_bytes(item.size, item.path)
+                yield Member(name, item.data, item.size, item.sha256, item.complete, item.encrypted,
+                             item.zip_at_end)
+        finally:
+            for hit in self.contents.hits:  # what opening it found (unreadable, no file in it ...)
+                if hit.path == label and not hit.check.startswith("unpack-"):
+                    budget.hit(hit.check, hit.path, hit.detail)
+        stop = self.contents.stop
+        if stop is not None and (stop.path == label or stop.path.startswith(label + "!/")):
+            budget.hit(stop.check, stop.path, stop.detail)  # the shared walk stopped in here
+            raise UnpackStop
 
     def members(self, members: Iterator[Member], label: str, depth: int) -> None:
         for m in members:
@@ -675,10 +711,29 @@ class _Walk:
             self.document(m.data, m.name.rsplit("/", 1)[-1], "application/octet-stream", path, depth + 1)
 
 
+def keep_whole(head: bytes, name: str) -> bool:
+    """Which archive members DLP reads whole (besides containers): what it extracts text from."""
+    ext = _extension(name)
+    return (head.startswith(b"%PDF") or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS
+            or ext in _OOXML or ext in _ODF or ext == "pdf")
+
+
+_KEEP = Plan(keep=(keep_whole,)).keeps
+
+
+def plan(limits: ExtractLimits) -> Plan:
+    """How DLP needs a message unpacked when it reads it alone."""
+    return Plan(limits=limits.unpack, keep=(keep_whole,))
+
+
 def extract(message: Message | None, *, parts: Sequence[ScanPart] = (), headers: Sequence[str] = ("Subject",),
-            limits: ExtractLimits | None = None) -> Extraction:
-    """All the text of one message (``parts``: payloads already decoded, by part path)."""
-    walk = _Walk(limits or ExtractLimits())
+            limits: ExtractLimits | None = None, contents: Inventory | None = None) -> Extraction:
+    """All the text of one message (``contents``: its inventory, built here when not given;
+    ``parts``: payloads already decoded, by part path, for leaves the inventory lacks)."""
+    limits = limits or ExtractLimits()
+    if contents is None or not contents.plan.covers(plan(limits)):
+        contents = build(message, plan(limits))
+    walk = _Walk(limits, contents)
     if message is None:
         return walk.out
     known = {p.path: p for p in parts} if parts else None
