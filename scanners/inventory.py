@@ -99,7 +99,6 @@ class Item:
     zip_at_end: bool = False  # not kept whole, yet ends with a zip's end record
     names_broken: bool = False  # RFC 2231 parameters that cannot be combined
     attachment: bool = False  # named, or Content-Disposition: attachment
-    charset: str | None = None  # a leaf's charset parameter
     sniffed_type: str | None = None  # the signature type (filetype.sniff) of a leaf
     mail: bool = False  # read as attached mail: its leaves follow at path + '!/'
 
@@ -251,13 +250,6 @@ def claimed_type(name: str | None) -> str:
     return "application/octet-stream"
 
 
-def _charset(node: Message) -> str | None:
-    try:
-        return node.get_content_charset()
-    except Exception:
-        return None
-
-
 # -- the walk -----------------------------------------------------------------------------------
 def _join(path: str, i: int) -> str:
     return f"{path}/{i}" if path else str(i)
@@ -341,7 +333,7 @@ class _Builder:
             path=path, source=source, declared_type=declared, detected_type=detected,
             filename=part_filename(node), names=tuple(names), size=len(data),
             sha256=hashlib.sha256(data).hexdigest(), data=data, depth=depth,
-            names_broken=broken, attachment=is_attachment, charset=_charset(node),
+            names_broken=broken, attachment=is_attachment,
             sniffed_type=sniff(data) if source == "mime" else None,
         )
 
@@ -416,7 +408,7 @@ class _Builder:
 
 
 SOURCES: Final = {"tnef": "tnef", "uu": "uuencode"}  # container kind -> its members' source
-_STOPPING: Final = frozenset({"unpack-time", "unpack-members", "unpack-bytes"})
+STOPPING: Final = frozenset({"unpack-time", "unpack-members", "unpack-bytes"})  # these stop all unpacking
 
 
 def open_container(data: bytes, kind: str, name: str, label: str, budget: Budget,
@@ -471,7 +463,7 @@ def build(msg: Message | None, plan: Plan = LEAVES_ONLY) -> Inventory:
         log.exception("inventory failed")
         error = f"{type(exc).__name__}: {exc}"
     reached = b.reached if b.reached is not None else len(b.items)
-    stop = next((h for h in b.budget.hits if h.check in _STOPPING), None) if b.reached is not None else None
+    stop = next((h for h in b.budget.hits if h.check in STOPPING), None) if b.reached is not None else None
     by_path: dict[str, Item] = {}
     for it in b.items:
         by_path.setdefault(it.path, it)

@@ -54,7 +54,7 @@ from scanners.internal.unpack import (
     hard_deadline,
     has_uuencode,
 )
-from scanners.inventory import Inventory, Plan, build, open_container
+from scanners.inventory import STOPPING, Inventory, Plan, build, open_container
 from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.mime.parse import parse as parse_mime
 from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
@@ -689,8 +689,8 @@ class _Walk:
                 yield Member(name, item.data, item.size, item.sha256, item.complete, item.encrypted,
                              item.zip_at_end)
         finally:
-            for hit in self.contents.hits:  # what opening it found (unreadable, no file in it ...)
-                if hit.path == label and not hit.check.startswith("unpack-"):
+            for hit in self.contents.hits:  # what opening it found (unreadable, its ratio ...)
+                if hit.path == label and hit.check not in STOPPING:
                     budget.hit(hit.check, hit.path, hit.detail)
         stop = self.contents.stop
         if stop is not None and (stop.path == label or stop.path.startswith(label + "!/")):
