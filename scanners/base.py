@@ -71,6 +71,11 @@ class ScanContext:
 
 
 class Scanner(Protocol):
+    """Optional attributes, read once by the processor (``scanners.inventory.plan_for``):
+    ``unpack_limits`` (an UnpackLimits: the scanner reads archive members; the first such
+    scanner's limits are the message's) and ``keep_whole`` (head, name -> bool: archive
+    members it needs in full)."""
+
     name: str
     version: str
 

@@ -116,13 +116,11 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How a message is unpacked: the limits (None: not at all, leaves only), which members
-    are kept whole beyond containers, executables and mail, and whether libmagic types
-    what is listed."""
+    """How a message is unpacked: the limits (None: not at all, the leaves are listed) and
+    which members are kept whole besides containers, executables and mail."""
 
     limits: UnpackLimits | None = None
     keep: tuple[Keep, ...] = ()
-    detect: bool = True
 
     def keeps(self, head: bytes, name: str) -> bool:
         if locate_container(head, name) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml"):
@@ -133,7 +131,7 @@ class Plan:
         """Whether an inventory built with this plan serves a scanner asking for ``other``."""
         if other.limits is not None and self.limits is None:
             return False
-        return all(k in self.keep for k in other.keep) and (self.detect or not other.detect)
+        return all(k in self.keep for k in other.keep)
 
 
 LEAVES_ONLY = Plan()
@@ -174,9 +172,9 @@ class Inventory:
         """The leaves of the message itself (the event's parts)."""
         return (i for i in self.items if i.source == "mime")
 
-    @property
-    def expanded(self) -> frozenset[str]:
-        return frozenset(self._children)
+    def opened(self, label: str) -> bool:
+        """Whether the container at ``label`` was opened (it may have held nothing)."""
+        return label in self._children
 
 
 class Stats:
@@ -327,7 +325,7 @@ class _Builder:
         data = _payload(node, self.defects if source == "mime" else None)
         body_text = declared.startswith("text/") and not names
         detected = None
-        if detect and self.unpack and self.plan.detect and (not body_text or exec_kind(data) is not None):
+        if detect and self.unpack and (not body_text or exec_kind(data) is not None):
             detected = magic_type(data)
         return Item(
             path=path, source=source, declared_type=declared, detected_type=detected,
@@ -382,7 +380,7 @@ class _Builder:
         for m in members:
             path = f"{label}!/{m.name}"
             filename = m.name.rsplit("/", 1)[-1]
-            detected = magic_type(m.data) if m.data and self.plan.detect else None
+            detected = magic_type(m.data) if m.data else None
             readable = m.complete and not m.encrypted
             found = locate_container(m.data, filename) if readable else None
             item = Item(

@@ -5,13 +5,17 @@ stdlib HTML parser: tags dropped, block elements become line breaks, scripts and
 styles skipped). Attachments: text/csv/html and other text types, PDF (pypdf),
 DOCX/XLSX/PPTX and OpenDocument (their XML, parsed by defusedxml, which refuses
 entity tricks), attached messages, and all of those inside archives (zip, 7z,
-rar, tar, gz/bz2/xz, cab, iso, TNEF), unpacked in memory with the internal
-scanner's bounded unpacker (``scanners.internal.unpack``) under DLP's own budget.
+rar, tar, gz/bz2/xz, cab, iso, TNEF), as the message's inventory lists them
+(``scanners.inventory``: one walk per message, shared with the internal scanner and the
+event's part list, which keeps whole the members DLP reads: :func:`keep_whole`).
 
-The internal scanner keeps complete bytes only of members that are themselves
-containers (it needs no more for its checks), so DLP unpacks archives once more
-for the members it reads; the same code and the same kinds of limits apply. The
-retro-hunt has no internal scanner run before it and needs this path anyway.
+DLP's own unpack limits (``ExtractLimits.unpack``) are charged as it reads the
+inventory's members, so its notes say what they said when it unpacked on its own; the
+inventory is unpacked under the message's one set of limits (the internal scanner's when
+it runs), and a limit that stopped that walk stops DLP's reading too. Run alone (the
+retro-hunt, ``qscan dlp test``), :func:`extract` builds the inventory itself. A container
+the shared walk did not open (a text body that is one, or one deeper than the shared
+depth limit when DLP's is higher) is opened here, under DLP's budget.
 
 S/MIME-encrypted parts (application/pkcs7-mime enveloped data) and PGP-encrypted
 parts (multipart/encrypted, ``-----BEGIN PGP MESSAGE-----``) cannot be read: they
@@ -24,9 +28,9 @@ them once ``max_text`` characters are out (a 3 KB spreadsheet whose every cell n
 one 1 MB shared string, or a document whose paragraphs nest inside each other, would
 otherwise build gigabytes before the length is looked at), and checks the deadline as it
 goes. For what no check can reach (pypdf parsing a content stream of millions of
-operators, the XML and HTML parsers), documents and archives are read under the
-unpacker's hard alarm (``scanners.internal.unpack.hard_deadline``, see there why an
-alarm and not a child process), armed once per message with the time left.
+operators, the XML and HTML parsers), documents are read under the unpacker's hard
+alarm (``scanners.internal.unpack.hard_deadline``, see there why an alarm and not a
+child process), armed once per message with the time left.
 """
 
 from __future__ import annotations
@@ -657,7 +661,7 @@ class _Walk:
         """The container's members as the inventory lists them, charged to DLP's own budget
         (its limits may be tighter than the message's); opened here only when the inventory
         did not (a container the shared walk does not look into: a text body that is one)."""
-        if label in self.contents.expanded:
+        if self.contents.opened(label):
             return self._replay(len(data), label)
         stop = self.contents.stop
         if stop is not None:  # the shared walk stopped before it: so does DLP
