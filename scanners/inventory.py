@@ -117,10 +117,13 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How a message is unpacked: the limits (None: not at all, the leaves are listed) and
-    which members are kept whole besides containers, executables and mail."""
+    which members are kept whole besides containers, executables and mail. ``own_budget``:
+    the consumer asking charges its own limits as it reads (DLP), so an inventory unpacked
+    under other limits serves it."""
 
     limits: UnpackLimits | None = None
     keep: tuple[Keep, ...] = ()
+    own_budget: bool = False
 
     def keeps(self, head: bytes, name: str) -> bool:
         if locate_container(head, name) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml"):
@@ -129,7 +132,8 @@ class Plan:
 
     def covers(self, other: Plan) -> bool:
         """Whether an inventory built with this plan serves a scanner asking for ``other``."""
-        if other.limits is not None and self.limits is None:
+        if other.limits is not None and (
+                self.limits is None or (self.limits != other.limits and not other.own_budget)):
             return False
         return all(k in self.keep for k in other.keep)
 

@@ -726,8 +726,9 @@ _KEEP = Plan(keep=(keep_whole,)).keeps
 
 
 def plan(limits: ExtractLimits) -> Plan:
-    """How DLP needs a message unpacked when it reads it alone."""
-    return Plan(limits=limits.unpack, keep=(keep_whole,))
+    """How DLP needs a message unpacked: any limits serve (it charges its own as it reads);
+    unpacked with its own when nobody did."""
+    return Plan(limits=limits.unpack, keep=(keep_whole,), own_budget=True)
 
 
 def extract(message: Message | None, *, parts: Sequence[ScanPart] = (), headers: Sequence[str] = ("Subject",),
