@@ -281,6 +281,10 @@ class _Builder:
         stack: list[tuple[Message, str, int]] = [(msg, "", 0)]
         while stack:
             node, path, depth = stack.pop()
+            if count >= MAX_LEAVES:  # as soon as any part is met past the limit
+                if top and "too-many-parts" not in self.defects:
+                    self.defects.append("too-many-parts")
+                return
             if top:
                 for d in getattr(node, "defects", ()):
                     name = type(d).__name__
@@ -295,10 +299,6 @@ class _Builder:
                 stack.extend(reversed([(c, _join(path, i), depth + 1) for i, c in enumerate(children, 1)]))
                 continue
             count += 1
-            if count > MAX_LEAVES:
-                if top and "too-many-parts" not in self.defects:
-                    self.defects.append("too-many-parts")
-                return
             yield path or "1", node
 
     def message(self, msg: Message, prefix: str, depth: int) -> None:

@@ -291,3 +291,17 @@ def test_scanners_run_alone_build_the_inventory_they_need() -> None:
     internal.scan(ctx)
     dlp.scan(ctx)
     assert STATS.containers == containers
+
+
+def test_the_walk_is_bounded_and_says_so_in_the_defects() -> None:
+    many = Multi(tuple(Text(b"x") for _ in range(1001)))
+    inv = build(parse(mime(many)), Plan(limits=UnpackLimits()))
+    assert [i.path for i in inv.items] == [str(i) for i in range(1, 1001)]
+    assert "too-many-parts" in inv.defects
+    exactly = Multi(tuple(Text(b"x") for _ in range(1000)))
+    assert "too-many-parts" not in build(parse(mime(exactly))).defects
+    deep: Node = Text(b"x")
+    for _ in range(25):
+        deep = Multi((deep,))
+    inv = build(parse(mime(deep)))
+    assert inv.items == () and "nesting-too-deep" in inv.defects
