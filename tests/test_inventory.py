@@ -21,7 +21,7 @@ from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, make_request
 from qscan.testing.standin import write_standin
-from scanners.base import ScanContext
+from scanners.base import ScanContext, Scanner
 from scanners.dlp.engine import DlpEngine
 from scanners.dlp.rules import parse_rules
 from scanners.dlp.scanner import DlpScanner
@@ -165,6 +165,7 @@ def expected(node: Node, path: str = "", prefix: str = "") -> list[tuple[str, st
     here = prefix + (path or "1")
     if isinstance(node, Text):
         data = parse(mime(node)).get_payload(decode=True)  # the parser's view of the text
+        assert isinstance(data, bytes)
         return [(here, sha(data))] + [(f"{here}!/{f.name}", sha(f.data)) for f in node.uu]
     c = node.content
     if isinstance(c, File):
@@ -219,13 +220,13 @@ def _zip_of(n: int, name: str) -> Zip:
 
 
 @pytest.fixture
-def processor(tmp_path: Path):  # type: ignore[no-untyped-def]
+def processor(tmp_path: Path):  # type: ignore[no-untyped-def,unused-ignore]
     def make(limits: UnpackLimits) -> tuple[Processor, Journal]:
         journal = Journal(tmp_path / "j.db")
-        scanners = [SizeScanner(), InternalScanner(InternalOptions(limits=limits)),
+        scanners: list[Scanner] = [SizeScanner(), InternalScanner(InternalOptions(limits=limits)),
                     DlpScanner(DlpEngine(parse_rules(RULES)))]
         opts = ProcessorOptions(hostname="mx.example", qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec"))
-        return Processor(opts, journal, scanners), journal  # type: ignore[arg-type]
+        return Processor(opts, journal, scanners), journal
     return make
 
 
@@ -234,7 +235,7 @@ def _event(journal: Journal) -> MessageScanned:
     return ev
 
 
-def test_a_message_is_walked_and_each_container_opened_once(processor) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_is_walked_and_each_container_opened_once(processor) -> None:  # type: ignore[no-untyped-def,unused-ignore]
     """Internal checks, DLP text and the event's parts from one walk: zip in zip, mail in the
     zip with a zip of its own, uuencode in the body."""
     eml = Eml("fwd.eml", Multi((Text(b"see attached"), Attached(_zip_of(2, "deep.zip")))))
@@ -253,7 +254,7 @@ def test_a_message_is_walked_and_each_container_opened_once(processor) -> None: 
     assert [f.scanner for f in ev.findings if f.name == "cards"] == ["dlp"]
 
 
-def test_archives_that_together_pass_the_member_limit_are_flagged_once(processor) -> None:  # type: ignore[no-untyped-def]
+def test_archives_that_together_pass_the_member_limit_are_flagged_once(processor) -> None:  # type: ignore[no-untyped-def,unused-ignore]
     """Two zips of 6 members, a limit of 10: the second zip stops the one walk; the internal
     scanner reports it once, DLP notes it, and nothing is opened again to find out."""
     node = Multi((Text(b"hi"), Attached(_zip_of(6, "a.zip")), Attached(_zip_of(6, "b.zip")),
@@ -305,3 +306,19 @@ def test_the_walk_is_bounded_and_says_so_in_the_defects() -> None:
         deep = Multi((deep,))
     inv = build(parse(mime(deep)))
     assert inv.items == () and "nesting-too-deep" in inv.defects
+
+
+def test_dlp_alone_unpacks_only_mail_a_rule_applies_to(tmp_path: Path) -> None:
+    """Without the internal scanner nobody else needs the members: inbound mail under an
+    outbound-only policy is not unpacked at all, outbound mail once."""
+    rules = RULES.replace('action = "monitor"', 'direction = "outbound"\naction = "monitor"')
+    journal = Journal(tmp_path / "j.db")
+    opts = ProcessorOptions(hostname="mx.example", qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec"),
+                            local_domains=("example.org",))
+    proc = Processor(opts, journal, [SizeScanner(), DlpScanner(DlpEngine(parse_rules(rules)))])
+    raw = mime(Multi((Text(b"hi"), Attached(_zip_of(2, "a.zip")))))
+    containers = STATS.containers
+    proc.process(make_request(raw, ENV))
+    assert STATS.containers == containers
+    proc.process(make_request(raw, ENV, {"RELAYCLIENT": ""}))
+    assert STATS.containers - containers == 1
