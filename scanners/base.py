@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from scanners.direction import leaves_site
-from scanners.inventory import Inventory, Plan, build
 from scanners.result import ScanResult
+
+if TYPE_CHECKING:  # the walk itself is imported by the first scanner that asks for it
+    from scanners.inventory import Inventory, Plan
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class ScanContext:
         """The message's inventory; built here, with ``plan``, only if nobody built one that
         covers it (a processor whose scanner list was changed after it was made)."""
         if self.inventory is None or not self.inventory.plan.covers(plan):
+            from scanners.inventory import build
+
             self.inventory = build(self.message, plan)
         return self.inventory
 

@@ -124,11 +124,9 @@ def zip_bytes(z: Zip) -> bytes:
     return buf.getvalue()
 
 
-_bounds = itertools.count()
-
-
-def entity(node: Node) -> bytes:
-    """Headers and body of one MIME entity."""
+def entity(node: Node, level: int = 0) -> bytes:
+    """Headers and body of one MIME entity (the same bytes every time: a boundary is named
+    after its nesting level, which no enclosing multipart shares)."""
     if isinstance(node, Text):
         body = node.text + b"\n" + b"".join(uuencoded(f.name, f.data) for f in node.uu)
         return b"Content-Type: text/plain; charset=us-ascii\n\n" + body
@@ -139,11 +137,11 @@ def entity(node: Node) -> bytes:
                 b'Content-Disposition: attachment; filename="' + c.name.encode() + b'"\n\n'
                 + base64.encodebytes(data))
     if isinstance(node, Rfc822):
-        return b"Content-Type: message/rfc822\n\n" + mime(node.inner)
-    b = f"b{next(_bounds)}".encode()
+        return b"Content-Type: message/rfc822\n\n" + HEAD + entity(node.inner, level + 1)
+    b = f"b{level}".encode()
     out = b'Content-Type: multipart/mixed; boundary="' + b + b'"\n\n'
     for child in node.children:
-        out += b"--" + b + b"\n" + entity(child) + b"\n"
+        out += b"--" + b + b"\n" + entity(child, level + 1) + b"\n"
     return out + b"--" + b + b"--\n"
 
 
