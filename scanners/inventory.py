@@ -88,7 +88,8 @@ class Item:
     declared_type: str  # Content-Type; for members the type their name claims
     detected_type: str | None  # libmagic's, where it was looked at (see Plan.detect)
     filename: str | None  # the stdlib's filename (leaves) or the member's base name
-    names: tuple[str, ...]  # every file name a leaf declares (RFC 2231/2047 decoded); members: (filename,)
+    names: tuple[str, ...]  # every file name a leaf declares (RFC 2231/2047 decoded; when the
+    # plan unpacks, else empty); members: (filename,)
     size: int
     sha256: str
     data: bytes  # decoded bytes: all of them when ``complete``, else the first MAGIC_HEAD
@@ -325,7 +326,8 @@ class _Builder:
 
     def leaf(self, node: Message, path: str, depth: int, source: str, detect: bool = True) -> Item:
         declared = part_content_type(node)
-        names, broken, is_attachment = declared_names(node)
+        # what the checks look at: read only when something unpacks (the event needs none of it)
+        names, broken, is_attachment = declared_names(node) if self.unpack else ([], False, False)
         data = _payload(node, self.defects if source == "mime" else None)
         body_text = declared.startswith("text/") and not names
         detected = None
