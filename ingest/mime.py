@@ -1,22 +1,18 @@
 """The event's records of a parsed message: its header summary and its leaf parts.
 
-Parsing itself, and the total accessors every walk uses, live in ``scanners.mime.parse``;
-this module only turns that tree into the event's ``HeaderSummary`` and ``Part`` records
-(and the scanners' ``ScanPart`` list, built in the same walk).
+Parsing itself lives in ``scanners.mime.parse``, the one walk over the message's contents
+in ``scanners.inventory``; this module only turns them into the event's ``HeaderSummary``
+and ``Part`` records (and the scanners' ``ScanPart`` list, from the same inventory).
 """
 
 from __future__ import annotations
 
-import hashlib
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 
 from ingest.event import HeaderSummary, Part
 from scanners.base import ScanPart
-from scanners.mime.filetype import sniff
-from scanners.mime.parse import display_value, part_content_type, part_filename, raw_header
-
-MAX_PARTS = 1000
-MAX_DEPTH = 20
+from scanners.inventory import Inventory, build
+from scanners.mime.parse import display_value, raw_header
 
 SUMMARISED = (("from", "From"), ("to", "To"), ("cc", "Cc"), ("subject", "Subject"),
               ("message_id", "Message-ID"), ("date", "Date"))
@@ -40,57 +36,20 @@ def header_summary(msg: EmailMessage) -> HeaderSummary:
     return HeaderSummary.model_validate(values)
 
 
-def walk_parts(msg: EmailMessage) -> tuple[list[Part], list[ScanPart], list[str]]:
-    """Leaf parts with decoded payloads, in document order, plus parser defects seen."""
+def part_records(inv: Inventory) -> tuple[list[Part], list[ScanPart], list[str]]:
+    """The event's parts and the scanners' ScanParts: the message's leaves from its
+    inventory, in document order, plus the parser defects it saw."""
     parts: list[Part] = []
     scan: list[ScanPart] = []
-    defects: list[str] = []
+    for it in inv.leaves():
+        parts.append(Part(path=it.path, content_type=it.declared_type, detected_type=it.sniffed_type,
+                          filename=it.filename, size=it.size, sha256=it.sha256))
+        scan.append(ScanPart(path=it.path, content_type=it.declared_type, filename=it.filename,
+                             payload=it.data))
+    return parts, scan, list(inv.defects)
 
-    def visit(node: Message, path: str, depth: int) -> None:
-        if len(parts) >= MAX_PARTS:
-            if "too-many-parts" not in defects:
-                defects.append("too-many-parts")
-            return
-        for d in getattr(node, "defects", ()):
-            name = type(d).__name__
-            if name not in defects:
-                defects.append(name)
-        if depth > MAX_DEPTH:
-            defects.append("nesting-too-deep")
-            return
-        if node.is_multipart():
-            try:
-                children = node.get_payload()
-            except Exception:
-                children = []
-            if not isinstance(children, list):
-                children = []
-            for i, child in enumerate(children, 1):
-                if isinstance(child, Message):
-                    visit(child, f"{path}/{i}" if path else str(i), depth + 1)
-            return
-        ctype = part_content_type(node)
-        try:
-            payload = node.get_payload(decode=True)
-        except Exception:
-            payload = None
-            defects.append("undecodable-payload")
-        if not isinstance(payload, bytes):
-            raw_payload = node.get_payload()
-            payload = raw_payload.encode("utf-8", "surrogateescape") if isinstance(raw_payload, str) else b""
-        filename = part_filename(node)
-        p = path or "1"
-        parts.append(
-            Part(
-                path=p,
-                content_type=ctype,
-                detected_type=sniff(payload),
-                filename=filename,
-                size=len(payload),
-                sha256=hashlib.sha256(payload).hexdigest(),
-            )
-        )
-        scan.append(ScanPart(path=p, content_type=ctype, filename=filename, payload=payload))
 
-    visit(msg, "", 0)
-    return parts, scan, defects
+def walk_parts(msg: EmailMessage) -> tuple[list[Part], list[ScanPart], list[str]]:
+    """Leaf parts with decoded payloads, in document order, plus parser defects seen
+    (an inventory of the leaves only: nothing is unpacked)."""
+    return part_records(build(msg))

@@ -38,13 +38,14 @@ from ingest.found_parts import merge_found_parts
 from ingest.headers import diagnostics_value, fold, line_ending
 from ingest.ids import uuid7
 from ingest.journal import Journal, JournalError
-from ingest.mime import header_summary, walk_parts
+from ingest.mime import header_summary, part_records
 from ingest.qmail_queue import run_qmail_queue
 from ingest.summary_line import format_summary
 from ingest.summary_log import NullLog, SummaryLog
 from ingest.verdict import decide
 from scanners.base import ScanContext, Scanner, ScanPart
 from scanners.direction import in_domains
+from scanners.inventory import Inventory, build, plan_for
 from scanners.mime.crypto import crypto_use
 from scanners.mime.parse import parse
 from scanners.result import Disposition, ScanResult, Verdict
@@ -159,6 +160,7 @@ class Processor:
         self.opt = options
         self.journal = journal
         self.scanners = scanners
+        self.contents_plan = plan_for(scanners)  # how each message's contents are unpacked
         self.summary_log = summary_log or NullLog()
         self.uid = os.getuid()
 
@@ -275,11 +277,14 @@ class Processor:
         scan_parts: list[ScanPart] = []
         headers = HeaderSummary()
         defects: list[str] = []
+        contents: Inventory | None = None
         if not oversized:
             try:
                 message = parse(raw)
                 headers = header_summary(message)
-                parts_meta, scan_parts, defects = walk_parts(message)
+                # the one walk over the contents, unpacked as the scanners need, shared by all
+                contents = build(message, self.contents_plan)
+                parts_meta, scan_parts, defects = part_records(contents)
             except Exception as exc:  # the parser itself gave up: internal.error_action decides
                 unparseable = self._unparseable(exc)
                 findings.append(unparseable)
@@ -299,6 +304,7 @@ class Processor:
             env=attrs,
             outbound=bool(client.outbound),
             queue_id=event_id,
+            inventory=contents,
         )
         if oversized:  # enforced whatever the scanner list says: the bytes were not kept
             sized = SizeScanner().scan(ctx)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from scanners.direction import leaves_site
 from scanners.result import ScanResult
+
+if TYPE_CHECKING:  # the walk itself is imported by the first scanner that asks for it
+    from scanners.inventory import Inventory, Plan
 
 
 @dataclass(slots=True)
@@ -34,7 +37,8 @@ class PartInfo:
 
 @dataclass(slots=True)
 class ScanContext:
-    """Everything a scanner may look at. Scanners must not mutate it (but may append to found_parts)."""
+    """Everything a scanner may look at. Scanners must not mutate it (but may append to
+    found_parts; ``contents`` fills in the inventory once)."""
 
     raw: bytes
     message: EmailMessage | None  # None when the parser gave up
@@ -56,9 +60,26 @@ class ScanContext:
         return leaves_site(self.relay, self.outbound)
     queue_id: str = ""  # the event id, for correlating a scanner's own logs (rspamd Queue-Id)
     found_parts: list[PartInfo] = field(default_factory=list)  # the one thing scanners may append to
+    # The message's contents, walked and unpacked once (scanners.inventory): the processor's,
+    # or built by the first scanner that asks (``contents``) when a scanner runs alone.
+    inventory: Inventory | None = None
+
+    def contents(self, plan: Plan) -> Inventory:
+        """The message's inventory; built here, with ``plan``, only if nobody built one that
+        covers it (a processor whose scanner list was changed after it was made)."""
+        if self.inventory is None or not self.inventory.plan.covers(plan):
+            from scanners.inventory import build
+
+            self.inventory = build(self.message, plan)
+        return self.inventory
 
 
 class Scanner(Protocol):
+    """Optional attributes, read once by the processor (``scanners.inventory.plan_for``):
+    ``unpack_limits`` (an UnpackLimits: the scanner reads archive members; the first such
+    scanner's limits are the message's) and ``keep_whole`` (head, name -> bool: archive
+    members it needs in full)."""
+
     name: str
     version: str
 

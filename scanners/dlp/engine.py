@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
 from scanners.base import ScanPart
 from scanners.dlp.detectors import Confidence, Hit
-from scanners.dlp.extract import Extraction, ExtractLimits, extract
+from scanners.dlp.extract import Extraction, ExtractLimits, extract, plan
 from scanners.dlp.rules import ACTION_RANK, DlpPolicy, Rule
+from scanners.inventory import Inventory, Plan
 
 _DIGIT = re.compile(r"\d")
 MAX_EVIDENCE = 3  # masked examples kept per detector and rule
@@ -133,7 +134,10 @@ class DlpEngine:
         self.limits = limits or ExtractLimits()
 
     def evaluate(self, message: Message | None, facts: MessageFacts,
-                 parts: Sequence[ScanPart] = ()) -> Evaluation:
+                 parts: Sequence[ScanPart] = (),
+                 contents: Callable[[Plan], Inventory] | None = None) -> Evaluation:
+        """``contents``: the message's inventory for a plan (``ScanContext.contents``), asked
+        for only when a rule applies; without it the extractor builds its own."""
         t0 = time.perf_counter()
         out = Evaluation()
         rules = [r for r in self.policy.rules if r.applies(facts.sender, facts.recipients, facts.outbound)]
@@ -141,7 +145,8 @@ class DlpEngine:
         if not rules and not enc.applies(facts.outbound):
             out.duration_ms = (time.perf_counter() - t0) * 1000
             return out
-        ex = extract(message, parts=parts, headers=self.headers, limits=self.limits)
+        inventory = contents(plan(self.limits)) if contents is not None else None
+        ex = extract(message, parts=parts, headers=self.headers, limits=self.limits, contents=inventory)
         out.inspected = True
         out.notes, out.chars, out.segments = ex.notes, ex.chars, len(ex.segments)
         out.encrypted = ex.encrypted

@@ -5,13 +5,17 @@ stdlib HTML parser: tags dropped, block elements become line breaks, scripts and
 styles skipped). Attachments: text/csv/html and other text types, PDF (pypdf),
 DOCX/XLSX/PPTX and OpenDocument (their XML, parsed by defusedxml, which refuses
 entity tricks), attached messages, and all of those inside archives (zip, 7z,
-rar, tar, gz/bz2/xz, cab, iso, TNEF), unpacked in memory with the internal
-scanner's bounded unpacker (``scanners.internal.unpack``) under DLP's own budget.
+rar, tar, gz/bz2/xz, cab, iso, TNEF), as the message's inventory lists them
+(``scanners.inventory``: one walk per message, shared with the internal scanner and the
+event's part list, which keeps whole the members DLP reads: :func:`keep_whole`).
 
-The internal scanner keeps complete bytes only of members that are themselves
-containers (it needs no more for its checks), so DLP unpacks archives once more
-for the members it reads; the same code and the same kinds of limits apply. The
-retro-hunt has no internal scanner run before it and needs this path anyway.
+DLP's own unpack limits (``ExtractLimits.unpack``) are charged as it reads the
+inventory's members, so its notes say what they said when it unpacked on its own; the
+inventory is unpacked under the message's one set of limits (the internal scanner's when
+it runs), and a limit that stopped that walk stops DLP's reading too. Run alone (the
+retro-hunt, ``qscan dlp test``), :func:`extract` builds the inventory itself. A container
+the shared walk did not open (a text body that is one, or one deeper than the shared
+depth limit when DLP's is higher) is opened here, under DLP's budget.
 
 S/MIME-encrypted parts (application/pkcs7-mime enveloped data) and PGP-encrypted
 parts (multipart/encrypted, ``-----BEGIN PGP MESSAGE-----``) cannot be read: they
@@ -24,9 +28,9 @@ them once ``max_text`` characters are out (a 3 KB spreadsheet whose every cell n
 one 1 MB shared string, or a document whose paragraphs nest inside each other, would
 otherwise build gigabytes before the length is looked at), and checks the deadline as it
 goes. For what no check can reach (pypdf parsing a content stream of millions of
-operators, the XML and HTML parsers), documents and archives are read under the
-unpacker's hard alarm (``scanners.internal.unpack.hard_deadline``, see there why an
-alarm and not a child process), armed once per message with the time left.
+operators, the XML and HTML parsers), documents are read under the unpacker's hard
+alarm (``scanners.internal.unpack.hard_deadline``, see there why an alarm and not a
+child process), armed once per message with the time left.
 """
 
 from __future__ import annotations
@@ -51,12 +55,10 @@ from scanners.internal.unpack import (
     Member,
     UnpackLimits,
     UnpackStop,
-    archive_members,
     hard_deadline,
     has_uuencode,
-    tnef_members,
-    uu_members,
 )
+from scanners.inventory import STOPPING, Inventory, Plan, build, open_container
 from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
 from scanners.mime.parse import parse as parse_mime
 from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
@@ -448,10 +450,11 @@ def _join(path: str, i: int) -> str:
 
 
 class _Walk:
-    def __init__(self, limits: ExtractLimits) -> None:
+    def __init__(self, limits: ExtractLimits, contents: Inventory) -> None:
         self.limits = limits
         self.deadline = time.monotonic() + limits.max_time
-        self.budget = Budget(limits.unpack)
+        self.budget = Budget(limits.unpack)  # DLP's own limits, charged as it reads the inventory
+        self.contents = contents
         self.out = Extraction()
         self.leaves = 0
         self.armed = False
@@ -542,9 +545,13 @@ class _Walk:
                 self.note(f"limit: more than {MAX_LEAVES} parts")
                 return
             self.tick()
+            item = self.contents.get(prefix + (path or "1"))
             part = known.get(path or "1") if known is not None else None
             name = part_filename(node)
-            data = part.payload if part is not None else part_payload(node)
+            if item is not None and item.complete:
+                data = item.data
+            else:
+                data = part.payload if part is not None else part_payload(node)
             label = f"{where}/{name}" if name else where
             self.document(data, name, ctype, label, depth, node.get_content_charset())
 
@@ -599,7 +606,7 @@ class _Walk:
                 text = _PGP_BLOCK.sub(" ", text)
             self.add(label, text)
             if ctype.startswith("text/") and has_uuencode(data):
-                self.members(uu_members(data, label, self.budget, self._keep), label, depth)
+                self.members(self.unpacked(data, "uu", "", label), label, depth)
             return
 
     @staticmethod
@@ -636,7 +643,7 @@ class _Walk:
 
     def attached_message(self, data: bytes, label: str, depth: int) -> None:
         try:
-            inner = parse_mime(data)
+            inner = self.contents.messages.get(label + "!/") or parse_mime(data)
         except Exception as exc:
             self.note(f"{label}: not read ({type(exc).__name__})")
             return
@@ -644,22 +651,55 @@ class _Walk:
         self.message(inner, label + "!/", depth + 1)
 
     # -- containers ---------------------------------------------------------------------------
-    @staticmethod
-    def _keep(head: bytes, name: str) -> bool:
-        """Which members are read whole: what DLP can extract text from, or a container."""
-        ext = _extension(name)
-        return (locate_container(head, name) is not None or head.startswith(b"%PDF")
-                or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS or ext in _OOXML
-                or ext in _ODF or ext == "pdf")
-
     def expand(self, data: bytes, kind: str, name: str, label: str, depth: int) -> None:
         if depth + 1 > self.limits.unpack.max_depth:
             self.note(f"limit: {label}: nested deeper than {self.limits.unpack.max_depth}")
             return
-        if kind == "tnef":
-            self.members(tnef_members(data, label, self.budget, self._keep), label, depth)
-        else:
-            self.members(archive_members(data, kind, name, label, self.budget, self._keep), label, depth)
+        self.members(self.unpacked(data, kind, name, label), label, depth)
+
+    def unpacked(self, data: bytes, kind: str, name: str, label: str) -> Iterator[Member]:
+        """The container's members as the inventory lists them, charged to DLP's own budget
+        (its limits may be tighter than the message's); opened here only when the inventory
+        did not (a container the shared walk does not look into: a text body that is one)."""
+        if self.contents.opened(label):
+            return self._replay(len(data), label)
+        stop = self.contents.stop
+        if stop is not None:  # the shared walk stopped before it: so does DLP
+            self.budget.hit(stop.check, stop.path, stop.detail)
+            raise UnpackStop
+        return open_container(data, kind, name, label, self.budget, _KEEP)
+
+    def _replay(self, size: int, label: str) -> Iterator[Member]:
+        budget = self.budget
+        lim = budget.limits
+        allowed = max(lim.max_ratio * size, lim.ratio_floor)
+        total = 0
+        try:
+            for item in self.contents.children(label):
+                budget.check_time(label)
+                budget.add_member(item.path)
+                name = item.path[len(label) + 2:]
+                if item.encrypted:
+                    budget.hit("password-protected-archive", label, f"encrypted member {name}")
+                elif item.source == "archive":
+                    total += item.size
+                    if total > allowed:
+                        budget.hit("unpack-ratio", label,
+                                   f"expanded past {lim.max_ratio:g}x its {size} bytes")
+                        return
+                    budget.add_bytes(item.size, label)
+                else:
+                    budget.add_bytes(item.size, item.path)
+                yield Member(name, item.data, item.size, item.sha256, item.complete, item.encrypted,
+                             item.zip_at_end)
+        finally:
+            for hit in self.contents.hits:  # what opening it found (unreadable, its ratio ...)
+                if hit.path == label and hit.check not in STOPPING:
+                    budget.hit(hit.check, hit.path, hit.detail)
+        stop = self.contents.stop
+        if stop is not None and (stop.path == label or stop.path.startswith(label + "!/")):
+            budget.hit(stop.check, stop.path, stop.detail)  # the shared walk stopped in here
+            raise UnpackStop
 
     def members(self, members: Iterator[Member], label: str, depth: int) -> None:
         for m in members:
@@ -675,10 +715,30 @@ class _Walk:
             self.document(m.data, m.name.rsplit("/", 1)[-1], "application/octet-stream", path, depth + 1)
 
 
+def keep_whole(head: bytes, name: str) -> bool:
+    """Which archive members DLP reads whole (besides containers): what it extracts text from."""
+    ext = _extension(name)
+    return (head.startswith(b"%PDF") or ext in _TEXT_EXTENSIONS or ext in _HTML_EXTENSIONS
+            or ext in _OOXML or ext in _ODF or ext == "pdf")
+
+
+_KEEP = Plan(keep=(keep_whole,)).keeps
+
+
+def plan(limits: ExtractLimits) -> Plan:
+    """How DLP needs a message unpacked: any limits serve (it charges its own as it reads);
+    unpacked with its own when nobody did."""
+    return Plan(limits=limits.unpack, keep=(keep_whole,), own_budget=True)
+
+
 def extract(message: Message | None, *, parts: Sequence[ScanPart] = (), headers: Sequence[str] = ("Subject",),
-            limits: ExtractLimits | None = None) -> Extraction:
-    """All the text of one message (``parts``: payloads already decoded, by part path)."""
-    walk = _Walk(limits or ExtractLimits())
+            limits: ExtractLimits | None = None, contents: Inventory | None = None) -> Extraction:
+    """All the text of one message (``contents``: its inventory, built here when not given;
+    ``parts``: payloads already decoded, by part path, for leaves the inventory lacks)."""
+    limits = limits or ExtractLimits()
+    if contents is None or not contents.plan.covers(plan(limits)):
+        contents = build(message, plan(limits))
+    walk = _Walk(limits, contents)
     if message is None:
         return walk.out
     known = {p.path: p for p in parts} if parts else None

@@ -24,6 +24,7 @@ import logging
 
 from scanners.base import ScanContext
 from scanners.dlp.engine import DlpEngine, Evaluation, MessageFacts
+from scanners.dlp.extract import keep_whole
 from scanners.result import Disposition, ScanResult, Verdict
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ def results_for(ev: Evaluation, name: str = "dlp", version: str = "1") -> list[S
 class DlpScanner:
     name = "dlp"
     version = "1"
+    # What DLP reads of archive members, kept whole by the message's one walk (inventory.plan_for).
+    # It declares no unpack limits of its own: with the internal scanner the walk is that
+    # scanner's, and DLP charges its own limits as it reads; alone, the message is unpacked
+    # only when one of its rules applies.
+    keep_whole = staticmethod(keep_whole)
 
     def __init__(self, engine: DlpEngine, error_action: str = "quarantine") -> None:
         if error_action not in ERROR_ACTIONS:
@@ -76,7 +82,8 @@ class DlpScanner:
     def scan(self, ctx: ScanContext) -> list[ScanResult]:
         try:
             facts = MessageFacts(ctx.sender, ctx.recipients, ctx.leaves_site)
-            return results_for(self.engine.evaluate(ctx.message, facts, ctx.parts), self.name, self.version)
+            ev = self.engine.evaluate(ctx.message, facts, ctx.parts, ctx.contents)
+            return results_for(ev, self.name, self.version)
         except Exception as exc:  # never out of the daemon; never a full value in the log
             log.error("dlp scanner failed: %s", type(exc).__name__)
             return [self._error(type(exc).__name__)]

@@ -9,7 +9,7 @@ entity it returns the fields with their byte offsets and the lines that are
 not fields, so the checks can judge them and the repeated-header rename can
 rewrite nothing but the names it means to.
 
-Entity paths follow the event's part list (``ingest.mime.walk_parts``): children of a
+Entity paths follow the event's part list (``scanners.inventory``): children of a
 multipart are ``1``, ``2``, ...; the message inside a ``message/rfc822`` part
 at ``p`` is ``p/1``; a single-part message's own leaf is ``1``. The message's
 top header block is labelled ``0``.

@@ -1,12 +1,14 @@
 """The internal scanner: format checks, bounded unpacking and the policy rules, in one pass.
 
-Per message: the raw header blocks are checked; every MIME leaf becomes an
-:class:`Item` (names, declared and detected type, head bytes); containers are
-unpacked within one :class:`Budget` and their members become items too; each
-item gets the name and content checks; then the rules decide. The result
+Per message: the raw header blocks are checked; every item of the message's
+inventory (``scanners.inventory``: MIME leaves, and the members of containers
+unpacked there within one budget, built once per message and shared with the
+other scanners) becomes an :class:`Item` and gets the name and content checks;
+the limits the inventory hit are findings too; then the rules decide. The result
 list holds one informational finding per check hit, the tags, and the rule
 that decided. Parts found inside containers are appended to
-``ctx.found_parts`` for the event's part list.
+``ctx.found_parts`` for the event's part list. The scanner's unpack limits are
+the message's when it runs (``inventory.plan_for``).
 
 The hot path (a plain-text message without attachments) touches neither
 libmagic nor libarchive: a pass over the header lines, a few byte-prefix
@@ -19,17 +21,13 @@ so the message is kept and looked at rather than lost or waved through.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import mimetypes
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from email.header import decode_header
 from email.message import Message
-from email.utils import collapse_rfc2231_value
 
-from scanners.base import PartInfo, ScanContext, ScanPart
+from scanners import inventory
+from scanners.base import PartInfo, ScanContext
 from scanners.internal.attachment_checks import banned_checks, content_checks, name_checks
 from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
 from scanners.internal.format_checks import header_checks, rename_repeated
@@ -37,35 +35,12 @@ from scanners.internal.items import Item
 from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, RuleSet
 from scanners.internal.rawmime import walk_headers
 from scanners.internal.safe_regex import Pattern, compile_globs
-from scanners.internal.unpack import (
-    Budget,
-    HardDeadline,
-    Member,
-    UnpackLimits,
-    UnpackStop,
-    archive_members,
-    hard_deadline,
-    has_uuencode,
-    tnef_members,
-    uu_members,
-)
-from scanners.mime.filetype import (
-    MAGIC_HEAD,
-    UNOPENABLE,
-    UNOPENABLE_SEARCH,
-    Located,
-    exec_kind,
-    locate_container,
-    magic_type,
-)
-from scanners.mime.parse import parse as parse_mime
-from scanners.mime.parse import part_children, part_content_type, part_payload
+from scanners.internal.unpack import UnpackLimits
+from scanners.inventory import decode_words
 from scanners.result import Disposition, ScanResult, Verdict
 
 log = logging.getLogger(__name__)
 
-MAX_LEAVES = 1000
-MAX_DEPTH = 20
 MAX_REPORTED_HITS = 50
 _DISPOSITION = {
     "quarantine": Disposition.QUARANTINE,
@@ -150,83 +125,6 @@ class Report:
     error: str | None = None
 
 
-def _join(path: str, i: int) -> str:
-    return f"{path}/{i}" if path else str(i)
-
-
-def _leaves(msg: Message) -> Iterator[tuple[str, Message]]:
-    """Leaf parts with the event's part paths (same numbering as ingest/mime.walk_parts)."""
-    count = 0
-    stack: list[tuple[Message, str, int]] = [(msg, "", 0)]
-    while stack:
-        node, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            continue
-        children = part_children(node)
-        if children is not None:
-            stack.extend(reversed([(c, _join(path, i), depth + 1) for i, c in enumerate(children, 1)]))
-            continue
-        count += 1
-        if count > MAX_LEAVES:
-            return
-        yield path or "1", node
-
-
-def _decode_words(value: str) -> str:
-    if "=?" not in value:
-        return value
-    try:
-        return "".join(
-            chunk.decode(cs or "ascii", "replace") if isinstance(chunk, bytes) else chunk
-            for chunk, cs in decode_header(value)
-        )
-    except Exception:
-        return value
-
-
-def declared_names(part: Message) -> tuple[list[str], bool, bool]:
-    """Every filename a part declares (disposition filename first, then Content-Type name),
-    RFC 2231 and RFC 2047 decoded, duplicates kept; whether the parameters conflicted so
-    badly the stdlib could not combine them (itself a mismatch); and whether the part is an
-    attachment by disposition. Read from the raw headers: the structured header objects
-    cost more than the whole check for a plain message."""
-    names: list[str] = []
-    broken = False
-    disposition = ""
-    raw_values: dict[str, list[str]] = {"content-disposition": [], "content-type": []}
-    for key, raw in part.raw_items():
-        lk = key.lower()
-        if lk in raw_values:
-            raw_values[lk].append(str(raw))
-    if raw_values["content-disposition"]:
-        disposition = raw_values["content-disposition"][0].split(";", 1)[0].strip().lower()
-    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
-        for value in raw_values[header]:
-            if "name" not in value.lower():
-                continue
-            probe = Message()
-            probe[header] = value.replace("\r", "").replace("\n", "")
-            try:
-                params = probe.get_params(header=header) or []
-            except Exception:
-                broken = True
-                continue
-            for k, v in params:
-                if k.lower() == param and v:
-                    text = _decode_words(collapse_rfc2231_value(v)).strip()
-                    if text:
-                        names.append(text)
-    return names, broken, bool(names) or disposition == "attachment"
-
-
-def _claimed_type(name: str | None) -> str:
-    if name:
-        guess, _enc = mimetypes.guess_type(name, strict=False)
-        if guess:
-            return guess
-    return "application/octet-stream"
-
-
 def decoded_headers(msg: Message | None) -> list[tuple[str, str]]:
     """(lowercased name, unfolded RFC 2047-decoded value) for the header rules."""
     if msg is None:
@@ -235,136 +133,38 @@ def decoded_headers(msg: Message | None) -> list[tuple[str, str]]:
     try:
         for key, value in list(msg.raw_items())[:500]:
             text = " ".join(str(value).replace("\r", "").split("\n"))
-            out.append((key.lower(), _decode_words(text).strip()))
+            out.append((key.lower(), decode_words(text).strip()))
     except Exception:
         pass
     return out
 
 
-class _Inspection:
-    """One message's walk: leaves, members, hits, within one budget."""
+class InventoryFailed(Exception):
+    """The message's inventory could not be built (its error is the message)."""
 
-    def __init__(self, opts: InternalOptions, allowed: frozenset[str] = frozenset()) -> None:
-        self.opts = opts
-        self.budget = Budget(opts.limits)
-        self.report = Report()
-        self.allowed = allowed
 
-    # -- messages (the top one, and any attached inside a container) --------------------------
-    def message(self, raw: bytes, msg: Message | None, prefix: str, depth: int,
-                known: Mapping[str, ScanPart] | None = None) -> None:
-        walk = walk_headers(raw)
-        for h in header_checks(walk, self.opts.ignore_eol):
-            self.report.hits.append(CheckHit(h.check, prefix + h.path, h.detail) if prefix else h)
-        if msg is None:
-            return
-        for path, node in _leaves(msg):
-            self.budget.check_time(prefix + path)  # the time limit covers the whole inspection
-            self.leaf(node, prefix + path, depth, known.get(path) if known is not None else None,
-                      top=prefix == "")
+def _item(it: inventory.Item) -> Item:
+    """The checks' view of an inventory item."""
+    if it.source in ("mime", "mail"):
+        return Item(path=it.path, filename=it.names[0] if it.names else None,
+                    declared_type=it.declared_type, head=it.data, size=it.size,
+                    sha256="" if it.source == "mime" else it.sha256, depth=it.depth, names=it.names,
+                    attachment=it.attachment, detected_type=it.detected_type)
+    return Item(path=it.path, filename=it.filename, declared_type=None, head=it.head, size=it.size,
+                sha256=it.sha256, depth=it.depth, encrypted=it.encrypted, attachment=True,
+                detected_type=it.detected_type)
 
-    def leaf(self, node: Message, path: str, depth: int, known: ScanPart | None, top: bool) -> None:
-        declared = known.content_type if known is not None else part_content_type(node)
-        names, broken, is_attachment = declared_names(node)
-        data = known.payload if known is not None else part_payload(node)
-        body_text = declared.startswith("text/") and not names
-        item = Item(
-            path=path, filename=names[0] if names else None, declared_type=declared, head=data,
-            size=len(data), sha256="", depth=depth, names=tuple(names),
-            attachment=is_attachment,
-        )
-        if broken:
-            self.report.hits.append(CheckHit("filename-mismatch", path, "conflicting RFC 2231 parameters"))
-        found = None if body_text else locate_container(data, names[0] if names else None)
-        if not body_text or exec_kind(data) is not None:
-            item.detected_type = magic_type(data)
-        if top:
-            # the processor lists (and hashes) this part already: this refines its detected type
-            if item.detected_type:
-                self.report.parts.append(PartInfo(path, declared, item.detected_type, item.filename,
-                                                  len(data), ""))
-        else:
-            item.sha256 = hashlib.sha256(data).hexdigest()
-            self.report.parts.append(PartInfo(path, declared, item.detected_type, item.filename,
-                                              len(data), item.sha256))
-        self._check(item)
-        label = f"{path}/{item.filename}" if item.filename else path
-        if found is None and declared.startswith("text/") and has_uuencode(data):
-            found = Located("uu")
-        if found is None:
-            return
-        if not top:
-            self.expand(item, label, data, found)
-            return
-        # a hard bound on the time left, for what no check between blocks reaches (libmagic,
-        # a member's parse as mail): armed only here, so mail without containers pays nothing
-        left = self.budget.limits.max_time - (time.monotonic() - self.budget.started)
-        try:
-            with hard_deadline(left):
-                self.expand(item, label, data, found)
-        except HardDeadline:
-            limit = self.budget.limits.max_time
-            self.budget.hit("unpack-time", label, f"unpacking took more than {limit:g} s")
-            raise UnpackStop from None
 
-    # -- containers ----------------------------------------------------------------------------
-    @staticmethod
-    def _keep(head: bytes, name: str) -> bool:
-        """Which members are kept whole (``head``: up to their first SFX_WINDOW bytes): those
-        holding a container there, executables (an SFX's zip is found at its end) and mail."""
-        return locate_container(head, name) is not None or head[:2] == b"MZ" or name.lower().endswith(".eml")
-
-    def expand(self, item: Item, label: str, data: bytes, found: Located) -> None:
-        kind = found.kind
-        if kind in UNOPENABLE or kind == UNOPENABLE_SEARCH:
-            what = "too many false archive signatures" if kind == UNOPENABLE_SEARCH else kind
-            self.budget.hit("unscannable", label, f"{what}: qscan cannot look inside")
-            return
-        if item.depth + 1 > self.opts.limits.max_depth:
-            self.budget.hit("unpack-depth", label, f"nested deeper than {self.opts.limits.max_depth}")
-            return
-        if found.offset:
-            data = data[found.offset:]  # a 7z/RAR/CAB behind a prefix (SFX): opened where it starts
-        if kind == "tnef":
-            self.members(item, label, tnef_members(data, label, self.budget, self._keep))
-        elif kind == "uu":
-            self.members(item, label, uu_members(data, label, self.budget, self._keep))
-        else:
-            self.members(item, label, archive_members(data, kind, item.filename or "", label,
-                                                      self.budget, self._keep))
-
-    def members(self, parent: Item, label: str, members: Iterator[Member]) -> None:
-        depth = parent.depth + 1
-        for m in members:
-            path = f"{label}!/{m.name}"
-            filename = m.name.rsplit("/", 1)[-1]
-            item = Item(path=path, filename=filename, declared_type=None, head=m.data[:MAGIC_HEAD],
-                        size=m.size, sha256=m.sha256, depth=depth, encrypted=m.encrypted,
-                        attachment=True)
-            if m.data:
-                item.detected_type = magic_type(m.data)
-            self.report.parts.append(PartInfo(path, _claimed_type(filename), item.detected_type,
-                                              filename, m.size, m.sha256))
-            self._check(item)
-            if m.zip_at_end:
-                self.budget.hit("unscannable", path, "ends with a zip archive, too big to keep and open")
-            if not m.complete or m.encrypted:
-                continue
-            found = locate_container(m.data, filename)
-            if found is not None:
-                self.expand(item, path, m.data, found)
-            elif filename.lower().endswith(".eml") or item.detected_type == "message/rfc822":
-                try:
-                    inner = parse_mime(m.data)
-                except Exception:
-                    inner = None
-                self.message(m.data, inner, path + "!/", depth)
-
-    def _check(self, item: Item) -> None:
-        self.report.items.append(item)
-        self.report.hits.extend(name_checks(item, self.opts.dangerous_extensions))
-        self.report.hits.extend(banned_checks(item, self.opts.dangerous_extensions, self.allowed))
-        self.report.hits.extend(content_checks(item))
+def _part(it: inventory.Item) -> PartInfo | None:
+    """The event's record of an item: a member, a leaf of attached mail, or (a leaf of the
+    message, listed and hashed by the processor already) the libmagic type it refines."""
+    if it.source == "mime":
+        if not it.detected_type:
+            return None
+        return PartInfo(it.path, it.declared_type, it.detected_type,
+                        it.names[0] if it.names else None, it.size, "")
+    return PartInfo(it.path, it.declared_type, it.detected_type,
+                    it.names[0] if it.names else None, it.size, it.sha256)
 
 
 class InternalScanner:
@@ -375,6 +175,8 @@ class InternalScanner:
 
     def __init__(self, options: InternalOptions | None = None) -> None:
         self.opts = options or InternalOptions()
+        self.unpack_limits = self.opts.limits  # the message's limits when it runs (inventory.plan_for)
+        self.plan = inventory.Plan(limits=self.opts.limits)
         self.enabled = frozenset(c for c in CHECKS if self.opts.action(c) != "off")
         self.ruleset = self.opts.rules.plus(builtin_rules(self.opts))  # compiled once, here
         self.rename = self.opts.action("repeated-mime-header") != "off"
@@ -386,6 +188,8 @@ class InternalScanner:
         try:
             report = self.inspect(ctx)
             results = self.results(report)
+        except InventoryFailed as exc:
+            results = [self._error(str(exc))]
         except Exception as exc:  # never out of the daemon: keep the message, flag it
             log.exception("internal scanner failed")
             results = [self._error(f"{type(exc).__name__}: {exc}")]
@@ -393,16 +197,32 @@ class InternalScanner:
         return results
 
     def inspect(self, ctx: ScanContext) -> Report:
-        """Walk, unpack, check and evaluate the rules; the raw material of the results."""
-        insp = _Inspection(self.opts, self.allowances.for_recipients(ctx.recipients))
-        known = {p.path: p for p in ctx.parts}
-        try:
-            insp.message(ctx.raw, ctx.message, "", 0, known)
-        except UnpackStop:
-            pass  # a message-wide limit: its hit is recorded, keep what was seen
-        report = insp.report
-        report.hits.extend(insp.budget.hits)
-        report.hits = [h for h in _dedupe(report.hits) if h.check in self.enabled]
+        """Check the message's inventory and evaluate the rules; the raw material of the results."""
+        inv = ctx.contents(self.plan)
+        if inv.error is not None:
+            raise InventoryFailed(inv.error)
+        report = Report()
+        hits = report.hits
+        hits.extend(header_checks(walk_headers(ctx.raw), self.opts.ignore_eol))
+        allowed = self.allowances.for_recipients(ctx.recipients)
+        dangerous = self.opts.dangerous_extensions
+        for it in inv.items[:inv.reached]:
+            item = _item(it)
+            if it.names_broken:
+                hits.append(CheckHit("filename-mismatch", it.path, "conflicting RFC 2231 parameters"))
+            part = _part(it)
+            if part is not None:
+                report.parts.append(part)
+            report.items.append(item)
+            hits.extend(name_checks(item, dangerous))
+            hits.extend(banned_checks(item, dangerous, allowed))
+            hits.extend(content_checks(item))
+            if it.mail:  # attached mail: its header blocks, then its leaves (next in the list)
+                prefix = it.path + "!/"
+                hits.extend(CheckHit(h.check, prefix + h.path, h.detail)
+                            for h in header_checks(walk_headers(it.data), self.opts.ignore_eol))
+        hits.extend(inv.hits)
+        report.hits = [h for h in _dedupe(hits) if h.check in self.enabled]
         facts = MessageFacts(
             sender=ctx.sender, recipients=ctx.recipients, client_ip=ctx.client_ip, relay=ctx.relay,
             size=ctx.size, items=report.items, hits=report.hits,
