@@ -39,7 +39,6 @@ import mimetypes
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.header import decode_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from types import MappingProxyType
@@ -68,8 +67,8 @@ from scanners.mime.filetype import (
     magic_type,
     sniff,
 )
+from scanners.mime.parse import decode_words, part_content_type, part_filename
 from scanners.mime.parse import parse as parse_mime
-from scanners.mime.parse import part_content_type, part_filename
 
 log = logging.getLogger(__name__)
 
@@ -197,18 +196,6 @@ STATS = Stats()
 
 
 # -- names --------------------------------------------------------------------------------------
-def decode_words(value: str) -> str:
-    if "=?" not in value:
-        return value
-    try:
-        return "".join(
-            chunk.decode(cs or "ascii", "replace") if isinstance(chunk, bytes) else chunk
-            for chunk, cs in decode_header(value)
-        )
-    except Exception:
-        return value
-
-
 def declared_names(part: Message) -> tuple[list[str], bool, bool]:
     """Every filename a part declares (disposition filename first, then Content-Type name),
     RFC 2231 and RFC 2047 decoded, duplicates kept; whether the parameters conflicted so

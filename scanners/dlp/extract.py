@@ -43,7 +43,6 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.header import decode_header
 from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
@@ -60,8 +59,8 @@ from scanners.internal.unpack import (
 )
 from scanners.inventory import STOPPING, Inventory, Plan, build, open_container
 from scanners.mime.filetype import UNOPENABLE_SEARCH, locate_container
+from scanners.mime.parse import decode_words, part_children, part_content_type, part_filename, part_payload
 from scanners.mime.parse import parse as parse_mime
-from scanners.mime.parse import part_children, part_content_type, part_filename, part_payload
 
 log = logging.getLogger(__name__)
 
@@ -406,16 +405,6 @@ def _extension(name: str | None) -> str:
     return name.rsplit(".", 1)[1].lower()
 
 
-def _decode_words(value: str) -> str:
-    if "=?" not in value:
-        return value
-    try:
-        return "".join(chunk.decode(cs or "ascii", "replace") if isinstance(chunk, bytes) else chunk
-                       for chunk, cs in decode_header(value))
-    except Exception:
-        return value
-
-
 def _param(node: Message, name: str) -> str:
     try:
         value = node.get_param(name)
@@ -513,7 +502,7 @@ class _Walk:
         for key, value in items:
             if key.lower() in wanted:
                 text = " ".join(str(value).replace("\r", "").split("\n"))
-                self.add(f"header:{wanted[key.lower()]}", _decode_words(text))
+                self.add(f"header:{wanted[key.lower()]}", decode_words(text))
 
     def message(self, msg: Message, prefix: str, depth: int,
                 known: Mapping[str, ScanPart] | None = None) -> None:

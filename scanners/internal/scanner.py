@@ -36,7 +36,7 @@ from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, Rule
 from scanners.internal.rawmime import walk_headers
 from scanners.internal.safe_regex import Pattern, compile_globs
 from scanners.internal.unpack import UnpackLimits
-from scanners.inventory import decode_words
+from scanners.mime.parse import decode_words
 from scanners.result import Disposition, ScanResult, Verdict
 
 log = logging.getLogger(__name__)

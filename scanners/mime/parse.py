@@ -94,16 +94,20 @@ def display_header(msg: Message, name: str) -> str | None:
 
 def display_value(raw: str) -> str:
     """A raw header value (as ``raw_header`` gives it) unfolded and RFC 2047-decoded."""
-    value = _FOLD.sub(" ", raw).strip()
-    if "=?" in value:
-        try:
-            value = "".join(
-                chunk.decode(_charset(charset), "replace") if isinstance(chunk, bytes) else chunk
-                for chunk, charset in decode_header(value)
-            )
-        except Exception:
-            pass
-    return value
+    return decode_words(_FOLD.sub(" ", raw).strip())
+
+
+def decode_words(value: str) -> str:
+    """RFC 2047 encoded words decoded (unknown charsets as Latin-1); the value as is if none."""
+    if "=?" not in value:
+        return value
+    try:
+        return "".join(
+            chunk.decode(_charset(charset), "replace") if isinstance(chunk, bytes) else chunk
+            for chunk, charset in decode_header(value)
+        )
+    except Exception:
+        return value
 
 
 def _charset(name: str | None) -> str:
