@@ -26,6 +26,7 @@ worker the same gentle way (new rules, new databases), once the start-up checks 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gc
 import grp
@@ -50,7 +51,8 @@ from typing import Any
 from ingest import exitcodes as ec
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
-from ingest.processor import Outcome, Processor, Request
+from ingest.processor import NOT_REPORTED, Outcome, Processor, Request
+from ingest.qmail_queue import QueueResult
 from ingest.scoreboard import HeldTable, Scoreboard, status_document, status_path, write_status
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,10 @@ ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
 OVERSIZED_TEXT = "Dmessage too large (#5.3.4)"
 SHUTDOWN_TEXT = "Zqscan: shutting down, try again later (#4.3.0)"
 EXIT = b"x"  # master -> worker on its control socket: leave (recycling, shutdown)
+# Seconds a worker waits for qscan-queue's report beyond the qmail-queue timeout it gave it
+# (the client kills qmail-queue at that timeout and reports 52).
+REPORT_SLACK = 5.0
+_SEALS = getattr(os, "MFD_ALLOW_SEALING", 2)
 
 
 @dataclass
@@ -110,6 +116,56 @@ def client_connected(conn: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def queue_via_client(conn: socket.socket, message: bytes, timeout: float) -> QueueResult | None:
+    """The hand-off: the final message to qscan-queue in a sealed memfd (``X`` frame,
+    ``SCM_RIGHTS``), then its report of qmail-queue's exit (``S`` frame).
+
+    None when the client could not be given the message (it is gone: it never ran qmail-queue).
+    Once the ``X`` frame is out the client queues the message whatever happens here: every way
+    out from then on is a result, ``NOT_REPORTED`` when the client left without a report."""
+    start = time.monotonic()
+    fd = -1
+    try:
+        fd = os.memfd_create("qscan-message", os.MFD_CLOEXEC | _SEALS)
+        _write_all(fd, message)
+        with contextlib.suppress(OSError):  # the client reads it; nobody may change it meanwhile
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                        | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+        conn.setblocking(True)
+        conn.settimeout(5.0)  # one small frame into an empty buffer
+        socket.send_fds(conn, [frames.encode_handoff(len(message), timeout)], [fd])
+    except OSError as exc:
+        log.warning("cannot hand the message to qscan-queue: %s", exc)
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    deadline = start + timeout + REPORT_SLACK
+    decoder = FrameDecoder(max_chunk=frames.MAX_CONTROL)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("no report from qscan-queue within %.0f s of the hand-off",
+                            timeout + REPORT_SLACK)
+                break
+            conn.settimeout(left)
+            data = conn.recv(4096)
+            if not data:
+                break
+            got = decoder.feed(data)
+            if got:
+                kind, payload = got[0]
+                if kind != frames.STATUS or len(got) > 1:
+                    raise ProtocolError(f"expected a status frame, got {kind!r}")
+                code, text = frames.decode_result(payload)
+                return QueueResult(code, text, time.monotonic() - start)
+    except (OSError, ProtocolError) as exc:
+        log.warning("reading qscan-queue's report failed: %s", exc)
+    return QueueResult(NOT_REPORTED, None, time.monotonic() - start)
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -452,6 +508,7 @@ class Worker:
             sha256=sha.hexdigest(), received=start, receive_ms=(done - accepted) * 1000,
             client_deadline=None if wait is None else done + wait, client_wait=wait,
             client_alive=lambda: client_connected(conn), peer_uid=uid, peer_gid=gid, peer_pid=pid,
+            queue=functools.partial(queue_via_client, conn),
         )
         return self._answer(conn, request)
 
@@ -469,6 +526,8 @@ class Worker:
 
     def _answer(self, conn: socket.socket, request: Request) -> Outcome:
         outcome = self.processor.process(request)
+        if outcome.handed_off:  # the client ran qmail-queue: it has its answer already
+            return outcome
         try:
             conn.sendall(frames.encode_result(outcome.code, outcome.text))
         except OSError:
@@ -494,6 +553,7 @@ class Worker:
                     sha256=job.sha256, received=job.received, receive_ms=job.receive_ms,
                     client_deadline=job.deadline, client_alive=lambda: client_connected(conn),
                     peer_uid=job.uid, peer_gid=job.gid, peer_pid=job.pid, client_wait=job.wait,
+                    queue=functools.partial(queue_via_client, conn),
                 )
                 del data
                 return self._answer(conn, request)

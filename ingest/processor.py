@@ -5,6 +5,10 @@ appended to the journal, fsynced, *before* qmail-queue runs. If qmail-queue
 then fails, a compensating ``message.queue_failed`` event follows and the
 client gets the failure, so the sender retries. A message is never accepted
 without its event being durable; when anything is in doubt we temp-fail.
+
+In the daemon qmail-queue is run by qscan-queue, not here: ``Request.queue`` hands it the
+final message and returns what qmail-queue answered (docs/protocol.md, "The hand-off").
+Without one (in-process callers: tests, benchmarks) the processor runs qmail-queue itself.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ingest.headers import diagnostics_value, fold, line_ending
 from ingest.ids import uuid7
 from ingest.journal import Journal, JournalError
 from ingest.mime import header_summary, walk_parts
-from ingest.qmail_queue import run_qmail_queue
+from ingest.qmail_queue import QueueResult, run_qmail_queue
 from ingest.summary_line import format_summary
 from ingest.summary_log import NullLog, SummaryLog
 from ingest.verdict import decide
@@ -63,6 +67,12 @@ TOO_MANY_RCPT_TEXT = "Dqscan: too many recipients (#5.5.3)"
 HANDOFF_FAIL_TEXT = "Zqscan: internal error handing the message to qmail-queue (#4.3.0)"
 # exit_code of a message.queue_failed event when qmail-queue never ran (or its run broke down)
 NOT_RUN = -1
+# exit_code of a message.queue_failed event when qscan-queue took the message and closed the
+# connection without reporting qmail-queue's exit: it died (a signal), so qmail-smtpd told
+# the sender to retry ("qq crashed"); whether qmail-queue had queued it first is not known.
+NOT_REPORTED = -2
+NOT_REPORTED_TEXT = ("Zqscan: qscan-queue left without reporting qmail-queue's exit; the sender was told "
+                     "to retry (#4.3.0)")
 _ACCEPTING = (Action.DELIVER, Action.QUARANTINE, Action.DROP)  # answered 0: the client must be there
 QUEUE_SLACK = 1.0  # seconds left for sending the answer when qmail-queue is cut to the deadline
 AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
@@ -121,6 +131,10 @@ class Request:
     # Seconds the client waits once its request is in (its QSCAN_TIMEOUT): a short one shrinks
     # the margin, which must never be all of it.
     client_wait: float | None = None
+    # The hand-off to the client (the daemon): send it the final message, with the seconds
+    # qmail-queue may take, and return what qmail-queue answered; None when the client could
+    # not be given the message (it is gone). Unset: the processor runs qmail-queue itself.
+    queue: Callable[[bytes, float], QueueResult | None] | None = None
 
 
 @dataclass
@@ -128,6 +142,9 @@ class Outcome:
     code: int
     text: str | None
     event: MessageScanned | None = None
+    # The client was handed the message (Request.queue): it ran qmail-queue and already has its
+    # answer; ``code``/``text`` are what it reported. Nothing more is sent to it.
+    handed_off: bool = False
 
 
 def _addr(b: bytes) -> str:
@@ -468,13 +485,26 @@ class Processor:
         timeout = self.opt.qmail_queue_timeout
         if req.client_deadline is not None:  # a qmail-queue outliving the client would deliver twice
             timeout = max(0.0, min(timeout, req.client_deadline - time.monotonic() - QUEUE_SLACK))
-        res = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw, timeout=timeout,
-                              env=self.opt.queue_env)
+        if req.queue is None:
+            res: QueueResult | None = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw,
+                                                      timeout=timeout, env=self.opt.queue_env)
+        else:
+            res = req.queue(new_raw, timeout)
+            if res is None:  # the client could not be given the message: it never ran qmail-queue
+                log.warning("client gone before the hand-off of %s; not queued", event.event_id)
+                self._queue_failed(event, NOT_RUN, CLIENT_GONE_TEXT)
+                return Outcome(ec.CUSTOM_ERROR, CLIENT_GONE_TEXT, event)
+        handed = req.queue is not None
+        assert res is not None
+        if res.code == NOT_REPORTED:
+            log.warning("qscan-queue left without reporting qmail-queue's exit for %s", event.event_id)
+            self._queue_failed(event, NOT_REPORTED, NOT_REPORTED_TEXT)
+            return Outcome(ec.TEMP_REJECT, NOT_REPORTED_TEXT, event, handed)
         if res.code != ec.QUEUED:
             log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
             self._queue_failed(event, res.code, res.text)
-            return Outcome(res.code, res.text, event)
-        return Outcome(ec.QUEUED, None, event)
+            return Outcome(res.code, res.text, event, handed)
+        return Outcome(ec.QUEUED, None, event, handed)
 
     def _queue_failed(self, event: MessageScanned, code: int, reply: str | None) -> None:
         failed = QueueFailed(
