@@ -66,6 +66,9 @@ DEFAULT_TIMEOUT = 1200.0  # qmail-smtpd's own data timeout; must exceed the daem
 MAX_TIMEOUT = 1e7  # seconds (115 days): larger values, "inf" included, mean this
 MAX_VALUE = 1024  # an attribute value of more bytes is not sent (the daemon takes 16 KiB in all)
 CHUNK = 256 * 1024
+# The codes an R frame may carry (docs/protocol.md); any other is garbage, hence temporary.
+RESULT_CODES = frozenset({ec.QUEUED, ec.ADDRESS_TOO_LONG, ec.PERM_REJECT, ec.TEMP_REJECT, ec.INTERNAL_BUG,
+                          ec.CUSTOM_ERROR, ec.ENVELOPE_FORMAT})
 REPORT_WAIT = 5.0  # seconds for the report of qmail-queue's exit, and for the daemon to record a failure
 # The environment qmail-smtpd/tcpserver and the common AUTH patches provide.
 PASSED_ENV = (
@@ -368,9 +371,12 @@ def run(environ: "os._Environ[str] | dict[str, str]") -> tuple[int, str | None]:
 
 def _result(payload: bytes) -> tuple[int, str | None]:
     try:
-        return decode_result(payload, "surrogateescape")
+        code, text = decode_result(payload, "surrogateescape")
     except ProtocolError as exc:
         raise ProtocolError("bad result from the daemon") from exc
+    if code not in RESULT_CODES:
+        raise ProtocolError("bad result from the daemon")
+    return code, text
 
 
 def main() -> None:

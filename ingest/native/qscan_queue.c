@@ -231,7 +231,7 @@ static void close_fds(struct answer *a) {
     a->nfds = 0;
 }
 
-/* 1-3 ASCII digits, 0..255, then optionally "\n" and a text: an R (or S) body. */
+/* An R body: 1-3 ASCII digits, 0..255, then optionally "\n" and a text. */
 static int decode_result(const unsigned char *p, size_t n, struct result *r) {
     size_t i = 0;
     int code = 0;
@@ -241,6 +241,10 @@ static int decode_result(const unsigned char *p, size_t n, struct result *r) {
         i++;
     }
     if (i == 0 || code > 255) return -1;
+    /* the codes an R frame may carry (docs/protocol.md); any other is garbage, hence temporary */
+    if (code != QUEUED && code != ADDRESS_TOO_LONG && code != PERM_REJECT && code != TEMP_REJECT
+            && code != INTERNAL_BUG && code != CUSTOM_ERROR && code != ENVELOPE_FORMAT)
+        return -1;
     r->code = code;
     r->text = i < n ? p + i + 1 : NULL;
     r->text_len = i < n ? n - i - 1 : 0;
