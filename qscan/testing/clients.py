@@ -35,6 +35,8 @@ def _is_native(path: Path) -> bool:
 def _cache_dir() -> Path:
     path = Path(tempfile.gettempdir()) / f"qscan-client-{os.geteuid()}"
     path.mkdir(mode=0o755, exist_ok=True)
+    if path.stat().st_uid == os.geteuid():
+        path.chmod(0o755)  # qmaild (tests/notqmail.py) must reach the client built here
     return path
 
 
