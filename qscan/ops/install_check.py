@@ -598,8 +598,8 @@ def check_client(client: Path, smtp_user: str = "qmaild") -> list[Finding]:
                                       f"{blocked} to reach {program}", fix))
         elif not allowed(st, alone, X | (R if program == real and interpreter else 0)):
             mode = stat.S_IMODE(st.st_mode)
-            out.append(Finding(False, f"{smtp_user} cannot run {program} (mode {mode:04o}, owner {_owner(st)})",
-                               f"chmod 0755 {program}"))
+            out.append(Finding(False, f"{smtp_user} cannot run {program} (mode {mode:04o}, "
+                                      f"owner {_owner(st)})", f"chmod 0755 {program}"))
     if out:
         return out
     kind = "native" if interpreter is None else f"a script for {interpreter}: the native client is faster"
