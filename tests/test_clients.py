@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import socket
 import struct
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from qscan.testing.clients import native_client, python_client, sanitized_client
 from qscan.testing.fake_daemon import FakeDaemon, Script, fake_daemon, memfd
 from qscan.testing.injector import InjectResult, inject
 from qscan.testing.standin import recorded, write_standin
+from tests.conftest import require
 
 pytestmark = pytest.mark.integration
 
@@ -335,3 +339,21 @@ def test_fuzzed_daemon_answers_never_crash_the_client(site: Site, clients: dict[
             ref = inject(clients["python"], MSG, ENV, site.env(QSCAN_TIMEOUT="5"), fd6=with_fd6, timeout=30,
                          capture_stderr=True)
             assert (ref.code, ref.fd6) == (res.code, res.fd6), (i, script, ref, res)
+
+
+def test_the_native_client_is_built_hardened(clients: dict[str, str]) -> None:
+    """PIE, full RELRO (BIND_NOW), stack protector and _FORTIFY_SOURCE, as make install builds it."""
+    readelf = shutil.which("readelf")
+    require("readelf (binutils, installed with gcc)", readelf is not None)
+    assert readelf is not None
+    binary = clients["native"]
+    dynamic = subprocess.run([readelf, "-d", binary], capture_output=True, text=True, check=True).stdout
+    segments = subprocess.run([readelf, "-lW", binary], capture_output=True, text=True, check=True).stdout
+    symbols = subprocess.run([readelf, "-sW", "--dyn-syms", binary], capture_output=True, text=True,
+                             check=True).stdout
+    assert "DYN (Position-Independent Executable" in segments or "PIE" in dynamic
+    assert "BIND_NOW" in dynamic and "GNU_RELRO" in segments
+    assert "__stack_chk_fail" in symbols
+    assert re.search(r"__\w+_chk\b", symbols), "no fortified calls"
+    gnu_stack = next(line for line in segments.splitlines() if "GNU_STACK" in line)
+    assert "RWE" not in gnu_stack
