@@ -1218,6 +1218,7 @@ class Daemon:
             if pid:
                 gone = self.workers.pop(pid, None)
                 if gone is not None:
+                    self._drain(gone)  # the connections it handed over to await their reports
                     self._forget(gone)
             else:
                 time.sleep(0.05)
