@@ -14,6 +14,13 @@ anonymous memory file, and puts the complete request on the job socket, which ev
 worker watches beside the listening socket. Slow senders cost the master a file descriptor
 each, never a worker.
 
+The hand-off: a worker never runs qmail-queue (nor any setuid program). For a delivery it
+journals the event, hands the final message to qscan-queue in a sealed memfd (an ``X`` frame with
+``SCM_RIGHTS``) and passes the connection to the master, whose event loop awaits the client's
+report of qmail-queue's exit and journals ``message.queue_failed`` when it failed or never came
+(docs/protocol.md has every crash case). A worker that dies after the journal append and before
+the hand-off left the event id in its scoreboard slot: the master records that it was not queued.
+
 Why pre-fork: each worker keeps its warm state (parser, scanners, journal connection) and
 runs Python on its own core; a crash or leak in one message costs one worker, which the
 master replaces. Workers are recycled after ``max_messages_per_worker`` messages, and right
