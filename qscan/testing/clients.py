@@ -32,11 +32,20 @@ def _is_native(path: Path) -> bool:
         return False
 
 
+_CACHE: list[Path] = []
+
+
 def _cache_dir() -> Path:
+    """Where builds are kept: ours alone (we run what is in it), passable by qmaild."""
+    if _CACHE:
+        return _CACHE[0]
     path = Path(tempfile.gettempdir()) / f"qscan-client-{os.geteuid()}"
     path.mkdir(mode=0o755, exist_ok=True)
-    if path.stat().st_uid == os.geteuid():
-        path.chmod(0o755)  # qmaild (tests/notqmail.py) must reach the client built here
+    st = path.lstat()
+    if path.is_symlink() or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        path = Path(tempfile.mkdtemp(prefix="qscan-client-"))  # someone else's: never run from it
+    path.chmod(0o755)  # qmaild (tests/notqmail.py) must reach the client built here
+    _CACHE.append(path)
     return path
 
 
