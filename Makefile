@@ -7,6 +7,7 @@ VENV     ?= .venv
 DEMO_DIR ?= demo-data
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
+CLIENT   := $(VENV)/bin/qscan-queue
 
 .PHONY: install demo test test-fast lint typecheck schema clean bench
 
@@ -14,7 +15,12 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
 	touch $(STAMP)
 
-install: $(STAMP)
+# The native qscan-queue, built with the system compiler and hardening flags (scripts/build-client.sh);
+# the Python reference client is installed beside it as qscan-queue-py.
+$(CLIENT): ingest/native/qscan_queue.c scripts/build-client.sh $(STAMP)
+	sh scripts/build-client.sh $(CLIENT)
+
+install: $(STAMP) $(CLIENT)
 
 demo: install
 	$(VENV)/bin/qscan demo --data-dir $(DEMO_DIR)

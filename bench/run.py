@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import BenchMessage, generate
-from ingest import frames
 from qscan.config import ConsumersConfig
+from qscan.testing import rawclient
+from qscan.testing.clients import native_client
 from qscan.testing.injector import inject
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CLIENT = str(Path(sys.executable).parent / "qscan-queue")
+CLIENT = native_client()  # the installed qscan-queue (native)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -253,30 +254,17 @@ class Daemon:
 
 
 def send_direct(sock_path: Path, m: BenchMessage) -> tuple[int, float]:
-    """One message straight over the daemon socket (no qscan-queue process)."""
+    """One message straight over the daemon socket (no qscan-queue process, no qmail-queue)."""
     t0 = time.perf_counter()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(sock_path))
-        out = [frames.encode(frames.HELLO, frames.PROTOCOL)]
-        out += [frames.encode(frames.ATTR, f"{k}={v}".encode()) for k, v in m.env.items()]
-        data = m.data
-        for i in range(0, len(data), frames.MAX_CHUNK):
-            out.append(frames.encode(frames.MESSAGE, data[i : i + frames.MAX_CHUNK]))
-        out += [frames.encode(frames.ENVELOPE, m.envelope), frames.encode(frames.END)]
-        s.sendall(b"".join(out))
-        dec = frames.FrameDecoder()
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("daemon closed without an answer")
-            got = dec.feed(chunk)
-            if got:
-                code, _ = frames.decode_result(got[0][1])
-                return code, (time.perf_counter() - t0) * 1000
+    got = rawclient.send(sock_path, m.data, m.envelope, m.env)
+    if got is None:
+        raise RuntimeError("daemon closed without an answer")
+    return got[0], (time.perf_counter() - t0) * 1000
 
 
 def send_client(sock_path: Path, m: BenchMessage) -> tuple[int, float]:
-    env = {"QSCAN_SOCKET": str(sock_path), **m.env}
+    # qscan-queue runs the stand-in qmail-queue itself (main() names it in the environment)
+    env = {"QSCAN_SOCKET": str(sock_path), "QSCAN_QMAIL_QUEUE": os.environ["QSCAN_QMAIL_QUEUE"], **m.env}
     r = inject(CLIENT, m.data, m.envelope, env, fd6=True)
     return r.code, r.elapsed * 1000
 
@@ -469,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     standin = work / "qmail-queue-standin"
     subprocess.run(["cc", "-O2", "-o", str(standin), str(ROOT / "bench" / "standin.c")], check=True)
+    os.environ["QSCAN_QMAIL_QUEUE"] = str(standin)  # what qscan-queue runs
 
     log(f"generating corpus ({args.messages} messages + 25 MB + nested archive) ...")
     corpus = generate(args.messages)

@@ -14,6 +14,13 @@ anonymous memory file, and puts the complete request on the job socket, which ev
 worker watches beside the listening socket. Slow senders cost the master a file descriptor
 each, never a worker.
 
+The hand-off: a worker never runs qmail-queue (nor any setuid program). For a delivery it
+journals the event, hands the final message to qscan-queue in a sealed memfd (an ``X`` frame with
+``SCM_RIGHTS``) and passes the connection to the master, whose event loop awaits the client's
+report of qmail-queue's exit and journals ``message.queue_failed`` when it failed or never came
+(docs/protocol.md has every crash case). A worker that dies after the journal append and before
+the hand-off left the event id in its scoreboard slot: the master records that it was not queued.
+
 Why pre-fork: each worker keeps its warm state (parser, scanners, journal connection) and
 runs Python on its own core; a crash or leak in one message costs one worker, which the
 master replaces. Workers are recycled after ``max_messages_per_worker`` messages, and right
@@ -26,6 +33,7 @@ worker the same gentle way (new rules, new databases), once the start-up checks 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gc
 import grp
@@ -50,7 +58,15 @@ from typing import Any
 from ingest import exitcodes as ec
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
-from ingest.processor import Outcome, Processor, Request
+from ingest.processor import (
+    NOT_REPORTED,
+    NOT_REPORTED_TEXT,
+    NOT_RUN,
+    WORKER_DIED_TEXT,
+    Outcome,
+    Processor,
+    Request,
+)
 from ingest.scoreboard import HeldTable, Scoreboard, status_document, status_path, write_status
 
 log = logging.getLogger(__name__)
@@ -72,6 +88,10 @@ ENVELOPE_TEXT = "Dqscan: envelope too large (#5.5.3)"
 OVERSIZED_TEXT = "Dmessage too large (#5.3.4)"
 SHUTDOWN_TEXT = "Zqscan: shutting down, try again later (#4.3.0)"
 EXIT = b"x"  # master -> worker on its control socket: leave (recycling, shutdown)
+# Seconds the master waits for qscan-queue's report beyond the qmail-queue timeout it was given
+# (the client kills qmail-queue at that timeout and reports 52).
+REPORT_SLACK = 5.0
+_SEALS = getattr(os, "MFD_ALLOW_SEALING", 2)
 
 
 @dataclass
@@ -110,6 +130,63 @@ def client_connected(conn: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def send_message(conn: socket.socket, message: bytes, timeout: float,
+                 sending: Callable[[], None] | None = None) -> bool:
+    """The hand-off: the final message to qscan-queue in a sealed memfd (``X`` frame,
+    ``SCM_RIGHTS``), with the seconds its qmail-queue may take. False when it could not be
+    sent (the client is gone: it never ran qmail-queue). ``sending`` is called right before."""
+    fd = -1
+    try:
+        fd = os.memfd_create("qscan-message", os.MFD_CLOEXEC | _SEALS)
+        _write_all(fd, message)
+        with contextlib.suppress(OSError):  # the client reads it; nobody may change it meanwhile
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                        | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+        conn.setblocking(True)
+        conn.settimeout(5.0)  # one small frame into an empty buffer
+        if sending is not None:
+            # From here the master must not take the delivery back if this worker dies: the
+            # client may have the message. (Dying between this and the send leaves a "deliver"
+            # for a message that was not queued, and its retry a second copy: rather that than
+            # no record of a delivered message.)
+            sending()
+        socket.send_fds(conn, [frames.encode_handoff(len(message), timeout)], [fd])
+    except OSError as exc:
+        log.warning("cannot hand the message to qscan-queue: %s", exc)
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
+
+
+def decode_report(frame: tuple[bytes, bytes]) -> tuple[int, str | None]:
+    """qscan-queue's ``S`` frame: (qmail-queue's exit code, its fd 6 text)."""
+    kind, payload = frame
+    if kind != frames.STATUS:
+        raise ProtocolError(f"expected a status frame, got {kind!r}")
+    return frames.decode_result(payload)
+
+
+def await_report(conn: socket.socket, wait: float) -> tuple[int, str | None] | None:
+    """Block up to ``wait`` seconds for qscan-queue's report; None when it left without one."""
+    deadline = time.monotonic() + wait
+    decoder = FrameDecoder(max_chunk=frames.MAX_CONTROL)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
+            data = conn.recv(4096)
+            if not data:
+                return None
+            got = decoder.feed(data)
+            if got:
+                return decode_report(got[0])
+    except (OSError, ProtocolError) as exc:
+        log.warning("reading qscan-queue's report failed: %s", exc)
+    return None
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -342,6 +419,7 @@ class Worker:
             return None
         finally:
             if self.board is not None:
+                self.board.set_pending(self.slot, "")  # answered, handed over or compensated
                 self.board.set_idle(self.slot, self.handled)
 
     def _from_master(self) -> None:
@@ -452,6 +530,7 @@ class Worker:
             sha256=sha.hexdigest(), received=start, receive_ms=(done - accepted) * 1000,
             client_deadline=None if wait is None else done + wait, client_wait=wait,
             client_alive=lambda: client_connected(conn), peer_uid=uid, peer_gid=gid, peer_pid=pid,
+            **self._hand_off_hooks(conn, uid),
         )
         return self._answer(conn, request)
 
@@ -467,8 +546,40 @@ class Worker:
         finally:
             os.close(spool)
 
+    def _hand_off_hooks(self, conn: socket.socket, uid: int) -> dict[str, Any]:
+        """Request.queue (the hand-off to the client on ``conn``) and Request.on_commit: a
+        delivery is noted in this worker's scoreboard slot from just before its journal append
+        until the client has it, for the master to compensate if this worker dies meanwhile."""
+        hooks: dict[str, Any] = {"queue": functools.partial(self._give, conn, uid)}
+        if self.board is not None:
+            hooks["on_commit"] = functools.partial(self.board.set_pending, self.slot)
+        return hooks
+
+    def _give(self, conn: socket.socket, uid: int, event_id: str, message: bytes, timeout: float) -> bool:
+        """Hand the final message to the client, then the connection to the master, which awaits
+        the client's report of qmail-queue's exit (this worker is free at once). False: the
+        client could not be given it."""
+        board, slot = self.board, self.slot
+        sending = None if board is None else functools.partial(board.set_pending, slot, "")
+        if not send_message(conn, message, timeout, sending):
+            return False
+        wait = timeout + REPORT_SLACK
+        head = json.dumps({"report": event_id, "wait": wait, "uid": uid}).encode()
+        try:
+            socket.send_fds(self.ctl, [head], [conn.fileno()])
+            return True
+        except OSError as exc:  # the master is gone or full: await the report here
+            log.warning("cannot pass the report of %s to the master (%s); awaiting it here", event_id, exc)
+        report = await_report(conn, wait)
+        code, text = (NOT_REPORTED, NOT_REPORTED_TEXT) if report is None else report
+        if code != ec.QUEUED:
+            self.processor.queue_failed(event_id, code, text)
+        return True
+
     def _answer(self, conn: socket.socket, request: Request) -> Outcome:
         outcome = self.processor.process(request)
+        if outcome.handed_off:  # the client ran qmail-queue: it has its answer already
+            return outcome
         try:
             conn.sendall(frames.encode_result(outcome.code, outcome.text))
         except OSError:
@@ -494,6 +605,7 @@ class Worker:
                     sha256=job.sha256, received=job.received, receive_ms=job.receive_ms,
                     client_deadline=job.deadline, client_alive=lambda: client_connected(conn),
                     peer_uid=job.uid, peer_gid=job.gid, peer_pid=job.pid, client_wait=job.wait,
+                    **self._hand_off_hooks(conn, job.uid),
                 )
                 del data
                 return self._answer(conn, request)
@@ -540,6 +652,17 @@ class _Incoming:
 
 
 @dataclass
+class _Report:
+    """A client running qmail-queue on a message a worker handed it: its report is awaited."""
+
+    sock: socket.socket
+    event_id: str
+    uid: int
+    deadline: float  # monotonic
+    decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(max_chunk=frames.MAX_CONTROL))
+
+
+@dataclass
 class _WorkerHandle:
     pid: int
     ctl: socket.socket
@@ -553,10 +676,18 @@ class Daemon:
     peers send, shuts down cleanly."""
 
     def __init__(self, opts: DaemonOptions, make_processor: Callable[[], Processor],
-                 observe: Observer | None = None, preflight: Callable[[], object] | None = None) -> None:
+                 observe: Observer | None = None, preflight: Callable[[], object] | None = None,
+                 queue_failed: Callable[[str, int, str | None], None] | None = None) -> None:
         """``preflight``: raises when new workers could not start (a rules file broken since the
-        daemon started); run on SIGHUP before any worker is replaced."""
+        daemon started); run on SIGHUP before any worker is replaced. ``queue_failed(event id,
+        code, reply)`` appends message.queue_failed (ingest.processor.record_queue_failure): for
+        a client that reports qmail-queue failed or leaves without a report, and for a delivery
+        whose worker died before the client had it."""
         self.opts = opts
+        self.queue_failed = queue_failed
+        # called with qmail-queue's exit code from each report (metrics)
+        self.on_report: Callable[[int], None] | None = None
+        self.reports: dict[int, _Report] = {}  # fd -> a client whose report is awaited
         self.make_processor = make_processor
         self.observe = observe
         self.preflight = preflight
@@ -706,6 +837,7 @@ class Daemon:
             self._drain(w)  # hand-offs it sent before it left are still ours to finish
             self._forget(w)
             if w.slot is not None:
+                self._lost_hand_off(w.slot, pid)
                 self.board.release(w.slot)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
@@ -716,6 +848,83 @@ class Daemon:
                     self._respawn_at = time.monotonic() + self._backoff
                 else:
                     self._backoff = 0.0
+
+    def _lost_hand_off(self, slot: int, pid: int) -> None:
+        """A worker died with a delivery journaled and not handed to its client (which saw EOF
+        and temp-failed): record message.queue_failed, or consumers would count it delivered."""
+        event_id = self.board.pending(slot)
+        if event_id is not None:
+            log.warning("worker %d died after journaling %s and before handing it over; recording it "
+                        "as not queued", pid, event_id)
+            self._record_failure(event_id, NOT_RUN, WORKER_DIED_TEXT)
+
+    def _record_failure(self, event_id: str, code: int, reply: str | None) -> None:
+        if self.queue_failed is None:
+            return
+        try:
+            self.queue_failed(event_id, code, reply)
+        except Exception:
+            log.exception("cannot record that %s was not queued", event_id)
+
+    # -- reports: qscan-queue says what qmail-queue answered --------------------------------
+    def _await_report(self, head: dict[str, Any], fd: int) -> None:
+        """A worker handed a message to its client and the connection to us: the client's
+        report of qmail-queue's exit comes here (the worker is free at once)."""
+        event_id, uid, wait = str(head["report"]), int(head["uid"]), float(head["wait"])
+        conn = socket.socket(fileno=fd)
+        conn.setblocking(False)
+        rep = _Report(conn, event_id, uid, time.monotonic() + wait)
+        self.reports[conn.fileno()] = rep
+        self.sel.register(conn, selectors.EVENT_READ, ("report", conn.fileno()))
+
+    def _read_report(self, fd: int) -> None:
+        rep = self.reports.get(fd)
+        if rep is None:
+            return
+        try:
+            data = rep.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._reported(rep, None)
+            return
+        try:
+            got = rep.decoder.feed(data)
+            if got:
+                self._reported(rep, decode_report(got[0]))
+        except ProtocolError as exc:
+            log.warning("bad report from qscan-queue (uid %d) for %s: %s", rep.uid, rep.event_id, exc)
+            self._reported(rep, None)
+
+    def _reported(self, rep: _Report, report: tuple[int, str | None] | None) -> None:
+        """Journal what the report says (a failure; nothing for success), then close: the
+        client, waiting for that after a failure, exits once it is recorded."""
+        self.reports.pop(rep.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(rep.sock)
+        if report is None:
+            log.warning("qscan-queue (uid %d) left without reporting qmail-queue's exit for %s",
+                        rep.uid, rep.event_id)
+            self._record_failure(rep.event_id, NOT_REPORTED, NOT_REPORTED_TEXT)
+        else:
+            if report[0] != ec.QUEUED:
+                log.warning("qmail-queue exited %d for %s", report[0], rep.event_id)
+                self._record_failure(rep.event_id, *report)
+            if self.on_report is not None:
+                with contextlib.suppress(Exception):
+                    self.on_report(report[0])
+        rep.sock.close()
+
+    def _finish_reports(self, until: float) -> None:
+        """Shutting down: wait for the reports still due (each until its own deadline)."""
+        while self.reports and time.monotonic() < until:
+            self._expire()
+            for key, _mask in self.sel.select(0.2):
+                kind, ident = key.data
+                if kind == "report":
+                    self._read_report(ident)
 
     def _fill_pool(self) -> None:
         if self.stopping or time.monotonic() < self._respawn_at:
@@ -738,15 +947,22 @@ class Daemon:
         self.held.set(uid, self.per_uid[uid])
 
     def _take_over(self, msg: bytes, fds: list[int]) -> None:
-        """A worker hands over a connection slower than ``handoff_after``, with what it read."""
-        if len(fds) != 2:
+        """A worker hands over a connection slower than ``handoff_after``, with what it read, or
+        one whose client has the message and will report qmail-queue's exit."""
+        if len(fds) not in (1, 2):
             for fd in fds:
                 os.close(fd)
             log.error("hand-off without its connection and spool (%d descriptors)", len(fds))
             return
         try:
-            head = _Handoff(**json.loads(msg))
-        except (ValueError, TypeError) as exc:
+            data = json.loads(msg)
+            if isinstance(data, dict) and "report" in data and len(fds) == 1:
+                self._await_report(data, fds[0])
+                return
+            if len(fds) != 2:
+                raise ValueError(f"{len(fds)} descriptors")
+            head = _Handoff(**data)
+        except (ValueError, TypeError, KeyError) as exc:
             log.error("unreadable hand-off from a worker: %s", exc)
             for fd in fds:
                 os.close(fd)
@@ -902,6 +1118,12 @@ class Daemon:
         """Cut off requests past their deadline; the seconds until the next one is due."""
         now = time.monotonic()
         nearest = STATUS_INTERVAL
+        for rep in list(self.reports.values()):
+            if rep.deadline <= now:
+                log.warning("no report from qscan-queue (uid %d) for %s in time", rep.uid, rep.event_id)
+                self._reported(rep, None)
+            else:
+                nearest = min(nearest, rep.deadline - now)
         for inc in list(self.incoming.values()):
             left = inc.deadline - now
             if left <= 0:
@@ -957,6 +1179,8 @@ class Daemon:
                         self._receive(ident)
                     elif kind == "worker":
                         self._worker_says(ident)
+                    elif kind == "report":
+                        self._read_report(ident)
                 self._dispatch()
         finally:
             self._shutdown(lsock)
@@ -1001,12 +1225,17 @@ class Daemon:
             if pid:
                 gone = self.workers.pop(pid, None)
                 if gone is not None:
+                    self._drain(gone)  # the connections it handed over to await their reports
                     self._forget(gone)
             else:
                 time.sleep(0.05)
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # reports handed over by the workers as they finished: each until its own deadline
+        self._finish_reports(time.monotonic() + self.opts.timeout + 30)
+        for rep in list(self.reports.values()):
+            self._reported(rep, None)
         self.jobs_out.close()
         self.jobs_in.close()
         self.sel.close()

@@ -9,12 +9,20 @@ Client to daemon, in this order::
     V  envelope bytes                  exactly once, fd 1 as read (<= 1 MiB, validated)
     Q  b""                             end of request
 
-Daemon to client, once::
+Daemon to client, once, one of::
 
-    R  b"<exit code>" [b"\\n" b"D<text>" | b"Z<text>"]
+    R  b"<exit code>" [b"\\n" b"D<text>" | b"Z<text>"]     the final answer
+    X  b"<size> <timeout ms>" + one descriptor (SCM_RIGHTS)  "queue this": the final message,
+                                                          ``size`` bytes in a memfd
 
-The daemon answers only after the message was durably handled; a connection
-that closes without an ``R`` frame means "temporary failure" to the client.
+After an ``X`` the client runs the real qmail-queue itself (message from the
+descriptor on fd 0, its own envelope on fd 1) and reports, once::
+
+    S  b"<qmail-queue's exit code>" [b"\\n" <its fd 6 text>]
+
+The daemon answers only after the message was durably handled (its event is in
+the journal); a connection that closes without an ``R`` or ``X`` frame means
+"temporary failure" to the client. docs/protocol.md has the whole contract.
 
 Only the standard library may be imported here: ``qscan-queue`` uses it.
 """
@@ -36,7 +44,10 @@ MESSAGE = b"M"
 ENVELOPE = b"V"
 END = b"Q"
 RESULT = b"R"
-KNOWN = frozenset([HELLO, ATTR, MESSAGE, ENVELOPE, END, RESULT])
+HANDOFF = b"X"  # daemon -> client: queue the message in the descriptor that comes with it
+STATUS = b"S"  # client -> daemon, after X: what qmail-queue answered
+KNOWN = frozenset([HELLO, ATTR, MESSAGE, ENVELOPE, END, RESULT, HANDOFF, STATUS])
+MAX_HANDOFF_TIMEOUT_MS = 10**10  # the largest qmail-queue timeout an X frame may carry (115 days)
 
 
 class ProtocolError(ValueError):
@@ -52,22 +63,53 @@ def encode(kind: bytes, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
 
-def encode_result(code: int, text: str | None = None) -> bytes:
+def encode_result(code: int, text: str | None = None, errors: str = "replace") -> bytes:
     body = str(int(code)).encode()
     if text:
-        body += b"\n" + text.encode("utf-8", "replace")
+        body += b"\n" + text.encode("utf-8", errors)
     return encode(RESULT, body)
 
 
-def decode_result(payload: bytes) -> tuple[int, str | None]:
+def decode_result(payload: bytes, errors: str = "replace") -> tuple[int, str | None]:
+    """``(code, text)`` of an ``R`` (or ``S``) body. The code is 1-3 ASCII digits, 0-255, and
+    nothing else (the native client reads it the same way). ``errors="surrogateescape"``
+    keeps the text's bytes as they came (the clients write them to fd 6 unchanged)."""
     head, sep, text = payload.partition(b"\n")
-    try:
-        code = int(head)
-    except ValueError as exc:
-        raise ProtocolError("bad result code") from exc
-    if not 0 <= code <= 255:
+    if not head or len(head) > 3 or not head.isdigit() or not head.isascii():
+        raise ProtocolError("bad result code")
+    code = int(head)
+    if code > 255:
         raise ProtocolError("result code out of range")
-    return code, (text.decode("utf-8", "replace") if sep else None)
+    return code, (text.decode("utf-8", errors) if sep else None)
+
+
+def encode_handoff(size: int, timeout: float) -> bytes:
+    """The ``X`` frame: the final message is ``size`` bytes in the descriptor sent with it; the
+    client gives qmail-queue ``timeout`` seconds (at least 1 ms) before it kills it."""
+    ms = min(max(1, int(timeout * 1000)), MAX_HANDOFF_TIMEOUT_MS)
+    return encode(HANDOFF, b"%d %d" % (size, ms))
+
+
+def _digits(b: bytes, most: int) -> int:
+    if not b or len(b) > most or not b.isdigit() or not b.isascii():
+        raise ProtocolError("bad number in hand-off")
+    return int(b)
+
+
+def decode_handoff(payload: bytes) -> tuple[int, float]:
+    """(message size, qmail-queue timeout in seconds) of an ``X`` frame; strict."""
+    size, sep, ms = payload.partition(b" ")
+    if not sep:
+        raise ProtocolError("hand-off without timeout")
+    n, t = _digits(size, 19), _digits(ms, 11)
+    if t < 1 or t > MAX_HANDOFF_TIMEOUT_MS:
+        raise ProtocolError("hand-off timeout out of range")
+    return n, t / 1000
+
+
+def encode_status(code: int, text: str | None = None) -> bytes:
+    """The ``S`` frame: qmail-queue's exit code and its fd 6 text (as a result frame's body)."""
+    return STATUS + encode_result(code, text, "surrogateescape")[1:]
 
 
 class FrameDecoder:

@@ -5,6 +5,10 @@ appended to the journal, fsynced, *before* qmail-queue runs. If qmail-queue
 then fails, a compensating ``message.queue_failed`` event follows and the
 client gets the failure, so the sender retries. A message is never accepted
 without its event being durable; when anything is in doubt we temp-fail.
+
+In the daemon qmail-queue is run by qscan-queue, not here: ``Request.queue`` hands it the
+final message and returns what qmail-queue answered (docs/protocol.md, "The hand-off").
+Without one (in-process callers: tests, benchmarks) the processor runs qmail-queue itself.
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ TOO_MANY_RCPT_TEXT = "Dqscan: too many recipients (#5.5.3)"
 HANDOFF_FAIL_TEXT = "Zqscan: internal error handing the message to qmail-queue (#4.3.0)"
 # exit_code of a message.queue_failed event when qmail-queue never ran (or its run broke down)
 NOT_RUN = -1
+# exit_code of a message.queue_failed event when qscan-queue took the message and closed the
+# connection without reporting qmail-queue's exit: it died (a signal), so qmail-smtpd told
+# the sender to retry ("qq crashed"); whether qmail-queue had queued it first is not known.
+NOT_REPORTED = -2
+NOT_REPORTED_TEXT = ("Zqscan: qscan-queue left without reporting qmail-queue's exit; the sender was told "
+                     "to retry (#4.3.0)")
 _ACCEPTING = (Action.DELIVER, Action.QUARANTINE, Action.DROP)  # answered 0: the client must be there
 QUEUE_SLACK = 1.0  # seconds left for sending the answer when qmail-queue is cut to the deadline
 AUTH_VARS = ("SMTPAUTHUSER", "SMTP_AUTH_USER", "AUTH_USER")
@@ -122,6 +132,15 @@ class Request:
     # Seconds the client waits once its request is in (its QSCAN_TIMEOUT): a short one shrinks
     # the margin, which must never be all of it.
     client_wait: float | None = None
+    # The hand-off to the client (the daemon): give it the final message of this event with
+    # the seconds qmail-queue may take; False when it could not be given (the client is gone).
+    # Its report of qmail-queue's exit is then the daemon's to await and journal, not this
+    # processor's. Unset: the processor runs qmail-queue itself.
+    queue: Callable[[str, bytes, float], bool] | None = None
+    # Called with the event id right before a delivery's event is appended to the journal (the
+    # daemon notes it until the client has the message: a worker dying in between leaves the
+    # master to record message.queue_failed).
+    on_commit: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -129,6 +148,9 @@ class Outcome:
     code: int
     text: str | None
     event: MessageScanned | None = None
+    # The client was handed the message (Request.queue): it runs qmail-queue and answers qmail
+    # itself; nothing more is sent to it, and its report goes to the daemon's master.
+    handed_off: bool = False
 
 
 def _addr(b: bytes) -> str:
@@ -440,6 +462,8 @@ class Processor:
             event = event.model_copy(
                 update={"action": Action.TEMPFAIL, "reason": "deadline", "reply": DEADLINE_TEXT})
             body = to_json(event, with_raw=False)
+        if event.action == Action.DELIVER and req.on_commit is not None:
+            req.on_commit(event.event_id)
         try:
             self.journal.append(
                 event.event_id, event.type, body,
@@ -474,8 +498,13 @@ class Processor:
         timeout = self.opt.qmail_queue_timeout
         if req.client_deadline is not None:  # a qmail-queue outliving the client would deliver twice
             timeout = max(0.0, min(timeout, req.client_deadline - time.monotonic() - QUEUE_SLACK))
-        res = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw, timeout=timeout,
-                              env=self.opt.queue_env)
+        if req.queue is not None:
+            if not req.queue(event.event_id, new_raw, timeout):  # it never ran qmail-queue
+                log.warning("client gone before the hand-off of %s; not queued", event.event_id)
+                self._queue_failed(event, NOT_RUN, CLIENT_GONE_TEXT)
+                return Outcome(ec.CUSTOM_ERROR, CLIENT_GONE_TEXT, event)
+            return Outcome(ec.QUEUED, None, event, handed_off=True)
+        res = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw, timeout=timeout, env=self.opt.queue_env)
         if res.code != ec.QUEUED:
             log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
             self._queue_failed(event, res.code, res.text)
@@ -483,14 +512,33 @@ class Processor:
         return Outcome(ec.QUEUED, None, event)
 
     def _queue_failed(self, event: MessageScanned, code: int, reply: str | None) -> None:
+        self.queue_failed(event.event_id, code, reply)
+
+    def queue_failed(self, event_id: str, code: int, reply: str | None) -> None:
+        """Append message.queue_failed for ``event_id`` (a failure is logged, never raised)."""
         failed = QueueFailed(
             event_id=str(uuid7()), time=datetime.now(UTC), host=self.opt.hostname,
-            ref_event_id=event.event_id, exit_code=code, reply=reply,
+            ref_event_id=event_id, exit_code=code, reply=reply,
         )
         try:
             self.journal.append(failed.event_id, failed.type, to_json(failed))
         except JournalError:
-            log.exception("could not record queue failure of %s", event.event_id)
+            log.exception("could not record queue failure of %s", event_id)
+
+
+WORKER_DIED_TEXT = ("Zqscan: the worker died after recording the message and before handing it to "
+                    "qscan-queue; the sender was told to retry (#4.3.0)")
+
+
+def record_queue_failure(journal_path: Path, hostname: str, event_id: str, code: int,
+                         reply: str | None) -> None:
+    """message.queue_failed for ``event_id``, appended by a process without a Processor: the
+    daemon's master, which awaits qscan-queue's report of qmail-queue's exit and sees workers
+    die. ``code``: qmail-queue's exit, NOT_REPORTED or NOT_RUN."""
+    failed = QueueFailed(event_id=str(uuid7()), time=datetime.now(UTC), host=hostname,
+                         ref_event_id=event_id, exit_code=code, reply=reply)
+    with Journal(journal_path) as journal:
+        journal.append(failed.event_id, failed.type, to_json(failed))
 
 
 def make_request(message: bytes, envelope: bytes, attrs: dict[str, str] | None = None) -> Request:

@@ -25,6 +25,7 @@ from typing import Any
 
 # pid, state, since (epoch seconds), messages handled by this worker
 _SLOT = struct.Struct("<iidq")
+_EVENT_ID = 36  # a UUID's text
 IDLE, BUSY = 0, 1
 STATES = {IDLE: "idle", BUSY: "busy"}
 FORMAT = 1  # version of the status file's layout
@@ -39,6 +40,10 @@ class Scoreboard:
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self._map = mmap.mmap(-1, max(1, slots) * _SLOT.size)  # MAP_SHARED|MAP_ANONYMOUS
+        # Per slot: the delivery its worker has journaled and not yet handed to qscan-queue
+        # (an event id, or zeros). A worker that dies with one set never handed the message
+        # over: the master records message.queue_failed for it (docs/protocol.md).
+        self._pending = mmap.mmap(-1, max(1, slots) * _EVENT_ID)
 
     # -- master side ---------------------------------------------------------
     def claim(self) -> int | None:
@@ -55,6 +60,12 @@ class Scoreboard:
 
     def release(self, slot: int) -> None:
         _SLOT.pack_into(self._map, slot * _SLOT.size, 0, IDLE, 0.0, 0)
+        self.set_pending(slot, "")
+
+    def pending(self, slot: int) -> str | None:
+        """The event id of a delivery journaled by this slot's worker and not handed over."""
+        raw = self._pending[slot * _EVENT_ID:(slot + 1) * _EVENT_ID].rstrip(b"\0")
+        return raw.decode("ascii", "replace") or None
 
     def snapshot(self) -> list[dict[str, Any]]:
         out = []
@@ -71,6 +82,11 @@ class Scoreboard:
 
     def set_idle(self, slot: int, handled: int) -> None:
         _SLOT.pack_into(self._map, slot * _SLOT.size, os.getpid(), IDLE, time.time(), handled)
+
+    def set_pending(self, slot: int, event_id: str) -> None:
+        """Before the journal append of a delivery: its id; once the client has it: ''."""
+        self._pending[slot * _EVENT_ID:(slot + 1) * _EVENT_ID] = event_id.encode("ascii")[:_EVENT_ID].ljust(
+            _EVENT_ID, b"\0")
 
 
 _HELD = struct.Struct("<ii")  # uid, connections held

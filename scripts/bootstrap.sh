@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install everything `make test` and `make demo` need on a fresh Debian-like machine:
-# a Python >= 3.11 with venv, then the project and its test tools into $VENV.
+# a Python >= 3.11 with venv, then the project and its test tools into $VENV, and the native
+# qscan-queue compiled with the system compiler (gcc, libc6-dev: scripts/debian-packages.txt).
 set -eu
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -48,4 +49,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # compat mode: a plain path entry, no import hook - qscan-queue starts once per message
 "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+# the installed qscan-queue is the native client (the Python one is qscan-queue-py)
+sh "$(dirname "$0")/build-client.sh" "$VENV/bin/qscan-queue"
 echo "bootstrap: ready ($VENV)"

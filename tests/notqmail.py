@@ -7,8 +7,9 @@ one test session — ``control/``, a Maildir for ``mbox@qscan.test`` via ``users
 runs qmail-send (``qmail-start``) and ``qmail-smtpd`` under ``tcpserver`` the way qmail's stock
 run script does: ``tcpserver -u <qmaild uid> -g <nofiles gid> -x rules.cdb ...``, which keeps
 only that one group. ``QMAILQUEUE`` and ``QSCAN_SOCKET`` come from the tcpserver rules, as in
-docs/operations.md. The ``qscan-queue`` they run is the installed one when qmaild can run it
-(``reachable_client``: not when the venv's Python lives under /root, as pyenv's does).
+docs/operations.md. The ``qscan-queue`` they run is the installed native one, or a copy of it
+where qmaild can reach it (``reachable_client``: the venv may live under /root); it runs
+notqmail's setuid qmail-queue itself (``QSCAN_QMAIL_QUEUE`` in the same rules).
 
 Needs root (the qmail users and groups are created when missing, as INSTALL.ids.md says),
 gcc/make/nroff and ucspi-tcp; ``unavailable()`` says what is missing.
@@ -26,12 +27,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qscan.testing.clients import native_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,37 +186,30 @@ def runs_as(uid: int, gid: int, program: Path) -> bool:
 
 
 def installed_client() -> Path:
-    """The venv's ``qscan-queue`` (the one ``make test`` installs)."""
-    return Path(sys.executable).parent / "qscan-queue"
+    """The native ``qscan-queue`` (the one ``make install`` builds; from a checkout whose venv
+    lacks it, a build of this checkout's source)."""
+    return Path(native_client())
 
 
 def reachable_client(ids: Ids, workdir: Path) -> tuple[Path, str]:
     """A ``qscan-queue`` that qmaild and the mailbox user can run, and how it was found.
 
-    The installed one when they can run it. When they cannot — the interpreter behind the venv
-    lives where only root may go, e.g. pyenv under /root — the same entry point
-    (``ingest.queue_client:main``, stdlib only) is installed for a system Python they can run,
-    with a copy of the ``ingest`` package: the test is about qmail and qscan, not about where
-    this machine keeps its Python.
+    The installed native one when they can run it; otherwise (it lives where only root may go,
+    e.g. a venv under /root) a copy of the same binary in the site's 0755 run directory. It
+    needs no interpreter: nothing else has to be reachable for qmaild.
     """
     installed = installed_client()
     users = ((ids.qmaild, ids.nofiles), (ids.mailbox_uid, ids.mailbox_gid))
     if all(runs_as(uid, gid, installed) for uid, gid in users):
         return installed, "installed"
     client_dir = workdir / "client"
-    shutil.copytree(ROOT / "ingest", client_dir / "ingest", ignore=shutil.ignore_patterns("__pycache__"))
-    for path in [client_dir, *client_dir.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    for python in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3") or ""):
-        if not python or not os.access(python, os.X_OK):
-            continue
-        script = client_dir / "qscan-queue"
-        script.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(client_dir)!r})\n"
-                          "from ingest.queue_client import main\nsys.exit(main())\n")
-        script.chmod(0o755)
-        if all(runs_as(uid, gid, script) for uid, gid in users):
-            return script, f"copy for {python}: qmaild cannot run the installed {installed}"
-    raise Unavailable(f"qmaild cannot run {installed} and no system python3 >= 3.11 works for it")
+    client_dir.mkdir(mode=0o755, exist_ok=True)
+    copy = client_dir / "qscan-queue"
+    shutil.copy2(installed, copy)
+    copy.chmod(0o755)
+    if all(runs_as(uid, gid, copy) for uid, gid in users):
+        return copy, f"a copy of {installed}: qmaild cannot reach it where it is"
+    raise Unavailable(f"qmaild cannot run {installed}, nor a copy of it in {client_dir}")
 
 
 def free_port() -> int:
@@ -246,6 +241,11 @@ class Site:
     client: Path
     client_how: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def qmail_queue(self) -> Path:
+        """notqmail's own qmail-queue (setuid qmailq): what qscan-queue runs."""
+        return self.prefix / "bin" / "qmail-queue"
 
     @property
     def home(self) -> Path:
@@ -295,7 +295,7 @@ class Site:
         tag = f"{len(self.procs)}"
         rules = self.run / f"tcp.smtp.{tag}"
         rules.write_text(f'127.:allow,QMAILQUEUE="{client or self.client}",QSCAN_SOCKET="{qscan_socket}",'
-                         'QSCAN_TIMEOUT="60"\n:deny\n')
+                         f'QSCAN_TIMEOUT="60",QSCAN_QMAIL_QUEUE="{self.qmail_queue}"\n:deny\n')
         cdb = self.run / f"tcp.smtp.{tag}.cdb"
         with open(rules, "rb") as src:
             subprocess.run(["tcprules", str(cdb), f"{cdb}.tmp"], stdin=src, check=True, capture_output=True)

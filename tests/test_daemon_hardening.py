@@ -26,7 +26,8 @@ from ingest.journal import Journal
 from ingest.processor import Processor, ProcessorOptions, Request, make_request
 from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
-from qscan.testing.standin import write_standin
+from qscan.testing.rawclient import read_answer
+from qscan.testing.standin import write_drain, write_standin
 from scanners.base import ScanContext
 
 pytestmark = pytest.mark.integration
@@ -45,18 +46,7 @@ def events(h: Harness) -> list[MessageScanned]:
 
 
 def _read_answer(s: socket.socket, timeout: float) -> tuple[int, str | None] | None:
-    s.settimeout(timeout)
-    dec = frames.FrameDecoder()
-    while True:
-        try:
-            data = s.recv(4096)
-        except TimeoutError:
-            return None
-        if not data:
-            return None
-        for kind, payload in dec.feed(data):
-            assert kind == frames.RESULT
-            return frames.decode_result(payload)
+    return read_answer(s, timeout)  # a hand-off (X) counts as accepted
 
 
 @contextmanager
@@ -99,6 +89,16 @@ def as_user(tmp_path: Path, uid: int) -> str:
     wrapper.write_text(f"#!/bin/sh\nexec setpriv --reuid={uid} --regid={uid} --clear-groups {CLIENT}\n")
     wrapper.chmod(0o755)
     return str(wrapper)
+
+
+def _nobody_env(h: Harness, **env: str) -> dict[str, str]:
+    """The client environment for a qscan-queue run as nobody: a qmail-queue it may run (the
+    stand-in's interpreter and record directory are root's), in the socket's 0755 directory."""
+    drain = h.socket.parent / "qmail-queue"
+    if not drain.exists():
+        os.chmod(h.socket.parent, 0o755)
+        write_drain(drain)
+    return {**h.client_env(), **env, "QSCAN_QMAIL_QUEUE": str(drain)}
 
 
 def test_trickling_and_silent_connections_do_not_starve_the_pool(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_per_uid_cap_on_slow_connections(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 2
         fourth.close()
         assert h.send(MSG).code == 0  # the same uid, whole at once: not held back
-        other = inject(as_user(tmp_path, NOBODY), MSG, ENV, h.client_env(), timeout=30)
+        other = inject(as_user(tmp_path, NOBODY), MSG, ENV, _nobody_env(h), timeout=30)
         assert other.code == 0, other
         for s in held:
             s.close()
@@ -172,7 +172,7 @@ def test_peer_uid_is_recorded_and_client_attributes_are_trusted_only_from_smtp_u
     with running_daemon(tmp_path, workers=1) as h:  # smtp_users: the test's own uid
         os.chmod(h.socket.parent, 0o755)
         env = h.client_env(TCPREMOTEIP="192.0.2.66", TCPREMOTEHOST="forged.example", RELAYCLIENT="")
-        res = inject(as_user(tmp_path, NOBODY), MSG, ENV, env, timeout=30)
+        res = inject(as_user(tmp_path, NOBODY), MSG, ENV, _nobody_env(h, **env), timeout=30)
         assert res.code == 0, res
         res = inject(CLIENT, MSG, ENV, env, timeout=30)
         assert res.code == 0, res

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,19 +32,7 @@ import pytest
 
 from ingest.envelope import build_envelope
 from ingest.event import Action
-from ingest.frames import (
-    ATTR,
-    END,
-    ENVELOPE,
-    HELLO,
-    MAX_CHUNK,
-    MESSAGE,
-    PROTOCOL,
-    RESULT,
-    FrameDecoder,
-    decode_result,
-    encode,
-)
+from qscan.testing import rawclient
 from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
 from tests.conftest import require
@@ -142,21 +129,10 @@ def fuzzed(index: int) -> Fuzzed:
 
 
 def send_direct(sock_path: Path, f: Fuzzed, timeout: float = 60) -> tuple[int, str | None] | None:
-    """One QSCAN/1 request, as qscan-queue makes it; the answer, or None if the daemon closed."""
-    frames = [encode(HELLO, PROTOCOL)]
-    frames += [encode(ATTR, f"{k}={v}".encode()) for k, v in f.attrs]
-    frames += [encode(MESSAGE, f.raw[i:i + MAX_CHUNK]) for i in range(0, len(f.raw), MAX_CHUNK)]
-    frames += [encode(ENVELOPE, build_envelope(f.sender.encode(), [b"bob@example.org"])), encode(END)]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock_path))
-        s.sendall(b"".join(frames))
-        decoder = FrameDecoder()
-        while data := s.recv(65536):
-            for kind, payload in decoder.feed(data):
-                assert kind == RESULT, kind
-                return decode_result(payload)
-    return None
+    """One QSCAN/1 request, as qscan-queue makes it; the answer, or None if the daemon closed
+    (a hand-off is answered as the client answers it when qmail-queue accepts)."""
+    return rawclient.send(sock_path, f.raw, build_envelope(f.sender.encode(), [b"bob@example.org"]),
+                          dict(f.attrs), timeout)
 
 
 def send_client(h: Harness, f: Fuzzed) -> tuple[int, str | None] | None:

@@ -29,6 +29,7 @@ from qscan.ops.install_check import (
     Finding,
     SmtpIdentity,
     allowed,
+    check_client,
     check_private_tree,
     check_qmail_queue_setuid,
     check_smtp_connect,
@@ -38,6 +39,7 @@ from qscan.ops.install_check import (
     smtp_identity,
     unit_settings,
 )
+from qscan.testing.clients import native_client
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,11 +82,16 @@ def setup_site(base: Path, user: str) -> Path:
     config.write_text(f'data_dir = "{data}"\n[daemon]\nsocket = "{run}/qscan.sock"\nsocket_mode = 0o666\n'
                       f'qmail_queue = "{qq}"\n')
     config.chmod(0o644)
+    bin_dir = base / "bin"  # where this site installs qscan-queue: on PATH, reachable by qmaild
+    bin_dir.mkdir(mode=0o755)
+    shutil.copy2(native_client(), bin_dir / "qscan-queue")
+    (bin_dir / "qscan-queue").chmod(0o755)
     return config
 
 
 def check(config: Path, user: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["-c", str(config), "install", "--check", "--user", user])
+    path = f"{config.parent / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    result = CliRunner().invoke(cli, ["-c", str(config), "install", "--check", "--user", user], env={"PATH": path})
     return result.exit_code, result.output
 
 
@@ -205,6 +212,41 @@ def test_shipped_units_let_the_setuid_qmail_queue_work() -> None:
     # units that never run qmail-queue keep the hardening (the check is not vacuous)
     relay = unit_settings([(UNITS / "qscan-relay.service").read_text()])
     assert setuid_blockers(relay) == ["NoNewPrivileges=yes"]
+    # the daemon hands every message to qscan-queue, which runs qmail-queue: it is sandboxed
+    daemon = unit_settings([(UNITS / "qscan-daemon.service").read_text()])
+    assert "qscan-daemon.service" not in QUEUE_UNITS
+    assert {"NoNewPrivileges=yes", "RestrictSUIDSGID=yes", "SystemCallFilter=@system-service"} <= set(
+        setuid_blockers(daemon))
+    assert int(daemon["RuntimeDirectoryMode"], 8) & 0o001 and daemon["ProtectSystem"] == "strict"
+
+
+def test_the_client_must_be_native_and_runnable_by_the_smtp_user(site: Path) -> None:
+    require("root (to judge another user's access)", os.geteuid() == 0)
+    bin_dir = site / "bin"
+    bin_dir.mkdir(mode=0o755)
+    client = bin_dir / "qscan-queue"
+    shutil.copy2(native_client(), client)
+    client.chmod(0o755)
+    (found,) = check_client(client, "nobody")
+    assert found.ok and "(native); nobody can run it" in found.what
+    client.chmod(0o700)
+    (found,) = check_client(client, "nobody")
+    assert not found.ok and "nobody cannot run" in found.what and found.fix == f"chmod 0755 {client}"
+    client.chmod(0o755)
+    bin_dir.chmod(0o700)  # e.g. a venv under /root
+    (found,) = check_client(client, "nobody")
+    assert not found.ok and f"it cannot pass {bin_dir}" in found.what and "install -m 0755" in found.fix
+    bin_dir.chmod(0o755)
+    # the Python client: its interpreter must be reachable too
+    private = site / "private"
+    private.mkdir(mode=0o700)
+    (private / "python3").write_text("")
+    script = bin_dir / "qscan-queue-py"
+    script.write_text(f"#!{private / 'python3'}\n")
+    script.chmod(0o755)
+    assert any(not f.ok and f"to reach {private / 'python3'}" in f.what for f in check_client(script, "nobody"))
+    (found,) = check_client(site / "missing", "nobody")
+    assert not found.ok and "not installed" in found.what and "make install" in found.fix
 
 
 def test_check_units_reads_installed_units_and_drop_ins(tmp_path: Path) -> None:
@@ -214,12 +256,12 @@ def test_check_units_reads_installed_units_and_drop_ins(tmp_path: Path) -> None:
     etc, lib = tmp_path / "etc", tmp_path / "lib"
     etc.mkdir()
     lib.mkdir()
-    shutil.copy(UNITS / "qscan-daemon.service", lib / "qscan-daemon.service")
+    shutil.copy(UNITS / "qscan.service", lib / "qscan.service")
     found = check_units(cfg, (etc, lib))
     assert [f.ok for f in found] == [True], found
     # a "hardening" drop-in that implies no_new_privs, and a private runtime directory
-    (etc / "qscan-daemon.service.d").mkdir()
-    (etc / "qscan-daemon.service.d" / "harden.conf").write_text(
+    (etc / "qscan.service.d").mkdir()
+    (etc / "qscan.service.d" / "harden.conf").write_text(
         "[Service]\nSystemCallFilter=@system-service\nRuntimeDirectoryMode=0750\n")
     bad = [f for f in check_units(cfg, (etc, lib)) if not f.ok]
     assert len(bad) == 2, bad
@@ -227,11 +269,11 @@ def test_check_units_reads_installed_units_and_drop_ins(tmp_path: Path) -> None:
     assert bad[0].fix.startswith("remove SystemCallFilter= from")
     assert "mode 0750" in bad[1].what and "RuntimeDirectoryMode=0711" in bad[1].fix
     # an empty assignment resets a list; the unit in /etc wins over /lib
-    (etc / "qscan-daemon.service.d" / "zz-undo.conf").write_text(
+    (etc / "qscan.service.d" / "zz-undo.conf").write_text(
         "[Service]\nSystemCallFilter=\nRuntimeDirectoryMode=0711\n")
     assert all(f.ok for f in check_units(cfg, (etc, lib)))
-    (etc / "qscan-daemon.service").write_text(
-        (UNITS / "qscan-daemon.service").read_text().replace("UMask=0077\n", "UMask=0077\nNoNewPrivileges=true\n"))
+    (etc / "qscan.service").write_text(
+        (UNITS / "qscan.service").read_text().replace("UMask=0077\n", "UMask=0077\nNoNewPrivileges=true\n"))
     bad = [f for f in check_units(cfg, (etc, lib)) if not f.ok]
     assert len(bad) == 1 and "NoNewPrivileges=true" in bad[0].what and str(etc) in bad[0].what
 

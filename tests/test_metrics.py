@@ -98,12 +98,14 @@ def test_daemon_and_consumer_endpoints(tmp_path: Path) -> None:
         assert value(m, msgs, action="deliver", category="clean", direction="local") == 1
         assert value(m, "qscan_qmail_queue_exits_total", code="0") == 2
         assert value(m, "qscan_qmail_queue_exits_total", code="71") == 1
-        assert value(m, "qscan_replies_total", code="71") == 1
+        # the deliveries were handed to qscan-queue, which answered with qmail-queue's code
+        assert value(m, "qscan_replies_total", code="handoff") == 3
+        assert value(m, "qscan_replies_total", code="0") == 1  # the quarantined one
         # every scanner is timed on every message, findings or not
         assert value(m, "qscan_scan_seconds_count", scanner="internal") == 4
         assert value(m, "qscan_scan_seconds_count", scanner="size") == 4
-        # 4 events + the compensating message.queue_failed
-        assert value(m, "qscan_journal_append_seconds_count") == 5
+        # 4 events by the workers; the compensating message.queue_failed is the master's
+        assert value(m, "qscan_journal_append_seconds_count") == 4
         assert value(m, "qscan_journal_head") == 5
         assert value(m, "qscan_workers", state="idle") == 2
         assert value(m, "qscan_messages_in_flight") == 0

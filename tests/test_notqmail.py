@@ -43,7 +43,7 @@ def site() -> Iterator[Site]:
 
 
 def start_daemon(site: Site, root: Path, daemon_keys: str) -> Harness:
-    """A daemon handing accepted mail to notqmail's own (setuid qmailq) qmail-queue."""
+    """A daemon whose accepted mail qscan-queue hands to notqmail's own (setuid qmailq) qmail-queue."""
     sock_dir = site.run / f"sock-{root.name}"  # under the 0755 run directory: qmaild may pass
     sock_dir.mkdir(mode=0o755)
     (root / "policy.toml").write_text(RULES)
@@ -176,7 +176,8 @@ def inject(site: Site, h: Harness, marker: str, **env: str) -> tuple[str, bytes]
     sender = f"{notqmail.MAILBOX_USER}-{marker}@{notqmail.DOMAIN}"
     msg = f"To: {MAILBOX}\nSubject: local {marker}\n\nfrom cron {marker}\n".encode()
     done = site.inject_as(site.ids.mailbox_uid, site.ids.mailbox_gid, msg, "-f", sender, MAILBOX,
-                          QMAILQUEUE=str(site.client), QSCAN_SOCKET=str(h.socket), QSCAN_TIMEOUT="60", **env)
+                          QMAILQUEUE=str(site.client), QSCAN_SOCKET=str(h.socket), QSCAN_TIMEOUT="60",
+                          QSCAN_QMAIL_QUEUE=str(site.qmail_queue), **env)
     assert done.returncode == 0, (done.returncode, done.stderr, site.client_how)
     return sender, site.wait_delivered(marker.encode())
 

@@ -125,7 +125,7 @@ def test_daemon_and_consumers_under_umask_022_leave_only_private_files(tmp_path:
         f'data_dir = "{data}"\n[daemon]\nsocket = "{sock_dir}/q.sock"\nqmail_queue = "{standin}"\n'
         'workers = 1\nhostname = "mx.test.example"\n[summary_log]\ntarget = "file"\n'
         '[consumers]\nenabled = ["archive", "summaries"]\n')
-    h = Harness(tmp_path, config, sock_dir / "q.sock", record)
+    h = Harness(tmp_path, config, sock_dir / "q.sock", record, qmail_queue=standin)  # qscan-queue runs it
     with umask(0o022):  # the daemon process inherits it
         h.start()
     try:

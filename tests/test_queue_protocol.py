@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -251,3 +252,32 @@ def test_generated_envelopes_always_get_a_defined_exit(daemon: Harness, envelope
         assert daemon.recorded()[-1][1] == envelope
     else:  # truncated: 91 (what qmail-queue says); too long: 11; any other error: permanent
         assert res.code in (91, 11) or (res.code, res.fd6) == (82, "Dqscan: envelope format error (#5.5.4)")
+
+
+@pytest.mark.parametrize("report", [None, b"S\0\0\0\x02xx", b"R\0\0\0\x010"])
+def test_a_client_that_leaves_without_a_report_is_taken_back(daemon: Harness, report: bytes | None) -> None:
+    """After the hand-off the master awaits qscan-queue's report: a client that closes without
+    one (it died: qmail-smtpd told the sender to retry) or sends garbage is recorded as
+    message.queue_failed with exit -2, so no consumer counts the message delivered."""
+    from ingest import frames
+    from qscan.testing.rawclient import request
+
+    n = len(events(daemon))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(daemon.socket))
+        s.sendall(request(MSG, build_envelope(b"a@b.example", [b"c@d.example"])))
+        data, fds, _flags, _addr = socket.recv_fds(s, 4096, 1)
+        for fd in fds:
+            os.close(fd)
+        assert data[:1] == frames.HANDOFF and len(fds) == 1
+        if report is not None:
+            s.sendall(report)
+    deadline = time.monotonic() + 10
+    while len(events(daemon)) < n + 2:
+        assert time.monotonic() < deadline, events(daemon)[n:]
+        time.sleep(0.05)
+    scanned, failed = events(daemon)[n:]
+    assert isinstance(scanned, MessageScanned) and scanned.action == "deliver"
+    assert isinstance(failed, QueueFailed) and failed.ref_event_id == scanned.event_id
+    assert failed.exit_code == -2 and failed.reply is not None and "without reporting" in failed.reply

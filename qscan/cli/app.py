@@ -7,6 +7,7 @@ Every command reads one TOML config (``-c``, else ``$QSCAN_CONFIG``, else
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -128,6 +129,7 @@ def daemon(ctx: click.Context) -> None:
     """Run the scan daemon (pre-forked workers on the unix socket) in the foreground."""
     from ingest.daemon import AlreadyRunning, Daemon
     from ingest.journal import Journal
+    from ingest.processor import record_queue_failure
     from qscan.ops.preflight import check
     from qscan.wiring.pipeline import daemon_options, make_processor
 
@@ -139,7 +141,8 @@ def daemon(ctx: click.Context) -> None:
     journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
         d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls),
-                   preflight=lambda: check(cfg))  # SIGHUP: replace workers only if new ones would start
+                   preflight=lambda: check(cfg),  # SIGHUP: replace workers only if new ones would start
+                   queue_failed=functools.partial(record_queue_failure, cfg.journal_path, cfg.hostname))
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
         code = d.serve()
     except AlreadyRunning as exc:

@@ -2,9 +2,11 @@
 
 It looks and never changes anything: the service user, the directories and
 files the config names (owner, mode, reachable through their parents), the
-socket's directory, group and mode, the real qmail-queue (setuid qmailq) and the
-qscan-queue client, and the installed systemd units that run qmail-queue (nothing
-that disables setuid, such as NoNewPrivileges=; /run/qscan passable after a reboot).
+socket's directory, group and mode, the real qmail-queue (setuid qmailq), the
+qscan-queue client (native, and runnable by qmaild with the one group tcpserver gives
+it: it runs qmail-queue itself), and the installed systemd units that run qmail-queue
+(`qscan run` and the notify consumer: nothing that disables setuid, such as
+NoNewPrivileges=; /run/qscan passable after a reboot).
 Each finding says what is wrong and the command that fixes it, so an
 administrator can read the output top to bottom and be done.
 
@@ -550,12 +552,60 @@ def check_programs(cfg: Config) -> list[Finding]:
     else:
         out += check_qmail_queue_setuid(qq)
     client = shutil.which("qscan-queue") or str(Path(sys.executable).parent / "qscan-queue")
-    if not Path(client).exists():
-        out.append(Finding(False, "qscan-queue is not installed",
-                           "pip install qscan (the client comes with it)"))
-    else:
-        out.append(Finding(True, f"qscan-queue {client} (set QMAILQUEUE to it in tcp.smtp rules)"))
+    out += check_client(Path(client))
     return out
+
+
+def _interpreter(path: Path) -> Path | None:
+    """The program a ``#!`` script names (None: not a script)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return Path(os.fsdecode(words[0])) if words else None
+
+
+def check_client(client: Path, smtp_user: str = "qmaild") -> list[Finding]:
+    """qscan-queue is installed, native, and the SMTP user can run it with the one group
+    tcpserver -g leaves it (and, for a script, reach its interpreter)."""
+    if not client.exists():
+        return [Finding(False, f"qscan-queue is not installed ({client})",
+                        "make install (it builds the native client with the system compiler)")]
+    real = client.resolve()
+    who = Account.lookup(smtp_user)
+    if who is None:
+        return [Finding(True, f"qscan-queue {client}: no user {smtp_user} here, not checked whether "
+                              "qmail-smtpd can run it", unchecked=True)]
+    alone = Account(who.name, who.uid, who.gid, frozenset({who.gid}))  # tcpserver -u -g
+    interpreter = _interpreter(real)
+    out: list[Finding] = []
+    for program in [real] + ([interpreter] if interpreter else []):
+        try:
+            st = program.stat()
+        except OSError:
+            out.append(Finding(False, f"qscan-queue {client}: {program} does not exist", "make install"))
+            continue
+        blocked = blocking_parent(program, alone)
+        if blocked is not None:
+            fix = (f"install -m 0755 {real} /usr/local/bin/qscan-queue (and point QMAILQUEUE there)"
+                   if interpreter is None else "make install (the native client needs no interpreter), "
+                   "then install -m 0755 .venv/bin/qscan-queue /usr/local/bin/")
+            out.append(Finding(False, f"{smtp_user} cannot run qscan-queue {client}: it cannot pass "
+                                      f"{blocked} to reach {program}", fix))
+        elif not allowed(st, alone, X | (R if program == real and interpreter else 0)):
+            mode = stat.S_IMODE(st.st_mode)
+            out.append(Finding(False, f"{smtp_user} cannot run {program} (mode {mode:04o}, "
+                                      f"owner {_owner(st)})", f"chmod 0755 {program}"))
+    if out:
+        return out
+    kind = "native" if interpreter is None else f"a script for {interpreter}: the native client is faster"
+    return [Finding(True, f"qscan-queue {client} ({kind}); {smtp_user} can run it (set QMAILQUEUE to it in "
+                          "tcp.smtp rules, and QSCAN_QMAIL_QUEUE when qmail-queue is not "
+                          "/var/qmail/bin/qmail-queue)")]
 
 
 def _has_secrets(cfg: Config) -> bool:
@@ -571,9 +621,10 @@ def _has_secrets(cfg: Config) -> bool:
 # -- setuid qmail-queue and the units that run it -----------------------------------------
 REAL_QMAIL_QUEUE = Path("/var/qmail/bin/qmail-queue")
 QMAILQ = "qmailq"
-# Units that run the real qmail-queue: the daemon, `qscan run`, and the notify consumer with
-# notify.transport = "qmail-inject" (an instance of qscan-consume@).
-QUEUE_UNITS = ("qscan-daemon.service", "qscan.service", "qscan-consume@.service")
+# Units that run the real qmail-queue: `qscan run` and the notify consumer with
+# notify.transport = "qmail-inject" (an instance of qscan-consume@); quarantine releases are run
+# by hand. The daemon never runs it (qscan-queue does): its unit may set NoNewPrivileges=.
+QUEUE_UNITS = ("qscan.service", "qscan-consume@.service")
 UNIT_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"),
              Path("/usr/local/lib/systemd/system"), Path("/lib/systemd/system"),
              Path("/usr/lib/systemd/system"))

@@ -167,7 +167,9 @@ def sample(processor: Processor, outcome: Outcome) -> list[Any]:
     if ev is None:  # envelope errors: no event, only a reply code
         return [outcome.code, "", "", "", 0.0, scans, appends, []]
     errors = [[f.scanner, error_kind(f.error)] for f in ev.findings if f.error]
-    return [outcome.code, ev.action.value, ev.category.value, ev.client.direction,
+    # a delivery handed to qscan-queue has no reply code: the client answers with qmail-queue's
+    code = None if outcome.handed_off else outcome.code
+    return [code, ev.action.value, ev.category.value, ev.client.direction,
             round(ev.timings.total_ms / 1000, 6), scans, appends, errors]
 
 
@@ -187,11 +189,11 @@ class DaemonMetrics:
                               buckets=SECONDS, registry=r)
         self.scanner_errors = Counter("qscan_scanner_errors", "Scanner failures (kind: error or timeout)",
                                       ["scanner", "kind"], registry=r)
-        self.replies = Counter("qscan_replies", "Exit codes handed back to qscan-queue (0 queued, "
-                               "82 custom reply text, others from qmail-queue)", ["code"], registry=r)
-        self.qmail_queue = Counter("qscan_qmail_queue_exits",
-                                   "Exit codes of the real qmail-queue (messages delivered)", ["code"],
-                                   registry=r)
+        self.replies = Counter("qscan_replies", "Answers handed back to qscan-queue (0 accepted, "
+                               "82 custom reply text; handoff: the message, for qscan-queue to queue)",
+                               ["code"], registry=r)
+        self.qmail_queue = Counter("qscan_qmail_queue_exits", "Exit codes of the real qmail-queue, as "
+                                   "qscan-queue reports them (messages delivered)", ["code"], registry=r)
         self.append = Histogram("qscan_journal_append_seconds", "Journal append incl. fsync",
                                 buckets=FAST_SECONDS, registry=r)
         self.dropped = Counter("qscan_metrics_samples_dropped",
@@ -215,13 +217,10 @@ class DaemonMetrics:
     # master side ---------------------------------------------------------------
     def apply(self, data: Sequence[Any]) -> None:
         code, action, category, direc, total, scans, appends, errors = data[:8]
-        self.replies.labels(str(int(code) & 0xFF)).inc()
+        self.replies.labels("handoff" if code is None else str(int(code) & 0xFF)).inc()
         if action:
             self.messages.labels(action, category, direc).inc()
             self.processing.observe(total)
-            if action == "deliver" and code != 82:
-                # deliver: qscan-queue gets qmail-queue's own code (82 only if the journal failed)
-                self.qmail_queue.labels(str(int(code) & 0xFF)).inc()
         for name, seconds in scans:
             self.scan.labels(self.scanner_label(str(name))).observe(seconds)
         for name, kind in errors:
@@ -230,6 +229,10 @@ class DaemonMetrics:
             self.append.observe(seconds)
         if len(data) > 8 and data[8]:
             self.dropped.inc(int(data[8]))
+
+    def queue_exit(self, code: int) -> None:
+        """qscan-queue reported qmail-queue's exit code (the master counts the reports)."""
+        self.qmail_queue.labels(str(int(code) & 0xFF)).inc()
 
     def _reader(self) -> None:
         while True:
@@ -313,6 +316,7 @@ def start_daemon_metrics(cfg: Config, daemon: Daemon) -> DaemonMetrics | None:
         return None
     metrics = DaemonMetrics(cfg)
     daemon.observe = metrics.observe
+    daemon.on_report = metrics.queue_exit
     make = daemon.make_processor
     daemon.make_processor = lambda: instrument(make())
     metrics.start(daemon)

@@ -1,4 +1,7 @@
-"""Start a real daemon (``python -m qscan daemon``) with a stand-in qmail-queue, for tests."""
+"""Start a real daemon (``python -m qscan daemon``) with a stand-in qmail-queue, for tests.
+
+qscan-queue runs that stand-in (``QSCAN_QMAIL_QUEUE`` in ``Harness.client_env``); the daemon's
+``daemon.qmail_queue`` names it too (local domains, quarantine releases)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.envelope import build_envelope
+from qscan.testing.clients import native_client
 from qscan.testing.injector import InjectResult, inject
 from qscan.testing.standin import recorded, write_standin
 
-CLIENT = str(Path(sys.executable).parent / "qscan-queue")
+CLIENT = native_client()  # the installed (native) qscan-queue
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Harness:
     proc: subprocess.Popen[bytes] | None = None
     extra: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # The qmail-queue qscan-queue runs (QSCAN_QMAIL_QUEUE): the stand-in of running_daemon.
+    qmail_queue: Path | None = None
 
     @property
     def journal(self) -> Path:
@@ -49,15 +55,17 @@ class Harness:
         return recorded(self.record)
 
     def client_env(self, **extra: str) -> dict[str, str]:
+        queue = {"QSCAN_QMAIL_QUEUE": str(self.qmail_queue)} if self.qmail_queue is not None else {}
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QSCAN_SOCKET": str(self.socket),
-                "QSCAN_TIMEOUT": "30", **extra}
+                "QSCAN_TIMEOUT": "30", **queue, **extra}
 
     def send(self, message: bytes, sender: bytes = b"alice@example.com",
              recipients: list[bytes] | None = None, envelope: bytes | None = None,
-             fd6: bool = True, **env: str) -> InjectResult:
+             fd6: bool = True, client: str = CLIENT, **env: str) -> InjectResult:
+        """One message through ``client`` (the native qscan-queue unless told otherwise)."""
         if envelope is None:
             envelope = build_envelope(sender, recipients or [b"bob@example.org"])
-        return inject(CLIENT, message, envelope, self.client_env(**env), fd6=fd6, timeout=60)
+        return inject(client, message, envelope, self.client_env(**env), fd6=fd6, timeout=60)
 
     def start(self) -> None:
         with open(self.root / "daemon.log", "ab") as err:  # the child keeps its own descriptor
@@ -135,7 +143,7 @@ def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2,
         f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "mx.test.example"\n'
         f'{daemon_extra}\n[summary_log]\ntarget = "file"\n'
     )
-    h = Harness(tmp_path, config, sock_dir / "q.sock", record)
+    h = Harness(tmp_path, config, sock_dir / "q.sock", record, qmail_queue=standin)
     h.start()
     try:
         yield h

@@ -1,9 +1,10 @@
 """The end-to-end demo on embedded defaults (`qscan demo`, `make demo`).
 
 Everything is real except qmail itself: the corpus goes through the installed
-``qscan-queue`` program over the qmail-queue protocol (pipes on fd 0, fd 1 and
-fd 6), into the daemon started by ``qscan run``, onto the journal, through a
-stand-in qmail-queue, and out to the archive maildir and the SQLite store.
+(native) ``qscan-queue`` program over the qmail-queue protocol (pipes on fd 0, fd 1
+and fd 6), into the daemon started by ``qscan run``, onto the journal, back to
+``qscan-queue``, which hands it to a stand-in qmail-queue, and out to the archive
+maildir and the SQLite store.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import click
 
 from ingest.journal import Journal
+from qscan.testing.clients import native_client
 from qscan.testing.corpus import CorpusMessage, default_corpus_dir, load_corpus
 from qscan.testing.injector import InjectResult, inject
 from qscan.testing.standin import write_standin
@@ -67,17 +69,17 @@ rules = "{default_corpus_dir().parent / 'dlp.toml'}"
 
 
 def client_program() -> str:
-    path = Path(sys.executable).parent / "qscan-queue"
-    if not path.exists():
-        found = shutil.which("qscan-queue")
-        if not found:
-            raise click.ClickException("qscan-queue is not installed (pip install -e .)")
-        return found
-    return str(path)
+    """The installed qscan-queue (native: ``make install`` builds it; from a checkout whose venv
+    lacks it, a build of ingest/native/qscan_queue.c)."""
+    try:
+        return native_client()
+    except RuntimeError as exc:  # no compiler
+        raise click.ClickException(f"qscan-queue is not installed and cannot be built: {exc}") from exc
 
 
-def push(program: str, msg: CorpusMessage, socket_path: Path) -> InjectResult:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QSCAN_SOCKET": str(socket_path), **msg.env}
+def push(program: str, msg: CorpusMessage, socket_path: Path, qmail_queue: Path) -> InjectResult:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QSCAN_SOCKET": str(socket_path),
+           "QSCAN_QMAIL_QUEUE": str(qmail_queue), **msg.env}  # qscan-queue runs the stand-in
     return inject(program, msg.data, msg.envelope, env)
 
 
@@ -134,7 +136,7 @@ def run_demo(data_dir: Path, *, concurrency: int = 4, keep_running: bool = False
                    f"with {concurrency} concurrent sender(s)")
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            results = list(pool.map(lambda m: push(program, m, socket_path), corpus))
+            results = list(pool.map(lambda m: push(program, m, socket_path, standin), corpus))
         wall = time.perf_counter() - t0
         failures = [(m, r) for m, r in zip(corpus, results, strict=True) if r.code != 0]
         for m, r in failures:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ class InjectResult:
     code: int
     fd6: str  # what the program wrote on fd 6 ('' when nothing)
     elapsed: float
+    stderr: str = ""  # what it wrote on fd 2, when asked to keep it (capture_stderr)
 
 
 def inject(
@@ -32,9 +34,12 @@ def inject(
     fd6: bool = True,
     timeout: float = 120.0,
     stdin_fd: int | None = None,
+    capture_stderr: bool = False,
 ) -> InjectResult:
-    """Run ``program`` once; ``stdin_fd`` replaces the message pipe (error-path tests)."""
+    """Run ``program`` once; ``stdin_fd`` replaces the message pipe (error-path tests);
+    ``capture_stderr``: fd 2 goes to a file whose text is returned (a pipe could fill up)."""
     start = time.perf_counter()
+    err_file = tempfile.TemporaryFile() if capture_stderr else None  # noqa: SIM115 - closed below
     m_r, m_w = os.pipe()
     e_r, e_w = os.pipe()
     x_r, x_w = os.pipe() if fd6 else (-1, -1)
@@ -44,6 +49,8 @@ def inject(
     ]
     if fd6:
         actions.append((os.POSIX_SPAWN_DUP2, x_w, 6))
+    if err_file is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, err_file.fileno(), 2))
     try:
         pid = os.posix_spawn(program, [program], env, file_actions=actions)
     finally:
@@ -71,7 +78,13 @@ def inject(
             os.set_blocking(x_r, False)
             with contextlib.suppress(BlockingIOError):
                 text = os.read(x_r, 4096)
-        return InjectResult(code, text.decode("utf-8", "replace"), time.perf_counter() - start)
+        err = ""
+        if err_file is not None:
+            err_file.seek(0)
+            err = err_file.read().decode("utf-8", "replace")
+        return InjectResult(code, text.decode("utf-8", "replace"), time.perf_counter() - start, err)
     finally:
         if x_r >= 0:
             os.close(x_r)
+        if err_file is not None:
+            err_file.close()

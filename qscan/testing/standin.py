@@ -77,3 +77,17 @@ def recorded(record_dir: Path) -> list[tuple[bytes, bytes]]:
     for msg in sorted(record_dir.glob("*.msg")):
         out.append((msg.read_bytes(), msg.with_suffix(".env").read_bytes()))
     return out
+
+
+DRAIN = """#!/bin/sh
+# A qmail-queue any user can run (tests whose qscan-queue runs as another user): it reads the
+# message and the envelope, as qmail-queue does, queues nothing and exits 0.
+cat >/dev/null && cat <&1 >/dev/null
+"""
+
+
+def write_drain(path: Path) -> Path:
+    """``DRAIN`` at ``path``, mode 0755 (its directory must be passable by that user)."""
+    path.write_text(DRAIN)
+    os.chmod(path, 0o755)
+    return path
