@@ -356,15 +356,21 @@ def amavisd_server(sink_port: int, servers: int = AMAVISD_SERVERS
         shutil.rmtree(root, ignore_errors=True)
 
 
+def smtp_data(data: bytes) -> bytes:
+    """A message as it travels in SMTP's DATA: CRLF line ends (smtplib sends bytes as they are)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def smtp_send(port: int) -> Send:
     def send(m: BenchMessage) -> tuple[bool, float]:
         env = parse_envelope(m.envelope)
         sender = env.sender.decode("utf-8", "replace")
         rcpts = [r.decode("utf-8", "replace") for r in env.recipients]
+        data = smtp_data(m.data)
         t0 = time.perf_counter()
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=120) as s:
-                refused = s.sendmail(sender, rcpts, m.data)
+                refused = s.sendmail(sender, rcpts, data)
             ok = not refused
         except smtplib.SMTPException:
             ok = False

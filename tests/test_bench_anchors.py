@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.anchors import amavisd_config, pct, ratios, rows, rspamd_headers
+from bench.anchors import amavisd_config, pct, ratios, rows, rspamd_headers, smtp_data
 from bench.corpus import BenchMessage
 from bench.run import TARGETS, report, update_docs
 from ingest.envelope import build_envelope
@@ -138,3 +138,8 @@ def test_committed_results_still_report(capsys: pytest.CaptureFixture[str]) -> N
     r = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "latest.json").read_text())
     report(r)  # a results file with or without anchors prints
     assert "targets:" in capsys.readouterr().out
+
+
+def test_smtp_data_has_crlf_line_ends_only() -> None:
+    assert smtp_data(b"Subject: x\n\nline\r\nlast\n") == b"Subject: x\r\n\r\nline\r\nlast\r\n"
+    assert smtp_data(b"") == b""
