@@ -3,7 +3,8 @@
 Why SQLite: one file, crash-safe (every write returns only after an fsync of the
 WAL that holds its commit, so an acknowledged append survives power loss), concurrent
 appends from every worker process serialised by SQLite's own lock, readers that
-never block writers, and integrity checks for free.
+never block writers, and integrity checks for free. The raw message is stored
+in its own column so consumers that only need the summary never read it.
 
 Group commit: SQLite's own commit fsync (``synchronous=FULL``) runs while the writer
 holds the database's write lock, so two workers' appends were two fsyncs in a row. The
@@ -11,8 +12,8 @@ connection runs with ``synchronous=NORMAL`` (SQLite still syncs around checkpoin
 every method that writes ends with :meth:`Journal._sync`: an ``fdatasync`` of the WAL file
 after the lock is released. It returns only once everything written to the WAL so far -
 this commit included - is on disk, and fsyncs that overlap are committed together by the
-file system: the next worker appends while this one waits for the disk. The raw message is stored
-in its own column so consumers that only need the summary never read it.
+file system: the next worker appends while this one waits for the disk. A method added
+here that writes must end with ``self._sync()`` too (tests/test_journal_group_commit.py).
 
 Positions are journal sequence numbers (``seq``, 1-based, strictly increasing).
 "Position N" means "everything up to and including N has been handled".
