@@ -9,7 +9,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 CLIENT   := $(VENV)/bin/qscan-queue
 
-.PHONY: install demo test test-fast lint typecheck schema clean bench
+.PHONY: install demo test test-fast lint typecheck schema clean bench bench-anchors
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
@@ -47,3 +47,12 @@ clean:
 
 bench: install
 	$(PY) -m bench.run --docs docs/performance.md
+
+# `make bench` plus amavisd-new on the same corpus (not in CI: it installs a Debian package when
+# missing; the bench starts its own amavisd with its own configuration, never the system's service)
+bench-anchors: install
+	@command -v amavisd >/dev/null 2>&1 || [ -x /usr/sbin/amavisd ] || { \
+		as_root() { if [ "$$(id -u)" = 0 ]; then "$$@"; else sudo "$$@"; fi; }; \
+		as_root apt-get update -qq && \
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq amavisd-new >/dev/null; }
+	$(PY) -m bench.run --anchors rspamd,amavisd --docs docs/performance.md

@@ -5,6 +5,8 @@ Measures, on one deterministic corpus and in one run:
   daemon_core  the daemon fed straight over its socket (our scanning cost, no process spawns)
   end_to_end   a real qscan-queue process per message, as qmail runs it, at 1/4/8 senders
   consumers    events/s of the archive maildir writer and the SQL summaries
+  anchors      rspamd /checkv2 (and with --anchors rspamd,amavisd, amavisd-new) on the same
+               corpus at the same concurrencies: qscan's end-to-end rate as a ratio to each
 and prints each qscan figure beside its floor. Results go to bench/results/latest.json.
 """
 
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email import policy
@@ -32,6 +34,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from bench import anchors as anchor_runs
+from bench.anchors import pct, tree_cpu_seconds
 from bench.corpus import BenchMessage, generate
 from qscan.config import ConsumersConfig
 from qscan.testing import rawclient
@@ -46,14 +50,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    s = sorted(values)
-    if not s:
-        return 0.0
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 # -- machine ------------------------------------------------------------------
@@ -232,14 +228,8 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """Master + workers, each with the children they reaped (recycled workers, qmail-queue)."""
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        return total / TICK
+        assert self.proc is not None
+        return tree_cpu_seconds(self.proc.pid)
 
     def pss_mb(self) -> float:
         total = 0
@@ -433,6 +423,9 @@ TARGETS = {
     ("daemon_core", "msgs_per_s"): (">=", 650),
     ("consumers", "sqlite_events_per_s"): (">=", 2000),
     ("consumers", "archive_events_per_s"): (">=", 1000),
+    # qscan's end-to-end msgs/s over the anchor's, same corpus, same concurrency, same run
+    ("vs_anchors", "rspamd", "4"): (">=", 1.2),
+    ("vs_anchors", "amavisd", "4"): (">=", 10),
 }
 
 
@@ -444,7 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20000, help="journal events for the consumer figures")
     ap.add_argument("--concurrency", default="1,4,8", help="end-to-end sender counts")
     ap.add_argument("--workers", type=int, default=None, help="daemon workers (default: the config default)")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: floors,core,e2e,consumers")
+    ap.add_argument("--skip", default="",
+                    help="comma list of sections to skip: floors,core,e2e,anchors,consumers")
+    ap.add_argument("--anchors", default="rspamd",
+                    help="other filters run on the same corpus at the same concurrencies: "
+                         "rspamd, amavisd (default: rspamd; make bench-anchors: both)")
+    ap.add_argument("--amavisd-concurrency", default="4",
+                    help="sender counts amavisd-new runs at (default 4, the target's: it is slow; "
+                         "rspamd runs at every --concurrency)")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument(
         "--docs", type=Path, default=None,
@@ -452,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    runners = {"rspamd": anchor_runs.run_rspamd, "amavisd": anchor_runs.run_amavisd}
+    chosen = list(filter(None, args.anchors.split(",")))
+    unknown = [name for name in chosen if name not in runners]
+    if unknown:
+        ap.error(f"--anchors: unknown {', '.join(unknown)} (known: {', '.join(runners)})")
 
     work = ROOT / "bench" / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -505,6 +510,16 @@ def main(argv: list[str] | None = None) -> int:
                 drive(d, steady[:100], c, send_client)  # warm-up
                 e2e[str(c)] = drive(d, steady, c, send_client, sample_pss=True)
         result["end_to_end"] = e2e
+    if "anchors" not in skip:
+        found: dict[str, object] = {}
+        for name in chosen:
+            counts = args.amavisd_concurrency if name == "amavisd" else args.concurrency
+            got = runners[name](steady, [int(x) for x in counts.split(",")], log)
+            if got is not None:
+                found[name] = got
+        if found:
+            result["anchors"] = found
+            result["vs_anchors"] = anchor_runs.ratios(result)
     if "consumers" not in skip:
         log("consumers ...")
         pg_url, pg_stop = postgres_url(work)
@@ -561,7 +576,7 @@ def update_docs(path: Path, r: dict[str, object]) -> None:
         elif isinstance(node, (int, float)) or node is None:
             lines.append(f"| `{prefix}` | {'n/a' if node is None else node} | {targets.get(prefix, '')} |")
 
-    for section in ("end_to_end", "daemon_core", "floors", "consumers"):
+    for section in ("end_to_end", "vs_anchors", "anchors", "daemon_core", "floors", "consumers"):
         walk(section, r.get(section))
     lines += ["", END]
     head, _, rest = text.partition(BEGIN)
@@ -630,6 +645,7 @@ def report(r: dict[str, object]) -> None:
                 )
             )
             rows.append((f"end-to-end c={c} daemon PSS MB (peak)", f"{v['pss_mb']}", ""))
+    rows += anchor_runs.rows(r)
     if f:
         rows.append(("floor: parse+walk+decode msgs/s", f"{f['parse_msgs_per_s']}", "1 process"))
         rows.append(("floor: write+fsync msgs/s", f"{f['fsync_msgs_per_s']}", ""))

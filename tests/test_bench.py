@@ -43,7 +43,10 @@ def test_maildir_floor_delivers_and_cleans_up(tmp_path: Path) -> None:
 def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     import shutil
 
+    from qscan.testing.servers import binary
+
     require("a C compiler (cc)", shutil.which("cc") is not None)
+    require("rspamd (the bench's side-by-side anchor)", binary("rspamd") is not None)
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--messages", "20", "--events", "50", "--concurrency", "2",
@@ -70,6 +73,12 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert "x floor" in archive_row
     assert r["consumers"]["archive_events_per_s"] > 0 and r["consumers"]["sqlite_events_per_s"] > 0
     assert "targets:" in proc.stdout
+    # rspamd ran on the same corpus at the same concurrency, and qscan's rate reads as a ratio to it
+    rspamd = r["anchors"]["rspamd"]["2"]
+    assert rspamd["msgs_per_s"] > 0 and rspamd["failed"] == 0 and rspamd["server_cpu_ms_per_msg"] > 0
+    assert r["vs_anchors"]["rspamd"]["2"] == pytest.approx(
+        r["end_to_end"]["2"]["msgs_per_s"] / rspamd["msgs_per_s"], abs=0.01)
+    assert "qscan end to end" in next(line for line in proc.stdout.splitlines() if "rspamd c=2 msgs/s" in line)
 
 
 def test_report_judges_targets_against_the_runs_floors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -181,19 +181,20 @@ options {{
 }}
 logging {{ type = "file"; filename = "{root}/rspamd.log"; level = "info"; }}
 actions {{ reject = 15; add_header = 6; greylist = 4; }}
-worker "normal" {{ bind_socket = "127.0.0.1:{port}"; count = 1; mime = true; }}
+worker "normal" {{ bind_socket = "127.0.0.1:{port}"; count = {workers}; mime = true; }}
 """
 
 
 @contextmanager
-def rspamd_server() -> Iterator[Server]:
-    """rspamd's normal worker alone on a loopback port: no Lua modules, no Redis, no DNS."""
+def rspamd_server(workers: int = 1) -> Iterator[Server]:
+    """rspamd's normal worker (``workers`` processes of it) alone on a loopback port: no Lua
+    modules, no Redis, no DNS."""
     exe = binary("rspamd")
     if exe is None:
         raise FileNotFoundError("rspamd")
     root = _public_tempdir("qsrsp")
     port = free_port()
-    (root / "rspamd.conf").write_text(RSPAMD_CONF.format(root=root, port=port))
+    (root / "rspamd.conf").write_text(RSPAMD_CONF.format(root=root, port=port, workers=workers))
     argv = [exe, "-f", "-c", str(root / "rspamd.conf")]
     argv += ["--insecure"] if os.getuid() == 0 else []
     with open(root / "stderr.log", "ab") as err:
