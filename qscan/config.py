@@ -7,7 +7,9 @@ data. ``qscan config check`` loads it and prints the effective values.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import json
 import os
 import re
@@ -32,8 +34,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from ingest.event import QUARANTINE_FOLDERS
+from scanners.clamd import ClamdOptions
+from scanners.cmdline import CmdlineOptions
+from scanners.cymru import CymruOptions
 from scanners.direction import Direction
 from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
+from scanners.rspamd import RspamdOptions
+from scanners.spamd import SpamdOptions
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
 MiB = 1024 * 1024
@@ -289,154 +296,6 @@ def _allowed(value: list[str], info: ValidationInfo, key: str) -> list[str]:
     return entries
 
 
-# -- external scanners (scanners/clamd.py, spamd.py, rspamd.py, cmdline.py, cymru.py) ---------
-FailurePolicyName = Literal["tempfail", "pass"]
-VirusActionName = Literal["quarantine", "reject", "drop"]
-
-
-def _socket_path(value: str) -> str:
-    if value and not value.startswith("/"):
-        raise ValueError("must be an absolute path, or empty to use TCP host/port")
-    return value
-
-
-class ClamdConfig(_Section):
-    socket: str = Field("/var/run/clamav/clamd.ctl", description="clamd's unix socket; empty: TCP host/port")
-    host: str = Field("127.0.0.1", description="clamd's TCP address when socket is empty")
-    port: int = Field(3310, ge=1, le=65535)
-    connect_timeout: float = Field(2.0, gt=0, description="seconds to connect")
-    timeout: float = Field(60.0, gt=0, description="seconds for one part, connect to reply")
-    redundant: bool = Field(False, description="also scan the raw message, not only the decoded parts")
-    max_stream_size: int = Field(
-        25 * MiB, ge=1, description="parts above this are not sent (keep equal to clamd's StreamMaxLength)"
-    )
-    failure_policy: FailurePolicyName = Field(
-        "tempfail", description="clamd down, timed out or answering nonsense: tempfail, or pass (recorded)"
-    )
-    size_limit_policy: FailurePolicyName = Field(
-        "pass", description="a part too big for clamd: pass (recorded as not scanned) or tempfail"
-    )
-    action: VirusActionName = Field("quarantine", description="what a detection does (or reject, drop)")
-    version_refresh: float = Field(300.0, gt=0, description="seconds between zVERSION queries")
-
-    @field_validator("socket")
-    @classmethod
-    def _socket(cls, value: str) -> str:
-        return _socket_path(value)
-
-
-class SpamThresholdsConfig(_Section):
-    """Shared by spamd and rspamd; every threshold is optional and the highest reached wins."""
-
-    required_score: float | None = Field(None, examples=[5.0],
-        description="spam from this score; unset: the engine decides")
-    tag_score: float | None = Field(None, examples=[-100.0],
-        description="X-Spam-* headers from this score; unset: always")
-    subject_prefix: str = Field("", max_length=40, description="e.g. '[SPAM]'; empty: subject untouched")
-    subject_score: float | None = Field(None, examples=[5.0],
-        description="prefix from this score; unset: what is spam")
-    quarantine_score: float | None = Field(None, examples=[8.0],
-        description="quarantine into spam/ from this score")
-    reject_score: float | None = Field(None, examples=[15.0],
-        description="reject permanently from this score")
-    drop_score: float | None = Field(None, examples=[25.0],
-        description="accept and silently delete from this score")
-
-    @field_validator("subject_prefix")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable text (no control characters)")
-        return value
-
-
-class SpamdConfig(SpamThresholdsConfig):
-    socket: str = Field("", description="spamd's unix socket; empty: TCP host/port")
-    host: str = "127.0.0.1"
-    port: int = Field(783, ge=1, le=65535)
-    connect_timeout: float = Field(2.0, gt=0)
-    timeout: float = Field(30.0, gt=0, description="seconds from connect to reply")
-    command: Literal["SYMBOLS", "REPORT"] = Field(
-        "SYMBOLS", description="REPORT also gives each rule's points (tests=GTUBE=1000)"
-    )
-    user: str | None = Field(None, examples=["spamd-user"],
-        description="spamd User: header (per-user settings)")
-    max_size: int = Field(512 * 1024, ge=1, description="bigger mail is not spam-scanned (recorded)")
-    skip_relay: bool = Field(True, description="do not spam-scan mail from relay clients (RELAYCLIENT)")
-    failure_policy: FailurePolicyName = Field("pass", description="spamd unavailable: pass or tempfail")
-    version_refresh: float = Field(3600.0, gt=0, description="seconds between version probes")
-
-    @field_validator("socket")
-    @classmethod
-    def _socket(cls, value: str) -> str:
-        return _socket_path(value)
-
-
-class RspamdConfig(SpamThresholdsConfig):
-    host: str = "127.0.0.1"
-    port: int = Field(11333, ge=1, le=65535, description="rspamd's normal worker")
-    path: str = Field("/checkv2", pattern=r"^/[!-~]*$")
-    password: SecretStr | None = Field(None, examples=["..."], description="only if the worker requires one")
-    timeout: float = Field(30.0, gt=0, description="seconds per socket operation")
-    max_size: int = Field(2 * MiB, ge=1, description="bigger mail is not spam-scanned (recorded as skipped)")
-    skip_relay: bool = True
-    failure_policy: FailurePolicyName = "pass"
-    follow_actions: bool = Field(
-        True, description="rspamd's reject/soft reject/discard/quarantine actions apply on top of thresholds"
-    )
-    reject_action: Literal["reject", "quarantine", "drop"] = Field(
-        "reject", description="what rspamd's 'reject' action does here"
-    )
-
-
-class CmdlineConfig(_Section):
-    name: str = Field("cmdline", pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="name in findings, headers")
-    argv: list[str] = Field(
-        [], description="program and arguments, no shell; '{path}' is replaced by the directory or "
-        'file, e.g. ["/opt/av/bin/scan", "--recursive", "{path}"]; required when cmdline is enabled'
-    )
-    target: Literal["directory", "file"] = "directory"
-    exit_codes: dict[int, Literal["clean", "virus", "error"]] = Field(
-        {0: "clean", 1: "virus"}, description="exit code meanings; unlisted codes are errors"
-    )
-    virus_regex: str = Field(
-        r"(?m)(?P<name>[^\s:]+)[ \t]+FOUND[ \t]*$",
-        description="finds the virus name in the output (group 'name', else the first group)",
-    )
-    timeout: float = Field(60.0, gt=0)
-    redundant: bool = Field(False, description="also give the scanner the raw message (message.eml)")
-    failure_policy: FailurePolicyName = "tempfail"
-    action: VirusActionName = "quarantine"
-    version: str = Field("", max_length=60, description="version shown in the diagnostics header")
-    version_argv: list[str] = Field([], description="command printing the version (first line is used)")
-    tmp_dir: Path | None = Field(None, examples=["/var/tmp/qscan"],
-        description="where scan directories are made (default: system temp)")
-
-    @field_validator("virus_regex")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from exc
-        return value
-
-
-class CymruConfig(_Section):
-    zone: str = Field("hash.cymru.com", pattern=r"^[A-Za-z0-9.-]+$", description="MHR DNS zone")
-    nameservers: list[str] = Field([], description="resolver IPs; empty: /etc/resolv.conf")
-    port: int = Field(53, ge=1, le=65535)
-    timeout: float = Field(2.0, gt=0, description="seconds of DNS for all lookups of one message")
-    threshold: int = Field(25, ge=0, le=100, description="detection percent from which a hash is malware")
-    hash: Literal["md5", "sha1", "sha256"] = "sha256"
-    cache_ttl: float = Field(600.0, ge=0, description="seconds answers (also 'unknown') are cached")
-    cache_size: int = Field(10000, ge=0)
-    max_lookups: int = Field(20, ge=1, description="hashes looked up per message at most")
-    attachments_only: bool = Field(True, description="skip text/* parts without a file name")
-    failure_policy: FailurePolicyName = "pass"
-    action: VirusActionName = "quarantine"
-
-
 # -- notifications (compliance/notify, docs/notifications.md) ------------------------------------
 NotifyKindName = Literal["virus", "policy", "spam", "dlp", "reject"]
 NotifyLanguage = Literal["en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "pt", "nl", "zh"]
@@ -587,9 +446,9 @@ class DlpConfig(_Section):
 # scanner's name), None for one without settings; the order is the one `known:` lists. The one
 # list of names: config validation takes it from here, qscan/wiring/pipeline.py's SCANNERS gives
 # each name its factory (tests/test_config_preflight.py keeps the two key sets equal).
-SCANNER_SETTINGS: dict[str, type[_Section] | None] = {
-    "size": None, "clamd": ClamdConfig, "cmdline": CmdlineConfig, "cymru": CymruConfig,
-    "internal": InternalConfig, "spamd": SpamdConfig, "rspamd": RspamdConfig, "dlp": DlpConfig,
+SCANNER_SETTINGS: dict[str, type | None] = {
+    "size": None, "clamd": ClamdOptions, "cmdline": CmdlineOptions, "cymru": CymruOptions,
+    "internal": InternalConfig, "spamd": SpamdOptions, "rspamd": RspamdOptions, "dlp": DlpConfig,
 }
 SCANNER_NAMES = tuple(SCANNER_SETTINGS)
 
@@ -708,11 +567,11 @@ class Config(_Section):
     headers: HeadersConfig = HeadersConfig()
     scanners: ScannersConfig = ScannersConfig()
     internal: InternalConfig = InternalConfig()
-    clamd: ClamdConfig = ClamdConfig()
-    spamd: SpamdConfig = SpamdConfig()
-    rspamd: RspamdConfig = RspamdConfig()
-    cmdline: CmdlineConfig = CmdlineConfig()
-    cymru: CymruConfig = CymruConfig()
+    clamd: ClamdOptions = ClamdOptions()
+    spamd: SpamdOptions = SpamdOptions()
+    rspamd: RspamdOptions = RspamdOptions()
+    cmdline: CmdlineOptions = CmdlineOptions()
+    cymru: CymruOptions = CymruOptions()
     consumers: ConsumersConfig = ConsumersConfig()
     notify: NotifyConfig = NotifyConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -882,7 +741,7 @@ def parse_config(text: str, path: Path) -> Config:
             lineno = _locate(text, loc)
             where = f"{path}:{lineno}" if lineno else str(path)
             msg = err["msg"]
-            if err["type"] == "extra_forbidden":
+            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
                 msg = "unknown key"
             lines.append(f"{where}: key '{key}': {msg}")
         raise ConfigError("\n".join(lines)) from exc
@@ -907,9 +766,9 @@ def example_config(data_dir: str = "/var/lib/qscan") -> str:
     return ("\n".join(out).rstrip("\n") + "\n").replace("@DATA_DIR@", data_dir)
 
 
-def _example_model(model: type[BaseModel], table: list[str], out: list[str], *, commented: bool,
+def _example_model(model: type, table: list[str], out: list[str], *, commented: bool,
                    data_dir: str, array: bool = False) -> None:
-    fields = [(k, f) for k, f in model.model_fields.items() if not f.exclude]
+    fields = [(k, f) for k, f in section_fields(model).items() if not f.exclude]
     scalars = [(k, f) for k, f in fields if _submodel(f) is None]
     sections = [(k, f) for k, f in fields if _submodel(f) is not None]
     for key, field in scalars:
@@ -924,7 +783,7 @@ def _example_model(model: type[BaseModel], table: list[str], out: list[str], *, 
         is_array = _origin(field.annotation) is list
         unset = field.default is None or is_array
         brackets = ("[[", "]]") if is_array else ("[", "]")
-        about = field.description or (sub.__doc__ or "").strip()
+        about = field.description or _doc(sub)
         out.append("")
         prefix = "# " if commented or unset else ""
         if about:
@@ -932,6 +791,12 @@ def _example_model(model: type[BaseModel], table: list[str], out: list[str], *, 
         out.append(f"{prefix}{brackets[0]}{'.'.join([*table, key])}{brackets[1]}")
         _example_model(sub, [*table, key], out, commented=commented or unset, data_dir=data_dir,
                        array=is_array)
+
+
+def _doc(model: type) -> str:
+    """A section's docstring (not the signature dataclasses write for a class without one)."""
+    doc = (model.__doc__ or "").strip()
+    return "" if doc.startswith(f"{model.__name__}(") else doc
 
 
 def _wrap(text: str) -> list[str]:
@@ -951,12 +816,28 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _submodel(field: FieldInfo) -> type[BaseModel] | None:
-    """The section model of a field that is a table ([x]) or an array of tables ([[x]])."""
+def _submodel(field: FieldInfo) -> type | None:
+    """The section model of a field that is a table ([x]) or an array of tables ([[x]]): a
+    pydantic model, or a package's settings dataclass (scanners/settings.py)."""
     ann = _unwrap(field.annotation)
     if _origin(ann) is list:
         ann = typing.get_args(ann)[0]
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if isinstance(ann, type) and (issubclass(ann, BaseModel) or dataclasses.is_dataclass(ann)):
+        return ann
+    return None
+
+
+@functools.cache
+def section_fields(model: type) -> dict[str, FieldInfo]:
+    """The keys of a section: a pydantic model's fields, or a settings dataclass's fields read
+    the way pydantic reads them when it validates one (scanners/settings.py)."""
+    if issubclass(model, BaseModel):
+        return dict(model.model_fields)
+    if not dataclasses.is_dataclass(model):
+        raise TypeError(f"not a settings section: {model!r}")
+    hints = typing.get_type_hints(model, include_extras=True)
+    return {f.name: FieldInfo.from_annotated_attribute(hints[f.name], f)
+            for f in dataclasses.fields(model)}
 
 
 def _example_value(key: str, field: FieldInfo, data_dir: str) -> Any:

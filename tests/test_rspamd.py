@@ -13,7 +13,6 @@ from scanners.base import ScanContext
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.rspamd import RspamdOptions, RspamdScanner
-from scanners.spam_policy import SpamPolicy
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -73,7 +72,7 @@ def test_action_mapping_and_thresholds(rspamd: Server) -> None:
     assert r.disposition == Disposition.QUARANTINE
     [r] = scanner(rspamd, follow_actions=False).scan(context(SPAM))
     assert (r.verdict, r.disposition) == (Verdict.SPAM, Disposition.NONE)
-    [r] = scanner(rspamd, follow_actions=False, policy=SpamPolicy(drop_score=10)).scan(context(SPAM))
+    [r] = scanner(rspamd, follow_actions=False, drop_score=10).scan(context(SPAM))
     assert r.disposition == Disposition.DROP
 
 

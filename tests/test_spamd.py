@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def spamd() -> Iterator[Server]:
 
 
 def scanner(server: Server, policy: SpamPolicy | None = None, **kw: object) -> SpamdScanner:
-    opts = {"host": "127.0.0.1", "port": server.port, "timeout": 20.0, "policy": policy or SpamPolicy(), **kw}
+    thresholds = dataclasses.asdict(policy) if policy else {}  # SpamdOptions extends SpamPolicy
+    opts = {"host": "127.0.0.1", "port": server.port, "timeout": 20.0, **thresholds, **kw}
     return SpamdScanner(SpamdOptions(**opts))  # type: ignore[arg-type]
 
 
