@@ -38,7 +38,8 @@ from scanners.clamd import ClamdOptions
 from scanners.cmdline import CmdlineOptions
 from scanners.cymru import CymruOptions
 from scanners.direction import Direction
-from scanners.internal.checks import CHECK_ACTIONS, CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, EXECUTABLE_FORMATS
+from scanners.dlp.rules import DlpSettings
+from scanners.internal.policy import InternalSettings
 from scanners.rspamd import RspamdOptions
 from scanners.spamd import SpamdOptions
 
@@ -217,85 +218,6 @@ class ScannersConfig(_Section):
         return value
 
 
-InternalActionName = Literal["quarantine", "reject", "tempfail", "drop", "deliver"]
-
-
-class InternalConfig(_Section):
-    """The internal scanner: format checks, unpacking limits, policy rules (docs/policy.md)."""
-
-    rules: Path | None = Field(None, examples=["policy.toml"],
-        description="policy rules file (TOML); unset: built-in check rules only")
-    checks: dict[str, Literal[CHECK_ACTIONS]] = Field(  # type: ignore[valid-type]
-        {}, description="per-check action: quarantine|reject|tempfail|drop|tag|record|off "
-        "(defaults in docs/policy.md), e.g. { password-protected-archive = \"quarantine\" }",
-    )
-    ignore_eol: bool = Field(False, description="do not flag bare CR in MIME headers (NUL still is)")
-    dangerous_extensions: list[str] = Field(
-        list(DEFAULT_DANGEROUS_EXTENSIONS),
-        description="extensions banned at any depth (check banned-extension), and the final "
-        "extensions that make a double-barrelled name (invoice.pdf.exe) dangerous",
-    )
-    allow_banned: list[str] = Field(
-        [], description="banned extensions (exe) and executable formats (pe, elf, mach-o) "
-        "delivered after all, e.g. [\"exe\"]",
-    )
-    allow_banned_by_domain: dict[str, list[str]] = Field(
-        {}, description="recipient domain (glob) -> extensions/formats it may receive; applies when "
-        "every recipient's domain allows the file, e.g. { \"build.example.com\" = [\"exe\", \"msi\"] }",
-    )
-    max_depth: int = Field(10, ge=0, le=100, description="archives nested within archives")
-    max_members: int = Field(1000, ge=1, description="archive members per message")
-    max_total_bytes: int = Field(200 * MiB, ge=1024, description="expanded bytes per message")
-    max_ratio: float = Field(100.0, gt=1, description="expanded/compressed size of one archive (zip bombs)")
-    max_time: float = Field(10.0, ge=0, description="seconds of inspection and unpacking per message")
-    error_action: InternalActionName = Field(
-        "quarantine", description="what an internal error in the scanner does (finding: internal-error), "
-        "and MIME the parser cannot read at all (finding: unparseable)"
-    )
-
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(CHECKS))
-        if unknown:
-            raise ValueError(f"unknown check(s) {', '.join(unknown)} (known: {', '.join(CHECKS)})")
-        return value
-
-    @field_validator("dangerous_extensions")
-    @classmethod
-    def _extensions(cls, value: list[str]) -> list[str]:
-        return [v.strip().lstrip(".").lower() for v in value if v.strip().lstrip(".")]
-
-    @field_validator("allow_banned")
-    @classmethod
-    def _allow(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return _allowed(value, info, "allow_banned")
-
-    @field_validator("allow_banned_by_domain")
-    @classmethod
-    def _allow_by_domain(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
-        bad = [d for d in value if not _DOMAIN_GLOB.fullmatch(d.strip())]
-        if bad:
-            raise ValueError(f"allow_banned_by_domain: {', '.join(map(repr, bad))} is not a domain "
-                             "(letters, digits, '.', '-', and '*' or '?' as wildcards)")
-        return {domain.strip().lower(): _allowed(v, info, f"allow_banned_by_domain.{domain}")
-                for domain, v in value.items()}
-
-
-_DOMAIN_GLOB = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9.*?-]{0,252}")
-
-
-def _allowed(value: list[str], info: ValidationInfo, key: str) -> list[str]:
-    """Entries normalised like dangerous_extensions; one that bans nothing is a mistake."""
-    entries = [v.strip().lstrip(".").lower() for v in value if v.strip().lstrip(".")]
-    banned = {*info.data.get("dangerous_extensions", DEFAULT_DANGEROUS_EXTENSIONS), *EXECUTABLE_FORMATS}
-    unknown = [e for e in entries if e not in banned]
-    if unknown:
-        raise ValueError(f"{key}: {', '.join(unknown)} is not banned (entries are extensions from "
-                         f"dangerous_extensions or the formats {', '.join(EXECUTABLE_FORMATS)})")
-    return entries
-
-
 # -- notifications (compliance/notify, docs/notifications.md) ------------------------------------
 NotifyKindName = Literal["virus", "policy", "spam", "dlp", "reject"]
 NotifyLanguage = Literal["en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "pt", "nl", "zh"]
@@ -423,32 +345,13 @@ class NotifyConfig(_Section):
         return value
 
 
-class DlpConfig(_Section):
-    """Data loss prevention (docs/dlp.md). Runs only when "dlp" is in scanners.enabled, which
-    needs a rules file: the DLP rules say what matters, there is no useful default."""
-
-    rules: Path | None = Field(None, examples=["dlp.toml"],
-        description="DLP rules file (TOML); required when 'dlp' is enabled")
-    headers: list[str] = Field(["Subject"], description="headers whose text is inspected besides bodies")
-    max_part_size: int = Field(25 * MiB, ge=1024, description="attachments bigger than this are not read")
-    max_text: int = Field(4_000_000, ge=1000, description="characters of text inspected per message")
-    max_time: float = Field(5.0, gt=0, description="seconds of text extraction per message")
-    max_pdf_pages: int = Field(200, ge=1, description="pages of one PDF read")
-    max_depth: int = Field(5, ge=0, le=100, description="archives within archives unpacked")
-    max_members: int = Field(500, ge=1, description="archive members per message")
-    max_total_bytes: int = Field(100 * MiB, ge=1024, description="bytes unpacked from archives per message")
-    error_action: Literal["quarantine", "reject", "tempfail", "deliver"] = Field(
-        "quarantine", description="an internal DLP error: the message is not let out unexamined by default"
-    )
-
-
 # The scanners qscan can run: name -> the model of its Config section (the section has the
 # scanner's name), None for one without settings; the order is the one `known:` lists. The one
 # list of names: config validation takes it from here, qscan/wiring/pipeline.py's SCANNERS gives
 # each name its factory (tests/test_config_preflight.py keeps the two key sets equal).
 SCANNER_SETTINGS: dict[str, type | None] = {
     "size": None, "clamd": ClamdOptions, "cmdline": CmdlineOptions, "cymru": CymruOptions,
-    "internal": InternalConfig, "spamd": SpamdOptions, "rspamd": RspamdOptions, "dlp": DlpConfig,
+    "internal": InternalSettings, "spamd": SpamdOptions, "rspamd": RspamdOptions, "dlp": DlpSettings,
 }
 SCANNER_NAMES = tuple(SCANNER_SETTINGS)
 
@@ -566,7 +469,7 @@ class Config(_Section):
     summary_log: SummaryLogConfig = SummaryLogConfig()
     headers: HeadersConfig = HeadersConfig()
     scanners: ScannersConfig = ScannersConfig()
-    internal: InternalConfig = InternalConfig()
+    internal: InternalSettings = InternalSettings()
     clamd: ClamdOptions = ClamdOptions()
     spamd: SpamdOptions = SpamdOptions()
     rspamd: RspamdOptions = RspamdOptions()
@@ -576,7 +479,7 @@ class Config(_Section):
     notify: NotifyConfig = NotifyConfig()
     retention: RetentionConfig = RetentionConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
-    dlp: DlpConfig = DlpConfig()
+    dlp: DlpSettings = DlpSettings()
     metrics: MetricsConfig = MetricsConfig()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
@@ -912,8 +815,8 @@ def _toml(value: Any, field: FieldInfo | None = None) -> str:
         if not value:
             return "{}"
         return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        items = [_toml(v) for v in value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_toml(v) for v in (sorted(value) if isinstance(value, set | frozenset) else value)]
         one = "[" + ", ".join(items) + "]"
         if len(one) <= _WIDTH - 40:
             return one
