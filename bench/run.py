@@ -359,7 +359,7 @@ def consumers(
     from ingest.ids import uuid7
     from ingest.journal import Journal
     from ingest.log import JournalReader, Sink, run_consumer
-    from ingest.processor import Processor, ProcessorOptions, make_request
+    from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
     from qscan.config import parse_config
     from qscan.wiring.pipeline import make_scanners
 
@@ -367,7 +367,8 @@ def consumers(
     cfg = parse_config(f'data_dir = "{root}"\n', root / "q.toml")
     journal = Journal(root / "journal.db")
     proc = Processor(
-        ProcessorOptions(hostname="bench.example", qmail_queue=Path("/bin/true")), journal, make_scanners(cfg)
+        ProcessorOptions(hostname="bench.example", settings=ProcessorSettings(qmail_queue=Path("/bin/true"))),
+        journal, make_scanners(cfg)
     )
     base = []
     for m in corpus[:500]:

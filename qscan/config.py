@@ -28,12 +28,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 from pydantic.fields import FieldInfo
 
+from ingest.daemon import DaemonSettings
 from ingest.event import QUARANTINE_FOLDERS
+from ingest.processor import HeadersSettings
 from scanners.clamd import ClamdOptions
 from scanners.cmdline import CmdlineOptions
 from scanners.cymru import CymruOptions
@@ -53,68 +54,6 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class DaemonConfig(_Section):
-    socket: Path = Field(Path("/run/qscan/qscan.sock"), description="unix socket qscan-queue connects to")
-    socket_mode: int = Field(
-        0o666, json_schema_extra={"octal": True},
-        description="permissions of the socket (octal in TOML: 0o666); who may submit is "
-        "decided per peer uid (allow_users), since qmail-smtpd under a stock run script keeps only "
-        "the one group tcpserver -g gives it")
-    socket_group: str | None = Field(None, examples=["qmail"], description="group owning the socket")
-    allow_users: list[str] = Field(
-        [], description="users (names or uids) that may submit mail; empty: every local user "
-        "(qmail-inject runs as the sender)")
-    smtp_users: list[str] = Field(
-        ["qmaild"], description="users whose client attributes (TCPREMOTEIP, RELAYCLIENT, AUTH "
-        "user, HELO) are trusted: qmail-smtpd's uid. From anyone else the mail is local")
-    max_connections_per_uid: int = Field(
-        64, ge=1, description="slow connections (not complete within handoff_after) the master holds "
-        "for one uid; more are answered with a temporary failure at once")
-    handoff_after: float = Field(
-        0.25, gt=0, description="seconds a worker gives a new connection to deliver its whole request "
-        "(qscan-queue sends it at once); a slower one goes to the master, freeing the worker")
-    local_domains: list[str] | None = Field(
-        None, examples=[["example.com", ".example.com"]],
-        description="recipient domains that are local ('.example.com': subdomains): local "
-        "mail to anyone else counts as outbound; unset: qmail's control/locals, rcpthosts and me")
-    max_recipients: int = Field(
-        10000, ge=1, description="more envelope recipients are refused permanently")
-    workers: int = Field(4, ge=1, le=256, description="pre-forked worker processes")
-    max_messages_per_worker: int = Field(
-        1000, ge=1, description="a worker is recycled after this many messages"
-    )
-    recycle_after_bytes: int = Field(
-        8 * MiB, ge=0, description="a worker is recycled right after a message at least this big "
-        "(bytes), giving back the memory it grew by; 0 disables",
-    )
-    max_message_size: int = Field(
-        50 * MiB, ge=1024, description="bigger messages are rejected permanently (bytes)"
-    )
-    timeout: float = Field(
-        300.0, gt=0, description="seconds allowed to receive one whole request from qscan-queue "
-        "(which reads the message from qmail first): slower peers are cut off with a temporary failure")
-    qmail_queue: Path = Field(Path("/var/qmail/bin/qmail-queue"), description="the real qmail-queue")
-    qmail_queue_timeout: float = Field(600.0, gt=0, description="seconds qmail-queue may take")
-    hostname: str = Field("", description="name used in headers and events (default: FQDN)")
-    client_timeout: float = Field(
-        1200.0, gt=0, description="the longest any qscan-queue waits for its answer once the message is "
-        "sent (its QSCAN_TIMEOUT, which it also sends: the daemon uses the shorter); the daemon never "
-        "queues a message the client gave up on",
-    )
-    deadline_margin: float = Field(
-        30.0, ge=0, description="seconds before client_timeout after which a scanned message is "
-        "temp-failed instead of queued (journal append and qmail-queue must fit in it)",
-    )
-
-    @field_validator("deadline_margin")
-    @classmethod
-    def _margin_fits(cls, value: float, info: ValidationInfo) -> float:
-        client = info.data.get("client_timeout")
-        if client is not None and value >= client:
-            raise ValueError(f"must be smaller than client_timeout ({client:g})")
-        return value
 
 
 class JournalConfig(_Section):
@@ -171,16 +110,6 @@ class SummaryLogConfig(_Section):
     facility: Literal[
         "mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
     ] = "mail"
-
-
-class HeadersConfig(_Section):
-    diagnostics: bool = Field(True, description="add X-Qmail-Scanner-Diagnostics")
-    style: Literal["header", "received"] = Field(
-        "header", description="'received' writes the diagnostics as a Received: line instead"
-    )
-    mail_from: bool = Field(False, description="add X-Qmail-Scanner-Mail-From")
-    attachments: bool = Field(False, description="add X-Qmail-Scanner-Mime-Attachments")
-    recipients: bool = Field(False, description="add X-Qmail-Scanner-Rcpt-To (privacy: off)")
 
 
 def _scanner_name(value: str) -> str:
@@ -461,13 +390,13 @@ class LogConfig(_Section):
 
 class Config(_Section):
     data_dir: Path = Field(Path("/var/lib/qscan"), description="where data lives by default")
-    daemon: DaemonConfig = DaemonConfig()
+    daemon: DaemonSettings = DaemonSettings()
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
     archive: ArchiveConfig = ArchiveConfig()
     sql: SqlConfig = SqlConfig()
     summary_log: SummaryLogConfig = SummaryLogConfig()
-    headers: HeadersConfig = HeadersConfig()
+    headers: HeadersSettings = HeadersSettings()
     scanners: ScannersConfig = ScannersConfig()
     internal: InternalSettings = InternalSettings()
     clamd: ClamdOptions = ClamdOptions()

@@ -20,7 +20,7 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.mime import walk_parts
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.daemon import running_daemon
 from qscan.testing.servers import EICAR, HDB_NAME, NDB_MARKER, NDB_NAME, Server, binary, clamd_server
 from qscan.testing.standin import write_standin
@@ -161,7 +161,7 @@ def test_clamd_stopped_mid_run_applies_the_failure_policy(tmp_path: Path) -> Non
         assert r.error and r.disposition == Disposition.NONE and r.name == "scan-failed"
         # through the processor: passed on, but the event and the header say clamd did not scan
         standin = write_standin(tmp_path / "qq", tmp_path / "rec")
-        proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin),
+        proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)),
                          Journal(tmp_path / "j.db"), [passing])
         ev = proc.process(make_request(CLEAN, build_envelope(b"a@example.com", [b"b@example.org"]))).event
         assert ev is not None and ev.action == "deliver" and ev.findings[0].error
@@ -182,7 +182,7 @@ def test_a_hung_clamd_times_out() -> None:
 def test_processor_classes_virus_and_names_clamd_in_the_diagnostics(clamd: Server, tmp_path: Path) -> None:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, [scanner(clamd)])
+    proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, [scanner(clamd)])
     out = proc.process(make_request(PLAIN, build_envelope(b"a@example.com", [b"b@example.org"])))
     assert out.code == 0 and out.event is not None
     ev = out.event

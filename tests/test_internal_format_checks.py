@@ -147,13 +147,13 @@ def test_internal_error_keeps_the_message_through_the_processor(monkeypatch: pyt
     from ingest.envelope import build_envelope
     from ingest.event import MessageScanned, from_json
     from ingest.journal import Journal
-    from ingest.processor import Processor, ProcessorOptions, make_request
+    from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
     from qscan.testing.standin import write_standin
 
     monkeypatch.setattr("scanners.internal.scanner.walk_headers", _boom)
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, [InternalScanner()])
+    proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, [InternalScanner()])
     raw = CLEAN_CASES["plain"]
     out = proc.process(make_request(raw, build_envelope(b"a@example.com", [b"b@example.org"])))
     assert out.code == 0  # accepted: kept in the journal, quarantined

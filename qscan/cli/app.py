@@ -129,7 +129,7 @@ def daemon(ctx: click.Context) -> None:
     from ingest.daemon import AlreadyRunning, Daemon
     from ingest.journal import Journal
     from qscan.ops.preflight import check
-    from qscan.wiring.pipeline import daemon_options, make_processor
+    from qscan.wiring.pipeline import daemon_options, processor_factory
 
     cfg = _config(ctx)
     check(cfg)  # what `qscan config check` checks: fail now, naming every problem, not in every worker
@@ -138,7 +138,7 @@ def daemon(ctx: click.Context) -> None:
 
     journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
-        d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls),
+        d = Daemon(daemon_options(cfg), processor_factory(cfg, journal_cls),
                    preflight=lambda: check(cfg))  # SIGHUP: replace workers only if new ones would start
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
         code = d.serve()

@@ -50,9 +50,9 @@ def make_scanners(cfg: Config) -> list[Scanner]:
     return out
 
 
-def resolve_uids(names: list[str], key: str) -> frozenset[int]:
+def resolve_uids(names: tuple[str, ...], key: str) -> frozenset[int]:
     """Users by name or number; a name with no account is skipped with a warning (qmaild
-    on a box without qmail), `qscan install --check` names it."""
+    on a box without qmail), `qscan install --check` names it. Called once, in the master."""
     uids = set()
     for name in names:
         if name.isdigit():
@@ -84,38 +84,40 @@ def qmail_local_domains(qmail_queue: Path) -> tuple[str, ...]:
 
 def daemon_options(cfg: Config) -> DaemonOptions:
     d = cfg.daemon
-    return DaemonOptions(
-        socket_path=d.socket, socket_mode=d.socket_mode, socket_group=d.socket_group,
-        workers=d.workers, max_messages_per_worker=d.max_messages_per_worker,
-        recycle_after_bytes=d.recycle_after_bytes,
-        max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
-        allow_uids=resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None,
-        max_connections_per_uid=d.max_connections_per_uid, handoff_after=d.handoff_after,
-    )
+    allow = resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None
+    return DaemonOptions.resolved(d, allow)
 
 
 def processor_options(cfg: Config) -> ProcessorOptions:
-    d, h = cfg.daemon, cfg.headers
+    """The processor's settings ([daemon], [headers]) and what is resolved from them: the host
+    name, the trusted uids, the local domains (qmail's when unset)."""
+    d = cfg.daemon
     return ProcessorOptions(
-        hostname=cfg.hostname, qmail_queue=d.qmail_queue,
-        qmail_queue_timeout=d.qmail_queue_timeout, max_message_size=d.max_message_size,
-        diagnostics=h.diagnostics, diagnostics_style=h.style, header_mail_from=h.mail_from,
-        header_attachments=h.attachments, header_recipients=h.recipients,
+        hostname=cfg.hostname, settings=d, headers=cfg.headers,
         queue_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        deadline_margin=d.deadline_margin, unparseable_action=Disposition(cfg.internal.error_action),
+        unparseable_action=Disposition(cfg.internal.error_action),
         smtp_uids=resolve_uids(d.smtp_users, "daemon.smtp_users"),
-        local_domains=qmail_local_domains(d.qmail_queue) if d.local_domains is None
-        else tuple(x.strip().lower().rstrip(".") for x in d.local_domains),
-        max_recipients=d.max_recipients,
+        local_domains=qmail_local_domains(d.qmail_queue) if d.local_domains is None else d.local_domains,
     )
 
 
-def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
-    """Called in each worker after fork: connections must not cross a fork.
+def processor_factory(cfg: Config, journal_cls: type[Journal] = Journal) -> Callable[[], Processor]:
+    """What each worker calls after fork to build its processor (connections must not cross a
+    fork); the options are resolved here, once, in the master (one warning, not one a worker).
 
     ``journal_cls``: qscan.ops.metrics.TimedJournal when [metrics] is on (append latency)."""
+    options = processor_options(cfg)
+    return lambda: _processor(cfg, options, journal_cls)
+
+
+def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
+    """A processor for in-process use (one process: tests, `qscan` tools)."""
+    return _processor(cfg, processor_options(cfg), journal_cls)
+
+
+def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal]) -> Processor:
     summary = open_summary_log(cfg.summary_log.target, cfg.summary_log_path, cfg.summary_log.facility)
-    return Processor(processor_options(cfg), journal_cls(cfg.journal_path), make_scanners(cfg), summary)
+    return Processor(options, journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
 
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
