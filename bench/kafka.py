@@ -10,6 +10,7 @@ measure qscan's side; a real cluster adds its own replication latency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import shutil
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(url)
             stop = Stop()
             dj = Journal(d.dir / "journal.db")
-            relay = Relay(dj, lag_settings, "bench", batch=200)
+            relay = Relay(dj, dataclasses.replace(lag_settings, relay_batch=200), "bench")
             threads = [threading.Thread(target=relay.run, args=(stop,), kwargs={"poll_interval": 0.01})]
             src = KafkaSource(
                 lag_settings,

@@ -26,7 +26,6 @@ worker the same gentle way (new rules, new databases), once the start-up checks 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import grp
@@ -111,11 +110,6 @@ class DaemonOptions(DaemonSettings):
     """The daemon's settings with what the wiring resolves from them once, in the master."""
 
     allow_uids: frozenset[int] | None = None  # daemon.allow_users; None: every local user
-
-    @classmethod
-    def resolved(cls, settings: DaemonSettings, allow_uids: frozenset[int] | None) -> DaemonOptions:
-        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
-                   allow_uids=allow_uids)
 
 
 def client_connected(conn: socket.socket) -> bool:

@@ -23,10 +23,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ingest.journal import Journal, JournalEntry
 from ingest.log import Stop
+from ingest.processor import ProcessorSettings
+from scanners.settings import SECTION, setting
 
 with warnings.catch_warnings():  # kafka-python 3 warns about its own internals on 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -46,19 +48,35 @@ class TopicMismatch(Exception):
     """The topic is not what the config says (partition count): only a person can fix it."""
 
 
-@dataclass
-class KafkaSettings:
-    bootstrap_servers: list[str]
-    topic: str = "qscan.events"
-    partitions: int = 6
-    replication_factor: int = 1
-    retention_ms: int = 7 * 86400 * 1000
-    compression: str = "zstd"
-    max_message_size: int = 50 * 1024 * 1024
+@dataclass(frozen=True, slots=True)
+class KafkaLogSettings:
+    """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
+
+    __pydantic_config__ = SECTION
+    bootstrap_servers: tuple[str, ...] = setting(
+        about="broker addresses", example=("kafka1:9092", "kafka2:9092"))
+    topic: str = setting("qscan.events", "the event topic")
+    partitions: int = setting(6, "partitions `qscan kafka init` creates", ge=1, le=1000)
+    replication_factor: int = setting(1, ge=1, le=10)
+    retention_days: float = setting(7.0, "topic retention", gt=0)
+    compression: Literal["zstd", "lz4", "gzip", "none"] = setting("zstd")
+    group_prefix: str = setting("qscan", "consumer groups are PREFIX-NAME")
+    relay_batch: int = setting(500, "events per relay round trip", ge=1, le=100000)
+    request_timeout_ms: int = setting(30000, ge=1000)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings(KafkaLogSettings):
+    """[log.kafka] with what the wiring adds: this host's client id and the largest message
+    the daemon accepts (the producer's request size follows it)."""
+
+    max_message_size: int = ProcessorSettings().max_message_size  # daemon.max_message_size
     client_id: str = "qscan"
-    group_prefix: str = "qscan"
-    request_timeout_ms: int = 30000
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more KafkaProducer arguments
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * 86400 * 1000)
 
     @property
     def max_request_size(self) -> int:
@@ -133,7 +151,6 @@ class Relay:
         settings: KafkaSettings,
         host: str,
         *,
-        batch: int = 500,
         producer_factory: Callable[[KafkaSettings], Any] = make_producer,
         max_backoff: float = 30.0,
         watch: Callable[[], None] | None = None,
@@ -141,7 +158,7 @@ class Relay:
         self.journal = journal
         self.settings = settings
         self.host = host
-        self.batch = batch
+        self.batch = settings.relay_batch
         self.producer_factory = producer_factory
         self.max_backoff = max_backoff
         self.watch = watch  # called every loop turn (the journal disk-budget warning)

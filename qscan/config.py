@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 
 from ingest.daemon import DaemonSettings
 from ingest.event import QUARANTINE_FOLDERS
+from ingest.kafka_log import KafkaLogSettings
 from ingest.processor import HeadersSettings
 from scanners.clamd import ClamdOptions
 from scanners.cmdline import CmdlineOptions
@@ -358,21 +359,6 @@ class QuarantineConfig(_Section):
         return value
 
 
-class KafkaConfig(_Section):
-    """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
-
-    bootstrap_servers: list[str] = Field(examples=[["kafka1:9092", "kafka2:9092"]],
-        description="broker addresses")
-    topic: str = Field("qscan.events", description="the event topic")
-    partitions: int = Field(6, ge=1, le=1000, description="partitions `qscan kafka init` creates")
-    replication_factor: int = Field(1, ge=1, le=10)
-    retention_days: float = Field(7.0, gt=0, description="topic retention")
-    compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
-    group_prefix: str = Field("qscan", description="consumer groups are PREFIX-NAME")
-    relay_batch: int = Field(500, ge=1, le=100000, description="events per relay round trip")
-    request_timeout_ms: int = Field(30000, ge=1000)
-
-
 class MetricsConfig(_Section):
     """Prometheus endpoints (qscan/ops/metrics.py, docs/operations.md): one per process, loopback."""
 
@@ -385,7 +371,7 @@ class MetricsConfig(_Section):
 
 
 class LogConfig(_Section):
-    kafka: KafkaConfig | None = Field(None, description="set [log.kafka] to relay to Kafka")
+    kafka: KafkaLogSettings | None = Field(None, description="set [log.kafka] to relay to Kafka")
 
 
 class Config(_Section):

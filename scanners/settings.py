@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 # Every settings class sets ``__pydantic_config__ = SECTION``: an unknown key in its TOML table
 # is an error naming file, line and key (qscan/config.py), never silently ignored.
 SECTION: dict[str, Any] = {"extra": "forbid"}
 MiB = 1024 * 1024
 _UNSET: Any = object()
+T = TypeVar("T")
 
 
 def setting(default: Any = _UNSET, about: str = "", *, example: Any = _UNSET, **bounds: Any) -> Any:
@@ -44,6 +45,12 @@ def setting(default: Any = _UNSET, about: str = "", *, example: Any = _UNSET, **
     if isinstance(default, list | dict | set):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def extend(settings: Any, cls: Callable[..., T], **resolved: Any) -> T:
+    """``settings`` as an instance of ``cls``, a subclass adding what is resolved at start-up
+    (the uids of user names, this host's client id): every setting carried over as it is."""
+    return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}, **resolved)
 
 
 class Check:

@@ -451,7 +451,7 @@ def relay(ctx: click.Context, once: bool) -> None:
     from qscan.ops.journal_budget import budget_warning
 
     with Journal(cfg.journal_path) as j:
-        r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch, watch=budget_warning(cfg))
+        r = Relay(j, settings, cfg.hostname, watch=budget_warning(cfg))
         from qscan.ops.metrics import relay_metrics
 
         relay_metrics(cfg, r)  # [metrics]: relay lag and acknowledgements on /metrics

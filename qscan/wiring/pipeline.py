@@ -20,6 +20,7 @@ from qscan.wiring.dlp import make_dlp_scanner
 from qscan.wiring.internal import make_internal_scanner
 from scanners.base import Scanner
 from scanners.result import Disposition
+from scanners.settings import extend
 from scanners.size import SizeScanner
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def qmail_local_domains(qmail_queue: Path) -> tuple[str, ...]:
 def daemon_options(cfg: Config) -> DaemonOptions:
     d = cfg.daemon
     allow = resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None
-    return DaemonOptions.resolved(d, allow)
+    return extend(d, DaemonOptions, allow_uids=allow)
 
 
 def processor_options(cfg: Config) -> ProcessorOptions:
@@ -157,19 +158,15 @@ def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
 
 
 def kafka_settings(cfg: Config) -> KafkaSettings:
-    """The Kafka side of the config; raises ValueError when [log.kafka] is not configured."""
+    """[log.kafka] with this host's client id and the daemon's largest message; raises
+    ValueError when [log.kafka] is not configured."""
     from ingest.kafka_log import KafkaSettings
 
     k = cfg.log.kafka
     if k is None:
         raise ValueError("Kafka is not configured: add a [log.kafka] section with bootstrap_servers")
-    return KafkaSettings(
-        bootstrap_servers=k.bootstrap_servers, topic=k.topic, partitions=k.partitions,
-        replication_factor=k.replication_factor, retention_ms=int(k.retention_days * 86400 * 1000),
-        compression=k.compression, max_message_size=cfg.daemon.max_message_size,
-        client_id=f"qscan-{cfg.hostname}", group_prefix=k.group_prefix,
-        request_timeout_ms=k.request_timeout_ms,
-    )
+    return extend(k, KafkaSettings, max_message_size=cfg.daemon.max_message_size,
+                  client_id=f"qscan-{cfg.hostname}")
 
 
 def log_readers_required(cfg: Config) -> list[str]:
