@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from compliance.notify.settings import NotifySettings
 from ingest.daemon import DaemonSettings
 from ingest.event import QUARANTINE_FOLDERS
 from ingest.kafka_log import KafkaLogSettings
@@ -145,133 +146,6 @@ class ScannersConfig(_Section):
             rest = [s for s in value if s != "dlp"]
             raise ValueError(f"'dlp' must be the last scanner (it runs on what the others decoded): "
                              f"write enabled = {[*rest, 'dlp']}".replace("'", '"'))
-        return value
-
-
-# -- notifications (compliance/notify, docs/notifications.md) ------------------------------------
-NotifyKindName = Literal["virus", "policy", "spam", "dlp", "reject"]
-NotifyLanguage = Literal["en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "pt", "nl", "zh"]
-ALL_NOTIFY_KINDS: list[NotifyKindName] = ["virus", "policy", "spam", "dlp", "reject"]
-# Viruses known to forge the sender (Qmail-Scanner's list, kept up to date): their
-# "senders" are innocent bystanders and are never told. Case-insensitive globs on the name.
-DEFAULT_FORGING_VIRUSES = [
-    "*klez*", "*bugbear*", "*hybris*", "*yaha*", "*braid*", "*nimda*", "*tanatos*", "*sobig*",
-    "*winevar*", "*palyh*", "*fizzer*", "*gibe*", "*cailont*", "*lovelorn*", "*swen*", "*dumaru*",
-    "*sober*", "*hawawi*", "*holar*", "*mimail*", "*poffer*", "*bagle*", "*beagle*", "*mydoom*",
-    "*novarg*", "*netsky*", "*lovgate*", "*zafi*", "*mytob*", "*warezov*", "*stration*",
-    "*nyxem*", "*bagz*", "*@mm*", "*mass-mailer*", "*massmailer*", "*email-worm*", "*email.worm*",
-    "*i-worm*", "*worm.mass*", "*phish*",
-]
-# Sender local parts that are never told (postmaster-style and list robots).
-DEFAULT_NEVER_NOTIFY = [
-    "postmaster", "mailer-daemon", "mailer_daemon", "mailerdaemon", "double-bounce", "daemon",
-    "root", "listserv", "majordomo", "ezmlm", "mailman", "owner-*", "*-owner", "*-request",
-    "*-bounces", "*-bounce", "bounce*", "noreply", "no-reply", "no_reply", "donotreply",
-    "do-not-reply", "*-errors",
-]
-
-
-class NotifyConfig(_Section):
-    """Who is told about quarantined, rejected and DLP-caught mail, and how (docs/notifications.md)."""
-
-    sender: Literal["none", "psender", "all"] = Field(
-        "psender", description="tell the envelope sender: never, only of policy blocks "
-        "(Qmail-Scanner's psender), or of every kind (never of forging viruses, lists, bounces)"
-    )
-    recipients: bool = Field(True, description="tell envelope recipients in local_domains")
-    recipient_kinds: list[NotifyKindName] = Field(
-        list(ALL_NOTIFY_KINDS), description="kinds recipients are told of"
-    )
-    local_domains: list[str] = Field(
-        [], description="recipients told (exact domains; '.example.com' matches subdomains); empty: none"
-    )
-    admin: str = Field("", description="quarantine admin address; empty: none")
-    admin_kinds: list[NotifyKindName] = Field(
-        list(ALL_NOTIFY_KINDS), description="kinds the admin is told of"
-    )
-    compliance_officer: str = Field(
-        "", description="told of DLP events whose rule asks for it (notify, quarantine, reject; "
-        "not monitor: docs/dlp.md); empty: none"
-    )
-    from_address: str = Field("", description="From: of notifications (default postmaster@HOSTNAME)")
-    from_name: str = Field("Mail scanner", max_length=80, description="display name in From:")
-    envelope_sender: str = Field("", description="MAIL FROM of notifications; empty: the null sender <>")
-    release_contact: str = Field(
-        "", description="address people ask for a release (default: the admin address)"
-    )
-    default_language: NotifyLanguage = "en"
-    languages: dict[str, NotifyLanguage] = Field(
-        {}, description="recipient domain -> language, e.g. { \"example.de\" = \"de\" } (subdomains inherit)"
-    )
-    admin_language: NotifyLanguage | None = Field(
-        None, examples=["en"], description="admin and officer (default: default_language)"
-    )
-    timezone: str = Field("UTC", description="zone dates are shown in (IANA name)")
-    html: bool = Field(True, description="add an HTML alternative to the plain text")
-    template_dir: Path | None = Field(
-        None, examples=["notify-templates"],
-        description="directory whose KIND/AUDIENCE.txt|.html override the built-in templates"
-    )
-    forging_viruses: list[str] = Field(
-        list(DEFAULT_FORGING_VIRUSES), description="virus-name globs whose senders are never told"
-    )
-    never_notify: list[str] = Field(
-        list(DEFAULT_NEVER_NOTIFY), description="sender local-part globs never told (postmaster-style)"
-    )
-    transport: Literal["smtp", "qmail-inject"] = "smtp"
-    smtp_host: str = "localhost"
-    smtp_port: int = Field(25, ge=1, le=65535)
-    smtp_timeout: float = Field(30.0, gt=0, description="seconds per SMTP command")
-    smtp_starttls: bool = False
-    smtp_user: str | None = Field(None, examples=["qscan"], description="SMTP AUTH user; unset: no AUTH")
-    smtp_password: SecretStr | None = Field(None, examples=["..."], description="SMTP AUTH password")
-    qmail_inject: Path = Field(
-        Path("/var/qmail/bin/qmail-inject"), description="for transport = 'qmail-inject'"
-    )
-    retry_base: float = Field(60.0, gt=0, description="seconds before the first retry; doubles each time")
-    retry_max: float = Field(3600.0, gt=0, description="longest wait between retries")
-    give_up_after: float = Field(
-        172800.0, gt=0, description="seconds after which a failing notice is marked failed"
-    )
-    delivery_interval: float = Field(10.0, gt=0, description="seconds between delivery passes when idle")
-    max_age: float = Field(
-        172800.0, ge=0, description="events older than this (seconds) tell nobody, so a replay of the "
-        "log after a config change does not mail people about old mail; 0: no limit"
-    )
-    mark_key: Path | None = Field(
-        None, examples=["@DATA_DIR@/notify.key"],
-        description="HMAC key signing X-qscan-Notification (the loop guard), made 0600 on first "
-        "use; default DATA_DIR/notify.key; hosts that scan each other's notices share it"
-    )
-
-    @field_validator("local_domains")
-    @classmethod
-    def _domains(cls, value: list[str]) -> list[str]:
-        return [v.strip().lower().rstrip(".") for v in value if v.strip()]
-
-    @field_validator("languages")
-    @classmethod
-    def _language_domains(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k.strip().lower().lstrip(".").rstrip("."): v for k, v in value.items()}
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
-    @field_validator("admin", "compliance_officer", "from_address", "envelope_sender", "release_contact")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        value = value.strip()
-        plain = re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+", value)
-        if value and (not plain or value.startswith("-")):
-            raise ValueError(f"not a plain address (local@domain): {value!r}")
         return value
 
 
@@ -391,7 +265,7 @@ class Config(_Section):
     cmdline: CmdlineOptions = CmdlineOptions()
     cymru: CymruOptions = CymruOptions()
     consumers: ConsumersConfig = ConsumersConfig()
-    notify: NotifyConfig = NotifyConfig()
+    notify: NotifySettings = NotifySettings()
     retention: RetentionConfig = RetentionConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     dlp: DlpSettings = DlpSettings()

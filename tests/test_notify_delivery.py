@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.notify.audience import NotifyPolicy
+from compliance.notify.settings import NotifySettings
 from compliance.notify.compose import Identity
 from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
 from compliance.notify.marks import MarkKey
@@ -143,7 +144,7 @@ def make_sink(url: str, journal_path: Path, transport: Any, *, policy: NotifyPol
               clock: Any = None, **kw: Any) -> NotifySink:
     notifier = Notifier(policy, Renderer(host="mx1.example.com", contact="helpdesk@example.net"),
                         IDENTITY, JournalHeaders(str(journal_path)))
-    kw.setdefault("retry", RetryPolicy(base=30, maximum=300, give_up_after=3600, lease=60))
+    kw.setdefault("retry", RetryPolicy(NotifySettings(retry_base=30, retry_max=300, give_up_after=3600), lease=60))
     if clock is not None:
         kw["clock"] = clock
     return NotifySink(url, notifier, transport, **kw)
@@ -358,7 +359,7 @@ def test_background_thread_retries_while_the_log_is_quiet(sqlite_url: str, tmp_p
     ev = policy_event(sender="alice@example.com", recipients=["bob@example.org"])
     journal = journal_with(tmp_path / "journal.db", [ev])
     sink = make_sink(sqlite_url, tmp_path / "journal.db", smtp(port), interval=0.1,
-                     retry=RetryPolicy(base=0.2, maximum=0.5, give_up_after=60, lease=60))
+                     retry=RetryPolicy(NotifySettings(retry_base=0.2, retry_max=0.5, give_up_after=60), lease=60))
     relay = Relay(port)
     try:
         consume(sink, journal)

@@ -21,7 +21,8 @@ from compliance.notify.audience import Audience, Kind, Notice, NotifyPolicy, kin
 from compliance.notify.compose import Identity, compose, original_message_id
 from compliance.notify.delivery import SmtpTransport
 from compliance.notify.marks import MailMarks, MarkKey, MarkKeyError, header_block, read_marks
-from compliance.notify.render import LANGUAGES, Renderer, clean
+from compliance.notify.render import Renderer, clean
+from compliance.notify.settings import LANGUAGES
 from ingest.event import Action, Category, Finding, MessageScanned
 from tests.factories import make_event
 
