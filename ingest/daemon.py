@@ -77,7 +77,7 @@ EXIT = b"x"  # master -> worker on its control socket: leave (recycling, shutdow
 
 @dataclass(frozen=True, slots=True)
 class DaemonSettings(ProcessorSettings):
-    """[daemon]: the socket, the workers and the limits of a request; the processor's keys
+    """The socket, the workers and the limits of a request; the processor's keys
     (qmail-queue, deadlines, local domains: ProcessorSettings) are in the same section."""
 
     socket: Path = setting(Path("/run/qscan/qscan.sock"), "unix socket qscan-queue connects to")

@@ -23,12 +23,11 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ingest.journal import Journal, JournalEntry
-from ingest.log import Stop
+from ingest.log import KafkaLogSettings, Stop
 from ingest.processor import ProcessorSettings
-from scanners.settings import SECTION, setting
 
 with warnings.catch_warnings():  # kafka-python 3 warns about its own internals on 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -46,23 +45,6 @@ HEADER_HOST = "source_host"
 
 class TopicMismatch(Exception):
     """The topic is not what the config says (partition count): only a person can fix it."""
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaLogSettings:
-    """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
-
-    __pydantic_config__ = SECTION
-    bootstrap_servers: tuple[str, ...] = setting(
-        about="broker addresses", example=("kafka1:9092", "kafka2:9092"))
-    topic: str = setting("qscan.events", "the event topic")
-    partitions: int = setting(6, "partitions `qscan kafka init` creates", ge=1, le=1000)
-    replication_factor: int = setting(1, ge=1, le=10)
-    retention_days: float = setting(7.0, "topic retention", gt=0)
-    compression: Literal["zstd", "lz4", "gzip", "none"] = setting("zstd")
-    group_prefix: str = setting("qscan", "consumer groups are PREFIX-NAME")
-    relay_batch: int = setting(500, "events per relay round trip", ge=1, le=100000)
-    request_timeout_ms: int = setting(30000, ge=1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ CLIENT_VARS = ("TCPREMOTEIP", "TCPREMOTEHOST", "TCPREMOTEINFO", "TCPREMOTEPORT",
 
 @dataclass(frozen=True, slots=True)
 class HeadersSettings:
-    """[headers]: what the processor adds to each message it passes on."""
+    """What the processor adds to each message it passes on."""
 
     __pydantic_config__ = SECTION
     diagnostics: bool = setting(True, "add X-Qmail-Scanner-Diagnostics")

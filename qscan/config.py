@@ -18,6 +18,7 @@ import textwrap
 import tomllib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,18 +33,21 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from archive.copies import ArchiveSettings
 from compliance.notify.settings import NotifySettings
+from compliance.settings import QuarantineSettings, RetentionPolicy, SqlSettings
 from ingest.daemon import DaemonSettings
-from ingest.event import QUARANTINE_FOLDERS
-from ingest.kafka_log import KafkaLogSettings
+from ingest.log import ConsumerSettings, JournalSettings, KafkaLogSettings
 from ingest.processor import HeadersSettings
+from ingest.summary_log import SummaryLogSettings
+from qscan.ops.settings import MetricsSettings
 from scanners.clamd import ClamdOptions
 from scanners.cmdline import CmdlineOptions
 from scanners.cymru import CymruOptions
-from scanners.direction import Direction
 from scanners.dlp.rules import DlpSettings
 from scanners.internal.policy import InternalSettings
 from scanners.rspamd import RspamdOptions
+from scanners.settings import setting
 from scanners.spamd import SpamdOptions
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
@@ -56,62 +60,6 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class JournalConfig(_Section):
-    path: Path | None = Field(None, examples=["@DATA_DIR@/journal.db"],
-        description="journal database (default: DATA_DIR/journal.db)")
-    retain_days: float = Field(
-        7.0, ge=0, description="keep consumed events this long for replays before pruning"
-    )
-    prune_interval: float = Field(300.0, gt=0, description="seconds between prunes in `qscan run`")
-    disk_budget_mb: float = Field(
-        10240.0, gt=0,
-        description="journal size that makes `qscan journal status` fail loudly (relay and `qscan run` warn)"
-    )
-
-
-class ArchiveConfig(_Section):
-    enabled: bool = Field(True, description="write the archive maildir")
-    maildir: Path | None = Field(None, examples=["@DATA_DIR@/archive"],
-        description="archive maildir (default: DATA_DIR/archive)")
-    quarantine_dir: Path | None = Field(
-        None, examples=["@DATA_DIR@/quarantine"],
-        description="root of viruses/ policy/ spam/ dlp/ maildirs (default: DATA_DIR/quarantine)"
-    )
-    filter: str | None = Field(
-        None, examples=[r"(support|sales)@example\.com"],
-        description="regex: archive only mail with an envelope address matching it "
-        r"(e.g. '(support|sales)@example\.com'); unset archives everything",
-    )
-
-    @field_validator("filter")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
-        return value or None
-
-
-class SqlConfig(_Section):
-    url: str | None = Field(
-        None, examples=["postgresql+psycopg://qscan@db.example.com/qscan"],
-        description="SQLAlchemy URL (default: sqlite:///DATA_DIR/qscan.db)"
-    )
-
-
-class SummaryLogConfig(_Section):
-    target: Literal["syslog", "file", "none"] = Field(
-        "syslog", description="where the one-line summary of each message goes"
-    )
-    path: Path | None = Field(None, examples=["@DATA_DIR@/summary.log"],
-                              description="file for target='file' (default: DATA_DIR/summary.log)")
-    facility: Literal[
-        "mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
-    ] = "mail"
 
 
 def _scanner_name(value: str) -> str:
@@ -165,83 +113,12 @@ ConsumerName = Literal["archive", "summaries", "notify"]
 CONSUMER_NAMES: tuple[ConsumerName, ...] = typing.get_args(ConsumerName)
 
 
-class ConsumersConfig(_Section):
-    enabled: list[ConsumerName] = Field(
-        ["archive", "summaries"], description="consumers `qscan run` starts (and pruning waits for)"
-    )
-    batch: int = Field(500, ge=1, le=10000, description="events per consumer transaction "
-                       "(at most 64 MiB of messages read at once)")
-    poll_interval: float = Field(0.2, gt=0, description="seconds between polls when idle")
-    source: Literal["journal", "kafka"] = Field(
-        "journal", description="where consumers read events: the local journal or the Kafka topic"
-    )
+@dataclass(frozen=True, slots=True)
+class ConsumersConfig(ConsumerSettings):
+    """Which consumers `qscan run` starts, and how they read the log."""
 
-
-Days = int | Literal["forever"]
-
-
-class RetentionRuleConfig(_Section):
-    """One retention rule (compliance/retention.py): all conditions given must hold."""
-
-    name: str = Field(..., min_length=1, examples=["spam"], description="shown in tombstones and reports")
-    days: Days = Field(..., examples=[30], description="keep stored copies this many days, or 'forever'")
-    domain: str | None = Field(None, examples=["example.com"],
-        description="sender's or any recipient's domain ('*' allowed)")
-    address: str | None = Field(None, examples=["sales@example.com"],
-        description="sender or any recipient ('*' allowed)")
-    direction: Direction | None = Field(None, examples=["outbound"], description="direction of the mail")
-    verdict: Literal["clean", "virus", "policy", "spam", "dlp", "malformed"] | None = Field(
-        None, examples=["spam"], description="verdict of the mail")
-
-    @field_validator("days")
-    @classmethod
-    def _positive(cls, value: Days) -> Days:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("days must be at least 1, or 'forever'")
-        return value
-
-
-class RetentionConfig(_Section):
-    default_days: Days = Field(
-        "forever", description="days to keep copies no rule matches ('forever': never delete)"
-    )
-    rules: list[RetentionRuleConfig] = Field([], description="tried in order; the first match decides")
-
-
-class QuarantineConfig(_Section):
-    """`qscan quarantine` (docs/quarantine.md): expiry ages and the qmail-queue releases use."""
-
-    expire_days: int = Field(
-        14, ge=1, description="`qscan quarantine expire` deletes entries older than this many days"
-    )
-    folder_days: dict[str, int] = Field(
-        {}, description="per-folder ages overriding expire_days, e.g. { spam = 7, viruses = 30 }"
-    )
-    qmail_queue: Path | None = Field(
-        None, examples=["/var/qmail/bin/qmail-queue"],
-        description="the qmail-queue releases go through (default: daemon.qmail_queue)"
-    )
-
-    @field_validator("folder_days")
-    @classmethod
-    def _days(cls, value: dict[str, int]) -> dict[str, int]:
-        for folder, days in value.items():
-            if folder not in QUARANTINE_FOLDERS:
-                raise ValueError(f"unknown folder {folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
-            if days < 1:
-                raise ValueError(f"{folder}: days must be at least 1")
-        return value
-
-
-class MetricsConfig(_Section):
-    """Prometheus endpoints (qscan/ops/metrics.py, docs/operations.md): one per process, loopback."""
-
-    enabled: bool = Field(False, description="serve /metrics from the daemon, relay and consumers")
-    address: str = Field("127.0.0.1", description="listen address (keep it on loopback)")
-    port: int = Field(
-        9467, ge=1, le=65530,
-        description="daemon port; relay +1, consume archive +2, summaries +3, notify +4",
-    )
+    enabled: tuple[ConsumerName, ...] = setting(
+        ("archive", "summaries"), "consumers `qscan run` starts (and pruning waits for)")
 
 
 class LogConfig(_Section):
@@ -251,11 +128,11 @@ class LogConfig(_Section):
 class Config(_Section):
     data_dir: Path = Field(Path("/var/lib/qscan"), description="where data lives by default")
     daemon: DaemonSettings = DaemonSettings()
-    journal: JournalConfig = JournalConfig()
+    journal: JournalSettings = JournalSettings()
     log: LogConfig = LogConfig()
-    archive: ArchiveConfig = ArchiveConfig()
-    sql: SqlConfig = SqlConfig()
-    summary_log: SummaryLogConfig = SummaryLogConfig()
+    archive: ArchiveSettings = ArchiveSettings()
+    sql: SqlSettings = SqlSettings()
+    summary_log: SummaryLogSettings = SummaryLogSettings()
     headers: HeadersSettings = HeadersSettings()
     scanners: ScannersConfig = ScannersConfig()
     internal: InternalSettings = InternalSettings()
@@ -266,10 +143,10 @@ class Config(_Section):
     cymru: CymruOptions = CymruOptions()
     consumers: ConsumersConfig = ConsumersConfig()
     notify: NotifySettings = NotifySettings()
-    retention: RetentionConfig = RetentionConfig()
-    quarantine: QuarantineConfig = QuarantineConfig()
+    retention: RetentionPolicy = RetentionPolicy()
+    quarantine: QuarantineSettings = QuarantineSettings()
     dlp: DlpSettings = DlpSettings()
-    metrics: MetricsConfig = MetricsConfig()
+    metrics: MetricsSettings = MetricsSettings()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
     # Effective values (defaults resolved against data_dir).
@@ -472,7 +349,7 @@ def _example_model(model: type, table: list[str], out: list[str], *, commented: 
     for key, field in sections:
         sub = _submodel(field)
         assert sub is not None
-        is_array = _origin(field.annotation) is list
+        is_array = _origin(field.annotation) in (list, tuple)
         unset = field.default is None or is_array
         brackets = ("[[", "]]") if is_array else ("[", "]")
         about = field.description or _doc(sub)
@@ -512,7 +389,7 @@ def _submodel(field: FieldInfo) -> type | None:
     """The section model of a field that is a table ([x]) or an array of tables ([[x]]): a
     pydantic model, or a package's settings dataclass (scanners/settings.py)."""
     ann = _unwrap(field.annotation)
-    if _origin(ann) is list:
+    if _origin(ann) in (list, tuple):
         ann = typing.get_args(ann)[0]
     if isinstance(ann, type) and (issubclass(ann, BaseModel) or dataclasses.is_dataclass(ann)):
         return ann

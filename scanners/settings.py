@@ -61,16 +61,19 @@ class Check:
     takes as keywords; when one of them failed validation itself the check is skipped (its own
     error is reported)."""
 
-    __slots__ = ("fn", "uses")
+    __slots__ = ("before", "fn", "uses")
 
-    def __init__(self, fn: Callable[..., Any], *uses: str) -> None:
+    def __init__(self, fn: Callable[..., Any], *uses: str, before: bool = False) -> None:
         self.fn = fn
         self.uses = uses
+        self.before = before  # fn turns what the file says into T ('forever' -> None) first
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
         from pydantic_core import core_schema
 
         schema = handler(source)
+        if self.before:
+            return core_schema.no_info_before_validator_function(self.fn, schema)
         if not self.uses:
             return core_schema.no_info_after_validator_function(self.fn, schema)
         fn, uses = self.fn, self.uses

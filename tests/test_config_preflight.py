@@ -256,12 +256,12 @@ def test_each_scanners_settings_are_the_config_section_of_its_name() -> None:
 def test_consumer_names_are_the_wired_sinks() -> None:
     from pydantic import ValidationError
 
-    from qscan.config import CONSUMER_NAMES, Config, ConsumersConfig
+    from qscan.config import CONSUMER_NAMES, Config
     from qscan.wiring.pipeline import SINKS, make_sink
 
     assert set(CONSUMER_NAMES) == set(SINKS)
     with pytest.raises(ValidationError, match="'archive', 'summaries' or 'notify'"):
-        ConsumersConfig.model_validate({"enabled": ["archives"]})
+        Config.model_validate({"consumers": {"enabled": ["archives"]}})
     with pytest.raises(ValueError, match="unknown consumer 'archives'"):
         make_sink(Config(), "archives")
 

@@ -26,12 +26,12 @@ import pytest
 from click.testing import CliRunner
 
 from compliance.notify.audience import NotifyPolicy
-from compliance.notify.settings import NotifySettings
 from compliance.notify.compose import Identity
 from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
 from compliance.notify.marks import MarkKey
 from compliance.notify.outbox import Courier, Outbox, RetryPolicy
 from compliance.notify.render import Renderer
+from compliance.notify.settings import NotifySettings
 from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
 from ingest.event import Action, Category, Finding, MessageScanned, to_json
 from ingest.journal import Journal

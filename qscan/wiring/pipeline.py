@@ -117,7 +117,7 @@ def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Process
 
 
 def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal]) -> Processor:
-    summary = open_summary_log(cfg.summary_log.target, cfg.summary_log_path, cfg.summary_log.facility)
+    summary = open_summary_log(cfg.summary_log, cfg.summary_log_path)
     return Processor(options, journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
 
