@@ -1,8 +1,15 @@
 """Configuration: one TOML file, validated, with errors that name file, line and key.
 
+This module composes and loads; it defines no setting. Each section is the settings class of
+the package that uses it (a frozen dataclass written with ``scanners.settings.setting``: name,
+type, default, description, example and checks in one place), and the wiring hands it to that
+package as it is. ``Config`` lists the sections; ``scanners.enabled`` and ``consumers.enabled``
+name what is composed. docs/configuration.md has the map.
+
 Every path defaults to a place under ``data_dir``; relative paths are taken
 relative to the directory of the config file, so a config can be moved with its
-data. ``qscan config check`` loads it and prints the effective values.
+data. ``qscan config check`` loads it and prints the effective values, and ``qscan config
+example`` writes every key from the same classes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -41,17 +47,16 @@ from ingest.log import ConsumerSettings, JournalSettings, KafkaLogSettings
 from ingest.processor import HeadersSettings
 from ingest.summary_log import SummaryLogSettings
 from qscan.ops.settings import MetricsSettings
-from scanners.clamd import ClamdOptions
-from scanners.cmdline import CmdlineOptions
-from scanners.cymru import CymruOptions
+from scanners.clamd import ClamdSettings
+from scanners.cmdline import CmdlineSettings
+from scanners.cymru import CymruSettings
 from scanners.dlp.rules import DlpSettings
 from scanners.internal.policy import InternalSettings
-from scanners.rspamd import RspamdOptions
+from scanners.rspamd import RspamdSettings
 from scanners.settings import setting
-from scanners.spamd import SpamdOptions
+from scanners.spamd import SpamdSettings
 
 DEFAULT_CONFIG = "/etc/qscan/qscan.toml"
-MiB = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -102,8 +107,8 @@ class ScannersConfig(_Section):
 # list of names: config validation takes it from here, qscan/wiring/pipeline.py's SCANNERS gives
 # each name its factory (tests/test_config_preflight.py keeps the two key sets equal).
 SCANNER_SETTINGS: dict[str, type | None] = {
-    "size": None, "clamd": ClamdOptions, "cmdline": CmdlineOptions, "cymru": CymruOptions,
-    "internal": InternalSettings, "spamd": SpamdOptions, "rspamd": RspamdOptions, "dlp": DlpSettings,
+    "size": None, "clamd": ClamdSettings, "cmdline": CmdlineSettings, "cymru": CymruSettings,
+    "internal": InternalSettings, "spamd": SpamdSettings, "rspamd": RspamdSettings, "dlp": DlpSettings,
 }
 SCANNER_NAMES = tuple(SCANNER_SETTINGS)
 
@@ -136,11 +141,11 @@ class Config(_Section):
     headers: HeadersSettings = HeadersSettings()
     scanners: ScannersConfig = ScannersConfig()
     internal: InternalSettings = InternalSettings()
-    clamd: ClamdOptions = ClamdOptions()
-    spamd: SpamdOptions = SpamdOptions()
-    rspamd: RspamdOptions = RspamdOptions()
-    cmdline: CmdlineOptions = CmdlineOptions()
-    cymru: CymruOptions = CymruOptions()
+    clamd: ClamdSettings = ClamdSettings()
+    spamd: SpamdSettings = SpamdSettings()
+    rspamd: RspamdSettings = RspamdSettings()
+    cmdline: CmdlineSettings = CmdlineSettings()
+    cymru: CymruSettings = CymruSettings()
     consumers: ConsumersConfig = ConsumersConfig()
     notify: NotifySettings = NotifySettings()
     retention: RetentionPolicy = RetentionPolicy()
@@ -463,8 +468,6 @@ def _toml_key(key: object) -> str:
 
 def _toml(value: Any, field: FieldInfo | None = None) -> str:
     """``value`` written as TOML; long arrays wrap over several lines."""
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ClamdOptions:
+class ClamdSettings:
     """Where clamd listens and what a detection or an outage does."""
 
     __pydantic_config__ = SECTION
@@ -57,7 +57,7 @@ class ClamdOptions:
 class ClamdScanner:
     name = "clamd"
 
-    def __init__(self, options: ClamdOptions) -> None:
+    def __init__(self, options: ClamdSettings) -> None:
         self.opt = options
         self.endpoint = Endpoint(options.socket or None, options.host, options.port)
         self.version = "unknown"

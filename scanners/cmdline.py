@@ -36,7 +36,7 @@ ExitMeaning = Literal["clean", "virus", "error"]
 
 
 @dataclass(frozen=True, slots=True)
-class CmdlineOptions:
+class CmdlineSettings:
     """A command-line antivirus program, how it is run and how its answer is read."""
 
     __pydantic_config__ = SECTION
@@ -93,7 +93,7 @@ def run_argv(argv: list[str], timeout: float, cwd: str | None = None) -> Run:
 
 
 class CmdlineScanner:
-    def __init__(self, options: CmdlineOptions) -> None:
+    def __init__(self, options: CmdlineSettings) -> None:
         if not options.argv:
             raise ValueError("scanner 'cmdline' is enabled but cmdline.argv is empty")
         self.opt = options

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class CymruOptions:
+class CymruSettings:
     """Team Cymru's hash registry over DNS, and what a hit or an outage does."""
 
     __pydantic_config__ = SECTION
@@ -77,7 +77,7 @@ class _Cache:
 class CymruScanner:
     name = "cymru"
 
-    def __init__(self, options: CymruOptions) -> None:
+    def __init__(self, options: CymruSettings) -> None:
         self.opt = options
         proto.query_name("0" * 32, options.zone)  # a bad zone fails at start-up, not per message
         self.version = f"MHR@{options.zone.strip('.')}"

@@ -32,7 +32,7 @@ _REJECT_ACTION = {
 
 
 @dataclass(frozen=True, slots=True)
-class RspamdOptions(SpamPolicy):
+class RspamdSettings(SpamPolicy):
     """The spam thresholds (SpamPolicy), rspamd's normal worker, and how far its own
     actions are followed."""
 
@@ -53,7 +53,7 @@ class RspamdOptions(SpamPolicy):
 class RspamdScanner:
     name = "rspamd"
 
-    def __init__(self, options: RspamdOptions) -> None:
+    def __init__(self, options: RspamdSettings) -> None:
         self.opt = options
         self.version = "unknown"
 

@@ -1,6 +1,6 @@
 """How a package declares its settings, once: a frozen dataclass whose fields say it all.
 
-Each package that can be configured owns one settings class (``ClamdOptions`` in
+Each package that can be configured owns one settings class (``ClamdSettings`` in
 scanners/clamd.py, ``DaemonSettings`` in ingest/daemon.py ...): a frozen dataclass whose every
 field is written with :func:`setting`: the default, the description shown by ``qscan config
 example``, an example value for a key unset by default, and the bounds. ``qscan/config.py``

@@ -29,7 +29,7 @@ PROBE = b"From: qscan@localhost\nTo: qscan@localhost\nSubject: version probe\n\n
 
 
 @dataclass(frozen=True, slots=True)
-class SpamdOptions(SpamPolicy):
+class SpamdSettings(SpamPolicy):
     """The spam thresholds (SpamPolicy), where spamd listens and what it is asked."""
 
     socket: Annotated[str, Check(socket_path)] = setting("", "spamd's unix socket; empty: TCP host/port")
@@ -49,7 +49,7 @@ class SpamdOptions(SpamPolicy):
 class SpamdScanner:
     name = "spamd"
 
-    def __init__(self, options: SpamdOptions) -> None:
+    def __init__(self, options: SpamdSettings) -> None:
         self.opt = options
         self.endpoint = Endpoint(options.socket or None, options.host, options.port)
         self.version = "unknown"

@@ -25,7 +25,7 @@ from qscan.testing.daemon import running_daemon
 from qscan.testing.servers import EICAR, HDB_NAME, NDB_MARKER, NDB_NAME, Server, binary, clamd_server
 from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
-from scanners.clamd import ClamdOptions, ClamdScanner
+from scanners.clamd import ClamdScanner, ClamdSettings
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.conftest import require
@@ -45,7 +45,7 @@ def clamd() -> Iterator[Server]:
 
 def scanner(server: Server, **kw: object) -> ClamdScanner:
     opts = {"socket": server.socket, "timeout": 10.0, "connect_timeout": 2.0, **kw}
-    return ClamdScanner(ClamdOptions(**opts))  # type: ignore[arg-type]
+    return ClamdScanner(ClamdSettings(**opts))  # type: ignore[arg-type]
 
 
 def context(raw: bytes) -> ScanContext:
@@ -122,7 +122,7 @@ def test_inline_uuencode_needs_the_redundant_raw_scan(clamd: Server) -> None:
 
 def test_custom_ndb_body_signature_over_tcp(clamd: Server) -> None:
     raw = b"From: a@example.com\nSubject: marker\n\nsome text " + NDB_MARKER + b" more text\n"
-    tcp = ClamdScanner(ClamdOptions(socket=None, host="127.0.0.1", port=clamd.port, timeout=10))
+    tcp = ClamdScanner(ClamdSettings(socket=None, host="127.0.0.1", port=clamd.port, timeout=10))
     [r] = tcp.scan(context(raw))
     assert (r.verdict, r.name) == (Verdict.VIRUS, NDB)
 
@@ -172,7 +172,7 @@ def test_a_hung_clamd_times_out() -> None:
     with tempfile.TemporaryDirectory(prefix="qshang") as d, socket.socket(socket.AF_UNIX) as hung:
         hung.bind(f"{d}/hung.sock")
         hung.listen(8)  # accepts (backlog) but never answers
-        s = ClamdScanner(ClamdOptions(socket=f"{d}/hung.sock", timeout=0.5))
+        s = ClamdScanner(ClamdSettings(socket=f"{d}/hung.sock", timeout=0.5))
         t0 = time.monotonic()
         [r] = s.scan(context(PLAIN))
         assert time.monotonic() - t0 < 3

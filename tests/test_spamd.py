@@ -18,7 +18,7 @@ from scanners.base import ScanContext
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.spam_policy import SpamPolicy
-from scanners.spamd import SpamdOptions, SpamdScanner
+from scanners.spamd import SpamdScanner, SpamdSettings
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,9 @@ def spamd() -> Iterator[Server]:
 
 
 def scanner(server: Server, policy: SpamPolicy | None = None, **kw: object) -> SpamdScanner:
-    thresholds = dataclasses.asdict(policy) if policy else {}  # SpamdOptions extends SpamPolicy
+    thresholds = dataclasses.asdict(policy) if policy else {}  # SpamdSettings extends SpamPolicy
     opts = {"host": "127.0.0.1", "port": server.port, "timeout": 20.0, **thresholds, **kw}
-    return SpamdScanner(SpamdOptions(**opts))  # type: ignore[arg-type]
+    return SpamdScanner(SpamdSettings(**opts))  # type: ignore[arg-type]
 
 
 def context(raw: bytes, relay: bool = False) -> ScanContext:
