@@ -8,10 +8,6 @@ from dataclasses import dataclass
 
 from scanners.settings import SECTION, setting
 
-# Port offsets from metrics.port, one per kind of process (documented in docs/operations.md):
-# the daemon, the relay, then the consumers in the order of qscan.config.CONSUMER_NAMES.
-FIXED_PORTS = ("daemon", "relay")
-
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:

@@ -6,8 +6,9 @@ import logging
 import os
 import pwd
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ingest.daemon import DaemonOptions
 from ingest.journal import Journal
@@ -15,29 +16,45 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
-from qscan.wiring import external
 from qscan.wiring.dlp import make_dlp_scanner
 from qscan.wiring.internal import make_internal_scanner
 from scanners.base import Scanner
+from scanners.clamd import ClamdScanner
+from scanners.cmdline import CmdlineScanner
+from scanners.cymru import CymruScanner
 from scanners.result import Disposition
+from scanners.rspamd import RspamdScanner
 from scanners.settings import extend
 from scanners.size import SizeScanner
+from scanners.spamd import SpamdScanner
 
 if TYPE_CHECKING:
     from ingest.kafka_log import KafkaSettings
 
-# Scanner name -> factory(config): the wiring half of the scanner registry, whose names and
-# settings sections are qscan/config.py's SCANNER_SETTINGS (a test keeps the key sets equal).
-# Order of use is `scanners.enabled`.
-SCANNERS: dict[str, Callable[[Config], Scanner]] = {
-    "size": lambda cfg: SizeScanner(),
-    "clamd": external.clamd,  # the external ones: qscan/wiring/external.py
-    "cmdline": external.cmdline,
-    "cymru": external.cymru,
-    "internal": make_internal_scanner,  # format checks, unpacking, policy rules
-    "spamd": external.spamd,
-    "rspamd": external.rspamd,
-    "dlp": make_dlp_scanner,  # data loss prevention; needs dlp.rules (qscan/wiring/dlp.py)
+@dataclass(frozen=True)
+class ScannerEntry:
+    """One scanner qscan can run. Its settings are the Config section of the same name
+    (qscan/config.py's SCANNER_SETTINGS); this says how it is built and what the start-up
+    checks (qscan/ops/preflight.py) and `qscan status` (qscan/ops/status.py) need to know."""
+
+    build: Callable[[Config], Scanner]
+    rules: Literal["optional", "required"] | None = None  # its section's `rules` file, read at start
+    needs: str | None = None  # the key of its section a failure to build comes from
+    probe: Literal["version", "ping"] | None = None  # how `qscan status` asks a network scanner
+
+
+# Scanner name -> entry: the wiring half of the scanner registry, whose names and settings are
+# qscan/config.py's SCANNER_SETTINGS (a test keeps the key sets equal). Adding a scanner: its
+# settings class there, its entry here. Order of use is `scanners.enabled`.
+SCANNERS: dict[str, ScannerEntry] = {
+    "size": ScannerEntry(lambda cfg: SizeScanner()),
+    "clamd": ScannerEntry(lambda cfg: ClamdScanner(cfg.clamd), probe="version"),
+    "cmdline": ScannerEntry(lambda cfg: CmdlineScanner(cfg.cmdline), needs="argv"),
+    "cymru": ScannerEntry(lambda cfg: CymruScanner(cfg.cymru)),
+    "internal": ScannerEntry(make_internal_scanner, rules="optional"),  # qscan/wiring/internal.py
+    "spamd": ScannerEntry(lambda cfg: SpamdScanner(cfg.spamd), probe="version"),
+    "rspamd": ScannerEntry(lambda cfg: RspamdScanner(cfg.rspamd), probe="ping"),
+    "dlp": ScannerEntry(make_dlp_scanner, rules="required"),  # qscan/wiring/dlp.py
 }
 log = logging.getLogger(__name__)
 
@@ -47,7 +64,7 @@ def make_scanners(cfg: Config) -> list[Scanner]:
     for name in cfg.scanners.enabled:
         if name not in SCANNERS:
             raise ValueError(f"unknown scanner {name!r} (known: {', '.join(SCANNERS)})")
-        out.append(SCANNERS[name](cfg))
+        out.append(SCANNERS[name].build(cfg))
     return out
 
 
@@ -142,10 +159,20 @@ def _notify_sink(cfg: Config, position_key: str | None) -> Sink:
     return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
 
 
-# Consumer name -> factory(config, position_key); the names are qscan/config.py's CONSUMER_NAMES
-# (a test keeps them equal).
-SINKS: dict[str, Callable[[Config, str | None], Sink]] = {
-    "archive": _archive_sink, "summaries": _summary_sink, "notify": _notify_sink,
+@dataclass(frozen=True)
+class SinkEntry:
+    """One consumer `qscan run` can start: its sink, and where it keeps Kafka anchors."""
+
+    build: Callable[[Config, str | None], Sink]
+    anchors: Literal["file", "sql"]  # beside its maildir checkpoints, or its SQL positions
+
+
+# Consumer name -> entry; the names are qscan/config.py's CONSUMER_NAMES (a test keeps them
+# equal), whose order also gives each its metrics port (qscan/ops/metrics.py).
+SINKS: dict[str, SinkEntry] = {
+    "archive": SinkEntry(_archive_sink, "file"),
+    "summaries": SinkEntry(_summary_sink, "sql"),
+    "notify": SinkEntry(_notify_sink, "sql"),
 }
 
 
@@ -154,7 +181,7 @@ def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
     (None: the journal; ``kafka.TOPIC.PARTITION``: one Kafka partition)."""
     if name not in SINKS:
         raise ValueError(f"unknown consumer {name!r} (known: {', '.join(SINKS)})")
-    return SINKS[name](cfg, position_key)
+    return SINKS[name].build(cfg, position_key)
 
 
 def kafka_settings(cfg: Config) -> KafkaSettings:
