@@ -358,7 +358,7 @@ def consumers(
     from ingest.event import to_json
     from ingest.ids import uuid7
     from ingest.journal import Journal
-    from ingest.log import JournalReader, Sink, run_consumer
+    from ingest.log import ConsumerSettings, JournalReader, Sink, run_consumer
     from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
     from qscan.config import parse_config
     from qscan.wiring.pipeline import make_scanners
@@ -389,7 +389,7 @@ def consumers(
         # previous consumer left in the page cache while it is being timed.
         os.sync()
         t0 = time.perf_counter()
-        n = run_consumer(JournalReader(journal), sink, batch=CONSUMER_BATCH, once=True)
+        n = run_consumer(JournalReader(journal), sink, ConsumerSettings(batch=CONSUMER_BATCH), once=True)
         rate = n / (time.perf_counter() - t0)
         sink.close()
         return round(rate, 1)

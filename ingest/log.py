@@ -151,17 +151,18 @@ class Stop:
 def run_consumer(
     reader: LogReader,
     sink: Sink,
+    settings: ConsumerSettings | None = None,
     *,
-    batch: int = 500,
     once: bool = False,
-    poll_interval: float = 0.2,
     stop: Stop | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """Feed ``sink`` from ``reader`` until stopped (or caught up, with ``once``).
 
-    Returns the number of records applied.
+    ``settings``: [consumers] (batch size, poll interval). Returns the number of records applied.
     """
+    settings = settings or ConsumerSettings()
+    batch, poll_interval = settings.batch, settings.poll_interval
     stop = stop or Stop()
     applied = 0
     while not stop.requested:

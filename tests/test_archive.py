@@ -17,7 +17,7 @@ from archive.envelope_block import archived_message, envelope_block
 from archive.maildir import Maildir, check_name, deliver_batch
 from ingest.event import Action, Category, ClientInfo, EnvelopeInfo, to_json
 from ingest.journal import Journal
-from ingest.log import JournalReader, LogRecord, run_consumer
+from ingest.log import ConsumerSettings, JournalReader, LogRecord, run_consumer
 from tests.factories import make_event, make_queue_failed
 
 WHEN = datetime(2026, 11, 25, 10, 0, 0, 654321, tzinfo=UTC)
@@ -403,7 +403,7 @@ def test_through_journal_and_run_consumer(dirs, tmp_path):
     qf = make_queue_failed(events[2])
     journal.append(qf.event_id, qf.type, to_json(qf), None)
     sink = ArchiveSink(*dirs)
-    assert run_consumer(JournalReader(journal), sink, batch=2, once=True) == 4
+    assert run_consumer(JournalReader(journal), sink, ConsumerSettings(batch=2), once=True) == 4
     sink.close()
     assert _files(dirs[0]) == {f"new/{message_name(events[0])}": archived_message(events[0])}
     assert _files(dirs[1]) == {f"spam/new/{message_name(events[1])}": archived_message(events[1])}

@@ -187,8 +187,7 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
         sink.set_position(0)
     stop = Stop().install()
     try:
-        n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=once,
-                         poll_interval=cfg.consumers.poll_interval, stop=stop)
+        n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=once, stop=stop)
     finally:
         sink.close()
         journal.close()
@@ -286,7 +285,7 @@ def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | No
     sink.set_position(0)
     with Journal(cfg.journal_path) as journal:
         try:
-            n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=True,
+            n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=True,
                              stop=Stop().install())
         finally:
             sink.close()
