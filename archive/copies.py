@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO, NamedTuple, cast
+from typing import BinaryIO, NamedTuple, cast
 
-from archive.consumer import SUFFIX, message_name
+from archive.consumer import SUFFIX, ArchiveSettings, message_name
 from archive.envelope_block import BEGIN, END
 from archive.maildir import fsync_dir
 from compliance.copystore import CopyError, MessageFacts, StoredCopy
 from ingest.event import QUARANTINE_FOLDERS, MessageScanned
-from scanners.settings import SECTION, Check, setting, valid_regex
 
 _NAME = re.compile(r"^(\d+)\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12})" + re.escape(SUFFIX) + r"$")
@@ -153,30 +152,10 @@ def message_of(data: bytes, raw_sha256: str | None) -> bytes:
 
 
 # -- the maildirs ---------------------------------------------------------------
-def _filter(value: str | None) -> str | None:
-    return valid_regex(value) or None
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveSettings:
-    """Where stored copies go (archive/consumer.py writes them) and which are kept."""
-
-    __pydantic_config__ = SECTION
-    enabled: bool = setting(True, "write the archive maildir")
-    maildir: Path | None = setting(
-        None, "archive maildir (default: DATA_DIR/archive)", example="@DATA_DIR@/archive")
-    quarantine_dir: Path | None = setting(
-        None, "root of viruses/ policy/ spam/ dlp/ maildirs (default: DATA_DIR/quarantine)",
-        example="@DATA_DIR@/quarantine")
-    filter: Annotated[str | None, Check(_filter)] = setting(
-        None, "regex: archive only mail with an envelope address matching it (e.g. "
-        "'(support|sales)@example\\.com'); unset archives everything",
-        example=r"(support|sales)@example\.com")
-
-
-def archive_predicate(enabled: bool, pattern: str | None) -> Callable[[str, list[str]], bool]:
+def archive_predicate(settings: ArchiveSettings) -> Callable[[str, list[str]], bool]:
     """Whether the archive settings keep a message (ArchiveSink's rule, for SQL rows)."""
-    rx = re.compile(pattern, re.IGNORECASE) if pattern else None
+    enabled = settings.enabled
+    rx = re.compile(settings.filter, re.IGNORECASE) if settings.filter else None
 
     def archived(sender: str, recipients: list[str]) -> bool:
         if not enabled:

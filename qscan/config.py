@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from archive.copies import ArchiveSettings
+from archive.consumer import ArchiveSettings
 from compliance.notify.settings import NotifySettings
 from compliance.settings import QuarantineSettings, RetentionPolicy, SqlSettings
 from ingest.daemon import DaemonSettings

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.consumer import POSITION_FILE, ArchiveSink, message_name
+from archive.consumer import POSITION_FILE, ArchiveSettings, ArchiveSink, message_name
 from archive.envelope_block import archived_message, envelope_block
 from archive.maildir import Maildir, check_name, deliver_batch
 from ingest.event import Action, Category, ClientInfo, EnvelopeInfo, to_json
@@ -265,7 +265,7 @@ def test_name_derived_from_event():
 
 
 def test_filter(dirs):
-    sink = ArchiveSink(*dirs, filter=r"(support|sales)@example\.com")
+    sink = ArchiveSink(*dirs, ArchiveSettings(filter=r"(support|sales)@example\.com"))
     events = [
         _event(sender="alice@example.net", recipients=["Support@Example.com"]),
         _event(sender="sales@example.com", recipients=["bob@example.org"]),
@@ -282,7 +282,7 @@ def test_filter(dirs):
 
 
 def test_archive_disabled_still_quarantines(dirs):
-    sink = ArchiveSink(*dirs, archive_enabled=False)
+    sink = ArchiveSink(*dirs, ArchiveSettings(enabled=False))
     events = [_event(), _event(action=Action.QUARANTINE, category=Category.VIRUS)]
     sink.apply(_records(events), 2)
     sink.close()

@@ -27,7 +27,7 @@ def copy_store(cfg: Config) -> MaildirCopies:
 
 
 def archived(cfg: Config) -> Callable[[str, list[str]], bool]:
-    return archive_predicate(cfg.archive.enabled, cfg.archive.filter)
+    return archive_predicate(cfg.archive)
 
 
 def actor(cfg: Config) -> str:

@@ -141,10 +141,8 @@ def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
     from archive.consumer import ArchiveSink
 
-    return ArchiveSink(
-        Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
-        archive_enabled=cfg.archive.enabled, position_key=position_key,
-    )
+    return ArchiveSink(Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive,
+                       position_key=position_key)
 
 
 def _summary_sink(cfg: Config, position_key: str | None) -> Sink:
