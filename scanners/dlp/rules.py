@@ -374,6 +374,7 @@ def load_rules(path: Path) -> DlpPolicy:
 
 # -- [dlp]: the scanner's settings (composed into qscan's Config, docs/dlp.md) ----------------
 _EXTRACT = ExtractLimits()  # the extraction defaults are the extractor's own
+DlpErrorAction = Literal["quarantine", "reject", "tempfail", "deliver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +394,7 @@ class DlpSettings:
     max_members: int = setting(_EXTRACT.unpack.max_members, "archive members per message", ge=1)
     max_total_bytes: int = setting(
         _EXTRACT.unpack.max_total_bytes, "bytes unpacked from archives per message", ge=1024)
-    error_action: Literal["quarantine", "reject", "tempfail", "deliver"] = setting(
+    error_action: DlpErrorAction = setting(
         "quarantine", "an internal DLP error: the message is not let out unexamined by default")
 
     @property
