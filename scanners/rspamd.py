@@ -39,7 +39,7 @@ class RspamdSettings(SpamPolicy):
     host: str = setting("127.0.0.1")
     port: int = setting(11333, "rspamd's normal worker", ge=1, le=65535)
     path: str = setting(proto.PATH, pattern=r"^/[!-~]*$")
-    password: Secret | None = setting(None, "only if the worker requires one", example="...")
+    password: Secret | None = setting(None, "only if the worker requires one", example="...", repr=False)
     timeout: float = setting(30.0, "seconds per socket operation", gt=0)
     max_size: int = setting(2 * MiB, "bigger mail is not spam-scanned (recorded as skipped)", ge=1)
     skip_relay: bool = setting(True)

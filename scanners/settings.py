@@ -30,21 +30,22 @@ _UNSET: Any = object()
 T = TypeVar("T")
 
 
-def setting(default: Any = _UNSET, about: str = "", *, example: Any = _UNSET, **bounds: Any) -> Any:
+def setting(default: Any = _UNSET, about: str = "", *, example: Any = _UNSET, repr: bool = True,
+            **bounds: Any) -> Any:
     """A settings field: its default, its description and, for a key unset by default, an
     example value (shown commented out by ``qscan config example``); ``bounds`` are the
-    pydantic Field constraints (``ge=1``, ``pattern=...``). A list, dict or set default is
-    copied for each instance."""
+    pydantic Field constraints (``ge=1``, ``pattern=...``); ``repr=False`` for a password. A
+    list, dict or set default is copied for each instance."""
     meta: dict[str, Any] = dict(bounds)
     if about:
         meta["description"] = " ".join(about.split())
     if example is not _UNSET:
         meta["examples"] = [example]
     if default is _UNSET:
-        return dataclasses.field(metadata=meta)
+        return dataclasses.field(metadata=meta, repr=repr)
     if isinstance(default, list | dict | set):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, repr=repr)
+    return dataclasses.field(default=default, metadata=meta, repr=repr)
 
 
 def extend(settings: Any, cls: Callable[..., T], **resolved: Any) -> T:

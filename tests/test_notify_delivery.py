@@ -151,7 +151,7 @@ def make_sink(url: str, journal_path: Path, transport: Any, *, policy: NotifyPol
 
 
 def smtp(port: int) -> Any:
-    return lambda: SmtpTransport("127.0.0.1", port, timeout=5)
+    return lambda: SmtpTransport(NotifySettings(smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=5))
 
 
 def policy_event(sender: str = "alice@example.com", recipients: list[str] | None = None,

@@ -114,7 +114,7 @@ class NotifySettings:
     smtp_timeout: float = setting(30.0, "seconds per SMTP command", gt=0)
     smtp_starttls: bool = setting(False)
     smtp_user: str | None = setting(None, "SMTP AUTH user; unset: no AUTH", example="qscan")
-    smtp_password: Secret | None = setting(None, "SMTP AUTH password", example="...")
+    smtp_password: Secret | None = setting(None, "SMTP AUTH password", example="...", repr=False)
     qmail_inject: Path = setting(Path("/var/qmail/bin/qmail-inject"), "for transport = 'qmail-inject'")
     retry_base: float = setting(60.0, "seconds before the first retry; doubles each time", gt=0)
     retry_max: float = setting(3600.0, "longest wait between retries", gt=0)

@@ -74,8 +74,7 @@ def transport_factory(cfg: Config) -> Callable[[], Transport]:
     n = cfg.notify
     if n.transport == "qmail-inject":
         return lambda: QmailInjectTransport(n.qmail_inject, timeout=max(60.0, n.smtp_timeout))
-    return lambda: SmtpTransport(n.smtp_host, n.smtp_port, n.smtp_timeout, n.smtp_starttls, n.smtp_user,
-                                 n.smtp_password, helo=cfg.hostname)
+    return lambda: SmtpTransport(n, helo=cfg.hostname)
 
 
 def retry_policy(cfg: Config) -> RetryPolicy:
