@@ -27,7 +27,7 @@ class NullLog:
 
 
 class SyslogLog:
-    def __init__(self, facility: str = "mail") -> None:
+    def __init__(self, facility: str) -> None:  # summary_log.facility
         syslog.openlog("qscan", syslog.LOG_PID | syslog.LOG_NDELAY, FACILITIES[facility])
 
     def write(self, line: str) -> None:

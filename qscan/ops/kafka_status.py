@@ -65,7 +65,9 @@ def archive_positions(archive_dir: Path, topic: str) -> dict[int, int]:
 
 
 def stored_positions(cfg: Config, name: str, topic: str) -> dict[int, int]:
-    if name == "archive":
+    from qscan.wiring.pipeline import SINKS
+
+    if SINKS[name].store == "maildir":
         return archive_positions(Path(cfg.archive_maildir), topic)
     return sql_positions(cfg.sql_url, name, topic)
 

@@ -384,7 +384,10 @@ class ConsumerMetrics:
             r.register(_FuncCollector(self._lag))
         elif source == "kafka":
             r.register(_FuncCollector(self._kafka_lag))
-        if name == "notify":
+        from qscan.wiring.pipeline import SINKS
+
+        self.outbox = name in SINKS and SINKS[name].outbox
+        if self.outbox:
             r.register(_FuncCollector(self._outbox))
             self.notifications_sent = Counter(
                 "qscan_notifications_sent", "Notifications handed to the mail system",
@@ -398,7 +401,7 @@ class ConsumerMetrics:
         metered = MeteredSink(sink, self.events, self.batches, self.position)
         self.sinks.append(metered)
         courier = getattr(sink, "courier", None)
-        if self.name == "notify" and courier is not None:
+        if self.outbox and courier is not None:
             courier.on_outcome = self.notified
         return metered
 

@@ -36,7 +36,7 @@ EXIT_CODES = {
     JOURNAL_BAD: "the journal is missing or unreadable",
     OVER_BUDGET: "the journal is over journal.disk_budget_mb (a reader is stuck)",
     DISK_LOW: "free space under --min-free for the journal, archive or quarantine",
-    SCANNER_DOWN: "an enabled network scanner (clamd, spamd, rspamd) does not answer",
+    SCANNER_DOWN: "an enabled network scanner (one with a probe in SCANNERS) does not answer",
     LAGGING: "a consumer or the relay is more than --max-lag seconds behind",
 }
 STALE_AFTER = 10.0  # seconds: the master rewrites its status file every second

@@ -162,15 +162,17 @@ class SinkEntry:
     """One consumer `qscan run` can start: its sink, and where it keeps Kafka anchors."""
 
     build: Callable[[Config, str | None], Sink]
-    anchors: Literal["file", "sql"]  # beside its maildir checkpoints, or its SQL positions
+    # where it keeps its positions and Kafka anchors: files in its maildir root, or SQL rows
+    store: Literal["maildir", "sql"]
+    outbox: bool = False  # it sends mail from an SQL outbox (its own gauges on /metrics)
 
 
 # Consumer name -> entry; the names are qscan/config.py's CONSUMER_NAMES (a test keeps them
 # equal), whose order also gives each its metrics port (qscan/ops/metrics.py).
 SINKS: dict[str, SinkEntry] = {
-    "archive": SinkEntry(_archive_sink, "file"),
+    "archive": SinkEntry(_archive_sink, "maildir"),
     "summaries": SinkEntry(_summary_sink, "sql"),
-    "notify": SinkEntry(_notify_sink, "sql"),
+    "notify": SinkEntry(_notify_sink, "sql", outbox=True),
 }
 
 
