@@ -18,13 +18,16 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from archive.envelope_block import archived_message
 from archive.maildir import FILE_MODE, Maildir, check_name, deliver_batch, fsync_dir, make_dirs
 from ingest.event import QUARANTINE_FOLDERS, Action, MessageScanned, QueueFailed, utc
 from ingest.ids import uuid7_time
 from ingest.log import LogRecord
+from scanners.settings import SECTION, Check, setting, valid_regex
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,27 @@ def _safe_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
+def _filter(value: str | None) -> str | None:
+    return valid_regex(value) or None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSettings:
+    """Where stored copies go (archive/consumer.py writes them) and which are kept."""
+
+    __pydantic_config__ = SECTION
+    enabled: bool = setting(True, "write the archive maildir")
+    maildir: Path | None = setting(
+        None, "archive maildir (default: DATA_DIR/archive)", example="@DATA_DIR@/archive")
+    quarantine_dir: Path | None = setting(
+        None, "root of viruses/ policy/ spam/ dlp/ maildirs (default: DATA_DIR/quarantine)",
+        example="@DATA_DIR@/quarantine")
+    filter: Annotated[str | None, Check(_filter)] = setting(
+        None, "regex: archive only mail with an envelope address matching it (e.g. "
+        "'(support|sales)@example\\.com'); unset archives everything",
+        example=r"(support|sales)@example\.com")
+
+
 class ArchiveSink:
     """Sink for ``run_consumer`` writing archive and quarantine maildirs."""
 
@@ -55,8 +79,7 @@ class ArchiveSink:
         self,
         archive_dir: Path,
         quarantine_dir: Path,
-        filter: str | None = None,
-        archive_enabled: bool = True,
+        settings: ArchiveSettings | None = None,
         *,
         fsync_workers: int = 16,
         position_key: str | None = None,
@@ -66,10 +89,11 @@ class ArchiveSink:
         # (``kafka.<topic>.<partition>``), each replaced atomically on its own.
         self._position_file = POSITION_FILE + (f".{_safe_key(position_key)}" if position_key else "")
         self.quarantine_dir = Path(quarantine_dir)
-        self.archive_enabled = archive_enabled
+        settings = settings or ArchiveSettings()
+        self.archive_enabled = settings.enabled
         # Addresses are case-insensitive in practice; a filter that missed
         # "Support@Example.COM" would silently leave mail out of the archive.
-        self.filter = re.compile(filter, re.IGNORECASE) if filter else None
+        self.filter = re.compile(settings.filter, re.IGNORECASE) if settings.filter else None
         make_dirs(self.archive_dir)
         self._archive: Maildir | None = None
         self._quarantine: dict[str, Maildir] = {}

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, cast
 
-from archive.consumer import SUFFIX, message_name
+from archive.consumer import SUFFIX, ArchiveSettings, message_name
 from archive.envelope_block import BEGIN, END
 from archive.maildir import fsync_dir
 from compliance.copystore import CopyError, MessageFacts, StoredCopy
@@ -152,9 +152,10 @@ def message_of(data: bytes, raw_sha256: str | None) -> bytes:
 
 
 # -- the maildirs ---------------------------------------------------------------
-def archive_predicate(enabled: bool, pattern: str | None) -> Callable[[str, list[str]], bool]:
+def archive_predicate(settings: ArchiveSettings) -> Callable[[str, list[str]], bool]:
     """Whether the archive settings keep a message (ArchiveSink's rule, for SQL rows)."""
-    rx = re.compile(pattern, re.IGNORECASE) if pattern else None
+    enabled = settings.enabled
+    rx = re.compile(settings.filter, re.IGNORECASE) if settings.filter else None
 
     def archived(sender: str, recipients: list[str]) -> bool:
         if not enabled:

@@ -42,8 +42,8 @@ if str(ROOT) not in sys.path:
 
 from ingest.mime import walk_parts  # noqa: E402
 from scanners.base import ScanContext  # noqa: E402
-from scanners.internal.scanner import InternalOptions, InternalScanner  # noqa: E402
-from scanners.internal.unpack import UnpackLimits  # noqa: E402
+from scanners.internal.policy import InternalSettings  # noqa: E402
+from scanners.internal.scanner import InternalScanner  # noqa: E402
 from scanners.mime.parse import parse  # noqa: E402
 
 HEAD = (b"From: bench@example.com\nTo: rcpt@example.org\nSubject: bench\nMessage-ID: <b@example.com>\n"
@@ -171,7 +171,7 @@ def _memory_child(max_depth: int) -> None:
     ctx = _ctx(raw)
     parse_s = time.perf_counter() - t0
     parse_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scanner = InternalScanner(InternalOptions(limits=UnpackLimits(max_depth=max_depth)))
+    scanner = InternalScanner(InternalSettings(max_depth=max_depth))
     tracemalloc.start()
     t0 = time.perf_counter()
     results = scanner.scan(ctx)

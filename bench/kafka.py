@@ -10,6 +10,7 @@ measure qscan's side; a real cluster adds its own replication latency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import shutil
@@ -32,14 +33,15 @@ from ingest.journal import Journal
 from ingest.kafka_log import KafkaSettings, Relay, init_topic
 from ingest.kafka_source import KafkaSource
 from ingest.log import LogRecord, Sink, Stop
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.kafka_broker import Broker, free_port
 
 
 def fill_journal(path: Path, n: int) -> Journal:
     corpus = generate(300)[:-2]
     journal = Journal(path)
-    proc = Processor(ProcessorOptions(hostname="bench", qmail_queue=Path("/bin/true")), journal, [])
+    opts = ProcessorOptions(hostname="bench", settings=ProcessorSettings(qmail_queue=Path("/bin/true")))
+    proc = Processor(opts, journal, [])
     base = [proc._scan(make_request(m.data, m.envelope, m.env), parse_envelope(m.envelope)) for m in corpus]
 
     def entries() -> Iterator[tuple[str, str, bytes, bytes | None]]:
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(url)
             stop = Stop()
             dj = Journal(d.dir / "journal.db")
-            relay = Relay(dj, lag_settings, "bench", batch=200)
+            relay = Relay(dj, dataclasses.replace(lag_settings, relay_batch=200), "bench")
             threads = [threading.Thread(target=relay.run, args=(stop,), kwargs={"poll_interval": 0.01})]
             src = KafkaSource(
                 lag_settings,

@@ -336,8 +336,8 @@ def consumers(
     from ingest.event import to_json
     from ingest.ids import uuid7
     from ingest.journal import Journal
-    from ingest.log import JournalReader, Sink, run_consumer
-    from ingest.processor import Processor, ProcessorOptions, make_request
+    from ingest.log import ConsumerSettings, JournalReader, Sink, run_consumer
+    from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
     from qscan.config import parse_config
     from qscan.wiring.pipeline import make_scanners
 
@@ -345,7 +345,8 @@ def consumers(
     cfg = parse_config(f'data_dir = "{root}"\n', root / "q.toml")
     journal = Journal(root / "journal.db")
     proc = Processor(
-        ProcessorOptions(hostname="bench.example", qmail_queue=Path("/bin/true")), journal, make_scanners(cfg)
+        ProcessorOptions(hostname="bench.example", settings=ProcessorSettings(qmail_queue=Path("/bin/true"))),
+        journal, make_scanners(cfg)
     )
     base = []
     for m in corpus[:500]:
@@ -366,7 +367,7 @@ def consumers(
         # previous consumer left in the page cache while it is being timed.
         os.sync()
         t0 = time.perf_counter()
-        n = run_consumer(JournalReader(journal), sink, batch=CONSUMER_BATCH, once=True)
+        n = run_consumer(JournalReader(journal), sink, ConsumerSettings(batch=CONSUMER_BATCH), once=True)
         rate = n / (time.perf_counter() - t0)
         sink.close()
         return round(rate, 1)

@@ -26,7 +26,7 @@ from typing import Any
 from bench.corpus import BenchMessage, generate
 from ingest.envelope import parse_envelope
 from ingest.journal import Journal
-from ingest.processor import Processor, ProcessorOptions, Request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, Request
 from qscan.config import Config
 from qscan.wiring.pipeline import make_scanners
 
@@ -62,7 +62,8 @@ def processor(scanners: list[str], workdir: Path) -> Processor:
         settings["dlp"] = {"rules": str(rules)}
     cfg = Config.model_validate(settings)
     journal = Journal(workdir / "journal.db")  # opened, never written: _scan stops before it
-    opts = ProcessorOptions(hostname="bench.example", qmail_queue=Path("/bin/true"))
+    opts = ProcessorOptions(hostname="bench.example",
+                            settings=ProcessorSettings(qmail_queue=Path("/bin/true")))
     return Processor(opts, journal, make_scanners(cfg))
 
 

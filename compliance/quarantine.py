@@ -70,7 +70,6 @@ from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageRele
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
-DEFAULT_EXPIRE_DAYS = 14
 BATCH = 200
 
 

@@ -34,75 +34,43 @@ from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.db import session_factory
 from compliance.models import Deletion, Message, QuarantineEntry, Recipient
 from compliance.records import record_deletion
+from compliance.settings import RetentionError, RetentionPolicy, RetentionRule
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, Category, MessageDeleted, utc
+from ingest.event import AnyEvent, MessageDeleted, utc
 from ingest.ids import uuid7
-from scanners.direction import DIRECTIONS
 
 log = logging.getLogger(__name__)
 LogAppend = Callable[[AnyEvent], None]
 BATCH = 200
 
 
-class RetentionError(ValueError):
-    """A rule that cannot be applied."""
+def clause(rule: RetentionRule) -> ColumnElement[bool]:
+    """The SQL condition of one rule."""
+    conds: list[ColumnElement[bool]] = []
+    try:
+        conds += Filters(domain=rule.domain, direction=rule.direction,
+                         category=rule.verdict).where()
+    except FilterError as exc:  # pragma: no cover - __post_init__ checked the same
+        raise RetentionError(f"rule {rule.name!r}: {exc}") from exc
+    if rule.address:
+        conds.append(party_clause(rule.address))
+    return and_(*conds) if conds else and_(Message.event_id.is_not(None))
 
 
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    days: int | None  # None: keep forever
-    domain: str | None = None
-    address: str | None = None
-    direction: str | None = None
-    verdict: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.days is not None and self.days < 1:
-            raise RetentionError(f"rule {self.name!r}: days must be at least 1 (or 'forever')")
-        if self.direction is not None and self.direction not in DIRECTIONS:
-            raise RetentionError(f"rule {self.name!r}: unknown direction {self.direction!r}")
-        if self.verdict is not None and self.verdict not in {c.value for c in Category}:
-            raise RetentionError(f"rule {self.name!r}: unknown verdict {self.verdict!r}")
-
-    def clause(self) -> ColumnElement[bool]:
-        conds: list[ColumnElement[bool]] = []
-        try:
-            conds += Filters(domain=self.domain, direction=self.direction,
-                             category=self.verdict).where()
-        except FilterError as exc:  # pragma: no cover - __post_init__ checked the same
-            raise RetentionError(f"rule {self.name!r}: {exc}") from exc
-        if self.address:
-            conds.append(party_clause(self.address))
-        return and_(*conds) if conds else and_(Message.event_id.is_not(None))
-
-
-@dataclass(frozen=True)
-class Policy:
-    rules: tuple[Rule, ...] = ()
-    default_days: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.default_days is not None and self.default_days < 1:
-            raise RetentionError("default days must be at least 1 (or 'forever')")
-        names = [r.name for r in self.rules]
-        if len(set(names)) != len(names):
-            raise RetentionError("retention rule names must be unique")
-
-    def tiers(self) -> Iterator[tuple[str, int | None, ColumnElement[bool]]]:
-        """(rule name, days, condition) where each condition excludes earlier rules' mail."""
-        earlier: list[ColumnElement[bool]] = []
-        for rule in self.rules:
-            cond = and_(rule.clause(), *(not_(e) for e in earlier))
-            earlier.append(rule.clause())
-            yield rule.name, rule.days, cond
-        yield "default", self.default_days, and_(*(not_(e) for e in earlier)) if earlier else \
-            and_(Message.event_id.is_not(None))
+def tiers(policy: RetentionPolicy) -> Iterator[tuple[str, int | None, ColumnElement[bool]]]:
+    """(rule name, days, condition) where each condition excludes earlier rules' mail."""
+    earlier: list[ColumnElement[bool]] = []
+    for rule in policy.rules:
+        cond = and_(clause(rule), *(not_(e) for e in earlier))
+        earlier.append(clause(rule))
+        yield rule.name, rule.days, cond
+    yield "default", policy.default_days, and_(*(not_(e) for e in earlier)) if earlier else \
+        and_(Message.event_id.is_not(None))
 
 
 # A message has a stored copy to expire when the archive consumer kept one.
 _HAS_COPY = or_(Message.action == "quarantine",
-                and_(Message.action.in_(("deliver", "drop")), Message.queue_status != "failed"))
+            and_(Message.action.in_(("deliver", "drop")), Message.queue_status != "failed"))
 
 
 @dataclass
@@ -129,11 +97,11 @@ class Outcome:
         return sum(self.deleted.values())
 
 
-def candidates(engine: Engine, policy: Policy, archived: Callable[[str, list[str]], bool], *,
+def candidates(engine: Engine, policy: RetentionPolicy, archived: Callable[[str, list[str]], bool], *,
                now: datetime | None = None) -> Iterator[list[Candidate]]:
     """Expired messages with a copy, not yet deleted, in batches; holds are applied later."""
     now = now or datetime.now(UTC)
-    for rule, days, cond in policy.tiers():
+    for rule, days, cond in tiers(policy):
         if days is None:
             continue
         cutoff = now - timedelta(days=days)
@@ -289,7 +257,7 @@ def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False,
         last = rows[-1].ref_event_id
 
 
-def apply(engine: Engine, store: CopyStore, log_append: LogAppend, policy: Policy, *,
+def apply(engine: Engine, store: CopyStore, log_append: LogAppend, policy: RetentionPolicy, *,
           archived: Callable[[str, list[str]], bool], actor: str, host: str,
           dry_run: bool = False, now: datetime | None = None,
           progress: Callable[[int], None] | None = None) -> Outcome:

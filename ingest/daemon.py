@@ -65,9 +65,11 @@ from ingest.processor import (
     WORKER_DIED_TEXT,
     Outcome,
     Processor,
+    ProcessorSettings,
     Request,
 )
 from ingest.scoreboard import HeldTable, Scoreboard, status_document, status_path, write_status
+from scanners.settings import MiB, setting
 
 log = logging.getLogger(__name__)
 
@@ -94,27 +96,41 @@ REPORT_SLACK = 5.0
 _SEALS = getattr(os, "MFD_ALLOW_SEALING", 2)
 
 
-@dataclass
-class DaemonOptions:
-    socket_path: Path
-    socket_mode: int = 0o666  # access is decided per peer uid (SO_PEERCRED): allow_uids
-    socket_group: str | None = None
-    workers: int = 4
-    max_messages_per_worker: int = 1000
-    # A worker exits (and is replaced) after answering a message at least this big; 0: never.
-    recycle_after_bytes: int = 8 * 1024 * 1024
-    max_message_size: int = 50 * 1024 * 1024
-    # Seconds from accept to the complete request: a sender trickling bytes is cut off here.
-    timeout: float = 300.0
-    # qscan-queue's QSCAN_TIMEOUT: how long after sending the whole message it waits for the
-    # answer. The clock starts here when the request is complete; None disables the deadline.
-    # A client that sends its own QSCAN_TIMEOUT gets the shorter of the two.
-    client_timeout: float | None = 1200.0
-    allow_uids: frozenset[int] | None = None  # None: every local user may connect
-    # Slow connections the master holds for one uid (more are answered "busy" at once).
-    max_connections_per_uid: int = 64
-    # A request not complete this long after accept goes to the master, freeing the worker.
-    handoff_after: float = 0.25
+@dataclass(frozen=True, slots=True)
+class DaemonSettings(ProcessorSettings):
+    """The socket, the workers and the limits of a request; the processor's keys
+    (qmail-queue, deadlines, local domains: ProcessorSettings) are in the same section."""
+
+    socket: Path = setting(Path("/run/qscan/qscan.sock"), "unix socket qscan-queue connects to")
+    socket_mode: int = setting(
+        0o666, "permissions of the socket (octal in TOML: 0o666); who may submit is decided per "
+        "peer uid (allow_users), since qmail-smtpd under a stock run script keeps only the one "
+        "group tcpserver -g gives it", json_schema_extra={"octal": True})
+    socket_group: str | None = setting(None, "group owning the socket", example="qmail")
+    allow_users: tuple[str, ...] = setting(
+        (), "users (names or uids) that may submit mail; empty: every local user (qmail-inject "
+        "runs as the sender)")
+    max_connections_per_uid: int = setting(
+        64, "slow connections (not complete within handoff_after) the master holds for one uid; "
+        "more are answered with a temporary failure at once", ge=1)
+    handoff_after: float = setting(
+        0.25, "seconds a worker gives a new connection to deliver its whole request (qscan-queue "
+        "sends it at once); a slower one goes to the master, freeing the worker", gt=0)
+    workers: int = setting(4, "pre-forked worker processes", ge=1, le=256)
+    max_messages_per_worker: int = setting(1000, "a worker is recycled after this many messages", ge=1)
+    recycle_after_bytes: int = setting(
+        8 * MiB, "a worker is recycled right after a message at least this big (bytes), giving "
+        "back the memory it grew by; 0 disables", ge=0)
+    timeout: float = setting(
+        300.0, "seconds allowed to receive one whole request from qscan-queue (which reads the "
+        "message from qmail first): slower peers are cut off with a temporary failure", gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions(DaemonSettings):
+    """The daemon's settings with what the wiring resolves from them once, in the master."""
+
+    allow_uids: frozenset[int] | None = None  # daemon.allow_users; None: every local user
 
 
 def client_connected(conn: socket.socket) -> bool:
@@ -248,7 +264,7 @@ class AlreadyRunning(RuntimeError):
 
 
 def bind_socket(opts: DaemonOptions) -> socket.socket:
-    path = opts.socket_path
+    path = opts.socket
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -274,8 +290,15 @@ def bind_socket(opts: DaemonOptions) -> socket.socket:
     return sock
 
 
+class _Header:
+    """The JSON header of a control message between master and workers."""
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 @dataclass
-class Job:
+class Job(_Header):
     """A complete request, as the master hands it to a worker (the header of the control message;
     the connection and the spool travel beside it as file descriptors)."""
 
@@ -292,16 +315,13 @@ class Job:
     gid: int
     pid: int
 
-    def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False).encode()
-
     @classmethod
     def decode(cls, data: bytes) -> Job:
         return cls(**json.loads(data))
 
 
 @dataclass
-class _Handoff:
+class _Handoff(_Header):
     """What a worker tells the master about a connection it hands over (control message header)."""
 
     uid: int
@@ -309,9 +329,6 @@ class _Handoff:
     pid: int
     accepted: float  # monotonic
     received: float  # epoch
-
-    def encode(self) -> bytes:
-        return json.dumps(self.__dict__, separators=(",", ":")).encode()
 
 
 class Worker:
@@ -697,7 +714,7 @@ class Daemon:
         # their message while their replacements already run)
         self.board = Scoreboard(opts.workers * 2)
         self.held = HeldTable()
-        self.status_path = status_path(opts.socket_path)
+        self.status_path = status_path(opts.socket)
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
         self.workers: dict[int, _WorkerHandle] = {}  # pid -> handle
@@ -720,7 +737,7 @@ class Daemon:
 
     def _write_status(self) -> None:
         try:
-            doc = status_document(self.board, socket_path=self.opts.socket_path, started=self.started,
+            doc = status_document(self.board, socket_path=self.opts.socket, started=self.started,
                                   configured_workers=self.opts.workers)
             doc["receiving"] = len(self.incoming)
             doc["waiting"] = len(self.ready)
@@ -1138,7 +1155,7 @@ class Daemon:
     def serve(self, ready: Callable[[], None] | None = None) -> int:
         _raise_descriptor_limit()
         self.lsock = lsock = bind_socket(self.opts)
-        log.info("listening on %s with %d workers", self.opts.socket_path, self.opts.workers)
+        log.info("listening on %s with %d workers", self.opts.socket, self.opts.workers)
 
         def on_term(signum: int, frame: object) -> None:
             self.stopping = True
@@ -1201,7 +1218,7 @@ class Daemon:
 
     def _shutdown(self, lsock: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            self.opts.socket_path.unlink()  # new clients now temp-fail at once
+            self.opts.socket.unlink()  # new clients now temp-fail at once
         with contextlib.suppress(OSError):
             self.status_path.unlink()  # no status file: no daemon
         lsock.close()

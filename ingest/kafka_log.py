@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.journal import Journal, JournalEntry
-from ingest.log import Stop
+from ingest.log import KafkaLogSettings, Stop
+from ingest.processor import ProcessorSettings
 
 with warnings.catch_warnings():  # kafka-python 3 warns about its own internals on 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -46,19 +47,18 @@ class TopicMismatch(Exception):
     """The topic is not what the config says (partition count): only a person can fix it."""
 
 
-@dataclass
-class KafkaSettings:
-    bootstrap_servers: list[str]
-    topic: str = "qscan.events"
-    partitions: int = 6
-    replication_factor: int = 1
-    retention_ms: int = 7 * 86400 * 1000
-    compression: str = "zstd"
-    max_message_size: int = 50 * 1024 * 1024
+@dataclass(frozen=True, slots=True)
+class KafkaSettings(KafkaLogSettings):
+    """[log.kafka] with what the wiring adds: this host's client id and the largest message
+    the daemon accepts (the producer's request size follows it)."""
+
+    max_message_size: int = ProcessorSettings().max_message_size  # daemon.max_message_size
     client_id: str = "qscan"
-    group_prefix: str = "qscan"
-    request_timeout_ms: int = 30000
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more KafkaProducer arguments
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * 86400 * 1000)
 
     @property
     def max_request_size(self) -> int:
@@ -133,7 +133,6 @@ class Relay:
         settings: KafkaSettings,
         host: str,
         *,
-        batch: int = 500,
         producer_factory: Callable[[KafkaSettings], Any] = make_producer,
         max_backoff: float = 30.0,
         watch: Callable[[], None] | None = None,
@@ -141,7 +140,7 @@ class Relay:
         self.journal = journal
         self.settings = settings
         self.host = host
-        self.batch = batch
+        self.batch = settings.relay_batch
         self.producer_factory = producer_factory
         self.max_backoff = max_backoff
         self.watch = watch  # called every loop turn (the journal disk-budget warning)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
 from ingest.kafka_log import KafkaSettings
-from ingest.log import LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
+from ingest.log import ConsumerSettings, LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -118,7 +118,7 @@ class KafkaSource:
         sink_factory: SinkFactory,
         *,
         partitions: list[int] | None = None,
-        batch: int = 500,
+        batch: int = ConsumerSettings().batch,  # consumers.batch
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
         anchors: AnchorStore | None = None,

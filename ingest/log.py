@@ -18,10 +18,12 @@ import signal
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 from ingest.event import AnyEvent, from_json
 from ingest.journal import Journal, JournalEntry
+from scanners.settings import SECTION, setting
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +151,18 @@ class Stop:
 def run_consumer(
     reader: LogReader,
     sink: Sink,
+    settings: ConsumerSettings | None = None,
     *,
-    batch: int = 500,
     once: bool = False,
-    poll_interval: float = 0.2,
     stop: Stop | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """Feed ``sink`` from ``reader`` until stopped (or caught up, with ``once``).
 
-    Returns the number of records applied.
+    ``settings``: [consumers] (batch size, poll interval). Returns the number of records applied.
     """
+    settings = settings or ConsumerSettings()
+    batch, poll_interval = settings.batch, settings.poll_interval
     stop = stop or Stop()
     applied = 0
     while not stop.requested:
@@ -177,3 +180,45 @@ def run_consumer(
         if on_batch:
             on_batch(new_pos, reader.head())
     return applied
+
+
+# -- the log's settings: [journal], [consumers] (the reading half) and [log.kafka] -------------
+@dataclass(frozen=True, slots=True)
+class JournalSettings:
+    __pydantic_config__ = SECTION
+    path: Path | None = setting(
+        None, "journal database (default: DATA_DIR/journal.db)", example="@DATA_DIR@/journal.db")
+    retain_days: float = setting(7.0, "keep consumed events this long for replays before pruning", ge=0)
+    prune_interval: float = setting(300.0, "seconds between prunes in `qscan run`", gt=0)
+    disk_budget_mb: float = setting(
+        10240.0, "journal size that makes `qscan journal status` fail loudly (relay and `qscan run` warn)",
+        gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """How consumers read the log ([consumers]; which consumers run is qscan's composition)."""
+
+    __pydantic_config__ = SECTION
+    batch: int = setting(
+        500, "events per consumer transaction (at most 64 MiB of messages read at once)", ge=1, le=10000)
+    poll_interval: float = setting(0.2, "seconds between polls when idle", gt=0)
+    source: Literal["journal", "kafka"] = setting(
+        "journal", "where consumers read events: the local journal or the Kafka topic")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaLogSettings:
+    """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
+
+    __pydantic_config__ = SECTION
+    bootstrap_servers: tuple[str, ...] = setting(
+        about="broker addresses", example=("kafka1:9092", "kafka2:9092"))
+    topic: str = setting("qscan.events", "the event topic")
+    partitions: int = setting(6, "partitions `qscan kafka init` creates", ge=1, le=1000)
+    replication_factor: int = setting(1, ge=1, le=10)
+    retention_days: float = setting(7.0, "topic retention", gt=0)
+    compression: Literal["zstd", "lz4", "gzip", "none"] = setting("zstd")
+    group_prefix: str = setting("qscan", "consumer groups are PREFIX-NAME")
+    relay_batch: int = setting(500, "events per relay round trip", ge=1, le=100000)
+    request_timeout_ms: int = setting(30000, ge=1000)

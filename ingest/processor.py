@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated, Literal
 
 from ingest import exitcodes as ec
 from ingest.envelope import AddressTooLong, Envelope, EnvelopeError, EnvelopeTruncated, parse_envelope
@@ -53,6 +54,7 @@ from scanners.inventory import Inventory, build, plan_for
 from scanners.mime.crypto import crypto_use
 from scanners.mime.parse import parse
 from scanners.result import Disposition, ScanResult, Verdict
+from scanners.settings import SECTION, Check, MiB, domain_names, setting
 from scanners.size import SizeScanner
 from scanners.text import one_line
 
@@ -85,30 +87,75 @@ CLIENT_VARS = ("TCPREMOTEIP", "TCPREMOTEHOST", "TCPREMOTEINFO", "TCPREMOTEPORT",
                "HELO", "SMTPHELO", *AUTH_VARS)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class HeadersSettings:
+    """What the processor adds to each message it passes on."""
+
+    __pydantic_config__ = SECTION
+    diagnostics: bool = setting(True, "add X-Qmail-Scanner-Diagnostics")
+    style: Literal["header", "received"] = setting(
+        "header", "'received' writes the diagnostics as a Received: line instead")
+    mail_from: bool = setting(False, "add X-Qmail-Scanner-Mail-From")
+    attachments: bool = setting(False, "add X-Qmail-Scanner-Mime-Attachments")
+    recipients: bool = setting(False, "add X-Qmail-Scanner-Rcpt-To (privacy: off)")
+
+
+def _margin_fits(value: float, *, client_timeout: float) -> float:
+    if value >= client_timeout:
+        raise ValueError(f"must be smaller than client_timeout ({client_timeout:g})")
+    return value
+
+
+def _domains(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return None if value is None else domain_names(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    """The [daemon] keys the processor reads (ingest/daemon.py's DaemonSettings adds the rest)."""
+
+    __pydantic_config__ = SECTION
+    smtp_users: tuple[str, ...] = setting(
+        ("qmaild",), "users whose client attributes (TCPREMOTEIP, RELAYCLIENT, AUTH user, HELO) are "
+        "trusted: qmail-smtpd's uid. From anyone else the mail is local")
+    local_domains: Annotated[tuple[str, ...] | None, Check(_domains)] = setting(
+        None, "recipient domains that are local ('.example.com': subdomains): local mail to anyone "
+        "else counts as outbound; unset: qmail's control/locals, rcpthosts and me",
+        example=("example.com", ".example.com"))
+    max_recipients: int = setting(10000, "more envelope recipients are refused permanently", ge=1)
+    max_message_size: int = setting(50 * MiB, "bigger messages are rejected permanently (bytes)", ge=1024)
+    qmail_queue: Path = setting(
+        Path("/var/qmail/bin/qmail-queue"), "the real qmail-queue: where qmail's control/ is, and "
+        "what releases run (qscan-queue runs its own, QSCAN_QMAIL_QUEUE in its environment)")
+    qmail_queue_timeout: float = setting(
+        600.0, "seconds qmail-queue may take (cut to the client's remaining time); qscan-queue "
+        "kills it past them", gt=0)
+    hostname: str = setting("", "name used in headers and events (default: FQDN)")
+    client_timeout: float = setting(
+        1200.0, "the longest any qscan-queue waits for its answer once the message is sent (its "
+        "QSCAN_TIMEOUT, which it also sends: the daemon uses the shorter); the daemon never queues "
+        "a message the client gave up on", gt=0)
+    deadline_margin: Annotated[float, Check(_margin_fits, "client_timeout")] = setting(
+        30.0, "seconds before client_timeout after which a scanned message is temp-failed instead "
+        "of queued (journal append and qmail-queue must fit in it)", ge=0)
+
+
+@dataclass(frozen=True)
 class ProcessorOptions:
-    hostname: str
-    qmail_queue: Path
-    qmail_queue_timeout: float = 600.0
-    max_message_size: int = 50 * 1024 * 1024
-    diagnostics: bool = True
-    diagnostics_style: str = "header"  # or "received"
-    header_mail_from: bool = False
-    header_attachments: bool = False
-    header_recipients: bool = False
+    """What a processor runs with: its settings as configured, and what the wiring resolves
+    from them once, in the master, before the workers fork."""
+
+    hostname: str  # daemon.hostname, or the FQDN when that is empty
+    settings: ProcessorSettings = field(default_factory=ProcessorSettings)
+    headers: HeadersSettings = field(default_factory=HeadersSettings)
     queue_env: dict[str, str] = field(default_factory=lambda: {"PATH": "/usr/bin:/bin"})
-    # Seconds before the client's deadline after which a message is no longer queued: the
-    # journal append and qmail-queue must fit in it (daemon.deadline_margin, docs/deadlines.md).
-    deadline_margin: float = 30.0
     # The MIME parser giving up entirely (no usable structure): internal.error_action.
     unparseable_action: Disposition = Disposition.QUARANTINE
     # Peers (uids) whose client attributes are trusted: daemon.smtp_users. None: every peer
     # (in-process callers; a daemon always passes a set).
     smtp_uids: frozenset[int] | None = None
-    # Domains whose recipients are local ('.example.com': subdomains); local mail to anyone else
-    # counts as outbound. Addresses without a domain are local.
+    # daemon.local_domains, or qmail's own when unset; addresses without a domain are local.
     local_domains: tuple[str, ...] = ()
-    max_recipients: int = 10000  # more are refused permanently (the same envelope every retry)
 
 
 @dataclass
@@ -196,7 +243,7 @@ class Processor:
             return Outcome(ec.ENVELOPE_FORMAT, None)
         except EnvelopeError:  # permanent: the same bytes fail every retry
             return Outcome(ec.CUSTOM_ERROR, ENVELOPE_FORMAT_TEXT)
-        if len(env.recipients) > self.opt.max_recipients:
+        if len(env.recipients) > self.opt.settings.max_recipients:
             return Outcome(ec.CUSTOM_ERROR, TOO_MANY_RCPT_TEXT)
         try:
             event, new_raw = self._scan(req, env)
@@ -228,7 +275,7 @@ class Processor:
         r = self._error_result("qscan", exc)
         decision = decide([r])
         raw = req.message
-        oversized = req.size > self.opt.max_message_size
+        oversized = req.size > self.opt.settings.max_message_size
         event = MessageScanned(
             event_id=str(uuid7()),
             time=datetime.fromtimestamp(req.received, UTC),
@@ -293,7 +340,7 @@ class Processor:
         # Beside each finding, what the processor measured: how long its scanner's call took and
         # the scanner's version (a result's own values, when it has them, come first).
         stamps: list[tuple[float, str]] = []
-        oversized = req.size > self.opt.max_message_size
+        oversized = req.size > self.opt.settings.max_message_size
         message = None
         parts_meta: list[Part] = []
         scan_parts: list[ScanPart] = []
@@ -322,7 +369,7 @@ class Processor:
             client_ip=client.ip,
             relay=client.relay,
             size=req.size,
-            max_size=self.opt.max_message_size,
+            max_size=self.opt.settings.max_message_size,
             env=attrs,
             outbound=bool(client.outbound),
             queue_id=event_id,
@@ -407,7 +454,7 @@ class Processor:
     ) -> list[bytes]:
         eol = line_ending(raw)
         out: list[bytes] = []
-        if self.opt.diagnostics:
+        if self.opt.headers.diagnostics:
             failed = {r.scanner for r in findings if r.error}  # said in the header: never "Clear" silently
             versions = [(s.name, f"{s.version} FAILED" if s.name in failed else s.version)
                         for s in self.scanners]
@@ -419,18 +466,18 @@ class Processor:
                 product=PRODUCT, versions=versions, verdict=verdict, relay=client.relay,
                 spam=_spam_status(findings)[0], elapsed=elapsed, when=when,
             )
-            name = "Received" if self.opt.diagnostics_style == "received" else "X-Qmail-Scanner-Diagnostics"
+            name = "Received" if self.opt.headers.style == "received" else "X-Qmail-Scanner-Diagnostics"
             out.append(fold(name, value, eol))
         for r in findings:
             for name, value in r.add_headers:
                 if _HEADER_NAME.fullmatch(name):
                     out.append(fold(name, one_line(value, 900), eol))
-        if self.opt.header_mail_from:
+        if self.opt.headers.mail_from:
             out.append(fold("X-Qmail-Scanner-Mail-From", one_line(_addr(env.sender), 500) or "<>", eol))
-        if self.opt.header_recipients:
+        if self.opt.headers.recipients:
             out.append(fold("X-Qmail-Scanner-Rcpt-To",
                             ", ".join(one_line(_addr(r), 200) for r in env.recipients[:100]), eol))
-        if self.opt.header_attachments:
+        if self.opt.headers.attachments:
             names = [f"{one_line(p.filename, 100)}:{len(p.payload)}" for p in parts if p.filename]
             if names:
                 out.append(fold("X-Qmail-Scanner-Mime-Attachments", " ".join(names[:50]), eol))
@@ -449,7 +496,7 @@ class Processor:
         )
 
     def _margin(self, req: Request) -> float:
-        margin = self.opt.deadline_margin
+        margin = self.opt.settings.deadline_margin
         return margin if req.client_wait is None else min(margin, req.client_wait / 4)
 
     def _commit(self, event: MessageScanned, body: bytes, new_raw: bytes, env: Envelope, req: Request
@@ -495,7 +542,7 @@ class Processor:
             log.warning("client gone before qmail-queue for %s; not queued", event.event_id)
             self._queue_failed(event, NOT_RUN, CLIENT_GONE_TEXT)
             return Outcome(ec.CUSTOM_ERROR, CLIENT_GONE_TEXT, event)
-        timeout = self.opt.qmail_queue_timeout
+        timeout = self.opt.settings.qmail_queue_timeout
         if req.client_deadline is not None:  # a qmail-queue outliving the client would deliver twice
             timeout = max(0.0, min(timeout, req.client_deadline - time.monotonic() - QUEUE_SLACK))
         if req.queue is not None:
@@ -504,7 +551,8 @@ class Processor:
                 self._queue_failed(event, NOT_RUN, CLIENT_GONE_TEXT)
                 return Outcome(ec.CUSTOM_ERROR, CLIENT_GONE_TEXT, event)
             return Outcome(ec.QUEUED, None, event, handed_off=True)
-        res = run_qmail_queue(self.opt.qmail_queue, new_raw, env.raw, timeout=timeout, env=self.opt.queue_env)
+        res = run_qmail_queue(self.opt.settings.qmail_queue, new_raw, env.raw, timeout=timeout,
+                              env=self.opt.queue_env)
         if res.code != ec.QUEUED:
             log.warning("qmail-queue exited %s for %s", res.code, event.event_id)
             self._queue_failed(event, res.code, res.text)

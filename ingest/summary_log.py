@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import syslog
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ingest.private import FILE_MODE, make_private_dirs, tighten
+from scanners.settings import SECTION, setting
 
 FACILITIES = {
     "mail": syslog.LOG_MAIL,
@@ -25,7 +27,7 @@ class NullLog:
 
 
 class SyslogLog:
-    def __init__(self, facility: str = "mail") -> None:
+    def __init__(self, facility: str) -> None:  # summary_log.facility
         syslog.openlog("qscan", syslog.LOG_PID | syslog.LOG_NDELAY, FACILITIES[facility])
 
     def write(self, line: str) -> None:
@@ -45,10 +47,22 @@ class FileLog:
         os.write(self.fd, line.encode("utf-8", "replace") + b"\n")
 
 
-def open_summary_log(target: str, path: Path | None = None, facility: str = "mail") -> SummaryLog:
-    if target == "syslog":
-        return SyslogLog(facility)
-    if target == "file":
-        assert path is not None
+@dataclass(frozen=True, slots=True)
+class SummaryLogSettings:
+    __pydantic_config__ = SECTION
+    target: Literal["syslog", "file", "none"] = setting(
+        "syslog", "where the one-line summary of each message goes")
+    path: Path | None = setting(
+        None, "file for target='file' (default: DATA_DIR/summary.log)", example="@DATA_DIR@/summary.log")
+    facility: Literal[
+        "mail", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+    ] = setting("mail")
+
+
+def open_summary_log(settings: SummaryLogSettings, path: Path) -> SummaryLog:
+    """The log [summary_log] names; ``path``: its file, resolved against the data directory."""
+    if settings.target == "syslog":
+        return SyslogLog(settings.facility)
+    if settings.target == "file":
         return FileLog(path)
     return NullLog()

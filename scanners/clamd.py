@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 
 from scanners import outcomes
 from scanners.base import ScanContext
@@ -26,32 +27,39 @@ from scanners.outcomes import FailurePolicy, VirusAction
 from scanners.protocols import ProtocolError
 from scanners.protocols import clamd as proto
 from scanners.result import ScanResult
+from scanners.settings import SECTION, Check, MiB, setting, socket_path
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ClamdOptions:
-    socket: str | None = "/var/run/clamav/clamd.ctl"  # unset: TCP host/port
-    host: str = "127.0.0.1"
-    port: int = 3310
-    connect_timeout: float = 2.0
-    timeout: float = 60.0  # one part, from connect to reply
-    redundant: bool = False
-    max_stream_size: int = 25 * 1024 * 1024
-    chunk_size: int = proto.CHUNK_SIZE
-    failure_policy: FailurePolicy = "tempfail"
-    size_limit_policy: FailurePolicy = "pass"
-    action: VirusAction = "quarantine"
-    version_refresh: float = 300.0  # seconds between zVERSION queries (the database changes)
+class ClamdSettings:
+    """Where clamd listens and what a detection or an outage does."""
+
+    __pydantic_config__ = SECTION
+    socket: Annotated[str, Check(socket_path)] = setting(
+        "/var/run/clamav/clamd.ctl", "clamd's unix socket; empty: TCP host/port")
+    host: str = setting("127.0.0.1", "clamd's TCP address when socket is empty")
+    port: int = setting(3310, ge=1, le=65535)
+    connect_timeout: float = setting(2.0, "seconds to connect", gt=0)
+    timeout: float = setting(60.0, "seconds for one part, connect to reply", gt=0)
+    redundant: bool = setting(False, "also scan the raw message, not only the decoded parts")
+    max_stream_size: int = setting(
+        25 * MiB, "parts above this are not sent (keep equal to clamd's StreamMaxLength)", ge=1)
+    failure_policy: FailurePolicy = setting(
+        "tempfail", "clamd down, timed out or answering nonsense: tempfail, or pass (recorded)")
+    size_limit_policy: FailurePolicy = setting(
+        "pass", "a part too big for clamd: pass (recorded as not scanned) or tempfail")
+    action: VirusAction = setting("quarantine", "what a detection does (or reject, drop)")
+    version_refresh: float = setting(300.0, "seconds between zVERSION queries", gt=0)
 
 
 class ClamdScanner:
     name = "clamd"
 
-    def __init__(self, options: ClamdOptions) -> None:
+    def __init__(self, options: ClamdSettings) -> None:
         self.opt = options
-        self.endpoint = Endpoint(options.socket, options.host, options.port)
+        self.endpoint = Endpoint(options.socket or None, options.host, options.port)
         self.version = "unknown"
         self._version_at = -float("inf")
 
@@ -93,7 +101,7 @@ class ClamdScanner:
                 results.append(self._size_limit(where, f"{len(data)} bytes > max_stream_size"))
                 continue
             try:
-                reply = proto.parse_reply(self._call(proto.instream(data, self.opt.chunk_size)))
+                reply = proto.parse_reply(self._call(proto.instream(data)))
             except (OSError, ProtocolError) as exc:
                 error = f"{where}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
                 log.warning("clamd %s: %s", self.endpoint, error)

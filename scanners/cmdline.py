@@ -18,14 +18,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from scanners import outcomes
 from scanners.base import ScanContext
 from scanners.outcomes import FailurePolicy, VirusAction
 from scanners.result import ScanResult
+from scanners.settings import SECTION, Check, setting, valid_regex
 
 log = logging.getLogger(__name__)
 PLACEHOLDER = "{path}"
@@ -35,19 +36,28 @@ ExitMeaning = Literal["clean", "virus", "error"]
 
 
 @dataclass(frozen=True, slots=True)
-class CmdlineOptions:
-    argv: tuple[str, ...]
-    name: str = "cmdline"  # the scanner's name in findings and the diagnostics header
-    target: Literal["directory", "file"] = "directory"
-    exit_codes: dict[int, ExitMeaning] = field(default_factory=lambda: {0: "clean", 1: "virus"})
-    virus_regex: str = r"(?m)(?P<name>[^\s:]+)[ \t]+FOUND[ \t]*$"
-    timeout: float = 60.0
-    redundant: bool = False
-    failure_policy: FailurePolicy = "tempfail"
-    action: VirusAction = "quarantine"
-    version: str = ""  # shown in the diagnostics header
-    version_argv: tuple[str, ...] = ()  # run once; the first output line becomes the version
-    tmp_dir: str | None = None  # where the scan directories are made; None: the system default
+class CmdlineSettings:
+    """A command-line antivirus program, how it is run and how its answer is read."""
+
+    __pydantic_config__ = SECTION
+    name: str = setting("cmdline", "name in findings, headers", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    argv: tuple[str, ...] = setting(
+        (), "program and arguments, no shell; '{path}' is replaced by the directory or file, e.g. "
+        '["/opt/av/bin/scan", "--recursive", "{path}"]; required when cmdline is enabled')
+    target: Literal["directory", "file"] = setting("directory")
+    exit_codes: dict[int, ExitMeaning] = setting(
+        {0: "clean", 1: "virus"}, "exit code meanings; unlisted codes are errors")
+    virus_regex: Annotated[str, Check(valid_regex)] = setting(
+        r"(?m)(?P<name>[^\s:]+)[ \t]+FOUND[ \t]*$",
+        "finds the virus name in the output (group 'name', else the first group)")
+    timeout: float = setting(60.0, gt=0)
+    redundant: bool = setting(False, "also give the scanner the raw message (message.eml)")
+    failure_policy: FailurePolicy = setting("tempfail")
+    action: VirusAction = setting("quarantine")
+    version: str = setting("", "version shown in the diagnostics header", max_length=60)
+    version_argv: tuple[str, ...] = setting((), "command printing the version (first line is used)")
+    tmp_dir: Path | None = setting(
+        None, "where scan directories are made (default: system temp)", example="/var/tmp/qscan")
 
 
 class CommandFailed(Exception):
@@ -83,9 +93,9 @@ def run_argv(argv: list[str], timeout: float, cwd: str | None = None) -> Run:
 
 
 class CmdlineScanner:
-    def __init__(self, options: CmdlineOptions) -> None:
+    def __init__(self, options: CmdlineSettings) -> None:
         if not options.argv:
-            raise ValueError("cmdline scanner: argv is empty")
+            raise ValueError("scanner 'cmdline' is enabled but cmdline.argv is empty")
         self.opt = options
         self.name = options.name
         self.regex = re.compile(options.virus_regex)

@@ -26,24 +26,28 @@ from scanners.outcomes import FailurePolicy, VirusAction
 from scanners.protocols import ProtocolError
 from scanners.protocols import cymru as proto
 from scanners.result import ScanResult
+from scanners.settings import SECTION, setting
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class CymruOptions:
-    zone: str = proto.DEFAULT_ZONE
-    nameservers: tuple[str, ...] = ()  # empty: the system's resolvers (/etc/resolv.conf)
-    port: int = 53
-    timeout: float = 2.0  # for all lookups of one message together
-    threshold: int = 25  # detection percent from which a hash counts as malware
-    hash: Literal["md5", "sha1", "sha256"] = "sha256"
-    cache_ttl: float = 600.0
-    cache_size: int = 10000
-    max_lookups: int = 20
-    attachments_only: bool = True  # text/* parts without a file name are not looked up
-    failure_policy: FailurePolicy = "pass"
-    action: VirusAction = "quarantine"
+class CymruSettings:
+    """Team Cymru's hash registry over DNS, and what a hit or an outage does."""
+
+    __pydantic_config__ = SECTION
+    zone: str = setting(proto.DEFAULT_ZONE, "MHR DNS zone", pattern=r"^[A-Za-z0-9.-]+$")
+    nameservers: tuple[str, ...] = setting((), "resolver IPs; empty: /etc/resolv.conf")
+    port: int = setting(53, ge=1, le=65535)
+    timeout: float = setting(2.0, "seconds of DNS for all lookups of one message", gt=0)
+    threshold: int = setting(25, "detection percent from which a hash is malware", ge=0, le=100)
+    hash: Literal["md5", "sha1", "sha256"] = setting("sha256")
+    cache_ttl: float = setting(600.0, "seconds answers (also 'unknown') are cached", ge=0)
+    cache_size: int = setting(10000, ge=0)
+    max_lookups: int = setting(20, "hashes looked up per message at most", ge=1)
+    attachments_only: bool = setting(True, "skip text/* parts without a file name")
+    failure_policy: FailurePolicy = setting("pass")
+    action: VirusAction = setting("quarantine")
 
 
 class _Cache:
@@ -73,7 +77,7 @@ class _Cache:
 class CymruScanner:
     name = "cymru"
 
-    def __init__(self, options: CymruOptions) -> None:
+    def __init__(self, options: CymruSettings) -> None:
         self.opt = options
         proto.query_name("0" * 32, options.zone)  # a bad zone fails at start-up, not per message
         self.version = f"MHR@{options.zone.strip('.')}"

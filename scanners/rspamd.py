@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import http.client
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from scanners import outcomes, spam_policy
@@ -21,6 +21,7 @@ from scanners.outcomes import FailurePolicy
 from scanners.protocols import ProtocolError
 from scanners.protocols import rspamd as proto
 from scanners.result import Disposition, ScanResult
+from scanners.settings import MiB, Secret, setting
 from scanners.spam_policy import SpamPolicy, SpamScore
 
 log = logging.getLogger(__name__)
@@ -31,24 +32,28 @@ _REJECT_ACTION = {
 
 
 @dataclass(frozen=True, slots=True)
-class RspamdOptions:
-    host: str = "127.0.0.1"
-    port: int = 11333
-    path: str = proto.PATH
-    password: str | None = None  # only when rspamd's normal worker asks for one
-    timeout: float = 30.0
-    max_size: int = 2 * 1024 * 1024
-    skip_relay: bool = True
-    failure_policy: FailurePolicy = "pass"
-    follow_actions: bool = True
-    reject_action: Literal["reject", "quarantine", "drop"] = "reject"
-    policy: SpamPolicy = field(default_factory=SpamPolicy)
+class RspamdSettings(SpamPolicy):
+    """The spam thresholds (SpamPolicy), rspamd's normal worker, and how far its own
+    actions are followed."""
+
+    host: str = setting("127.0.0.1")
+    port: int = setting(11333, "rspamd's normal worker", ge=1, le=65535)
+    path: str = setting(proto.PATH, pattern=r"^/[!-~]*$")
+    password: Secret | None = setting(None, "only if the worker requires one", example="...", repr=False)
+    timeout: float = setting(30.0, "seconds per socket operation", gt=0)
+    max_size: int = setting(2 * MiB, "bigger mail is not spam-scanned (recorded as skipped)", ge=1)
+    skip_relay: bool = setting(True)
+    failure_policy: FailurePolicy = setting("pass")
+    follow_actions: bool = setting(
+        True, "rspamd's reject/soft reject/discard/quarantine actions apply on top of thresholds")
+    reject_action: Literal["reject", "quarantine", "drop"] = setting(
+        "reject", "what rspamd's 'reject' action does here")
 
 
 class RspamdScanner:
     name = "rspamd"
 
-    def __init__(self, options: RspamdOptions) -> None:
+    def __init__(self, options: RspamdSettings) -> None:
         self.opt = options
         self.version = "unknown"
 
@@ -100,5 +105,5 @@ class RspamdScanner:
         self.version = proto.server_version(server) or self.version
         rules = tuple(sorted(reply.symbols, key=lambda s: (-abs(reply.symbols[s]), s)))
         score = SpamScore(reply.score, reply.required_score, reply.spam, rules, self._forced(reply.action))
-        return [spam_policy.spam_result(self.name, self.version, score, self.opt.policy,
+        return [spam_policy.spam_result(self.name, self.version, score, self.opt,
                                         detail_prefix=f"action={reply.action} ")]

@@ -11,28 +11,42 @@ format; any the sender put in are removed so downstream filters cannot be fooled
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from scanners.result import Disposition, ScanResult, Verdict
 from scanners.rewrite import rewrite_headers
+from scanners.settings import SECTION, Check, setting
 
 SPAM_HEADERS = frozenset({"X-Spam-Status", "X-Spam-Level", "X-Spam-Score", "X-Spam-Flag"})
 MAX_TESTS_CHARS = 600
+REJECT_REPLY = "Dmessage refused as spam (#5.7.1)"
 _RANK = {  # the verdict engine's order (ingest/verdict.py): reject > quarantine > tempfail > drop
     Disposition.REJECT: 6, Disposition.QUARANTINE: 5, Disposition.TEMPFAIL: 4,
     Disposition.DROP: 3, Disposition.DELIVER: 1, Disposition.NONE: 0,
 }
 
 
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SpamPolicy:
-    required_score: float | None = None  # None: the engine's own opinion decides "spam"
-    tag_score: float | None = None  # X-Spam-* headers from this score on; None: always
-    subject_prefix: str = ""  # e.g. "[SPAM]"; empty: the subject is left alone
-    subject_score: float | None = None  # None: prefix what is spam
-    quarantine_score: float | None = None  # into the spam/ quarantine maildir
-    reject_score: float | None = None  # refused permanently at SMTP time
-    drop_score: float | None = None  # accepted and silently discarded (kept in the journal)
-    reject_reply: str = "Dmessage refused as spam (#5.7.1)"
+    """The site's spam thresholds, shared by [spamd] and [rspamd] (their settings extend this);
+    every threshold is optional and the highest reached wins."""
+
+    __pydantic_config__ = SECTION
+    required_score: float | None = setting(
+        None, "spam from this score; unset: the engine decides", example=5.0)
+    tag_score: float | None = setting(None, "X-Spam-* headers from this score; unset: always", example=-100.0)
+    subject_prefix: Annotated[str, Check(_printable)] = setting(
+        "", "e.g. '[SPAM]'; empty: subject untouched", max_length=40)
+    subject_score: float | None = setting(None, "prefix from this score; unset: what is spam", example=5.0)
+    quarantine_score: float | None = setting(None, "quarantine into spam/ from this score", example=8.0)
+    reject_score: float | None = setting(None, "reject permanently from this score", example=15.0)
+    drop_score: float | None = setting(None, "accept and silently delete from this score", example=25.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +121,7 @@ def spam_result(scanner: str, version: str, result: SpamScore, policy: SpamPolic
 
     reply = None
     if disposition == Disposition.REJECT:
-        reply = policy.reject_reply
+        reply = REJECT_REPLY
     elif disposition == Disposition.TEMPFAIL:
         reply = "Zmessage deferred by the spam filter, try again later (#4.7.1)"
     return ScanResult(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from scanners import outcomes, spam_policy
 from scanners.base import ScanContext
@@ -21,6 +21,7 @@ from scanners.outcomes import FailurePolicy
 from scanners.protocols import ProtocolError
 from scanners.protocols import spamc as proto
 from scanners.result import ScanResult
+from scanners.settings import Check, setting, socket_path
 from scanners.spam_policy import SpamPolicy, SpamScore
 
 log = logging.getLogger(__name__)
@@ -28,27 +29,29 @@ PROBE = b"From: qscan@localhost\nTo: qscan@localhost\nSubject: version probe\n\n
 
 
 @dataclass(frozen=True, slots=True)
-class SpamdOptions:
-    socket: str | None = None  # unset: TCP host/port
-    host: str = "127.0.0.1"
-    port: int = 783
-    connect_timeout: float = 2.0
-    timeout: float = 30.0
-    command: Literal["SYMBOLS", "REPORT"] = "SYMBOLS"
-    user: str | None = None  # spamd's per-user settings; None: spamd's default user
-    max_size: int = 512 * 1024
-    skip_relay: bool = True
-    failure_policy: FailurePolicy = "pass"
-    version_refresh: float = 3600.0
-    policy: SpamPolicy = field(default_factory=SpamPolicy)
+class SpamdSettings(SpamPolicy):
+    """The spam thresholds (SpamPolicy), where spamd listens and what it is asked."""
+
+    socket: Annotated[str, Check(socket_path)] = setting("", "spamd's unix socket; empty: TCP host/port")
+    host: str = setting("127.0.0.1")
+    port: int = setting(783, ge=1, le=65535)
+    connect_timeout: float = setting(2.0, gt=0)
+    timeout: float = setting(30.0, "seconds from connect to reply", gt=0)
+    command: Literal["SYMBOLS", "REPORT"] = setting(
+        "SYMBOLS", "REPORT also gives each rule's points (tests=GTUBE=1000)")
+    user: str | None = setting(None, "spamd User: header (per-user settings)", example="spamd-user")
+    max_size: int = setting(512 * 1024, "bigger mail is not spam-scanned (recorded)", ge=1)
+    skip_relay: bool = setting(True, "do not spam-scan mail from relay clients (RELAYCLIENT)")
+    failure_policy: FailurePolicy = setting("pass", "spamd unavailable: pass or tempfail")
+    version_refresh: float = setting(3600.0, "seconds between version probes", gt=0)
 
 
 class SpamdScanner:
     name = "spamd"
 
-    def __init__(self, options: SpamdOptions) -> None:
+    def __init__(self, options: SpamdSettings) -> None:
         self.opt = options
-        self.endpoint = Endpoint(options.socket, options.host, options.port)
+        self.endpoint = Endpoint(options.socket or None, options.host, options.port)
         self.version = "unknown"
         self._version_at = -float("inf")
 
@@ -105,7 +108,7 @@ class SpamdScanner:
         else:
             rules = tuple(proto.symbols(response.body))
         return [spam_policy.spam_result(
-            self.name, self.version, SpamScore(score, required, is_spam, rules), self.opt.policy
+            self.name, self.version, SpamScore(score, required, is_spam, rules), self.opt
         )]
 
     def _failed(self, error: str) -> ScanResult:

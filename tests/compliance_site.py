@@ -48,7 +48,7 @@ class Site:
     def consume(self) -> None:
         reader = JournalReader(self.journal)
         archive = ArchiveSink(self.cfg.archive_maildir, self.cfg.quarantine_dir,
-                              self.cfg.archive.filter, fsync_workers=1)
+                              self.cfg.archive, fsync_workers=1)
         try:
             run_consumer(reader, archive, once=True)
         finally:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.consumer import POSITION_FILE, ArchiveSink, message_name
+from archive.consumer import POSITION_FILE, ArchiveSettings, ArchiveSink, message_name
 from archive.envelope_block import archived_message, envelope_block
 from archive.maildir import Maildir, check_name, deliver_batch
 from ingest.event import Action, Category, ClientInfo, EnvelopeInfo, to_json
 from ingest.journal import Journal
-from ingest.log import JournalReader, LogRecord, run_consumer
+from ingest.log import ConsumerSettings, JournalReader, LogRecord, run_consumer
 from tests.factories import make_event, make_queue_failed
 
 WHEN = datetime(2026, 11, 25, 10, 0, 0, 654321, tzinfo=UTC)
@@ -265,7 +265,7 @@ def test_name_derived_from_event():
 
 
 def test_filter(dirs):
-    sink = ArchiveSink(*dirs, filter=r"(support|sales)@example\.com")
+    sink = ArchiveSink(*dirs, ArchiveSettings(filter=r"(support|sales)@example\.com"))
     events = [
         _event(sender="alice@example.net", recipients=["Support@Example.com"]),
         _event(sender="sales@example.com", recipients=["bob@example.org"]),
@@ -282,7 +282,7 @@ def test_filter(dirs):
 
 
 def test_archive_disabled_still_quarantines(dirs):
-    sink = ArchiveSink(*dirs, archive_enabled=False)
+    sink = ArchiveSink(*dirs, ArchiveSettings(enabled=False))
     events = [_event(), _event(action=Action.QUARANTINE, category=Category.VIRUS)]
     sink.apply(_records(events), 2)
     sink.close()
@@ -403,7 +403,7 @@ def test_through_journal_and_run_consumer(dirs, tmp_path):
     qf = make_queue_failed(events[2])
     journal.append(qf.event_id, qf.type, to_json(qf), None)
     sink = ArchiveSink(*dirs)
-    assert run_consumer(JournalReader(journal), sink, batch=2, once=True) == 4
+    assert run_consumer(JournalReader(journal), sink, ConsumerSettings(batch=2), once=True) == 4
     sink.close()
     assert _files(dirs[0]) == {f"new/{message_name(events[0])}": archived_message(events[0])}
     assert _files(dirs[1]) == {f"spam/new/{message_name(events[1])}": archived_message(events[1])}

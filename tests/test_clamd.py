@@ -20,12 +20,12 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from ingest.mime import walk_parts
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.daemon import running_daemon
 from qscan.testing.servers import EICAR, HDB_NAME, NDB_MARKER, NDB_NAME, Server, binary, clamd_server
 from qscan.testing.standin import write_standin
 from scanners.base import ScanContext
-from scanners.clamd import ClamdOptions, ClamdScanner
+from scanners.clamd import ClamdScanner, ClamdSettings
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.conftest import require
@@ -45,7 +45,7 @@ def clamd() -> Iterator[Server]:
 
 def scanner(server: Server, **kw: object) -> ClamdScanner:
     opts = {"socket": server.socket, "timeout": 10.0, "connect_timeout": 2.0, **kw}
-    return ClamdScanner(ClamdOptions(**opts))  # type: ignore[arg-type]
+    return ClamdScanner(ClamdSettings(**opts))  # type: ignore[arg-type]
 
 
 def context(raw: bytes) -> ScanContext:
@@ -122,7 +122,7 @@ def test_inline_uuencode_needs_the_redundant_raw_scan(clamd: Server) -> None:
 
 def test_custom_ndb_body_signature_over_tcp(clamd: Server) -> None:
     raw = b"From: a@example.com\nSubject: marker\n\nsome text " + NDB_MARKER + b" more text\n"
-    tcp = ClamdScanner(ClamdOptions(socket=None, host="127.0.0.1", port=clamd.port, timeout=10))
+    tcp = ClamdScanner(ClamdSettings(socket=None, host="127.0.0.1", port=clamd.port, timeout=10))
     [r] = tcp.scan(context(raw))
     assert (r.verdict, r.name) == (Verdict.VIRUS, NDB)
 
@@ -161,7 +161,7 @@ def test_clamd_stopped_mid_run_applies_the_failure_policy(tmp_path: Path) -> Non
         assert r.error and r.disposition == Disposition.NONE and r.name == "scan-failed"
         # through the processor: passed on, but the event and the header say clamd did not scan
         standin = write_standin(tmp_path / "qq", tmp_path / "rec")
-        proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin),
+        proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)),
                          Journal(tmp_path / "j.db"), [passing])
         ev = proc.process(make_request(CLEAN, build_envelope(b"a@example.com", [b"b@example.org"]))).event
         assert ev is not None and ev.action == "deliver" and ev.findings[0].error
@@ -172,7 +172,7 @@ def test_a_hung_clamd_times_out() -> None:
     with tempfile.TemporaryDirectory(prefix="qshang") as d, socket.socket(socket.AF_UNIX) as hung:
         hung.bind(f"{d}/hung.sock")
         hung.listen(8)  # accepts (backlog) but never answers
-        s = ClamdScanner(ClamdOptions(socket=f"{d}/hung.sock", timeout=0.5))
+        s = ClamdScanner(ClamdSettings(socket=f"{d}/hung.sock", timeout=0.5))
         t0 = time.monotonic()
         [r] = s.scan(context(PLAIN))
         assert time.monotonic() - t0 < 3
@@ -182,7 +182,7 @@ def test_a_hung_clamd_times_out() -> None:
 def test_processor_classes_virus_and_names_clamd_in_the_diagnostics(clamd: Server, tmp_path: Path) -> None:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, [scanner(clamd)])
+    proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, [scanner(clamd)])
     out = proc.process(make_request(PLAIN, build_envelope(b"a@example.com", [b"b@example.org"])))
     assert out.code == 0 and out.event is not None
     ev = out.event

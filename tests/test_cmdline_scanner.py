@@ -12,7 +12,7 @@ import pytest
 from ingest.mime import walk_parts
 from qscan.testing.servers import EICAR
 from scanners.base import ScanContext
-from scanners.cmdline import CmdlineOptions, CmdlineScanner
+from scanners.cmdline import CmdlineScanner, CmdlineSettings
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 
@@ -55,7 +55,7 @@ def fake_av(tmp_path: Path) -> tuple[Path, Path]:
 def scanner(fake: tuple[Path, Path], **kw: object) -> CmdlineScanner:
     script, log = fake
     opts = {"argv": (sys.executable, str(script), str(log), "{path}"), "name": "fakeav", "timeout": 10.0, **kw}
-    return CmdlineScanner(CmdlineOptions(**opts))  # type: ignore[arg-type]
+    return CmdlineScanner(CmdlineSettings(**opts))  # type: ignore[arg-type]
 
 
 def context(data: bytes, filename: str = "file.bin") -> ScanContext:
@@ -113,5 +113,5 @@ def test_never_a_shell(fake_av: tuple[Path, Path], tmp_path: Path) -> None:
     [r] = scanner(fake_av).scan(context(EICAR, evil))
     assert r.verdict == Verdict.VIRUS and not canary.exists()
     assert "touch" not in fake_av[1].read_text()  # the attachment name never became a path
-    [r] = CmdlineScanner(CmdlineOptions(argv=("/nonexistent/av", "{path}"))).scan(context(b"x"))
+    [r] = CmdlineScanner(CmdlineSettings(argv=("/nonexistent/av", "{path}"))).scan(context(b"x"))
     assert r.error and "cannot run" in r.error and r.disposition == Disposition.TEMPFAIL

@@ -253,15 +253,55 @@ def test_each_scanners_settings_are_the_config_section_of_its_name() -> None:
             assert isinstance(getattr(Config(), name), model)
 
 
+def test_registry_attributes_name_keys_the_sections_have() -> None:
+    """What preflight and `qscan status` know of a scanner comes from its registry entry, and
+    each attribute names something its settings have: a rules file, the key it needs, the
+    host/port a ping goes to, or a scanner that can be asked for its version."""
+    from qscan.config import SCANNER_SETTINGS, Config, section_fields
+    from qscan.wiring.pipeline import SCANNERS
+
+    for name, entry in SCANNERS.items():
+        keys = set(section_fields(SCANNER_SETTINGS[name])) if SCANNER_SETTINGS[name] else set()
+        if entry.rules:
+            assert "rules" in keys, name
+        if entry.needs:
+            assert entry.needs in keys, name
+        if entry.probe == "ping":
+            assert {"host", "port", "timeout"} <= keys, name
+        if entry.probe == "version":
+            assert hasattr(entry.build(Config()), "refresh_version"), name
+
+
+def test_every_section_is_a_packages_settings_class() -> None:
+    """Each setting is defined once: every Config section but the composition ones is the frozen
+    settings class of the package that uses it, not a model of qscan/config.py's own."""
+    import dataclasses
+
+    from qscan.config import Config, _submodel, section_fields
+
+    composition = {"Config", "ScannersConfig", "LogConfig", "ConsumersConfig"}
+    seen = []
+    for name, field in section_fields(Config).items():
+        model = _submodel(field)
+        if model is None:
+            continue
+        seen.append(model)
+        if model.__name__ in composition:
+            continue
+        assert model.__module__ != "qscan.config", name
+        assert dataclasses.is_dataclass(model) and model.__dataclass_params__.frozen, name  # type: ignore[attr-defined]
+    assert len(seen) >= 20
+
+
 def test_consumer_names_are_the_wired_sinks() -> None:
     from pydantic import ValidationError
 
-    from qscan.config import CONSUMER_NAMES, Config, ConsumersConfig
+    from qscan.config import CONSUMER_NAMES, Config
     from qscan.wiring.pipeline import SINKS, make_sink
 
     assert set(CONSUMER_NAMES) == set(SINKS)
     with pytest.raises(ValidationError, match="'archive', 'summaries' or 'notify'"):
-        ConsumersConfig.model_validate({"enabled": ["archives"]})
+        Config.model_validate({"consumers": {"enabled": ["archives"]}})
     with pytest.raises(ValueError, match="unknown consumer 'archives'"):
         make_sink(Config(), "archives")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archive.consumer import ArchiveSink, message_name
+from archive.consumer import ArchiveSettings, ArchiveSink, message_name
 from archive.copies import (
     MaildirCopies,
     archive_predicate,
@@ -113,9 +113,9 @@ def test_names_match_the_archive_consumer() -> None:
 
 
 def test_archive_predicate() -> None:
-    assert archive_predicate(True, None)("a@x", ["b@y"])
-    assert not archive_predicate(False, None)("a@x", ["b@y"])
-    keep_sales = archive_predicate(True, r"sales@example\.com")
+    assert archive_predicate(ArchiveSettings())("a@x", ["b@y"])
+    assert not archive_predicate(ArchiveSettings(enabled=False))("a@x", ["b@y"])
+    keep_sales = archive_predicate(ArchiveSettings(filter=r"sales@example\.com"))
     assert keep_sales("x@y", ["SALES@Example.COM"]) and not keep_sales("x@y", ["bob@example.com"])
 
 

@@ -27,7 +27,7 @@ from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
 from ingest.log import LogRecord
 from ingest.mime import walk_parts
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from ingest.summary_line import format_summary
 from qscan.testing.standin import write_standin
 from scanners.mime.crypto import KINDS, armor_kind, cms_kind, crypto_use, packet_kind
@@ -198,7 +198,7 @@ def test_summary_line_of_mail_without_crypto_and_of_old_events() -> None:
 def processor(tmp_path: Path) -> tuple[Processor, Journal]:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    return Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, []), journal
+    return Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, []), journal
 
 
 @pytest.mark.parametrize("case", ["plain", "smime-detached", "smime-enveloped", "pgp-mime-signed",

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ingest.mime import walk_parts
 from qscan.testing.servers import free_port
 from scanners.base import ScanContext
-from scanners.cymru import CymruOptions, CymruScanner
+from scanners.cymru import CymruScanner, CymruSettings
 from scanners.mime.parse import parse
 from scanners.protocols import ProtocolError
 from scanners.protocols.cymru import Answer, parse_txt, query_name
@@ -86,7 +86,7 @@ def context(*attachments: tuple[bytes, str]) -> ScanContext:
 
 def scanner(port: int, **kw: object) -> CymruScanner:
     opts = {"zone": ZONE, "nameservers": ("127.0.0.1",), "port": port, "timeout": 2.0, **kw}
-    return CymruScanner(CymruOptions(**opts))  # type: ignore[arg-type]
+    return CymruScanner(CymruSettings(**opts))  # type: ignore[arg-type]
 
 
 def test_known_hash_is_a_virus(dns: tuple[Registry, int]) -> None:

@@ -23,7 +23,7 @@ from ingest.daemon import BUSY_TEXT, DENIED_TEXT, SLOW_TEXT
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
-from ingest.processor import Processor, ProcessorOptions, Request, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, Request, make_request
 from qscan.testing.daemon import CLIENT, Harness, running_daemon
 from qscan.testing.injector import inject
 from qscan.testing.rawclient import read_answer
@@ -231,7 +231,7 @@ class Recorder:
 
 def _proc(tmp_path: Path, rec: Recorder) -> Processor:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
-    opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin, smtp_uids=frozenset({995}),
+    opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin), smtp_uids=frozenset({995}),
                             local_domains=("example.org", ".example.net"))
     return Processor(opts, Journal(tmp_path / "j.db"), [rec])
 
@@ -278,3 +278,22 @@ def test_configured_local_domains_are_matched_without_case(tmp_path: Path) -> No
     p = Processor(opts, Journal(tmp_path / "j.db"), [rec])
     p.process(_req(build_envelope(b"u@example.org", [b"B@EXAMPLE.org", b"c@x.example.NET"]), uid=1000))
     assert rec.seen[0].leaves_site is False
+
+
+def test_a_missing_smtp_user_is_warned_about_once_not_once_a_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trusted uids are resolved in the master before the workers fork: each worker's
+    processor reuses them, so a box without qmaild logs one warning, not one a worker start."""
+    from qscan.config import parse_config
+    from qscan.wiring.pipeline import processor_factory
+
+    standin = write_standin(tmp_path / "qq", tmp_path / "rec")
+    cfg = parse_config(f'data_dir = "{tmp_path}"\n[daemon]\nqmail_queue = "{standin}"\n'
+                       'smtp_users = ["no-such-user-qscan", "995"]\n', tmp_path / "q.toml")
+    with caplog.at_level("WARNING"):
+        build = processor_factory(cfg)
+        processors = [build() for _ in range(3)]  # three workers starting
+    warned = [r for r in caplog.records if "no-such-user-qscan" in r.getMessage()]
+    assert len(warned) == 1
+    assert all(p.opt.smtp_uids == frozenset({995}) for p in processors)

@@ -9,6 +9,7 @@ processor in-process with its hand-off broken in the ways the OS can break it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -34,6 +35,7 @@ from ingest.processor import (
     NOT_RUN,
     Processor,
     ProcessorOptions,
+    ProcessorSettings,
     make_request,
 )
 from qscan.config import parse_config
@@ -146,7 +148,7 @@ def test_daemon_socket_has_the_configured_mode(tmp_path: Path) -> None:
 def test_bind_socket_applies_a_configured_mode(tmp_path: Path) -> None:
     d = Path(tempfile.mkdtemp(prefix="qs"))
     try:
-        sock = bind_socket(DaemonOptions(socket_path=d / "s.sock", socket_mode=0o640))
+        sock = bind_socket(DaemonOptions(socket=d / "s.sock", socket_mode=0o640))
         try:
             assert stat.S_IMODE(os.stat(d / "s.sock").st_mode) == 0o640
         finally:
@@ -217,7 +219,7 @@ def test_client_timeout_is_one_deadline_over_the_whole_wait(
 def proc(tmp_path: Path) -> Iterator[tuple[Processor, Journal, Path]]:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    yield Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, []), \
+    yield Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, []), \
         journal, tmp_path / "rec"
     journal.close()
 
@@ -271,7 +273,7 @@ def test_unexpected_error_in_spawn_writes_queue_failed(
 
 def test_qmail_queue_not_executable_writes_queue_failed(proc: tuple[Processor, Journal, Path]) -> None:
     p, journal, _ = proc
-    os.chmod(p.opt.qmail_queue, 0o644)
+    os.chmod(p.opt.settings.qmail_queue, 0o644)
     out = p.process(make_request(MSG, ENV))
     assert out.code == ec.CUSTOM_ERROR and out.text and out.text.startswith("Zqscan: cannot run qmail-queue")
     assert_compensated(journal, ec.CUSTOM_ERROR, "Zqscan: cannot run qmail-queue")
@@ -316,7 +318,7 @@ def test_within_deadline_queues_and_cuts_qmail_queue_to_what_is_left(
     p, journal, rec = proc
     (rec / "sleep").write_text("5")  # the stand-in would outlive the client
     req = make_request(MSG, ENV)
-    p.opt.deadline_margin = 0.5
+    p.opt = dataclasses.replace(p.opt, settings=dataclasses.replace(p.opt.settings, deadline_margin=0.5))
     req.client_deadline = time.monotonic() + 2.5  # margin passes; 1.5 s (minus slack) for qmail-queue
     t0 = time.monotonic()
     out = p.process(req)
@@ -365,7 +367,7 @@ def test_unparseable_mime_uses_the_configured_error_action(
     cfg = parse_config(f'data_dir = "{tmp_path}"\n[internal]\nerror_action = "{action}"\n',
                        tmp_path / "qscan.toml")
     p, journal, rec = proc
-    p.opt.unparseable_action = processor_options(cfg).unparseable_action
+    p.opt = dataclasses.replace(p.opt, unparseable_action=processor_options(cfg).unparseable_action)
 
     def unparseable(raw: bytes) -> object:
         raise LookupError("unknown encoding: x-broken")

@@ -19,14 +19,14 @@ from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
 from qscan.config import Config
 from qscan.testing.daemon import Harness, running_daemon
-from qscan.wiring.internal import internal_options
 from scanners.internal.checks import (
     CHECKS,
     DEFAULT_DANGEROUS_EXTENSIONS,
     DISK_IMAGE_EXTENSIONS,
     EXECUTABLE_FORMATS,
 )
-from scanners.internal.scanner import InternalOptions, InternalScanner
+from scanners.internal.policy import InternalSettings
+from scanners.internal.scanner import InternalScanner
 from scanners.result import Disposition, ScanResult
 from tests.internal_corpus import (
     ELF,
@@ -119,7 +119,7 @@ def decision(results: list[ScanResult]) -> ScanResult | None:
     return next((r for r in results if r.disposition not in (Disposition.NONE, Disposition.DELIVER)), None)
 
 
-def scan(raw: bytes, opts: InternalOptions | None = None, recipients: list[str] | None = None
+def scan(raw: bytes, opts: InternalSettings | None = None, recipients: list[str] | None = None
          ) -> list[ScanResult]:
     return InternalScanner(opts).scan(context(raw, recipients=recipients))
 
@@ -209,7 +209,7 @@ def test_the_new_checks_default_to_quarantine() -> None:
 
 # -- exceptions: allow-list, per-domain, per-check action, a rule -----------------------------
 def test_allow_list_takes_an_extension_back_and_its_executable_content_with_it() -> None:
-    opts = InternalOptions(allow_banned=frozenset({"exe"}))
+    opts = InternalSettings(allow_banned=frozenset({"exe"}))
     assert decision(scan(BANNED["top-level-exe"], opts)) is None
     assert decision(scan(BANNED["exe-in-zip"], opts)) is None
     # ... but not a PE under another name, another extension, or a disguise
@@ -221,13 +221,13 @@ def test_allow_list_takes_an_extension_back_and_its_executable_content_with_it()
 
 
 def test_allow_list_takes_an_executable_format_back() -> None:
-    opts = InternalOptions(allow_banned=frozenset({"elf"}))
+    opts = InternalSettings(allow_banned=frozenset({"elf"}))
     assert decision(scan(BANNED["elf-without-name"], opts)) is None
     assert decision(scan(BANNED["pe-without-extension"], opts)) is not None
 
 
 def test_per_domain_override_applies_only_when_every_recipient_may_receive_it() -> None:
-    opts = InternalOptions(allow_banned_by_domain={"build.example.com": frozenset({"exe", "msi"}),
+    opts = InternalSettings(allow_banned_by_domain={"build.example.com": frozenset({"exe", "msi"}),
                                                    "*.lab.example.com": frozenset({"pe"})})
     raw = BANNED["top-level-exe"]
     assert decision(scan(raw, opts, ["ci@build.example.com"])) is None
@@ -237,18 +237,18 @@ def test_per_domain_override_applies_only_when_every_recipient_may_receive_it() 
     assert decision(scan(BANNED["top-level-scr"], opts, ["ci@build.example.com"])) is not None
     assert decision(scan(BANNED["pe-without-extension"], opts, ["x@a.lab.example.com"])) is None
     # a domain may combine grants from several patterns
-    both = InternalOptions(allow_banned_by_domain={"build.example.com": frozenset({"exe"}),
+    both = InternalSettings(allow_banned_by_domain={"build.example.com": frozenset({"exe"}),
                                                    "*.example.com": frozenset({"scr"})})
     mixed = multipart(TEXT_PART, attachment("setup.exe", b"x"), attachment("fun.scr", b"y"))
     assert decision(scan(mixed, both, ["ci@build.example.com"])) is None
 
 
 def test_check_actions_still_apply_to_the_new_checks() -> None:
-    off = InternalOptions(check_actions={"banned-extension": "record", "executable-content": "off"})
+    off = InternalSettings(checks={"banned-extension": "record", "executable-content": "off"})
     results = scan(BANNED["top-level-exe"], off)
     assert decision(results) is None
     assert [r.name for r in results] == ["banned-extension"]
-    reject = InternalOptions(check_actions={"banned-extension": "reject"})
+    reject = InternalSettings(checks={"banned-extension": "reject"})
     decided = decision(scan(BANNED["top-level-scr"], reject))
     assert decided is not None and decided.disposition == Disposition.REJECT
 
@@ -258,7 +258,7 @@ def test_config_keys_reach_the_scanner(tmp_path: Path) -> None:
         "allow_banned": [".EXE", " msi "],
         "allow_banned_by_domain": {"Build.Example.com": ["exe"]},
     }})
-    opts = internal_options(cfg)
+    opts = cfg.internal
     assert opts.allow_banned == frozenset({"exe", "msi"})
     assert opts.allow_banned_by_domain == {"build.example.com": frozenset({"exe"})}
     assert decision(scan(BANNED["top-level-exe"], opts)) is None

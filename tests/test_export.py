@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -140,7 +141,7 @@ def test_tampered_productions_fail_verification(site: Site, matter: dict[str, An
 def test_missing_copies_come_from_the_journal_or_are_listed(site: Site, matter: dict[str, Any],
                                                             tmp_path: Path) -> None:
     site.copy_path(matter["sent"]).unlink()  # the journal still holds it
-    site.cfg.retention.default_days = 1
+    site.cfg.retention = dataclasses.replace(site.cfg.retention, default_days=1)
     assert site.cli("hold", "release", "Acme v. Example", "--reason", "r").exit_code == 0
     assert site.cli("retention", "apply", "--now", "2099-01-01").exit_code == 1  # one copy missing
     site.journal.prune([], keep_seconds=0)  # and now the journal is gone too

@@ -9,8 +9,9 @@ import pytest
 from ingest.mime import walk_parts
 from scanners.internal.checks import CHECKS
 from scanners.internal.format_checks import RENAME_PREFIX, rename_repeated
+from scanners.internal.policy import InternalSettings
 from scanners.internal.rawmime import strip_comments, walk_headers
-from scanners.internal.scanner import InternalOptions, InternalScanner
+from scanners.internal.scanner import InternalScanner
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from tests.internal_corpus import CLEAN_CASES, FORMAT_CASES, HEAD, TEXT_PART, context, multipart
@@ -58,23 +59,23 @@ def test_demo_corpus_only_the_invoice_exe_is_caught() -> None:
 def test_every_check_can_be_switched_off() -> None:
     raw, check = FORMAT_CASES["double-extension"]
     others = {"banned-extension": "off"}  # invoice.pdf.exe is a banned name as well
-    off = InternalScanner(InternalOptions(check_actions={check: "off", **others}))
+    off = InternalScanner(InternalSettings(checks={check: "off", **others}))
     assert off.scan(context(raw)) == []
-    record = InternalScanner(InternalOptions(check_actions={check: "record", **others}))
+    record = InternalScanner(InternalSettings(checks={check: "record", **others}))
     [r] = record.scan(context(raw))
     assert r.name == check and r.disposition == Disposition.NONE and r.verdict == Verdict.CLEAN
 
 
 def test_check_action_can_reject_with_reply() -> None:
     raw, check = FORMAT_CASES["clsid"]
-    scanner = InternalScanner(InternalOptions(check_actions={check: "reject"}))
+    scanner = InternalScanner(InternalSettings(checks={check: "reject"}))
     [r] = scanner.scan(context(raw))
     assert r.disposition == Disposition.REJECT and r.reply and r.reply.startswith("D")
     assert "#5.7.1" in r.reply
 
 
 def test_ignore_eol_keeps_bare_cr_quiet_but_not_nul() -> None:
-    lenient = InternalScanner(InternalOptions(ignore_eol=True))
+    lenient = InternalScanner(InternalSettings(ignore_eol=True))
     raw, _ = FORMAT_CASES["control-bare-cr"]
     assert "header-control-chars" not in {h.check for h in lenient.inspect(context(raw)).hits}
     raw, _ = FORMAT_CASES["control-nul"]
@@ -135,7 +136,7 @@ def _boom(raw: bytes) -> None:
 def test_internal_error_becomes_a_malformed_finding(monkeypatch: pytest.MonkeyPatch, action: str,
                                                     disposition: Disposition, reply: str | None) -> None:
     monkeypatch.setattr("scanners.internal.scanner.walk_headers", _boom)
-    scanner = InternalScanner(InternalOptions(error_action=action))
+    scanner = InternalScanner(InternalSettings(error_action=action))
     [r] = scanner.scan(context(CLEAN_CASES["plain"]))
     assert (r.name, r.verdict, r.disposition, r.reply) == ("internal-error", Verdict.MALFORMED, disposition, reply)
     assert r.error == "RuntimeError: simulated bug"
@@ -146,13 +147,13 @@ def test_internal_error_keeps_the_message_through_the_processor(monkeypatch: pyt
     from ingest.envelope import build_envelope
     from ingest.event import MessageScanned, from_json
     from ingest.journal import Journal
-    from ingest.processor import Processor, ProcessorOptions, make_request
+    from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
     from qscan.testing.standin import write_standin
 
     monkeypatch.setattr("scanners.internal.scanner.walk_headers", _boom)
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, [InternalScanner()])
+    proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, [InternalScanner()])
     raw = CLEAN_CASES["plain"]
     out = proc.process(make_request(raw, build_envelope(b"a@example.com", [b"b@example.org"])))
     assert out.code == 0  # accepted: kept in the journal, quarantined

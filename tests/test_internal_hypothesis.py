@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from ingest.mime import walk_parts
 from scanners.base import ScanContext
 from scanners.internal.format_checks import RENAME_PREFIX, rename_repeated, repeated_offsets
+from scanners.internal.policy import InternalSettings
 from scanners.internal.rawmime import walk_headers
-from scanners.internal.scanner import InternalOptions, InternalScanner
-from scanners.internal.unpack import UnpackLimits
+from scanners.internal.scanner import InternalScanner
 from scanners.mime.parse import parse
 from tests.internal_corpus import HEAD, pe_bytes, tnef_bytes, uuencoded
 
-SCANNER = InternalScanner(InternalOptions(limits=UnpackLimits(max_depth=4, max_members=50)))
+SCANNER = InternalScanner(InternalSettings(max_depth=4, max_members=50))
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.sampled_from([

@@ -11,7 +11,7 @@ import pytest
 from scanners.internal.policy import PolicyError, RuleSet, lint, load_rules, parse_rules
 from scanners.internal.qs_import import import_events
 from scanners.internal.safe_regex import RegexError, compile_regex
-from scanners.internal.scanner import InternalOptions, InternalScanner
+from scanners.internal.scanner import InternalScanner
 from scanners.result import Disposition, ScanResult, Verdict
 from tests.internal_corpus import HEAD, TEXT_PART, attachment, context, multipart, pe_bytes, zip_bytes
 
@@ -27,7 +27,7 @@ def ruleset(text: str) -> RuleSet:
 
 
 def run(rules: str, raw: bytes, **ctx: object) -> list[ScanResult]:
-    scanner = InternalScanner(InternalOptions(rules=ruleset(rules)))
+    scanner = InternalScanner(rules=ruleset(rules))
     return scanner.scan(context(raw, **ctx))  # type: ignore[arg-type]
 
 
@@ -229,7 +229,7 @@ def test_quarantine_events_import() -> None:
     assert by_id["qs-9"]["filename"] == ["*.pif"]
     assert [p for p in lint(toml) if p.level == "error"] == []
     # the imported rules work
-    scanner = InternalScanner(InternalOptions(rules=ruleset(toml)))
+    scanner = InternalScanner(rules=ruleset(toml))
     [r] = scanner.scan(context(PLAIN))
     assert r.name == "qs-5" and r.verdict == Verdict.VIRUS and r.disposition == Disposition.QUARANTINE
     raw = multipart(TEXT_PART, attachment("abcdefgh.zip", zip_bytes({"a.txt": b"x"})))

@@ -9,8 +9,9 @@ import zipfile
 import libarchive
 import pytest
 
-from scanners.internal.scanner import InternalOptions, InternalScanner
-from scanners.internal.unpack import UnpackLimits, clean_name
+from scanners.internal.policy import InternalSettings
+from scanners.internal.scanner import InternalScanner
+from scanners.internal.unpack import clean_name
 from scanners.result import Disposition, Verdict
 from tests.internal_corpus import (
     HEAD,
@@ -29,7 +30,7 @@ from tests.internal_corpus import (
 
 
 def scanner(**limits: float) -> InternalScanner:
-    return InternalScanner(InternalOptions(limits=UnpackLimits(**limits)))  # type: ignore[arg-type]
+    return InternalScanner(InternalSettings(**limits))  # type: ignore[arg-type]
 
 
 def libarchive_bytes(fmt: str, members: dict[str, bytes], **kw: str) -> bytes:
@@ -151,7 +152,7 @@ def test_password_protected_zip_recorded_not_blocked_by_default() -> None:
     assert [(r.name, r.disposition) for r in results] == [("password-protected-archive", Disposition.NONE)]
     member = next(i for i in scanner().inspect(context(raw)).items if i.in_archive)
     assert member.encrypted and member.size == len(pe_bytes())
-    blocking = InternalScanner(InternalOptions(check_actions={"password-protected-archive": "quarantine"}))
+    blocking = InternalScanner(InternalSettings(checks={"password-protected-archive": "quarantine"}))
     [r] = blocking.scan(context(raw))
     assert r.disposition == Disposition.QUARANTINE and r.verdict == Verdict.POLICY
 

@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.standin import write_standin
 from scanners.base import ScanContext, Scanner
 from scanners.dlp.engine import DlpEngine
 from scanners.dlp.rules import parse_rules
 from scanners.dlp.scanner import DlpScanner
-from scanners.internal.scanner import InternalOptions, InternalScanner
+from scanners.internal.policy import InternalSettings
+from scanners.internal.scanner import InternalScanner
 from scanners.internal.unpack import UnpackLimits
 from scanners.inventory import STATS, Plan, build, plan_for
 from scanners.mime.parse import parse
@@ -213,6 +214,12 @@ def test_items_are_frozen_and_members_say_where_they_came_from() -> None:
 
 
 # -- one walk per message, one budget -------------------------------------------------------------
+def _settings(limits: UnpackLimits) -> InternalSettings:
+    return InternalSettings(max_depth=limits.max_depth, max_members=limits.max_members,
+                            max_total_bytes=limits.max_total_bytes, max_ratio=limits.max_ratio,
+                            max_time=limits.max_time)
+
+
 def _zip_of(n: int, name: str) -> Zip:
     return Zip(name, tuple(File(f"m{i}.txt", b"card 4539 1488 0343 6467 ") for i in range(n)))
 
@@ -221,9 +228,9 @@ def _zip_of(n: int, name: str) -> Zip:
 def processor(tmp_path: Path):  # type: ignore[no-untyped-def,unused-ignore]
     def make(limits: UnpackLimits) -> tuple[Processor, Journal]:
         journal = Journal(tmp_path / "j.db")
-        scanners: list[Scanner] = [SizeScanner(), InternalScanner(InternalOptions(limits=limits)),
+        scanners: list[Scanner] = [SizeScanner(), InternalScanner(_settings(limits)),
                     DlpScanner(DlpEngine(parse_rules(RULES)))]
-        opts = ProcessorOptions(hostname="mx.example", qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec"))
+        opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec")))
         return Processor(opts, journal, scanners), journal
     return make
 
@@ -311,7 +318,7 @@ def test_dlp_alone_unpacks_only_mail_a_rule_applies_to(tmp_path: Path) -> None:
     outbound-only policy is not unpacked at all, outbound mail once."""
     rules = RULES.replace('action = "monitor"', 'direction = "outbound"\naction = "monitor"')
     journal = Journal(tmp_path / "j.db")
-    opts = ProcessorOptions(hostname="mx.example", qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec"),
+    opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=write_standin(tmp_path / "qq", tmp_path / "rec")),
                             local_domains=("example.org",))
     proc = Processor(opts, journal, [SizeScanner(), DlpScanner(DlpEngine(parse_rules(rules)))])
     raw = mime(Multi((Text(b"hi"), Attached(_zip_of(2, "a.zip")))))

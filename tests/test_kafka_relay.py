@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -47,7 +48,7 @@ def test_relay_delivers_every_event_with_key_headers_and_partition(broker: Broke
     events = fill(journal, 30)
     failed = make_queue_failed(events[3])
     journal.append(failed.event_id, failed.type, to_json(failed))
-    relay = Relay(journal, s, "mx1.example.com", batch=7)
+    relay = Relay(journal, dataclasses.replace(s, relay_batch=7), "mx1.example.com")
     assert relay.run(Stop(), once=True) == 31
     assert relay.position() == journal.head() and relay.lag() == (0, 0.0)
     recs = consume_all(broker.bootstrap, "qscan.events", 31)

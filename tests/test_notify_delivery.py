@@ -31,6 +31,7 @@ from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Tran
 from compliance.notify.marks import MarkKey
 from compliance.notify.outbox import Courier, Outbox, RetryPolicy
 from compliance.notify.render import Renderer
+from compliance.notify.settings import NotifySettings
 from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
 from ingest.event import Action, Category, Finding, MessageScanned, to_json
 from ingest.journal import Journal
@@ -143,14 +144,14 @@ def make_sink(url: str, journal_path: Path, transport: Any, *, policy: NotifyPol
               clock: Any = None, **kw: Any) -> NotifySink:
     notifier = Notifier(policy, Renderer(host="mx1.example.com", contact="helpdesk@example.net"),
                         IDENTITY, JournalHeaders(str(journal_path)))
-    kw.setdefault("retry", RetryPolicy(base=30, maximum=300, give_up_after=3600, lease=60))
+    kw.setdefault("retry", RetryPolicy(NotifySettings(retry_base=30, retry_max=300, give_up_after=3600), lease=60))
     if clock is not None:
         kw["clock"] = clock
     return NotifySink(url, notifier, transport, **kw)
 
 
 def smtp(port: int) -> Any:
-    return lambda: SmtpTransport("127.0.0.1", port, timeout=5)
+    return lambda: SmtpTransport(NotifySettings(smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=5))
 
 
 def policy_event(sender: str = "alice@example.com", recipients: list[str] | None = None,
@@ -358,7 +359,7 @@ def test_background_thread_retries_while_the_log_is_quiet(sqlite_url: str, tmp_p
     ev = policy_event(sender="alice@example.com", recipients=["bob@example.org"])
     journal = journal_with(tmp_path / "journal.db", [ev])
     sink = make_sink(sqlite_url, tmp_path / "journal.db", smtp(port), interval=0.1,
-                     retry=RetryPolicy(base=0.2, maximum=0.5, give_up_after=60, lease=60))
+                     retry=RetryPolicy(NotifySettings(retry_base=0.2, retry_max=0.5, give_up_after=60), lease=60))
     relay = Relay(port)
     try:
         consume(sink, journal)

@@ -21,7 +21,8 @@ from compliance.notify.audience import Audience, Kind, Notice, NotifyPolicy, kin
 from compliance.notify.compose import Identity, compose, original_message_id
 from compliance.notify.delivery import SmtpTransport
 from compliance.notify.marks import MailMarks, MarkKey, MarkKeyError, header_block, read_marks
-from compliance.notify.render import LANGUAGES, Renderer, clean
+from compliance.notify.render import Renderer, clean
+from compliance.notify.settings import LANGUAGES, NotifySettings
 from ingest.event import Action, Category, Finding, MessageScanned
 from tests.factories import make_event
 
@@ -263,9 +264,11 @@ def test_old_events_tell_nobody() -> None:
 
 
 def test_smtp_password_is_not_in_repr() -> None:
-    t = SmtpTransport("relay.example.net", 587, user="qscan", password="s3cret-Passw0rd")
+    n = NotifySettings(smtp_host="relay.example.net", smtp_port=587, smtp_user="qscan",
+                       smtp_password="s3cret-Passw0rd")  # type: ignore[arg-type]  # a plain str too
+    t = SmtpTransport(n)
     assert "s3cret-Passw0rd" not in repr(t) and "s3cret-Passw0rd" not in str(t)
-    assert "relay.example.net" in repr(t) and t.password == "s3cret-Passw0rd"
+    assert "relay.example.net" in repr(t) and t.settings.smtp_password == "s3cret-Passw0rd"
 
 
 def test_language_by_domain_with_default() -> None:

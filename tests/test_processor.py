@@ -12,7 +12,7 @@ import pytest
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import HeadersSettings, Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.standin import recorded, write_standin
 from scanners.base import ScanContext
 from scanners.result import Disposition, ScanResult, Verdict
@@ -40,7 +40,7 @@ def make(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def factory(*scanners: FakeScanner) -> tuple[Processor, Journal]:
         journal = Journal(tmp_path / "j.db")
-        opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin)
+        opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin))
         return Processor(opts, journal, list(scanners)), journal
 
     return factory
@@ -134,7 +134,7 @@ def test_unchanged_message_keeps_the_received_hash(tmp_path: Path) -> None:
     # No header added, no transform: what is queued is what was received, hashed once.
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin, diagnostics=False)
+    opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin), headers=HeadersSettings(diagnostics=False))
     assert Processor(opts, journal, []).process(make_request(MSG, ENV)).code == 0
     [(msg, _)] = recorded(tmp_path / "rec")
     [ev] = scanned(journal)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from ingest.summary_line import format_summary
 from qscan.testing.standin import write_standin
 
@@ -30,7 +30,7 @@ HEADERS = (b"From", b"To", b"Cc", b"Subject", b"Date", b"Message-ID")
 def proc(tmp_path: Path):  # type: ignore[no-untyped-def]
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    return Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, []), journal
+    return Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, []), journal
 
 
 def events(journal: Journal) -> list[MessageScanned]:
@@ -104,7 +104,7 @@ def test_scanner_bug_is_a_defined_outcome_not_a_retry_loop(tmp_path: Path) -> No
     """A scanner that raises on a message would raise on every retry: that is not temporary."""
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    p = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), journal, [Boom()])
+    p = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), journal, [Boom()])
     out = p.process(make_request(message(b"Subject", b"x"), ENV))
     assert out.code == 0
     [ev] = events(journal)
@@ -117,7 +117,7 @@ def test_error_action_deliver(tmp_path: Path) -> None:
 
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     journal = Journal(tmp_path / "j.db")
-    opts = ProcessorOptions(hostname="mx.example", qmail_queue=standin, unparseable_action=Disposition.DELIVER)
+    opts = ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin), unparseable_action=Disposition.DELIVER)
     p = Processor(opts, journal, [Boom()])
     out = p.process(make_request(message(b"Subject", b"x"), ENV))
     assert out.code == 0

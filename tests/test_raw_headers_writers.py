@@ -19,7 +19,7 @@ from ingest.envelope import build_envelope
 from ingest.event import MessageScanned, from_json, to_json
 from ingest.journal import Journal
 from ingest.log import LogRecord
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from ingest.summary_line import format_summary
 from qscan.testing.standin import write_standin
 
@@ -42,7 +42,7 @@ def raw_mail(value: bytes, i: int) -> bytes:
 def scanned(tmp_path_factory: pytest.TempPathFactory) -> list[MessageScanned]:
     tmp = tmp_path_factory.mktemp("raw8")
     journal = Journal(tmp / "j.db")
-    p = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=write_standin(tmp / "qq", tmp / "rec")),
+    p = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=write_standin(tmp / "qq", tmp / "rec"))),
                   journal, [])
     for i, value in enumerate(VALUES):
         assert p.process(make_request(raw_mail(value, i), ENV)).code == 0

@@ -197,19 +197,19 @@ def test_retention_show_and_policy_checks(site: Site) -> None:
     assert shown == ["spam: verdict=spam -> 30 days", "legal-dept: domain=legal.example.com -> forever",
                      "outbound: direction=outbound -> 3650 days", "default: 365 days"]
     with pytest.raises(retention.RetentionError, match="unique"):
-        retention.Policy(rules=(retention.Rule("a", 1), retention.Rule("a", 2)))
+        retention.RetentionPolicy(rules=(retention.RetentionRule("a", 1), retention.RetentionRule("a", 2)))
     with pytest.raises(retention.RetentionError, match="at least 1"):
-        retention.Rule("a", 0)
+        retention.RetentionRule("a", 0)
     with pytest.raises(retention.RetentionError, match="direction"):
-        retention.Rule("a", 1, direction="up")
+        retention.RetentionRule("a", 1, direction="up")
 
 
 def test_address_rule_and_local_mail(site: Site) -> None:
     local = make_event(when=ago(100)).model_copy(update={"client": ClientInfo(local=True)})
     vip = make_event(sender="boss@example.com", when=ago(100))
     site.add(local, vip)
-    policy = retention.Policy(rules=(retention.Rule("vip", None, address="boss@*"),
-                                     retention.Rule("local", 50, direction="local")),
+    policy = retention.RetentionPolicy(rules=(retention.RetentionRule("vip", None, address="boss@*"),
+                                     retention.RetentionRule("local", 50, direction="local")),
                               default_days=None)
     with site.cli_context() as (engine, append):
         outcome = retention.apply(engine, site.store, append, policy, archived=lambda s, r: True,

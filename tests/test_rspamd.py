@@ -12,8 +12,7 @@ from qscan.testing.servers import GTUBE, Server, binary, free_port, rspamd_serve
 from scanners.base import ScanContext
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
-from scanners.rspamd import RspamdOptions, RspamdScanner
-from scanners.spam_policy import SpamPolicy
+from scanners.rspamd import RspamdScanner, RspamdSettings
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -43,7 +42,7 @@ def context(raw: bytes, **kw: object) -> ScanContext:
 
 
 def scanner(server: Server, **kw: object) -> RspamdScanner:
-    return RspamdScanner(RspamdOptions(**{"port": server.port, "timeout": 10.0, **kw}))  # type: ignore[arg-type]
+    return RspamdScanner(RspamdSettings(**{"port": server.port, "timeout": 10.0, **kw}))  # type: ignore[arg-type]
 
 
 def test_gtube_follows_rspamd_reject_action(rspamd: Server) -> None:
@@ -73,7 +72,7 @@ def test_action_mapping_and_thresholds(rspamd: Server) -> None:
     assert r.disposition == Disposition.QUARANTINE
     [r] = scanner(rspamd, follow_actions=False).scan(context(SPAM))
     assert (r.verdict, r.disposition) == (Verdict.SPAM, Disposition.NONE)
-    [r] = scanner(rspamd, follow_actions=False, policy=SpamPolicy(drop_score=10)).scan(context(SPAM))
+    [r] = scanner(rspamd, follow_actions=False, drop_score=10).scan(context(SPAM))
     assert r.disposition == Disposition.DROP
 
 
@@ -86,9 +85,9 @@ def test_ham_and_skips(rspamd: Server) -> None:
 
 
 def test_rspamd_unreachable_passes_with_the_error_recorded() -> None:
-    s = RspamdScanner(RspamdOptions(port=free_port(), timeout=2.0))
+    s = RspamdScanner(RspamdSettings(port=free_port(), timeout=2.0))
     [r] = s.scan(context(SPAM))
     assert r.error and "ConnectionRefused" in r.error and r.disposition == Disposition.NONE
     assert r.add_headers == () and r.spam_score is None
-    [r] = RspamdScanner(RspamdOptions(port=free_port(), failure_policy="tempfail")).scan(context(SPAM))
+    [r] = RspamdScanner(RspamdSettings(port=free_port(), failure_policy="tempfail")).scan(context(SPAM))
     assert r.disposition == Disposition.TEMPFAIL

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from scanners.result import Disposition, Verdict
 from scanners.rewrite import rewrite_headers
-from scanners.spam_policy import SPAM_HEADERS, SpamPolicy, SpamScore, spam_result
+from scanners.spam_policy import REJECT_REPLY, SPAM_HEADERS, SpamPolicy, SpamScore, spam_result
 
 MSG = b"From: a@example.com\nSubject: hello\nX-Spam-Status: No, forged\n\tby the sender\n\nbody\nSubject: x\n"
 
@@ -40,7 +40,7 @@ def test_highest_threshold_reached_wins() -> None:
         r = spam_result("spamd", "v", SpamScore(score, 5.0, score >= 5), policy)
         assert r.disposition == disposition, score
     r = spam_result("spamd", "v", SpamScore(20.0, 5.0, True), policy)
-    assert r.reply == policy.reject_reply and r.reply.startswith("D")
+    assert r.reply == REJECT_REPLY and r.reply.startswith("D")
 
 
 def test_site_required_score_overrides_the_engine() -> None:

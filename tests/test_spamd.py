@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +11,14 @@ import pytest
 from ingest.envelope import build_envelope
 from ingest.journal import Journal
 from ingest.mime import walk_parts
-from ingest.processor import Processor, ProcessorOptions, make_request
+from ingest.processor import Processor, ProcessorOptions, ProcessorSettings, make_request
 from qscan.testing.servers import GTUBE, Server, binary, spamd_server
 from qscan.testing.standin import recorded, write_standin
 from scanners.base import ScanContext
 from scanners.mime.parse import parse
 from scanners.result import Disposition, Verdict
 from scanners.spam_policy import SpamPolicy
-from scanners.spamd import SpamdOptions, SpamdScanner
+from scanners.spamd import SpamdScanner, SpamdSettings
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -38,8 +39,9 @@ def spamd() -> Iterator[Server]:
 
 
 def scanner(server: Server, policy: SpamPolicy | None = None, **kw: object) -> SpamdScanner:
-    opts = {"host": "127.0.0.1", "port": server.port, "timeout": 20.0, "policy": policy or SpamPolicy(), **kw}
-    return SpamdScanner(SpamdOptions(**opts))  # type: ignore[arg-type]
+    thresholds = dataclasses.asdict(policy) if policy else {}  # SpamdSettings extends SpamPolicy
+    opts = {"host": "127.0.0.1", "port": server.port, "timeout": 20.0, **thresholds, **kw}
+    return SpamdScanner(SpamdSettings(**opts))  # type: ignore[arg-type]
 
 
 def context(raw: bytes, relay: bool = False) -> ScanContext:
@@ -113,7 +115,7 @@ def test_spamd_stopped_applies_the_failure_policy() -> None:
 def test_processor_headers_subject_and_event_score(spamd: Server, tmp_path: Path) -> None:
     standin = write_standin(tmp_path / "qq", tmp_path / "rec")
     s = scanner(spamd, SpamPolicy(subject_prefix="[SPAM]"))
-    proc = Processor(ProcessorOptions(hostname="mx.example", qmail_queue=standin), Journal(tmp_path / "j.db"), [s])
+    proc = Processor(ProcessorOptions(hostname="mx.example", settings=ProcessorSettings(qmail_queue=standin)), Journal(tmp_path / "j.db"), [s])
     env = build_envelope(b"alice@example.com", [b"bob@example.org"])
     spam_in = SPAM.replace(b"Subject: buy now\n", b"Subject: buy now\nX-Spam-Status: No, forged\n")
     out = proc.process(make_request(spam_in, env, {"TCPREMOTEIP": "192.0.2.1"}))

@@ -29,7 +29,7 @@ from ingest.event import (
     to_json,
 )
 from ingest.journal import Journal
-from ingest.log import JournalReader, LogRecord, run_consumer
+from ingest.log import ConsumerSettings, JournalReader, LogRecord, run_consumer
 from ingest.summary_line import format_summary
 from tests.factories import make_event, make_queue_failed
 from tests.pg import FreshDatabases
@@ -202,7 +202,7 @@ def test_a_thousand_events_through_the_journal(sink: SummarySink, tmp_path: Path
     failed = make_queue_failed(events[10])
     journal.append(failed.event_id, failed.type, to_json(failed))
     try:
-        applied = run_consumer(JournalReader(journal), sink, batch=200, once=True)
+        applied = run_consumer(JournalReader(journal), sink, ConsumerSettings(batch=200), once=True)
     finally:
         journal.close()
     assert applied == 1001

@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanners.internal.scanner import InternalOptions, InternalScanner
-from scanners.internal.unpack import HardDeadline, UnpackLimits, hard_deadline
+from scanners.internal.policy import InternalSettings
+from scanners.internal.scanner import InternalScanner
+from scanners.internal.unpack import HardDeadline, hard_deadline
 from scanners.mime.filetype import Located, container_kind, is_tar, locate_container, zip_at_end
 from scanners.result import Disposition
 from tests.internal_corpus import TEXT_PART, attachment, context, multipart, pe_bytes, zip_bytes
@@ -147,7 +148,7 @@ INNER: dict[str, tuple[str, bytes, str]] = {
 
 
 def scanner(**limits: float) -> InternalScanner:
-    return InternalScanner(InternalOptions(limits=UnpackLimits(**limits)))  # type: ignore[arg-type]
+    return InternalScanner(InternalSettings(**limits))  # type: ignore[arg-type]
 
 
 def inspect(name: str, data: bytes, **limits: float):  # type: ignore[no-untyped-def]
@@ -251,7 +252,7 @@ def test_broken_compressed_stream_is_unreadable_and_quarantined() -> None:
     broken = good[:200] + bytes(b ^ 0x55 for b in good[200:400]) + good[400:]
     results = scanner().scan(context(multipart(TEXT_PART, attachment("image.iso.gz", broken))))
     assert results[-1].name == "archive-unreadable" and results[-1].disposition == Disposition.QUARANTINE
-    relaxed = InternalScanner(InternalOptions(check_actions={"archive-unreadable": "record"}))
+    relaxed = InternalScanner(InternalSettings(checks={"archive-unreadable": "record"}))
     results = relaxed.scan(context(multipart(TEXT_PART, attachment("image.iso.gz", broken))))
     assert all(r.disposition == Disposition.NONE for r in results)
 

@@ -5,6 +5,7 @@ Runs on SQLite and PostgreSQL, through the real journal and consumers (tests/com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_files_of_events_not_yet_in_sql_are_not_tampering(site: Site, events: li
 
 
 def test_lawful_deletion_is_not_tampering(site: Site, events: list) -> None:  # type: ignore[type-arg]
-    site.cfg.retention.default_days = 1
+    site.cfg.retention = dataclasses.replace(site.cfg.retention, default_days=1)
     result = site.cli("retention", "apply", "--now", "2099-01-01")
     assert result.exit_code == 0, result.output
     assert "deleted 6 in all" in result.stdout
@@ -174,7 +175,7 @@ def test_lawful_deletion_is_not_tampering(site: Site, events: list) -> None:  # 
 
 
 def test_altered_tombstone(site: Site, events: list) -> None:  # type: ignore[type-arg]
-    site.cfg.retention.default_days = 1
+    site.cfg.retention = dataclasses.replace(site.cfg.retention, default_days=1)
     assert site.cli("retention", "apply", "--now", "2099-01-01").exit_code == 0
     site.sql("UPDATE deletions SET reason = 'court order' WHERE ref_event_id = :e", e=events[0].event_id)
     assert site.verify_kinds() == ["altered-row"]

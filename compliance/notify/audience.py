@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from compliance.notify.marks import MailMarks
+from compliance.notify.settings import ALL_KINDS, Kind, NotifySettings
 from ingest.event import Action, Category, MessageScanned
 from scanners.direction import in_domains
-
-
-class Kind(StrEnum):
-    VIRUS = "virus"
-    POLICY = "policy"
-    SPAM = "spam"
-    DLP = "dlp"
-    REJECT = "reject"
 
 
 class Audience(StrEnum):
@@ -41,7 +34,6 @@ class Audience(StrEnum):
         return "admin" if self is Audience.OFFICER else self.value
 
 
-ALL_KINDS = frozenset(Kind)
 SENDER_KINDS = {"none": frozenset(), "psender": frozenset({Kind.POLICY}), "all": ALL_KINDS}
 _QUARANTINE_KIND = {Category.VIRUS: Kind.VIRUS, Category.SPAM: Kind.SPAM, Category.DLP: Kind.DLP}
 # A usable mailbox: no spaces, controls, brackets or a leading dash (it becomes an argv
@@ -51,25 +43,11 @@ _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\\x00-\x1f\x7f-][^@\s<>()\[\],;:\"\\\
 
 
 @dataclass(frozen=True)
-class NotifyPolicy:
-    """The audience settings (built from the ``[notify]`` config section by qscan.wiring.notify)."""
+class NotifyPolicy(NotifySettings):
+    """The audience rules' view of [notify] (compliance/notify/settings.py), with the addresses
+    notifications come from (never told: a notice about a notice would loop)."""
 
-    sender: str = "psender"
-    recipients: bool = True
-    recipient_kinds: frozenset[Kind] = ALL_KINDS
-    local_domains: tuple[str, ...] = ()
-    admin: str = ""
-    admin_kinds: frozenset[Kind] = ALL_KINDS
-    compliance_officer: str = ""
     own_addresses: tuple[str, ...] = ()
-    default_language: str = "en"
-    languages: dict[str, str] = field(default_factory=dict)
-    admin_language: str | None = None
-    forging_viruses: tuple[str, ...] = ()
-    never_notify: tuple[str, ...] = ()
-    # Events older than this (seconds; 0: no limit) tell nobody: a replay of the log after a
-    # config change (a new admin address) must not mail people about last month's mail.
-    max_age: float = 172800.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
-from compliance.notify.render import DOMAIN, JINJA_OPTIONS, LANGUAGES, LOCALE_DIR, TEMPLATES
+from compliance.notify.render import DOMAIN, JINJA_OPTIONS, LOCALE_DIR, TEMPLATES
+from compliance.notify.settings import LANGUAGES
 
 POT = LOCALE_DIR / f"{DOMAIN}.pot"
 _FIXED_DATE = datetime(2026, 11, 27, tzinfo=UTC)  # stable headers: regenerating changes no byte

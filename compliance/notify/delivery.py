@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from compliance.notify.settings import NotifySettings
+
 
 class DeliveryError(Exception):
     """A send that did not happen; ``permanent`` ones are never retried."""
@@ -47,14 +49,13 @@ def _reply_text(code: int, text: bytes | str) -> str:
 class SmtpTransport:
     """One SMTP connection reused across a delivery pass (RSET between messages)."""
 
-    host: str = "localhost"
-    port: int = 25
-    timeout: float = 30.0
-    starttls: bool = False
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)  # never in logs or tracebacks
+    settings: NotifySettings  # smtp_host, smtp_port, smtp_timeout, smtp_starttls, smtp_user, smtp_password
     helo: str | None = None
     _smtp: smtplib.SMTP | None = field(default=None, init=False, repr=False)
+
+    @property
+    def relay(self) -> str:
+        return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
 
     def _connect(self) -> smtplib.SMTP:
         if self._smtp is not None:
@@ -64,18 +65,19 @@ class SmtpTransport:
             except (smtplib.SMTPException, OSError):
                 self.close()
         try:
-            smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
+            n = self.settings
+            smtp = smtplib.SMTP(n.smtp_host, n.smtp_port, local_hostname=self.helo, timeout=n.smtp_timeout)
             smtp.ehlo_or_helo_if_needed()
-            if self.starttls:
+            if n.smtp_starttls:
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
-            if self.user:
-                smtp.login(self.user, self.password or "")
+            if n.smtp_user:
+                smtp.login(n.smtp_user, n.smtp_password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(f"relay {self.host}:{self.port} refused the login: "
+            raise DeliveryError(f"relay {self.relay} refused the login: "
                                 f"{_reply_text(exc.smtp_code, exc.smtp_error)}", relay_down=True) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"relay {self.host}:{self.port} unavailable: {exc}", relay_down=True) from exc
+            raise DeliveryError(f"relay {self.relay} unavailable: {exc}", relay_down=True) from exc
         self._smtp = smtp
         return smtp
 
@@ -107,7 +109,7 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             # Lost after DATA began: the relay may have taken it before we heard its 250.
-            raise DeliveryError(f"relay {self.host}:{self.port} connection lost: {exc}",
+            raise DeliveryError(f"relay {self.relay} connection lost: {exc}",
                                 relay_down=True, in_doubt=committed) from exc
 
     def close(self) -> None:
@@ -133,7 +135,7 @@ class QmailInjectTransport:
     Exit 0 is queued, 100 permanent, anything else temporary.
     """
 
-    path: Path = Path("/var/qmail/bin/qmail-inject")
+    path: Path  # notify.qmail_inject
     timeout: float = 60.0
 
     def send(self, envelope_sender: str, recipient: str, message: bytes,

@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from compliance.db import session_factory
 from compliance.models import DETAIL_LEN, Notification
 from compliance.notify.delivery import DeliveryError, Transport
+from compliance.notify.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,14 @@ def aware(value: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    base: float = 60.0
-    maximum: float = 3600.0
-    give_up_after: float = 172800.0
+    """When a notice is tried again: [notify]'s retry_base, retry_max and give_up_after."""
+
+    settings: NotifySettings = field(default_factory=NotifySettings)
     lease: float = 600.0  # a 'sending' claim older than this belongs to a dead process
 
     def delay(self, attempts: int) -> timedelta:
-        return timedelta(seconds=min(self.maximum, self.base * 2 ** max(0, attempts - 1)))
+        return timedelta(seconds=min(self.settings.retry_max,
+                                     self.settings.retry_base * 2 ** max(0, attempts - 1)))
 
 
 @dataclass
@@ -141,7 +143,7 @@ class Outbox:
         error = error[:DETAIL_LEN]
         if in_doubt:
             state = "indoubt"
-        elif permanent or now - aware(row.created_at) > timedelta(seconds=self.retry.give_up_after):
+        elif permanent or now - aware(row.created_at) > timedelta(seconds=self.retry.settings.give_up_after):
             state = "failed"
         else:
             state = "pending"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gettext
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from functools import cache
 from pathlib import Path
@@ -35,6 +35,7 @@ from jinja2 import (
 )
 
 from compliance.notify.audience import Audience, Notice
+from compliance.notify.settings import NotifySettings
 from ingest.event import Action, Category, MessageScanned
 from scanners.text import display_safe
 
@@ -43,7 +44,6 @@ TEMPLATES = PACKAGE_DIR / "templates"
 LOCALE_DIR = PACKAGE_DIR / "locale"
 DOMAIN = "messages"
 # Qmail-Scanner's fourteen languages; the first is the source language of the templates.
-LANGUAGES = ("en", "it", "af", "pl", "sv", "cs", "de", "es", "tr", "lt", "fr", "pt", "nl", "zh")
 MAX_LIST = 20  # recipients, attachments, findings shown at most
 JINJA_OPTIONS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
 
@@ -98,19 +98,17 @@ class Renderer:
     """Renders notices for one host; environments are built once per language."""
 
     host: str
-    timezone: str = "UTC"
-    template_dir: Path | None = None
-    html: bool = True
+    settings: NotifySettings = field(default_factory=NotifySettings)  # timezone, template_dir, html
     contact: str = ""
     quarantine_file: Callable[[MessageScanned], str | None] | None = None
 
     def __post_init__(self) -> None:
         self._envs: dict[str, Environment] = {}
-        self._zone = ZoneInfo(self.timezone)
+        self._zone = ZoneInfo(self.settings.timezone)
 
     def environment(self, language: str) -> Environment:
         if language not in self._envs:
-            self._envs[language] = make_environment(language, self.template_dir)
+            self._envs[language] = make_environment(language, self.settings.template_dir)
         return self._envs[language]
 
     def context(self, event: MessageScanned, notice: Notice) -> dict[str, Any]:
@@ -186,7 +184,7 @@ class Renderer:
         subject = clean(part("subject"), 250)
         text = template.render(ctx, part="text")
         html = None
-        if self.html:
+        if self.settings.html:
             try:
                 html_template = self._template(env, notice, "html")
             except TemplateNotFound:

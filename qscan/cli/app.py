@@ -131,7 +131,7 @@ def daemon(ctx: click.Context) -> None:
     from ingest.journal import Journal
     from ingest.processor import record_queue_failure
     from qscan.ops.preflight import check
-    from qscan.wiring.pipeline import daemon_options, make_processor
+    from qscan.wiring.pipeline import daemon_options, processor_factory
 
     cfg = _config(ctx)
     check(cfg)  # what `qscan config check` checks: fail now, naming every problem, not in every worker
@@ -140,7 +140,7 @@ def daemon(ctx: click.Context) -> None:
 
     journal_cls = TimedJournal if cfg.metrics.enabled else Journal
     try:
-        d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls),
+        d = Daemon(daemon_options(cfg), processor_factory(cfg, journal_cls),
                    preflight=lambda: check(cfg),  # SIGHUP: replace workers only if new ones would start
                    queue_failed=functools.partial(record_queue_failure, cfg.journal_path, cfg.hostname))
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
@@ -190,8 +190,7 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
         sink.set_position(0)
     stop = Stop().install()
     try:
-        n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=once,
-                         poll_interval=cfg.consumers.poll_interval, stop=stop)
+        n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=once, stop=stop)
     finally:
         sink.close()
         journal.close()
@@ -289,7 +288,7 @@ def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | No
     sink.set_position(0)
     with Journal(cfg.journal_path) as journal:
         try:
-            n = run_consumer(JournalReader(journal), sink, batch=cfg.consumers.batch, once=True,
+            n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=True,
                              stop=Stop().install())
         finally:
             sink.close()
@@ -454,7 +453,7 @@ def relay(ctx: click.Context, once: bool) -> None:
     from qscan.ops.journal_budget import budget_warning
 
     with Journal(cfg.journal_path) as j:
-        r = Relay(j, settings, cfg.hostname, batch=cfg.log.kafka.relay_batch, watch=budget_warning(cfg))
+        r = Relay(j, settings, cfg.hostname, watch=budget_warning(cfg))
         from qscan.ops.metrics import relay_metrics
 
         relay_metrics(cfg, r)  # [metrics]: relay lag and acknowledgements on /metrics

@@ -153,13 +153,7 @@ def retention() -> None:
 @click.pass_context
 def retention_show(ctx: click.Context) -> None:
     """Print the rules in the order they are tried."""
-    from compliance.retention import RetentionError
-    from qscan.wiring.compliance import policy
-
-    try:
-        p = policy(_config(ctx))
-    except RetentionError as exc:
-        raise click.UsageError(str(exc)) from exc
+    p = _config(ctx).retention  # [retention] is compliance.retention.Policy, checked on load
     for rule in p.rules:
         conds = [f"{k}={getattr(rule, k)}" for k in ("domain", "address", "direction", "verdict")
                  if getattr(rule, k)]
@@ -181,13 +175,10 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
     its row is never deleted (it is reported; run `qscan verify`).
     """
     from compliance import retention as r
-    from qscan.wiring.compliance import actor, archived, copy_store, log_appender, policy
+    from qscan.wiring.compliance import actor, archived, copy_store, log_appender
 
     cfg = _config(ctx)
-    try:
-        p = policy(cfg)
-    except r.RetentionError as exc:
-        raise click.UsageError(str(exc)) from exc
+    p = cfg.retention
     with sql_store(ctx) as engine, log_appender(cfg) as append:
         outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
                           actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now)

@@ -90,15 +90,14 @@ def explain(ctx: click.Context, message: str, sender: str | None, recipients: tu
     from ingest.found_parts import merge_found_parts
     from ingest.mime import walk_parts
     from ingest.verdict import decide
-    from qscan.wiring.internal import internal_options
+    from qscan.wiring.internal import internal_scanner
     from scanners.base import ScanContext
     from scanners.internal.policy import PolicyError
-    from scanners.internal.scanner import InternalScanner
     from scanners.mime.parse import parse
 
     cfg = _config_or_defaults(ctx)
     try:
-        scanner = InternalScanner(internal_options(cfg, Path(rules) if rules else None))
+        scanner = internal_scanner(cfg, Path(rules) if rules else None)
     except PolicyError as exc:
         raise click.ClickException(f"rules do not load:\n{exc}") from exc
     raw = Path(message).read_bytes()

@@ -20,7 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from qscan.config import Config, KafkaConfig
+from ingest.kafka_log import KafkaLogSettings
+from qscan.config import Config
 
 
 def sql_positions(url: str, name: str, topic: str) -> dict[int, int]:
@@ -64,12 +65,15 @@ def archive_positions(archive_dir: Path, topic: str) -> dict[int, int]:
 
 
 def stored_positions(cfg: Config, name: str, topic: str) -> dict[int, int]:
-    if name == "archive":
+    from qscan.wiring.pipeline import SINKS
+
+    if SINKS[name].store == "maildir":
         return archive_positions(Path(cfg.archive_maildir), topic)
     return sql_positions(cfg.sql_url, name, topic)
 
 
-def end_offsets(k: KafkaConfig, timeout: float, client_id: str) -> tuple[dict[int, int] | None, str | None]:
+def end_offsets(k: KafkaLogSettings, timeout: float,
+                client_id: str) -> tuple[dict[int, int] | None, str | None]:
     """``({partition: end offset}, None)``, or ``(None, why)`` when the broker did not answer."""
     result: dict[str, Any] = {}
 

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from ingest.journal import Journal
 from ingest.log import LogRecord, Sink
+from qscan.config import CONSUMER_NAMES
 from scanners.base import ScanContext, Scanner
 from scanners.result import ScanResult
 
@@ -48,8 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Port offsets from metrics.port, one per kind of process (documented in docs/operations.md).
-PORT_OFFSETS = {"daemon": 0, "relay": 1, "archive": 2, "summaries": 3, "notify": 4}
+# Port offsets from metrics.port, one per kind of process (documented in docs/operations.md):
+# the daemon, the relay, then each consumer in the order of CONSUMER_NAMES (archive +2 ...).
+PORT_OFFSETS = {kind: offset for offset, kind in enumerate(("daemon", "relay", *CONSUMER_NAMES))}
 MAX_SCANNERS = 32
 _LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -386,7 +388,10 @@ class ConsumerMetrics:
             r.register(_FuncCollector(self._lag))
         elif source == "kafka":
             r.register(_FuncCollector(self._kafka_lag))
-        if name == "notify":
+        from qscan.wiring.pipeline import SINKS
+
+        self.outbox = name in SINKS and SINKS[name].outbox
+        if self.outbox:
             r.register(_FuncCollector(self._outbox))
             self.notifications_sent = Counter(
                 "qscan_notifications_sent", "Notifications handed to the mail system",
@@ -400,7 +405,7 @@ class ConsumerMetrics:
         metered = MeteredSink(sink, self.events, self.batches, self.position)
         self.sinks.append(metered)
         courier = getattr(sink, "courier", None)
-        if self.name == "notify" and courier is not None:
+        if self.outbox and courier is not None:
             courier.on_outcome = self.notified
         return metered
 

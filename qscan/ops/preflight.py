@@ -60,10 +60,6 @@ class _Add(Protocol):
     def __call__(self, key: tuple[str, ...], message: str, *fallback: tuple[str, ...]) -> None: ...
 
 
-# The key a scanner factory's failure comes from, when it is not a rules file.
-_FACTORY_KEYS = {"internal": ("internal", "rules"), "dlp": ("dlp", "rules"), "cmdline": ("cmdline", "argv")}
-
-
 def check(cfg: Config, *, consumers: bool = False) -> list[Scanner]:
     """Run every start-up check of the daemon (``consumers``: and of the consumers `qscan run`
     starts); the scanners built, or PreflightError naming every problem."""
@@ -113,22 +109,24 @@ def _scanners(cfg: Config, problems: list[Problem], add: _Add) -> list[Scanner]:
     """Each enabled scanner built by SCANNERS, the factories the daemon's workers use."""
     built: list[Scanner] = []
     for name in cfg.scanners.enabled:
-        key = _FACTORY_KEYS.get(name, (name,))
-        if name == "dlp" and cfg.dlp.rules is None:
-            add(key, "'dlp' is in scanners.enabled but no rules file is set: DLP needs rules to know "
-                     "what to look for (docs/dlp.md)", ("scanners", "enabled"))
+        entry = SCANNERS[name]
+        # the key a failure comes from: its rules file, the setting it needs, or its section
+        key = (name, "rules") if entry.rules else (name, entry.needs) if entry.needs else (name,)
+        rules: Path | None = getattr(cfg, name).rules if entry.rules else None
+        if entry.rules == "required" and rules is None:
+            add(key, f"'{name}' is in scanners.enabled but no rules file is set: it needs rules to "
+                     f"know what to look for (docs/{name}.md)", ("scanners", "enabled"))
             continue
-        rules = {"internal": cfg.internal.rules, "dlp": cfg.dlp.rules}.get(name)
         unreadable = _unreadable(rules) if rules is not None else None
         if unreadable:
             add(key, unreadable)
             continue
         try:
-            built.append(SCANNERS[name](cfg))
+            built.append(entry.build(cfg))
         except ConfigError as exc:
             cause = exc.__cause__
             if rules is not None and isinstance(cause, PolicyError | DlpRulesError):
-                found = _rules_problems(Path(rules), cause)
+                found = _rules_problems(rules, cause)
                 add(key, f"the rules file {rules} does not load ({len(found)} error(s) follow)")
                 problems.extend(found)
             else:

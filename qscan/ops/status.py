@@ -36,11 +36,10 @@ EXIT_CODES = {
     JOURNAL_BAD: "the journal is missing or unreadable",
     OVER_BUDGET: "the journal is over journal.disk_budget_mb (a reader is stuck)",
     DISK_LOW: "free space under --min-free for the journal, archive or quarantine",
-    SCANNER_DOWN: "an enabled network scanner (clamd, spamd, rspamd) does not answer",
+    SCANNER_DOWN: "an enabled network scanner (one with a probe in SCANNERS) does not answer",
     LAGGING: "a consumer or the relay is more than --max-lag seconds behind",
 }
 STALE_AFTER = 10.0  # seconds: the master rewrites its status file every second
-PROBED = ("clamd", "spamd", "rspamd")
 
 
 @dataclass
@@ -176,30 +175,36 @@ def probe_rspamd(host: str, port: int, timeout: float) -> tuple[bool, str, str |
     return True, version, None
 
 
+def _probe_ping(settings: Any, timeout: float) -> dict[str, Any]:
+    ok, version, error = probe_rspamd(settings.host, settings.port, min(timeout, settings.timeout))
+    return {"reachable": ok, "version": version or "unknown", "error": error,
+            "endpoint": f"{settings.host}:{settings.port}"}
+
+
+def _probe_version(scanner: Any, timeout: float) -> dict[str, Any]:
+    scanner.opt = dataclasses.replace(  # a status check waits seconds, not a scan's minutes
+        scanner.opt, connect_timeout=min(timeout, scanner.opt.connect_timeout),
+        timeout=min(timeout, scanner.opt.timeout))
+    try:
+        error = scanner.refresh_version(force=True)
+    except Exception as exc:  # a probe must never crash the status command
+        error = f"{type(exc).__name__}: {exc}"
+    return {"reachable": error is None, "version": scanner.version, "error": error,
+            "endpoint": str(scanner.endpoint)}
+
+
 def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
-    """Reachability and version of each enabled network scanner (in-process ones need none)."""
+    """Reachability and version of each enabled network scanner (its registry entry's ``probe``:
+    ``version`` asks the scanner itself, ``ping`` its HTTP /ping); in-process ones need none."""
     from qscan.wiring.pipeline import SCANNERS
 
     out: dict[str, dict[str, Any]] = {}
     for name in cfg.scanners.enabled:
-        if name not in PROBED:
-            continue
-        if name == "rspamd":
-            ok, version, error = probe_rspamd(cfg.rspamd.host, cfg.rspamd.port,
-                                              min(timeout, cfg.rspamd.timeout))
-            out[name] = {"reachable": ok, "version": version or "unknown", "error": error,
-                         "endpoint": f"{cfg.rspamd.host}:{cfg.rspamd.port}"}
-            continue
-        scanner: Any = SCANNERS[name](cfg)
-        scanner.opt = dataclasses.replace(  # a status check waits seconds, not a scan's minutes
-            scanner.opt, connect_timeout=min(timeout, scanner.opt.connect_timeout),
-            timeout=min(timeout, scanner.opt.timeout))
-        try:
-            error = scanner.refresh_version(force=True)
-        except Exception as exc:  # a probe must never crash the status command
-            error = f"{type(exc).__name__}: {exc}"
-        out[name] = {"reachable": error is None, "version": scanner.version, "error": error,
-                     "endpoint": str(scanner.endpoint)}
+        entry = SCANNERS[name]
+        if entry.probe == "ping":
+            out[name] = _probe_ping(getattr(cfg, name), timeout)
+        elif entry.probe == "version":
+            out[name] = _probe_version(entry.build(cfg), timeout)
     return out
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from archive.copies import MaildirCopies, archive_predicate
 from compliance.copystore import MessageFacts
-from compliance.retention import Policy, Rule
 from compliance.verify import expected_location
 from ingest.event import AnyEvent, to_json, utc
 from ingest.journal import Journal
@@ -28,7 +27,7 @@ def copy_store(cfg: Config) -> MaildirCopies:
 
 
 def archived(cfg: Config) -> Callable[[str, list[str]], bool]:
-    return archive_predicate(cfg.archive.enabled, cfg.archive.filter)
+    return archive_predicate(cfg.archive)
 
 
 def actor(cfg: Config) -> str:
@@ -68,16 +67,6 @@ def journal_raw(cfg: Config) -> Iterator[Callable[[str], bytes | None]]:
         yield raw
     finally:
         journal.close()
-
-
-def policy(cfg: Config) -> Policy:
-    def days(value: int | str) -> int | None:
-        return None if value == "forever" else int(value)
-
-    rules = tuple(Rule(name=r.name, days=days(r.days), domain=r.domain, address=r.address,
-                       direction=r.direction, verdict=r.verdict)
-                  for r in cfg.retention.rules)
-    return Policy(rules=rules, default_days=days(cfg.retention.default_days))
 
 
 def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:

@@ -6,20 +6,8 @@ from pathlib import Path
 
 from qscan.config import Config, ConfigError
 from scanners.dlp.engine import DlpEngine
-from scanners.dlp.extract import ExtractLimits
 from scanners.dlp.rules import DlpRulesError, load_rules
 from scanners.dlp.scanner import DlpScanner
-from scanners.internal.unpack import UnpackLimits
-
-
-def extract_limits(cfg: Config) -> ExtractLimits:
-    d = cfg.dlp
-    return ExtractLimits(
-        max_part_size=d.max_part_size, max_text=d.max_text, max_time=d.max_time,
-        max_pdf_pages=d.max_pdf_pages,
-        unpack=UnpackLimits(max_depth=d.max_depth, max_members=d.max_members,
-                            max_total_bytes=d.max_total_bytes, max_time=d.max_time),
-    )
 
 
 def dlp_engine(cfg: Config, rules_path: Path | None = None) -> DlpEngine:
@@ -28,7 +16,7 @@ def dlp_engine(cfg: Config, rules_path: Path | None = None) -> DlpEngine:
     path = rules_path if rules_path is not None else cfg.dlp.rules
     if path is None:
         raise ConfigError("DLP needs a rules file: set dlp.rules (docs/dlp.md)")
-    return DlpEngine(load_rules(path), headers=cfg.dlp.headers, limits=extract_limits(cfg))
+    return DlpEngine(load_rules(path), headers=cfg.dlp.headers, limits=cfg.dlp.limits)
 
 
 def make_dlp_scanner(cfg: Config) -> DlpScanner:

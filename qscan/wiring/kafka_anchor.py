@@ -119,6 +119,9 @@ class FileAnchors:
 
 
 def make_anchor_store(cfg: Config, name: str) -> AnchorStore:
-    if name == "archive":
+    """Where the Kafka-fed consumer NAME keeps its anchors: its registry entry says (SINKS)."""
+    from qscan.wiring.pipeline import SINKS
+
+    if SINKS[name].store == "maildir":
         return FileAnchors(Path(cfg.archive_maildir))
     return SqlAnchors(cfg.sql_url, name)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archive.consumer import message_name
-from compliance.notify.audience import Kind, NotifyPolicy
+from compliance.notify.audience import NotifyPolicy
 from compliance.notify.compose import Identity
 from compliance.notify.delivery import QmailInjectTransport, SmtpTransport, Transport
 from compliance.notify.marks import MarkKey, MarkKeyError
@@ -20,6 +20,7 @@ from compliance.notify.render import Renderer
 from compliance.notify.sink import JournalHeaders, Notifier, NotifySink
 from ingest.event import MessageScanned
 from qscan.config import Config, ConfigError
+from scanners.settings import extend
 
 
 def from_address(cfg: Config) -> str:
@@ -27,17 +28,8 @@ def from_address(cfg: Config) -> str:
 
 
 def notify_policy(cfg: Config) -> NotifyPolicy:
-    n = cfg.notify
-    own = tuple(a for a in (from_address(cfg), n.envelope_sender) if a)
-    return NotifyPolicy(
-        sender=n.sender, recipients=n.recipients,
-        recipient_kinds=frozenset(Kind(k) for k in n.recipient_kinds),
-        local_domains=tuple(n.local_domains), admin=n.admin,
-        admin_kinds=frozenset(Kind(k) for k in n.admin_kinds), compliance_officer=n.compliance_officer,
-        own_addresses=own, default_language=n.default_language, languages=dict(n.languages),
-        admin_language=n.admin_language, forging_viruses=tuple(n.forging_viruses),
-        never_notify=tuple(n.never_notify), max_age=n.max_age,
-    )
+    own = tuple(a for a in (from_address(cfg), cfg.notify.envelope_sender) if a)
+    return extend(cfg.notify, NotifyPolicy, own_addresses=own)
 
 
 def mark_key_path(cfg: Config) -> Path:
@@ -70,8 +62,8 @@ def quarantine_file(cfg: Config) -> Callable[[MessageScanned], str | None]:
 
 def renderer(cfg: Config) -> Renderer:
     n = cfg.notify
-    return Renderer(host=cfg.hostname, timezone=n.timezone, template_dir=n.template_dir, html=n.html,
-                    contact=n.release_contact or n.admin, quarantine_file=quarantine_file(cfg))
+    return Renderer(host=cfg.hostname, settings=n, contact=n.release_contact or n.admin,
+                    quarantine_file=quarantine_file(cfg))
 
 
 def notifier(cfg: Config) -> Notifier:
@@ -82,15 +74,11 @@ def transport_factory(cfg: Config) -> Callable[[], Transport]:
     n = cfg.notify
     if n.transport == "qmail-inject":
         return lambda: QmailInjectTransport(n.qmail_inject, timeout=max(60.0, n.smtp_timeout))
-    password = n.smtp_password.get_secret_value() if n.smtp_password else None
-    return lambda: SmtpTransport(n.smtp_host, n.smtp_port, n.smtp_timeout, n.smtp_starttls, n.smtp_user,
-                                 password, helo=cfg.hostname)
+    return lambda: SmtpTransport(n, helo=cfg.hostname)
 
 
 def retry_policy(cfg: Config) -> RetryPolicy:
-    n = cfg.notify
-    return RetryPolicy(base=n.retry_base, maximum=n.retry_max, give_up_after=n.give_up_after,
-                       lease=max(600.0, 4 * n.smtp_timeout))
+    return RetryPolicy(cfg.notify, lease=max(600.0, 4 * cfg.notify.smtp_timeout))
 
 
 def make_notify_sink(cfg: Config, *, name: str = "notify", background: bool = True) -> NotifySink:

@@ -6,8 +6,9 @@ import logging
 import os
 import pwd
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ingest.daemon import DaemonOptions
 from ingest.journal import Journal
@@ -15,28 +16,45 @@ from ingest.log import Sink
 from ingest.processor import Processor, ProcessorOptions
 from ingest.summary_log import open_summary_log
 from qscan.config import Config
-from qscan.wiring import external
 from qscan.wiring.dlp import make_dlp_scanner
 from qscan.wiring.internal import make_internal_scanner
 from scanners.base import Scanner
+from scanners.clamd import ClamdScanner
+from scanners.cmdline import CmdlineScanner
+from scanners.cymru import CymruScanner
 from scanners.result import Disposition
+from scanners.rspamd import RspamdScanner
+from scanners.settings import extend
 from scanners.size import SizeScanner
+from scanners.spamd import SpamdScanner
 
 if TYPE_CHECKING:
     from ingest.kafka_log import KafkaSettings
 
-# Scanner name -> factory(config): the wiring half of the scanner registry, whose names and
-# settings sections are qscan/config.py's SCANNER_SETTINGS (a test keeps the key sets equal).
-# Order of use is `scanners.enabled`.
-SCANNERS: dict[str, Callable[[Config], Scanner]] = {
-    "size": lambda cfg: SizeScanner(),
-    "clamd": external.clamd,  # the external ones: qscan/wiring/external.py
-    "cmdline": external.cmdline,
-    "cymru": external.cymru,
-    "internal": make_internal_scanner,  # format checks, unpacking, policy rules
-    "spamd": external.spamd,
-    "rspamd": external.rspamd,
-    "dlp": make_dlp_scanner,  # data loss prevention; needs dlp.rules (qscan/wiring/dlp.py)
+@dataclass(frozen=True)
+class ScannerEntry:
+    """One scanner qscan can run. Its settings are the Config section of the same name
+    (qscan/config.py's SCANNER_SETTINGS); this says how it is built and what the start-up
+    checks (qscan/ops/preflight.py) and `qscan status` (qscan/ops/status.py) need to know."""
+
+    build: Callable[[Config], Scanner]
+    rules: Literal["optional", "required"] | None = None  # its section's `rules` file, read at start
+    needs: str | None = None  # the key of its section a failure to build comes from
+    probe: Literal["version", "ping"] | None = None  # how `qscan status` asks a network scanner
+
+
+# Scanner name -> entry: the wiring half of the scanner registry, whose names and settings are
+# qscan/config.py's SCANNER_SETTINGS (a test keeps the key sets equal). Adding a scanner: its
+# settings class there, its entry here. Order of use is `scanners.enabled`.
+SCANNERS: dict[str, ScannerEntry] = {
+    "size": ScannerEntry(lambda cfg: SizeScanner()),
+    "clamd": ScannerEntry(lambda cfg: ClamdScanner(cfg.clamd), probe="version"),
+    "cmdline": ScannerEntry(lambda cfg: CmdlineScanner(cfg.cmdline), needs="argv"),
+    "cymru": ScannerEntry(lambda cfg: CymruScanner(cfg.cymru)),
+    "internal": ScannerEntry(make_internal_scanner, rules="optional"),  # qscan/wiring/internal.py
+    "spamd": ScannerEntry(lambda cfg: SpamdScanner(cfg.spamd), probe="version"),
+    "rspamd": ScannerEntry(lambda cfg: RspamdScanner(cfg.rspamd), probe="ping"),
+    "dlp": ScannerEntry(make_dlp_scanner, rules="required"),  # qscan/wiring/dlp.py
 }
 log = logging.getLogger(__name__)
 
@@ -46,13 +64,13 @@ def make_scanners(cfg: Config) -> list[Scanner]:
     for name in cfg.scanners.enabled:
         if name not in SCANNERS:
             raise ValueError(f"unknown scanner {name!r} (known: {', '.join(SCANNERS)})")
-        out.append(SCANNERS[name](cfg))
+        out.append(SCANNERS[name].build(cfg))
     return out
 
 
-def resolve_uids(names: list[str], key: str) -> frozenset[int]:
+def resolve_uids(names: tuple[str, ...], key: str) -> frozenset[int]:
     """Users by name or number; a name with no account is skipped with a warning (qmaild
-    on a box without qmail), `qscan install --check` names it."""
+    on a box without qmail), `qscan install --check` names it. Called once, in the master."""
     uids = set()
     for name in names:
         if name.isdigit():
@@ -84,47 +102,47 @@ def qmail_local_domains(qmail_queue: Path) -> tuple[str, ...]:
 
 def daemon_options(cfg: Config) -> DaemonOptions:
     d = cfg.daemon
-    return DaemonOptions(
-        socket_path=d.socket, socket_mode=d.socket_mode, socket_group=d.socket_group,
-        workers=d.workers, max_messages_per_worker=d.max_messages_per_worker,
-        recycle_after_bytes=d.recycle_after_bytes,
-        max_message_size=d.max_message_size, timeout=d.timeout, client_timeout=d.client_timeout,
-        allow_uids=resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None,
-        max_connections_per_uid=d.max_connections_per_uid, handoff_after=d.handoff_after,
-    )
+    allow = resolve_uids(d.allow_users, "daemon.allow_users") if d.allow_users else None
+    return extend(d, DaemonOptions, allow_uids=allow)
 
 
 def processor_options(cfg: Config) -> ProcessorOptions:
-    d, h = cfg.daemon, cfg.headers
+    """The processor's settings ([daemon], [headers]) and what is resolved from them: the host
+    name, the trusted uids, the local domains (qmail's when unset)."""
+    d = cfg.daemon
     return ProcessorOptions(
-        hostname=cfg.hostname, qmail_queue=d.qmail_queue,
-        qmail_queue_timeout=d.qmail_queue_timeout, max_message_size=d.max_message_size,
-        diagnostics=h.diagnostics, diagnostics_style=h.style, header_mail_from=h.mail_from,
-        header_attachments=h.attachments, header_recipients=h.recipients,
+        hostname=cfg.hostname, settings=d, headers=cfg.headers,
         queue_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        deadline_margin=d.deadline_margin, unparseable_action=Disposition(cfg.internal.error_action),
+        unparseable_action=Disposition(cfg.internal.error_action),
         smtp_uids=resolve_uids(d.smtp_users, "daemon.smtp_users"),
-        local_domains=qmail_local_domains(d.qmail_queue) if d.local_domains is None
-        else tuple(x.strip().lower().rstrip(".") for x in d.local_domains),
-        max_recipients=d.max_recipients,
+        local_domains=qmail_local_domains(d.qmail_queue) if d.local_domains is None else d.local_domains,
     )
 
 
-def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
-    """Called in each worker after fork: connections must not cross a fork.
+def processor_factory(cfg: Config, journal_cls: type[Journal] = Journal) -> Callable[[], Processor]:
+    """What each worker calls after fork to build its processor (connections must not cross a
+    fork); the options are resolved here, once, in the master (one warning, not one a worker).
 
     ``journal_cls``: qscan.ops.metrics.TimedJournal when [metrics] is on (append latency)."""
-    summary = open_summary_log(cfg.summary_log.target, cfg.summary_log_path, cfg.summary_log.facility)
-    return Processor(processor_options(cfg), journal_cls(cfg.journal_path), make_scanners(cfg), summary)
+    options = processor_options(cfg)
+    return lambda: _processor(cfg, options, journal_cls)
+
+
+def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
+    """A processor for in-process use (one process: tests, `qscan` tools)."""
+    return _processor(cfg, processor_options(cfg), journal_cls)
+
+
+def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal]) -> Processor:
+    summary = open_summary_log(cfg.summary_log, cfg.summary_log_path)
+    return Processor(options, journal_cls(cfg.journal_path), make_scanners(cfg), summary)
 
 
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
     from archive.consumer import ArchiveSink
 
-    return ArchiveSink(
-        Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
-        archive_enabled=cfg.archive.enabled, position_key=position_key,
-    )
+    return ArchiveSink(Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive,
+                       position_key=position_key)
 
 
 def _summary_sink(cfg: Config, position_key: str | None) -> Sink:
@@ -139,10 +157,22 @@ def _notify_sink(cfg: Config, position_key: str | None) -> Sink:
     return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
 
 
-# Consumer name -> factory(config, position_key); the names are qscan/config.py's CONSUMER_NAMES
-# (a test keeps them equal).
-SINKS: dict[str, Callable[[Config, str | None], Sink]] = {
-    "archive": _archive_sink, "summaries": _summary_sink, "notify": _notify_sink,
+@dataclass(frozen=True)
+class SinkEntry:
+    """One consumer `qscan run` can start: its sink, and where it keeps Kafka anchors."""
+
+    build: Callable[[Config, str | None], Sink]
+    # where it keeps its positions and Kafka anchors: files in its maildir root, or SQL rows
+    store: Literal["maildir", "sql"]
+    outbox: bool = False  # it sends mail from an SQL outbox (its own gauges on /metrics)
+
+
+# Consumer name -> entry; the names are qscan/config.py's CONSUMER_NAMES (a test keeps them
+# equal), whose order also gives each its metrics port (qscan/ops/metrics.py).
+SINKS: dict[str, SinkEntry] = {
+    "archive": SinkEntry(_archive_sink, "maildir"),
+    "summaries": SinkEntry(_summary_sink, "sql"),
+    "notify": SinkEntry(_notify_sink, "sql", outbox=True),
 }
 
 
@@ -151,23 +181,19 @@ def make_sink(cfg: Config, name: str, position_key: str | None = None) -> Sink:
     (None: the journal; ``kafka.TOPIC.PARTITION``: one Kafka partition)."""
     if name not in SINKS:
         raise ValueError(f"unknown consumer {name!r} (known: {', '.join(SINKS)})")
-    return SINKS[name](cfg, position_key)
+    return SINKS[name].build(cfg, position_key)
 
 
 def kafka_settings(cfg: Config) -> KafkaSettings:
-    """The Kafka side of the config; raises ValueError when [log.kafka] is not configured."""
+    """[log.kafka] with this host's client id and the daemon's largest message; raises
+    ValueError when [log.kafka] is not configured."""
     from ingest.kafka_log import KafkaSettings
 
     k = cfg.log.kafka
     if k is None:
         raise ValueError("Kafka is not configured: add a [log.kafka] section with bootstrap_servers")
-    return KafkaSettings(
-        bootstrap_servers=k.bootstrap_servers, topic=k.topic, partitions=k.partitions,
-        replication_factor=k.replication_factor, retention_ms=int(k.retention_days * 86400 * 1000),
-        compression=k.compression, max_message_size=cfg.daemon.max_message_size,
-        client_id=f"qscan-{cfg.hostname}", group_prefix=k.group_prefix,
-        request_timeout_ms=k.request_timeout_ms,
-    )
+    return extend(k, KafkaSettings, max_message_size=cfg.daemon.max_message_size,
+                  client_id=f"qscan-{cfg.hostname}")
 
 
 def log_readers_required(cfg: Config) -> list[str]:

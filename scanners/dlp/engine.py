@@ -21,7 +21,7 @@ from typing import Any
 from scanners.base import ScanPart
 from scanners.dlp.detectors import Confidence, Hit
 from scanners.dlp.extract import Extraction, ExtractLimits, extract, plan
-from scanners.dlp.rules import ACTION_RANK, DlpPolicy, Rule
+from scanners.dlp.rules import ACTION_RANK, DlpPolicy, DlpSettings, Rule
 from scanners.inventory import Inventory, Plan
 
 _DIGIT = re.compile(r"\d")
@@ -29,6 +29,8 @@ MAX_EVIDENCE = 3  # masked examples kept per detector and rule
 MAX_LOCATIONS = 10
 ENCRYPTED_RULE = "encrypted-mail"
 
+
+_DEFAULTS = DlpSettings()  # [dlp]: the headers read by default
 
 @dataclass(frozen=True, slots=True)
 class MessageFacts:
@@ -127,7 +129,7 @@ class Evaluation:
 class DlpEngine:
     """Compiled policy plus extraction settings; evaluate() is pure apart from the clock."""
 
-    def __init__(self, policy: DlpPolicy, *, headers: Sequence[str] = ("Subject",),
+    def __init__(self, policy: DlpPolicy, *, headers: Sequence[str] = _DEFAULTS.headers,
                  limits: ExtractLimits | None = None) -> None:
         self.policy = policy
         self.headers = tuple(headers)

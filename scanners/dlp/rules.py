@@ -31,6 +31,7 @@ and every fired rule is recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ from scanners.dlp.detectors import (
     national_id_detector,
     regex_detector,
 )
+from scanners.dlp.extract import ExtractLimits
 from scanners.internal.safe_regex import Pattern, RegexError, compile_globs
+from scanners.settings import SECTION, setting
 
 ActionName = Literal["monitor", "notify", "quarantine", "reject"]
 ConfidenceName = Literal["low", "medium", "high"]
@@ -367,3 +370,39 @@ def load_rules(path: Path) -> DlpPolicy:
     except (OSError, UnicodeDecodeError) as exc:
         raise DlpRulesError([f"{path}: cannot read the DLP rules: {exc}"]) from None
     return parse_rules(text, str(path))
+
+
+# -- [dlp]: the scanner's settings (composed into qscan's Config, docs/dlp.md) ----------------
+_EXTRACT = ExtractLimits()  # the extraction defaults are the extractor's own
+DlpErrorAction = Literal["quarantine", "reject", "tempfail", "deliver"]
+
+
+@dataclass(frozen=True, slots=True)
+class DlpSettings:
+    """Data loss prevention (docs/dlp.md). Runs only when "dlp" is in scanners.enabled, which
+    needs a rules file: the DLP rules say what matters, there is no useful default."""
+
+    __pydantic_config__ = SECTION
+    rules: Path | None = setting(
+        None, "DLP rules file (TOML); required when 'dlp' is enabled", example="dlp.toml")
+    headers: tuple[str, ...] = setting(("Subject",), "headers whose text is inspected besides bodies")
+    max_part_size: int = setting(_EXTRACT.max_part_size, "attachments bigger than this are not read", ge=1024)
+    max_text: int = setting(_EXTRACT.max_text, "characters of text inspected per message", ge=1000)
+    max_time: float = setting(_EXTRACT.max_time, "seconds of text extraction per message", gt=0)
+    max_pdf_pages: int = setting(_EXTRACT.max_pdf_pages, "pages of one PDF read", ge=1)
+    max_depth: int = setting(_EXTRACT.unpack.max_depth, "archives within archives unpacked", ge=0, le=100)
+    max_members: int = setting(_EXTRACT.unpack.max_members, "archive members per message", ge=1)
+    max_total_bytes: int = setting(
+        _EXTRACT.unpack.max_total_bytes, "bytes unpacked from archives per message", ge=1024)
+    error_action: DlpErrorAction = setting(
+        "quarantine", "an internal DLP error: the message is not let out unexamined by default")
+
+    @property
+    def limits(self) -> ExtractLimits:
+        return ExtractLimits(
+            max_part_size=self.max_part_size, max_text=self.max_text, max_time=self.max_time,
+            max_pdf_pages=self.max_pdf_pages,
+            unpack=dataclasses.replace(
+                _EXTRACT.unpack, max_depth=self.max_depth, max_members=self.max_members,
+                max_total_bytes=self.max_total_bytes, max_time=self.max_time),
+        )

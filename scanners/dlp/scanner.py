@@ -21,16 +21,19 @@ not let out unexamined).
 from __future__ import annotations
 
 import logging
+import typing
 
 from scanners.base import ScanContext
 from scanners.dlp.engine import DlpEngine, Evaluation, MessageFacts
 from scanners.dlp.extract import keep_whole
+from scanners.dlp.rules import DlpErrorAction, DlpSettings
 from scanners.result import Disposition, ScanResult, Verdict
 
 log = logging.getLogger(__name__)
 
 _DISPOSITION = {"quarantine": Disposition.QUARANTINE, "reject": Disposition.REJECT}
-ERROR_ACTIONS = ("quarantine", "reject", "tempfail", "deliver")
+ERROR_ACTIONS = typing.get_args(DlpErrorAction)
+_DEFAULTS = DlpSettings()  # [dlp]
 
 
 def results_for(ev: Evaluation, name: str = "dlp", version: str = "1") -> list[ScanResult]:
@@ -73,7 +76,7 @@ class DlpScanner:
     # only when one of its rules applies.
     keep_whole = staticmethod(keep_whole)
 
-    def __init__(self, engine: DlpEngine, error_action: str = "quarantine") -> None:
+    def __init__(self, engine: DlpEngine, error_action: str = _DEFAULTS.error_action) -> None:
         if error_action not in ERROR_ACTIONS:
             raise ValueError(f"error_action must be one of {', '.join(ERROR_ACTIONS)}")
         self.engine = engine

@@ -21,14 +21,22 @@ import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scanners.direction import leaves_site
-from scanners.internal.checks import CHECKS, CheckHit
+from scanners.internal.checks import (
+    CHECK_ACTIONS,
+    CHECKS,
+    DEFAULT_DANGEROUS_EXTENSIONS,
+    EXECUTABLE_FORMATS,
+    CheckHit,
+)
 from scanners.internal.items import Item
 from scanners.internal.safe_regex import Pattern, RegexError, compile_globs, compile_regex
+from scanners.internal.unpack import UnpackLimits
+from scanners.settings import SECTION, Check, setting
 from scanners.text import breaks_line, one_line
 
 ActionName = Literal["quarantine", "reject", "tempfail", "drop", "tag", "allow"]
@@ -491,3 +499,84 @@ def lint(text: str, source: str = "rules") -> list[Problem]:
                 ))
                 break
     return problems
+
+
+# -- [internal]: the scanner's settings (composed into qscan's Config, docs/policy.md) ---------
+_DOMAIN_GLOB = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9.*?-]{0,252}")
+_UNPACK = UnpackLimits()  # the unpacking defaults are the unpacker's own
+
+
+def _known_checks(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+    return value
+
+
+def _extensions(value: frozenset[str]) -> frozenset[str]:
+    return frozenset(v.strip().lstrip(".").lower() for v in value if v.strip().lstrip("."))
+
+
+def _allowed(value: frozenset[str], dangerous: frozenset[str], key: str) -> frozenset[str]:
+    """Entries normalised like dangerous_extensions; one that bans nothing is a mistake."""
+    entries = _extensions(value)
+    unknown = sorted(e for e in entries if e not in {*dangerous, *EXECUTABLE_FORMATS})
+    if unknown:
+        raise ValueError(f"{key}: {', '.join(unknown)} is not banned (entries are extensions from "
+                         f"dangerous_extensions or the formats {', '.join(EXECUTABLE_FORMATS)})")
+    return entries
+
+
+def _allow(value: frozenset[str], *, dangerous_extensions: frozenset[str]) -> frozenset[str]:
+    return _allowed(value, dangerous_extensions, "allow_banned")
+
+
+def _allow_by_domain(value: dict[str, frozenset[str]], *,
+                     dangerous_extensions: frozenset[str]) -> dict[str, frozenset[str]]:
+    bad = [d for d in value if not _DOMAIN_GLOB.fullmatch(d.strip())]
+    if bad:
+        raise ValueError(f"allow_banned_by_domain: {', '.join(map(repr, bad))} is not a domain "
+                         "(letters, digits, '.', '-', and '*' or '?' as wildcards)")
+    return {domain.strip().lower(): _allowed(v, dangerous_extensions, f"allow_banned_by_domain.{domain}")
+            for domain, v in value.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class InternalSettings:
+    """The internal scanner: format checks, unpacking limits, policy rules (docs/policy.md)."""
+
+    __pydantic_config__ = SECTION
+    rules: Path | None = setting(
+        None, "policy rules file (TOML); unset: built-in check rules only", example="policy.toml")
+    checks: Annotated[dict[str, Literal[CHECK_ACTIONS]], Check(_known_checks)] = setting(  # type: ignore[valid-type]
+        {}, "per-check action: quarantine|reject|tempfail|drop|tag|record|off (defaults in "
+        'docs/policy.md), e.g. { password-protected-archive = "quarantine" }')
+    ignore_eol: bool = setting(False, "do not flag bare CR in MIME headers (NUL still is)")
+    dangerous_extensions: Annotated[frozenset[str], Check(_extensions)] = setting(
+        frozenset(DEFAULT_DANGEROUS_EXTENSIONS),
+        "extensions banned at any depth (check banned-extension), and the final extensions that "
+        "make a double-barrelled name (invoice.pdf.exe) dangerous")
+    allow_banned: Annotated[frozenset[str], Check(_allow, "dangerous_extensions")] = setting(
+        frozenset(), "banned extensions (exe) and executable formats (pe, elf, mach-o) delivered "
+        'after all, e.g. ["exe"]')
+    allow_banned_by_domain: Annotated[dict[str, frozenset[str]],
+                                      Check(_allow_by_domain, "dangerous_extensions")] = setting(
+        {}, "recipient domain (glob) -> extensions/formats it may receive; applies when every "
+        'recipient\'s domain allows the file, e.g. { "build.example.com" = ["exe", "msi"] }')
+    max_depth: int = setting(_UNPACK.max_depth, "archives nested within archives", ge=0, le=100)
+    max_members: int = setting(_UNPACK.max_members, "archive members per message", ge=1)
+    max_total_bytes: int = setting(_UNPACK.max_total_bytes, "expanded bytes per message", ge=1024)
+    max_ratio: float = setting(_UNPACK.max_ratio, "expanded/compressed size of one archive (zip bombs)", gt=1)
+    max_time: float = setting(_UNPACK.max_time, "seconds of inspection and unpacking per message", ge=0)
+    error_action: Literal["quarantine", "reject", "tempfail", "drop", "deliver"] = setting(
+        "quarantine", "what an internal error in the scanner does (finding: internal-error), and "
+        "MIME the parser cannot read at all (finding: unparseable)")
+
+    def action(self, check: str) -> str:
+        return self.checks.get(check, CHECKS[check][1])
+
+    @property
+    def limits(self) -> UnpackLimits:
+        return UnpackLimits(max_depth=self.max_depth, max_members=self.max_members,
+                            max_total_bytes=self.max_total_bytes, max_ratio=self.max_ratio,
+                            max_time=self.max_time)

@@ -22,20 +22,18 @@ so the message is kept and looked at rather than lost or waved through.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.message import Message
 
 from scanners import inventory
 from scanners.base import PartInfo, ScanContext
 from scanners.internal.attachment_checks import banned_checks, content_checks, name_checks
-from scanners.internal.checks import CHECKS, DEFAULT_DANGEROUS_EXTENSIONS, INTERNAL_ERROR, MALFORMED, CheckHit
+from scanners.internal.checks import CHECKS, INTERNAL_ERROR, MALFORMED, CheckHit
 from scanners.internal.format_checks import header_checks, rename_repeated
 from scanners.internal.items import Item
-from scanners.internal.policy import Evaluation, Match, MessageFacts, Rule, RuleSet
+from scanners.internal.policy import Evaluation, InternalSettings, Match, MessageFacts, Rule, RuleSet
 from scanners.internal.rawmime import walk_headers
 from scanners.internal.safe_regex import Pattern, compile_globs
-from scanners.internal.unpack import UnpackLimits
 from scanners.mime.parse import decode_words
 from scanners.result import Disposition, ScanResult, Verdict
 
@@ -51,27 +49,6 @@ _DISPOSITION = {
     "allow": Disposition.DELIVER,
     "deliver": Disposition.DELIVER,
 }
-ERROR_ACTIONS = ("quarantine", "reject", "tempfail", "drop", "deliver")
-
-
-@dataclass(frozen=True)
-class InternalOptions:
-    """Everything the scanner is configured with (built from [internal] by qscan's wiring)."""
-
-    check_actions: Mapping[str, str] = field(default_factory=dict)  # overrides of CHECKS defaults
-    ignore_eol: bool = False
-    dangerous_extensions: frozenset[str] = frozenset(DEFAULT_DANGEROUS_EXTENSIONS)
-    limits: UnpackLimits = field(default_factory=UnpackLimits)
-    rules: RuleSet = field(default_factory=lambda: RuleSet([]))
-    error_action: str = "quarantine"
-    # Exceptions to banned-extension / executable-content: extensions ('exe') and executable
-    # formats ('pe', 'elf', 'mach-o'), for all mail, and per recipient domain (glob -> allowed;
-    # it applies when every recipient's domain allows the file).
-    allow_banned: frozenset[str] = frozenset()
-    allow_banned_by_domain: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    def action(self, check: str) -> str:
-        return self.check_actions.get(check, CHECKS[check][1])
 
 
 class _Allowances:
@@ -79,7 +56,7 @@ class _Allowances:
     every one of its recipients' domains allows (one recipient without the grant undoes it:
     a message is delivered or not as a whole)."""
 
-    def __init__(self, opts: InternalOptions) -> None:
+    def __init__(self, opts: InternalSettings) -> None:
         self.always = frozenset(opts.allow_banned)
         self.by_domain: list[tuple[Pattern, frozenset[str]]] = [
             (compile_globs([glob]), frozenset(allowed))
@@ -102,7 +79,7 @@ class _Allowances:
         return self.always | (common or set())
 
 
-def builtin_rules(opts: InternalOptions) -> list[Rule]:
+def builtin_rules(opts: InternalSettings) -> list[Rule]:
     """One rule per check whose action is a policy action (not 'record' or 'off')."""
     out = []
     for check, (category, _default, description) in CHECKS.items():
@@ -173,12 +150,13 @@ class InternalScanner:
     name = "internal"
     version = "1"
 
-    def __init__(self, options: InternalOptions | None = None) -> None:
-        self.opts = options or InternalOptions()
+    def __init__(self, settings: InternalSettings | None = None, rules: RuleSet | None = None) -> None:
+        """``settings``: [internal] (scanners/internal/policy.py); ``rules``: its rules file, loaded."""
+        self.opts = settings or InternalSettings()
         self.unpack_limits = self.opts.limits  # the message's limits when it runs (inventory.plan_for)
         self.plan = inventory.Plan(limits=self.opts.limits)
         self.enabled = frozenset(c for c in CHECKS if self.opts.action(c) != "off")
-        self.ruleset = self.opts.rules.plus(builtin_rules(self.opts))  # compiled once, here
+        self.ruleset = (rules or RuleSet([])).plus(builtin_rules(self.opts))  # compiled once, here
         self.rename = self.opts.action("repeated-mime-header") != "off"
         self.allowances = _Allowances(self.opts)
 
