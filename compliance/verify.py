@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, or_, select
 
-from compliance import canonical
+from compliance import canonical, journal_chain
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
@@ -60,7 +60,8 @@ class Problem:
 
     kind: str  # altered-row, inserted-row, deleted-row, head, inconsistent, altered-file,
     #            inserted-file, deleted-file, misplaced-file, missing-row, log-mismatch,
-    #            unlogged-row
+    #            unlogged-row; altered-event, deleted-event, inserted-event (the journal
+    #            chain, compliance.journal_chain); anchor (compliance.anchor)
     where: str
     event_id: str | None
     detail: str
@@ -399,6 +400,12 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 
 # -- the log ----------------------------------------------------------------------
+def verify_journal_chain(walk: journal_chain.ChainWalk) -> Report:
+    """The findings of one host's journal chain walk (compliance.journal_chain) as a report."""
+    return Report(problems=[Problem(f.kind, f.where, f.event_id, f.detail) for f in walk.findings],
+                  notes=list(walk.notes))
+
+
 def summaries_position(engine: Engine, name: str = "summaries") -> int:
     with engine.connect() as conn:
         return conn.scalar(select(ConsumerPosition.position)

@@ -83,6 +83,9 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
             journal = Journal(cfg.journal_path, readonly=True)
         try:
             if journal is not None:
+                from compliance.journal_chain import walk_journal
+
+                report.merge(v.verify_journal_chain(walk_journal(journal, cfg.hostname)))
                 reader = JournalReader(journal)
                 report.merge(v.verify_log(engine, _batches(reader), position=position,
                                             local_host=cfg.hostname))
