@@ -28,6 +28,7 @@ import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,17 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
+from compliance.quarantine_records import check_release_events
 from compliance.record_check import RecordCheck
-from ingest.event import MessageDeleted, MessageScanned, QueueFailed, quarantine_folder, utc
+from ingest.event import (
+    MessageDeleted,
+    MessageReleased,
+    MessageScanned,
+    QueueFailed,
+    ReleaseRequested,
+    quarantine_folder,
+    utc,
+)
 from ingest.log import LogRecord
 
 PAGE = 1000
@@ -400,6 +410,19 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 
 # -- the log ----------------------------------------------------------------------
+def verify_release_events(engine: Engine, events: Iterable[MessageReleased | ReleaseRequested],
+                          *, local_host: str | None, since: datetime | None) -> Report:
+    """Quarantine releases and four-eyes requests against their events, both ways."""
+    report = Report()
+
+    def problem(kind: str, where: str, event_id: str | None, detail: str) -> None:
+        report.problems.append(Problem(kind, where, event_id, detail))
+
+    with engine.connect() as conn:
+        check_release_events(conn, events, problem, local_host=local_host, since=since)
+    return report
+
+
 def verify_journal_chain(walk: journal_chain.ChainWalk) -> Report:
     """The findings of one host's journal chain walk (compliance.journal_chain) as a report."""
     return Report(problems=[Problem(f.kind, f.where, f.event_id, f.detail) for f in walk.findings],

@@ -655,6 +655,22 @@ class QuarantineConfig(_Section):
         None, examples=["/var/qmail/bin/qmail-queue"],
         description="the qmail-queue releases go through (default: daemon.qmail_queue)"
     )
+    four_eyes: list[str] = Field(
+        ["dlp", "viruses"], description="folders whose releases a second, different operator "
+        "must approve (`qscan quarantine approve`); [] turns four-eyes off"
+    )
+    release_officers: list[str] = Field(
+        [], examples=[["secofficer"]], description="logins that may release from a four_eyes "
+        "folder in one step with --force (recorded as forced)"
+    )
+
+    @field_validator("four_eyes")
+    @classmethod
+    def _four_eyes(cls, value: list[str]) -> list[str]:
+        for folder in value:
+            if folder not in QUARANTINE_FOLDERS:
+                raise ValueError(f"unknown folder {folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
+        return value
 
     @field_validator("folder_days")
     @classmethod

@@ -87,6 +87,9 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
 
                 report.merge(v.verify_journal_chain(walk_journal(journal, cfg.hostname)))
                 reader = JournalReader(journal)
+                report.merge(v.verify_release_events(
+                    engine, _release_events(reader), local_host=cfg.hostname,
+                    since=_journal_since(journal)))
                 report.merge(v.verify_log(engine, _batches(reader), position=position,
                                             local_host=cfg.hostname))
             if not no_files:
@@ -123,6 +126,24 @@ def _batches(reader: Any, size: int = 1000) -> Any:
             return
         yield batch
         pos = batch[-1].position
+
+
+def _release_events(reader: Any) -> Any:
+    from ingest.event import MessageReleased, ReleaseRequested
+    from ingest.log import LogRecord
+
+    for item in reader.scan(types={"message.released", "release.requested"}):
+        if isinstance(item, LogRecord) and isinstance(item.event, (MessageReleased,
+                                                                   ReleaseRequested)):
+            yield item.event
+
+
+def _journal_since(journal: Any) -> Any:
+    """The time from which the journal still holds every event (None: it holds none)."""
+    from datetime import UTC, datetime
+
+    first = journal.read(0, 1, with_raw=False)
+    return datetime.fromtimestamp(first[0].appended, UTC) if first else None
 
 
 def _journal_ids(journal: Any, after: int) -> set[str]:
