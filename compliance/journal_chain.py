@@ -27,7 +27,7 @@ every head written outside the host.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ingest.journal import Journal, JournalEntry
@@ -53,7 +53,8 @@ class ChainWalk:
     head: tuple[int, str] | None = None  # (seq, chain) of the last chained event seen
     findings: list[ChainFinding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    links: dict[int, str] = field(default_factory=dict)  # seq -> chain (for anchors)
+    links: dict[int, str] = field(default_factory=dict)  # seq -> chain, of the seqs kept
+    ids: dict[int, str] = field(default_factory=dict)  # seq -> event id, of the seqs kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,10 @@ class Start:
 
 
 class _Walker:
-    def __init__(self, host: str, start: Start, keep_links: bool) -> None:
+    def __init__(self, host: str, start: Start, keep: Container[int]) -> None:
         self.r = ChainWalk(host)
         self.start = start
-        self.keep_links = keep_links
+        self.keep = keep
         self.last_seq: int | None = None  # seq of the previous event walked
         self.last_link: tuple[int, str] | None = None  # (seq, chain) of the last linked one
         self.unchained = 0
@@ -142,8 +143,9 @@ class _Walker:
         self.last_seq = seq
         self.last_link = (seq, chain)
         self.r.head = (seq, chain)
-        if self.keep_links:
+        if seq in self.keep:
             self.r.links[seq] = chain
+            self.r.ids[seq] = event_id
 
     def finish(self) -> ChainWalk:
         s = self.start
@@ -159,9 +161,9 @@ class _Walker:
 
 
 def walk_entries(host: str, entries: Iterable[JournalEntry], start: Start, *,
-                 keep_links: bool = False) -> ChainWalk:
+                 keep: Container[int] = ()) -> ChainWalk:
     """Walk journal entries (read with their raw messages) in seq order."""
-    w = _Walker(host, start, keep_links)
+    w = _Walker(host, start, keep)
     for e in entries:
         w.feed(e.seq, e.event_id, e.type, e.appended, e.body, e.raw, e.prev, e.chain)
     return w.finish()
@@ -187,7 +189,7 @@ def _entries(journal: Journal, batch: int = 200) -> Iterator[JournalEntry]:
         after = got[-1].seq
 
 
-def walk_journal(journal: Journal, host: str, *, keep_links: bool = False) -> ChainWalk:
+def walk_journal(journal: Journal, host: str, *, keep: Container[int] = ()) -> ChainWalk:
     """Walk the whole local journal's chain."""
     start = journal_start(journal)
     if start.chain_start is None:
@@ -195,7 +197,7 @@ def walk_journal(journal: Journal, host: str, *, keep_links: bool = False) -> Ch
         walk.notes.append(f"journal {host}: no chain yet (made by an older version; it gets "
                           "one the next time qscan opens it for writing)")
         return walk
-    return walk_entries(host, _entries(journal), start, keep_links=keep_links)
+    return walk_entries(host, _entries(journal), start, keep=keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,7 @@ class RelayedRecord:
 
 
 def walk_records(host: str, records: Iterable[RelayedRecord], *,
-                 keep_links: bool = False) -> ChainWalk:
+                 keep: Container[int] = ()) -> ChainWalk:
     """Walk one host's chain from its relayed records (any order: sorted by seq here).
 
     Records relayed before the chain existed have no link header: noted, not findings.
@@ -229,7 +231,7 @@ def walk_records(host: str, records: Iterable[RelayedRecord], *,
             bad.append(ChainFinding("altered-event", rec.where, rec.event_id,
                                     f"its journal_link header is unreadable: {exc}"))
     linked.sort(key=lambda pair: pair[0].seq)
-    w = _Walker(host, Start(None), keep_links)
+    w = _Walker(host, Start(None), keep)
     for lk, rec in linked:
         body, raw = rec.value, None
         if lk.raw:

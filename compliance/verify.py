@@ -25,7 +25,6 @@ somewhere they cannot reach, and check against them with ``--anchor``.
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, or_, select
 
+from compliance import anchor as anchors
 from compliance import canonical, journal_chain
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
@@ -294,36 +294,23 @@ def verify_chain(engine: Engine, *, hosts: Iterable[str] | None = None,
 # -- anchors ----------------------------------------------------------------------
 def check_anchor(engine: Engine, anchor: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
     """The chains must still pass through the saved (seq, hash) of every host."""
-    problems = []
-    with engine.connect() as conn:
-        for host, saved in sorted(anchor.items()):
-            seq, digest = int(saved["seq"]), str(saved["hash"])
-            if seq == 0:
-                continue
-            found = None
-            for model in _TABLES.values():
-                found = conn.scalar(select(model.chain_hash)
-                                    .where(model.host == host, model.chain_seq == seq))
-                if found is not None:
-                    break
-            if found is None:
-                problems.append(Problem("deleted-row", f"{host}#{seq}", None,
-                                        "the anchored entry is gone"))
-            elif found != digest:
-                problems.append(Problem("altered-row", f"{host}#{seq}", None,
-                                        "the chain no longer passes through the anchored hash "
-                                        "(history rewritten)"))
-    return problems
+    found = anchors.check([anchors.parse_record({"heads": dict(anchor)}, "anchor")],
+                          engine=engine)
+    return [Problem(f.kind, f.where, f.event_id, f.detail) for f in found.findings]
+
+
+def verify_anchors(found: anchors.AnchorCheck) -> Report:
+    """The findings of compliance.anchor.check as a report."""
+    return Report(problems=[Problem(f.kind, f.where, f.event_id, f.detail)
+                            for f in found.findings], notes=list(found.notes))
 
 
 def load_anchor(path: Path) -> dict[str, dict[str, Any]]:
-    data = json.loads(path.read_text("utf-8"))
-    heads = data.get("heads", data) if isinstance(data, dict) else None
-    if not isinstance(heads, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("seq"), int) and isinstance(v.get("hash"), str)
-            for v in heads.values()):
-        raise ValueError("not an anchor file (expected {\"heads\": {HOST: {\"seq\", \"hash\"}}})")
-    return heads
+    """The SQL heads of a ``--save-anchor`` file (compliance.anchor reads every form)."""
+    try:
+        return {h: dict(v) for a in anchors.read_file(path) for h, v in a.doc["sql"].items()}
+    except anchors.AnchorError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 # -- stored copies ----------------------------------------------------------------

@@ -403,6 +403,26 @@ class ReleaseRequested(_Model):
     to: list[str] | None = Field(None, description="--to recipients, or null: the original ones")
 
 
+class ChainAnchored(_Model):
+    """The chain heads at one moment, written outside the database (compliance/anchor.py).
+
+    Appended to the journal by the anchoring process, so the relay carries it to the
+    Kafka topic too. ``anchor`` is the (optionally signed) heads document, ``trail`` the
+    short hashes of the entries since the previous anchor.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["chain.anchored"] = "chain.anchored"
+    event_id: str = Field(description="UUIDv7 of the anchor")
+    time: datetime = Field(description="when the heads were taken (UTC)")
+    host: str = Field(description="the host that wrote the anchor")
+    anchor: dict[str, Any] = Field(
+        description="{v, time, writer, sql: {HOST: {seq, hash}}, journal: {HOST: {seq, hash, "
+        "start}}}, with sig and key when signed (Ed25519)")
+    trail: dict[str, Any] | None = Field(
+        None, description="{sql|journal: {HOST: {from, h: [12-hex-digit hashes]}}}")
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
@@ -412,10 +432,11 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "export.completed": ExportCompleted,
     "message.released": MessageReleased,
     "release.requested": ReleaseRequested,
+    "chain.anchored": ChainAnchored,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
-            | ExportCompleted | MessageReleased | ReleaseRequested)
+            | ExportCompleted | MessageReleased | ReleaseRequested | ChainAnchored)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

@@ -683,6 +683,27 @@ class QuarantineConfig(_Section):
         return value
 
 
+class AnchorConfig(_Section):
+    """Chain heads written outside the database (docs/compliance.md, "Anchors")."""
+
+    interval_minutes: float = Field(
+        15.0, ge=0, description="`qscan run` writes the chain heads this often and at shutdown "
+        "(0: at shutdown only); `qscan anchor write` writes them once"
+    )
+    witness_file: Path | None = Field(
+        None, examples=["/mnt/worm/qscan-anchors.jsonl"], description="append-only file "
+        "(JSON lines) every anchor also goes to; put it beyond the database admins' reach"
+    )
+    signing_key: Path | None = Field(
+        None, examples=["/etc/qscan/anchor.key"], description="Ed25519 private key anchors are "
+        "signed with (`qscan anchor keygen`); only the anchoring host holds it"
+    )
+    public_key: Path | None = Field(
+        None, examples=["/etc/qscan/anchor.pub"],
+        description="Ed25519 public key `qscan verify` checks anchor signatures with"
+    )
+
+
 class KafkaConfig(_Section):
     """The scale-out log: journals relayed to a Kafka topic that the consumers read."""
 
@@ -733,6 +754,7 @@ class Config(_Section):
     notify: NotifyConfig = NotifyConfig()
     retention: RetentionConfig = RetentionConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    anchor: AnchorConfig = AnchorConfig()
     dlp: DlpConfig = DlpConfig()
     metrics: MetricsConfig = MetricsConfig()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")

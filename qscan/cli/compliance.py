@@ -44,15 +44,19 @@ def _progress() -> Progress:
 @click.command()
 @click.option("--no-files", is_flag=True, help="skip the archive and quarantine copies")
 @click.option("--no-log", is_flag=True, help="skip the cross-check with the journal")
-@click.option("--anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="a saved --save-anchor file the chains must still pass through")
+@click.option("--anchor", "anchor_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="anchors the chains must still pass through, besides the configured witness "
+              "file and the journal's: a --save-anchor file, a witness file or a summary log; repeat")
+@click.option("--anchor-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 public key the anchors must be signed with (default: anchor.public_key)")
 @click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
               help="write the chain heads to FILE (keep it where the database admins cannot); "
               "refused when verify finds problems")
 @click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
 @click.pass_context
-def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None,
-           save_anchor: Path | None, as_json: bool) -> None:
+def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple[Path, ...],
+           anchor_key: Path | None, save_anchor: Path | None, as_json: bool) -> None:
     """Prove the summaries and stored copies are unaltered: walk every host's hash chain,
     check the rows against it, every archive/quarantine file against its row, and the
     journal against SQL (and the holds and exports against their events). Exit code 1 when
@@ -72,20 +76,14 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
     cfg = _config(ctx)
     with sql_store(ctx) as engine:
         report = v.verify_chain(engine)
-        if anchor is not None:
-            try:
-                report.problems += v.check_anchor(engine, v.load_anchor(anchor))
-            except (ValueError, KeyError) as exc:
-                raise click.UsageError(f"--anchor {anchor}: {exc}") from exc
         position = v.summaries_position(engine)
         journal = None
         if not no_log and cfg.journal_path.exists():
             journal = Journal(cfg.journal_path, readonly=True)
         try:
+            anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key)
+            report.merge(anchored)
             if journal is not None:
-                from compliance.journal_chain import walk_journal
-
-                report.merge(v.verify_journal_chain(walk_journal(journal, cfg.hostname)))
                 reader = JournalReader(journal)
                 report.merge(v.verify_release_events(
                     engine, _release_events(reader), local_host=cfg.hostname,
@@ -126,6 +124,42 @@ def _batches(reader: Any, size: int = 1000) -> Any:
             return
         yield batch
         pos = batch[-1].position
+
+
+def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ...],
+                   key_path: Path | None) -> Any:
+    """The journal chain walk and every anchor (witness file, journal, --anchor) checked."""
+    from compliance import anchor as a
+    from compliance import verify as v
+    from compliance.journal_chain import journal_start, walk_journal
+    from ingest.event import ChainAnchored
+    from ingest.log import JournalReader, LogRecord
+
+    try:
+        anchors = list(a.iter_sources(cfg.anchor.witness_file, files))
+        key_path = key_path or cfg.anchor.public_key
+        key = a.VerifyKey(key_path) if key_path else None
+    except a.AnchorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    report = v.Report()
+    journals = {}
+    if journal is not None:
+        for item in JournalReader(journal).scan(types={"chain.anchored"}):
+            if isinstance(item, LogRecord) and isinstance(item.event, ChainAnchored):
+                where = f"journal #{item.position}"
+                try:
+                    anchors.append(a.parse_record({**item.event.anchor,
+                                                   "trail": item.event.trail}, where))
+                except a.AnchorError as exc:
+                    report.problems.append(v.Problem("anchor", where, item.event.event_id,
+                                                     str(exc)))
+        walk = walk_journal(journal, cfg.hostname,
+                            keep=a.seqs_of_interest(anchors, "journal", cfg.hostname))
+        report.merge(v.verify_journal_chain(walk))
+        pruned = journal_start(journal).pruned
+        journals[cfg.hostname] = a.JournalState(walk.links, pruned[0] if pruned else 0, walk.ids)
+    report.merge(v.verify_anchors(a.check(anchors, engine=engine, journals=journals, key=key)))
+    return report
 
 
 def _release_events(reader: Any) -> Any:
