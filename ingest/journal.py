@@ -172,14 +172,20 @@ class Journal:
         empty = self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
         return pruned.split()[1] if empty and pruned else GENESIS
 
-    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None) -> int:
-        """Durably append one event, chained to the one before it; returns its seq."""
-        return self.append_many(((event_id, event_type, body, raw),))
+    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None,
+               *, raw_sha256: str | None = None) -> int:
+        """Durably append one event, chained to the one before it; returns its seq.
+
+        ``raw_sha256``: the raw message's SHA-256 when the caller computed it already."""
+        return self._append(((event_id, event_type, body, raw, raw_sha256),))
 
     def append_many(self, entries: Iterable[tuple[str, str, bytes, bytes | None]]) -> int:
         """Append events in one transaction (each chained to the one before); returns the
         last seq. The last link is read under the write lock ``BEGIN IMMEDIATE`` takes, so
         concurrent appenders (every worker process) chain one after the other."""
+        return self._append((eid, typ, body, raw, None) for eid, typ, body, raw in entries)
+
+    def _append(self, entries: Iterable[tuple[str, str, bytes, bytes | None, str | None]]) -> int:
         if not self._chained:
             raise JournalError(f"journal {self.path} was opened read-only before its chain "
                                "was added: open it writable once")
@@ -191,10 +197,10 @@ class Journal:
                 if prev is None:
                     prev = self._start_link(pruned)
                 rows = []
-                for event_id, event_type, body, raw in entries:
+                for event_id, event_type, body, raw, digest in entries:
                     seq += 1
                     now = time.time()
-                    chain = link(prev, seq, now, event_id, event_type, body, raw)
+                    chain = link(prev, seq, now, event_id, event_type, body, raw, digest)
                     rows.append((seq, event_id, event_type, now, body, raw, prev, chain))
                     prev = chain
                 self._db.executemany(self._INSERT, rows)

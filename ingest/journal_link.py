@@ -32,8 +32,9 @@ HEADER = "journal_link"
 
 
 def link(prev: str, seq: int, appended: float, event_id: str, event_type: str, body: bytes,
-         raw: bytes | None) -> str:
-    """The chain hash of one event (hex)."""
+         raw: bytes | None, raw_sha256: str | None = None) -> str:
+    """The chain hash of one event (hex). ``raw_sha256``: the raw message's SHA-256 (hex)
+    when the caller has it already (the daemon does), so a big message is not hashed twice."""
     h = hashlib.sha256(_TAG)
     h.update(b"%s\0%d\0" % (prev.encode("ascii"), seq))
     h.update(struct.pack(">d", appended))
@@ -43,7 +44,7 @@ def link(prev: str, seq: int, appended: float, event_id: str, event_type: str, b
         h.update(b"-")
     else:
         h.update(b"R")
-        h.update(hashlib.sha256(raw).digest())
+        h.update(bytes.fromhex(raw_sha256) if raw_sha256 else hashlib.sha256(raw).digest())
     return h.hexdigest()
 
 

@@ -263,3 +263,25 @@ def test_qscan_verify_names_each_journal_tampering(site: Site, attack: str) -> N
         "delete": {"kind": "deleted-event", "where": f"{where}#2", "event_id": None},
         "insert": {"kind": "inserted-event", "where": f"{where}#5", "event_id": victim},
     }[attack] | {"detail": problems[0]["detail"]}]
+
+
+def test_the_daemons_workers_chain_what_they_journal(tmp_path: Path) -> None:
+    """Real workers append concurrently (passing the raw message's hash they already have)."""
+    import threading
+
+    from qscan.testing.daemon import running_daemon
+
+    with running_daemon(tmp_path / "d", workers=2) as h:
+        def send(i: int) -> None:
+            for k in range(5):
+                assert h.send(f"Subject: t{i}-{k}\n\n{'x' * (i * 1000)}\n".encode()).code == 0
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with Journal(h.journal, readonly=True) as j:
+            walk = walk_journal(j, HOST)
+            assert walk.events == 20 and walk.findings == []
+            assert all(e.raw is not None for e in j.read(0, 100))  # the raw hash was used
