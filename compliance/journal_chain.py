@@ -27,11 +27,13 @@ every head written outside the host.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingest.journal import Journal, JournalEntry
-from ingest.journal_link import GENESIS, Link, link, unsplice_raw
+from ingest.journal_link import GENESIS, HEADER, Link, link, unsplice_raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class ChainWalk:
     host: str
     events: int = 0
     head: tuple[int, str] | None = None  # (seq, chain) of the last chained event seen
+    first: int | None = None  # the first seq walked
     findings: list[ChainFinding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     links: dict[int, str] = field(default_factory=dict)  # seq -> chain, of the seqs kept
@@ -108,7 +111,16 @@ class _Walker:
 
     def feed(self, seq: int, event_id: str, event_type: str, appended: float, body: bytes,
              raw: bytes | None, prev: str | None, chain: str | None) -> None:
+        intact = chain is None or prev is None or \
+            link(prev, seq, appended, event_id, event_type, body, raw) == chain
+        self.feed_checked(seq, event_id, prev, chain, intact)
+
+    def feed_checked(self, seq: int, event_id: str, prev: str | None, chain: str | None,
+                     intact: bool) -> None:
+        """One event whose content was already checked against its own link (``intact``)."""
         self.r.events += 1
+        if self.r.first is None:
+            self.r.first = seq
         s = self.start
         if self.last_seq is not None and seq <= self.last_seq:
             self.add("inserted-event", seq, event_id, "a second event at the same position")
@@ -121,7 +133,7 @@ class _Walker:
                          "the chained part of the journal (inserted)")
             self.last_seq = seq
             return
-        if link(prev, seq, appended, event_id, event_type, body, raw) != chain:
+        if not intact:
             self.add("altered-event", seq, event_id, "its content does not match its link "
                      "(body, raw message, type, id or time altered)")
         want: str | None = None
@@ -211,41 +223,100 @@ class RelayedRecord:
     where: str  # topic/partition@offset, for findings about the record itself
 
 
-def walk_records(host: str, records: Iterable[RelayedRecord], *,
-                 keep: Container[int] = ()) -> ChainWalk:
-    """Walk one host's chain from its relayed records (any order: sorted by seq here).
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    seq: int
+    event_id: str
+    prev: str
+    chain: str
+    intact: bool
 
-    Records relayed before the chain existed have no link header: noted, not findings.
-    The topic's retention drops old records, so the walk starts wherever the records do.
+
+class TopicWalk:
+    """Walks the journal chains of every host from relayed records, in any order.
+
+    Each record's content is checked against its own link as it arrives (nothing but a
+    few strings per event is kept, not the messages); continuity is checked per host
+    once every record was seen (:meth:`finish`), in seq order.
     """
-    linked: list[tuple[Link, RelayedRecord]] = []
-    unlinked = 0
-    bad: list[ChainFinding] = []
-    for rec in records:
+
+    def __init__(self) -> None:
+        self._by_host: dict[str, list[_Checked]] = {}
+        self._bad: dict[str, list[ChainFinding]] = {}
+        self._unlinked: dict[str, int] = {}
+
+    def add(self, host: str, rec: RelayedRecord) -> None:
         if rec.link_header is None:
-            unlinked += 1
-            continue
+            self._unlinked[host] = self._unlinked.get(host, 0) + 1
+            return
         try:
-            linked.append((Link.parse(rec.link_header), rec))
+            lk = Link.parse(rec.link_header)
         except ValueError as exc:
-            bad.append(ChainFinding("altered-event", rec.where, rec.event_id,
-                                    f"its journal_link header is unreadable: {exc}"))
-    linked.sort(key=lambda pair: pair[0].seq)
-    w = _Walker(host, Start(None), keep)
-    for lk, rec in linked:
-        body, raw = rec.value, None
+            self._bad.setdefault(host, []).append(ChainFinding(
+                "altered-event", rec.where, rec.event_id,
+                f"its journal_link header is unreadable: {exc}"))
+            return
+        body, raw, intact = rec.value, None, True
         if lk.raw:
             try:
                 body, b64 = unsplice_raw(rec.value)
                 raw = base64.b64decode(b64, validate=True)
             except ValueError:
-                w.add("altered-event", lk.seq, rec.event_id,
-                      f"{rec.where}: its raw message cannot be separated from the event")
-                continue
-        w.feed(lk.seq, rec.event_id, rec.event_type, lk.appended, body, raw, lk.prev, lk.chain)
-    walk = w.finish()
-    walk.findings[:0] = bad
-    if unlinked:
-        walk.notes.append(f"journal {host}: {unlinked} relayed records carry no journal link "
-                          "(relayed before the journal had its chain)")
-    return walk
+                intact = False
+        if intact:
+            intact = link(lk.prev, lk.seq, lk.appended, rec.event_id, rec.event_type, body,
+                          raw) == lk.chain
+        self._by_host.setdefault(host, []).append(
+            _Checked(lk.seq, rec.event_id, lk.prev, lk.chain, intact))
+
+    def hosts(self) -> list[str]:
+        return sorted(set(self._by_host) | set(self._bad) | set(self._unlinked))
+
+    def finish(self, host: str, *, keep: Container[int] = ()) -> ChainWalk:
+        w = _Walker(host, Start(None), keep)
+        for c in sorted(self._by_host.get(host, []), key=lambda c: c.seq):
+            w.feed_checked(c.seq, c.event_id, c.prev, c.chain, c.intact)
+        walk = w.finish()
+        walk.findings[:0] = self._bad.get(host, [])
+        if self._unlinked.get(host):
+            walk.notes.append(f"journal {host}: {self._unlinked[host]} relayed records carry "
+                              "no journal link (relayed before the journal had its chain)")
+        return walk
+
+
+def walk_records(host: str, records: Iterable[RelayedRecord], *,
+                 keep: Container[int] = ()) -> ChainWalk:
+    """Walk one host's chain from its relayed records (any order).
+
+    Records relayed before the chain existed have no link header: noted, not findings.
+    The topic's retention drops old records, so the walk starts wherever the records do.
+    """
+    walk = TopicWalk()
+    for rec in records:
+        walk.add(host, rec)
+    return walk.finish(host, keep=keep)
+
+
+def read_topic(records: Iterable[Any]) -> tuple[TopicWalk, list[tuple[str, dict[str, Any]]]]:
+    """Every host's chain and every ``chain.anchored`` event from a topic's raw records
+    (``ingest.kafka_source.scan_records``): the walk, and (where, event JSON) per anchor."""
+    from ingest.kafka_log import HEADER_HOST, HEADER_TYPE  # kafka's client, only when used
+
+    walk = TopicWalk()
+    anchors: list[tuple[str, dict[str, Any]]] = []
+    for r in records:
+        headers = {k: v for k, v in (r.headers or [])}
+        host = headers.get(HEADER_HOST, b"").decode("utf-8", "replace") or "?"
+        kind = headers.get(HEADER_TYPE, b"").decode("utf-8", "replace")
+        where = f"{r.topic}/{r.partition}@{r.offset}"
+        event_id = r.key.decode("utf-8", "replace") if r.key else "?"
+        walk.add(host, RelayedRecord(event_id, kind, r.value or b"", headers.get(HEADER),
+                                     where))
+        if kind == "chain.anchored":
+            try:
+                obj = json.loads(r.value)
+            except (TypeError, ValueError):
+                continue  # the walk reports an unreadable record as altered
+            if isinstance(obj, dict) and isinstance(obj.get("anchor"), dict):
+                anchors.append((where, {**obj["anchor"], "trail": obj.get("trail")}))
+    return walk, anchors

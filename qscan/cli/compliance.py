@@ -81,7 +81,8 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
         if not no_log and cfg.journal_path.exists():
             journal = Journal(cfg.journal_path, readonly=True)
         try:
-            anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key)
+            topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
+            anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
             report.merge(anchored)
             if journal is not None:
                 reader = JournalReader(journal)
@@ -127,8 +128,9 @@ def _batches(reader: Any, size: int = 1000) -> Any:
 
 
 def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ...],
-                   key_path: Path | None) -> Any:
-    """The journal chain walk and every anchor (witness file, journal, --anchor) checked."""
+                   key_path: Path | None, topic: bool) -> Any:
+    """The journal chain walks (the local journal; with ``topic``, every host's from the
+    Kafka topic) and every anchor (witness file, journal, topic, --anchor) checked."""
     from compliance import anchor as a
     from compliance import verify as v
     from compliance.journal_chain import journal_start, walk_journal
@@ -143,6 +145,24 @@ def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ..
         raise click.UsageError(str(exc)) from exc
     report = v.Report()
     journals = {}
+    walked = None
+    if topic:
+        from kafka.errors import KafkaError
+
+        from compliance.journal_chain import read_topic
+        from ingest.kafka_source import scan_records
+        from qscan.wiring.pipeline import kafka_settings
+
+        try:
+            walked, found = read_topic(scan_records(kafka_settings(cfg), name="verify"))
+        except KafkaError as exc:
+            raise click.ClickException(f"cannot read the Kafka topic to walk the hosts' "
+                                       f"journal chains: {exc} (--no-log skips it)") from exc
+        for where, doc in found:
+            try:
+                anchors.append(a.parse_record(doc, f"kafka {where}"))
+            except a.AnchorError as exc:
+                report.problems.append(v.Problem("anchor", f"kafka {where}", None, str(exc)))
     if journal is not None:
         for item in JournalReader(journal).scan(types={"chain.anchored"}):
             if isinstance(item, LogRecord) and isinstance(item.event, ChainAnchored):
@@ -158,6 +178,13 @@ def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ..
         report.merge(v.verify_journal_chain(walk))
         pruned = journal_start(journal).pruned
         journals[cfg.hostname] = a.JournalState(walk.links, pruned[0] if pruned else 0, walk.ids)
+    for host in walked.hosts() if walked is not None else []:
+        if host in journals or walked is None:  # this host's own journal: walked from its file
+            continue
+        tw = walked.finish(host, keep=a.seqs_of_interest(anchors, "journal", host))
+        report.merge(v.verify_journal_chain(tw))
+        # the topic's retention drops the oldest records: anchors before them are not comparable
+        journals[host] = a.JournalState(tw.links, (tw.first or 1) - 1, tw.ids)
     report.merge(v.verify_anchors(a.check(anchors, engine=engine, journals=journals, key=key)))
     return report
 
