@@ -557,11 +557,13 @@ PENDING_FIELDS = ("requested", "request_id", "event_id", "folder", "requested_by
 
 
 def pending(engine: Engine, *, limit: int | None = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """Release requests waiting for approval, oldest first."""
-    r, m = ReleaseRequest, Message
+    """Release requests waiting for approval, oldest first (of messages still quarantined)."""
+    r, m, q = ReleaseRequest, Message, QuarantineEntry
     stmt = (select(r.time, r.event_id.label("request_id"), r.ref_event_id, r.folder, r.actor,
                    r.reason, m.sender, m.subject)
-            .join(m, m.event_id == r.ref_event_id).where(r.state == PENDING)
+            .join(m, m.event_id == r.ref_event_id).join(q, q.event_id == r.ref_event_id)
+            # a message deleted or expired meanwhile has nothing left to approve
+            .where(r.state == PENDING, q.state.in_((QUARANTINED, RELEASING)))
             .order_by(r.time, r.event_id).offset(offset).limit(limit))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()

@@ -243,6 +243,13 @@ class Journal:
         ).fetchone()
         return JournalEntry(*row) if row else None
 
+    def last_of_type(self, event_type: str) -> JournalEntry | None:
+        """The newest kept event of one type (no index on type: a backward scan; rare use)."""
+        row = self._db.execute(
+            f"SELECT {self._cols.format(raw='NULL')} FROM events WHERE type = ? "
+            "ORDER BY seq DESC LIMIT 1", (event_type,)).fetchone()
+        return JournalEntry(*row) if row else None
+
     def head(self) -> int:
         """The highest sequence number ever assigned (0 for an empty journal)."""
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()

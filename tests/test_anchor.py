@@ -231,3 +231,14 @@ def test_qscan_run_anchors_periodically_and_at_shutdown(tmp_path: Path) -> None:
     # each anchor is itself a journal event, so the next one anchors a longer journal
     assert [r["journal"][LOCAL]["seq"] for r in records] == list(range(1, len(records) + 1))
     assert all(r["sql"] == {} for r in records)  # no summaries consumer here: journal only
+
+
+def test_a_restarted_writer_trails_from_its_last_journal_anchor(migrated_url: str,
+                                                                 tmp_path: Path) -> None:
+    for plain in open_site(migrated_url, tmp_path / "plain"):  # no witness file
+        plain.add(*[make_event() for _ in range(3)])
+        AnchorWriter(plain.cfg, plain.journal).write()
+        plain.add(*[make_event() for _ in range(2)])
+        record = AnchorWriter(plain.cfg, plain.journal).write()  # as after a restart
+        assert record["trail"]["sql"][HOST] == {"from": 4, "h": record["trail"]["sql"][HOST]["h"]}
+        assert len(record["trail"]["sql"][HOST]["h"]) == 2

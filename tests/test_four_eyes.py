@@ -177,3 +177,15 @@ def test_requests_and_approvals_replay_into_an_empty_database(
         engine.dispose()
     assert rows == sorted([(dlp.event_id, "alice", "released"),
                            (other.event_id, "alice", "pending")])
+
+
+@pytest.mark.integration
+def test_a_request_for_mail_deleted_meanwhile_is_not_pending(
+        site: QSite, dlp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    as_user(monkeypatch, site, "alice", "release", dlp.event_id, "--reason", "test data")
+    deleted = as_user(monkeypatch, site, "carol", "delete", dlp.event_id, "--reason", "phish")
+    assert deleted.exit_code == 0, deleted.output
+    assert json.loads(site.q("list", "--pending", "--format", "json").stdout) == []
+    late = as_user(monkeypatch, site, "bob", "approve", dlp.event_id, "--reason", "ok")
+    assert late.exit_code == 1 and "deleted" in late.output
+    assert site.queued() == []

@@ -20,6 +20,7 @@ Where each anchor goes, each independently (one failing does not stop the others
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,10 @@ class AnchorWriter:
         self.signer = a.Signer(cfg.anchor.signing_key) if cfg.anchor.signing_key else None
         witness = cfg.anchor.witness_file
         self.previous: dict[str, Any] | None = a.last_record(witness) if witness else None
+        if self.previous is None:  # the last anchor this host wrote to its journal
+            last = journal.last_of_type("chain.anchored")
+            if last is not None:
+                self.previous = json.loads(last.body).get("anchor")
         s = cfg.summary_log
         self.summary = open_summary_log(s.target, cfg.summary_log_path, s.facility)
 
