@@ -242,3 +242,16 @@ def test_a_restarted_writer_trails_from_its_last_journal_anchor(migrated_url: st
         record = AnchorWriter(plain.cfg, plain.journal).write()  # as after a restart
         assert record["trail"]["sql"][HOST] == {"from": 4, "h": record["trail"]["sql"][HOST]["h"]}
         assert len(record["trail"]["sql"][HOST]["h"]) == 2
+
+
+def test_qscan_run_refuses_an_unreadable_signing_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}"\n[consumers]\nenabled = []\n'
+                   f'[anchor]\nsigning_key = "{tmp_path / "missing.key"}"\n')
+    res = subprocess.run([sys.executable, "-c", SUPERVISE, str(cfg)], capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert res.returncode == 78, res.stderr
+    assert "anchor signing key" in res.stderr and "starting idle" not in res.stderr

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from compliance.anchor import AnchorError
 from ingest.journal import Journal
 from qscan.config import Config
 from qscan.ops.anchors import AnchorWriter
@@ -64,7 +65,12 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
     signal.signal(signal.SIGINT, on_term)
     journal = Journal(cfg.journal_path)
     next_prune = time.monotonic() + cfg.journal.prune_interval
-    anchors = AnchorWriter(cfg, journal)
+    try:
+        anchors = AnchorWriter(cfg, journal)
+    except AnchorError as exc:  # before any child starts: nothing to stop
+        log.error("%s: fix [anchor] and start again", exc)
+        journal.close()
+        return EXIT_NEEDS_OPERATOR
     every = cfg.anchor.interval_minutes * 60
     next_anchor = time.monotonic() + every if every else float("inf")
     from qscan.ops.journal_budget import budget_warning
