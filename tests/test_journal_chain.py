@@ -193,6 +193,27 @@ def test_concurrent_appenders_keep_one_chain(tmp_path: Path) -> None:
         assert walk.events == 240 and walk.findings == []
 
 
+def test_workers_opening_an_old_journal_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(OLD_SCHEMA)
+    db.execute("INSERT INTO events(event_id, type, appended, body) VALUES ('old', 't', 1.0, x'7b7d')")
+    db.close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, 20)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Journal(path) as j:
+        assert j.meta("chain_start") == "2"
+        walk = walk_journal(j, HOST)
+        assert walk.events == 81 and walk.findings == []
+        assert walk.notes == [f"journal {HOST}: 1 events unchained before seq 2 (written before "
+                              "the journal had its chain)"]
+
+
 def _records(j: Journal) -> list[RelayedRecord]:
     out = []
     for e in j.read(0, 100):
