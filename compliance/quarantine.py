@@ -25,6 +25,16 @@ answer and that commit leaves the entry ``releasing`` (the mail may have left):
 ``release --retry-interrupted`` takes over such a claim once it is older than
 qmail-queue's timeout, after the administrator checked qmail's log.
 
+**Four-eyes.** Releases from the folders a :class:`FourEyes` policy names
+(``quarantine.four_eyes``: dlp and viruses by default) take two people: the
+first operator's ``release`` only records a request (:func:`request_release`,
+a ``release.requested`` event); a *different* login's ``approve``
+(:func:`approve`) runs the release above, and its ``message.released`` names
+the request and both logins. Logins are compared, not the free-text ``--by``.
+A release officer (``quarantine.release_officers``) may release such mail in one
+step with ``--force``, recorded as forced. Exactly once still holds: the
+approval goes through the same claim, so two approvers cannot both release.
+
 **Deletion** reuses retention's lawful deletion (compliance.retention): legal
 holds are re-checked in the deleting transaction, each copy gets a chained
 tombstone and a ``message.deleted`` event, and a copy that does not match its
@@ -36,6 +46,7 @@ a clock jump expire it early).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,17 +67,27 @@ from compliance.models import (
     QuarantineEntry,
     QuarantineRelease,
     Recipient,
+    ReleaseRequest,
 )
 from compliance.patterns import like_pattern, wildcard_match
 from compliance.quarantine_records import (
     DELETED,
+    PENDING,
     QUARANTINED,
     RELEASED,
     RELEASING,
     STATES,
     record_released,
+    record_requested,
 )
-from ingest.event import QUARANTINE_FOLDERS, VIRUS_FOLDER, AnyEvent, MessageReleased, utc
+from ingest.event import (
+    QUARANTINE_FOLDERS,
+    VIRUS_FOLDER,
+    AnyEvent,
+    MessageReleased,
+    ReleaseRequested,
+    utc,
+)
 from ingest.ids import uuid7
 
 LogAppend = Callable[[AnyEvent], None]
@@ -377,12 +398,22 @@ def unclaim(engine: Engine, entry: Entry) -> bool:
 def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str, reason: str,
             host: str, prepare: Prepare, queue: Queue, to: Sequence[str] | None = None,
             force: bool = False, retry_interrupted: bool = False,
-            stale_after: timedelta = timedelta(minutes=11)) -> MessageReleased:
-    """Release one quarantined message through qmail-queue (see the module docstring)."""
+            stale_after: timedelta = timedelta(minutes=11), operator: str | None = None,
+            four_eyes: FourEyes | None = None,
+            request: PendingRequest | None = None) -> MessageReleased:
+    """Release one quarantined message through qmail-queue (see the module docstring).
+
+    Under ``four_eyes`` a message in one of its folders is released only with ``request``
+    (an approval: :func:`approve`) or ``force`` by one of its officers."""
     if not reason.strip():
         raise QuarantineError("say why (--reason): the release is recorded with its reason")
-    entry = claim(engine, event_id, force=force, retry_interrupted=retry_interrupted,
-                  stale_after=stale_after)
+    policy = four_eyes or FourEyes()
+    if request is None:
+        folder = get(engine, event_id).folder
+        if folder in policy.folders:
+            policy.check_force(folder, operator, force)
+    entry = claim(engine, event_id, force=force or request is not None,
+                  retry_interrupted=retry_interrupted, stale_after=stale_after)
     try:
         stamp = Stamp(str(uuid7()), datetime.now(UTC), actor, reason, host, entry.folder,
                       entry.event_id)
@@ -398,8 +429,11 @@ def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
         event_id=stamp.release_id, time=datetime.now(UTC), host=host,
         ref_event_id=entry.event_id, ref_host=entry.host, folder=entry.folder, actor=actor,
         reason=reason, sender=prepared.sender, recipients=list(prepared.recipients),
-        original_recipients=to is None, forced=force and entry.folder == VIRUS_FOLDER,
-        sha256=hashlib.sha256(prepared.message).hexdigest(),
+        original_recipients=to is None,
+        forced=force and (entry.folder == VIRUS_FOLDER or entry.folder in policy.folders),
+        sha256=hashlib.sha256(prepared.message).hexdigest(), operator=operator,
+        request_id=request.event_id if request else None,
+        requested_by=request.operator if request else None,
     )
     try:
         with session_factory(engine, write=True).begin() as session:
@@ -411,6 +445,130 @@ def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
             f"release failed: {exc}; the entry stays 'releasing' - do not release it again"
         ) from exc
     return ev
+
+
+# -- four-eyes -----------------------------------------------------------------
+@dataclass(frozen=True)
+class FourEyes:
+    """Which folders need a second operator, and who may release from them in one step."""
+
+    folders: frozenset[str] = frozenset()
+    officers: frozenset[str] = frozenset()
+
+    def check_force(self, folder: str, operator: str | None, force: bool) -> None:
+        """Refuse a one-step release from a four-eyes ``folder`` unless forced by an officer."""
+        if not force:
+            raise ApprovalNeeded(folder)
+        if operator is None or operator not in self.officers:
+            raise QuarantineError(
+                f"quarantine/{folder} needs a second operator's approval; --force (one step) is "
+                f"only for the release officers in quarantine.release_officers, and "
+                f"{operator or 'this login'!r} is not one of them. Without --force the release "
+                "is recorded as a request for another operator to approve")
+
+
+class ApprovalNeeded(QuarantineError):
+    """A one-step release was asked of a four-eyes folder: it must be requested instead."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        super().__init__(f"quarantine/{folder} needs a second operator's approval")
+
+
+class PendingRequest(NamedTuple):
+    event_id: str
+    ref_event_id: str
+    time: datetime
+    folder: str
+    actor: str
+    operator: str
+    reason: str
+    to: list[str] | None
+
+
+def _pending(session: Session, event_id: str) -> PendingRequest | None:
+    r = ReleaseRequest
+    row = session.execute(select(r.event_id, r.ref_event_id, r.time, r.folder, r.actor,
+                                 r.operator, r.reason, r.recipients)
+                          .where(r.ref_event_id == event_id, r.state == PENDING)).first()
+    if row is None:
+        return None
+    to = None if row.recipients is None else list(json.loads(row.recipients))
+    return PendingRequest(row.event_id, row.ref_event_id, utc(row.time), row.folder, row.actor,
+                          row.operator, row.reason, to)
+
+
+def request_release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
+                    operator: str, reason: str, host: str, four_eyes: FourEyes,
+                    to: Sequence[str] | None = None) -> ReleaseRequested:
+    """Record a request to release a message from a four-eyes folder (nothing is released)."""
+    if not reason.strip():
+        raise QuarantineError("say why (--reason): the request is recorded with its reason")
+    with session_factory(engine, write=True).begin() as session:
+        entry = _entry(session, event_id)
+        if entry is None:
+            raise NotFound(f"no quarantined message {event_id!r}")
+        if entry.folder not in four_eyes.folders:
+            raise QuarantineError(f"quarantine/{entry.folder} needs no approval: release it")
+        if entry.state != QUARANTINED:
+            raise QuarantineError(_describe_state(session, entry))
+        known = session.execute(select(ReleaseRequest.event_id, ReleaseRequest.actor,
+                                       ReleaseRequest.state)
+                                .where(ReleaseRequest.ref_event_id == event_id)).first()
+        if known is not None:
+            raise QuarantineError(
+                f"message {event_id} already has a release request ({known.event_id}, "
+                f"{known.state}) by {known.actor}: another operator approves it with "
+                f"`qscan quarantine approve {event_id} --reason ...`")
+        ev = ReleaseRequested(
+            event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+            ref_event_id=entry.event_id, ref_host=entry.host, folder=entry.folder, actor=actor,
+            operator=operator, reason=reason, to=list(to) if to is not None else None)
+        log_append(ev)
+        record_requested(session, ev)
+    return ev
+
+
+def approve(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str, operator: str,
+            reason: str, host: str, prepare: Prepare, queue: Queue, four_eyes: FourEyes,
+            retry_interrupted: bool = False,
+            stale_after: timedelta = timedelta(minutes=11)) -> MessageReleased:
+    """Release a requested message as its second operator (never the one who asked)."""
+    with session_factory(engine)() as session:
+        request = _pending(session, event_id)
+        if request is None:
+            entry = _entry(session, event_id)
+            state = _describe_state(session, entry) if entry and entry.state != QUARANTINED \
+                else f"no release request is pending for message {event_id}"
+            raise QuarantineError(f"{state} (see `qscan quarantine list --pending`)")
+    if request.operator == operator:
+        raise QuarantineError(
+            f"four-eyes: {operator} requested this release ({request.event_id}) and cannot "
+            "approve it; a different operator must")
+    return release(engine, log_append, event_id, actor=actor, reason=reason, host=host,
+                   prepare=prepare, queue=queue, to=request.to, operator=operator,
+                   four_eyes=four_eyes, request=request, retry_interrupted=retry_interrupted,
+                   stale_after=stale_after)
+
+
+PENDING_FIELDS = ("requested", "request_id", "event_id", "folder", "requested_by", "reason",
+                  "sender", "subject")
+
+
+def pending(engine: Engine, *, limit: int | None = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """Release requests waiting for approval, oldest first (of messages still quarantined)."""
+    r, m, q = ReleaseRequest, Message, QuarantineEntry
+    stmt = (select(r.time, r.event_id.label("request_id"), r.ref_event_id, r.folder, r.actor,
+                   r.reason, m.sender, m.subject)
+            .join(m, m.event_id == r.ref_event_id).join(q, q.event_id == r.ref_event_id)
+            # a message deleted or expired meanwhile has nothing left to approve
+            .where(r.state == PENDING, q.state.in_((QUARANTINED, RELEASING)))
+            .order_by(r.time, r.event_id).offset(offset).limit(limit))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [{"requested": utc(x.time), "request_id": x.request_id, "event_id": x.ref_event_id,
+             "folder": x.folder, "requested_by": x.actor, "reason": x.reason,
+             "sender": x.sender, "subject": x.subject} for x in rows]
 
 
 # -- delete and expire ---------------------------------------------------------

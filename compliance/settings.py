@@ -1,4 +1,4 @@
-"""The compliance store's settings: [sql], [quarantine] and [retention].
+"""The compliance store's settings: [sql], [quarantine], [retention] and [anchor].
 
 Light on purpose (no SQLAlchemy here): qscan's Config composes these classes, and loading a
 config must not pull the whole store in. compliance/retention.py applies the retention rules,
@@ -37,6 +37,13 @@ def _folder_days(value: dict[str, int]) -> dict[str, int]:
     return value
 
 
+def _folders(value: tuple[str, ...]) -> tuple[str, ...]:
+    for folder in value:
+        if folder not in QUARANTINE_FOLDERS:
+            raise ValueError(f"unknown folder {folder!r} ({', '.join(QUARANTINE_FOLDERS)})")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineSettings:
     """`qscan quarantine` (docs/quarantine.md): expiry ages and the qmail-queue releases use."""
@@ -49,6 +56,31 @@ class QuarantineSettings:
     qmail_queue: Path | None = setting(
         None, "the qmail-queue releases go through (default: daemon.qmail_queue)",
         example="/var/qmail/bin/qmail-queue")
+    four_eyes: Annotated[tuple[str, ...], Check(_folders)] = setting(
+        ("dlp", "viruses"), "folders whose releases a second, different operator must approve "
+        "(`qscan quarantine approve`); [] turns four-eyes off")
+    release_officers: tuple[str, ...] = setting(
+        (), "logins that may release from a four_eyes folder in one step with --force (recorded "
+        "as forced)", example=["secofficer"])
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorSettings:
+    """Chain heads written outside the database (docs/compliance.md, "Anchors")."""
+
+    __pydantic_config__ = SECTION
+    interval_minutes: float = setting(
+        15.0, "`qscan run` writes the chain heads this often and at shutdown (0: at shutdown "
+        "only); `qscan anchor write` writes them once", ge=0)
+    witness_file: Path | None = setting(
+        None, "append-only file (JSON lines) every anchor also goes to; put it beyond the "
+        "database admins' reach", example="/mnt/worm/qscan-anchors.jsonl")
+    signing_key: Path | None = setting(
+        None, "Ed25519 private key anchors are signed with (`qscan anchor keygen`); only the "
+        "anchoring host holds it", example="/etc/qscan/anchor.key")
+    public_key: Path | None = setting(
+        None, "Ed25519 public key `qscan verify` checks anchor signatures with",
+        example="/etc/qscan/anchor.pub")
 
 
 def _forever(value: object) -> object:

@@ -53,7 +53,7 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.quarantine_records import record_released
+from compliance.quarantine_records import record_released, record_requested
 from compliance.records import ComplianceEvent, chain_hosts, record
 from ingest.event import (
     Action,
@@ -64,6 +64,7 @@ from ingest.event import (
     MessageReleased,
     MessageScanned,
     QueueFailed,
+    ReleaseRequested,
     utc,
 )
 from ingest.log import LogRecord
@@ -278,7 +279,7 @@ class SummarySink:
         events: list[MessageScanned] = []
         failures: dict[str, QueueFailed] = {}
         others: list[ComplianceEvent] = []
-        releases: list[MessageReleased] = []  # after their messages (compliance.quarantine)
+        releases: list[MessageReleased | ReleaseRequested] = []  # after their messages
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned):
@@ -289,7 +290,7 @@ class SummarySink:
                 failures.setdefault(ev.event_id, ev)
             elif isinstance(ev, (MessageDeleted, HoldCreated, HoldReleased, ExportCompleted)):
                 others.append(ev)
-            elif isinstance(ev, MessageReleased):
+            elif isinstance(ev, (MessageReleased, ReleaseRequested)):
                 releases.append(ev)
             else:  # a later event type this version does not project
                 log.debug("summaries: skipping %s at %d", type(ev).__name__, rec.position)
@@ -304,8 +305,11 @@ class SummarySink:
                 self._insert_failures(session, chain, list(failures.values()))
             for other in others:
                 record(session, chain, other)
-            for released in releases:
-                record_released(session, released)
+            for released in releases:  # requests before their approvals (log order)
+                if isinstance(released, ReleaseRequested):
+                    record_requested(session, released)
+                else:
+                    record_released(session, released)
             chain.store()
             self._store_position(session, position)
 

@@ -25,15 +25,16 @@ somewhere they cannot reach, and check against them with ``--anchor``.
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, or_, select
 
-from compliance import canonical
+from compliance import anchor as anchors
+from compliance import canonical, journal_chain
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
@@ -47,8 +48,17 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
+from compliance.quarantine_records import check_release_events
 from compliance.record_check import RecordCheck
-from ingest.event import MessageDeleted, MessageScanned, QueueFailed, quarantine_folder, utc
+from ingest.event import (
+    MessageDeleted,
+    MessageReleased,
+    MessageScanned,
+    QueueFailed,
+    ReleaseRequested,
+    quarantine_folder,
+    utc,
+)
 from ingest.log import LogRecord
 
 PAGE = 1000
@@ -60,7 +70,8 @@ class Problem:
 
     kind: str  # altered-row, inserted-row, deleted-row, head, inconsistent, altered-file,
     #            inserted-file, deleted-file, misplaced-file, missing-row, log-mismatch,
-    #            unlogged-row
+    #            unlogged-row; altered-event, deleted-event, inserted-event (the journal
+    #            chain, compliance.journal_chain); anchor (compliance.anchor)
     where: str
     event_id: str | None
     detail: str
@@ -283,36 +294,23 @@ def verify_chain(engine: Engine, *, hosts: Iterable[str] | None = None,
 # -- anchors ----------------------------------------------------------------------
 def check_anchor(engine: Engine, anchor: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
     """The chains must still pass through the saved (seq, hash) of every host."""
-    problems = []
-    with engine.connect() as conn:
-        for host, saved in sorted(anchor.items()):
-            seq, digest = int(saved["seq"]), str(saved["hash"])
-            if seq == 0:
-                continue
-            found = None
-            for model in _TABLES.values():
-                found = conn.scalar(select(model.chain_hash)
-                                    .where(model.host == host, model.chain_seq == seq))
-                if found is not None:
-                    break
-            if found is None:
-                problems.append(Problem("deleted-row", f"{host}#{seq}", None,
-                                        "the anchored entry is gone"))
-            elif found != digest:
-                problems.append(Problem("altered-row", f"{host}#{seq}", None,
-                                        "the chain no longer passes through the anchored hash "
-                                        "(history rewritten)"))
-    return problems
+    found = anchors.check([anchors.parse_record({"heads": dict(anchor)}, "anchor")],
+                          engine=engine)
+    return [Problem(f.kind, f.where, f.event_id, f.detail) for f in found.findings]
+
+
+def verify_anchors(found: anchors.AnchorCheck) -> Report:
+    """The findings of compliance.anchor.check as a report."""
+    return Report(problems=[Problem(f.kind, f.where, f.event_id, f.detail)
+                            for f in found.findings], notes=list(found.notes))
 
 
 def load_anchor(path: Path) -> dict[str, dict[str, Any]]:
-    data = json.loads(path.read_text("utf-8"))
-    heads = data.get("heads", data) if isinstance(data, dict) else None
-    if not isinstance(heads, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("seq"), int) and isinstance(v.get("hash"), str)
-            for v in heads.values()):
-        raise ValueError("not an anchor file (expected {\"heads\": {HOST: {\"seq\", \"hash\"}}})")
-    return heads
+    """The SQL heads of a ``--save-anchor`` file (compliance.anchor reads every form)."""
+    try:
+        return {h: dict(v) for a in anchors.read_file(path) for h, v in a.doc["sql"].items()}
+    except anchors.AnchorError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 # -- stored copies ----------------------------------------------------------------
@@ -399,6 +397,25 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 
 # -- the log ----------------------------------------------------------------------
+def verify_release_events(engine: Engine, events: Iterable[MessageReleased | ReleaseRequested],
+                          *, local_host: str | None, since: datetime | None) -> Report:
+    """Quarantine releases and four-eyes requests against their events, both ways."""
+    report = Report()
+
+    def problem(kind: str, where: str, event_id: str | None, detail: str) -> None:
+        report.problems.append(Problem(kind, where, event_id, detail))
+
+    with engine.connect() as conn:
+        check_release_events(conn, events, problem, local_host=local_host, since=since)
+    return report
+
+
+def verify_journal_chain(walk: journal_chain.ChainWalk) -> Report:
+    """The findings of one host's journal chain walk (compliance.journal_chain) as a report."""
+    return Report(problems=[Problem(f.kind, f.where, f.event_id, f.detail) for f in walk.findings],
+                  notes=list(walk.notes))
+
+
 def summaries_position(engine: Engine, name: str = "summaries") -> int:
     with engine.connect() as conn:
         return conn.scalar(select(ConsumerPosition.position)

@@ -371,8 +371,56 @@ class MessageReleased(_Model):
     recipients: list[str] = Field(description="envelope recipients handed to qmail-queue")
     original_recipients: bool = Field(
         description="true: the original envelope; false: only the recipients given with --to")
-    forced: bool = Field(False, description="a virus released with --force")
+    forced: bool = Field(False, description="released with --force: a virus outside four-eyes, "
+                         "or one step by a release officer where four-eyes applies")
     sha256: str = Field(description="SHA-256 of the message as handed to qmail-queue")
+    operator: str | None = Field(
+        None, description="the login that ran the release (the approver under four-eyes)")
+    request_id: str | None = Field(
+        None, description="the release.requested event this release approved (four-eyes)")
+    requested_by: str | None = Field(
+        None, description="the login that requested it (four-eyes: never the operator)")
+
+
+class ReleaseRequested(_Model):
+    """A release from a four-eyes quarantine folder was asked for (``qscan quarantine release``).
+
+    Nothing is released yet: a different operator's ``qscan quarantine approve`` releases
+    it (a ``message.released`` naming this request and both logins).
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["release.requested"] = "release.requested"
+    event_id: str = Field(description="UUIDv7 of the request")
+    time: datetime = Field(description="when it was requested (UTC)")
+    host: str = Field(description="the host the request was made on")
+    ref_event_id: str = Field(description="the message.scanned event of the quarantined message")
+    ref_host: str = Field(description="that message's journal host")
+    folder: str = Field(description="quarantine folder: a four-eyes folder (dlp, viruses...)")
+    actor: str = Field(description="who asked (user@host, or --by)")
+    operator: str = Field(description="the login that asked; it may not approve")
+    reason: str = Field(description="why (--reason)")
+    to: list[str] | None = Field(None, description="--to recipients, or null: the original ones")
+
+
+class ChainAnchored(_Model):
+    """The chain heads at one moment, written outside the database (compliance/anchor.py).
+
+    Appended to the journal by the anchoring process, so the relay carries it to the
+    Kafka topic too. ``anchor`` is the (optionally signed) heads document, ``trail`` the
+    short hashes of the entries since the previous anchor.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["chain.anchored"] = "chain.anchored"
+    event_id: str = Field(description="UUIDv7 of the anchor")
+    time: datetime = Field(description="when the heads were taken (UTC)")
+    host: str = Field(description="the host that wrote the anchor")
+    anchor: dict[str, Any] = Field(
+        description="{v, time, writer, sql: {HOST: {seq, hash}}, journal: {HOST: {seq, hash, "
+        "start}}}, with sig and key when signed (Ed25519)")
+    trail: dict[str, Any] | None = Field(
+        None, description="{sql|journal: {HOST: {from, h: [12-hex-digit hashes]}}}")
 
 
 EVENT_TYPES: dict[str, type[_Model]] = {
@@ -383,10 +431,12 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "hold.released": HoldReleased,
     "export.completed": ExportCompleted,
     "message.released": MessageReleased,
+    "release.requested": ReleaseRequested,
+    "chain.anchored": ChainAnchored,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
-            | ExportCompleted | MessageReleased)
+            | ExportCompleted | MessageReleased | ReleaseRequested | ChainAnchored)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

@@ -17,6 +17,17 @@ here that writes must end with ``self._sync()`` too (tests/test_journal_group_co
 
 Positions are journal sequence numbers (``seq``, 1-based, strictly increasing).
 "Position N" means "everything up to and including N has been handled".
+
+**The chain.** Each event stores ``prev`` (the link of the event before it) and
+``chain`` (its own link, ``ingest.journal_link.link``), computed inside the
+appending transaction (``BEGIN IMMEDIATE``: the last link is read and the event
+inserted under the one write lock, whichever worker process appends). Editing,
+deleting or inserting an event breaks the chain where it happened
+(``compliance.journal_chain`` walks it). Three ``meta`` keys keep it checkable:
+``chain_start`` (the first chained seq: 1 for a new journal, the next seq for a
+journal made before the chain existed, whose older events stay unchained) and
+``chain_pruned`` (``SEQ HASH`` of the last event pruning deleted: the first kept
+event must link to it).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.journal_link import GENESIS, link
 from ingest.private import make_private_dirs, prepare_sqlite_file
 
 SCHEMA = """
@@ -37,7 +49,9 @@ CREATE TABLE IF NOT EXISTS events (
     type       TEXT NOT NULL,
     appended   REAL NOT NULL,
     body       BLOB NOT NULL,
-    raw        BLOB
+    raw        BLOB,
+    prev       TEXT,
+    chain      TEXT
 );
 CREATE TABLE IF NOT EXISTS positions (
     name       TEXT PRIMARY KEY,
@@ -62,6 +76,8 @@ class JournalEntry:
     appended: float
     body: bytes  # event JSON without raw_message
     raw: bytes | None  # the raw message (None when not requested or not stored)
+    prev: str | None = None  # the previous event's link (None: appended before the chain)
+    chain: str | None = None  # this event's link (ingest.journal_link)
 
 
 class JournalError(RuntimeError):
@@ -92,9 +108,44 @@ class Journal:
             self._wal_ino = -1  # the WAL file whose directory entry was last made durable
             if not readonly:
                 self._retry(lambda: self._db.executescript(SCHEMA))
+                self._retry(self._migrate_chain)
                 self._sync()
+            self._chained = self._has_chain_columns()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._cols = "seq, event_id, type, appended, body, {raw}" + (
+            ", prev, chain" if self._chained else "")
+
+    def _has_chain_columns(self) -> bool:
+        names = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        return "chain" in names
+
+    def _migrate_chain(self) -> None:
+        """Give a journal made before the chain its columns and its ``chain_start``.
+
+        Its events stay unchained (``compliance.journal_chain`` reports them as
+        "unchained before seq N", not as tampering); new ones chain from GENESIS."""
+        if self._has_chain_columns() and self.meta("chain_start") is not None:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_chain_columns():
+                self._db.execute("ALTER TABLE events ADD COLUMN prev TEXT")
+                self._db.execute("ALTER TABLE events ADD COLUMN chain TEXT")
+            if self.meta("chain_start") is None:
+                self._set_meta("chain_start", str(self.head() + 1))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?,?) "
+                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     def _sync(self) -> None:
         """Make every commit so far durable: fdatasync the WAL, outside SQLite's write lock.
@@ -143,28 +194,52 @@ class Journal:
         self.close()
 
     # -- writing -------------------------------------------------------------
-    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None) -> int:
-        """Durably append one event; returns its sequence number."""
-        try:
-            cur = self._db.execute(
-                "INSERT INTO events(event_id, type, appended, body, raw) VALUES (?,?,?,?,?)",
-                (event_id, event_type, time.time(), body, raw),
-            )
-        except sqlite3.Error as exc:
-            raise JournalError(f"append failed: {exc}") from exc
-        assert cur.lastrowid is not None
-        self._sync()
-        return cur.lastrowid
+    _INSERT = ("INSERT INTO events(seq, event_id, type, appended, body, raw, prev, chain) "
+               "VALUES (?,?,?,?,?,?,?,?)")
+    # The next seq (AUTOINCREMENT's counter) and the newest kept event's link, in one step.
+    _TIP = ("SELECT (SELECT seq FROM sqlite_sequence WHERE name='events'), "
+            "(SELECT chain FROM events ORDER BY seq DESC LIMIT 1), "
+            "(SELECT value FROM meta WHERE key='chain_pruned')")
+
+    def _start_link(self, pruned: str | None) -> str:
+        """The ``prev`` of an event appended when no kept event has a link: the pruned
+        point's link when pruning emptied the journal, else GENESIS (a new journal, or one
+        whose events all predate the chain)."""
+        empty = self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+        return pruned.split()[1] if empty and pruned else GENESIS
+
+    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None,
+               *, raw_sha256: str | None = None) -> int:
+        """Durably append one event, chained to the one before it; returns its seq.
+
+        ``raw_sha256``: the raw message's SHA-256 when the caller computed it already."""
+        return self._append(((event_id, event_type, body, raw, raw_sha256),))
 
     def append_many(self, entries: Iterable[tuple[str, str, bytes, bytes | None]]) -> int:
-        """Append many events in one transaction (bulk loads, relays); returns the last seq."""
+        """Append events in one transaction (each chained to the one before); returns the
+        last seq. The last link is read under the write lock ``BEGIN IMMEDIATE`` takes, so
+        concurrent appenders (every worker process) chain one after the other."""
+        return self._append((eid, typ, body, raw, None) for eid, typ, body, raw in entries)
+
+    def _append(self, entries: Iterable[tuple[str, str, bytes, bytes | None, str | None]]) -> int:
+        if not self._chained:
+            raise JournalError(f"journal {self.path} was opened read-only before its chain "
+                               "was added: open it writable once")
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT INTO events(event_id, type, appended, body, raw) VALUES (?,?,?,?,?)",
-                    ((eid, typ, time.time(), body, raw) for eid, typ, body, raw in entries),
-                )
+                last, prev, pruned = self._db.execute(self._TIP).fetchone()
+                seq = int(last or 0)
+                if prev is None:
+                    prev = self._start_link(pruned)
+                rows = []
+                for event_id, event_type, body, raw, digest in entries:
+                    seq += 1
+                    now = time.time()
+                    chain = link(prev, seq, now, event_id, event_type, body, raw, digest)
+                    rows.append((seq, event_id, event_type, now, body, raw, prev, chain))
+                    prev = chain
+                self._db.executemany(self._INSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -172,7 +247,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"append failed: {exc}") from exc
         self._sync()
-        return self.head()
+        return seq
 
     # -- reading -------------------------------------------------------------
     def read(self, after: int, limit: int = 500, *, with_raw: bool = True,
@@ -182,7 +257,7 @@ class Journal:
         Always at least one entry when there is one: a batch of big messages is bounded by
         bytes, not by count (500 messages of 25 MB would not fit in a consumer's memory).
         """
-        cols = "seq, event_id, type, appended, body, " + ("raw" if with_raw else "NULL")
+        cols = self._cols.format(raw="raw" if with_raw else "NULL")
         cur = self._db.execute(
             f"SELECT {cols} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
         )
@@ -199,10 +274,17 @@ class Journal:
         return out
 
     def get(self, event_id: str, *, with_raw: bool = True) -> JournalEntry | None:
-        cols = "seq, event_id, type, appended, body, " + ("raw" if with_raw else "NULL")
+        cols = self._cols.format(raw="raw" if with_raw else "NULL")
         row = self._db.execute(
             f"SELECT {cols} FROM events WHERE event_id = ?", (event_id,)
         ).fetchone()
+        return JournalEntry(*row) if row else None
+
+    def last_of_type(self, event_type: str) -> JournalEntry | None:
+        """The newest kept event of one type (no index on type: a backward scan; rare use)."""
+        row = self._db.execute(
+            f"SELECT {self._cols.format(raw='NULL')} FROM events WHERE type = ? "
+            "ORDER BY seq DESC LIMIT 1", (event_type,)).fetchone()
         return JournalEntry(*row) if row else None
 
     def head(self) -> int:
@@ -238,7 +320,9 @@ class Journal:
         """Delete events every required reader has passed and older than ``keep_seconds``.
 
         A required reader without a recorded position holds everything back.
-        Returns the number of events deleted.
+        Returns the number of events deleted. The oldest events go first and none after
+        a younger one, so what stays is one unbroken stretch of the chain; the link of the
+        last deleted event is kept (``chain_pruned``) for the first kept one to link to.
         """
         names = list(required)
         floor = self.head()
@@ -246,10 +330,22 @@ class Journal:
         for name in names:
             floor = min(floor, pos.get(name, 0))
         cutoff = time.time() - keep_seconds
-        cur = self._db.execute(
-            "DELETE FROM events WHERE seq <= ? AND appended < ?", (floor, cutoff)
-        )
-        deleted = cur.rowcount or 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # Up to the first event too young to go (clocks may step back: never leave a hole).
+            young = self._db.execute("SELECT MIN(seq) FROM events WHERE seq <= ? AND appended >= ?",
+                                     (floor, cutoff)).fetchone()[0]
+            upto = floor if young is None else int(young) - 1
+            last = self._db.execute("SELECT seq, chain FROM events WHERE seq <= ? "
+                                    "ORDER BY seq DESC LIMIT 1", (upto,)).fetchone()
+            cur = self._db.execute("DELETE FROM events WHERE seq <= ?", (upto,))
+            deleted = cur.rowcount or 0
+            if deleted and last is not None and last[1] is not None:
+                self._set_meta("chain_pruned", f"{int(last[0])} {last[1]}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._sync()
         if deleted:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -2,7 +2,10 @@
 
 Contract (docs/kafka.md has the long form):
 - key: the event id (UTF-8); value: the serialized event (JSON, raw message base64);
-  headers: ``schema_version``, ``event_type``, ``source_host``.
+  headers: ``schema_version``, ``event_type``, ``source_host``, and ``journal_link``
+  (the event's place in its host's journal chain, ``ingest.journal_link``).
+- the value is the journal's body bytes unchanged, with ``raw_message`` spliced on as
+  the last member: a consumer host can recompute every link from the record alone.
 - partition: chosen from the *root* event id - the event's own id, or the id of the
   message it is about (``ref_event_id``) - with Kafka's murmur2, so every event about a
   message lands in that message's partition, after it. Consumers see a message's
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.journal import Journal, JournalEntry
+from ingest.journal_link import HEADER as HEADER_LINK
+from ingest.journal_link import Link, splice_raw
 from ingest.log import KafkaLogSettings, Stop
 from ingest.processor import ProcessorSettings
 
@@ -74,26 +79,31 @@ def partition_for(root_id: str, partitions: int) -> int:
 def serialize(entry: JournalEntry) -> tuple[bytes, dict[str, Any]]:
     """The full event (raw message re-attached as base64) and its decoded header dict.
 
-    The journal keeps the raw message beside the JSON; the topic carries one JSON value.
+    The journal keeps the raw message beside the JSON; the topic carries one JSON value:
+    the body's own bytes with the raw message spliced on (so its journal link still holds).
     """
     obj = json.loads(entry.body)
-    if entry.raw is not None:
-        obj["raw_message"] = base64.b64encode(entry.raw).decode("ascii")
-    return json.dumps(obj, separators=(",", ":")).encode(), obj
+    if entry.raw is None:
+        return entry.body, obj
+    return splice_raw(entry.body, base64.b64encode(entry.raw)), obj
 
 
 def record_for(entry: JournalEntry, host: str, partitions: int) -> dict[str, Any]:
     value, obj = serialize(entry)
     root = obj.get("ref_event_id") or entry.event_id
+    headers = [
+        (HEADER_SCHEMA, str(obj.get("schema_version", 1)).encode()),
+        (HEADER_TYPE, entry.type.encode()),
+        (HEADER_HOST, host.encode()),
+    ]
+    if entry.chain is not None and entry.prev is not None:
+        headers.append((HEADER_LINK, Link(entry.seq, entry.appended, entry.prev, entry.chain,
+                                          entry.raw is not None).header()))
     return {
         "key": entry.event_id.encode(),
         "value": value,
         "partition": partition_for(root, partitions),
-        "headers": [
-            (HEADER_SCHEMA, str(obj.get("schema_version", 1)).encode()),
-            (HEADER_TYPE, entry.type.encode()),
-            (HEADER_HOST, host.encode()),
-        ],
+        "headers": headers,
     }
 
 

@@ -365,6 +365,24 @@ def scan_topic(settings: KafkaSettings, *, partitions: list[int] | None = None,
     ``idle_timeout`` seconds without a record. ``types``: records of other event types are
     yielded as :class:`PassedOver`; a record that does not decode as :class:`Undecodable`.
     ``name`` goes into the client id (``<client_id>-<name>``)."""
+    for r in scan_records(settings, partitions=partitions, idle_timeout=idle_timeout,
+                          batch=batch, name=name):
+        item: Scanned
+        try:
+            event = decode_value(r.value, with_raw=with_raw)
+        except ValueError as exc:  # UnknownEventType and pydantic's ValidationError too
+            item = Undecodable(f"{r.topic}/{r.partition}@{r.offset}", str(exc))
+        else:
+            item = (LogRecord(r.offset, event) if types is None or event.type in types
+                    else PassedOver(r.offset))
+        yield item
+
+
+def scan_records(settings: KafkaSettings, *, partitions: list[int] | None = None,
+                 idle_timeout: float = 10.0, batch: int = 500,
+                 name: str = "scan") -> Generator[Any, None, None]:
+    """:func:`scan_topic`'s records undecoded (kafka-python ``ConsumerRecord``: topic,
+    partition, offset, key, value, headers): for walking the journal chains they carry."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -391,17 +409,8 @@ def scan_topic(settings: KafkaSettings, *, partitions: list[int] | None = None,
                     return
                 continue
             last = time.monotonic()
-            for tp, records in batches.items():
-                for r in records:
-                    item: Scanned
-                    try:
-                        event = decode_value(r.value, with_raw=with_raw)
-                    except ValueError as exc:  # UnknownEventType and pydantic's ValidationError too
-                        item = Undecodable(f"{tp.topic}/{tp.partition}@{r.offset}", str(exc))
-                    else:
-                        item = (LogRecord(r.offset, event) if types is None or event.type in types
-                                else PassedOver(r.offset))
-                    yield item
+            for records in batches.values():
+                yield from records
     finally:
         consumer.close(autocommit=False)
 

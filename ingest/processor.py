@@ -515,6 +515,7 @@ class Processor:
             self.journal.append(
                 event.event_id, event.type, body,
                 new_raw if event.raw_message else None,
+                raw_sha256=event.raw_sha256 if event.raw_message else None,  # hashed once
             )
         except JournalError:
             log.exception("journal append failed; temp-failing")

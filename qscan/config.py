@@ -41,7 +41,7 @@ from pydantic.fields import FieldInfo
 
 from archive.consumer import ArchiveSettings
 from compliance.notify.settings import NotifySettings
-from compliance.settings import QuarantineSettings, RetentionPolicy, SqlSettings
+from compliance.settings import AnchorSettings, QuarantineSettings, RetentionPolicy, SqlSettings
 from ingest.daemon import DaemonSettings
 from ingest.log import ConsumerSettings, JournalSettings, KafkaLogSettings
 from ingest.processor import HeadersSettings
@@ -150,6 +150,7 @@ class Config(_Section):
     notify: NotifySettings = NotifySettings()
     retention: RetentionPolicy = RetentionPolicy()
     quarantine: QuarantineSettings = QuarantineSettings()
+    anchor: AnchorSettings = AnchorSettings()
     dlp: DlpSettings = DlpSettings()
     metrics: MetricsSettings = MetricsSettings()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from compliance.journal_chain import RelayedRecord, walk_records
 from ingest.event import from_json, to_json
 from ingest.journal import Journal
 from ingest.kafka_log import KafkaSettings, Relay, init_topic, make_producer, partition_for
@@ -56,8 +57,10 @@ def test_relay_delivers_every_event_with_key_headers_and_partition(broker: Broke
     by_id = {r.key.decode(): r for r in recs}
     for ev in events:
         r = by_id[ev.event_id]
-        assert dict(r.headers) == {"schema_version": b"1", "event_type": b"message.scanned",
-                                   "source_host": b"mx1.example.com"}
+        headers = dict(r.headers)
+        assert headers.pop("journal_link")  # ingest.journal_link: walked below
+        assert headers == {"schema_version": b"1", "event_type": b"message.scanned",
+                           "source_host": b"mx1.example.com"}
         assert r.partition == partition_for(ev.event_id, 4)
         decoded = from_json(r.value)
         assert decoded.raw_message == ev.raw_message and decoded.event_id == ev.event_id
@@ -65,6 +68,11 @@ def test_relay_delivers_every_event_with_key_headers_and_partition(broker: Broke
     r = by_id[failed.event_id]
     assert r.partition == by_id[events[3].event_id].partition
     assert r.offset > by_id[events[3].event_id].offset
+    # the consumer host can walk the relaying host's journal chain from the records alone
+    walk = walk_records("mx1.example.com", [
+        RelayedRecord(r.key.decode(), dict(r.headers)["event_type"].decode(), r.value,
+                      dict(r.headers)["journal_link"], f"{r.partition}@{r.offset}") for r in recs])
+    assert walk.findings == [] and walk.head == (31, journal.read(30, 1)[0].chain)
 
 
 def test_broker_down_never_stops_mail_and_relay_catches_up(broker: Broker, tmp_path: Path) -> None:

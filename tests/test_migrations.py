@@ -30,7 +30,8 @@ TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "
           "export_items", "alembic_version",
           "notifications",  # 0003 (compliance/notify)
           "dlp_hunts", "dlp_hunt_findings",  # 0005 (compliance/dlp_hunts)
-          "quarantine_releases"}  # 0006 (compliance/quarantine_records)
+          "quarantine_releases",  # 0006 (compliance/quarantine_records)
+          "quarantine_release_requests"}  # 0009 (four-eyes, compliance/quarantine_records)
 
 
 def engine_for(url: str) -> Engine:
@@ -80,7 +81,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0008"
+    assert db.current(db_url) == db.head() == "0009"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

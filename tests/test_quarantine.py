@@ -241,8 +241,16 @@ def test_release_to_given_recipients_only(site: QSite, corpus: dict[str, Any]) -
 
 
 @pytest.mark.integration
-def test_virus_needs_force(site: QSite, corpus: dict[str, Any]) -> None:
-    ev = corpus["virus"]
+def test_virus_needs_force_outside_four_eyes(migrated_url: str, tmp_path: Path) -> None:
+    site = QSite(migrated_url, tmp_path, "[quarantine]\nfour_eyes = []\n")
+    try:
+        _virus_needs_force(site, quarantined(Category.VIRUS, "virus", findings=[EICAR]))
+    finally:
+        site.close()
+
+
+def _virus_needs_force(site: QSite, ev: Any) -> None:
+    site.add(ev)
     refused = site.q("release", ev.event_id, "--reason", "I trust it")
     assert refused.exit_code == 1 and "--force" in refused.output
     assert site.queued() == [] and site.state(ev.event_id) == "quarantined"

@@ -28,7 +28,7 @@ from compliance.models.base import (
 )
 from compliance.models.hunts import DlpHunt, DlpHuntFinding
 from compliance.models.notifications import Notification
-from compliance.models.releases import QuarantineRelease
+from compliance.models.releases import QuarantineRelease, ReleaseRequest
 from compliance.models.store import (
     ChainHead,
     ConsumerPosition,
@@ -74,5 +74,6 @@ __all__ = [
     "QuarantineRelease",
     "QueueFailure",
     "Recipient",
+    "ReleaseRequest",
     "RowId",
 ]

@@ -548,6 +548,8 @@ def _register_optional() -> None:
     cli.add_command(dlp)
     from qscan.cli.quarantine import quarantine
     cli.add_command(quarantine)
+    from qscan.cli.anchor import anchor
+    cli.add_command(anchor)
 
 
 _register_optional()

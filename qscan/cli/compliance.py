@@ -44,15 +44,19 @@ def _progress() -> Progress:
 @click.command()
 @click.option("--no-files", is_flag=True, help="skip the archive and quarantine copies")
 @click.option("--no-log", is_flag=True, help="skip the cross-check with the journal")
-@click.option("--anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="a saved --save-anchor file the chains must still pass through")
+@click.option("--anchor", "anchor_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="anchors the chains must still pass through, besides the configured witness "
+              "file and the journal's: a --save-anchor file, a witness file or a summary log; repeat")
+@click.option("--anchor-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 public key the anchors must be signed with (default: anchor.public_key)")
 @click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
               help="write the chain heads to FILE (keep it where the database admins cannot); "
               "refused when verify finds problems")
 @click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
 @click.pass_context
-def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None,
-           save_anchor: Path | None, as_json: bool) -> None:
+def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple[Path, ...],
+           anchor_key: Path | None, save_anchor: Path | None, as_json: bool) -> None:
     """Prove the summaries and stored copies are unaltered: walk every host's hash chain,
     check the rows against it, every archive/quarantine file against its row, and the
     journal against SQL (and the holds and exports against their events). Exit code 1 when
@@ -72,18 +76,19 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor: Path | None
     cfg = _config(ctx)
     with sql_store(ctx) as engine:
         report = v.verify_chain(engine)
-        if anchor is not None:
-            try:
-                report.problems += v.check_anchor(engine, v.load_anchor(anchor))
-            except (ValueError, KeyError) as exc:
-                raise click.UsageError(f"--anchor {anchor}: {exc}") from exc
         position = v.summaries_position(engine)
         journal = None
         if not no_log and cfg.journal_path.exists():
             journal = Journal(cfg.journal_path, readonly=True)
         try:
+            topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
+            anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
+            report.merge(anchored)
             if journal is not None:
                 reader = JournalReader(journal)
+                report.merge(v.verify_release_events(
+                    engine, _release_events(reader), local_host=cfg.hostname,
+                    since=_journal_since(journal)))
                 report.merge(v.verify_log(engine, _batches(reader), position=position,
                                             local_host=cfg.hostname))
             if not no_files:
@@ -120,6 +125,86 @@ def _batches(reader: Any, size: int = 1000) -> Any:
             return
         yield batch
         pos = batch[-1].position
+
+
+def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ...],
+                   key_path: Path | None, topic: bool) -> Any:
+    """The journal chain walks (the local journal; with ``topic``, every host's from the
+    Kafka topic) and every anchor (witness file, journal, topic, --anchor) checked."""
+    from compliance import anchor as a
+    from compliance import verify as v
+    from compliance.journal_chain import journal_start, walk_journal
+    from ingest.event import ChainAnchored
+    from ingest.log import JournalReader, LogRecord
+
+    try:
+        anchors = list(a.iter_sources(cfg.anchor.witness_file, files))
+        key_path = key_path or cfg.anchor.public_key
+        key = a.VerifyKey(key_path) if key_path else None
+    except a.AnchorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    report = v.Report()
+    journals = {}
+    walked = None
+    if topic:
+        from kafka.errors import KafkaError
+
+        from compliance.journal_chain import read_topic
+        from ingest.kafka_source import scan_records
+        from qscan.wiring.pipeline import kafka_settings
+
+        try:
+            walked, found = read_topic(scan_records(kafka_settings(cfg), name="verify"))
+        except KafkaError as exc:
+            raise click.ClickException(f"cannot read the Kafka topic to walk the hosts' "
+                                       f"journal chains: {exc} (--no-log skips it)") from exc
+        for where, doc in found:
+            try:
+                anchors.append(a.parse_record(doc, f"kafka {where}"))
+            except a.AnchorError as exc:
+                report.problems.append(v.Problem("anchor", f"kafka {where}", None, str(exc)))
+    if journal is not None:
+        for item in JournalReader(journal).scan(types={"chain.anchored"}):
+            if isinstance(item, LogRecord) and isinstance(item.event, ChainAnchored):
+                where = f"journal #{item.position}"
+                try:
+                    anchors.append(a.parse_record({**item.event.anchor,
+                                                   "trail": item.event.trail}, where))
+                except a.AnchorError as exc:
+                    report.problems.append(v.Problem("anchor", where, item.event.event_id,
+                                                     str(exc)))
+        walk = walk_journal(journal, cfg.hostname,
+                            keep=a.seqs_of_interest(anchors, "journal", cfg.hostname))
+        report.merge(v.verify_journal_chain(walk))
+        pruned = journal_start(journal).pruned
+        journals[cfg.hostname] = a.JournalState(walk.links, pruned[0] if pruned else 0, walk.ids)
+    for host in walked.hosts() if walked is not None else []:
+        if host in journals or walked is None:  # this host's own journal: walked from its file
+            continue
+        tw = walked.finish(host, keep=a.seqs_of_interest(anchors, "journal", host))
+        report.merge(v.verify_journal_chain(tw))
+        # the topic's retention drops the oldest records: anchors before them are not comparable
+        journals[host] = a.JournalState(tw.links, (tw.first or 1) - 1, tw.ids)
+    report.merge(v.verify_anchors(a.check(anchors, engine=engine, journals=journals, key=key)))
+    return report
+
+
+def _release_events(reader: Any) -> Any:
+    from ingest.event import MessageReleased, ReleaseRequested
+    from ingest.log import LogRecord
+
+    for item in reader.scan(types={"message.released", "release.requested"}):
+        if isinstance(item, LogRecord) and isinstance(item.event, (MessageReleased,
+                                                                   ReleaseRequested)):
+            yield item.event
+
+
+def _journal_since(journal: Any) -> Any:
+    """The time from which the journal still holds every event (None: it holds none)."""
+    from datetime import UTC, datetime
+
+    first = journal.read(0, 1, with_raw=False)
+    return datetime.fromtimestamp(first[0].appended, UTC) if first else None
 
 
 def _journal_ids(journal: Any, after: int) -> set[str]:

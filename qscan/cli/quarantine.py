@@ -64,6 +64,8 @@ def quarantine() -> None:
       qscan quarantine show 0192f1c0
       qscan quarantine release 0192f1c0 --reason "false positive, ticket 4711"
       qscan quarantine release 0192f1c0 --to helpdesk@example.com --reason "for inspection"
+      qscan quarantine list --pending          # four-eyes: releases waiting for approval
+      qscan quarantine approve 0192f1c0 --reason "checked with the DLP officer"
       qscan quarantine delete 0192f1c0 --reason "phishing, confirmed"
       qscan quarantine expire --dry-run        # nightly: qscan quarantine expire
     """
@@ -88,10 +90,13 @@ def quarantine() -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
               help="at most this many rows (0: all)")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="skip this many rows first")
+@click.option("--pending", is_flag=True,
+              help="release requests waiting for a second operator's approval (four-eyes)")
 @click.pass_context
 def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str | None,
           recipient: str | None, since: datetime | None, until: datetime | None,
-          reason: str | None, rule: str | None, fmt: str, limit: int, offset: int) -> None:
+          reason: str | None, rule: str | None, fmt: str, limit: int, offset: int,
+          pending: bool) -> None:
     """List quarantined messages, newest first, from the SQL index (no directory walk).
 
     \b
@@ -99,9 +104,16 @@ def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str
       qscan quarantine list --folder viruses
       qscan quarantine list --recipient bob@example.org --since 2026-11-01 --format csv
       qscan quarantine list --rule 'Eicar*' --state all --format json
+      qscan quarantine list --pending
     """
     from compliance import quarantine as q
     from compliance.audit import FilterError
+
+    if pending:
+        with sql_store(ctx) as engine:
+            _print_rows(q.pending(engine, limit=limit or None, offset=offset), q.PENDING_FIELDS,
+                        fmt, "release requests waiting for approval")
+        return
 
     try:
         filters = q.ListFilters(folder=folder, state=state, sender=sender, recipient=recipient,
@@ -126,19 +138,38 @@ def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str
         click.echo("no matching quarantined messages", err=True)
 
 
-def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200) -> str:
+def _print_rows(rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: str,
+                what: str) -> None:
+    from compliance import audit
+
+    if fmt == "csv":
+        click.echo(audit.render_csv(rows, fields), nl=False)
+    elif fmt == "json":
+        click.echo(audit.render_json(rows), nl=False)
+    elif rows:
+        width = max(shutil.get_terminal_size((200, 24)).columns, 120)
+        click.echo(render_table(rows, width=width, fields=fields), nl=False)
+        click.echo(f"{len(rows)} {what}", err=True)
+    else:
+        click.echo(f"no {what}", err=True)
+
+
+def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200,
+                 fields: Sequence[str] | None = None) -> str:
     from compliance.audit import printable
 
     table = Table(show_lines=False, expand=False)
     from compliance.quarantine import LIST_FIELDS
 
-    for name in LIST_FIELDS:
-        table.add_column("received (UTC)" if name == "received" else name.replace("_", " "),
-                         overflow="fold", no_wrap=name in ("received", "event_id", "size"),
+    fields = fields or LIST_FIELDS
+    for name in fields:
+        table.add_column(f"{name} (UTC)" if name in ("received", "requested")
+                         else name.replace("_", " "), overflow="fold",
+                         no_wrap=name in ("received", "requested", "event_id", "size"),
                          justify="right" if name == "size" else "left")
     for row in rows:
         # Text(), never str: a subject like "[red]" must not be read as markup.
-        table.add_row(*(Text(printable(row[name])) for name in LIST_FIELDS))
+        table.add_row(*(Text(printable(row[name])) for name in fields))
     buf = io.StringIO()
     Console(file=buf, width=width, no_color=True, highlight=False).print(table)
     return buf.getvalue()
@@ -242,53 +273,41 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
 
 
 # -- release ------------------------------------------------------------------------
-def _actor(cfg: Config, by: str | None) -> str:
-    from qscan.wiring.compliance import actor
+def operator() -> str:
+    """The login running this command, as four-eyes compares it: the account of the real
+    uid (not $USER or $LOGNAME, which anyone can set), or sudo's caller when root runs it
+    through sudo."""
+    import pwd
 
-    who = actor(cfg)
+    if os.geteuid() == 0 and os.environ.get("SUDO_USER"):
+        return os.environ["SUDO_USER"]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _actor(cfg: Config, by: str | None) -> str:
+    who = f"{operator()}@{cfg.hostname}"
     return f"{by.strip()} (run by {who})" if by and by.strip() else who
 
 
-@quarantine.command("release")
-@click.argument("event_id")
-@click.option("--reason", required=True, help="why it is released (header, log and SQL)")
-@click.option("--to", "to", multiple=True, metavar="ADDR",
-              help="deliver only to this address instead of the original recipients; repeat")
-@click.option("--by", metavar="NAME", help="who asked for it, when not the unix user running this")
-@click.option("--force", is_flag=True, help="release even from viruses/ (a proven false positive)")
-@click.option("--retry-interrupted", is_flag=True,
-              help="take over a release that was interrupted (after checking qmail's log)")
-@click.pass_context
-def release(ctx: click.Context, event_id: str, reason: str, to: tuple[str, ...],
-            by: str | None, force: bool, retry_interrupted: bool) -> None:
-    """Re-inject a quarantined message through the real qmail-queue.
+def _four_eyes(cfg: Config) -> Any:
+    from compliance.quarantine import FourEyes
 
-    The message goes out exactly as it was first queued (its hash is checked), with
-    the original envelope from the copy's envelope block - or only to the --to
-    addresses - and an X-Qmail-Scanner-Diagnostics header on top saying who released
-    it and why. The release is a message.released event on the log and a row in SQL;
-    releasing the same message twice is refused, also when two administrators try at
-    the same moment. Virus quarantine needs --force.
+    return FourEyes(frozenset(cfg.quarantine.four_eyes),
+                    frozenset(cfg.quarantine.release_officers))
 
-    \b
-    Examples:
-      qscan quarantine release 0192f1c0 --reason "invoice from a known supplier"
-      qscan quarantine release 0192f1c0 --to it-security@example.com --reason analysis
-      qscan quarantine release 0192f1c0 --by "Helpdesk: J. Smith" --reason "ticket 4711"
-    """
-    from archive.quarantine import check_address, prepare_release, read_copy
+
+def _release_io(cfg: Config) -> tuple[Any, Any, float]:
+    """prepare and queue for compliance.quarantine.release, and qmail-queue's timeout."""
+    from archive.quarantine import prepare_release, read_copy
     from compliance import quarantine as q
-    from compliance.audit import NotFound
     from compliance.copystore import CopyError, MessageFacts
     from ingest.envelope import build_envelope
     from ingest.qmail_queue import run_qmail_queue
-    from qscan.wiring.compliance import copy_store, log_appender
+    from qscan.wiring.compliance import copy_store
 
-    cfg = _config(ctx)
-    try:
-        recipients = [check_address(a) for a in to] if to else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from exc
     program = cfg.quarantine.qmail_queue or cfg.daemon.qmail_queue
     timeout = cfg.daemon.qmail_queue_timeout
 
@@ -309,17 +328,119 @@ def release(ctx: click.Context, event_id: str, reason: str, to: tuple[str, ...],
                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         return res.code, res.text
 
+    return prepare, queue, timeout
+
+
+@quarantine.command("release")
+@click.argument("event_id")
+@click.option("--reason", required=True, help="why it is released (header, log and SQL)")
+@click.option("--to", "to", multiple=True, metavar="ADDR",
+              help="deliver only to this address instead of the original recipients; repeat")
+@click.option("--by", metavar="NAME", help="who asked for it, when not the unix user running this")
+@click.option("--force", is_flag=True,
+              help="release from viruses/ (a proven false positive); in a four-eyes folder: "
+              "one step, release officers only")
+@click.option("--retry-interrupted", is_flag=True,
+              help="take over a release that was interrupted (after checking qmail's log)")
+@click.pass_context
+def release(ctx: click.Context, event_id: str, reason: str, to: tuple[str, ...],
+            by: str | None, force: bool, retry_interrupted: bool) -> None:
+    """Re-inject a quarantined message through the real qmail-queue.
+
+    The message goes out exactly as it was first queued (its hash is checked), with
+    the original envelope from the copy's envelope block - or only to the --to
+    addresses - and an X-Qmail-Scanner-Diagnostics header on top saying who released
+    it and why. The release is a message.released event on the log and a row in SQL;
+    releasing the same message twice is refused, also when two administrators try at
+    the same moment.
+
+    Four-eyes: in the folders quarantine.four_eyes names (dlp and viruses by default)
+    this only records a release request; a different login approves it with
+    `qscan quarantine approve`. --force releases such mail in one step, for the logins
+    in quarantine.release_officers only (recorded as forced). A virus outside four-eyes
+    needs --force.
+
+    \b
+    Examples:
+      qscan quarantine release 0192f1c0 --reason "invoice from a known supplier"
+      qscan quarantine release 0192f1c0 --to it-security@example.com --reason analysis
+      qscan quarantine release 0192f1c0 --by "Helpdesk: J. Smith" --reason "ticket 4711"
+    """
+    from archive.quarantine import check_address
+    from compliance import quarantine as q
+    from compliance.audit import NotFound
+    from compliance.copystore import CopyError
+    from qscan.wiring.compliance import log_appender
+
+    cfg = _config(ctx)
+    try:
+        recipients = [check_address(a) for a in to] if to else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from exc
+    prepare, queue, timeout = _release_io(cfg)
+    four_eyes = _four_eyes(cfg)
     with sql_store(ctx) as engine, log_appender(cfg) as append:
         try:
             full = q.resolve(engine, event_id)
-            ev = q.release(engine, append, full, actor=_actor(cfg, by), reason=reason,
-                           host=cfg.hostname, prepare=prepare, queue=queue, to=recipients,
-                           force=force, retry_interrupted=retry_interrupted,
-                           stale_after=timedelta(seconds=timeout + 60))
+            try:
+                ev = q.release(engine, append, full, actor=_actor(cfg, by), reason=reason,
+                               host=cfg.hostname, prepare=prepare, queue=queue, to=recipients,
+                               force=force, retry_interrupted=retry_interrupted,
+                               stale_after=timedelta(seconds=timeout + 60),
+                               operator=operator(), four_eyes=four_eyes)
+            except q.ApprovalNeeded as needed:
+                req = q.request_release(engine, append, full, actor=_actor(cfg, by),
+                                        operator=operator(), reason=reason, host=cfg.hostname,
+                                        four_eyes=four_eyes, to=recipients)
+                click.echo(f"release of {full} requested (request {req.event_id}): "
+                           f"quarantine/{needed.folder} needs a second operator; another login "
+                           f"approves it with `qscan quarantine approve {full} --reason ...`")
+                return
         except (NotFound, q.QuarantineError, CopyError) as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"released {full} from quarantine/{ev.folder} to {', '.join(ev.recipients)} "
                f"(release {ev.event_id})")
+
+
+@quarantine.command("approve")
+@click.argument("event_id")
+@click.option("--reason", required=True, help="why the release is approved (log and SQL)")
+@click.option("--by", metavar="NAME", help="who approves, when not the unix user running this")
+@click.option("--retry-interrupted", is_flag=True,
+              help="take over an approved release that was interrupted (after checking qmail's log)")
+@click.pass_context
+def approve(ctx: click.Context, event_id: str, reason: str, by: str | None,
+            retry_interrupted: bool) -> None:
+    """Approve a pending release request (four-eyes) and release the message.
+
+    The approving login must differ from the requesting one. The release goes out as
+    requested (original recipients, or the request's --to) and is recorded as a
+    message.released event naming the request and both logins.
+
+    \b
+    Examples:
+      qscan quarantine list --pending
+      qscan quarantine approve 0192f1c0 --reason "card numbers are test data, ticket 4711"
+    """
+    from compliance import quarantine as q
+    from compliance.audit import NotFound
+    from compliance.copystore import CopyError
+    from qscan.wiring.compliance import log_appender
+
+    cfg = _config(ctx)
+    prepare, queue, timeout = _release_io(cfg)
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            full = q.resolve(engine, event_id)
+            ev = q.approve(engine, append, full, actor=_actor(cfg, by), operator=operator(),
+                           reason=reason, host=cfg.hostname, prepare=prepare, queue=queue,
+                           four_eyes=_four_eyes(cfg), retry_interrupted=retry_interrupted,
+                           stale_after=timedelta(seconds=timeout + 60))
+        except (NotFound, q.QuarantineError, CopyError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"approved and released {full} from quarantine/{ev.folder} to "
+               f"{', '.join(ev.recipients)} (release {ev.event_id}, requested by "
+               f"{ev.requested_by})")
 
 
 # -- delete -------------------------------------------------------------------------

@@ -108,10 +108,11 @@ class TimedJournal(Journal):
         super().__init__(path, readonly=readonly)
         self.append_seconds: list[float] = []
 
-    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None) -> int:
+    def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None,
+               *, raw_sha256: str | None = None) -> int:
         t0 = time.perf_counter()
         try:
-            return super().append(event_id, event_type, body, raw)
+            return super().append(event_id, event_type, body, raw, raw_sha256=raw_sha256)
         finally:
             self.append_seconds.append(time.perf_counter() - t0)
 

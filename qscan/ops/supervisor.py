@@ -3,7 +3,9 @@
 Each component is its own process (``python -m qscan ...``), so a crash in a
 consumer never touches the daemon. Crashed children are restarted with
 back-off; SIGTERM is passed on and the supervisor waits for clean exits. The
-journal is pruned periodically behind every consumer.
+journal is pruned periodically behind every consumer, and the chain heads are
+anchored outside the database every ``anchor.interval_minutes`` and at shutdown
+(qscan.ops.anchors).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from compliance.anchor import AnchorError
 from ingest.journal import Journal
 from qscan.config import Config
+from qscan.ops.anchors import AnchorWriter
 from qscan.wiring.pipeline import log_readers_required
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,14 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
     signal.signal(signal.SIGINT, on_term)
     journal = Journal(cfg.journal_path)
     next_prune = time.monotonic() + cfg.journal.prune_interval
+    try:
+        anchors = AnchorWriter(cfg, journal)
+    except AnchorError as exc:  # before any child starts: nothing to stop
+        log.error("%s: fix [anchor] and start again", exc)
+        journal.close()
+        return EXIT_NEEDS_OPERATOR
+    every = cfg.anchor.interval_minutes * 60
+    next_anchor = time.monotonic() + every if every else float("inf")
     from qscan.ops.journal_budget import budget_warning
 
     over_budget = budget_warning(cfg)
@@ -92,6 +104,9 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
                 except Exception:
                     log.exception("journal prune failed")
                 next_prune = now + cfg.journal.prune_interval
+            if now >= next_anchor:
+                _anchor(anchors)
+                next_anchor = now + every
             over_budget()  # a rate-limited warning while the journal is over journal.disk_budget_mb
             time.sleep(0.2)
     finally:
@@ -108,5 +123,13 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
                 log.error("%s did not stop in time; killing it", c.name)
                 c.proc.kill()
                 c.proc.wait()
+        _anchor(anchors)  # the heads as the components left them
         journal.close()
     return 0
+
+
+def _anchor(writer: AnchorWriter) -> None:
+    try:
+        writer.write()
+    except Exception:
+        log.exception("writing the chain anchor failed")
