@@ -46,9 +46,15 @@ def test_altered_child_rows(site: Site, events: list) -> None:  # type: ignore[t
     site.sql("UPDATE recipients SET address = 'eve@example.org' WHERE event_id = :e AND "
              "address = 'bob@example.org'", e=events[1].event_id)
     site.sql("DELETE FROM parts WHERE event_id = :e", e=events[3].event_id)
-    report = json.loads(site.cli("verify", "--json", "--no-files").stdout)
+    report = json.loads(site.cli("verify", "--json", "--no-files", "--no-log").stdout)
     assert sorted((p["kind"], p["event_id"]) for p in report["problems"]) == sorted(
         [("altered-row", events[1].event_id), ("altered-row", events[3].event_id)])
+    # the journal's events say which: the recipients of one, the parts of the other
+    report = json.loads(site.cli("verify", "--json", "--no-files").stdout)
+    assert sorted((p["kind"], p["event_id"], p["detail"]) for p in report["problems"]
+                  if p["kind"] == "log-mismatch") == sorted(
+        [("log-mismatch", events[1].event_id, "differs from its journal event in: recipients"),
+         ("log-mismatch", events[3].event_id, "differs from its journal event in: parts")])
 
 
 def test_a_recipient_moved_out_of_date_searches(site: Site, events: list) -> None:  # type: ignore[type-arg]
@@ -125,7 +131,12 @@ def test_queue_status_must_match_the_chained_failures(site: Site, events: list) 
     site.sql("UPDATE messages SET queue_status = 'queued', queue_exit_code = NULL WHERE event_id = :e",
              e=events[0].event_id)
     site.sql("UPDATE messages SET queue_status = 'failed' WHERE event_id = :e", e=events[1].event_id)
-    assert site.verify_kinds("--no-files") == ["inconsistent", "inconsistent"]
+    # (the second is marked failed without a failure, and without the failure's exit code)
+    assert site.verify_kinds("--no-files") == ["inconsistent"] * 3
+    site.sql("UPDATE messages SET queue_status = 'queued' WHERE event_id = :e", e=events[1].event_id)
+    site.sql("UPDATE messages SET queue_status = 'failed', queue_exit_code = 71 WHERE event_id = :e",
+             e=events[0].event_id)
+    assert site.verify_kinds("--no-files") == ["inconsistent"]  # 53 was chained, not 71
 
 
 def test_altered_deleted_and_inserted_files(site: Site, events: list) -> None:  # type: ignore[type-arg]
@@ -182,7 +193,7 @@ def test_altered_tombstone(site: Site, events: list) -> None:  # type: ignore[ty
 
 def test_the_cli_reports_in_words(site: Site, events: list) -> None:  # type: ignore[type-arg]
     site.sql("UPDATE messages SET sender = 'ceo@example.com' WHERE event_id = :e", e=events[4].event_id)
-    result = site.cli("verify", "--no-files")
+    result = site.cli("verify", "--no-files", "--no-log")
     assert result.exit_code == 1
     assert f"altered-row: messages mx1.example.com#5 {events[4].event_id}: content does not match" \
         in result.stdout
