@@ -578,7 +578,7 @@ def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Repor
     failures = {r.event.event_id: r.event for r in batch if isinstance(r.event, QueueFailed)}
     if failures:
         spec = canonical.QUEUE_FAILURE
-        rows = {r["event_id"]: r for r in conn.execute(
+        rows = {r["event_id"]: dict(r) for r in conn.execute(
             select(*_columns(QueueFailure, spec), QueueFailure.chain_seq)
             .where(QueueFailure.event_id.in_(list(failures)))).mappings()}
         for event_id, fev in failures.items():
@@ -587,7 +587,7 @@ def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Repor
     deleted = {r.event.event_id: r.event for r in batch if isinstance(r.event, MessageDeleted)}
     if deleted:
         spec = canonical.DELETION
-        rows = {r["event_id"]: r for r in conn.execute(
+        rows = {r["event_id"]: dict(r) for r in conn.execute(
             select(*_columns(Deletion, spec), Deletion.chain_seq)
             .where(Deletion.event_id.in_(list(deleted)))).mappings()}
         # another tombstone for the same copy satisfies an event whose own row is absent
@@ -618,11 +618,11 @@ def _check_messages(conn: Connection, scanned: Mapping[str, MessageScanned],
                     report: Report) -> None:
     ids = list(scanned)
     spec = canonical.MESSAGE_V3
-    rows = {r["event_id"]: r for r in conn.execute(
+    rows = {r["event_id"]: dict(r) for r in conn.execute(
         select(*_columns(Message, spec), Message.chain_seq)
         .where(Message.event_id.in_(ids))).mappings()}
     kids = _children(conn, list(rows))
-    quarantine = {r["event_id"]: r for r in conn.execute(
+    quarantine = {r["event_id"]: dict(r) for r in conn.execute(
         select(QuarantineEntry.event_id, *(getattr(QuarantineEntry, n) for n, _ in _QUARANTINE))
         .where(QuarantineEntry.event_id.in_(list(rows)))).mappings()}
     for event_id, ev in scanned.items():

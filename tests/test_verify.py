@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,3 +202,64 @@ def test_the_cli_reports_in_words(site: Site, events: list) -> None:  # type: ig
     bad_anchor = site.root / "bad.json"
     bad_anchor.write_text("[]")
     assert site.cli("verify", "--anchor", str(bad_anchor)).exit_code == 2
+
+
+def test_a_forged_row_appended_with_a_valid_link_and_head_is_unlogged(site: Site, events: list  # type: ignore[type-arg]
+                                                                      ) -> None:
+    import random
+
+    from tests.tamper import forge_append
+
+    forged = forge_append(site, random.Random(1))
+    assert site.verify_kinds("--no-log") == []  # the chain and the copies alone cannot tell
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"], p["where"]) for p in report["problems"]] == [
+        ("unlogged-row", forged.event_ids[0], "messages mx1.example.com#8")]
+
+
+@pytest.mark.parametrize(("column", "value"), [("subject", "nothing to see"), ("category", "spam"),
+                                               ("spam_score", 0.5)])
+def test_a_row_altered_and_the_whole_chain_rehashed_is_named(site: Site, events: list,  # type: ignore[type-arg]
+                                                             column: str, value: Any) -> None:
+    from tests.tamper import rehash_chains
+
+    site.sql(f"UPDATE messages SET {column} = :v WHERE event_id = :e", v=value, e=events[2].event_id)
+    rehash_chains(site)
+    assert site.verify_kinds("--no-log") == []
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["where"], p["event_id"], p["detail"]) for p in report["problems"]] == [
+        ("log-mismatch", "messages mx1.example.com#3", events[2].event_id,
+         f"differs from its journal event in: {column}")]
+
+
+def test_spamd_negative_zero_is_no_false_alarm(site: Site) -> None:
+    """spamd reports -0.0; SQLite gives it back as 0.0, PostgreSQL keeps the sign."""
+    evs = [make_event(spam_score=-0.0, subject="zero"), make_event(spam_score=0.0),
+           make_event(spam_score=-0.0, action=Action.QUARANTINE, category=Category.SPAM)]
+    site.add(*evs)
+    result = site.cli("verify", "--save-anchor", str(site.root / "anchor.json"))
+    assert result.exit_code == 0, result.output
+    assert (site.root / "anchor.json").exists()
+
+
+def test_rows_sealed_before_version_3_keep_verifying(site: Site) -> None:
+    """A row hashed by an earlier qscan (no chain_version; -0.0 hashed with its sign, which
+    SQLite then dropped) verifies; the same row with the zero made 0.5 does not."""
+    from compliance import canonical
+
+    ev = make_event(spam_score=-0.0)
+    site.add(ev)
+    site.sql("UPDATE messages SET chain_version = NULL, crypto = NULL WHERE event_id = :e",
+             e=ev.event_id)
+    with site.engine.connect() as conn:  # seal it as the previous release did
+        from compliance.verify import _stream
+
+        (entry,) = list(_stream(conn, "message", "mx1.example.com"))
+    legacy = canonical.link(canonical.GENESIS, canonical.encode(
+        "message", "mx1.example.com", 1, {**entry.row, "spam_score": -0.0}, entry.children))
+    assert b'"v":1' in canonical.encode("message", "h", 1, entry.row, entry.children)
+    site.sql("UPDATE messages SET chain_hash = :h", h=legacy)
+    site.sql("UPDATE chain_heads SET hash = :h", h=legacy)
+    assert site.verify_kinds("--no-log") == []
+    site.sql("UPDATE messages SET spam_score = 0.5")
+    assert site.verify_kinds("--no-log") == ["altered-row"]
