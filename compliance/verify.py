@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, func, or_, select
 
 from compliance import canonical, summaries
-from compliance.copystore import CopyStore, MessageFacts, StoredCopy
+from compliance.copystore import CopyError, CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
     ConsumerPosition,
@@ -362,10 +362,20 @@ def verify_copies(engine: Engine, store: CopyStore, *,
                   pending: Callable[[str], bool] = lambda event_id: False) -> Report:
     """Check every stored copy against SQL and every expected copy against the disk.
 
-    ``archived(sender, recipients)`` says whether the archive settings keep such a
-    message; ``pending(event_id)`` whether the event is on the log but not yet in SQL.
+    Whether an accepted message should have an archive copy is what the archive
+    consumer decided when it handled it, as it recorded the decision (with the
+    settings it used; a decision its own settings do not explain is reported).
+    ``archived(sender, recipients)`` - today's archive settings - only judges
+    messages handled before decisions were recorded. ``pending(event_id)`` says
+    whether the event is on the log but not yet in SQL.
     """
     report = Report()
+    try:
+        decisions = store.archive_decisions()
+    except CopyError as exc:
+        report.problems.append(Problem("altered-file", "archive decisions", None, str(exc)))
+        decisions = {}
+    unrecorded = 0
     found: dict[str, list[StoredCopy]] = {}
     for copy in store.scan():
         found.setdefault(copy.event_id, []).append(copy)
@@ -391,13 +401,26 @@ def verify_copies(engine: Engine, store: CopyStore, *,
                 recipients[event_id].append(address)
             for r in rows:
                 rcpts = recipients[r.event_id]
+                decision = decisions.get(r.event_id)
+                if decision is None:
+                    keep = archived(r.sender, rcpts)
+                    unrecorded += r.action in ("deliver", "drop")
+                else:
+                    keep = decision.archived
+                    trouble = store.decision_trouble(decision, r.sender, rcpts)
+                    if trouble:
+                        report.problems.append(Problem("inconsistent", "archive decisions",
+                                                       r.event_id, trouble))
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
-                                             archived(r.sender, rcpts))
+                                             keep)
                 facts = MessageFacts(r.event_id, utc(r.received_at), r.sender, rcpts,
                                      r.raw_sha256, location)
                 _check_message(store, facts, r.tombstone is not None,
                                found.pop(r.event_id, []), report)
             last = rows[-1].event_id
+    if unrecorded:
+        report.notes.append(f"{unrecorded} accepted message(s) handled before the archive "
+                            "recorded its decisions: judged by today's [archive] settings")
     for event_id, copies in sorted(found.items()):
         for copy in copies:
             if pending(event_id):

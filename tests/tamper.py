@@ -196,6 +196,19 @@ def delete_file(site: Site, rng: random.Random) -> Tampered:
     return Tampered(f"deleted {copy.path.name}", (copy.event_id,))
 
 
+def forge_archive_decision(site: Site, rng: random.Random) -> Tampered:
+    """An archived copy deleted and its recorded archive decision rewritten to 'not archived'
+    (every line for it, so no earlier decision remains)."""
+    record = site.cfg.archive_maildir / ".qscan-archive-decisions"
+    copy = rng.choice([c for c in _copies(site) if c.location == "archive"])
+    copy.path.unlink()
+    lines = record.read_text().splitlines(keepends=True)
+    record.write_text("".join(
+        line.replace(f"D {copy.event_id} 1 ", f"D {copy.event_id} 0 ") for line in lines))
+    return Tampered(f"deleted {copy.path.name} and recorded it as not archived",
+                    (copy.event_id,))
+
+
 def truncate_tail(site: Site, rng: random.Random) -> Tampered:
     """The newest 1-3 entries of a chain deleted and its head set back to match."""
     with site.engine.begin() as conn:
@@ -280,6 +293,7 @@ TAMPERINGS: dict[str, Tampering] = {
     "reorder-rows": reorder_rows,
     "edit-file": edit_file,
     "delete-file": delete_file,
+    "forge-archive-decision": forge_archive_decision,
     "truncate-tail": truncate_tail,
     "forge-append": forge_append,
     "alter-and-rehash": alter_and_rehash,

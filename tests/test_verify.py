@@ -263,3 +263,37 @@ def test_rows_sealed_before_version_3_keep_verifying(site: Site) -> None:
     assert site.verify_kinds("--no-log") == []
     site.sql("UPDATE messages SET spam_score = 0.5")
     assert site.verify_kinds("--no-log") == ["altered-row"]
+
+
+def test_old_copies_are_judged_by_the_decision_recorded_when_archived(site: Site) -> None:
+    """Archive under filter A, change to filter B: verify stays clean, for old and new mail."""
+    site.cfg.archive.filter = r"@sales\.example\.org$"
+    a = [make_event(recipients=["x@sales.example.org"]), make_event(recipients=["y@hr.example.org"]),
+         make_event(recipients=["z@sales.example.org"], action=Action.DROP)]
+    site.add(*a)
+    assert site.copy_path(a[0]).exists() and not site.copy_path(a[1]).exists()
+    site.cfg.archive.filter = r"@hr\.example\.org$"  # filter B
+    b = [make_event(recipients=["x@sales.example.org"]), make_event(recipients=["y@hr.example.org"])]
+    site.add(*b)
+    assert not site.copy_path(b[0]).exists() and site.copy_path(b[1]).exists()
+    result = site.cli("verify")
+    assert result.exit_code == 0, result.output
+    site.cfg.archive.enabled = False  # and with the archive switched off today
+    assert site.verify_kinds() == []
+    # the record is what verify trusts: an archived copy deleted still shows
+    site.copy_path(a[0]).unlink()
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"]) for p in report["problems"]] == [("deleted-file", a[0].event_id)]
+
+
+def test_a_decision_rewritten_to_hide_a_deleted_copy_is_inconsistent(site: Site) -> None:
+    ev = make_event()
+    site.add(ev)
+    record = site.cfg.archive_maildir / ".qscan-archive-decisions"
+    site.copy_path(ev).unlink()
+    record.write_text(record.read_text().replace(f"D {ev.event_id} 1 ", f"D {ev.event_id} 0 "))
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"]) for p in report["problems"]] == [("inconsistent", ev.event_id)]
+    assert "settings recorded with it" in report["problems"][0]["detail"]
+    record.write_text(record.read_text() + "garbage\n")
+    assert site.verify_kinds() == ["altered-file", "deleted-file"]
