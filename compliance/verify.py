@@ -471,8 +471,10 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
     SQL to journal: from the first chain entry of a host whose event the log still
     holds, every later entry of that host's chain must have its event on the log
     (a forged row appended with a valid link and head is ``unlogged-row``).
-    Tombstones made on another host (their actor is not ``user@local_host``) are on
-    that host's journal and are not expected here.
+    The position is found from messages and queue failures (written on the chain's
+    own host); tombstones are expected on this log when they were made on a host whose
+    events it carries (their actor is ``user@HOST``); others are on that host's journal
+    (a note says how many, and which hosts).
 
     Holds and exports are compared with their events field by field whatever the
     position (their commands write the rows at once), and hold and export rows
@@ -483,6 +485,7 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
     records_check = RecordCheck(local_host=local_host, position=position)
     logged: dict[str, str] = {}  # event id -> chain entry kind ('' for the others)
     first: dict[str, int] = {}  # host -> lowest chain seq whose event the log holds
+    makers: set[str] = set() if local_host is None else {local_host}  # hosts the log covers
 
     def problem(kind: str, where: str, event_id: str | None, detail: str) -> None:
         report.problems.append(Problem(kind, where, event_id, detail))
@@ -492,11 +495,12 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
             for r in batch:
                 records_check.add(r.event, r.position)
                 logged[r.event.event_id] = _ENTRY_KIND.get(type(r.event), "")
+                makers.add(str(getattr(r.event, "host", "")))
             _first_entries(conn, batch, first)
             batch = [r for r in batch if r.position <= position]
             report.log_events += len(batch)
             _check_log_batch(conn, batch, report)
-        _unlogged_entries(conn, first, logged, local_host, report)
+        _unlogged_entries(conn, first, logged, None if local_host is None else makers, report)
         records_check.check(conn, problem)
     return report
 
@@ -506,7 +510,7 @@ _ENTRY_KIND: dict[type, str] = {MessageScanned: "message", QueueFailed: "queue_f
 
 
 def _first_entries(conn: Connection, batch: Sequence[LogRecord], first: dict[str, int]) -> None:
-    for kind, model in _TABLES.items():
+    for kind, model in (("message", Message), ("queue_failed", QueueFailure)):
         ids = [r.event.event_id for r in batch if _ENTRY_KIND.get(type(r.event)) == kind]
         if not ids:
             continue
@@ -519,8 +523,11 @@ def _first_entries(conn: Connection, batch: Sequence[LogRecord], first: dict[str
 
 
 def _unlogged_entries(conn: Connection, first: Mapping[str, int], logged: Mapping[str, str],
-                      local_host: str | None, report: Report) -> None:
-    """Chain entries after the first one the log holds, whose event the log does not hold."""
+                      makers: set[str] | None, report: Report) -> None:
+    """Chain entries after the first one the log holds, whose event the log does not hold.
+
+    ``makers``: the hosts whose tombstones this log carries (None: all)."""
+    elsewhere: dict[str, int] = {}
     for host, start in sorted(first.items()):
         for kind, model in _TABLES.items():
             cols = [model.event_id, model.chain_seq]
@@ -534,9 +541,10 @@ def _unlogged_entries(conn: Connection, first: Mapping[str, int], logged: Mappin
                 for row in rows:
                     if logged.get(row.event_id) == kind:
                         continue
-                    if kind == "deletion" and local_host is not None and not str(
-                            row.actor or "").endswith(f"@{local_host}"):
-                        continue  # a tombstone made on another host: on that host's journal
+                    maker = str(row.actor or "").rpartition("@")[2] if kind == "deletion" else ""
+                    if kind == "deletion" and makers is not None and maker not in makers:
+                        elsewhere[maker] = elsewhere.get(maker, 0) + 1  # on that host's journal
+                        continue
                     report.problems.append(Problem(
                         "unlogged-row", f"{model.__tablename__} {host}#{row.chain_seq}",
                         row.event_id,
@@ -545,6 +553,9 @@ def _unlogged_entries(conn: Connection, first: Mapping[str, int], logged: Mappin
                 if len(rows) < PAGE:
                     break
                 last = int(rows[-1].chain_seq)
+    for maker, n in sorted(elsewhere.items()):
+        report.notes.append(f"{n} tombstone(s) made on {maker or 'an unnamed host'} are checked "
+                            "against that host's journal (run qscan verify there)")
 
 
 def _differences(pairs: Iterable[tuple[str, str, Any, Any]]) -> list[str]:

@@ -257,6 +257,33 @@ def forge_append(site: Site, rng: random.Random) -> Tampered:
     return Tampered(f"forged {forged} at {host}#{seq + 1}", (forged,))
 
 
+def forge_tombstone(site: Site, rng: random.Random) -> Tampered:
+    """A stored copy deleted and made to look lawful: a tombstone chained at the head with a
+    valid link (naming the message's hash), the head moved, the row marked deleted."""
+    with site.engine.begin() as conn:
+        tombstoned = set(conn.scalars(select(Deletion.ref_event_id)))
+        copy = rng.choice([c for c in _copies(site) if c.event_id not in tombstoned])
+        msg = conn.execute(select(Message.host, Message.chain_hash, Message.raw_sha256)
+                           .where(Message.event_id == copy.event_id)).one()
+        seq, prev = conn.execute(select(ChainHead.seq, ChainHead.hash)
+                                 .where(ChainHead.host == msg.host)).one()
+        forged = str(uuid7())
+        now = datetime.now().astimezone()
+        row = {"event_id": forged, "ref_event_id": copy.event_id, "time": now, "host": msg.host,
+               "actor": f"root@{site.cfg.hostname}", "reason": "retention", "rule": "",
+               "location": copy.location, "raw_sha256": msg.raw_sha256,
+               "message_hash": msg.chain_hash, "chain_seq": seq + 1}
+        row["chain_hash"] = canonical.link(prev, canonical.encode("deletion", msg.host, seq + 1,
+                                                                  row))
+        conn.execute(_t(Deletion).insert().values(**row))
+        conn.execute(update(_t(Message)).where(Message.event_id == copy.event_id)
+                     .values(deleted_at=now))
+        conn.execute(update(_t(ChainHead)).where(ChainHead.host == msg.host)
+                     .values(seq=seq + 1, hash=row["chain_hash"]))
+    copy.path.unlink()
+    return Tampered(f"forged tombstone {forged} for {copy.event_id}", (forged,))
+
+
 def rehash_chains(site: Site) -> None:
     """Recompute every link of every chain from the rows as they are now, and the heads;
     tombstones are pointed at their messages' new hashes (what a careful attacker does)."""
@@ -296,6 +323,7 @@ TAMPERINGS: dict[str, Tampering] = {
     "forge-archive-decision": forge_archive_decision,
     "truncate-tail": truncate_tail,
     "forge-append": forge_append,
+    "forge-tombstone": forge_tombstone,
     "alter-and-rehash": alter_and_rehash,
     "rehash-subject-category-score": rehash_subject_category_score,
 }
