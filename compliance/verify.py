@@ -562,6 +562,8 @@ def _differences(pairs: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
     """The names of the fields whose canonical forms differ (so -0.0 is 0.0, UTC is UTC)."""
     out = []
     for name, code, logged, stored in pairs:
+        if type(logged) is type(stored) and logged == stored:
+            continue  # same type and value: same canonical form (-0.0 == 0.0 included)
         try:
             same = canonical.normalize(logged, code) == canonical.normalize(stored, code)
         except canonical.EncodingError:
