@@ -11,15 +11,21 @@ What each check catches:
   ``deleted_at`` exactly when a tombstone is, each tombstone names the hash of
   the row it records);
 * **stored copies** (given a ``CopyStore``): every message that should have an
-  archive or quarantine copy has one unless a tombstone says it was deleted,
-  every copy hashes to the message's ``raw_sha256`` and carries the message's
-  envelope, and no copy exists that no row accounts for;
-* **the log** (given a reader): every event the journal still holds is in SQL,
-  with the same message hash, unless the summaries consumer has not reached it.
+  archive or quarantine copy has one unless a tombstone says it was deleted
+  ("should" for the archive: the decision the archive consumer recorded when it
+  handled the message, never today's settings), every copy hashes to the
+  message's ``raw_sha256`` and carries the message's envelope, and no copy exists
+  that no row accounts for;
+* **the log** (given a reader), both ways: every event the journal still holds
+  is in SQL and its rows are, column by column, what the consumer's projection
+  makes of it (so a row altered and re-hashed along the whole chain is named),
+  unless the summaries consumer has not reached it; and every chain entry after
+  the first one the journal holds has its event there (``unlogged-row``).
 
-What it cannot catch alone: someone who rewrites a host's whole chain tail
-*and* its head row. Keep the heads printed by ``qscan verify`` (``--save-anchor``)
-somewhere they cannot reach, and check against them with ``--anchor``.
+What it cannot catch alone: someone who rewrites a host's chain *and* its head
+where the journal no longer reaches (or rewrites the journal too). Keep the
+heads printed by ``qscan verify`` (``--save-anchor``) somewhere they cannot
+reach, and check against them with ``--anchor``.
 """
 
 from __future__ import annotations

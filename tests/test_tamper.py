@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from ingest.event import Action, Category, Finding, MessageScanned
+from qscan.testing.standin import write_standin
 from tests.compliance_site import Site
 from tests.factories import make_event, make_queue_failed, raw_message
 from tests.tamper import JOURNAL_TAMPERINGS, TAMPERINGS, Tampered, unnamed
@@ -93,7 +94,26 @@ def build_store(site: Site) -> None:
     with site.cli_context() as (engine, append):
         quarantine.delete(engine, site.store, append, quarantined[-1].event_id,
                           actor=actor(site.cfg), host=site.cfg.hostname, reason="spam")
+    spam = next(e for e in quarantined if e.category == Category.SPAM)
+    released = _quarantine_cli(site, "release", spam.event_id, "--reason", "false positive")
+    assert released.exit_code == 0, released.output
     site.consume()  # the summaries consumer meets the compliance events on the log
+
+
+def _quarantine_cli(site: Site, *args: str) -> Any:
+    """``qscan quarantine ...`` (releases go through the stand-in qmail-queue)."""
+    import click
+    from click.testing import CliRunner
+
+    from qscan.cli.quarantine import quarantine
+
+    @click.group()
+    @click.pass_context
+    def main(ctx: click.Context) -> None:
+        ctx.obj = {"config": lambda: site.cfg}
+
+    main.add_command(quarantine)
+    return CliRunner().invoke(main, ["quarantine", *args])
 
 
 class Stores:
@@ -111,7 +131,8 @@ class Stores:
             root = self.base / f"template-{kind}" / "site"
             root.mkdir(parents=True)
             url = self._db(kind, root, template=None)
-            site = Site(url, root)
+            standin = write_standin(root.parent / "bin" / "qmail-queue", root.parent / "queued")
+            site = Site(url, root, f'qmail_queue = "{standin}"\n')
             try:
                 build_store(site)
             finally:
@@ -191,8 +212,10 @@ def test_an_untouched_store_has_no_finding(stores: Stores, kind: str) -> None:
         # spamd's -0.0 went in; on SQLite it comes back 0.0
         (zero,) = site.sql("SELECT count(*) FROM messages WHERE spam_score = 0")
         assert zero[0] >= 2
-        (kinds,) = site.sql("SELECT count(*) FROM deletions")
-        assert kinds[0] >= 2
+        (tombstones,) = site.sql("SELECT count(*) FROM deletions")
+        assert tombstones[0] >= 2
+        (released,) = site.sql("SELECT count(*) FROM quarantine_releases")
+        assert released[0] == 1
     finally:
         stores.drop(site)
 
