@@ -465,8 +465,11 @@ def summaries_position(engine: Engine, name: str = "summaries") -> int:
                            .where(ConsumerPosition.name == name)) or 0
 
 
+RawOf = Callable[[str], bytes | None]
+
+
 def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, position: int,
-               local_host: str | None = None) -> Report:
+               local_host: str | None = None, raw: RawOf | None = None) -> Report:
     """SQL against the log, both ways.
 
     Journal to SQL: every event the log still holds up to ``position`` must be in
@@ -481,6 +484,11 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
     own host); tombstones are expected on this log when they were made on a host whose
     events it carries (their actor is ``user@HOST``); others are on that host's journal
     (a note says how many, and which hosts).
+
+    ``raw(event_id)`` gives the raw message the log holds for an event: only events
+    from before the daemon put the stored copy's hash in the event need it (their
+    ``raw_sha256`` is the hash of those bytes); without it their ``raw_sha256`` is
+    not compared.
 
     Holds and exports are compared with their events field by field whatever the
     position (their commands write the rows at once), and hold and export rows
@@ -505,7 +513,7 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
             _first_entries(conn, batch, first)
             batch = [r for r in batch if r.position <= position]
             report.log_events += len(batch)
-            _check_log_batch(conn, batch, report)
+            _check_log_batch(conn, batch, report, raw)
         _unlogged_entries(conn, first, logged, None if local_host is None else makers, report)
         records_check.check(conn, problem)
     return report
@@ -581,17 +589,24 @@ def _differences(pairs: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
 
 def message_differences(ev: MessageScanned, row: Mapping[str, Any],
                         children: Mapping[str, Sequence[Mapping[str, Any]]],
-                        quarantine: Mapping[str, Any] | None) -> list[str]:
+                        quarantine: Mapping[str, Any] | None, raw: RawOf | None = None
+                        ) -> list[str]:
     """The columns (and child tables) of a message's rows that are not what its event makes.
 
     Every chained column is compared, with the projection the summaries consumer
     uses (compliance.summaries), plus the quarantine entry's folder, time and reason.
-    ``raw_sha256`` is compared when the event carries it (events from before the
-    daemon hashed the message need the raw bytes, which verify does not read; the
-    stored copy is still checked against the row)."""
+    ``raw_sha256`` of an event from before the daemon hashed the message is the hash
+    of the raw bytes the log holds (``raw``); when they are not to be had it is not
+    compared (the stored copy is still checked against the row)."""
+    compare_raw = summaries.carries_raw_sha256(ev)
+    if not compare_raw and raw is not None and not ev.raw_message:
+        data = raw(ev.event_id)
+        if data is not None:
+            ev = ev.model_copy(update={"raw_message": data})
+            compare_raw = True
     want = summaries.message_row(0, ev)
     fields = [(name, code) for name, code in canonical.MESSAGE_V3
-              if name != "raw_sha256" or summaries.carries_raw_sha256(ev)]
+              if name != "raw_sha256" or compare_raw or bool(ev.raw_message)]
     diff = _differences((name, code, want[name], row[name]) for name, code in fields)
     want_children = summaries.child_rows(ev)
     for table, spec in canonical.CHILDREN.items():
@@ -613,10 +628,11 @@ def message_differences(ev: MessageScanned, row: Mapping[str, Any],
 _QUARANTINE: canonical.Spec = (("folder", "t"), ("received_at", "d"), ("reason", "t"))
 
 
-def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Report) -> None:
+def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Report,
+                     raw: RawOf | None = None) -> None:
     scanned = {r.event.event_id: r.event for r in batch if isinstance(r.event, MessageScanned)}
     if scanned:
-        _check_messages(conn, scanned, report)
+        _check_messages(conn, scanned, report, raw)
     failures = {r.event.event_id: r.event for r in batch if isinstance(r.event, QueueFailed)}
     if failures:
         spec = canonical.QUEUE_FAILURE
@@ -657,7 +673,7 @@ def _compare_entry(report: Report, table: str, event_id: str, row: Mapping[str, 
 
 
 def _check_messages(conn: Connection, scanned: Mapping[str, MessageScanned],
-                    report: Report) -> None:
+                    report: Report, raw: RawOf | None) -> None:
     ids = list(scanned)
     spec = canonical.MESSAGE_V3
     rows = {r["event_id"]: dict(r) for r in conn.execute(
@@ -673,7 +689,7 @@ def _check_messages(conn: Connection, scanned: Mapping[str, MessageScanned],
             report.problems.append(Problem("missing-row", "messages", event_id,
                                            "the journal holds this message, SQL does not"))
             continue
-        diff = message_differences(ev, row, kids[event_id], quarantine.get(event_id))
+        diff = message_differences(ev, row, kids[event_id], quarantine.get(event_id), raw)
         if diff:
             report.problems.append(Problem(
                 "log-mismatch", f"messages {row['host']}#{row['chain_seq']}", event_id,

@@ -297,3 +297,19 @@ def test_a_decision_rewritten_to_hide_a_deleted_copy_is_inconsistent(site: Site)
     assert "settings recorded with it" in report["problems"][0]["detail"]
     record.write_text(record.read_text() + "garbage\n")
     assert site.verify_kinds() == ["altered-file", "deleted-file"]
+
+
+def test_raw_sha256_of_events_older_than_the_field_is_checked_against_the_raw_bytes(
+        site: Site, events: list) -> None:  # type: ignore[type-arg]
+    """The rejected message has no copy to check, and its event (like every event written
+    before the daemon hashed the queued message) no raw_sha256: the journal's bytes decide."""
+    from tests.tamper import rehash_chains
+
+    rejected = events[-1]
+    assert rejected.raw_sha256 is None and rejected.action == Action.REJECT
+    site.sql("UPDATE messages SET raw_sha256 = :h WHERE event_id = :e", h="0" * 64,
+             e=rejected.event_id)
+    rehash_chains(site)
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"], p["detail"]) for p in report["problems"]] == [
+        ("log-mismatch", rejected.event_id, "differs from its journal event in: raw_sha256")]
