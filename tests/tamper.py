@@ -26,7 +26,10 @@ from compliance.models import (
     ChainHead,
     Deletion,
     DlpFinding,
+    Export,
+    ExportItem,
     Finding,
+    Hold,
     Message,
     Part,
     QuarantineEntry,
@@ -105,7 +108,29 @@ def _alterable(rehash: bool) -> list[tuple[Any, str, str]]:
                  (Message, "queue_exit_code", "i"), (Message, "chain_version", "i"),
                  (Recipient, "received_at", "d"), (QuarantineEntry, "folder", "t"),
                  (QuarantineEntry, "reason", "t"), (QuarantineEntry, "received_at", "d")]
+        # holds and exports: their record is their event on the log
+        cols += [(Hold, name, code) for name, code in (
+            ("matter", "t"), ("custodians", "t"), ("since", "d"), ("until", "d"),
+            ("query", "t"), ("reason", "t"), ("created_by", "t"), ("created_at", "d"),
+            ("released_at", "d"), ("released_by", "t"), ("release_reason", "t"))]
+        cols += [(Export, name, code) for name, code in (
+            ("matter", "t"), ("actor", "t"), ("started_at", "d"), ("finished_at", "d"),
+            ("query", "t"), ("format", "t"), ("out_dir", "t"), ("messages", "i"),
+            ("missing", "i"), ("total_bytes", "i"), ("files", "t"), ("custody_sha256", "t"))]
+        cols += [(ExportItem, "doc_id", "t"), (ExportItem, "sha256", "t")]
     return cols
+
+
+def _keys(table: Table) -> tuple[Any, Any]:
+    """The row key and the column that names the record in a finding."""
+    if "export_id" in table.c and "id" in table.c:  # an export item: its export is named
+        return table.c.id, table.c.export_id
+    if "id" in table.c:
+        return table.c.id, table.c.event_id
+    for name in ("event_id", "export_id", "hold_id"):  # an export also names its hold
+        if name in table.c:
+            return table.c[name], table.c[name]
+    raise ValueError(table.name)
 
 
 def _alter_one(site: Site, rng: random.Random, *, rehash: bool,
@@ -115,9 +140,9 @@ def _alter_one(site: Site, rng: random.Random, *, rehash: bool,
         while True:
             model, name, code = rng.choice(cols)
             table = _t(model)
-            key = table.c.id if "id" in table.c else table.c.event_id
-            rows = conn.execute(select(key, table.c.event_id, table.c[name])).all()
-            if name == "deleted_at":
+            key, ident = _keys(table)
+            rows: list[Any] = list(conn.execute(select(key, ident, table.c[name])))
+            if name in ("deleted_at", "released_at"):
                 rows = [r for r in rows if r[2] is not None] or rows
             if not rows:
                 continue
@@ -162,6 +187,36 @@ def delete_row(site: Site, rng: random.Random) -> Tampered:
                 conn.execute(_t(child).delete().where(_t(child).c.event_id == event_id))
         conn.execute(_t(model).delete().where(_t(model).c.event_id == event_id))
     return Tampered(f"deleted {kind} {event_id}", (event_id,), ((host, seq),))
+
+
+def delete_and_rehash(site: Site, rng: random.Random) -> Tampered:
+    """A chain entry deleted, the later ones renumbered and every link and head recomputed."""
+    done = delete_row(site, rng)
+    rehash_chains(site)
+    return Tampered(done.what + " and re-hashed", done.event_ids)
+
+
+def insert_and_rehash(site: Site, rng: random.Random) -> Tampered:
+    """A forged message put in the middle of a chain, the chain renumbered and re-hashed.
+
+    Never before the chain's first entry: a row placed before the first entry whose event
+    the journal holds is beyond the journal's reach (docs/compliance.md, the limits)."""
+    done = forge_append(site, rng)
+    forged = done.event_ids[0]
+    with site.engine.begin() as conn:
+        host, last = conn.execute(select(Message.host, Message.chain_seq)
+                                  .where(Message.event_id == forged)).one()
+        at = rng.randint(2, (last or 3) - 1)
+        for model in _ENTRY_MODELS.values():  # make room at `at` (two steps: unique index)
+            table = _t(model)
+            moving = (table.c.host == host) & (table.c.chain_seq >= at) & (
+                table.c.event_id != forged)
+            conn.execute(update(table).where(moving).values(chain_seq=table.c.chain_seq + 10**9))
+            conn.execute(update(table).where(table.c.chain_seq >= 10**9)
+                         .values(chain_seq=table.c.chain_seq - 10**9 + 1))
+        conn.execute(update(_t(Message)).where(Message.event_id == forged).values(chain_seq=at))
+    rehash_chains(site)
+    return Tampered(f"forged {forged} at {host}#{at} and re-hashed", (forged,))
 
 
 def reorder_rows(site: Site, rng: random.Random) -> Tampered:
@@ -295,7 +350,7 @@ def rehash_chains(site: Site) -> None:
         for host in _hosts(conn):
             entries = list(heapq.merge(*(_stream(conn, kind, host) for kind in _TABLES),
                                        key=lambda e: e.seq))
-            prev, new_hashes = canonical.GENESIS, {}
+            prev, new_hashes = canonical.GENESIS, dict[str, str]()
             for i, entry in enumerate(entries, 1):
                 row = dict(entry.row)
                 if entry.kind == "deletion" and row["ref_event_id"] in new_hashes:
@@ -325,6 +380,8 @@ TAMPERINGS: dict[str, Tampering] = {
     "forge-append": forge_append,
     "forge-tombstone": forge_tombstone,
     "alter-and-rehash": alter_and_rehash,
+    "delete-and-rehash": delete_and_rehash,
+    "insert-and-rehash": insert_and_rehash,
     "rehash-subject-category-score": rehash_subject_category_score,
 }
 # Tamperings of the journal itself: the journal chain's work registers them here.
