@@ -9,14 +9,30 @@ changes nothing.
 
 Quarantined mail is written whatever the archive settings say: the quarantine
 is the only copy of a message that was accepted but not delivered.
+
+**The archive decision is recorded when it is made.** Whether an accepted
+message is archived depends on ``[archive] enabled`` and ``filter`` *at the time
+the consumer handles it*; so for every delivered or dropped message the consumer
+appends its decision, with a digest of the settings it used, to a decision
+record beside the maildir (``.qscan-archive-decisions``, one per log source like
+the checkpoint), and the settings themselves once per run. ``qscan verify``
+judges each message by the decision recorded for it, never by today's settings
+(archive.copies reads the record).
+
+Record lines (text, one per line)::
+
+    S <digest> <settings as JSON: {"enabled": bool, "filter": str|null}>
+    D <event id> <1 archived | 0 not archived> <digest of the settings used>
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +48,7 @@ from scanners.settings import SECTION, Check, setting, valid_regex
 log = logging.getLogger(__name__)
 
 POSITION_FILE = ".qscan-archive-position"
+DECISIONS_FILE = ".qscan-archive-decisions"
 SUFFIX = ".qscan"
 
 # How far the event time may be from the time inside its UUIDv7 before a
@@ -69,6 +86,30 @@ class ArchiveSettings:
         example=r"(support|sales)@example\.com")
 
 
+def archive_rule(enabled: bool, pattern: str | None) -> Callable[[str, Sequence[str]], bool]:
+    """Whether the archive settings keep an accepted message, from its envelope addresses.
+
+    The one definition: the consumer decides with it, and verify checks each recorded
+    decision against the settings recorded with it."""
+    # Addresses are case-insensitive in practice; a filter that missed
+    # "Support@Example.COM" would silently leave mail out of the archive.
+    rx = re.compile(pattern, re.IGNORECASE) if pattern else None
+
+    def keep(sender: str, recipients: Sequence[str]) -> bool:
+        if not enabled:
+            return False
+        return rx is None or any(rx.search(a) for a in [sender, *recipients])
+
+    return keep
+
+
+def settings_record(enabled: bool, pattern: str | None) -> tuple[str, str]:
+    """The settings as recorded (canonical JSON) and their digest."""
+    text = json.dumps({"enabled": enabled, "filter": pattern}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], text
+
+
 class ArchiveSink:
     """Sink for ``run_consumer`` writing archive and quarantine maildirs."""
 
@@ -88,12 +129,14 @@ class ArchiveSink:
         # One checkpoint per log source: the journal's, or one per Kafka partition
         # (``kafka.<topic>.<partition>``), each replaced atomically on its own.
         self._position_file = POSITION_FILE + (f".{_safe_key(position_key)}" if position_key else "")
+        self._decisions_file = DECISIONS_FILE + (f".{_safe_key(position_key)}" if position_key
+                                                  else "")
         self.quarantine_dir = Path(quarantine_dir)
         settings = settings or ArchiveSettings()
         self.archive_enabled = settings.enabled
-        # Addresses are case-insensitive in practice; a filter that missed
-        # "Support@Example.COM" would silently leave mail out of the archive.
-        self.filter = re.compile(settings.filter, re.IGNORECASE) if settings.filter else None
+        self._keep = archive_rule(settings.enabled, settings.filter)
+        self._settings = settings_record(settings.enabled, settings.filter)
+        self._settings_written = False
         make_dirs(self.archive_dir)
         self._archive: Maildir | None = None
         self._quarantine: dict[str, Maildir] = {}
@@ -142,9 +185,12 @@ class ArchiveSink:
         # batch cancels its message before anything touches the disk.
         pending: dict[tuple[Path, str], tuple[Maildir, str, MessageScanned]] = {}
         removed_from: list[Maildir] = []
+        decided: list[tuple[str, bool]] = []
         for record in records:
             event = record.event
             if isinstance(event, MessageScanned):
+                if event.action in (Action.DELIVER, Action.DROP):
+                    decided.append((event.event_id, self._archives(event)))
                 target = self._target(event)
                 if target is None:
                     continue
@@ -166,21 +212,39 @@ class ArchiveSink:
         )
         for maildir in removed_from:
             maildir.sync()
+        # after the files (a crash in between re-decides on replay), before the checkpoint
+        self._record_decisions(decided)
         self.set_position(position)
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.archive_dir / self._decisions_file
+
+    def _record_decisions(self, decided: list[tuple[str, bool]]) -> None:
+        if not decided:
+            return
+        digest, text = self._settings
+        lines = [] if self._settings_written else [f"S {digest} {text}\n"]
+        lines += [f"D {event_id} {int(kept)} {digest}\n" for event_id, kept in decided]
+        fd = os.open(self.decisions_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            data = "".join(lines).encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._settings_written = True
 
     def _target(self, event: MessageScanned) -> Maildir | None:
         if event.action == Action.QUARANTINE:
             return self._quarantine_maildir(event.quarantine_folder or "policy")
-        accepted = event.action in (Action.DELIVER, Action.DROP)
-        if accepted and self.archive_enabled and self._matches(event):
+        if event.action in (Action.DELIVER, Action.DROP) and self._archives(event):
             return self._archive_maildir()
         return None  # reject / tempfail were never accepted; filtered-out mail is not kept
 
-    def _matches(self, event: MessageScanned) -> bool:
-        if self.filter is None:
-            return True
-        addresses = [event.envelope.sender, *event.envelope.recipients]
-        return any(self.filter.search(a) for a in addresses)
+    def _archives(self, event: MessageScanned) -> bool:
+        return self._keep(event.envelope.sender, event.envelope.recipients)
 
     def _archive_maildir(self) -> Maildir:
         if self._archive is None:

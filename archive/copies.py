@@ -12,19 +12,27 @@ Implements ``compliance.copystore.CopyStore`` (the composition root wires it).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, cast
 
-from archive.consumer import SUFFIX, ArchiveSettings, message_name
+from archive.consumer import (
+    DECISIONS_FILE,
+    SUFFIX,
+    ArchiveSettings,
+    archive_rule,
+    message_name,
+    settings_record,
+)
 from archive.envelope_block import BEGIN, END
 from archive.maildir import fsync_dir
-from compliance.copystore import CopyError, MessageFacts, StoredCopy
+from compliance.copystore import ArchiveDecision, CopyError, MessageFacts, StoredCopy
 from ingest.event import QUARANTINE_FOLDERS, MessageScanned
 
 _NAME = re.compile(r"^(\d+)\.([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
@@ -154,15 +162,37 @@ def message_of(data: bytes, raw_sha256: str | None) -> bytes:
 # -- the maildirs ---------------------------------------------------------------
 def archive_predicate(settings: ArchiveSettings) -> Callable[[str, list[str]], bool]:
     """Whether the archive settings keep a message (ArchiveSink's rule, for SQL rows)."""
-    enabled = settings.enabled
-    rx = re.compile(settings.filter, re.IGNORECASE) if settings.filter else None
+    return archive_rule(settings.enabled, settings.filter)
 
-    def archived(sender: str, recipients: list[str]) -> bool:
-        if not enabled:
-            return False
-        return rx is None or any(rx.search(a) for a in [sender, *recipients])
 
-    return archived
+# -- the recorded archive decisions (archive.consumer writes them) --------------
+def parse_decisions(lines: Iterable[str], where: str
+                    ) -> tuple[dict[str, list[tuple[bool, str]]], dict[str, tuple[bool, str | None]]]:
+    """Decision lines by event id, and the recorded settings by digest (pure)."""
+    decisions: dict[str, list[tuple[bool, str]]] = {}
+    settings: dict[str, tuple[bool, str | None]] = {}
+    for n, line in enumerate(lines, 1):
+        parts = line.rstrip("\n").split(" ", 2)
+        try:
+            if parts[0] == "D" and len(parts) == 3:
+                event_id, rest = parts[1], parts[2].split(" ")
+                if len(rest) != 2 or rest[0] not in ("0", "1") or not event_id:
+                    raise ValueError(line)
+                decisions.setdefault(event_id.lower(), []).append((rest[0] == "1", rest[1]))
+            elif parts[0] == "S" and len(parts) == 3:
+                data = json.loads(parts[2])
+                enabled, pattern = data["enabled"], data["filter"]
+                if not isinstance(enabled, bool) or not (pattern is None
+                                                          or isinstance(pattern, str)):
+                    raise ValueError(line)
+                if settings_record(enabled, pattern)[0] != parts[1]:
+                    raise ValueError("the settings do not match their digest")
+                settings[parts[1]] = (enabled, pattern)
+            elif line.strip():
+                raise ValueError(line)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CopyError(f"{where} line {n}: not a decision record ({exc})") from None
+    return decisions, settings
 
 
 class MaildirCopies:
@@ -174,6 +204,7 @@ class MaildirCopies:
             for folder in sorted(QUARANTINE_FOLDERS)
         ]
         self._cur: dict[Path, dict[str, list[str]]] = {}
+        self._settings: dict[str, tuple[bool, str | None]] = {}
 
     def scan(self) -> Iterator[StoredCopy]:
         for location, root in self.maildirs:
@@ -222,6 +253,39 @@ class MaildirCopies:
         except OSError as exc:
             raise CopyError(f"{copy.path}: {exc.strerror or exc}") from exc
         return message_of(data, facts.raw_sha256)
+
+    def archive_decisions(self) -> dict[str, ArchiveDecision]:
+        decisions: dict[str, list[tuple[bool, str]]] = {}
+        self._settings = {}
+        root = self.maildirs[0][1]
+        try:
+            names = sorted(n for n in os.listdir(root) if n == DECISIONS_FILE
+                           or n.startswith(DECISIONS_FILE + "."))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            try:
+                with open_copy(root / name) as f:
+                    text = f.read().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CopyError(f"{root / name}: unreadable: {exc}") from exc
+            found, settings = parse_decisions(text.splitlines(), str(root / name))
+            for event_id, made in found.items():
+                decisions.setdefault(event_id, []).extend(made)
+            self._settings.update(settings)
+        return {e: ArchiveDecision(e, tuple(made)) for e, made in decisions.items()}
+
+    def decision_trouble(self, decision: ArchiveDecision, sender: str,
+                         recipients: list[str]) -> str | None:
+        for kept, digest in decision.made:
+            settings = self._settings.get(digest)
+            if settings is None:
+                return f"recorded under settings {digest} that the record does not hold"
+            if archive_rule(*settings)(sender, recipients) != kept:
+                return (f"recorded as {'archived' if kept else 'not archived'}, but the "
+                        f"settings recorded with it ({settings_record(*settings)[1]}) "
+                        f"{'do not keep' if kept else 'keep'} this message")
+        return None
 
     def remove(self, copy: StoredCopy) -> bool:
         try:

@@ -24,6 +24,19 @@ the rows written before the columns existed, which so keep verifying exactly
 as they were hashed, and the rows of replayed events that predate the fields.
 Setting or clearing such a field changes the encoding like any other edit.
 
+Version 3 (message entries written since schema 0009, which records the
+version in ``messages.chain_version``): version 2's fields, always all of them,
+with ``"v":3``, and one canonical zero: ``-0.0`` is written ``0.0`` (SQLite
+stores a REAL ``-0.0`` as the integer 0 and gives back ``0.0``; PostgreSQL keeps
+the sign, so a hash over the sign verified on one database and not the other).
+Rows without a recorded version are encoded by the rules of versions 1 and 2,
+as they were sealed.
+
+Text is hashed as the exact code points stored, without Unicode normalisation:
+neither database normalises (tests/test_canonical_roundtrip.py round-trips
+composed, decomposed and 8-bit-derived text through both), and a change between
+composed and decomposed forms is a change of the evidence that must show.
+
 The link is ``chain_hash(n) = SHA-256(chain_hash(n-1) as hex ‖ "\\n" ‖ encoding(n))``,
 starting from 64 zeros.
 """
@@ -40,6 +53,8 @@ from typing import Any
 from ingest.event import utc
 
 VERSION = 1
+# The version new message rows are sealed with (stored in messages.chain_version).
+MESSAGE_VERSION = 3
 GENESIS = "0" * 64
 
 # Field name -> type code: t text, i integer, f float, b boolean, d datetime.
@@ -57,6 +72,8 @@ MESSAGE: Spec = (
 # Added by version 2 (migration 0008): S/MIME and PGP use.
 MESSAGE_V2_FIELDS: Spec = (("crypto", "t"),)
 MESSAGE_V2: Spec = (*MESSAGE, *MESSAGE_V2_FIELDS)
+# Version 3 has version 2's fields; what changed is the float form (one zero).
+MESSAGE_V3: Spec = MESSAGE_V2
 RECIPIENT: Spec = (("address", "t"), ("domain", "t"))
 PART: Spec = (
     ("path", "t"), ("content_type", "t"), ("detected_type", "t"), ("filename", "t"),
@@ -82,7 +99,7 @@ DELETION: Spec = (
 # Entry kinds in a host's chain and the spec of their own row (every column read; a message
 # row without the version 2 fields is encoded by MESSAGE).
 KINDS: dict[str, Spec] = {
-    "message": MESSAGE_V2,
+    "message": (*MESSAGE_V3, ("chain_version", "i")),
     "queue_failed": QUEUE_FAILURE,
     "deletion": DELETION,
 }
@@ -103,8 +120,10 @@ def utc_text(value: datetime) -> str:
     return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def normalize(value: Any, code: str) -> Any:
-    """``value`` coerced to the field's declared type, as it goes into the JSON."""
+def normalize(value: Any, code: str, version: int = MESSAGE_VERSION) -> Any:
+    """``value`` coerced to the field's declared type, as it goes into the JSON.
+
+    ``version`` only matters for floats: before version 3 ``-0.0`` kept its sign."""
     if value is None:
         return None
     if code == "t" and type(value) is str:  # the common case first
@@ -123,6 +142,8 @@ def normalize(value: Any, code: str) -> Any:
         number = float(value)
         if not math.isfinite(number):
             raise EncodingError(f"{number} has no canonical form")
+        if number == 0.0 and version >= 3:
+            return 0.0  # -0.0 too: one zero, whatever the database kept of the sign
         return number
     if code == "b":
         if isinstance(value, int) and value in (0, 1):  # SQLite without type info gives 0/1
@@ -143,16 +164,13 @@ def encode(kind: str, host: str, seq: int, row: Mapping[str, Any],
         raise EncodingError(f"unknown chain entry kind {kind!r}")
     version = VERSION
     if kind == "message":
-        if any(row.get(name) is not None for name, _ in MESSAGE_V2_FIELDS):
-            version = 2
-        else:
-            spec = MESSAGE
+        version, spec = message_version(row)
     out: dict[str, Any] = {"v": version, "kind": kind, "host": host, "seq": seq,
-                           "row": _row(row, spec)}
+                           "row": _row(row, spec, version)}
     if kind == "message":
         given = children or {}
         out["children"] = {
-            table: [[normalize(child[name], code) for name, code in cspec]
+            table: [[normalize(child[name], code, version) for name, code in cspec]
                     for child in given.get(table, ())]
             for table, cspec in CHILDREN.items()
         }
@@ -160,11 +178,26 @@ def encode(kind: str, host: str, seq: int, row: Mapping[str, Any],
                       allow_nan=False).encode("utf-8")
 
 
-def _row(row: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
+def message_version(row: Mapping[str, Any]) -> tuple[int, Spec]:
+    """The encoding version of a message row and the fields it covers.
+
+    ``chain_version`` is recorded from version 3 on; a row without it was sealed as
+    version 2 when a version 2 field is set, else as version 1."""
+    recorded = row.get("chain_version")
+    if recorded is not None:
+        if recorded != MESSAGE_VERSION:
+            raise EncodingError(f"unknown message encoding version {recorded!r}")
+        return MESSAGE_VERSION, MESSAGE_V3
+    if any(row.get(name) is not None for name, _ in MESSAGE_V2_FIELDS):
+        return 2, MESSAGE_V2
+    return 1, MESSAGE
+
+
+def _row(row: Mapping[str, Any], spec: Spec, version: int) -> dict[str, Any]:
     out = {}
     for name, code in spec:
         try:
-            out[name] = normalize(row[name], code)
+            out[name] = normalize(row[name], code, version)
         except EncodingError as exc:
             raise EncodingError(f"field {name!r}: {exc}") from None
     return out

@@ -35,6 +35,22 @@ class MessageFacts:
     location: str | None  # where its copy should be; None when it has none
 
 
+@dataclass(frozen=True)
+class ArchiveDecision:
+    """What the archive consumer decided for an accepted message, as it recorded it.
+
+    ``made`` holds every recorded decision (a replay under other settings records
+    again): (archived, digest of the settings it was made under). A message that was
+    archived once must keep its copy until a tombstone says otherwise."""
+
+    event_id: str
+    made: tuple[tuple[bool, str], ...]
+
+    @property
+    def archived(self) -> bool:
+        return any(kept for kept, _ in self.made)
+
+
 class CopyStore(Protocol):
     def scan(self) -> Iterator[StoredCopy]:
         """Every file in every archive and quarantine maildir."""
@@ -53,6 +69,15 @@ class CopyStore(Protocol):
 
     def remove(self, copy: StoredCopy) -> bool:
         """Delete one copy durably; False when it was already gone."""
+
+    def archive_decisions(self) -> dict[str, ArchiveDecision]:
+        """The archive decisions recorded so far, by event id (messages handled before
+        decisions were recorded have none); raises ``CopyError`` on an unreadable record."""
+
+    def decision_trouble(self, decision: ArchiveDecision, sender: str,
+                         recipients: list[str]) -> str | None:
+        """None when each recorded decision is what its recorded settings give for these
+        envelope addresses, else what is wrong."""
 
 
 class CopyError(Exception):

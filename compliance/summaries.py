@@ -32,6 +32,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from compliance import canonical
 from compliance.bulk import insert_rows
 from compliance.chain import ChainWriter
 from compliance.db import check_schema, make_engine, session_factory
@@ -121,19 +122,25 @@ def message_row(position: int, ev: MessageScanned) -> Row:
         "header_cc": clean(headers.cc, HEADER_LEN),
         "header_date": clean(headers.date, 200),
         "raw_sha256": raw_sha256(ev),
-        # NULL for events from before qscan recorded it: their rows keep hashing as version 1
+        # NULL for events from before qscan recorded it (the row says so; version 3 hashes it)
         "crypto": None if ev.crypto is None else clean(",".join(ev.crypto), CRYPTO_LEN),
+        "chain_version": canonical.MESSAGE_VERSION,
     }
 
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
+def carries_raw_sha256(ev: MessageScanned) -> bool:
+    """Whether the event says what its stored copy hashes to (the daemon hashed it)."""
+    return bool(ev.raw_sha256 and _SHA256_HEX.fullmatch(ev.raw_sha256))
+
+
 def raw_sha256(ev: MessageScanned) -> str | None:
     """What the stored copy must hash to: the daemon's hash, or (events from before the
     daemon hashed it, or whose hash is not one) the hash of the bytes the event carries.
     An oversized message travels without its bytes (size > 0, raw empty): None."""
-    if ev.raw_sha256 and _SHA256_HEX.fullmatch(ev.raw_sha256):
+    if ev.raw_sha256 and carries_raw_sha256(ev):
         return ev.raw_sha256
     if ev.raw_message or not ev.size:
         return hashlib.sha256(ev.raw_message).hexdigest()
@@ -232,6 +239,12 @@ def finding_rows(ev: MessageScanned) -> list[Row]:
     ]
 
 
+def child_rows(ev: MessageScanned) -> dict[str, list[Row]]:
+    """A message's child rows by table, in the order they are inserted and chained."""
+    return {"recipients": recipient_rows(ev), "parts": part_rows(ev),
+            "findings": finding_rows(ev), "dlp_findings": dlp_rows(ev)}
+
+
 def _table(model: type[Any]) -> Table:
     return cast(Table, model.__table__)
 
@@ -328,8 +341,7 @@ class SummarySink:
         quarantine: list[Row] = []
         for ev in fresh:
             row = messages[ev.event_id]
-            mine = {"recipients": recipient_rows(ev), "parts": part_rows(ev),
-                    "findings": finding_rows(ev), "dlp_findings": dlp_rows(ev)}
+            mine = child_rows(ev)
             row["chain_seq"], row["chain_hash"] = chain.append("message", row["host"], row, mine)
             for table, rows in mine.items():
                 children[table].extend(rows)

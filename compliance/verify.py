@@ -11,15 +11,21 @@ What each check catches:
   ``deleted_at`` exactly when a tombstone is, each tombstone names the hash of
   the row it records);
 * **stored copies** (given a ``CopyStore``): every message that should have an
-  archive or quarantine copy has one unless a tombstone says it was deleted,
-  every copy hashes to the message's ``raw_sha256`` and carries the message's
-  envelope, and no copy exists that no row accounts for;
-* **the log** (given a reader): every event the journal still holds is in SQL,
-  with the same message hash, unless the summaries consumer has not reached it.
+  archive or quarantine copy has one unless a tombstone says it was deleted
+  ("should" for the archive: the decision the archive consumer recorded when it
+  handled the message, never today's settings), every copy hashes to the
+  message's ``raw_sha256`` and carries the message's envelope, and no copy exists
+  that no row accounts for;
+* **the log** (given a reader), both ways: every event the journal still holds
+  is in SQL and its rows are, column by column, what the consumer's projection
+  makes of it (so a row altered and re-hashed along the whole chain is named),
+  unless the summaries consumer has not reached it; and every chain entry after
+  the first one the journal holds has its event there (``unlogged-row``).
 
-What it cannot catch alone: someone who rewrites a host's whole chain tail
-*and* its head row. Keep the heads printed by ``qscan verify`` (``--save-anchor``)
-somewhere they cannot reach, and check against them with ``--anchor``.
+What it cannot catch alone: someone who rewrites a host's chain *and* its head
+where the journal no longer reaches (or rewrites the journal too). Keep the
+heads printed by ``qscan verify`` (``--save-anchor``) somewhere they cannot
+reach, and check against them with ``--anchor``.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, or_, select
+from sqlalchemy import Connection, Engine, exists, func, or_, select
 
 from compliance import anchor as anchors
-from compliance import canonical, journal_chain
-from compliance.copystore import CopyStore, MessageFacts, StoredCopy
+from compliance import canonical, journal_chain, summaries
+from compliance.copystore import CopyError, CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
     ConsumerPosition,
@@ -50,6 +56,7 @@ from compliance.models import (
 )
 from compliance.quarantine_records import check_release_events
 from compliance.record_check import RecordCheck
+from compliance.records import deletion_row
 from ingest.event import (
     MessageDeleted,
     MessageReleased,
@@ -192,7 +199,8 @@ def _walk_host(conn: Connection, host: str, report: Report) -> None:
             report.problems.append(Problem("altered-row", where, entry.event_id,
                                            f"value without a canonical form: {exc}"))
             encoded = b""
-        if not after_gap and encoded and canonical.link(prev, encoded) != entry.chain_hash:
+        if (not after_gap and encoded and canonical.link(prev, encoded) != entry.chain_hash
+                and not _sealed_with_signed_zero(entry, host, prev)):
             report.problems.append(Problem(
                 "altered-row", where, entry.event_id,
                 "content does not match its chain hash (this row was altered, or the one "
@@ -214,6 +222,26 @@ def _walk_host(conn: Connection, host: str, report: Report) -> None:
         report.problems.append(Problem("head", host, None,
                                        "the last entry's hash differs from the recorded head"))
     report.heads[host] = {"seq": last_seq, "hash": prev}
+
+
+def _sealed_with_signed_zero(entry: _Entry, host: str, prev: str) -> bool:
+    """A message row sealed before version 3 whose spam score was ``-0.0`` when hashed.
+
+    SQLite gives a stored ``-0.0`` back as ``0.0``, so such a row cannot match the hash
+    of what was written. Only ``spam_score`` can carry the sign (the summaries consumer
+    writes every other float of a row as ``x or 0.0``); the row is the same evidence
+    either way, so it verifies when the signed zero gives its hash."""
+    row = entry.row
+    if entry.kind != "message" or row.get("chain_version") is not None:
+        return False
+    if row.get("spam_score") != 0.0:
+        return False
+    try:
+        encoded = canonical.encode(entry.kind, host, entry.seq, {**row, "spam_score": -0.0},
+                                   entry.children)
+    except canonical.EncodingError:
+        return False
+    return canonical.link(prev, encoded) == entry.chain_hash
 
 
 def _unchained(conn: Connection, report: Report) -> None:
@@ -253,6 +281,15 @@ def _consistency(conn: Connection, report: Report, page: int = PAGE) -> None:
         report.problems.append(Problem("inconsistent", "messages", event_id,
                                        "a queue failure is chained but queue_status says "
                                        "otherwise"))
+    # the exit code is the chained failure's (NULL while none is chained)
+    wrong_code = select(Message.event_id).where(or_(
+        (Message.queue_status != "failed") & Message.queue_exit_code.is_not(None),
+        (Message.queue_status == "failed") & ~exists().where(
+            QueueFailure.ref_event_id == Message.event_id,
+            QueueFailure.exit_code == Message.queue_exit_code))).limit(100)
+    for event_id in conn.scalars(wrong_code):
+        report.problems.append(Problem("inconsistent", "messages", event_id,
+                                       "queue_exit_code differs from the chained queue failure's"))
     deleted_without = select(Message.event_id).where(
         Message.deleted_at.is_not(None),
         ~exists().where(Deletion.ref_event_id == Message.event_id)).limit(100)
@@ -329,10 +366,20 @@ def verify_copies(engine: Engine, store: CopyStore, *,
                   pending: Callable[[str], bool] = lambda event_id: False) -> Report:
     """Check every stored copy against SQL and every expected copy against the disk.
 
-    ``archived(sender, recipients)`` says whether the archive settings keep such a
-    message; ``pending(event_id)`` whether the event is on the log but not yet in SQL.
+    Whether an accepted message should have an archive copy is what the archive
+    consumer decided when it handled it, as it recorded the decision (with the
+    settings it used; a decision its own settings do not explain is reported).
+    ``archived(sender, recipients)`` - today's archive settings - only judges
+    messages handled before decisions were recorded. ``pending(event_id)`` says
+    whether the event is on the log but not yet in SQL.
     """
     report = Report()
+    try:
+        decisions = store.archive_decisions()
+    except CopyError as exc:
+        report.problems.append(Problem("altered-file", "archive decisions", None, str(exc)))
+        decisions = {}
+    unrecorded = 0
     found: dict[str, list[StoredCopy]] = {}
     for copy in store.scan():
         found.setdefault(copy.event_id, []).append(copy)
@@ -358,13 +405,26 @@ def verify_copies(engine: Engine, store: CopyStore, *,
                 recipients[event_id].append(address)
             for r in rows:
                 rcpts = recipients[r.event_id]
+                decision = decisions.get(r.event_id)
+                if decision is None:
+                    keep = archived(r.sender, rcpts)
+                    unrecorded += r.action in ("deliver", "drop")
+                else:
+                    keep = decision.archived
+                    trouble = store.decision_trouble(decision, r.sender, rcpts)
+                    if trouble:
+                        report.problems.append(Problem("inconsistent", "archive decisions",
+                                                       r.event_id, trouble))
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
-                                             archived(r.sender, rcpts))
+                                             keep)
                 facts = MessageFacts(r.event_id, utc(r.received_at), r.sender, rcpts,
                                      r.raw_sha256, location)
                 _check_message(store, facts, r.tombstone is not None,
                                found.pop(r.event_id, []), report)
             last = rows[-1].event_id
+    if unrecorded:
+        report.notes.append(f"{unrecorded} accepted message(s) handled before the archive "
+                            "recorded its decisions: judged by today's [archive] settings")
     for event_id, copies in sorted(found.items()):
         for copy in copies:
             if pending(event_id):
@@ -422,9 +482,30 @@ def summaries_position(engine: Engine, name: str = "summaries") -> int:
                            .where(ConsumerPosition.name == name)) or 0
 
 
+RawOf = Callable[[str], bytes | None]
+
+
 def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, position: int,
-               local_host: str | None = None) -> Report:
-    """Every event the log still holds up to ``position`` must be in SQL, unchanged.
+               local_host: str | None = None, raw: RawOf | None = None) -> Report:
+    """SQL against the log, both ways.
+
+    Journal to SQL: every event the log still holds up to ``position`` must be in
+    SQL, and its rows must be what the summaries consumer makes of it, column by
+    column (compliance.summaries and compliance.records define the projection once;
+    a row altered *and* re-hashed along the whole chain shows here, named).
+
+    SQL to journal: from the first chain entry of a host whose event the log still
+    holds, every later entry of that host's chain must have its event on the log
+    (a forged row appended with a valid link and head is ``unlogged-row``).
+    The position is found from messages and queue failures (written on the chain's
+    own host); tombstones are expected on this log when they were made on a host whose
+    events it carries (their actor is ``user@HOST``); others are on that host's journal
+    (a note says how many, and which hosts).
+
+    ``raw(event_id)`` gives the raw message the log holds for an event: only events
+    from before the daemon put the stored copy's hash in the event need it (their
+    ``raw_sha256`` is the hash of those bytes); without it their ``raw_sha256`` is
+    not compared.
 
     Holds and exports are compared with their events field by field whatever the
     position (their commands write the rows at once), and hold and export rows
@@ -433,6 +514,9 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
     """
     report = Report()
     records_check = RecordCheck(local_host=local_host, position=position)
+    logged: dict[str, str] = {}  # event id -> chain entry kind ('' for the others)
+    first: dict[str, int] = {}  # host -> lowest chain seq whose event the log holds
+    makers: set[str] = set() if local_host is None else {local_host}  # hosts the log covers
 
     def problem(kind: str, where: str, event_id: str | None, detail: str) -> None:
         report.problems.append(Problem(kind, where, event_id, detail))
@@ -441,39 +525,189 @@ def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, positi
         for batch in records:
             for r in batch:
                 records_check.add(r.event, r.position)
+                logged[r.event.event_id] = _ENTRY_KIND.get(type(r.event), "")
+                makers.add(str(getattr(r.event, "host", "")))
+            _first_entries(conn, batch, first)
             batch = [r for r in batch if r.position <= position]
             report.log_events += len(batch)
-            _check_log_batch(conn, batch, report)
+            _check_log_batch(conn, batch, report, raw)
+        _unlogged_entries(conn, first, logged, None if local_host is None else makers, report)
         records_check.check(conn, problem)
     return report
 
 
-def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Report) -> None:
-    scanned = {r.event.event_id: r.event for r in batch if isinstance(r.event, MessageScanned)}
-    if scanned:
-        rows = {r.event_id: r for r in conn.execute(
-            select(Message.event_id, Message.sha256, Message.host)
-            .where(Message.event_id.in_(list(scanned))))}
-        for event_id, ev in scanned.items():
-            row = rows.get(event_id)
-            if row is None:
-                report.problems.append(Problem("missing-row", "messages", event_id,
-                                               "the journal holds this message, SQL does not"))
-            elif row.sha256 != ev.sha256:
-                report.problems.append(Problem("log-mismatch", "messages", event_id,
-                                               "the message hash differs from the journal's"))
-    for model, kind in ((QueueFailure, QueueFailed), (Deletion, MessageDeleted)):
-        ids = [r.event.event_id for r in batch if isinstance(r.event, kind)]
+_ENTRY_KIND: dict[type, str] = {MessageScanned: "message", QueueFailed: "queue_failed",
+                                MessageDeleted: "deletion"}
+
+
+def _first_entries(conn: Connection, batch: Sequence[LogRecord], first: dict[str, int]) -> None:
+    for kind, model in (("message", Message), ("queue_failed", QueueFailure)):
+        ids = [r.event.event_id for r in batch if _ENTRY_KIND.get(type(r.event)) == kind]
         if not ids:
             continue
-        have = set(conn.scalars(select(model.event_id).where(model.event_id.in_(ids))))
-        if kind is MessageDeleted:
-            refs = {r.event.ref_event_id: r.event.event_id for r in batch
-                    if isinstance(r.event, MessageDeleted) and r.event.event_id not in have}
-            # another tombstone for the same copy satisfies it
-            have |= {refs[x] for x in conn.scalars(
-                select(Deletion.ref_event_id).where(Deletion.ref_event_id.in_(list(refs))))}
-        for event_id in ids:
-            if event_id not in have:
-                report.problems.append(Problem("missing-row", model.__tablename__, event_id,
-                                               "the journal holds this event, SQL does not"))
+        stmt = (select(model.host, func.min(model.chain_seq))
+                .where(model.event_id.in_(ids), model.chain_seq.is_not(None))
+                .group_by(model.host))
+        for host, seq in conn.execute(stmt):
+            if seq is not None and (host not in first or seq < first[host]):
+                first[host] = int(seq)
+
+
+def _unlogged_entries(conn: Connection, first: Mapping[str, int], logged: Mapping[str, str],
+                      makers: set[str] | None, report: Report) -> None:
+    """Chain entries after the first one the log holds, whose event the log does not hold.
+
+    ``makers``: the hosts whose tombstones this log carries (None: all)."""
+    elsewhere: dict[str, int] = {}
+    for host, start in sorted(first.items()):
+        for kind, model in _TABLES.items():
+            cols = [model.event_id, model.chain_seq]
+            if kind == "deletion":
+                cols.append(model.actor)
+            last = start
+            while True:
+                stmt = (select(*cols).where(model.host == host, model.chain_seq > last)
+                        .order_by(model.chain_seq).limit(PAGE))
+                rows = conn.execute(stmt).all()
+                for row in rows:
+                    if logged.get(row.event_id) == kind:
+                        continue
+                    maker = str(row.actor or "").rpartition("@")[2] if kind == "deletion" else ""
+                    if kind == "deletion" and makers is not None and maker not in makers:
+                        elsewhere[maker] = elsewhere.get(maker, 0) + 1  # on that host's journal
+                        continue
+                    report.problems.append(Problem(
+                        "unlogged-row", f"{model.__tablename__} {host}#{row.chain_seq}",
+                        row.event_id,
+                        f"a chain entry after {host}#{start} (the first the journal still "
+                        "holds) with no event on the journal (a forged row)"))
+                if len(rows) < PAGE:
+                    break
+                last = int(rows[-1].chain_seq)
+    for maker, n in sorted(elsewhere.items()):
+        report.notes.append(f"{n} tombstone(s) made on {maker or 'an unnamed host'} are checked "
+                            "against that host's journal (run qscan verify there)")
+
+
+def _differences(pairs: Iterable[tuple[str, str, Any, Any]]) -> list[str]:
+    """The names of the fields whose canonical forms differ (so -0.0 is 0.0, UTC is UTC)."""
+    out = []
+    for name, code, logged, stored in pairs:
+        if type(logged) is type(stored) and logged == stored:
+            continue  # same type and value: same canonical form (-0.0 == 0.0 included)
+        try:
+            same = canonical.normalize(logged, code) == canonical.normalize(stored, code)
+        except canonical.EncodingError:
+            same = False
+        if not same:
+            out.append(name)
+    return out
+
+
+def message_differences(ev: MessageScanned, row: Mapping[str, Any],
+                        children: Mapping[str, Sequence[Mapping[str, Any]]],
+                        quarantine: Mapping[str, Any] | None, raw: RawOf | None = None
+                        ) -> list[str]:
+    """The columns (and child tables) of a message's rows that are not what its event makes.
+
+    Every chained column is compared, with the projection the summaries consumer
+    uses (compliance.summaries), plus the quarantine entry's folder, time and reason.
+    ``raw_sha256`` of an event from before the daemon hashed the message is the hash
+    of the raw bytes the log holds (``raw``); when they are not to be had it is not
+    compared (the stored copy is still checked against the row)."""
+    compare_raw = summaries.carries_raw_sha256(ev)
+    if not compare_raw and raw is not None and not ev.raw_message:
+        data = raw(ev.event_id)
+        if data is not None:
+            ev = ev.model_copy(update={"raw_message": data})
+            compare_raw = True
+    want = summaries.message_row(0, ev)
+    fields = [(name, code) for name, code in canonical.MESSAGE_V3
+              if name != "raw_sha256" or compare_raw or bool(ev.raw_message)]
+    diff = _differences((name, code, want[name], row[name]) for name, code in fields)
+    want_children = summaries.child_rows(ev)
+    for table, spec in canonical.CHILDREN.items():
+        mine, theirs = want_children[table], children.get(table, [])
+        if len(mine) != len(theirs) or any(
+                _differences((n, c, a[n], b[n]) for n, c in spec)
+                for a, b in zip(mine, theirs, strict=False)):
+            diff.append(table)
+    want_q = summaries.quarantine_row(ev)
+    if want_q is None or quarantine is None:
+        q_differs = (want_q is None) != (quarantine is None)
+    else:
+        q_differs = bool(_differences((n, c, want_q[n], quarantine[n]) for n, c in _QUARANTINE))
+    if q_differs:
+        diff.append("quarantine_entries")
+    return diff
+
+
+_QUARANTINE: canonical.Spec = (("folder", "t"), ("received_at", "d"), ("reason", "t"))
+
+
+def _check_log_batch(conn: Connection, batch: Sequence[LogRecord], report: Report,
+                     raw: RawOf | None = None) -> None:
+    scanned = {r.event.event_id: r.event for r in batch if isinstance(r.event, MessageScanned)}
+    if scanned:
+        _check_messages(conn, scanned, report, raw)
+    failures = {r.event.event_id: r.event for r in batch if isinstance(r.event, QueueFailed)}
+    if failures:
+        spec = canonical.QUEUE_FAILURE
+        rows = {r["event_id"]: dict(r) for r in conn.execute(
+            select(*_columns(QueueFailure, spec), QueueFailure.chain_seq)
+            .where(QueueFailure.event_id.in_(list(failures)))).mappings()}
+        for event_id, fev in failures.items():
+            _compare_entry(report, "queue_failures", event_id, rows.get(event_id),
+                           summaries.failure_row(fev), spec)
+    deleted = {r.event.event_id: r.event for r in batch if isinstance(r.event, MessageDeleted)}
+    if deleted:
+        spec = canonical.DELETION
+        rows = {r["event_id"]: dict(r) for r in conn.execute(
+            select(*_columns(Deletion, spec), Deletion.chain_seq)
+            .where(Deletion.event_id.in_(list(deleted)))).mappings()}
+        # another tombstone for the same copy satisfies an event whose own row is absent
+        refs = {ev.ref_event_id for i, ev in deleted.items() if i not in rows}
+        covered = set(conn.scalars(select(Deletion.ref_event_id)
+                                   .where(Deletion.ref_event_id.in_(list(refs))))) if refs else set()
+        for event_id, dev in deleted.items():
+            if event_id not in rows and dev.ref_event_id in covered:
+                continue
+            _compare_entry(report, "deletions", event_id, rows.get(event_id),
+                           deletion_row(dev), spec)
+
+
+def _compare_entry(report: Report, table: str, event_id: str, row: Mapping[str, Any] | None,
+                   want: Mapping[str, Any], spec: canonical.Spec) -> None:
+    if row is None:
+        report.problems.append(Problem("missing-row", table, event_id,
+                                       "the journal holds this event, SQL does not"))
+        return
+    diff = _differences((name, code, want[name], row[name]) for name, code in spec)
+    if diff:
+        report.problems.append(Problem(
+            "log-mismatch", f"{table} {row['host']}#{row['chain_seq']}", event_id,
+            f"differs from its journal event in: {', '.join(diff)}"))
+
+
+def _check_messages(conn: Connection, scanned: Mapping[str, MessageScanned],
+                    report: Report, raw: RawOf | None) -> None:
+    ids = list(scanned)
+    spec = canonical.MESSAGE_V3
+    rows = {r["event_id"]: dict(r) for r in conn.execute(
+        select(*_columns(Message, spec), Message.chain_seq)
+        .where(Message.event_id.in_(ids))).mappings()}
+    kids = _children(conn, list(rows))
+    quarantine = {r["event_id"]: dict(r) for r in conn.execute(
+        select(QuarantineEntry.event_id, *(getattr(QuarantineEntry, n) for n, _ in _QUARANTINE))
+        .where(QuarantineEntry.event_id.in_(list(rows)))).mappings()}
+    for event_id, ev in scanned.items():
+        row = rows.get(event_id)
+        if row is None:
+            report.problems.append(Problem("missing-row", "messages", event_id,
+                                           "the journal holds this message, SQL does not"))
+            continue
+        diff = message_differences(ev, row, kids[event_id], quarantine.get(event_id), raw)
+        if diff:
+            report.problems.append(Problem(
+                "log-mismatch", f"messages {row['host']}#{row['chain_seq']}", event_id,
+                f"differs from its journal event in: {', '.join(diff)}"))

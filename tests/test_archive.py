@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.consumer import POSITION_FILE, ArchiveSettings, ArchiveSink, message_name
+from archive.consumer import DECISIONS_FILE, POSITION_FILE, ArchiveSettings, ArchiveSink, message_name
+from archive.copies import MaildirCopies, parse_decisions
 from archive.envelope_block import archived_message, envelope_block
 from archive.maildir import Maildir, check_name, deliver_batch
+from compliance.copystore import CopyError
 from ingest.event import Action, Category, ClientInfo, EnvelopeInfo, to_json
 from ingest.journal import Journal
 from ingest.log import ConsumerSettings, JournalReader, LogRecord, run_consumer
@@ -33,10 +35,11 @@ def _records(events, start=1):
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """Every regular file under root (relative path -> bytes), checkpoint excluded."""
+    """Every regular file under root (relative path -> bytes), checkpoint and decision
+    record excluded."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != POSITION_FILE:
+        if p.is_file() and p.name not in (POSITION_FILE, DECISIONS_FILE):
             out[str(p.relative_to(root))] = p.read_bytes()
     return out
 
@@ -279,6 +282,49 @@ def test_filter(dirs):
     sink.close()
     assert set(_files(dirs[0])) == {f"new/{message_name(e)}" for e in events[:3]}
     assert set(_files(dirs[1])) == {f"spam/new/{message_name(events[5])}"}
+    # each accepted message's decision is recorded with the settings it was made under
+    store = MaildirCopies(*dirs)
+    decisions = store.archive_decisions()
+    assert {e: d.archived for e, d in decisions.items()} == {
+        e.event_id: i < 3 for i, e in enumerate(events[:5])}
+    (digest,) = {d.made[0][1] for d in decisions.values()}
+    lines = (dirs[0] / DECISIONS_FILE).read_text().splitlines()
+    assert lines[0] == f'S {digest} {{"enabled":true,"filter":"(support|sales)@example\\\\.com"}}'
+    assert all(store.decision_trouble(d, "nobody@example.net", ["x@example.org"]) is not None
+               for d in decisions.values() if d.archived)
+
+
+def test_decision_record_is_appended_per_run_and_read_back(dirs):
+    first = [_event(recipients=["a@example.org"])]
+    sink = ArchiveSink(*dirs, ArchiveSettings(filter="a@"))
+    sink.apply(_records(first), 1)
+    sink.close()
+    later = [_event(recipients=["a@example.org"])]
+    sink = ArchiveSink(*dirs, ArchiveSettings(filter="b@"))  # settings changed: recorded again, old lines kept
+    sink.apply(_records(later), 2)
+    sink.close()
+    text = (dirs[0] / DECISIONS_FILE).read_text()
+    assert [line[0] for line in text.splitlines()] == ["S", "D", "S", "D"]
+    store = MaildirCopies(*dirs)
+    decisions = store.archive_decisions()
+    assert decisions[first[0].event_id].archived and not decisions[later[0].event_id].archived
+    for d in decisions.values():
+        assert store.decision_trouble(d, "x@example.net", ["a@example.org"]) is None
+    assert _mode(dirs[0] / DECISIONS_FILE) == 0o600
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60),
+                max_size=8))
+def test_decision_record_parser_takes_any_text(lines: list[str]) -> None:
+    """Whatever a record holds (written by someone else), parsing accepts it or says which
+    line is not a record; it never raises anything else."""
+    try:
+        decisions, settings = parse_decisions(lines, "record")
+    except CopyError as exc:
+        assert "record line" in str(exc)
+    else:
+        assert all(isinstance(v, list) for v in decisions.values())
+        assert all(isinstance(v, tuple) for v in settings.values())
 
 
 def test_archive_disabled_still_quarantines(dirs):

@@ -8,6 +8,7 @@ journal tampering on either host.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ def fill(journal: Journal, host: str, n: int) -> None:
 
 
 def relay(journal: Journal, s: KafkaSettings, host: str) -> None:
-    assert Relay(journal, s, host, batch=4).run(Stop(), once=True) >= 0
+    assert Relay(journal, dataclasses.replace(s, relay_batch=4), host).run(Stop(), once=True) >= 0
 
 
 def test_consumer_host_walks_every_hosts_chain_from_the_topic(broker: Broker,
@@ -55,7 +56,7 @@ def test_consumer_host_walks_every_hosts_chain_from_the_topic(broker: Broker,
     a.append(ev.event_id, ev.type, to_json(ev))
     relay(a, s, "mx-a")
     # host b's journal loses event 3 before it was relayed (someone deleted it there)
-    relay_first = Relay(b, s, "mx-b", batch=2)
+    relay_first = Relay(b, dataclasses.replace(s, relay_batch=2), "mx-b")
     relay_first.send_batch()  # events 1-2
     sqlite3.connect(b.path, isolation_level=None).execute("DELETE FROM events WHERE seq = 3")
     relay(b, s, "mx-b")

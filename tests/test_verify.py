@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,9 +49,15 @@ def test_altered_child_rows(site: Site, events: list) -> None:  # type: ignore[t
     site.sql("UPDATE recipients SET address = 'eve@example.org' WHERE event_id = :e AND "
              "address = 'bob@example.org'", e=events[1].event_id)
     site.sql("DELETE FROM parts WHERE event_id = :e", e=events[3].event_id)
-    report = json.loads(site.cli("verify", "--json", "--no-files").stdout)
+    report = json.loads(site.cli("verify", "--json", "--no-files", "--no-log").stdout)
     assert sorted((p["kind"], p["event_id"]) for p in report["problems"]) == sorted(
         [("altered-row", events[1].event_id), ("altered-row", events[3].event_id)])
+    # the journal's events say which: the recipients of one, the parts of the other
+    report = json.loads(site.cli("verify", "--json", "--no-files").stdout)
+    assert sorted((p["kind"], p["event_id"], p["detail"]) for p in report["problems"]
+                  if p["kind"] == "log-mismatch") == sorted(
+        [("log-mismatch", events[1].event_id, "differs from its journal event in: recipients"),
+         ("log-mismatch", events[3].event_id, "differs from its journal event in: parts")])
 
 
 def test_a_recipient_moved_out_of_date_searches(site: Site, events: list) -> None:  # type: ignore[type-arg]
@@ -126,7 +134,12 @@ def test_queue_status_must_match_the_chained_failures(site: Site, events: list) 
     site.sql("UPDATE messages SET queue_status = 'queued', queue_exit_code = NULL WHERE event_id = :e",
              e=events[0].event_id)
     site.sql("UPDATE messages SET queue_status = 'failed' WHERE event_id = :e", e=events[1].event_id)
-    assert site.verify_kinds("--no-files") == ["inconsistent", "inconsistent"]
+    # (the second is marked failed without a failure, and without the failure's exit code)
+    assert site.verify_kinds("--no-files") == ["inconsistent"] * 3
+    site.sql("UPDATE messages SET queue_status = 'queued' WHERE event_id = :e", e=events[1].event_id)
+    site.sql("UPDATE messages SET queue_status = 'failed', queue_exit_code = 71 WHERE event_id = :e",
+             e=events[0].event_id)
+    assert site.verify_kinds("--no-files") == ["inconsistent"]  # 53 was chained, not 71
 
 
 def test_altered_deleted_and_inserted_files(site: Site, events: list) -> None:  # type: ignore[type-arg]
@@ -183,7 +196,7 @@ def test_altered_tombstone(site: Site, events: list) -> None:  # type: ignore[ty
 
 def test_the_cli_reports_in_words(site: Site, events: list) -> None:  # type: ignore[type-arg]
     site.sql("UPDATE messages SET sender = 'ceo@example.com' WHERE event_id = :e", e=events[4].event_id)
-    result = site.cli("verify", "--no-files")
+    result = site.cli("verify", "--no-files", "--no-log")
     assert result.exit_code == 1
     assert f"altered-row: messages mx1.example.com#5 {events[4].event_id}: content does not match" \
         in result.stdout
@@ -191,3 +204,114 @@ def test_the_cli_reports_in_words(site: Site, events: list) -> None:  # type: ig
     bad_anchor = site.root / "bad.json"
     bad_anchor.write_text("[]")
     assert site.cli("verify", "--anchor", str(bad_anchor)).exit_code == 2
+
+
+def test_a_forged_row_appended_with_a_valid_link_and_head_is_unlogged(site: Site, events: list  # type: ignore[type-arg]
+                                                                      ) -> None:
+    import random
+
+    from tests.tamper import forge_append
+
+    forged = forge_append(site, random.Random(1))
+    assert site.verify_kinds("--no-log") == []  # the chain and the copies alone cannot tell
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"], p["where"]) for p in report["problems"]] == [
+        ("unlogged-row", forged.event_ids[0], "messages mx1.example.com#8")]
+
+
+@pytest.mark.parametrize(("column", "value"), [("subject", "nothing to see"), ("category", "spam"),
+                                               ("spam_score", 0.5)])
+def test_a_row_altered_and_the_whole_chain_rehashed_is_named(site: Site, events: list,  # type: ignore[type-arg]
+                                                             column: str, value: Any) -> None:
+    from tests.tamper import rehash_chains
+
+    site.sql(f"UPDATE messages SET {column} = :v WHERE event_id = :e", v=value, e=events[2].event_id)
+    rehash_chains(site)
+    assert site.verify_kinds("--no-log") == []
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["where"], p["event_id"], p["detail"]) for p in report["problems"]] == [
+        ("log-mismatch", "messages mx1.example.com#3", events[2].event_id,
+         f"differs from its journal event in: {column}")]
+
+
+def test_spamd_negative_zero_is_no_false_alarm(site: Site) -> None:
+    """spamd reports -0.0; SQLite gives it back as 0.0, PostgreSQL keeps the sign."""
+    evs = [make_event(spam_score=-0.0, subject="zero"), make_event(spam_score=0.0),
+           make_event(spam_score=-0.0, action=Action.QUARANTINE, category=Category.SPAM)]
+    site.add(*evs)
+    result = site.cli("verify", "--save-anchor", str(site.root / "anchor.json"))
+    assert result.exit_code == 0, result.output
+    assert (site.root / "anchor.json").exists()
+
+
+def test_rows_sealed_before_version_3_keep_verifying(site: Site) -> None:
+    """A row hashed by an earlier qscan (no chain_version; -0.0 hashed with its sign, which
+    SQLite then dropped) verifies; the same row with the zero made 0.5 does not."""
+    from compliance import canonical
+
+    ev = make_event(spam_score=-0.0)
+    site.add(ev)
+    site.sql("UPDATE messages SET chain_version = NULL, crypto = NULL WHERE event_id = :e",
+             e=ev.event_id)
+    with site.engine.connect() as conn:  # seal it as the previous release did
+        from compliance.verify import _stream
+
+        (entry,) = list(_stream(conn, "message", "mx1.example.com"))
+    legacy = canonical.link(canonical.GENESIS, canonical.encode(
+        "message", "mx1.example.com", 1, {**entry.row, "spam_score": -0.0}, entry.children))
+    assert b'"v":1' in canonical.encode("message", "h", 1, entry.row, entry.children)
+    site.sql("UPDATE messages SET chain_hash = :h", h=legacy)
+    site.sql("UPDATE chain_heads SET hash = :h", h=legacy)
+    assert site.verify_kinds("--no-log") == []
+    site.sql("UPDATE messages SET spam_score = 0.5")
+    assert site.verify_kinds("--no-log") == ["altered-row"]
+
+
+def test_old_copies_are_judged_by_the_decision_recorded_when_archived(site: Site) -> None:
+    """Archive under filter A, change to filter B: verify stays clean, for old and new mail."""
+    site.cfg.archive = replace(site.cfg.archive, filter=r"@sales\.example\.org$")
+    a = [make_event(recipients=["x@sales.example.org"]), make_event(recipients=["y@hr.example.org"]),
+         make_event(recipients=["z@sales.example.org"], action=Action.DROP)]
+    site.add(*a)
+    assert site.copy_path(a[0]).exists() and not site.copy_path(a[1]).exists()
+    site.cfg.archive = replace(site.cfg.archive, filter=r"@hr\.example\.org$")  # filter B
+    b = [make_event(recipients=["x@sales.example.org"]), make_event(recipients=["y@hr.example.org"])]
+    site.add(*b)
+    assert not site.copy_path(b[0]).exists() and site.copy_path(b[1]).exists()
+    result = site.cli("verify")
+    assert result.exit_code == 0, result.output
+    site.cfg.archive = replace(site.cfg.archive, enabled=False)  # and with the archive switched off today
+    assert site.verify_kinds() == []
+    # the record is what verify trusts: an archived copy deleted still shows
+    site.copy_path(a[0]).unlink()
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"]) for p in report["problems"]] == [("deleted-file", a[0].event_id)]
+
+
+def test_a_decision_rewritten_to_hide_a_deleted_copy_is_inconsistent(site: Site) -> None:
+    ev = make_event()
+    site.add(ev)
+    record = site.cfg.archive_maildir / ".qscan-archive-decisions"
+    site.copy_path(ev).unlink()
+    record.write_text(record.read_text().replace(f"D {ev.event_id} 1 ", f"D {ev.event_id} 0 "))
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"]) for p in report["problems"]] == [("inconsistent", ev.event_id)]
+    assert "settings recorded with it" in report["problems"][0]["detail"]
+    record.write_text(record.read_text() + "garbage\n")
+    assert site.verify_kinds() == ["altered-file", "deleted-file"]
+
+
+def test_raw_sha256_of_events_older_than_the_field_is_checked_against_the_raw_bytes(
+        site: Site, events: list) -> None:  # type: ignore[type-arg]
+    """The rejected message has no copy to check, and its event (like every event written
+    before the daemon hashed the queued message) no raw_sha256: the journal's bytes decide."""
+    from tests.tamper import rehash_chains
+
+    rejected = events[-1]
+    assert rejected.raw_sha256 is None and rejected.action == Action.REJECT
+    site.sql("UPDATE messages SET raw_sha256 = :h WHERE event_id = :e", h="0" * 64,
+             e=rejected.event_id)
+    rehash_chains(site)
+    report = json.loads(site.cli("verify", "--json").stdout)
+    assert [(p["kind"], p["event_id"], p["detail"]) for p in report["problems"]] == [
+        ("log-mismatch", rejected.event_id, "differs from its journal event in: raw_sha256")]

@@ -96,6 +96,11 @@ class Message(Base):
         String(CRYPTO_LEN), doc="S/MIME and PGP use, comma-joined (smime-signed, smime-encrypted, "
         "pgp-signed, pgp-encrypted); '' none; NULL in rows from before qscan recorded it"
     )
+    # -- 0009 ------------------------------------------------------------------
+    chain_version: Mapped[int | None] = mapped_column(
+        Integer, doc="canonical encoding version of the chain entry (compliance.canonical); "
+        "NULL in rows sealed before 0009 (versions 1 and 2, told apart by their fields)"
+    )
 
 
 class Recipient(Base):

@@ -90,7 +90,7 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
                     engine, _release_events(reader), local_host=cfg.hostname,
                     since=_journal_since(journal)))
                 report.merge(v.verify_log(engine, _batches(reader), position=position,
-                                            local_host=cfg.hostname))
+                                            local_host=cfg.hostname, raw=reader.raw))
             if not no_files:
                 known = _journal_ids(journal, position)
                 report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
