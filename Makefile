@@ -41,3 +41,4 @@ clean:
 
 bench: install
 	$(PY) -m bench.run --docs docs/performance.md
+	$(PY) -m bench.cli_help

@@ -12,11 +12,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from qscan import __version__
-from qscan.config import Config, ConfigError, example_config, load_config
+
+if TYPE_CHECKING:  # pydantic, SQLAlchemy, alembic are imported when a command runs, not for --help
+    from qscan.config import Config
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -38,7 +41,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except Exception as exc:
+            config = sys.modules.get("qscan.config")  # a ConfigError means the module was loaded
+            if config is None or not isinstance(exc, config.ConfigError):
+                raise
             click.echo(f"qscan: {exc}", err=True)
             ctx.exit(2)
 
@@ -64,6 +70,8 @@ def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
     cache: dict[str, Config] = {}
 
     def load() -> Config:
+        from qscan.config import load_config
+
         if "cfg" not in cache:
             cache["cfg"] = load_config(config_path)
         return cache["cfg"]
@@ -118,6 +126,8 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
 @click.option("--data-dir", default="/var/lib/qscan", show_default=True)
 def config_example(data_dir: str) -> None:
     """Print a complete, commented config with every default."""
+    from qscan.config import example_config
+
     click.echo(example_config(data_dir), nl=False)
 
 

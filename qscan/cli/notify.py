@@ -7,11 +7,13 @@ import sys
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from typing import TYPE_CHECKING
 
 import click
 
-from ingest.event import MessageScanned
-from qscan.config import Config
+if TYPE_CHECKING:
+    from ingest.event import MessageScanned
+    from qscan.config import Config
 
 KINDS = ["virus", "policy", "spam", "dlp", "reject"]
 AUDIENCES = ["sender", "recipient", "admin", "officer"]
@@ -22,6 +24,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _event(cfg: Config, event_id: str) -> MessageScanned:
+    from ingest.event import MessageScanned
     from ingest.journal import Journal
     from ingest.log import decode_entry
 

@@ -9,10 +9,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from qscan.config import Config
+if TYPE_CHECKING:
+    from qscan.config import Config
 
 
 def _config(ctx: click.Context) -> Config:
