@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-data
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint typecheck schema clean bench
+.PHONY: install demo test test-fast lint typecheck schema man clean bench
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
@@ -35,6 +35,9 @@ typecheck: install
 
 schema: install
 	$(VENV)/bin/qscan schema -o schemas/events.v1.json
+
+man: install
+	$(PY) -m qscan.cli.manpages man
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

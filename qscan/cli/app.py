@@ -8,7 +8,7 @@ Every command reads one TOML config (``-c``, else ``$QSCAN_CONFIG``, else
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +20,6 @@ from qscan import __version__
 
 if TYPE_CHECKING:  # pydantic, SQLAlchemy, alembic are imported when a command runs, not for --help
     from qscan.config import Config
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _config(ctx: click.Context) -> Config:
@@ -52,10 +44,13 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="QSCAN_CONFIG",
               default="/etc/qscan/qscan.toml", show_default=True, help="configuration file")
-@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.option("-q", "--quiet", is_flag=True, help="warnings and errors only; no progress bars")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging, and the libraries' INFO lines")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="QSCAN_LOG_FORMAT", help="log lines on stderr: text, or one JSON object per line")
 @click.version_option(__version__, prog_name="qscan")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str, quiet: bool, verbose: bool, log_format: str) -> None:
     """qscan: content scanner and compliance pipeline for qmail.
 
     \b
@@ -66,7 +61,12 @@ def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
       qscan run                      # daemon + consumers (embedded defaults)
     Then point qmail at it: QMAILQUEUE=/usr/local/bin/qscan-queue
     """
-    _setup_logging(verbose)
+    from qscan.logs import setup
+
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other")
+    setup(verbosity=-1 if quiet else 1 if verbose else 0, fmt=log_format)
+    os.environ["QSCAN_LOG_FORMAT"] = log_format  # the children of `qscan run` log the same way
     cache: dict[str, Config] = {}
 
     def load() -> Config:
@@ -76,7 +76,7 @@ def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
             cache["cfg"] = load_config(config_path)
         return cache["cfg"]
 
-    ctx.obj = {"config": load, "config_path": config_path}
+    ctx.obj = {"config": load, "config_path": config_path, "quiet": quiet}
 
 
 # -- config -----------------------------------------------------------------
@@ -534,6 +534,25 @@ def demo(data_dir: str, concurrency: int, keep_running: bool) -> None:
     from qscan.testing.demo import run_demo
 
     sys.exit(run_demo(Path(data_dir), concurrency=concurrency, keep_running=keep_running))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, choices).
+
+    \b
+    Load it once in the current shell, or install it for good:
+      eval "$(qscan completion bash)"
+      qscan completion bash > /etc/bash_completion.d/qscan
+      qscan completion zsh > "${fpath[1]}/_qscan"
+      qscan completion fish > ~/.config/fish/completions/qscan.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the choices are exactly click's shells
+    click.echo(cls(cli, {}, "qscan", "_QSCAN_COMPLETE").source())
 
 
 def _register_optional() -> None:

@@ -41,8 +41,11 @@ def _progress() -> Progress:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from qscan.cli.progress import progress_wanted
+
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                    disable=not progress_wanted())
 
 
 # -- verify -----------------------------------------------------------------------

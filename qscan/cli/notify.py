@@ -88,7 +88,7 @@ def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | Non
     policy = notify_policy(cfg)
     notice = Notice(address, aud, chosen, lang or language_for(address, aud, policy))
     rendered = renderer(cfg).render(event, notice)
-    _, data = compose(rendered, notice, event_id=event.event_id, identity=identity(cfg),
+    _, data = compose(rendered, notice, event_id=event.event_id, identity=identity(cfg, create_key=False),
                       when=datetime.now(UTC), in_reply_to=event.headers.message_id)
     if fmt == "mime":
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
@@ -115,7 +115,7 @@ def plan_command(ctx: click.Context, event_id: str) -> None:
 
     cfg = _config(ctx)
     event = _event(cfg, event_id)
-    n = notifier(cfg)
+    n = notifier(cfg, create_key=False)  # sends nothing: no key file made for it
     try:
         plan = n.plan(event)
     finally:

@@ -1,5 +1,5 @@
 """The demo and test kit, shipped so that ``tests/``, ``bench/`` and ``qscan demo`` share it.
 
-``corpus``: the demo corpus (``demo/corpus/``) with envelopes; ``injector``: drive a QMAILQUEUE
+``corpus``: the demo corpus (``qscan/demo/corpus/``) with envelopes; ``injector``: drive a QMAILQUEUE
 program exactly as qmail-smtpd does; ``standin``: a stand-in qmail-queue that records what it
 was given; ``demo``: the end-to-end demo (``qscan demo``)."""

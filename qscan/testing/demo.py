@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from ingest.journal import Journal
-from qscan.testing.corpus import CorpusMessage, default_corpus_dir, load_corpus
+from qscan.testing.corpus import CorpusMessage, demo_dir, load_corpus
 from qscan.testing.injector import InjectResult, inject
 from qscan.testing.standin import write_standin
 
@@ -60,7 +60,7 @@ attachments = true
 enabled = ["size", "internal", "dlp"]
 
 [dlp]
-rules = "{default_corpus_dir().parent / 'dlp.toml'}"
+rules = "{demo_dir() / 'dlp.toml'}"
 """
     )
     return cfg
