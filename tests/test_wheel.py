@@ -92,6 +92,14 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     current = run([qscan, "-c", config, "db", "current"], cwd=site, env=env).stdout
     assert "head" in current or "0008" in current, current
 
+    # the base install has no Kafka client: a command that needs it says which extra, in one line
+    kafka = site / "kafka.toml"
+    kafka.write_text(f'data_dir = "{site / "data"}"\n[log.kafka]\nbootstrap_servers = ["127.0.0.1:9"]\n')
+    relay = subprocess.run([str(qscan), "-c", str(kafka), "relay", "--once"], cwd=site, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert relay.returncode == 78 and relay.stderr.splitlines() == [
+        "qscan: Kafka (log.kafka, --source kafka) needs the kafka extra: pip install 'qscan[kafka]'"], relay.stderr
+
     demo = site / "demo"
     shown = run([qscan, "demo", "--data-dir", demo], cwd=site, env=env).stdout
     assert "27/27 accepted" in shown and "deliver=25, quarantine=2" in shown, shown[-3000:]

@@ -28,11 +28,22 @@ def _config(ctx: click.Context) -> Config:
 
 
 class _Group(click.Group):
-    """Turns config errors into one clear message and exit code 2 wherever they surface."""
+    """Turns config errors into one clear message and exit code 2 wherever they surface, and a
+    missing extra (kafka, postgres) into a one-line hint and exit 78 (`qscan run` leaves it stopped)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except ImportError as exc:
+            from qscan.extras import hint, missing_extra
+
+            extra = missing_extra(exc)
+            if extra is None:
+                raise
+            from qscan.ops.supervisor import EXIT_NEEDS_OPERATOR
+
+            click.echo(f"qscan: {hint(extra)}", err=True)
+            ctx.exit(EXIT_NEEDS_OPERATOR)
         except Exception as exc:
             config = sys.modules.get("qscan.config")  # a ConfigError means the module was loaded
             if config is None or not isinstance(exc, config.ConfigError):
@@ -151,7 +162,11 @@ def daemon(ctx: click.Context) -> None:
         d = Daemon(daemon_options(cfg), lambda: make_processor(cfg, journal_cls),
                    preflight=lambda: check(cfg))  # SIGHUP: replace workers only if new ones would start
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
-        code = d.serve()
+        from qscan.ops.sdnotify import Notifier
+
+        systemd = Notifier()  # Type=notify: ready once it serves; WatchdogSec: pinged by the master loop
+        code = d.serve(ready=lambda: systemd.ready(f"listening on {cfg.daemon.socket}"), tick=systemd.ping)
+        systemd.stopping()
     except AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

@@ -111,8 +111,11 @@ def sql_store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
     try:
         engine = make_engine(url)
     except ImportError as exc:
+        from qscan.extras import hint, missing_extra
+
+        extra = missing_extra(exc)
         raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: its database driver "
-                            f"is not installed ({_reason(exc)})") from exc
+                            f"is not installed ({hint(extra) if extra else _reason(exc)})") from exc
     except (SQLAlchemyError, OSError, ValueError) as exc:
         raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: bad [sql] url "
                             f"({_reason(exc)})") from exc

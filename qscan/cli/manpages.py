@@ -54,9 +54,20 @@ def page_name(path: tuple[str, ...]) -> str:
     return "-".join(("qscan", *path))
 
 
-def render(cmd: click.Command, path: tuple[str, ...]) -> str:
+def context(root: click.Command, path: tuple[str, ...]) -> click.Context:
+    """The context ``qscan PATH --help`` runs in (the root's settings, e.g. ``-h``, inherited)."""
+    ctx = click.Context(root, info_name="qscan", **root.context_settings)
+    for name in path:
+        assert isinstance(ctx.command, click.Group)
+        sub = ctx.command.commands[name]
+        ctx = click.Context(sub, info_name=name, parent=ctx, **sub.context_settings)
+    return ctx
+
+
+def render(root: click.Command, path: tuple[str, ...]) -> str:
     name = page_name(path)
-    ctx = click.Context(cmd, info_name=" ".join(("qscan", *path)))
+    ctx = context(root, path)
+    cmd = ctx.command
     lines = [f'.TH {roff(name.upper())} 1 "" "qscan {__version__}" "qscan manual"',
              ".SH NAME", f"{roff(name)} \\- {roff(cmd.get_short_help_str(limit=200))}",
              ".SH SYNOPSIS", f".B {roff(' '.join(('qscan', *path)))}",
@@ -84,7 +95,7 @@ def render(cmd: click.Command, path: tuple[str, ...]) -> str:
 def pages() -> dict[str, str]:
     from qscan.cli import cli
 
-    return {f"{page_name(path)}.1": render(cmd, path) for path, cmd in walk(cli)}
+    return {f"{page_name(path)}.1": render(cli, path) for path, _ in walk(cli)}
 
 
 def main(argv: list[str] | None = None) -> int:
