@@ -111,3 +111,28 @@ def test_no_progress_bar_where_nobody_watches(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["-c", str(config), "quarantine", "expire", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "expiring quarantine" not in result.output  # the bar's label: not drawn into a pipe or cron mail
+
+
+def test_on_a_terminal_the_bar_appears_with_the_first_step_of_work() -> None:
+    import io
+
+    from rich.console import Console
+
+    from qscan.cli.progress import progress_bar
+
+    def run(steps: int, fail: bool) -> str:
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=True, width=80)
+        try:
+            with progress_bar(console, disable=False) as bar:
+                task = bar.add_task("exporting M", total=None)
+                if fail:
+                    raise RuntimeError("the SQL store is gone")
+                for _ in range(steps):
+                    bar.update(task, completed=1, total=steps)
+        except RuntimeError:
+            pass
+        return out.getvalue()
+
+    assert run(3, fail=True) == ""  # an error before any work: no "0/?" bar before it
+    assert "exporting M" in run(3, fail=False) and "1/3" in run(3, fail=False)

@@ -38,14 +38,9 @@ def printable(text: str) -> str:
 
 
 def _progress() -> Progress:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from qscan.cli.progress import progress_bar
 
-    from qscan.cli.progress import progress_wanted
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False,
-                    disable=not progress_wanted())
+    return progress_bar()
 
 
 # -- verify -----------------------------------------------------------------------
