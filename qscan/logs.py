@@ -3,9 +3,10 @@
 ``setup()`` is called once by the CLI's root group (``-q``, ``-v``, ``--log-format``):
 
 * ``text``: ``2026-11-25T10:00:00Z 1234 qscan.ops.supervisor INFO starting daemon``. Under
-  systemd (``JOURNAL_STREAM`` names stderr) the journal stamps time and pid itself, so the line is
-  ``<6>qscan.ops.supervisor INFO starting daemon``: no second timestamp, and the ``<N>`` syslog
-  prefix gives journald the priority (``journalctl -p warning`` works).
+  systemd (``JOURNAL_STREAM`` names stderr) the journal stamps the time itself, so the line is
+  ``<6>1234 qscan.ops.supervisor INFO starting daemon``: no second timestamp, and the ``<N>``
+  syslog prefix gives journald the priority (``journalctl -p warning`` works). The pid stays: the
+  journal knows only the unit's main process, not which forked worker wrote the line.
 * ``json``: one object per line, ``{"time", "level", "logger", "pid", "message"}`` (``"exc"``
   with a traceback); ``time`` is left out under journald too.
 
@@ -57,13 +58,12 @@ class TextFormatter(logging.Formatter):
         self.journald = journald
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{record.name} {record.levelname} {record.getMessage()}"
+        line = f"{record.process} {record.name} {record.levelname} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         if self.journald:
             return f"<{PRIORITY.get(record.levelno, 6)}>{line}"
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
-        return f"{stamp} {record.process} {line}"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime(record.created)) + line
 
 
 class JsonFormatter(logging.Formatter):
