@@ -117,27 +117,19 @@ def tick_labels(starts: list[int], step: int) -> list[str]:
     return out
 
 
-def bucket(engine: Engine, column: InstrumentedAttribute[datetime], unit: str) -> ColumnElement[str]:
-    """A UTC hour or day label ('2026-11-25 10:00' / '2026-11-25') computed by the database."""
+def day_label(engine: Engine, column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
+    """The UTC day ('2026-11-25') of ``column``, computed by the database (the per-day tables)."""
     if engine.dialect.name == "postgresql":
-        fmt = "YYYY-MM-DD HH24:00" if unit == "hour" else "YYYY-MM-DD"
-        return func.to_char(func.timezone("UTC", column), fmt)
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     if engine.dialect.name == "sqlite":  # stored as UTC text by the summaries consumer
-        return func.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d", column)
+        return func.strftime("%Y-%m-%d", column)
     raise ValueError(f"qscan report supports SQLite and PostgreSQL, not {engine.dialect.name}")
 
 
-def labels_between(start: datetime, end: datetime, unit: str) -> list[str]:
-    """Every bucket label in [start, end], so quiet hours show as zero, not as a gap."""
-    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
-    t = start.replace(minute=0, second=0, microsecond=0)
-    if unit == "day":
-        t = t.replace(hour=0)
-    out = []
-    while t <= end:
-        out.append(t.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"))
-        t += step
-    return out
+def days_between(start: datetime, end: datetime) -> list[str]:
+    """Every UTC day in [start, end], so quiet days show as zero, not as a gap."""
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -172,11 +164,11 @@ def gather(engine: Engine, start: datetime, end: datetime, step: int) -> ReportD
     data = ReportData(start=start, end=end, step=step)
     window = and_(Message.received_at >= start, Message.received_at <= end)
     slot = epoch_bucket(engine, Message.received_at, step)
-    day = bucket(engine, Message.received_at, "day")
+    day = day_label(engine, Message.received_at)
     data.traffic = {b: {d: 0 for d in DIRECTIONS} for b in bucket_starts(start, end, step)}
     data.blocked_buckets = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in bucket_starts(start, end, step)}
-    data.daily = {b: defaultdict(int) for b in labels_between(start, end, "day")}
-    data.blocked = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in labels_between(start, end, "day")}
+    data.daily = {b: defaultdict(int) for b in days_between(start, end)}
+    data.blocked = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in days_between(start, end)}
     with engine.connect() as conn:
         stmt1 = (select(slot, Message.direction, Message.category, Message.action, func.count()).where(window)
                  .group_by(slot, Message.direction, Message.category, Message.action))
