@@ -9,7 +9,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 CLIENT   := $(VENV)/bin/qscan-queue
 
-.PHONY: install demo test test-fast lint typecheck schema clean bench bench-anchors
+.PHONY: install demo test test-fast lint typecheck schema man clean bench bench-anchors
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
@@ -42,11 +42,15 @@ typecheck: install
 schema: install
 	$(VENV)/bin/qscan schema -o schemas/events.v1.json
 
+man: install
+	$(PY) -m qscan.cli.manpages man
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 bench: install
 	$(PY) -m bench.run --docs docs/performance.md
+	$(PY) -m bench.cli_help
 
 # `make bench` plus amavisd-new on the same corpus (not in CI: it installs a Debian package when
 # missing; the bench starts its own amavisd with its own configuration, never the system's service)

@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ingest.mime import walk_parts  # noqa: E402
+from qscan.testing.corpus import default_corpus_dir  # noqa: E402
 from scanners.base import ScanContext  # noqa: E402
 from scanners.internal.policy import InternalSettings  # noqa: E402
 from scanners.internal.scanner import InternalScanner  # noqa: E402
@@ -88,7 +89,7 @@ def _mail(*parts: tuple[str, str, bytes]) -> bytes:
 def mixed_corpus() -> list[tuple[str, bytes]]:
     rnd = random.Random(4)
     text = b"".join(b"line %d of a quarterly report with some numbers %d\n" % (i, i * 7) for i in range(400))
-    corpus = [(p.name, p.read_bytes()) for p in sorted((ROOT / "demo" / "corpus").glob("*.eml"))]
+    corpus = [(p.name, p.read_bytes()) for p in sorted(default_corpus_dir().glob("*.eml"))]
     corpus += [
         ("zip-docs", _mail(("docs.zip", "application/zip", _zip({"a.txt": text, "b.csv": text[:3000]})))),
         ("zip-nested-3", _mail(("nested.zip", "application/zip", _nested_zip(3, text)))),

@@ -20,11 +20,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-import compliance
 from ingest.private import make_private_dirs, prepare_sqlite_file
 
-REPO_ROOT = Path(compliance.__file__).resolve().parent.parent
-SCRIPT_LOCATION = REPO_ROOT / "alembic"
+# The migrations are package data (compliance/migrations/), found through importlib.resources by
+# alembic's "package:directory" form: the same in a checkout, an editable install and a wheel.
+SCRIPT_LOCATION = "compliance:migrations"
 _BEGIN = "qscan_sqlite_begin"  # execution option: the statement that opens a transaction
 
 
@@ -122,7 +122,7 @@ def session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Sess
 
 def alembic_config(url: str = "") -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     # ConfigParser interpolates '%': URL-encoded passwords must survive it.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

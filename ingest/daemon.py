@@ -1152,7 +1152,10 @@ class Daemon:
         return max(nearest, 0.001)
 
     # -- the loop ----------------------------------------------------------------
-    def serve(self, ready: Callable[[], None] | None = None) -> int:
+    def serve(self, ready: Callable[[], object] | None = None,
+              tick: Callable[[], object] | None = None) -> int:
+        """Serve until SIGTERM; ``ready`` once the socket is bound and the workers forked, ``tick`` on
+        every pass of the master loop (qscan.ops.sdnotify: systemd's readiness and watchdog)."""
         _raise_descriptor_limit()
         self.lsock = lsock = bind_socket(self.opts)
         log.info("listening on %s with %d workers", self.opts.socket, self.opts.workers)
@@ -1173,6 +1176,8 @@ class Daemon:
                 ready()
             next_status = 0.0
             while not self.stopping:
+                if tick:
+                    tick()
                 if time.monotonic() >= next_status:
                     self._write_status()
                     next_status = time.monotonic() + STATUS_INTERVAL

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +29,13 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+# Re-exported: the names events are made of, defined where they import without pydantic
+from ingest.vocabulary import QUARANTINE_FOLDER_OF as QUARANTINE_FOLDER_OF
+from ingest.vocabulary import QUARANTINE_FOLDERS as QUARANTINE_FOLDERS
+from ingest.vocabulary import VIRUS_FOLDER as VIRUS_FOLDER
+from ingest.vocabulary import Action as Action
+from ingest.vocabulary import quarantine_folder as quarantine_folder
+from ingest.vocabulary import utc as utc
 from scanners.direction import Direction, direction
 from scanners.result import Category  # the one vocabulary of verdicts (re-exported)
 
@@ -76,39 +82,6 @@ B64Bytes = Annotated[
         lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
     ),
 ]
-
-
-class Action(StrEnum):
-    DELIVER = "deliver"
-    QUARANTINE = "quarantine"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-    DROP = "drop"
-
-
-# The quarantine maildirs (quarantine/<folder>/) and the category each one keeps: the one list,
-# which the archive consumer, the quarantine store, verify, config and the CLI all import.
-QUARANTINE_FOLDER_OF: dict[Category, str] = {
-    Category.VIRUS: "viruses",
-    Category.POLICY: "policy",
-    Category.MALFORMED: "policy",
-    Category.SPAM: "spam",
-    Category.DLP: "dlp",
-    Category.CLEAN: "policy",
-}
-QUARANTINE_FOLDERS: tuple[str, ...] = tuple(dict.fromkeys(QUARANTINE_FOLDER_OF.values()))
-VIRUS_FOLDER = QUARANTINE_FOLDER_OF[Category.VIRUS]  # released only with force
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC time. qscan writes UTC everywhere (events, the log, SQL rows), so
-    a naive time (SQLite hands them back naive) is read as UTC, never as local time."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def quarantine_folder(category: str) -> str:
-    """The folder a quarantined message of ``category`` is kept in (ValueError: no category)."""
-    return QUARANTINE_FOLDER_OF.get(Category(category), "policy")
 
 
 class _Model(BaseModel):

@@ -22,7 +22,7 @@ def test_make_demo(tmp_path: Path) -> None:
     text = out.stdout
     assert "27/27 accepted" in text
     # the internal scanner quarantines 20-invoice-exe.eml (invoice.pdf.exe, category policy);
-    # inline DLP (demo/dlp.toml) quarantines 26-outbound-card-numbers.eml (three card numbers)
+    # inline DLP (qscan/demo/dlp.toml) quarantines 26-outbound-card-numbers.eml (three card numbers)
     assert "audit table" in text and "deliver=25, quarantine=2" in text
     assert f"archive maildir:   {data / 'archive'} (25 messages in new/)" in text
     assert len(list((data / "quarantine" / "policy" / "new").iterdir())) == 1

@@ -4,11 +4,11 @@ encrypted mail, and the size and time bounds."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qscan.testing.corpus import default_corpus_dir
 from scanners.dlp.extract import ExtractLimits, extract_raw, html_to_text, office_text, pdf_text
 from scanners.internal.unpack import UnpackLimits
 from tests.dlp_docs import PGP_MIME, SMIME, docx, mail, pdf, pptx, xlsx, zip_of
@@ -137,7 +137,7 @@ def test_attached_message_is_read() -> None:
 
 
 def test_demo_corpus_extracts_without_errors() -> None:
-    corpus = Path(__file__).resolve().parent.parent / "demo" / "corpus"
+    corpus = default_corpus_dir()
     for path in sorted(corpus.glob("*.eml")):
         ex = extract_raw(path.read_bytes())
         assert not any("not parsed" in n for n in ex.notes), path

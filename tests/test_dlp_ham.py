@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.dlp_corpus import ham, order_number_passing_luhn, sensitive
+from qscan.testing.corpus import default_corpus_dir
 from scanners.dlp.detectors import CardDetector
 from scanners.dlp.engine import DlpEngine, MessageFacts
 from scanners.dlp.extract import extract_raw
@@ -40,7 +41,7 @@ def demo_ham() -> list[tuple[str, bytes]]:
     """The demo corpus less the messages its manifest names as DLP samples ("(DLP: ...")."""
     import json
 
-    root = Path(__file__).resolve().parent.parent / "demo" / "corpus"
+    root = default_corpus_dir()
     manifest = json.loads((root / "manifest.json").read_text())
     dlp_samples = {e["file"] for e in manifest if "(DLP:" in str(e.get("description", ""))}
     return [(p.name, p.read_bytes()) for p in sorted(root.glob("*.eml")) if p.name not in dlp_samples]
@@ -71,8 +72,8 @@ def test_context_traps_are_in_the_ham_and_stay_low() -> None:
 def test_high_confidence_rules_do_not_fire_on_ham() -> None:
     corpus = ham(600)
     assert Counter(k.split("+")[0] for k, _ in corpus)["business"] == 300
-    demo = sorted((Path(__file__).resolve().parent.parent / "demo" / "corpus").glob("*.eml"))
-    # the demo's one DLP positive (card numbers sent out, quarantined by demo/dlp.toml) is not ham
+    demo = sorted(default_corpus_dir().glob("*.eml"))
+    # the demo's one DLP positive (card numbers sent out, quarantined by qscan/demo/dlp.toml) is not ham
     demo = [p for p in demo if p.name != "26-outbound-card-numbers.eml"]
     corpus += [(p.name, p.read_bytes()) for p in demo]
     high, cards = DlpEngine(HIGH), DlpEngine(CARDS_MEDIUM)

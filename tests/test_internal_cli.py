@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from qscan.cli import cli
+from qscan.testing.corpus import default_corpus_dir
 from tests.internal_corpus import TEXT_PART, attachment, multipart, pe_bytes, zip_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,7 @@ def test_explain_shows_parts_findings_and_the_deciding_rule(tmp_path: Path) -> N
 
 
 def test_explain_demo_invoice_with_defaults_and_alternative_rules(tmp_path: Path) -> None:
-    demo = ROOT / "demo" / "corpus" / "20-invoice-exe.eml"
+    demo = default_corpus_dir() / "20-invoice-exe.eml"
     res = CliRunner().invoke(cli, ["-c", str(tmp_path / "none.toml"), "policy", "explain", str(demo)])
     assert res.exit_code == 0, res.output
     assert "decided by: built-in check rule 'double-extension': quarantine (policy)" in res.output

@@ -9,6 +9,7 @@ import pytest
 
 from ingest.event import MessageScanned, from_json
 from ingest.journal import Journal
+from qscan.testing.corpus import default_corpus_dir
 from qscan.testing.daemon import Harness, running_daemon
 from tests.internal_corpus import FORMAT_CASES, TEXT_PART, attachment, multipart, zip_bytes
 
@@ -39,7 +40,7 @@ def last_scanned(h: Harness) -> MessageScanned:
 
 def test_invoice_pdf_exe_is_quarantined_as_policy(daemon: Harness) -> None:
     before = len(daemon.recorded())
-    raw = (ROOT / "demo" / "corpus" / "20-invoice-exe.eml").read_bytes()
+    raw = (default_corpus_dir() / "20-invoice-exe.eml").read_bytes()
     res = daemon.send(raw, sender=b"billing@example.net", TCPREMOTEIP="203.0.113.99")
     assert res.code == 0, res  # accepted: the message is kept in the journal for quarantine
     assert len(daemon.recorded()) == before  # ... and not handed to qmail-queue

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.mime import walk_parts
+from qscan.testing.corpus import default_corpus_dir
 from scanners.internal.checks import CHECKS
 from scanners.internal.format_checks import RENAME_PREFIX, rename_repeated
 from scanners.internal.policy import InternalSettings
@@ -47,7 +48,7 @@ def test_harmless_mail_trips_nothing(case: str) -> None:
 
 def test_demo_corpus_only_the_invoice_exe_is_caught() -> None:
     caught = {}
-    for path in sorted((ROOT / "demo" / "corpus").glob("*.eml")):
+    for path in sorted(default_corpus_dir().glob("*.eml")):
         results = SCANNER.scan(context(path.read_bytes()))
         if results:
             caught[path.name] = [(r.name, r.verdict.value, r.disposition.value) for r in results]

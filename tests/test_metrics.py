@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from qscan.ops.metrics import MAX_SCANNERS, BoundedLabel, DaemonMetrics, error_kind
+from qscan.testing.corpus import default_corpus_dir
 from qscan.testing.daemon import running_daemon
 from scanners.direction import direction
 
@@ -83,7 +84,7 @@ def test_daemon_and_consumer_endpoints(tmp_path: Path) -> None:
     # bob@example.org is local here: the last message, injected on the host, stays on it.
     with running_daemon(tmp_path, extra=extra, workers=2, daemon_extra='local_domains = ["example.org"]') as h:
         assert h.send(CLEAN, TCPREMOTEIP="192.0.2.7").code == 0
-        invoice = (ROOT / "demo" / "corpus" / "20-invoice-exe.eml").read_bytes()
+        invoice = (default_corpus_dir() / "20-invoice-exe.eml").read_bytes()
         assert h.send(invoice, TCPREMOTEIP="192.0.2.7").code == 0  # quarantined (policy)
         h.set_exit(71)
         assert h.send(CLEAN, RELAYCLIENT="").code == 71  # outbound; qmail-queue temp-fails it

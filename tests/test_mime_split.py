@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.corpus import generate
+from qscan.testing.corpus import default_corpus_dir
 from scanners.mime import parse as mime
 from scanners.mime.split import parse_text
 from tests.internal_corpus import CLEAN_CASES, FORMAT_CASES
@@ -239,8 +240,7 @@ def test_demo_corpus_and_cpython_email_samples_same_tree() -> None:
     import email
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    files = sorted((root / "demo" / "corpus").glob("*.eml"))
+    files = sorted(default_corpus_dir().glob("*.eml"))
     assert len(files) >= 20
     # CPython's own email test messages (odd structures collected over the years), where the
     # interpreter ships its test package; the demo corpus above is always there.

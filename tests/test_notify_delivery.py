@@ -542,11 +542,13 @@ def test_cli_preview_consume_and_outbox(tmp_path: Path, relay: Relay) -> None:
     assert "notify  dieter@example.de  virus/recipient  de" in out.output
     assert "silent  carol@example.com" in out.output
     assert relay.handler.messages == []  # previews send nothing
+    assert not (tmp_path / "notify.key").exists()  # ... and leave no secret behind
 
     out = runner.invoke(cli, ["-c", str(cfg), "consume", "notify", "--once"])
     assert out.exit_code == 0, out.output
     assert sorted(r for _, rs, _ in relay.handler.messages for r in rs) == ["dieter@example.de",
                                                                            "qadmin@example.net"]
+    assert (tmp_path / "notify.key").stat().st_mode & 0o777 == 0o600  # sending made the site's key
     out = runner.invoke(cli, ["-c", str(cfg), "notify", "outbox"])
     assert "sent=2" in out.output
     out = runner.invoke(cli, ["-c", str(cfg), "consumer", "position", "notify"])

@@ -23,6 +23,7 @@ from compliance.db import make_engine
 from ingest.journal import Journal
 from ingest.private import make_private_dirs, prepare_sqlite_file
 from qscan.cli import cli
+from qscan.testing.corpus import default_corpus_dir
 from qscan.testing.daemon import Harness
 from qscan.testing.standin import write_standin
 
@@ -131,7 +132,7 @@ def test_daemon_and_consumers_under_umask_022_leave_only_private_files(tmp_path:
     try:
         clean = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
         assert h.send(clean).code == 0
-        bad = (ROOT / "demo" / "corpus" / "20-invoice-exe.eml").read_bytes()
+        bad = (default_corpus_dir() / "20-invoice-exe.eml").read_bytes()
         assert h.send(bad, TCPREMOTEIP="203.0.113.99").code == 0  # quarantined
         qscan(config, "db", "upgrade")
         assert "applied 2 events" in qscan(config, "consume", "archive", "--once")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from qscan.config import Config
+if TYPE_CHECKING:
+    from qscan.config import Config
 
 
 def _config(ctx: click.Context) -> Config:

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from qscan import __version__
-from qscan.config import Config, ConfigError, example_config, load_config
 
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+if TYPE_CHECKING:  # pydantic, SQLAlchemy, alembic are imported when a command runs, not for --help
+    from qscan.config import Config
 
 
 def _config(ctx: click.Context) -> Config:
@@ -34,12 +29,26 @@ def _config(ctx: click.Context) -> Config:
 
 
 class _Group(click.Group):
-    """Turns config errors into one clear message and exit code 2 wherever they surface."""
+    """Turns config errors into one clear message and exit code 2 wherever they surface, and a
+    missing extra (kafka, postgres) into a one-line hint and exit 78 (`qscan run` leaves it stopped)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except ImportError as exc:
+            from qscan.extras import hint, missing_extra
+
+            extra = missing_extra(exc)
+            if extra is None:
+                raise
+            from qscan.ops.supervisor import EXIT_NEEDS_OPERATOR
+
+            click.echo(f"qscan: {hint(extra)}", err=True)
+            ctx.exit(EXIT_NEEDS_OPERATOR)
+        except Exception as exc:
+            config = sys.modules.get("qscan.config")  # a ConfigError means the module was loaded
+            if config is None or not isinstance(exc, config.ConfigError):
+                raise
             click.echo(f"qscan: {exc}", err=True)
             ctx.exit(2)
 
@@ -47,10 +56,13 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="QSCAN_CONFIG",
               default="/etc/qscan/qscan.toml", show_default=True, help="configuration file")
-@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.option("-q", "--quiet", is_flag=True, help="warnings and errors only; no progress bars")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging, and the libraries' INFO lines")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="QSCAN_LOG_FORMAT", help="log lines on stderr: text, or one JSON object per line")
 @click.version_option(__version__, prog_name="qscan")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str, quiet: bool, verbose: bool, log_format: str) -> None:
     """qscan: content scanner and compliance pipeline for qmail.
 
     \b
@@ -61,15 +73,22 @@ def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
       qscan run                      # daemon + consumers (embedded defaults)
     Then point qmail at it: QMAILQUEUE=/usr/local/bin/qscan-queue
     """
-    _setup_logging(verbose)
+    from qscan.logs import setup
+
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other")
+    setup(verbosity=-1 if quiet else 1 if verbose else 0, fmt=log_format)
+    os.environ["QSCAN_LOG_FORMAT"] = log_format  # the children of `qscan run` log the same way
     cache: dict[str, Config] = {}
 
     def load() -> Config:
+        from qscan.config import load_config
+
         if "cfg" not in cache:
             cache["cfg"] = load_config(config_path)
         return cache["cfg"]
 
-    ctx.obj = {"config": load, "config_path": config_path}
+    ctx.obj = {"config": load, "config_path": config_path, "quiet": quiet}
 
 
 # -- config -----------------------------------------------------------------
@@ -119,6 +138,8 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
 @click.option("--data-dir", default="/var/lib/qscan", show_default=True)
 def config_example(data_dir: str) -> None:
     """Print a complete, commented config with every default."""
+    from qscan.config import example_config
+
     click.echo(example_config(data_dir), nl=False)
 
 
@@ -144,7 +165,11 @@ def daemon(ctx: click.Context) -> None:
                    preflight=lambda: check(cfg),  # SIGHUP: replace workers only if new ones would start
                    queue_failed=functools.partial(record_queue_failure, cfg.journal_path, cfg.hostname))
         start_daemon_metrics(cfg, d)  # [metrics]: /metrics on loopback (docs/operations.md)
-        code = d.serve()
+        from qscan.ops.sdnotify import Notifier
+
+        systemd = Notifier()  # Type=notify: ready once it serves; WatchdogSec: pinged by the master loop
+        code = d.serve(ready=lambda: systemd.ready(f"listening on {cfg.daemon.socket}"), tick=systemd.ping)
+        systemd.stopping()
     except AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
@@ -526,6 +551,25 @@ def demo(data_dir: str, concurrency: int, keep_running: bool) -> None:
     from qscan.testing.demo import run_demo
 
     sys.exit(run_demo(Path(data_dir), concurrency=concurrency, keep_running=keep_running))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, choices).
+
+    \b
+    Load it once in the current shell, or install it for good:
+      eval "$(qscan completion bash)"
+      qscan completion bash > /etc/bash_completion.d/qscan
+      qscan completion zsh > "${fpath[1]}/_qscan"
+      qscan completion fish > ~/.config/fish/completions/qscan.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the choices are exactly click's shells
+    click.echo(cls(cli, {}, "qscan", "_QSCAN_COMPLETE").source())
 
 
 def _register_optional() -> None:

@@ -13,15 +13,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from qscan import __version__
 from qscan.cli.db import When, filter_options, sql_store, take_filters
-from qscan.config import Config
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from qscan.config import Config
 
 
 def _config(ctx: click.Context) -> Config:
@@ -36,8 +38,9 @@ def printable(text: str) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    from qscan.cli.progress import progress_bar
+
+    return progress_bar()
 
 
 # -- verify -----------------------------------------------------------------------

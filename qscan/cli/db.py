@@ -16,16 +16,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from alembic.util import CommandError
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.event import Action, Category, utc
-from qscan.config import Config
+from ingest.vocabulary import Action, utc
 from scanners.direction import DIRECTIONS
+from scanners.result import Category
+
+if TYPE_CHECKING:  # imported where used: `qscan --help` starts without SQLAlchemy, alembic, pydantic
+    from sqlalchemy import Engine
+
+    from qscan.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,6 +101,9 @@ def _reason(exc: BaseException) -> str:
 @contextmanager
 def sql_store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
     """The SQL store's engine, with every database failure turned into one line (exit 3)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from compliance.db import SchemaMissing, check_schema, make_engine
     from qscan.redact import mask_url
 
@@ -106,8 +111,11 @@ def sql_store(ctx: click.Context, *, check: bool = True) -> Iterator[Engine]:
     try:
         engine = make_engine(url)
     except ImportError as exc:
+        from qscan.extras import hint, missing_extra
+
+        extra = missing_extra(exc)
         raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: its database driver "
-                            f"is not installed ({_reason(exc)})") from exc
+                            f"is not installed ({hint(extra) if extra else _reason(exc)})") from exc
     except (SQLAlchemyError, OSError, ValueError) as exc:
         raise SqlStoreError(f"cannot open the SQL store {mask_url(url)}: bad [sql] url "
                             f"({_reason(exc)})") from exc

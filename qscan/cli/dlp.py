@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qscan.cli.db import When
-from qscan.config import Config
 from scanners.direction import DIRECTIONS
 
 if TYPE_CHECKING:
     from compliance.dlp_hunts import HuntStore
     from compliance.hunt import HuntStats
+    from qscan.config import Config
     from scanners.dlp.engine import DlpEngine
 
 
@@ -33,6 +33,8 @@ def _config(ctx: click.Context) -> Config:
     """The configured values; built-in defaults when no config file exists at all."""
     path = (ctx.find_root().obj or {}).get("config_path")
     if path and not Path(path).exists():
+        from qscan.config import Config
+
         click.echo(f"(no config file at {path}: using built-in defaults)", err=True)
         return Config()
     cfg: Config = ctx.find_root().obj["config"]()

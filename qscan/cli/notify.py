@@ -7,11 +7,13 @@ import sys
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from typing import TYPE_CHECKING
 
 import click
 
-from ingest.event import MessageScanned
-from qscan.config import Config
+if TYPE_CHECKING:
+    from ingest.event import MessageScanned
+    from qscan.config import Config
 
 KINDS = ["virus", "policy", "spam", "dlp", "reject"]
 AUDIENCES = ["sender", "recipient", "admin", "officer"]
@@ -22,6 +24,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _event(cfg: Config, event_id: str) -> MessageScanned:
+    from ingest.event import MessageScanned
     from ingest.journal import Journal
     from ingest.log import decode_entry
 
@@ -85,7 +88,7 @@ def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | Non
     policy = notify_policy(cfg)
     notice = Notice(address, aud, chosen, lang or language_for(address, aud, policy))
     rendered = renderer(cfg).render(event, notice)
-    _, data = compose(rendered, notice, event_id=event.event_id, identity=identity(cfg),
+    _, data = compose(rendered, notice, event_id=event.event_id, identity=identity(cfg, create_key=False),
                       when=datetime.now(UTC), in_reply_to=event.headers.message_id)
     if fmt == "mime":
         sys.stdout.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
@@ -112,7 +115,7 @@ def plan_command(ctx: click.Context, event_id: str) -> None:
 
     cfg = _config(ctx)
     event = _event(cfg, event_id)
-    n = notifier(cfg)
+    n = notifier(cfg, create_key=False)  # sends nothing: no key file made for it
     try:
         plan = n.plan(event)
     finally:

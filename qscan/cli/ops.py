@@ -9,10 +9,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from qscan.config import Config
+if TYPE_CHECKING:
+    from qscan.config import Config
 
 
 def _config(ctx: click.Context) -> Config:
@@ -65,35 +67,47 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
 
 
 @click.command()
-@click.option("--since", default="7d", show_default=True, metavar="PERIOD",
-              help="how far back: 90m, 36h, 7d, 2w (the report ends now)")
+@click.option("--since", default=None, metavar="PERIOD",
+              help="how far back: 90m, 36h, 7d, 2w (the report ends now; default: from the first "
+                   "message of the last 31 days)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="directory for index.html and the PNG charts (created; files replaced)")
-@click.option("--unit", type=click.Choice(["auto", "hour", "day"]), default="auto", show_default=True,
-              help="traffic chart resolution (auto: hourly up to 14 days, daily beyond)")
+              help="directory for index.html and the SVG charts (created; files replaced)")
+@click.option("--unit", type=click.Choice(["auto", "minute", "5min", "15min", "hour", "6h", "day", "week"]),
+              default="auto", show_default=True,
+              help="bucket of the traffic and blocked-mail bars (auto: the finest giving at most 180 bars)")
 @click.option("--url", default=None, help="SQLAlchemy URL to read (default: sql.url of the config)")
 @click.pass_context
-def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | None) -> None:
-    """Traffic graphs from the SQL store: PNG charts and one static HTML page.
+def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: str | None) -> None:
+    """Traffic graphs from the SQL store: SVG charts and one static HTML page.
 
     \b
-    Incoming vs outgoing mail over time, mail blocked per day (quarantined,
-    rejected, dropped) by category and mail tagged but delivered, top attachment
-    types in blocked mail, top rules fired, scan time percentiles, each chart
-    beside a table of the same figures (SQLite or PostgreSQL; a SQLite --url that
-    does not exist is refused, never created).
+    Incoming vs outgoing mail as bars per minute, hour or day (chosen from the
+    period: at most 180 bars), mail blocked (quarantined, rejected, dropped) by
+    category and mail tagged but delivered, top attachment types in blocked mail,
+    top rules fired, scan time percentiles, each chart beside a table of the same
+    figures (SQLite or PostgreSQL; a SQLite --url that does not exist is refused,
+    never created).
 
     \b
     Examples:
-      qscan report --out /var/www/qscan              # the last 7 days
-      qscan report --since 36h --out /tmp/r --unit hour
+      qscan report --out /var/www/qscan              # the data's own period (at most 31 days)
+      qscan report --since 7d --out /var/www/qscan   # the last week, hourly bars
+      qscan report --since 2h --out /tmp/r           # the last two hours, a bar per minute
     A daily cron job or systemd timer keeps a web page current (docs/operations.md).
     """
     from compliance.db import check_schema, make_engine
-    from qscan.ops.report import choose_unit, gather, parse_since, render_charts, render_html, window
+    from qscan.ops.report import (
+        choose_step,
+        data_window,
+        gather,
+        parse_since,
+        render_charts,
+        render_html,
+        window,
+    )
 
     try:
-        period = parse_since(since)
+        period = parse_since(since) if since is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     cfg = _config(ctx)
@@ -111,18 +125,13 @@ def report(ctx: click.Context, since: str, out_dir: str, unit: str, url: str | N
             check_schema(engine)
         except Exception as exc:
             raise click.ClickException(str(exc)) from exc
-        start, end = window(period)
-        data = gather(engine, start, end, choose_unit(period, unit))
+        start, end = window(period) if period is not None else data_window(engine)
+        data = gather(engine, start, end, choose_step(end - start, unit))
     finally:
         engine.dispose()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from qscan.ops.report import CHARTS
-
-    with click.progressbar(render_charts(data, out), length=len(CHARTS), label="drawing charts",
-                           file=sys.stderr) as bar:
-        for _ in bar:
-            pass
+    render_charts(data, out)  # milliseconds: no progress bar
     page = render_html(data, cfg.hostname, datetime.now(UTC))
     (out / "index.html").write_text(page, encoding="utf-8")
     click.echo(f"{data.messages} messages from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: "

@@ -11,17 +11,21 @@ import json
 import sys
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from qscan.config import Config
+if TYPE_CHECKING:
+    from qscan.config import Config
+
 
 
 def _config_or_defaults(ctx: click.Context) -> Config:
     """The configured values; built-in defaults when no config file exists at all."""
     path = (ctx.find_root().obj or {}).get("config_path")
     if path and not Path(path).exists():
+        from qscan.config import Config
+
         click.echo(f"(no config file at {path}: using built-in defaults)", err=True)
         return Config()
     loader = ctx.find_root().obj["config"]

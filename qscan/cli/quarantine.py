@@ -16,16 +16,15 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from ingest.event import QUARANTINE_FOLDERS
+from ingest.vocabulary import QUARANTINE_FOLDERS
 from qscan.cli.db import When, sql_store
-from qscan.config import Config
+
+if TYPE_CHECKING:
+    from qscan.config import Config
 
 STATE_CHOICES = ["quarantined", "releasing", "released", "deleted", "all"]
 
@@ -156,6 +155,10 @@ def _print_rows(rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: str,
 
 def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200,
                  fields: Sequence[str] | None = None) -> str:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     from compliance.audit import printable
 
     table = Table(show_lines=False, expand=False)

@@ -282,13 +282,14 @@ def check_socket(cfg: Config, who: Account) -> list[Finding]:
             out.append(Finding(False, f"socket directory {parent}: {who.name} cannot create the socket",
                                f"install -d -o {who.name} -g {who.name} -m 0711 {parent}   "
                                "(systemd: RuntimeDirectory=qscan does this)"))
-        clients = [Account("g", -1, gid, frozenset({gid}))] if d.socket_group and gid is not None else []
-        smtpd = Account.lookup("qmaild")
-        if smtpd is not None:  # with its one group only, as tcpserver -g runs it
-            smtpd = Account(smtpd.name, smtpd.uid, smtpd.gid, frozenset({smtpd.gid}))
-            clients.append(smtpd)
-        blocked = [("qmaild" if c is smtpd else f"group {d.socket_group}") for c in clients
-                   if not allowed(st, c, X)]
+        clients = [(f"group {d.socket_group}", Account("g", -1, gid, frozenset({gid})))
+                   ] if d.socket_group and gid is not None else []
+        for name in d.smtp_users:  # qmail-smtpd's users as configured, not whoever this host has
+            smtpd = Account.lookup(name)
+            if smtpd is not None:  # with its one group only, as tcpserver -g runs it
+                one_group = Account(smtpd.name, smtpd.uid, smtpd.gid, frozenset({smtpd.gid}))
+                clients.append((smtpd.name, one_group))
+        blocked = [label for label, c in clients if not allowed(st, c, X)]
         if blocked:
             who_not = " and ".join(blocked)
             out.append(Finding(False, f"socket directory {parent} (mode {stat.S_IMODE(st.st_mode):04o}): "

@@ -2,13 +2,20 @@
 
 Figures come from the ``messages``, ``parts`` and ``findings`` tables the
 summaries consumer fills, on SQLite or PostgreSQL: counts are grouped in SQL
-(one dialect-specific expression buckets times into hours or days, in UTC);
-percentiles are exact nearest-rank values picked by the database too (window
-functions, on both dialects), so memory stays bounded however much mail a site
-has: only three rows per day and per scanner come back. Charts are PNGs drawn
-by matplotlib's headless Agg backend, and one static ``index.html`` shows them
-beside the same figures in tables, so a number can be read off rather than
-guessed from a bar.
+(one dialect-specific expression buckets times, in UTC); percentiles are exact
+nearest-rank values picked by the database too (window functions, on both
+dialects), so memory stays bounded however much mail a site has: only three
+rows per day and per scanner come back.
+
+The charts tell what happened, not a shape: counts per bucket are bars (a line
+would draw a ramp between two buckets that had no mail), the bucket size follows
+the period shown (a minute for the last hour, an hour for a week, a day for a
+month: at most ``MAX_BARS`` bars), and without ``--since`` the period is the
+data's own (its first message in the last 31 days, to now), not a fixed week in
+which yesterday's test mail is one spike at the right edge. Charts are SVG
+(``qscan.ops.svg``: no plotting library) and one static ``index.html`` shows
+them beside the same figures in tables, so a number can be read off rather than
+guessed from a bar; each bar also carries its value (hover).
 """
 
 from __future__ import annotations
@@ -16,16 +23,17 @@ from __future__ import annotations
 import html
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Engine, Integer, and_, cast, extract, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from compliance.models import Finding, Message, Part
+from qscan.ops.svg import Series, bars, hbars
 from scanners.direction import DIRECTIONS
 
 BLOCKED_CATEGORIES = ("spam", "virus", "policy", "dlp", "malformed")
@@ -35,6 +43,13 @@ BLOCKING_ACTIONS = ("quarantine", "reject", "drop")  # tempfail: the sender retr
 BLOCKED_COLUMNS = (*BLOCKED_CATEGORIES, "tagged")  # tagged: delivered, but not clean (spam headers)
 PERCENTILES = (50, 90, 99)
 TOP = 15
+# Bucket sizes a chart may use, finest first; "auto" takes the finest that needs at most MAX_BARS.
+STEPS = {"minute": 60, "5min": 300, "15min": 900, "hour": 3600, "6h": 6 * 3600, "day": 86400,
+         "week": 7 * 86400}
+MAX_BARS = 180
+WEEK_START = 4 * 86400  # buckets of a week start on Mondays (1970-01-05), not on epoch Thursdays
+DEFAULT_LOOKBACK = timedelta(days=31)  # without --since: the data's first message this far back
+MIN_PERIOD = timedelta(minutes=10)
 COLORS = {"inbound": "#1f77b4", "outbound": "#2ca02c", "local": "#7f7f7f", "clean": "#2ca02c",
           "spam": "#ff7f0e", "virus": "#d62728", "policy": "#9467bd", "dlp": "#8c564b",
           "malformed": "#e377c2", "tagged": "#c7c7c7"}
@@ -49,27 +64,72 @@ def parse_since(text: str) -> timedelta:
     return timedelta(seconds=int(text[:-1]) * units[text[-1]])
 
 
-def bucket(engine: Engine, column: InstrumentedAttribute[datetime], unit: str) -> ColumnElement[str]:
-    """A UTC hour or day label ('2026-11-25 10:00' / '2026-11-25') computed by the database."""
+def epoch_bucket(engine: Engine, column: InstrumentedAttribute[datetime], step: int) -> ColumnElement[int]:
+    """The UTC start of ``column``'s bucket of ``step`` seconds, in seconds since the epoch."""
     if engine.dialect.name == "postgresql":
-        fmt = "YYYY-MM-DD HH24:00" if unit == "hour" else "YYYY-MM-DD"
-        return func.to_char(func.timezone("UTC", column), fmt)
+        seconds: ColumnElement[int] = cast(func.floor(extract("epoch", column)), BigInteger)
+    elif engine.dialect.name == "sqlite":  # stored as UTC text by the summaries consumer
+        seconds = cast(func.strftime("%s", column), Integer)
+    else:
+        raise ValueError(f"qscan report supports SQLite and PostgreSQL, not {engine.dialect.name}")
+    offset = WEEK_START if step == STEPS["week"] else 0
+    return ((seconds - offset) // step) * step + offset
+
+
+def bucket_starts(start: datetime, end: datetime, step: int) -> list[int]:
+    """Every bucket start (epoch seconds) in [start, end], so quiet buckets show as zero, not a gap."""
+    offset = WEEK_START if step == STEPS["week"] else 0
+    first = (int(start.timestamp()) - offset) // step * step + offset
+    return list(range(first, int(end.timestamp()) + 1, step))
+
+
+def bucket_label(epoch: int, step: int) -> str:
+    t = datetime.fromtimestamp(epoch, UTC)
+    return t.strftime("%Y-%m-%d %H:%M" if step < STEPS["day"] else "%Y-%m-%d")
+
+
+# Tick spacings on a time axis (seconds), round ones only: 10:00, 10:15, midnight, Mondays...
+TICKS = (60, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
+         7 * 86400, 14 * 86400, 28 * 86400, 91 * 86400)
+MAX_TICKS = 12
+
+
+def tick_labels(starts: list[int], step: int) -> list[str]:
+    """The label under each bucket: at round times only (at most MAX_TICKS), else "".
+
+    The time of day when the period is within one day, the date (and time) beyond."""
+    if not starts:
+        return []
+    span = starts[-1] - starts[0] + step
+    every = next((t for t in TICKS if t >= step and t % step == 0 and span / t <= MAX_TICKS), TICKS[-1])
+    offset = WEEK_START if every % STEPS["week"] == 0 else 0
+    with_date = span > 86400
+    out = []
+    for b in starts:
+        if (b - offset) % every:
+            out.append("")
+            continue
+        t = datetime.fromtimestamp(b, UTC)
+        if every >= 86400 or (with_date and t.hour == 0 and t.minute == 0):
+            out.append(t.strftime("%m-%d"))
+        else:
+            out.append(t.strftime("%m-%d %H:%M" if with_date and every >= 6 * 3600 else "%H:%M"))
+    return out
+
+
+def day_label(engine: Engine, column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
+    """The UTC day ('2026-11-25') of ``column``, computed by the database (the per-day tables)."""
+    if engine.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     if engine.dialect.name == "sqlite":  # stored as UTC text by the summaries consumer
-        return func.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d", column)
+        return func.strftime("%Y-%m-%d", column)
     raise ValueError(f"qscan report supports SQLite and PostgreSQL, not {engine.dialect.name}")
 
 
-def labels_between(start: datetime, end: datetime, unit: str) -> list[str]:
-    """Every bucket label in [start, end], so quiet hours show as zero, not as a gap."""
-    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
-    t = start.replace(minute=0, second=0, microsecond=0)
-    if unit == "day":
-        t = t.replace(hour=0)
-    out = []
-    while t <= end:
-        out.append(t.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"))
-        t += step
-    return out
+def days_between(start: datetime, end: datetime) -> list[str]:
+    """Every UTC day in [start, end], so quiet days show as zero, not as a gap."""
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -84,8 +144,9 @@ def percentile(values: Sequence[float], p: float) -> float:
 class ReportData:
     start: datetime
     end: datetime
-    unit: str  # bucket of the traffic chart: hour or day
-    traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # bucket -> direction -> n
+    step: int  # seconds per bucket of the traffic and blocked-mail charts
+    traffic: dict[int, dict[str, int]] = field(default_factory=dict)  # bucket start -> direction -> n
+    blocked_buckets: dict[int, dict[str, int]] = field(default_factory=dict)  # bucket start -> column -> n
     daily: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> column -> n
     totals: dict[str, dict[str, int]] = field(default_factory=dict)  # direction/category/action
     blocked: dict[str, dict[str, int]] = field(default_factory=dict)  # day -> category/tagged -> n
@@ -99,18 +160,23 @@ class ReportData:
         return sum(self.totals.get("direction", {}).values())
 
 
-def gather(engine: Engine, start: datetime, end: datetime, unit: str) -> ReportData:
-    data = ReportData(start=start, end=end, unit=unit)
+def gather(engine: Engine, start: datetime, end: datetime, step: int) -> ReportData:
+    data = ReportData(start=start, end=end, step=step)
     window = and_(Message.received_at >= start, Message.received_at <= end)
-    hour = bucket(engine, Message.received_at, unit)
-    day = bucket(engine, Message.received_at, "day")
-    data.traffic = {b: {d: 0 for d in DIRECTIONS} for b in labels_between(start, end, unit)}
-    data.daily = {b: defaultdict(int) for b in labels_between(start, end, "day")}
-    data.blocked = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in labels_between(start, end, "day")}
+    slot = epoch_bucket(engine, Message.received_at, step)
+    day = day_label(engine, Message.received_at)
+    data.traffic = {b: {d: 0 for d in DIRECTIONS} for b in bucket_starts(start, end, step)}
+    data.blocked_buckets = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in bucket_starts(start, end, step)}
+    data.daily = {b: defaultdict(int) for b in days_between(start, end)}
+    data.blocked = {b: dict.fromkeys(BLOCKED_COLUMNS, 0) for b in days_between(start, end)}
     with engine.connect() as conn:
-        stmt1 = select(hour, Message.direction, func.count()).where(window)
-        for b, direc, n in conn.execute(stmt1.group_by(hour, Message.direction)):
-            data.traffic.setdefault(b, {d: 0 for d in DIRECTIONS})[direc] = int(n)
+        stmt1 = (select(slot, Message.direction, Message.category, Message.action, func.count()).where(window)
+                 .group_by(slot, Message.direction, Message.category, Message.action))
+        for b, direc, cat, action, n in conn.execute(stmt1):
+            data.traffic.setdefault(int(b), {d: 0 for d in DIRECTIONS})[direc] += int(n)
+            column = blocked_column(str(action), str(cat))
+            if column is not None:
+                data.blocked_buckets.setdefault(int(b), dict.fromkeys(BLOCKED_COLUMNS, 0))[column] += int(n)
         totals: dict[str, dict[str, int]] = {"direction": defaultdict(int), "category": defaultdict(int),
                                              "action": defaultdict(int)}
         stmt = (select(day, Message.direction, Message.category, Message.action, func.count())
@@ -121,10 +187,9 @@ def gather(engine: Engine, start: datetime, end: datetime, unit: str) -> ReportD
                 row[key] += int(n)
             totals["direction"][direc] += int(n)
             blocked = data.blocked.setdefault(d, dict.fromkeys(BLOCKED_COLUMNS, 0))
-            if action in BLOCKING_ACTIONS and cat in BLOCKED_CATEGORIES:
-                blocked[cat] += int(n)
-            elif action == "deliver" and cat != "clean":  # spam tagged in its headers, say
-                blocked["tagged"] += int(n)
+            column = blocked_column(action, cat)
+            if column is not None:
+                blocked[column] += int(n)
             totals["category"][cat] += int(n)
             totals["action"][action] += int(n)
         data.totals = {k: dict(v) for k, v in totals.items()}
@@ -150,6 +215,16 @@ def gather(engine: Engine, start: datetime, end: datetime, unit: str) -> ReportD
             conn, Finding.scanner, Finding.duration_ms,
             select(Finding).join(Message, Message.event_id == Finding.event_id).where(window))
     return data
+
+
+def blocked_column(action: str, category: str) -> str | None:
+    """The blocked-mail column a message counts in: its category when it was kept from the
+    recipient, "tagged" when delivered though not clean (spam headers), else none."""
+    if action in BLOCKING_ACTIONS and category in BLOCKED_CATEGORIES:
+        return category
+    if action == "deliver" and category != "clean":
+        return "tagged"
+    return None
 
 
 def percentiles_by(conn: Any, group: Any, value: Any, base: Any) -> dict[str, dict[str, float]]:
@@ -183,153 +258,71 @@ def percentiles_by(conn: Any, group: Any, value: Any, base: Any) -> dict[str, di
 
 
 # -- charts ---------------------------------------------------------------------------
-def _figure(width: float = 10.0, height: float = 4.0) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on a mail server
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    return fig, ax
+def _step_name(step: int) -> str:
+    return next((name for name, seconds in STEPS.items() if seconds == step), f"{step}s")
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+def _per(step: int) -> str:
+    return {"minute": "minute", "5min": "5 minutes", "15min": "15 minutes", "hour": "hour",
+            "6h": "6 hours", "day": "day", "week": "week"}.get(_step_name(step), f"{step} s")
 
 
-def _no_data(ax: Any) -> None:
-    ax.text(0.5, 0.5, "no data in this period", ha="center", va="center", transform=ax.transAxes,
-            color="#777777")
+def chart_traffic(data: ReportData) -> str:
+    starts = list(data.traffic)
+    return bars(f"Messages per {_per(data.step)} by direction (UTC)",
+                [bucket_label(b, data.step) for b in starts],
+                [Series(d, COLORS[d], [data.traffic[b][d] for b in starts]) for d in DIRECTIONS],
+                ylabel="messages", tick_labels=tick_labels(starts, data.step), tick_at_edge=True)
 
 
-def _whole_numbers(axis: Any) -> None:
-    """Counts of messages: no 0.2-message ticks on a quiet day."""
-    from matplotlib.ticker import MaxNLocator
-
-    axis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _tick_every(labels: Sequence[str], ax: Any, short: Callable[[str], str]) -> None:
-    step = max(1, len(labels) // 14)
-    ax.set_xticks(range(0, len(labels), step))
-    ax.set_xticklabels([short(labels[i]) for i in range(0, len(labels), step)], rotation=45, ha="right",
-                       fontsize=8)
+def chart_verdicts(data: ReportData) -> str:
+    starts = list(data.blocked_buckets)
+    return bars(f"Mail blocked per {_per(data.step)} (quarantined, rejected, dropped) by category; "
+                "tagged but delivered on top (UTC)",
+                [bucket_label(b, data.step) for b in starts],
+                [Series("tagged, delivered" if c == "tagged" else c, COLORS[c],
+                        [data.blocked_buckets[b][c] for b in starts], hatch=c == "tagged")
+                 for c in BLOCKED_COLUMNS],
+                ylabel="messages", tick_labels=tick_labels(starts, data.step), tick_at_edge=True)
 
 
-def chart_traffic(data: ReportData, path: Path) -> None:
-    fig, ax = _figure()
-    labels = list(data.traffic)
-    x = range(len(labels))
-    for d in DIRECTIONS:
-        ax.plot(x, [data.traffic[b][d] for b in labels], label=d, color=COLORS[d], linewidth=1.4)
-    ax.set_title(f"Messages per {data.unit} by direction (UTC)")
-    ax.set_ylabel("messages")
-    _tick_every(labels, ax, (lambda s: s[5:]) if data.unit == "hour" else (lambda s: s))
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
-    _whole_numbers(ax.yaxis)
-    if not data.messages:
-        _no_data(ax)
-    _save(fig, path)
-
-
-def chart_verdicts(data: ReportData, path: Path) -> None:
-    fig, ax = _figure()
-    days = list(data.blocked)
-    bottom = [0] * len(days)
-    for cat in BLOCKED_COLUMNS:
-        values = [data.blocked[d].get(cat, 0) for d in days]
-        label = "tagged, delivered" if cat == "tagged" else cat
-        ax.bar(range(len(days)), values, bottom=bottom, label=label, color=COLORS[cat],
-               hatch="//" if cat == "tagged" else None)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_title("Mail blocked per day (quarantined, rejected, dropped) by category; "
-                 "tagged but delivered on top (UTC)", fontsize=10)
-    ax.set_ylabel("messages")
-    _tick_every(days, ax, lambda s: s[5:])
-    ax.legend(loc="upper left", ncols=6, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(0, max([*bottom, 1]) * 1.18)  # room for the legend above the tallest bar
-    _whole_numbers(ax.yaxis)
-    if not any(bottom):
-        _no_data(ax)
-    _save(fig, path)
-
-
-def _hbar(items: Sequence[tuple[str, int]], title: str, xlabel: str, path: Path, color: str) -> None:
-    fig, ax = _figure(10.0, max(2.5, 0.35 * len(items) + 1.2))
-    names = [n for n, _ in items][::-1]
-    values = [v for _, v in items][::-1]
-    ax.barh(range(len(items)), values, color=color)
-    ax.set_yticks(range(len(items)))
-    ax.set_yticklabels(names, fontsize=8)
-    for i, v in enumerate(values):
-        ax.text(v, i, f" {v}", va="center", fontsize=8)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    _whole_numbers(ax.xaxis)
-    ax.grid(axis="x", alpha=0.3)
-    if not items:
-        _no_data(ax)
-    _save(fig, path)
-
-
-def chart_scan_times(data: ReportData, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.0), dpi=100)
+def chart_scan_times(data: ReportData) -> str:
     days = list(data.scan_daily)
-    for p, style in zip(PERCENTILES, ("-", "--", ":"), strict=True):
-        left.plot(range(len(days)), [data.scan_daily[d][f"p{p}"] for d in days], style, label=f"p{p}",
-                  color="#1f77b4", marker="o", markersize=3)
-    left.set_title("Processing time per message (ms)")
-    left.set_ylabel("ms")
-    _tick_every(days, left, lambda s: s[5:])
-    left.legend(fontsize=8)
-    left.grid(alpha=0.3)
-    left.set_ylim(bottom=0)
-    if not days:
-        _no_data(left)
+    shades = ("#9ecae1", "#4292c6", "#08519c")
+    return bars("Processing time per message by day: p50, p90, p99 (ms)", days,
+                [Series(f"p{p}", c, [data.scan_daily[d][f"p{p}"] for d in days])
+                 for p, c in zip(PERCENTILES, shades, strict=True)],
+                ylabel="ms", stacked=False, integer=False, tick_labels=[d[5:] for d in days])
+
+
+def chart_scanner_times(data: ReportData) -> str:
     scanners = list(data.scan_scanners)
-    width = 0.27
-    for k, p in enumerate(PERCENTILES):
-        right.bar([i + (k - 1) * width for i in range(len(scanners))],
-                  [data.scan_scanners[s][f"p{p}"] for s in scanners], width, label=f"p{p}")
-    right.set_xticks(range(len(scanners)))
-    right.set_xticklabels(scanners, rotation=30, ha="right", fontsize=8)
-    right.set_title("Time in each scanner per message (ms)")
-    right.legend(loc="upper left", ncols=3, fontsize=8)
-    right.grid(axis="y", alpha=0.3)
-    tallest = max([v[f"p{PERCENTILES[-1]}"] for v in data.scan_scanners.values()] + [1.0])
-    right.set_ylim(0, tallest * 1.2)
-    if not scanners:
-        _no_data(right)
-    _save(fig, path)
+    shades = ("#fdae6b", "#f16913", "#a63603")
+    return bars("Time in each scanner per message: p50, p90, p99 (ms)", scanners,
+                [Series(f"p{p}", c, [data.scan_scanners[s][f"p{p}"] for s in scanners])
+                 for p, c in zip(PERCENTILES, shades, strict=True)],
+                ylabel="ms", stacked=False, integer=False)
 
 
-CHARTS = ("traffic.png", "verdicts.png", "attachments.png", "rules.png", "scan_times.png")
+CHARTS = ("traffic.svg", "verdicts.svg", "attachments.svg", "rules.svg", "scan_times.svg",
+          "scanner_times.svg")
 
 
-def render_charts(data: ReportData, out: Path) -> Iterable[str]:
-    """Draws each chart, yielding its file name (a progress bar can follow along)."""
-    chart_traffic(data, out / "traffic.png")
-    yield "traffic.png"
-    chart_verdicts(data, out / "verdicts.png")
-    yield "verdicts.png"
-    _hbar(data.attachments, "Top attachment types in blocked mail (quarantined, rejected, dropped)",
-          "messages", out / "attachments.png",
-          "#9467bd")
-    yield "attachments.png"
-    _hbar([(f"{s}: {r}", n) for s, r, _, n in data.rules], "Top rules and signatures fired", "messages",
-          out / "rules.png", "#d62728")
-    yield "rules.png"
-    chart_scan_times(data, out / "scan_times.png")
-    yield "scan_times.png"
+def render_charts(data: ReportData, out: Path) -> list[str]:
+    """Writes every chart into ``out``; returns their file names (``CHARTS``)."""
+    drawn = {
+        "traffic.svg": chart_traffic(data),
+        "verdicts.svg": chart_verdicts(data),
+        "attachments.svg": hbars("Top attachment types in blocked mail (quarantined, rejected, dropped)",
+                                 data.attachments, "#9467bd", xlabel="messages"),
+        "rules.svg": hbars("Top rules and signatures fired", [(f"{s}: {r}", n) for s, r, _, n in data.rules],
+                           "#d62728", xlabel="messages"),
+        "scan_times.svg": chart_scan_times(data),
+        "scanner_times.svg": chart_scanner_times(data),
+    }
+    for name, svg in drawn.items():
+        (out / name).write_text(svg, encoding="utf-8")
+    return list(drawn)
 
 
 # -- the page -------------------------------------------------------------------------
@@ -364,18 +357,27 @@ def render_html(data: ReportData, host: str, generated: datetime) -> str:
         f"generated {e(generated.strftime('%Y-%m-%d %H:%M'))} UTC from the SQL store. "
         f"<strong id=\"total\">{data.messages}</strong> messages.</p>",
         "<h2>Totals</h2>", _table("totals", ["", "messages"], totals_rows),
-        "<h2>Traffic</h2>", '<img src="traffic.png" alt="messages per period by direction">',
-        '<img src="verdicts.png" alt="blocked mail per day by category">',
+        "<h2>Traffic</h2>", '<img src="traffic.svg" alt="messages per period by direction">',
+        '<img src="verdicts.svg" alt="blocked mail per period by category">',
+        f"<details><summary>per {e(_per(data.step))}: the figures of both charts "
+        "(periods with mail)</summary>",
+        _table("traffic", ["period (UTC)", *DIRECTIONS, *[f"blocked {c}" for c in BLOCKED_CATEGORIES],
+                           "tagged, delivered"],
+               [(bucket_label(b, data.step), *[row[d] for d in DIRECTIONS],
+                 *[data.blocked_buckets[b][c] for c in BLOCKED_COLUMNS])
+                for b, row in data.traffic.items() if any(row.values())]),
+        "</details>",
         _table("blocked", ["day", *[f"blocked {c}" for c in BLOCKED_CATEGORIES], "tagged, delivered"],
                [(d, *[row.get(c, 0) for c in BLOCKED_COLUMNS]) for d, row in data.blocked.items()]),
         _table("daily", ["day", *daily_cols],
                [(d, *[row.get(c, 0) for c in daily_cols]) for d, row in data.daily.items()]),
-        "<h2>Blocked attachment types</h2>", '<img src="attachments.png" alt="top blocked attachment types">',
+        "<h2>Blocked attachment types</h2>", '<img src="attachments.svg" alt="top blocked attachment types">',
         _table("attachments", ["extension or type", "messages"], data.attachments),
-        "<h2>Rules and signatures fired</h2>", '<img src="rules.png" alt="top rules fired">',
+        "<h2>Rules and signatures fired</h2>", '<img src="rules.svg" alt="top rules fired">',
         _table("rules", ["rule", "scanner", "verdict", "messages"],
                [(r, s, v, n) for s, r, v, n in data.rules]),
-        "<h2>Scan time</h2>", '<img src="scan_times.png" alt="processing time percentiles">',
+        "<h2>Scan time</h2>", '<img src="scan_times.svg" alt="processing time percentiles per day">',
+        '<img src="scanner_times.svg" alt="processing time percentiles per scanner">',
         _table("scan-daily", ["day", "p50 ms", "p90 ms", "p99 ms", "messages"],
                [(d, v["p50"], v["p90"], v["p99"], int(v["n"])) for d, v in data.scan_daily.items()]),
         _table("scan-scanners", ["scanner", "p50 ms", "p90 ms", "p99 ms", "runs"],
@@ -385,12 +387,28 @@ def render_html(data: ReportData, host: str, generated: datetime) -> str:
     return "\n".join(parts) + "\n"
 
 
-def choose_unit(period: timedelta, unit: str) -> str:
+def choose_step(period: timedelta, unit: str = "auto") -> int:
+    """Seconds per bucket: ``unit`` by name, or (auto) the finest that shows ``period`` in at most
+    ``MAX_BARS`` bars, from a minute up to a week."""
     if unit != "auto":
-        return unit
-    return "hour" if period <= timedelta(days=14) else "day"
+        return STEPS[unit]
+    seconds = period.total_seconds()
+    return next((step for step in STEPS.values() if seconds / step <= MAX_BARS), STEPS["week"])
 
 
 def window(period: timedelta, now: datetime | None = None) -> tuple[datetime, datetime]:
     end = (now or datetime.now(UTC)).astimezone(UTC)
     return end - period, end
+
+
+def data_window(engine: Engine, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The default period: from the first message of the last ``DEFAULT_LOOKBACK`` to now (at least
+    ``MIN_PERIOD``), so the charts span the mail there is, not a fixed week around one burst."""
+    end = (now or datetime.now(UTC)).astimezone(UTC)
+    with engine.connect() as conn:
+        first = conn.execute(select(func.min(Message.received_at))
+                             .where(Message.received_at >= end - DEFAULT_LOOKBACK)).scalar()
+    if first is None:
+        return end - MIN_PERIOD, end
+    first = first.replace(tzinfo=UTC) if first.tzinfo is None else first.astimezone(UTC)
+    return min(first.replace(second=0, microsecond=0), end - MIN_PERIOD), end

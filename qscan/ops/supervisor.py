@@ -11,17 +11,18 @@ anchored outside the database every ``anchor.interval_minutes`` and at shutdown
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from compliance.anchor import AnchorError
 from ingest.journal import Journal
 from qscan.config import Config
 from qscan.ops.anchors import AnchorWriter
+from qscan.ops.sdnotify import Notifier, child_env
 from qscan.wiring.pipeline import log_readers_required
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,14 @@ def components(cfg: Config, config_path: str) -> list[Child]:
     return children
 
 
+def _bound_since(path: Path, since: float) -> bool:
+    """The daemon's socket exists and was made by this run (a stale one is older)."""
+    try:
+        return path.stat().st_mtime >= since - 1
+    except OSError:
+        return False
+
+
 def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> int:
     children = components(cfg, config_path)
     stopping = False
@@ -76,9 +85,13 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
     from qscan.ops.journal_budget import budget_warning
 
     over_budget = budget_warning(cfg)
+    systemd = Notifier()  # Type=notify: READY=1 once the daemon's socket is there; WATCHDOG=1 every pass
+    ready = False
+    began = time.time()
     try:
         while not stopping:
             now = time.monotonic()
+            systemd.ping(now)
             for c in children:
                 if c.proc is not None and c.proc.poll() is not None:
                     code = c.proc.returncode
@@ -94,8 +107,11 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
                     c.proc = None
                 if c.proc is None and now >= c.next_start:
                     log.info("starting %s", c.name)
-                    c.proc = subprocess.Popen(c.argv, env={**os.environ, **c.extra_env})
+                    c.proc = subprocess.Popen(c.argv, env={**child_env(), **c.extra_env})
                     c.started = now
+            if not ready and _bound_since(cfg.daemon.socket, began):
+                systemd.ready(f"daemon listening on {cfg.daemon.socket}")
+                ready = True
             if now >= next_prune:
                 try:
                     n = journal.prune(log_readers_required(cfg), cfg.journal.retain_days * 86400)
@@ -110,6 +126,7 @@ def supervise(cfg: Config, config_path: str, *, stop_timeout: float = 60.0) -> i
             over_budget()  # a rate-limited warning while the journal is over journal.disk_budget_mb
             time.sleep(0.2)
     finally:
+        systemd.stopping()
         for c in children:
             if c.proc is not None and c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """The demo corpus: realistic mail with envelopes, for demos, benchmarks and tests.
 
-The messages live in ``demo/corpus/`` (written by ``demo/make_corpus.py``)
+The messages live in ``qscan/demo/corpus/`` (written by ``qscan/demo/make_corpus.py``), package data
+found through ``importlib.resources``,
 with a ``manifest.json`` holding what the files cannot: the envelope and the
 qmail-smtpd environment each message arrives with. Messages too big to commit
 are described in the manifest and generated here, deterministically, so every
@@ -13,10 +14,10 @@ import base64
 import json
 import random
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import qscan
 from ingest.envelope import build_envelope
 
 MANIFEST = "manifest.json"
@@ -38,8 +39,16 @@ class CorpusMessage:
         return build_envelope(self.sender.encode(), [r.encode() for r in self.recipients])
 
 
+def demo_dir() -> Path:
+    """The demo data shipped inside the qscan package (``qscan/demo/``: ``corpus/``, ``dlp.toml``)."""
+    ref = files("qscan") / "demo"
+    if not isinstance(ref, Path):  # a zipped install: the daemon and the demo need real files
+        raise RuntimeError(f"qscan's demo data is not a directory ({ref}): install qscan unzipped")
+    return ref
+
+
 def default_corpus_dir() -> Path:
-    return Path(qscan.__file__).resolve().parent.parent / "demo" / "corpus"
+    return demo_dir() / "corpus"
 
 
 def load_corpus(directory: Path | None = None) -> list[CorpusMessage]:

@@ -25,7 +25,7 @@ import click
 
 from ingest.journal import Journal
 from qscan.testing.clients import native_client
-from qscan.testing.corpus import CorpusMessage, default_corpus_dir, load_corpus
+from qscan.testing.corpus import CorpusMessage, demo_dir, load_corpus
 from qscan.testing.injector import InjectResult, inject
 from qscan.testing.standin import write_standin
 
@@ -62,7 +62,7 @@ attachments = true
 enabled = ["size", "internal", "dlp"]
 
 [dlp]
-rules = "{default_corpus_dir().parent / 'dlp.toml'}"
+rules = "{demo_dir() / 'dlp.toml'}"
 """
     )
     return cfg

@@ -44,10 +44,13 @@ def mark_key(cfg: Config) -> MarkKey:
         raise ConfigError(f"notify.mark_key: {exc}") from exc
 
 
-def identity(cfg: Config) -> Identity:
+def identity(cfg: Config, *, create_key: bool = True) -> Identity:
+    """Who notifications come from; ``create_key=False`` for commands that send nothing (a preview):
+    they sign with the site's key if there is one, else with a throwaway key, and write no file."""
     n = cfg.notify
+    key = mark_key(cfg) if create_key or mark_key_path(cfg).exists() else MarkKey.generate()
     return Identity(from_address=from_address(cfg), from_name=n.from_name,
-                    envelope_sender=n.envelope_sender, host=cfg.hostname, mark_key=mark_key(cfg))
+                    envelope_sender=n.envelope_sender, host=cfg.hostname, mark_key=key)
 
 
 def quarantine_file(cfg: Config) -> Callable[[MessageScanned], str | None]:
@@ -66,8 +69,9 @@ def renderer(cfg: Config) -> Renderer:
                     quarantine_file=quarantine_file(cfg))
 
 
-def notifier(cfg: Config) -> Notifier:
-    return Notifier(notify_policy(cfg), renderer(cfg), identity(cfg), JournalHeaders(str(cfg.journal_path)))
+def notifier(cfg: Config, *, create_key: bool = True) -> Notifier:
+    return Notifier(notify_policy(cfg), renderer(cfg), identity(cfg, create_key=create_key),
+                    JournalHeaders(str(cfg.journal_path)))
 
 
 def transport_factory(cfg: Config) -> Callable[[], Transport]:
