@@ -37,7 +37,7 @@ from typing import Any
 from bench import anchors as anchor_runs
 from bench.anchors import pct, tree_cpu_seconds
 from bench.corpus import BenchMessage, generate
-from qscan.config import ConsumersConfig
+from ingest.log import ConsumerSettings
 from qscan.testing import rawclient
 from qscan.testing.clients import native_client
 from qscan.testing.injector import inject
@@ -98,7 +98,7 @@ def floor_fsync(corpus: list[BenchMessage], work: Path) -> float:
 
 
 # The consumers run with the shipped default batch, as a new installation does.
-CONSUMER_BATCH: int = ConsumersConfig.model_fields["batch"].default
+CONSUMER_BATCH: int = ConsumerSettings().batch
 
 
 def floor_maildir(corpus: list[BenchMessage], work: Path, batch: int = CONSUMER_BATCH, threads: int = 16
