@@ -37,7 +37,6 @@ from compliance import canonical
 from compliance.copystore import CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
-    ConsumerPosition,
     Deletion,
     DlpFinding,
     Finding,
@@ -400,9 +399,11 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 # -- the log ----------------------------------------------------------------------
 def summaries_position(engine: Engine, name: str = "summaries") -> int:
-    with engine.connect() as conn:
-        return conn.scalar(select(ConsumerPosition.position)
-                           .where(ConsumerPosition.name == name)) or 0
+    """The journal position of a journal-fed consumer (0 if it stored none); a Kafka-fed
+    one stores offsets instead (compliance.positions, used by ``qscan verify``)."""
+    from compliance.positions import coverage
+
+    return coverage(engine, name).journal or 0
 
 
 def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, position: int,

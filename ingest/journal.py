@@ -195,6 +195,15 @@ class Journal:
     def positions(self) -> dict[str, int]:
         return {n: int(s) for n, s in self._db.execute("SELECT name, seq FROM positions")}
 
+    # -- small records of its readers (the relay's topic marks) ----------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?,?) "
+                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
     def prune(self, required: Iterable[str], keep_seconds: float = 0.0) -> int:
         """Delete events every required reader has passed and older than ``keep_seconds``.
 

@@ -138,6 +138,10 @@ class KafkaSource:
         # partition -> records behind the broker's high-watermark after the last poll (metrics;
         # read from another thread, written only here: plain ints in a dict)
         self.lag: dict[int, int] = {}
+        self.topic_id: str | None = None  # the topic id the stored offsets belong to (this run)
+        self._unchecked: list[TopicPartition] = []  # assigned while the broker could not be asked
+        self._retry_at = 0.0
+        self._retry_backoff = 0.0
 
     # -- partitions ---------------------------------------------------------------
     def _sink(self, partition: int) -> Sink:
@@ -151,6 +155,66 @@ class KafkaSource:
             pos = self._sink(tp.partition).position()
             self.consumer.seek(tp, pos)
             log.info("%s: partition %d from offset %d (stored in the sink)", self.name, tp.partition, pos)
+        self.topic_id = self._current_topic_id() or self.topic_id
+
+    def _current_topic_id(self) -> str | None:
+        from ingest.kafka_log import topic_identity
+
+        found = self.consumer._client.cluster.topic_id(self.settings.topic) if self.consumer else None
+        if found is None and self.consumer is not None:
+            return topic_identity(self.consumer, self.settings.topic)[1]
+        return str(found) if found is not None else None
+
+    def _assigned(self, tps: list[TopicPartition]) -> None:
+        """On (re)assignment: seek to the sinks' positions after checking the topic is the one
+        they were read from. A broker that does not answer (down during a rebalance) must not
+        make the consumer exit, nor let it read on unchecked: the partitions are paused and
+        checked again with back-off from the poll loop, as the relay backs off."""
+        try:
+            self._seek_to_sinks(tps)
+        except (KafkaError, OSError) as exc:
+            self._retry_backoff = min(30.0, self._retry_backoff * 2 or 0.5)
+            self._retry_at = time.monotonic() + self._retry_backoff
+            log.warning("%s: cannot check the assigned partitions %s against the broker (%s: %s); "
+                        "they wait, checked again in %.1fs", self.name, [tp.partition for tp in tps],
+                        type(exc).__name__, exc, self._retry_backoff)
+            self._unchecked = list(tps)
+            try:
+                self.consumer.pause(*tps)
+            except Exception:  # not assigned any more: the next assignment checks again
+                log.debug("pausing %s failed", tps, exc_info=True)
+        else:
+            self._unchecked, self._retry_backoff = [], 0.0
+
+    def _retry_unchecked(self) -> None:
+        if not self._unchecked or time.monotonic() < self._retry_at:
+            return
+        tps = [tp for tp in self._unchecked if tp in self.consumer.assignment()]
+        self._unchecked = []
+        if tps:
+            self._assigned(tps)
+            if not self._unchecked:
+                self.consumer.resume(*tps)
+
+    def _topic_replaced(self) -> bool:
+        """The topic id changed under a running consumer (broker restarted without its data, topic
+        deleted and created again): every assigned partition is read again from its start, before
+        anything of the batch just fetched is applied (it may come from past the new start)."""
+        tid = self._current_topic_id()
+        if tid is None or self.topic_id is None or tid == self.topic_id:
+            self.topic_id = self.topic_id or tid
+            return False
+        log.error("%s: topic %s was created again (id %s, was %s): reading every assigned partition "
+                  "again from its earliest offset so no event is skipped", self.name, self.settings.topic,
+                  tid, self.topic_id)
+        self.topic_id = tid
+        for tp in self.consumer.assignment():
+            self._sink(tp.partition).set_position(0)
+            if self.anchors is not None:
+                self.anchors.clear(position_key(tp.topic, tp.partition))
+            self.restarted.append(tp.partition)
+            self.consumer.seek(tp, 0)  # 0: below any kept offset -> earliest (auto_offset_reset)
+        return True
 
     def _probe(self) -> Any:
         return KafkaConsumer(
@@ -158,6 +222,7 @@ class KafkaSource:
             client_id=f"{self.settings.client_id}-{self.name}-check",
             group_id=None,
             enable_auto_commit=False,
+            allow_auto_create_topics=False,
             auto_offset_reset="none",  # an offset past the end must say so, not move
             max_partition_fetch_bytes=self.settings.max_request_size,
             fetch_max_bytes=max(self.settings.max_request_size, 52428800),
@@ -228,10 +293,8 @@ class KafkaSource:
             if rec is None and hw is not None and hw < pos:
                 return f"it now ends at offset {hw}"
             return None
-        except KafkaError as exc:
-            log.warning("%s: partition %d: cannot verify the stored offset %d against the topic (%s); "
-                        "going on from it", self.name, tp.partition, pos, exc)
-            return None
+        except OffsetOutOfRangeError as exc:
+            return f"offset out of range ({exc})"
 
     def _revoke(self, tps: list[TopicPartition]) -> None:
         # Every batch is applied and stored before poll() returns again, so there is
@@ -248,18 +311,20 @@ class KafkaSource:
             client_id=f"{self.settings.client_id}-{self.name}",
             group_id=group,
             enable_auto_commit=False,
+            allow_auto_create_topics=False,  # a lost topic comes back from the relay, with its partitions
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self.settings.max_request_size,
             fetch_max_bytes=max(self.settings.max_request_size, 52428800),
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             request_timeout_ms=max(self.settings.request_timeout_ms, self.session_timeout_ms + 5000),
+            metadata_max_age_ms=10000,  # a topic the relay created again is seen within seconds
         )
         self.consumer = consumer
         if self.static is not None:
             tps = [TopicPartition(self.settings.topic, p) for p in self.static]
             consumer.assign(tps)
-            self._seek_to_sinks(tps)
+            self._assigned(tps)
         else:
             source = self
 
@@ -268,7 +333,7 @@ class KafkaSource:
                     source._revoke(list(revoked))
 
                 def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-                    source._seek_to_sinks(list(assigned))
+                    source._assigned(list(assigned))
 
             consumer.subscribe([self.settings.topic], listener=Listener())
         return consumer
@@ -297,7 +362,10 @@ class KafkaSource:
             self.lag[tp.partition] = max(0, hw - upto)
 
     def poll_once(self) -> int:
+        self._retry_unchecked()
         batches = self.consumer.poll(timeout_ms=200, max_records=self.batch)
+        if batches and self._topic_replaced():
+            return 0
         self._note_lag(batches)
         n = 0
         for tp, recs in batches.items():
@@ -368,7 +436,7 @@ def scan_topic(settings: KafkaSettings, *, partitions: list[int] | None = None,
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_partition_fetch_bytes=settings.max_request_size,
+        allow_auto_create_topics=False, max_partition_fetch_bytes=settings.max_request_size,
         fetch_max_bytes=max(settings.max_request_size, 52428800),
         request_timeout_ms=settings.request_timeout_ms,
     )
@@ -412,3 +480,39 @@ def _read_to_end(consumer: Any, tps: list[TopicPartition]) -> bool:
         if hw is None or consumer.position(tp) < hw:
             return False
     return True
+
+
+def waiting_ids(settings: KafkaSettings, offsets: dict[int, int], *, idle_timeout: float = 10.0) -> set[str]:
+    """The event ids of every record at or after ``offsets`` (``{partition: next offset}`` a
+    consumer stored; a partition without one from its start): what the consumer has still
+    to apply. Read-only (no group, no commits).
+
+    Raises KafkaError when the broker cannot be read, LookupError when the topic is gone."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-verify",
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        allow_auto_create_topics=False, max_partition_fetch_bytes=settings.max_request_size,
+        fetch_max_bytes=max(settings.max_request_size, 52428800),
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    try:
+        known = consumer.partitions_for_topic(settings.topic)
+        if not known:
+            raise LookupError(f"topic {settings.topic} does not exist")
+        tps = [TopicPartition(settings.topic, p) for p in sorted(known)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, offsets.get(tp.partition, 0))
+        ids: set[str] = set()
+        last = time.monotonic()
+        while not _read_to_end(consumer, tps):
+            batches = consumer.poll(timeout_ms=500, max_records=2000)
+            if batches:
+                last = time.monotonic()
+            elif time.monotonic() - last > idle_timeout:
+                raise KafkaTimeoutError(f"no progress reading {settings.topic} for {idle_timeout:g}s")
+            for records in batches.values():
+                ids.update(i for r in records if (i := event_id_of(r.value)) is not None)
+        return ids
+    finally:
+        consumer.close(autocommit=False)

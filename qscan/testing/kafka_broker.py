@@ -76,7 +76,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0
         from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             fetch_max_bytes=100_000_000, max_partition_fetch_bytes=100_000_000)
+                             allow_auto_create_topics=False, fetch_max_bytes=100_000_000, max_partition_fetch_bytes=100_000_000)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -120,10 +120,12 @@ def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Process
 
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
     from archive.consumer import ArchiveSink
+    from compliance.retention import Tombstones
 
     return ArchiveSink(
         Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive.filter,
         archive_enabled=cfg.archive.enabled, position_key=position_key,
+        tombstoned=Tombstones(cfg.sql_url),
     )
 
 
