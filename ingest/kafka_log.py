@@ -113,6 +113,21 @@ def record_for(entry: JournalEntry, host: str, partitions: int) -> dict[str, Any
     }
 
 
+def no_auto_create(client: Any) -> Any:
+    """Make sure ``client`` (a KafkaConsumer or KafkaProducer) never asks the broker to create a
+    topic. kafka-python 3.0 accepts ``allow_auto_create_topics=False`` but does not hand it to the
+    cluster metadata that builds the Metadata requests (checked against 3.0.12), so a consumer of
+    a missing topic would still have it created with the broker's default partitions."""
+    cluster = getattr(client, "_metadata", None) or client._client.cluster
+    cluster.config["allow_auto_create_topics"] = False
+    return client
+
+
+def make_consumer(**options: Any) -> Any:
+    """A KafkaConsumer that never has a topic created (see no_auto_create)."""
+    return no_auto_create(KafkaConsumer(allow_auto_create_topics=False, **options))
+
+
 def make_producer(settings: KafkaSettings) -> KafkaProducer:
     compression = None if settings.compression == "none" else settings.compression
     options: dict[str, Any] = {
@@ -131,14 +146,14 @@ def make_producer(settings: KafkaSettings) -> KafkaProducer:
         "max_block_ms": settings.request_timeout_ms,
         **settings.extra,
     }
-    return KafkaProducer(**options)
+    return no_auto_create(KafkaProducer(**options))
 
 
 def make_probe(settings: KafkaSettings, name: str) -> Any:
     """A read-only consumer (no group, no commits, no topic creation) for checks."""
-    return KafkaConsumer(
+    return make_consumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
-        group_id=None, enable_auto_commit=False, allow_auto_create_topics=False,
+        group_id=None, enable_auto_commit=False,
         auto_offset_reset="none",  # an offset out of range must say so, not move
         max_partition_fetch_bytes=settings.max_request_size,
         fetch_max_bytes=max(settings.max_request_size, 52428800),

@@ -25,12 +25,12 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
-from ingest.kafka_log import KafkaSettings
+from ingest.kafka_log import KafkaSettings, make_consumer
 from ingest.log import LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+    from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
     from kafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class KafkaSource:
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
         anchors: AnchorStore | None = None,
+        max_poll_interval_ms: int = 120000,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -130,6 +131,9 @@ class KafkaSource:
         self.batch = batch
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        # also the group's rebalance timeout: how long a rebalance waits for a member that went
+        # away without leaving (killed, or closed while the broker was down) before going on
+        self.max_poll_interval_ms = max_poll_interval_ms
         self.sinks: dict[int, Sink] = {}
         self.anchors = anchors
         self.restarted: list[int] = []  # partitions found recreated and read again from the start
@@ -155,13 +159,16 @@ class KafkaSource:
             pos = self._sink(tp.partition).position()
             self.consumer.seek(tp, pos)
             log.info("%s: partition %d from offset %d (stored in the sink)", self.name, tp.partition, pos)
-        self.topic_id = self._current_topic_id() or self.topic_id
+        self.topic_id = self._current_topic_id(ask=False) or self.topic_id
 
-    def _current_topic_id(self) -> str | None:
+    def _current_topic_id(self, *, ask: bool = True) -> str | None:
+        """The topic id in the consumer's metadata; with ``ask``, fetched when not known yet
+        (never from a rebalance callback: kafka-python runs those on its IO thread, where a
+        blocking call raises)."""
         from ingest.kafka_log import topic_identity
 
-        found = self.consumer._client.cluster.topic_id(self.settings.topic) if self.consumer else None
-        if found is None and self.consumer is not None:
+        found = self.consumer._client.cluster.topic_id(self.settings.topic)
+        if found is None and ask:
             return topic_identity(self.consumer, self.settings.topic)[1]
         return str(found) if found is not None else None
 
@@ -217,12 +224,11 @@ class KafkaSource:
         return True
 
     def _probe(self) -> Any:
-        return KafkaConsumer(
+        return make_consumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             client_id=f"{self.settings.client_id}-{self.name}-check",
             group_id=None,
             enable_auto_commit=False,
-            allow_auto_create_topics=False,
             auto_offset_reset="none",  # an offset past the end must say so, not move
             max_partition_fetch_bytes=self.settings.max_request_size,
             fetch_max_bytes=max(self.settings.max_request_size, 52428800),
@@ -306,12 +312,11 @@ class KafkaSource:
 
     def _make_consumer(self) -> Any:
         group = None if self.static is not None else f"{self.settings.group_prefix}-{self.name}"
-        consumer = KafkaConsumer(
+        consumer = make_consumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             client_id=f"{self.settings.client_id}-{self.name}",
             group_id=group,
             enable_auto_commit=False,
-            allow_auto_create_topics=False,  # a lost topic comes back from the relay, with its partitions
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self.settings.max_request_size,
             fetch_max_bytes=max(self.settings.max_request_size, 52428800),
@@ -319,6 +324,7 @@ class KafkaSource:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             request_timeout_ms=max(self.settings.request_timeout_ms, self.session_timeout_ms + 5000),
             metadata_max_age_ms=10000,  # a topic the relay created again is seen within seconds
+            max_poll_interval_ms=self.max_poll_interval_ms,
         )
         self.consumer = consumer
         if self.static is not None:
@@ -401,19 +407,60 @@ class KafkaSource:
         self.applied += n
         return n
 
+    # -- group mode: join once the topic exists -------------------------------------------
+    def _wait_for_topic(self, stop: Stop, give_up: float | None) -> bool:
+        """Wait (riding out a broker that does not answer) until the topic exists; False when
+        stopped or after ``give_up`` seconds. A group joined before its topic exists is not given
+        the partitions by every broker once it appears (Tansu answers the member's rejoin with
+        its old, empty assignment): join only once it is there."""
+        from ingest.kafka_log import make_probe, topic_identity
+
+        deadline = None if give_up is None else time.monotonic() + give_up
+        warned = False
+        while not stop.requested and (deadline is None or time.monotonic() < deadline):
+            try:
+                probe = make_probe(self.settings, f"{self.name}-wait")
+                try:
+                    if topic_identity(probe, self.settings.topic)[0]:
+                        return True
+                finally:
+                    probe.close()
+                why = "it does not exist (the relay or `qscan kafka init` creates it)"
+            except KafkaError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if not warned:
+                log.warning("%s: waiting for topic %s: %s", self.name, self.settings.topic, why)
+                warned = True
+            time.sleep(1.0)
+        return False
+
     def run(self, stop: Stop, *, once: bool = False, idle_timeout: float = 10.0) -> int:
         """Consume until stopped; with ``once``, until caught up (or idle that long)."""
-        consumer = self._make_consumer()
+        give_up = idle_timeout if once else None
+        if self.static is None and not self._wait_for_topic(stop, give_up):
+            return self.applied
+        self._make_consumer()
         last_progress = time.monotonic()
+        backoff = 0.0
         try:
             while not stop.requested:
-                n = self.poll_once()
+                try:
+                    n = self.poll_once()
+                except (KafkaError, OSError) as exc:  # the broker down: wait as the relay does
+                    backoff = min(30.0, backoff * 2 or 0.5)
+                    log.warning("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
+                    deadline = time.monotonic() + backoff
+                    while not stop.requested and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    continue
+                backoff = 0.0
                 if n:
                     last_progress = time.monotonic()
                 elif once and (self.caught_up() or time.monotonic() - last_progress > idle_timeout):
                     break
         finally:
-            consumer.close(autocommit=False)
+            if self.consumer is not None:
+                self.consumer.close(autocommit=False)
             for sink in self.sinks.values():
                 sink.close()
             self.sinks.clear()
@@ -433,10 +480,9 @@ def scan_topic(settings: KafkaSettings, *, partitions: list[int] | None = None,
     ``idle_timeout`` seconds without a record. ``types``: records of other event types are
     yielded as :class:`PassedOver`; a record that does not decode as :class:`Undecodable`.
     ``name`` goes into the client id (``<client_id>-<name>``)."""
-    consumer = KafkaConsumer(
+    consumer = make_consumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        allow_auto_create_topics=False, max_partition_fetch_bytes=settings.max_request_size,
         fetch_max_bytes=max(settings.max_request_size, 52428800),
         request_timeout_ms=settings.request_timeout_ms,
     )
@@ -488,10 +534,9 @@ def waiting_ids(settings: KafkaSettings, offsets: dict[int, int], *, idle_timeou
     to apply. Read-only (no group, no commits).
 
     Raises KafkaError when the broker cannot be read, LookupError when the topic is gone."""
-    consumer = KafkaConsumer(
+    consumer = make_consumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-verify",
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        allow_auto_create_topics=False, max_partition_fetch_bytes=settings.max_request_size,
         fetch_max_bytes=max(settings.max_request_size, 52428800),
         request_timeout_ms=settings.request_timeout_ms,
     )
