@@ -277,9 +277,9 @@ class Relay:
         for e, f in zip(entries, futures, strict=True):
             meta = f.get(timeout=timeout)  # raises if the broker did not acknowledge
             last[int(meta.partition)] = [int(meta.offset), e.event_id]
-        self._add_mark(entries[-1].seq, last)
-        self.journal.set_position(RELAY_NAME, entries[-1].seq)
         self.sent += len(entries)
+        if self._add_mark(entries[-1].seq, last):
+            self.journal.set_position(RELAY_NAME, entries[-1].seq)
         return len(entries)
 
     # -- marks: what the topic must still hold ------------------------------------------
@@ -299,20 +299,29 @@ class Relay:
     def _save_marks(self, marks: list[dict[str, Any]]) -> None:
         self.journal.set_meta(self._marks_key(), json.dumps(marks, separators=(",", ":")))
 
-    def _add_mark(self, seq: int, last: dict[int, list[Any]]) -> None:
+    def _add_mark(self, seq: int, last: dict[int, list[Any]]) -> bool:
+        """Record what the batch up to ``seq`` wrote; False when the batch went to another topic
+        than the marks before it (re-created meanwhile, by another host's relay say): then what
+        was sent before is not on the broker any more and the position went back instead."""
         marks = self.marks()
-        anchors = dict(marks[-1]["anchors"]) if marks else {}
-        anchors.update({str(p): v for p, v in last.items()})
         tid = None
         metadata = getattr(self._producer, "_metadata", None)
         if metadata is not None:
             found = metadata.topic_id(self.settings.topic)
             tid = str(found) if found is not None and found != uuid.UUID(int=0) else None
+        before = marks[-1].get("topic_id") if marks else None
+        if tid is not None and before is not None and before != tid:
+            self._rewind(marks, 0, f"a batch went to topic id {tid}, the ones before it to {before} "
+                         "(the topic was created again)")
+            return False
+        anchors = dict(marks[-1]["anchors"]) if marks else {}
+        anchors.update({str(p): v for p, v in last.items()})
         marks.append({"seq": seq, "topic_id": tid, "anchors": anchors})
         if len(marks) > MAX_MARKS:  # thin out the older half: recent marks matter most
             half = len(marks) // 2
             marks = marks[:half:2] + marks[half:]
         self._save_marks(marks)
+        return True
 
     def _mark_present(self, probe: Any, mark: dict[str, Any], tid: str | None) -> str | None:
         """None when the topic still holds every record of ``mark``, else why not."""
