@@ -110,6 +110,11 @@ def position_key(topic: str, partition: int) -> str:
     return f"kafka.{topic}.{partition}"
 
 
+def _tid_key(tp: TopicPartition) -> str:
+    """Anchor-store key of the topic id a partition's stored offsets belong to."""
+    return f"{position_key(tp.topic, tp.partition)}.tid"
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -221,6 +226,8 @@ class KafkaSource:
                 self.anchors.clear(position_key(tp.topic, tp.partition))
             self.restarted.append(tp.partition)
             self.consumer.seek(tp, 0)  # 0: below any kept offset -> earliest (auto_offset_reset)
+            if self.anchors is not None:
+                self.anchors.put(_tid_key(tp), 0, tid)
         return True
 
     def _probe(self) -> Any:
@@ -241,12 +248,15 @@ class KafkaSource:
         read those partitions again from their earliest offset (projections are keyed by
         event id, so whatever was applied already changes nothing)."""
         stored = [(tp, pos) for tp in tps if (pos := self._sink(tp.partition).position()) > 0]
-        if not stored:
+        if not stored and self.anchors is None:
             return
+        from ingest.kafka_log import topic_identity
+
         probe = self._probe()
         try:
+            tid = topic_identity(probe, self.settings.topic)[1]
             for tp, pos in stored:
-                reason = self._mismatch(probe, tp, pos)
+                reason = self._other_topic_id(tp, tid) or self._mismatch(probe, tp, pos)
                 if reason is None:
                     continue
                 log.error("%s: %s partition %d is not the topic this consumer read up to offset %d (%s): "
@@ -257,8 +267,19 @@ class KafkaSource:
                 if self.anchors is not None:
                     self.anchors.clear(position_key(tp.topic, tp.partition))
                 self.restarted.append(tp.partition)
+            if self.anchors is not None and tid is not None:
+                for tp in tps:  # the topic these partitions' positions are offsets in, from now on
+                    self.anchors.put(_tid_key(tp), 0, tid)
         finally:
             probe.close()
+
+    def _other_topic_id(self, tp: TopicPartition, tid: str | None) -> str | None:
+        """Why the stored position belongs to another topic (its id was kept with it), or None.
+        Catches a topic created again even where the anchor record happens to match."""
+        saved = self.anchors.get(_tid_key(tp)) if self.anchors is not None and tid is not None else None
+        if saved is None or tid is None or saved[1] == id_hash(tid):
+            return None
+        return f"the topic id is now {tid}, not the one its offsets were read from"
 
     def _fetch(self, probe: Any, tp: TopicPartition, offset: int) -> tuple[Any, int | None]:
         """(the record at ``offset`` or the next one kept, the high-watermark) by Fetch.

@@ -87,6 +87,9 @@ def test_three_hosts_one_topic_a_group_of_two_a_kill_and_a_broker_restart(
         broker.stop()  # memory storage: the topic and every record are gone
         time.sleep(1)
         broker.start()
+        # the killed member comes back, as `qscan run`'s supervisor restarts it
+        group.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                      stderr=(tmp_path / "consumer2.log").open("w")))
         senders = [threading.Thread(target=mail, args=(h, name, PER_HOST // 2, PER_HOST // 2))
                    for h, name in zip(hosts, HOSTS, strict=True)]
         for t in senders:
@@ -101,8 +104,9 @@ def test_three_hosts_one_topic_a_group_of_two_a_kill_and_a_broker_restart(
         stop.requested = True
         for t in threads:
             t.join(30)
-        group[1].send_signal(signal.SIGTERM)
-        group[1].wait(30)
+        for p in group[1:]:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
 
         # every event exactly once, from every host
         assert count(url, "SELECT count(*) FROM messages") == total
