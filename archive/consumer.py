@@ -23,6 +23,12 @@ Record lines (text, one per line)::
 
     S <digest> <settings as JSON: {"enabled": bool, "filter": str|null}>
     D <event id> <1 archived | 0 not archived> <digest of the settings used>
+
+A tombstone wins over any replay: a copy deleted lawfully (retention, quarantine
+delete or expiry) is never written again. The ``message.deleted`` event follows its
+message on the log, so a replay or a new consumer removes what an earlier batch wrote
+back and drops the write when both are in one batch; with ``tombstoned`` (the SQL
+store's tombstones, wired in qscan) the copy is not even written for a moment.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Annotated
 
 from archive.envelope_block import archived_message
 from archive.maildir import FILE_MODE, Maildir, check_name, deliver_batch, fsync_dir, make_dirs
-from ingest.event import QUARANTINE_FOLDERS, Action, MessageScanned, QueueFailed, utc
+from ingest.event import QUARANTINE_FOLDERS, Action, MessageDeleted, MessageScanned, QueueFailed, utc
 from ingest.ids import uuid7_time
 from ingest.log import LogRecord
 from scanners.settings import SECTION, Check, setting, valid_regex
@@ -124,7 +130,10 @@ class ArchiveSink:
         *,
         fsync_workers: int = 16,
         position_key: str | None = None,
+        tombstoned: Callable[[Sequence[str]], set[str]] | None = None,
     ) -> None:
+        # event ids -> those whose stored copy was deleted lawfully (never written again)
+        self.tombstoned = tombstoned
         self.archive_dir = Path(archive_dir)
         # One checkpoint per log source: the journal's, or one per Kafka partition
         # (``kafka.<topic>.<partition>``), each replaced atomically on its own.
@@ -206,6 +215,15 @@ class ArchiveSink:
                     del pending[key]
                 if self._remove_archived(ref):
                     removed_from.append(self._archive_maildir())
+            elif isinstance(event, MessageDeleted):
+                ref = event.ref_event_id
+                for key in [k for k, v in pending.items() if v[2].event_id == ref]:
+                    del pending[key]
+                removed_from.extend(self._remove_deleted(event))
+        if pending and self.tombstoned is not None:
+            gone = self.tombstoned(sorted({v[2].event_id for v in pending.values()}))
+            for key in [k for k, v in pending.items() if v[2].event_id in gone]:
+                del pending[key]
         # Built lazily: only one archived copy of a large message is in memory at a time.
         deliver_batch(
             ((m, n, archived_message(e)) for m, n, e in pending.values()), self._executor
@@ -269,13 +287,30 @@ class ArchiveSink:
         """
         if not self.archive_enabled:
             return False
+        return self._remove_named(self._archive_maildir(), ref_event_id)
+
+    def _remove_deleted(self, event: MessageDeleted) -> list[Maildir]:
+        """Remove what a replay wrote back of a copy a tombstone records as deleted."""
+        touched = []
+        for location in filter(None, event.location.split(",")):
+            if location == "archive":
+                maildir = self._archive_maildir()
+            elif location.startswith("quarantine/") and location[11:] in QUARANTINE_FOLDERS:
+                maildir = self._quarantine_maildir(location[11:])
+            else:
+                log.warning("message.deleted %s names an unknown location %r", event.event_id, location)
+                continue
+            if self._remove_named(maildir, event.ref_event_id):
+                touched.append(maildir)
+        return touched
+
+    def _remove_named(self, maildir: Maildir, ref_event_id: str) -> bool:
         suffix = f".{ref_event_id}{SUFFIX}"
         try:
             check_name("x" + suffix)
         except ValueError:
-            log.warning("queue_failed refers to an unusable event id %r", ref_event_id)
+            log.warning("an event refers to an unusable event id %r", ref_event_id)
             return False
-        maildir = self._archive_maildir()
         names: list[str] = []
         try:
             t = int(uuid7_time(ref_event_id))
@@ -293,6 +328,9 @@ class ArchiveSink:
         return removed
 
     def close(self) -> None:
+        close = getattr(self.tombstoned, "close", None)
+        if close is not None:
+            close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

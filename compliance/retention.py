@@ -271,3 +271,43 @@ def apply(engine: Engine, store: CopyStore, log_append: LogAppend, policy: Reten
         if progress:
             progress(len(batch))
     return outcome
+
+
+class Tombstones:
+    """``lookup(event_ids) -> those with a tombstone``, for the archive consumer: a copy
+    deleted lawfully is never written again by a replay or a new consumer.
+
+    The SQL store not answering (or not set up yet) is logged and answered with the
+    tombstones the log itself carries: the ``message.deleted`` event that follows each
+    message on the log still removes a copy a replay wrote back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._warned = 0.0
+
+    def __call__(self, event_ids: Sequence[str]) -> set[str]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from compliance.db import make_engine
+
+        if not event_ids:
+            return set()
+        try:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            with self._engine.connect() as conn:
+                return set(conn.scalars(select(Deletion.ref_event_id)
+                                        .where(Deletion.ref_event_id.in_(list(event_ids)))))
+        except SQLAlchemyError as exc:
+            now = datetime.now(UTC).timestamp()
+            if now - self._warned > 60:
+                self._warned = now
+                log.warning("tombstones: the SQL store does not answer (%s); relying on the "
+                            "message.deleted events on the log", str(exc).splitlines()[0])
+            return set()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -44,7 +44,6 @@ from compliance import canonical, journal_chain, summaries
 from compliance.copystore import CopyError, CopyStore, MessageFacts, StoredCopy
 from compliance.models import (
     ChainHead,
-    ConsumerPosition,
     Deletion,
     DlpFinding,
     Finding,
@@ -477,9 +476,11 @@ def verify_journal_chain(walk: journal_chain.ChainWalk) -> Report:
 
 
 def summaries_position(engine: Engine, name: str = "summaries") -> int:
-    with engine.connect() as conn:
-        return conn.scalar(select(ConsumerPosition.position)
-                           .where(ConsumerPosition.name == name)) or 0
+    """The journal position of a journal-fed consumer (0 if it stored none); a Kafka-fed
+    one stores offsets instead (compliance.positions, used by ``qscan verify``)."""
+    from compliance.positions import coverage
+
+    return coverage(engine, name).journal or 0
 
 
 RawOf = Callable[[str], bytes | None]

@@ -316,6 +316,12 @@ class Journal:
     def positions(self) -> dict[str, int]:
         return {n: int(s) for n, s in self._db.execute("SELECT name, seq FROM positions")}
 
+    # -- small records of its readers (the relay's topic marks) ----------------
+    def set_meta(self, key: str, value: str) -> None:
+        """Durably record one ``meta`` value (the relay's marks; the chain keeps its own)."""
+        self._set_meta(key, value)
+        self._sync()
+
     def prune(self, required: Iterable[str], keep_seconds: float = 0.0) -> int:
         """Delete events every required reader has passed and older than ``keep_seconds``.
 

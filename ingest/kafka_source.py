@@ -25,12 +25,12 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
-from ingest.kafka_log import KafkaSettings
+from ingest.kafka_log import KafkaSettings, make_consumer
 from ingest.log import ConsumerSettings, LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+    from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
     from kafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ def position_key(topic: str, partition: int) -> str:
     return f"kafka.{topic}.{partition}"
 
 
+def _tid_key(tp: TopicPartition) -> str:
+    """Anchor-store key of the topic id a partition's stored offsets belong to."""
+    return f"{position_key(tp.topic, tp.partition)}.tid"
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -122,6 +127,7 @@ class KafkaSource:
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
         anchors: AnchorStore | None = None,
+        max_poll_interval_ms: int = 120000,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -130,6 +136,9 @@ class KafkaSource:
         self.batch = batch
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        # also the group's rebalance timeout: how long a rebalance waits for a member that went
+        # away without leaving (killed, or closed while the broker was down) before going on
+        self.max_poll_interval_ms = max_poll_interval_ms
         self.sinks: dict[int, Sink] = {}
         self.anchors = anchors
         self.restarted: list[int] = []  # partitions found recreated and read again from the start
@@ -138,6 +147,10 @@ class KafkaSource:
         # partition -> records behind the broker's high-watermark after the last poll (metrics;
         # read from another thread, written only here: plain ints in a dict)
         self.lag: dict[int, int] = {}
+        self.topic_id: str | None = None  # the topic id the stored offsets belong to (this run)
+        self._unchecked: list[TopicPartition] = []  # assigned while the broker could not be asked
+        self._retry_at = 0.0
+        self._retry_backoff = 0.0
 
     # -- partitions ---------------------------------------------------------------
     def _sink(self, partition: int) -> Sink:
@@ -151,9 +164,74 @@ class KafkaSource:
             pos = self._sink(tp.partition).position()
             self.consumer.seek(tp, pos)
             log.info("%s: partition %d from offset %d (stored in the sink)", self.name, tp.partition, pos)
+        self.topic_id = self._current_topic_id(ask=False) or self.topic_id
+
+    def _current_topic_id(self, *, ask: bool = True) -> str | None:
+        """The topic id in the consumer's metadata; with ``ask``, fetched when not known yet
+        (never from a rebalance callback: kafka-python runs those on its IO thread, where a
+        blocking call raises)."""
+        from ingest.kafka_log import topic_identity
+
+        found = self.consumer._client.cluster.topic_id(self.settings.topic)
+        if found is None and ask:
+            return topic_identity(self.consumer, self.settings.topic)[1]
+        return str(found) if found is not None else None
+
+    def _assigned(self, tps: list[TopicPartition]) -> None:
+        """On (re)assignment: seek to the sinks' positions after checking the topic is the one
+        they were read from. A broker that does not answer (down during a rebalance) must not
+        make the consumer exit, nor let it read on unchecked: the partitions are paused and
+        checked again with back-off from the poll loop, as the relay backs off."""
+        try:
+            self._seek_to_sinks(tps)
+        except (KafkaError, OSError) as exc:
+            self._retry_backoff = min(30.0, self._retry_backoff * 2 or 0.5)
+            self._retry_at = time.monotonic() + self._retry_backoff
+            log.warning("%s: cannot check the assigned partitions %s against the broker (%s: %s); "
+                        "they wait, checked again in %.1fs", self.name, [tp.partition for tp in tps],
+                        type(exc).__name__, exc, self._retry_backoff)
+            self._unchecked = list(tps)
+            try:
+                self.consumer.pause(*tps)
+            except Exception:  # not assigned any more: the next assignment checks again
+                log.debug("pausing %s failed", tps, exc_info=True)
+        else:
+            self._unchecked, self._retry_backoff = [], 0.0
+
+    def _retry_unchecked(self) -> None:
+        if not self._unchecked or time.monotonic() < self._retry_at:
+            return
+        tps = [tp for tp in self._unchecked if tp in self.consumer.assignment()]
+        self._unchecked = []
+        if tps:
+            self._assigned(tps)
+            if not self._unchecked:
+                self.consumer.resume(*tps)
+
+    def _topic_replaced(self) -> bool:
+        """The topic id changed under a running consumer (broker restarted without its data, topic
+        deleted and created again): every assigned partition is read again from its start, before
+        anything of the batch just fetched is applied (it may come from past the new start)."""
+        tid = self._current_topic_id()
+        if tid is None or self.topic_id is None or tid == self.topic_id:
+            self.topic_id = self.topic_id or tid
+            return False
+        log.error("%s: topic %s was created again (id %s, was %s): reading every assigned partition "
+                  "again from its earliest offset so no event is skipped", self.name, self.settings.topic,
+                  tid, self.topic_id)
+        self.topic_id = tid
+        for tp in self.consumer.assignment():
+            self._sink(tp.partition).set_position(0)
+            if self.anchors is not None:
+                self.anchors.clear(position_key(tp.topic, tp.partition))
+            self.restarted.append(tp.partition)
+            self.consumer.seek(tp, 0)  # 0: below any kept offset -> earliest (auto_offset_reset)
+            if self.anchors is not None:
+                self.anchors.put(_tid_key(tp), 0, tid)
+        return True
 
     def _probe(self) -> Any:
-        return KafkaConsumer(
+        return make_consumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             client_id=f"{self.settings.client_id}-{self.name}-check",
             group_id=None,
@@ -170,12 +248,15 @@ class KafkaSource:
         read those partitions again from their earliest offset (projections are keyed by
         event id, so whatever was applied already changes nothing)."""
         stored = [(tp, pos) for tp in tps if (pos := self._sink(tp.partition).position()) > 0]
-        if not stored:
+        if not stored and self.anchors is None:
             return
+        from ingest.kafka_log import topic_identity
+
         probe = self._probe()
         try:
+            tid = topic_identity(probe, self.settings.topic)[1]
             for tp, pos in stored:
-                reason = self._mismatch(probe, tp, pos)
+                reason = self._other_topic_id(tp, tid) or self._mismatch(probe, tp, pos)
                 if reason is None:
                     continue
                 log.error("%s: %s partition %d is not the topic this consumer read up to offset %d (%s): "
@@ -186,8 +267,19 @@ class KafkaSource:
                 if self.anchors is not None:
                     self.anchors.clear(position_key(tp.topic, tp.partition))
                 self.restarted.append(tp.partition)
+            if self.anchors is not None and tid is not None:
+                for tp in tps:  # the topic these partitions' positions are offsets in, from now on
+                    self.anchors.put(_tid_key(tp), 0, tid)
         finally:
             probe.close()
+
+    def _other_topic_id(self, tp: TopicPartition, tid: str | None) -> str | None:
+        """Why the stored position belongs to another topic (its id was kept with it), or None.
+        Catches a topic created again even where the anchor record happens to match."""
+        saved = self.anchors.get(_tid_key(tp)) if self.anchors is not None and tid is not None else None
+        if saved is None or tid is None or saved[1] == id_hash(tid):
+            return None
+        return f"the topic id is now {tid}, not the one its offsets were read from"
 
     def _fetch(self, probe: Any, tp: TopicPartition, offset: int) -> tuple[Any, int | None]:
         """(the record at ``offset`` or the next one kept, the high-watermark) by Fetch.
@@ -228,10 +320,8 @@ class KafkaSource:
             if rec is None and hw is not None and hw < pos:
                 return f"it now ends at offset {hw}"
             return None
-        except KafkaError as exc:
-            log.warning("%s: partition %d: cannot verify the stored offset %d against the topic (%s); "
-                        "going on from it", self.name, tp.partition, pos, exc)
-            return None
+        except OffsetOutOfRangeError as exc:
+            return f"offset out of range ({exc})"
 
     def _revoke(self, tps: list[TopicPartition]) -> None:
         # Every batch is applied and stored before poll() returns again, so there is
@@ -243,7 +333,7 @@ class KafkaSource:
 
     def _make_consumer(self) -> Any:
         group = None if self.static is not None else f"{self.settings.group_prefix}-{self.name}"
-        consumer = KafkaConsumer(
+        consumer = make_consumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             client_id=f"{self.settings.client_id}-{self.name}",
             group_id=group,
@@ -254,12 +344,14 @@ class KafkaSource:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             request_timeout_ms=max(self.settings.request_timeout_ms, self.session_timeout_ms + 5000),
+            metadata_max_age_ms=10000,  # a topic the relay created again is seen within seconds
+            max_poll_interval_ms=self.max_poll_interval_ms,
         )
         self.consumer = consumer
         if self.static is not None:
             tps = [TopicPartition(self.settings.topic, p) for p in self.static]
             consumer.assign(tps)
-            self._seek_to_sinks(tps)
+            self._assigned(tps)
         else:
             source = self
 
@@ -268,7 +360,7 @@ class KafkaSource:
                     source._revoke(list(revoked))
 
                 def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-                    source._seek_to_sinks(list(assigned))
+                    source._assigned(list(assigned))
 
             consumer.subscribe([self.settings.topic], listener=Listener())
         return consumer
@@ -297,7 +389,10 @@ class KafkaSource:
             self.lag[tp.partition] = max(0, hw - upto)
 
     def poll_once(self) -> int:
+        self._retry_unchecked()
         batches = self.consumer.poll(timeout_ms=200, max_records=self.batch)
+        if batches and self._topic_replaced():
+            return 0
         self._note_lag(batches)
         n = 0
         for tp, recs in batches.items():
@@ -333,19 +428,60 @@ class KafkaSource:
         self.applied += n
         return n
 
+    # -- group mode: join once the topic exists -------------------------------------------
+    def _wait_for_topic(self, stop: Stop, give_up: float | None) -> bool:
+        """Wait (riding out a broker that does not answer) until the topic exists; False when
+        stopped or after ``give_up`` seconds. A group joined before its topic exists is not given
+        the partitions by every broker once it appears (Tansu answers the member's rejoin with
+        its old, empty assignment): join only once it is there."""
+        from ingest.kafka_log import make_probe, topic_identity
+
+        deadline = None if give_up is None else time.monotonic() + give_up
+        warned = False
+        while not stop.requested and (deadline is None or time.monotonic() < deadline):
+            try:
+                probe = make_probe(self.settings, f"{self.name}-wait")
+                try:
+                    if topic_identity(probe, self.settings.topic)[0]:
+                        return True
+                finally:
+                    probe.close()
+                why = "it does not exist (the relay or `qscan kafka init` creates it)"
+            except KafkaError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if not warned:
+                log.warning("%s: waiting for topic %s: %s", self.name, self.settings.topic, why)
+                warned = True
+            time.sleep(1.0)
+        return False
+
     def run(self, stop: Stop, *, once: bool = False, idle_timeout: float = 10.0) -> int:
         """Consume until stopped; with ``once``, until caught up (or idle that long)."""
-        consumer = self._make_consumer()
+        give_up = idle_timeout if once else None
+        if self.static is None and not self._wait_for_topic(stop, give_up):
+            return self.applied
+        self._make_consumer()
         last_progress = time.monotonic()
+        backoff = 0.0
         try:
             while not stop.requested:
-                n = self.poll_once()
+                try:
+                    n = self.poll_once()
+                except (KafkaError, OSError) as exc:  # the broker down: wait as the relay does
+                    backoff = min(30.0, backoff * 2 or 0.5)
+                    log.warning("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
+                    deadline = time.monotonic() + backoff
+                    while not stop.requested and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    continue
+                backoff = 0.0
                 if n:
                     last_progress = time.monotonic()
                 elif once and (self.caught_up() or time.monotonic() - last_progress > idle_timeout):
                     break
         finally:
-            consumer.close(autocommit=False)
+            if self.consumer is not None:
+                self.consumer.close(autocommit=False)
             for sink in self.sinks.values():
                 sink.close()
             self.sinks.clear()
@@ -383,10 +519,9 @@ def scan_records(settings: KafkaSettings, *, partitions: list[int] | None = None
                  name: str = "scan") -> Generator[Any, None, None]:
     """:func:`scan_topic`'s records undecoded (kafka-python ``ConsumerRecord``: topic,
     partition, offset, key, value, headers): for walking the journal chains they carry."""
-    consumer = KafkaConsumer(
+    consumer = make_consumer(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-{name}",
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_partition_fetch_bytes=settings.max_request_size,
         fetch_max_bytes=max(settings.max_request_size, 52428800),
         request_timeout_ms=settings.request_timeout_ms,
     )
@@ -421,3 +556,38 @@ def _read_to_end(consumer: Any, tps: list[TopicPartition]) -> bool:
         if hw is None or consumer.position(tp) < hw:
             return False
     return True
+
+
+def waiting_ids(settings: KafkaSettings, offsets: dict[int, int], *, idle_timeout: float = 10.0) -> set[str]:
+    """The event ids of every record at or after ``offsets`` (``{partition: next offset}`` a
+    consumer stored; a partition without one from its start): what the consumer has still
+    to apply. Read-only (no group, no commits).
+
+    Raises KafkaError when the broker cannot be read, LookupError when the topic is gone."""
+    consumer = make_consumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-verify",
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_bytes=max(settings.max_request_size, 52428800),
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    try:
+        known = consumer.partitions_for_topic(settings.topic)
+        if not known:
+            raise LookupError(f"topic {settings.topic} does not exist")
+        tps = [TopicPartition(settings.topic, p) for p in sorted(known)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, offsets.get(tp.partition, 0))
+        ids: set[str] = set()
+        last = time.monotonic()
+        while not _read_to_end(consumer, tps):
+            batches = consumer.poll(timeout_ms=500, max_records=2000)
+            if batches:
+                last = time.monotonic()
+            elif time.monotonic() - last > idle_timeout:
+                raise KafkaTimeoutError(f"no progress reading {settings.topic} for {idle_timeout:g}s")
+            for records in batches.values():
+                ids.update(i for r in records if (i := event_id_of(r.value)) is not None)
+        return ids
+    finally:
+        consumer.close(autocommit=False)

@@ -14,7 +14,16 @@ import pytest
 
 from ingest.journal import Journal
 from ingest.scoreboard import Scoreboard, read_status, status_path
-from qscan.ops.status import DAEMON_DOWN, DISK_LOW, LAGGING, OVER_BUDGET, SCANNER_DOWN, Problem, Status
+from qscan.ops.status import (
+    DAEMON_DOWN,
+    DISK_LOW,
+    LAGGING,
+    OVER_BUDGET,
+    SCANNER_DOWN,
+    SINK_DOWN,
+    Problem,
+    Status,
+)
 from qscan.testing.daemon import Harness, running_daemon
 
 CLEAN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nhello\n"
@@ -39,6 +48,9 @@ def with_extra(h: Harness, name: str, text: str) -> Path:
 
 @pytest.mark.integration
 def test_status_of_a_running_daemon(tmp_path: Path) -> None:
+    from compliance.db import upgrade
+
+    upgrade(f"sqlite:///{tmp_path / 'qscan.db'}")  # the summaries consumer's sink
     with running_daemon(tmp_path, workers=2) as h:
         deadline = time.monotonic() + 10  # the socket can answer before both workers are forked
         while True:
@@ -127,8 +139,9 @@ def test_missing_journal_is_exit_5(tmp_path: Path) -> None:
     config.write_text(f'data_dir = "{tmp_path}"\n[daemon]\nsocket = "{tmp_path}/s.sock"\n')
     code, doc = status_json(config, "--no-scanners")
     assert code == DAEMON_DOWN  # the daemon outranks the journal
-    assert [p["code"] for p in doc["problems"]] == [DAEMON_DOWN, 5]
+    assert [p["code"] for p in doc["problems"]] == [DAEMON_DOWN, 5, SINK_DOWN]  # no SQL store either
     assert not (tmp_path / "journal.db").exists()  # a status check creates nothing
+    assert not (tmp_path / "qscan.db").exists()
 
 
 def test_journal_status_agrees(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def _config(ctx: click.Context) -> Config:
 @click.option("--min-free", type=float, default=5.0, show_default=True, metavar="PERCENT",
               help="less free space than this under the journal, archive or quarantine is a problem (exit 6)")
 @click.option("--probe-timeout", type=float, default=3.0, show_default=True, metavar="SECONDS",
-              help="how long to wait for each of clamd, spamd, rspamd")
+              help="how long to wait for each of clamd, spamd, rspamd, the SQL store, the Kafka "
+              "broker and the SMTP relay")
 @click.option("--no-scanners", is_flag=True, help="do not probe the network scanners")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, probe_timeout: float,
@@ -52,6 +53,9 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
       3  the journal is over journal.disk_budget_mb (a reader is stuck)
       6  disk space under --min-free
       7  a network scanner does not answer
+      9  a consumer's sink is unreachable (the SQL store down, the archive not writable)
+      10 the Kafka broker does not answer (or the topic does not exist)
+      11 the SMTP relay is down while notices wait to go out
       8  a consumer or the relay is more than --max-lag behind
     """
     from qscan.ops.status import collect, render

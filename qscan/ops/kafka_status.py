@@ -80,10 +80,12 @@ def end_offsets(k: KafkaLogSettings, timeout: float,
     def work() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            from kafka import KafkaConsumer, TopicPartition
+            from kafka import TopicPartition
+
+            from ingest.kafka_log import make_consumer
         ms = max(1000, int(timeout * 1000))
         try:
-            consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, client_id=client_id,
+            consumer = make_consumer(bootstrap_servers=k.bootstrap_servers, client_id=client_id,
                                      group_id=None, enable_auto_commit=False, request_timeout_ms=ms,
                                      bootstrap_timeout_ms=ms, reconnect_backoff_max_ms=ms,
                                      fetch_max_wait_ms=100, max_partition_fetch_bytes=1024,

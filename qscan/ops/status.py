@@ -9,7 +9,10 @@ socket beyond a connect, so a status check never takes a worker from mail.
 Exit codes (documented in docs/operations.md): 0 all well, otherwise the most
 urgent problem's code, in this order of urgency:
 4 daemon down, 5 journal missing or unreadable, 3 journal over its disk budget,
-6 disk space low, 7 a scanner unreachable, 8 a reader (consumer, relay) lagging.
+6 disk space low, 7 a scanner unreachable, 9 a consumer's sink unreachable (the SQL
+store, the archive directory), 10 the Kafka broker unreachable (or the topic gone),
+11 the SMTP relay down while notices wait, 8 a reader (consumer, relay) lagging.
+The sink, broker and SMTP checks report at once, not only once the lag builds up.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from ingest.scoreboard import read_status, status_path
 from qscan.config import Config
 
 DAEMON_DOWN, JOURNAL_BAD, OVER_BUDGET, DISK_LOW, SCANNER_DOWN, LAGGING = 4, 5, 3, 6, 7, 8
-URGENCY = (DAEMON_DOWN, JOURNAL_BAD, OVER_BUDGET, DISK_LOW, SCANNER_DOWN, LAGGING)
+SINK_DOWN, BROKER_DOWN, SMTP_DOWN = 9, 10, 11
+URGENCY = (DAEMON_DOWN, JOURNAL_BAD, OVER_BUDGET, DISK_LOW, SCANNER_DOWN, SINK_DOWN, BROKER_DOWN,
+           SMTP_DOWN, LAGGING)
 EXIT_CODES = {
     0: "all well",
     DAEMON_DOWN: "the daemon is not running (socket refuses connections or its status file is stale)",
@@ -38,6 +43,9 @@ EXIT_CODES = {
     DISK_LOW: "free space under --min-free for the journal, archive or quarantine",
     SCANNER_DOWN: "an enabled network scanner (one with a probe in SCANNERS) does not answer",
     LAGGING: "a consumer or the relay is more than --max-lag seconds behind",
+    SINK_DOWN: "an enabled consumer cannot write where it projects to (SQL store, archive directory)",
+    BROKER_DOWN: "the Kafka broker does not answer, or the topic does not exist",
+    SMTP_DOWN: "the notify consumer's SMTP relay does not answer while notices wait to go out",
 }
 STALE_AFTER = 10.0  # seconds: the master rewrites its status file every second
 
@@ -208,6 +216,132 @@ def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
     return out
 
 
+# -- sinks, broker, SMTP relay ---------------------------------------------------------
+SQL_SINKS = ("summaries", "notify")  # consumers whose sink is the SQL store
+
+
+def _in_thread(work: Any, timeout: float, what: str) -> tuple[Any, str | None]:
+    """``(work(), None)``, or ``(None, why)`` on an exception or no answer within ``timeout``
+    (the thread is abandoned: a status check never hangs on a dead server)."""
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except Exception as exc:
+            result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    thread = threading.Thread(target=run, name=f"status-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return None, f"no answer within {timeout:g}s"
+    if "error" in result:
+        return None, str(result["error"])
+    return result.get("value"), None
+
+
+def sql_store_info(url: str, timeout: float, *, notices: bool) -> dict[str, Any]:
+    """Can the SQL store be read (the consumer-positions table), and with ``notices`` how many
+    notifications wait to go out (pending or being sent)."""
+    from qscan.redact import mask_url
+
+    def work() -> int | None:
+        from sqlalchemy import func, make_url, select
+
+        from compliance.db import make_engine
+        from compliance.models import ConsumerPosition, Notification
+
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
+                and not Path(u.database).exists():  # a status check creates nothing
+            raise FileNotFoundError(f"no SQL store at {u.database} (qscan db upgrade creates it)")
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(select(ConsumerPosition.name).limit(1)).all()
+                if not notices:
+                    return None
+                return int(conn.scalar(select(func.count()).select_from(Notification)
+                                       .where(Notification.state.in_(("pending", "sending")))) or 0)
+        finally:
+            engine.dispose()
+
+    waiting, error = _in_thread(work, timeout, "sql")
+    return {"url": mask_url(url), "reachable": error is None, "error": error,
+            "notices_waiting": waiting}
+
+
+def smtp_info(host: str, port: int, timeout: float) -> dict[str, Any]:
+    """Does the SMTP relay greet (220)?"""
+    import smtplib
+
+    def work() -> None:
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            code, text = smtp.noop()
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, text)
+
+    _, error = _in_thread(work, timeout * 2 + 1, "smtp")
+    return {"endpoint": f"{host}:{port}", "reachable": error is None, "error": error}
+
+
+def archive_dir_info(path: Path) -> dict[str, Any]:
+    p = _existing(path)
+    ok = p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+    return {"path": str(path), "writable": ok,
+            "error": None if ok else f"{p} is not a writable directory"}
+
+
+def sinks_and_relays(cfg: Config, st: Status, timeout: float) -> None:
+    """The things consumers and the relay need besides the journal, each checked now."""
+    enabled = set(cfg.consumers.enabled)
+    sql_users = sorted(enabled & set(SQL_SINKS))
+    sinks: dict[str, Any] = {}
+    if sql_users:
+        sql = sql_store_info(cfg.sql_url, timeout, notices="notify" in enabled)
+        sinks["sql"] = dict(sql, consumers=sql_users)
+        if not sql["reachable"]:
+            st.problems.append(Problem(SINK_DOWN, (
+                f"{', '.join(sql_users)}: the SQL store {sql['url']} is unreachable: {sql['error']}")))
+    if "archive" in enabled:
+        arch = archive_dir_info(Path(cfg.archive_maildir))
+        sinks["archive"] = arch
+        if not arch["writable"]:
+            st.problems.append(Problem(SINK_DOWN, f"archive: {arch['error']}"))
+    st.info["sinks"] = sinks
+    st.info["smtp"] = None
+    n = cfg.notify
+    if "notify" in enabled and n.transport == "smtp":
+        waiting = sinks.get("sql", {}).get("notices_waiting")
+        smtp = dict(smtp_info(n.smtp_host, n.smtp_port, min(timeout, n.smtp_timeout)),
+                    notices_waiting=waiting)
+        st.info["smtp"] = smtp
+        if not smtp["reachable"] and waiting:
+            st.problems.append(Problem(SMTP_DOWN, (
+                f"notify: SMTP relay {smtp['endpoint']} is down ({smtp['error']}) with "
+                f"{waiting} notices waiting")))
+    k = cfg.log.kafka
+    st.info["broker"] = None
+    if k is None:
+        return
+    kc = st.info.get("kafka_consumers") or {}
+    broker = kc.get("broker")
+    if broker is None:  # the relay alone: ask the broker here
+        from qscan.ops.kafka_status import end_offsets
+
+        offsets, error = end_offsets(k, timeout, f"qscan-status-{cfg.hostname}")
+        broker = {"bootstrap_servers": list(k.bootstrap_servers), "topic": k.topic,
+                  "reachable": offsets is not None, "error": error}
+    st.info["broker"] = broker
+    if not broker["reachable"]:
+        st.problems.append(Problem(BROKER_DOWN, (
+            f"Kafka broker {', '.join(broker['bootstrap_servers'])} (topic {broker['topic']}): "
+            f"{broker['error']}")))
+
+
 # -- disks ---------------------------------------------------------------------------
 def _existing(path: Path) -> Path:
     p = path
@@ -279,6 +413,7 @@ def collect(cfg: Config, *, max_lag: float = 300.0, min_free_percent: float = 5.
         from qscan.ops.kafka_status import kafka_consumers_info
 
         st.info["kafka_consumers"] = kafka_consumers_info(cfg, probe_timeout)
+    sinks_and_relays(cfg, st, probe_timeout)
 
     st.info["scanners"] = scanner_info(cfg, probe_timeout) if scanners else {}
     for name, s in st.info["scanners"].items():
@@ -344,6 +479,23 @@ def render(st: Status) -> list[str]:
         from qscan.ops.kafka_status import render_lines
 
         rows.extend(render_lines(i["kafka_consumers"]))
+    elif i.get("broker") and not i["broker"]["reachable"]:
+        b = i["broker"]
+        rows.append(("kafka", "UNREACHABLE", f"{', '.join(b['bootstrap_servers'])}: {b['error']}"))
+    for name, sink in (i.get("sinks") or {}).items():
+        if name == "sql":
+            state = "ok" if sink["reachable"] else "UNREACHABLE"
+            rows.append((f"sql ({', '.join(sink['consumers'])})", state,
+                         sink["url"] + (f": {sink['error']}" if sink["error"] else "")))
+        else:
+            rows.append((f"{name} dir", "ok" if sink["writable"] else "NOT WRITABLE",
+                         sink["path"] + (f": {sink['error']}" if sink["error"] else "")))
+    if i.get("smtp"):
+        m = i["smtp"]
+        waiting = m["notices_waiting"]
+        rows.append(("smtp relay", "ok" if m["reachable"] else "DOWN",
+                     m["endpoint"] + (f": {m['error']}" if m["error"] else "")
+                     + (f"; {waiting} notices waiting" if waiting is not None else "")))
     for name, s in i["scanners"].items():
         rows.append((name, "ok" if s["reachable"] else "UNREACHABLE",
                      f"{s['endpoint']} version {s['version']}" + (f": {s['error']}" if s["error"] else "")))

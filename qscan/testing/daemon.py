@@ -128,8 +128,9 @@ def _group_alive(pgid: int) -> bool:
 
 @contextmanager
 def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2,
-                   daemon_extra: str = "") -> Iterator[Harness]:
-    """``extra``: top-level TOML before the tables; ``daemon_extra``: more ``[daemon]`` keys."""
+                   daemon_extra: str = "", hostname: str = "mx.test.example") -> Iterator[Harness]:
+    """``extra``: top-level TOML before the tables; ``daemon_extra``: more ``[daemon]`` keys;
+    ``hostname``: the host whose journal and hash chain this daemon writes."""
     sock_dir = Path(tempfile.mkdtemp(prefix="qs"))  # unix socket paths must stay short
     record = tmp_path / "queued"
     standin = write_standin(tmp_path / "bin" / "qmail-queue", record)
@@ -140,7 +141,7 @@ def running_daemon(tmp_path: Path, extra: str = "", workers: int = 2,
         daemon_extra += "\ntimeout = 20"
     config.write_text(
         f'data_dir = "{tmp_path}"\n{extra}\n[daemon]\nsocket = "{sock_dir}/q.sock"\n'
-        f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "mx.test.example"\n'
+        f'qmail_queue = "{standin}"\nworkers = {workers}\nhostname = "{hostname}"\n'
         f'{daemon_extra}\n[summary_log]\ntarget = "file"\n'
     )
     h = Harness(tmp_path, config, sock_dir / "q.sock", record, qmail_queue=standin)

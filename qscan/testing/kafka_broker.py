@@ -73,9 +73,11 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0
     """Every record of a topic from offset 0 (assign + seek: no group, no broker quirks)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+        from ingest.kafka_log import make_consumer
+
+    consumer = make_consumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              fetch_max_bytes=100_000_000, max_partition_fetch_bytes=100_000_000)
     try:
         parts = consumer.partitions_for_topic(topic) or set()

@@ -140,9 +140,10 @@ def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal
 
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
     from archive.consumer import ArchiveSink
+    from compliance.retention import Tombstones
 
     return ArchiveSink(Path(cfg.archive_maildir), Path(cfg.quarantine_dir), cfg.archive,
-                       position_key=position_key)
+                       position_key=position_key, tombstoned=Tombstones(cfg.sql_url))
 
 
 def _summary_sink(cfg: Config, position_key: str | None) -> Sink:
