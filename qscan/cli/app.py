@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qscan import __version__
+from qscan.cli.output import output_options
 
 if TYPE_CHECKING:  # pydantic, SQLAlchemy, alembic are imported when a command runs, not for --help
     from qscan.config import Config
@@ -98,7 +99,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("--json", "as_json", is_flag=True, help="print the effective config as JSON")
+@output_options("text")
 @click.pass_context
 def config_check(ctx: click.Context, as_json: bool) -> None:
     """Validate the config file, run the daemon's start-up checks, print the effective values.
@@ -409,7 +410,7 @@ def journal() -> None:
 
 
 @journal.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def journal_status(ctx: click.Context, as_json: bool) -> None:
     """Head, oldest kept event, size on disk and every reader's position and lag.

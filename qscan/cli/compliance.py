@@ -19,6 +19,7 @@ import click
 
 from qscan import __version__
 from qscan.cli.db import When, filter_options, sql_store, take_filters
+from qscan.cli.output import Column, emit_rows, output_options
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -56,7 +57,7 @@ def _progress() -> Progress:
 @click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
               help="write the chain heads to FILE (keep it where the database admins cannot); "
               "refused when verify finds problems")
-@click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
+@output_options("text")
 @click.pass_context
 def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple[Path, ...],
            anchor_key: Path | None, save_anchor: Path | None, as_json: bool) -> None:
@@ -253,7 +254,7 @@ def retention_show(ctx: click.Context) -> None:
 @retention.command("apply")
 @click.option("--dry-run", is_flag=True, help="only say what would be deleted")
 @click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) -> None:
     """Delete the archive and quarantine copies the rules say have expired.
@@ -335,29 +336,46 @@ def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], re
     click.echo(f"hold {ev.event_id} on {matter!r}: {n} stored messages covered now")
 
 
+HOLD_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
+    Column("matter", min_width=10), Column("hold_id", "id", ident=True, drop=4),
+    Column("state", drop=5), Column("messages", right=True),
+    Column("custodians", min_width=10, drop=2), Column("dates", min_width=10, drop=3),
+    Column("filters", min_width=10, drop=1), Column("created_at", "created (UTC)", drop=6),
+    Column("reason", min_width=10, drop=7),
+)
+
+
+def _hold_cell(row: dict[str, Any], col: Column) -> Any:
+    from compliance.holds import query_text
+
+    if col.key == "state":
+        return f"released {row['released_at'][:10]}" if row["released_at"] else "active"
+    if col.key == "dates":
+        if not row["since"] and not row["until"]:
+            return "any time"
+        return f"{(row['since'] or '')[:10] or '…'} to {(row['until'] or '')[:10] or '…'}"
+    if col.key == "filters":
+        return query_text(row["query"])
+    if col.key == "created_at":
+        return f"{row['created_at'][:16].replace('T', ' ')} {row['created_by']}"
+    return row.get(col.key)
+
+
 @hold.command("list")
 @click.option("--all", "include_released", is_flag=True, help="released holds too")
-@click.option("--json", "as_json", is_flag=True)
+@output_options()
 @click.pass_context
-def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None:
-    """Active holds (with --all, released ones too) and how many messages each covers."""
+def hold_list(ctx: click.Context, include_released: bool, fmt: str, wide: bool) -> None:
+    """Active holds (with --all, released ones too) and how many messages each covers.
+
+    The table shows a hold's filters as the options that would select the same mail
+    (nothing when it holds custodians' mail alone); --format json has every field."""
     from compliance import holds
 
     with sql_store(ctx) as engine:
         rows = holds.listing(engine, include_released=include_released)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    if not rows:
-        click.echo("no holds" if include_released else "no active holds", err=True)
-    for h in rows:
-        state = f"released {h['released_at']} by {h['released_by']}" if h["released_at"] \
-            else "active"
-        click.echo(f"{h['matter']} ({h['hold_id']}): {state}; {h['messages']} messages; "
-                   f"custodians {', '.join(h['custodians']) or '-'}; "
-                   f"{h['since'] or '...'} to {h['until'] or '...'}; "
-                   f"query {json.dumps(h['query'])}; created {h['created_at']} by "
-                   f"{h['created_by']}: {h['reason']}")
+    emit_rows(rows, HOLD_COLUMNS, fmt, wide=wide, cells=_hold_cell,
+              empty="no holds" if include_released else "no active holds")
 
 
 @hold.command("release")
@@ -365,7 +383,7 @@ def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None
 @click.option("--reason", required=True, help="why the hold ends")
 @click.pass_context
 def hold_release(ctx: click.Context, matter: str, reason: str) -> None:
-    """End the active hold on MATTER (or the hold with that id)."""
+    """End the active hold on MATTER (or the hold with that id, or its first 8+ characters)."""
     from compliance import holds
     from qscan.wiring.compliance import actor, log_appender
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qscan.cli.db import When
+from qscan.cli.output import output_options
 from scanners.direction import DIRECTIONS
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def check(ctx: click.Context, rules: str | None) -> None:
 @click.option("--sender", default="", help="envelope sender")
 @click.option("--recipient", "recipients", multiple=True, help="envelope recipient (repeatable)")
 @click.option("--outbound", is_flag=True, help="as if RELAYCLIENT were set (an authorised sender)")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def test(ctx: click.Context, message: str, rules: str | None, sender: str, recipients: tuple[str, ...],
          outbound: bool, as_json: bool) -> None:
@@ -187,7 +188,7 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
 @click.option("--direction", type=click.Choice(DIRECTIONS))
 @click.option("--partitions", help="kafka: only these partitions, e.g. 0,1 (default: all)")
 @click.option("--dry-run", is_flag=True, help="report only: record nothing in SQL")
-@click.option("--json", "as_json", is_flag=True, help="print the totals as JSON")
+@output_options("text")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
 @click.pass_context
 def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, until: datetime | None,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qscan.cli.output import output_options
+
 if TYPE_CHECKING:
     from qscan.config import Config
 
@@ -23,7 +25,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="one JSON document for monitoring (same exit codes)")
+@output_options("text")
 @click.option("--max-lag", type=float, default=300.0, show_default=True, metavar="SECONDS",
               help="a consumer or the relay further behind than this is a problem (exit 8)")
 @click.option("--min-free", type=float, default=5.0, show_default=True, metavar="PERCENT",
