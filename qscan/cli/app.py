@@ -179,11 +179,14 @@ def daemon(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
-@click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
+@click.option("--from-beginning", "from_start", is_flag=True,
+              help="reset this consumer's position first: rebuild from the oldest event the log holds")
+@click.option("--from-start", "from_start", is_flag=True, hidden=True)  # the old name of --from-beginning
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
               help="read the local journal or the Kafka topic (default: consumers.source)")
-@click.option("--partitions", default=None, metavar="0,1,...",
+@click.option("--partition", "partitions", default=None, metavar="0,1,...",
               help="Kafka: read exactly these partitions instead of joining the consumer group")
+@click.option("--partitions", "partitions", default=None, hidden=True)  # the old name of --partition
 @click.pass_context
 def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source: str | None,
             partitions: str | None) -> None:
@@ -193,9 +196,9 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
     Examples:
       qscan consume archive             # follow the log
       qscan consume summaries --once    # catch up and exit
-      qscan consume archive --from-start --once   # rebuild from what the journal holds
+      qscan consume archive --from-beginning --once   # rebuild from what the journal holds
       qscan consume summaries --source kafka      # join the group qscan-summaries
-      qscan consume archive --source kafka --partitions 0,1   # a static layout
+      qscan consume archive --source kafka --partition 0,1   # a static layout
     """
     from ingest.journal import Journal
     from ingest.log import JournalReader, Stop, run_consumer
@@ -281,8 +284,9 @@ def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) ->
 
 @cli.command()
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
-@click.option("--from-beginning", is_flag=True, required=True,
-              help="required: start again from the oldest event the log still holds")
+@click.option("--from-beginning", is_flag=True,
+              help="start again from the oldest event the log still holds (what replay always does; "
+                   "accepted for scripts that say so)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
               help="which log's positions to reset (default: consumers.source)")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
@@ -310,12 +314,18 @@ def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | No
         _consume_kafka(cfg, name, once=True, from_start=True,
                        partitions=",".join(str(p) for p in range(settings.partitions)))
         return
+    from qscan.cli.progress import progress_bar
+
     sink = make_sink(cfg, name)
     sink.set_position(0)
-    with Journal(cfg.journal_path) as journal:
+    with Journal(cfg.journal_path) as journal, progress_bar() as bar:
+        start = max(journal.oldest() - 1, 0)
+        task = bar.add_task(f"replaying {name}", total=max(journal.head() - start, 0))
         try:
             n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=True,
-                             stop=Stop().install())
+                             stop=Stop().install(),
+                             on_batch=lambda pos, head: bar.update(task, completed=pos - start,
+                                                                   total=head - start))
         finally:
             sink.close()
     click.echo(f"{name}: replayed {n} events from the journal")

@@ -78,7 +78,8 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
     from qscan.wiring.compliance import archived, copy_store
 
     cfg = _config(ctx)
-    with sql_store(ctx) as engine:
+    with sql_store(ctx) as engine, _progress() as bar:
+        stages = bar.add_task("verify: hash chains", total=2 + (not no_log) + (not no_files))
         report = v.verify_chain(engine)
         position = v.summaries_position(engine)
         journal = None
@@ -86,19 +87,26 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
             journal = Journal(cfg.journal_path, readonly=True)
         try:
             topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
+            bar.update(stages, advance=1, description="verify: anchors")
             anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
             report.merge(anchored)
+            bar.update(stages, advance=1, description="verify: journal against SQL")
             if journal is not None:
                 reader = JournalReader(journal)
                 report.merge(v.verify_release_events(
                     engine, _release_events(reader), local_host=cfg.hostname,
                     since=_journal_since(journal)))
-                report.merge(v.verify_log(engine, _batches(reader), position=position,
-                                            local_host=cfg.hostname, raw=reader.raw))
+                events = bar.add_task("  journal events", total=journal.count())
+                report.merge(v.verify_log(engine, _counted(_batches(reader), bar, events),
+                                          position=position, local_host=cfg.hostname,
+                                          raw=reader.raw))
+            if not no_log:
+                bar.update(stages, advance=1, description="verify: stored copies")
             if not no_files:
                 known = _journal_ids(journal, position)
                 report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
                                              pending=lambda event_id: event_id in known))
+                bar.update(stages, advance=1)
         finally:
             if journal is not None:
                 journal.close()
@@ -119,6 +127,13 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
         click.echo(f"{verdict}: {report.entries} chain entries ({heads}), {report.files} stored "
                    f"copies, {report.log_events} journal events checked", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+def _counted(batches: Any, bar: Progress, task: Any) -> Any:
+    """The batches, each advancing ``task`` of ``bar`` by its size once checked."""
+    for batch in batches:
+        yield batch
+        bar.advance(task, len(batch))
 
 
 def _batches(reader: Any, size: int = 1000) -> Any:
@@ -268,9 +283,11 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
 
     cfg = _config(ctx)
     p = cfg.retention
-    with sql_store(ctx) as engine, log_appender(cfg) as append:
+    with sql_store(ctx) as engine, log_appender(cfg) as append, _progress() as bar:
+        task = bar.add_task("retention: checked" if dry_run else "retention: deleting", total=None)
         outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
-                          actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now)
+                          actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now,
+                          progress=lambda n: bar.advance(task, n))
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": outcome.deleted,
                                "held": outcome.held, "finished": outcome.finished,

@@ -31,12 +31,16 @@ if TYPE_CHECKING:  # imported where used: `qscan --help` starts without SQLAlche
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DAYS_A_YEAR = 365
 
 
 def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
-    """A point in time (UTC) from '2026-11-25', '2026-11-25T10:00', '7d' or '12h'.
+    """A point in time (UTC) from '2026-11-25', '2026-11-25T10:00', '7d', '12h' or '5y'.
+
+    The one parser of every ``--since``/``--until`` (and ``--now``): relative times count
+    back from now in s, m (minutes), h, d, w or y (365 days).
 
     A date alone is midnight UTC, or with ``end`` the midnight after it, so
     ``--until 2026-11-25`` includes that whole day. Times without an offset
@@ -44,7 +48,8 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
     """
     m = _RELATIVE.match(text)
     if m:
-        delta = timedelta(**{_UNITS[m.group(2).lower()]: int(m.group(1))})
+        unit, n = m.group(2).lower(), int(m.group(1))
+        delta = timedelta(days=n * _DAYS_A_YEAR) if unit == "y" else timedelta(**{_UNITS[unit]: n})
         return (now or datetime.now(UTC)) - delta
     text = text.strip()
     if len(text) == 10:
@@ -68,7 +73,7 @@ class When(click.ParamType):
         try:
             return parse_when(str(value), end=self.end)
         except ValueError:
-            self.fail(f"{value!r} is not a date: use 2026-11-25, 2026-11-25T10:00, 7d or 12h",
+            self.fail(f"{value!r} is not a date: use 2026-11-25, 2026-11-25T10:00, 12h, 7d or 1y",
                       param, ctx)
 
 

@@ -186,7 +186,9 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
 @click.option("--recipient", help="an envelope recipient ('*' allowed)")
 @click.option("--domain", help="the sender's or a recipient's domain ('*' allowed)")
 @click.option("--direction", type=click.Choice(DIRECTIONS))
-@click.option("--partitions", help="kafka: only these partitions, e.g. 0,1 (default: all)")
+@click.option("--partition", "partitions", metavar="0,1,...",
+              help="kafka: only these partitions, e.g. 0,1 (default: all)")
+@click.option("--partitions", "partitions", hidden=True)  # the old name of --partition
 @click.option("--dry-run", is_flag=True, help="report only: record nothing in SQL")
 @output_options("text")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
