@@ -136,7 +136,8 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
 
 
 @config.command("example")
-@click.option("--data-dir", default="/var/lib/qscan", show_default=True)
+@click.option("--data-dir", default="/var/lib/qscan", show_default=True,
+              help="the data_dir the example names (journal, maildirs, SQLite store under it)")
 def config_example(data_dir: str) -> None:
     """Print a complete, commented config with every default."""
     from qscan.config import example_config
@@ -338,13 +339,14 @@ def consumer() -> None:
 
 @consumer.command("position")
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@output_options("text")
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default="journal", show_default=True,
               help="the journal's position, or one Kafka partition's (with --partition)")
 @click.option("--partition", type=int, default=None, help="with --source kafka: the partition")
 @click.pass_context
 def consumer_position(ctx: click.Context, name: str, new_position: int | None, source: str,
-                      partition: int | None) -> None:
+                      partition: int | None, as_json: bool) -> None:
     """Show (or set) where a consumer stands in the journal or in one Kafka partition.
 
     \b
@@ -372,7 +374,11 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
         try:
             if new_position is not None:
                 ksink.set_position(new_position)
-            click.echo(f"{name}: {key} at offset {ksink.position()}")
+            if as_json:
+                click.echo(json.dumps({"consumer": name, "source": "kafka", "key": key,
+                                       "partition": partition, "position": ksink.position()}))
+            else:
+                click.echo(f"{name}: {key} at offset {ksink.position()}")
         finally:
             ksink.close()
         return
@@ -384,7 +390,11 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
                 j.set_position(name, new_position)
         with Journal(cfg.journal_path) as j:
             head = j.head()
-        click.echo(f"{name}: position {sink.position()} of {head} (lag {head - sink.position()})")
+        if as_json:
+            click.echo(json.dumps({"consumer": name, "source": "journal", "position": sink.position(),
+                                   "head": head, "lag": head - sink.position()}))
+        else:
+            click.echo(f"{name}: position {sink.position()} of {head} (lag {head - sink.position()})")
     finally:
         sink.close()
 

@@ -185,7 +185,8 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
 @click.option("--sender", help="envelope sender ('*' allowed)")
 @click.option("--recipient", help="an envelope recipient ('*' allowed)")
 @click.option("--domain", help="the sender's or a recipient's domain ('*' allowed)")
-@click.option("--direction", type=click.Choice(DIRECTIONS))
+@click.option("--direction", type=click.Choice(DIRECTIONS),
+              help="outbound = RELAYCLIENT set; local = injected on the host")
 @click.option("--partition", "partitions", metavar="0,1,...",
               help="kafka: only these partitions, e.g. 0,1 (default: all)")
 @click.option("--partitions", "partitions", hidden=True)  # the old name of --partition

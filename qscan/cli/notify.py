@@ -71,7 +71,8 @@ def notify() -> None:
                                            "fr", "pt", "nl", "zh"]),
               help="language (default: the one the address would get)")
 @click.option("--kind", type=click.Choice(KINDS), help="template kind (default: the event's)")
-@click.option("--audience", type=click.Choice(AUDIENCES), default="recipient", show_default=True)
+@click.option("--audience", type=click.Choice(AUDIENCES), default="recipient", show_default=True,
+              help="whom the notice is for")
 @click.option("--to", "address", help="address to render for (default: from the event or the config)")
 @click.option("--format", "fmt", type=click.Choice(["text", "html", "mime"]), default="text",
               show_default=True,
@@ -160,9 +161,11 @@ OUTBOX_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
 
 
 @notify.command("outbox")
-@click.option("--state", type=click.Choice(["pending", "sending", "indoubt", "sent", "failed"]))
+@click.option("--state", type=click.Choice(["pending", "sending", "indoubt", "sent", "failed"]),
+              help="only notifications in this state")
 @click.option("--event", "event_id", help="only this event's notifications (id or first 8+ characters)")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="at most this many rows")
 @output_options()
 @click.pass_context
 def outbox_command(ctx: click.Context, state: str | None, event_id: str | None, limit: int,
