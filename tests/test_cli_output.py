@@ -192,3 +192,16 @@ def test_quarantine_list_names_each_rule_once(tmp_path: Path) -> None:
     assert rules == ["clamd:Eicar-Test-Signature", "internal:double-extension"]
     table = run.invoke(cli, ["-c", str(config), "quarantine", "list", "--wide"]).stdout
     assert table.count("Eicar-Test-Signature") == 1
+
+
+def test_status_folds_its_lines_to_the_terminal(tmp_path: Path) -> None:
+    config = tmp_path / "qscan.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n')
+    from tests.test_notify_delivery import journal_with
+
+    journal_with(tmp_path / "journal.db", [make_event()]).close()
+    result = CliRunner().invoke(cli, ["-c", str(config), "status", "--no-scanners"],
+                                env={"COLUMNS": "60"})
+    lines = result.stdout.splitlines()
+    assert "daemon" in result.stdout and len(lines) > 3
+    assert all(len(line) <= 60 or " " not in line.strip() for line in lines), lines

@@ -254,7 +254,9 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
         store.start(hunt_id, actor=actor(), source=source, rules_path=str(rules_path.resolve()),
                     rules_sha256=rules_digest(rules_path), query=query_of(filt, source))
     console = Console(stderr=True)
-    show = console.is_terminal if progress is None else progress
+    from qscan.cli.progress import progress_wanted
+
+    show = progress_wanted() if progress is None else progress  # a terminal, and no -q
     bar = Progress(TextColumn("dlp hunt"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[hits]}"), TimeElapsedColumn(), console=console,
                    disable=not show, transient=False)

@@ -64,8 +64,13 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
     else:
-        for line in render(st):
-            click.echo(line)
+        import re
+
+        from qscan.cli.output import wrap
+
+        for line in render(st):  # "name  state  detail": a folded detail stays in its column
+            lead = re.match(r"^(\S.{15} \S+\s+)\S", line)
+            click.echo(wrap(line, indent=len(lead.group(1)) if lead else 4))
     sys.exit(st.exit_code)
 
 

@@ -84,6 +84,18 @@ def truncate(text: str, width: int) -> str:
     return "".join(out) + ELLIPSIS
 
 
+def wrap(line: str, width: int | None = None, *, indent: int = 4) -> str:
+    """A line of a report in words folded at word boundaries to the terminal's width, the
+    continuation lines indented by ``indent``; a word longer than a line is left whole."""
+    import textwrap
+
+    width = terminal_width() if width is None else width
+    if cell_width(line) <= width:
+        return line
+    return textwrap.fill(line, width, subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def plain(value: Any) -> str:
     """A value as one line of text a terminal cannot misread (controls become spaces)."""
     if value is None:
