@@ -80,7 +80,7 @@ def _text_lower_sqlite(element: text_lower, compiler: SQLCompiler, **kw: Any) ->
     return f"qscan_lower({compiler.process(element.clauses, **kw)})"  # see compliance.db
 
 
-def _address(value: str) -> str:
+def address_pattern(value: str) -> str:
     """'<Alice@Example.com>' → 'alice@example.com'; '<>' is the null sender of bounces.
 
     A bare word without '@' or '*' is a local part in any domain: 'alice' → 'alice@*' (an
@@ -174,7 +174,7 @@ def _either(by_sender: ColumnElement[bool], by_recipient: ColumnElement[bool]
 
 def party_clause(address: str) -> ColumnElement[bool]:
     """The address sent the message or is one of its envelope recipients."""
-    value = _address(address)
+    value = address_pattern(address)
     return _either(_address_match(Message.sender, Message.sender_domain, value),
                    _address_match(Recipient.address, Recipient.domain, value))
 
@@ -224,9 +224,9 @@ def _address_match(address: SQLColumnExpression[str], domain: SQLColumnExpressio
 def _where(f: Filters) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
     if f.sender is not None:
-        where.append(_address_match(Message.sender, Message.sender_domain, _address(f.sender)))
+        where.append(_address_match(Message.sender, Message.sender_domain, address_pattern(f.sender)))
     if f.recipient is not None:
-        rcpt = _address_match(Recipient.address, Recipient.domain, _address(f.recipient))
+        rcpt = _address_match(Recipient.address, Recipient.domain, address_pattern(f.recipient))
         where.append(Message.event_id.in_(select(Recipient.event_id)
                                           .where(rcpt, *_dates(f, Recipient.received_at))))
     if f.domain is not None:

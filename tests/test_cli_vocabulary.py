@@ -119,3 +119,14 @@ def test_install_alone_checks(tmp_path: Path) -> None:
     assert "--check" not in result.output  # no "Missing option '--check'"
     assert result.exit_code in (0, 1) and ("problem(s)" in result.output
                                            or "everything is in place" in result.output)
+
+
+def test_a_bare_sender_is_a_local_part_in_the_hunt_as_in_the_audit() -> None:
+    from compliance.hunt import HuntFilter
+
+    def hunts(sender: str) -> bool:
+        return HuntFilter(sender=sender).matches(None, "alice@example.com", ["bob@example.org"], "inbound")
+
+    assert hunts("alice") and hunts("ALICE") and hunts("alice@example.com") and hunts("*@example.com")
+    assert not hunts("bob") and not hunts("alice@example.org")
+    assert HuntFilter(sender="<>").matches(None, "", ["bob@example.org"], "inbound")  # bounces
