@@ -222,7 +222,8 @@ def filter_options(fn: F) -> F:
     """The audit filters, as options (audit search, hold create, export)."""
     options = [
         click.option("--sender", metavar="ADDR",
-                     help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces"),
+                     help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces, "
+                     "a bare name is a local part in any domain (alice = alice@*)"),
         click.option("--recipient", metavar="ADDR",
                      help="any envelope recipient (same rules as --sender)"),
         click.option("--domain", metavar="DOMAIN",

@@ -182,7 +182,7 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
               show_default=True, help="where past mail is read from")
 @click.option("--since", type=When(), help="received at or after (2026-11-25, 2026-11-25T10:00, 7d)")
 @click.option("--until", type=When(end=True), help="received before (a date includes that day)")
-@click.option("--sender", help="envelope sender ('*' allowed)")
+@click.option("--sender", help="envelope sender ('*' allowed; alice = alice@*)")
 @click.option("--recipient", help="an envelope recipient ('*' allowed)")
 @click.option("--domain", help="the sender's or a recipient's domain ('*' allowed)")
 @click.option("--direction", type=click.Choice(DIRECTIONS),

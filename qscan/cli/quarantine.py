@@ -76,7 +76,8 @@ def quarantine() -> None:
 @click.option("--state", type=click.Choice(STATE_CHOICES), default=None,
               help="entries in this state (default: all but deleted)")
 @click.option("--sender", metavar="ADDR",
-              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces")
+              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces, "
+                   "a bare name is a local part in any domain (alice = alice@*)")
 @click.option("--recipient", metavar="ADDR", help="any envelope recipient (same rules)")
 @click.option("--since", type=When(), help="received from (UTC): 2026-11-25, 2026-11-25T10:00, 7d")
 @click.option("--until", type=When(end=True), help="received before; a date alone includes that day")
