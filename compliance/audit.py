@@ -2,8 +2,9 @@
 
 Addresses match whole and case-insensitively (``Alice@Example.COM`` finds
 ``alice@example.com``), or as a pattern when they contain ``*``; nothing else
-in the user's text is special (``%`` and ``_`` match themselves). Every value
-reaches the database as a bound parameter.
+in the user's text is special (``%`` and ``_`` match themselves). A bare word
+without ``@`` or ``*`` is a local part in any domain (``alice`` is ``alice@*``).
+Every value reaches the database as a bound parameter.
 
 Times are UTC. ``since`` is inclusive, ``until`` exclusive, so consecutive
 ranges never count a message twice. Results are newest first, with the event
@@ -23,9 +24,6 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 from sqlalchemy import (
     ColumnElement,
     Engine,
@@ -82,9 +80,15 @@ def _text_lower_sqlite(element: text_lower, compiler: SQLCompiler, **kw: Any) ->
     return f"qscan_lower({compiler.process(element.clauses, **kw)})"  # see compliance.db
 
 
-def _address(value: str) -> str:
-    """'<Alice@Example.com>' → 'alice@example.com'; '<>' is the null sender of bounces."""
-    return value.strip().removeprefix("<").removesuffix(">").strip().lower()
+def address_pattern(value: str) -> str:
+    """'<Alice@Example.com>' → 'alice@example.com'; '<>' is the null sender of bounces.
+
+    A bare word without '@' or '*' is a local part in any domain: 'alice' → 'alice@*' (an
+    envelope address always has a domain, so read literally it could match nothing)."""
+    value = value.strip().removeprefix("<").removesuffix(">").strip().lower()
+    if value and "@" not in value and "*" not in value:
+        return value + "@*"
+    return value
 
 
 class FilterError(ValueError):
@@ -170,7 +174,7 @@ def _either(by_sender: ColumnElement[bool], by_recipient: ColumnElement[bool]
 
 def party_clause(address: str) -> ColumnElement[bool]:
     """The address sent the message or is one of its envelope recipients."""
-    value = _address(address)
+    value = address_pattern(address)
     return _either(_address_match(Message.sender, Message.sender_domain, value),
                    _address_match(Recipient.address, Recipient.domain, value))
 
@@ -220,9 +224,9 @@ def _address_match(address: SQLColumnExpression[str], domain: SQLColumnExpressio
 def _where(f: Filters) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
     if f.sender is not None:
-        where.append(_address_match(Message.sender, Message.sender_domain, _address(f.sender)))
+        where.append(_address_match(Message.sender, Message.sender_domain, address_pattern(f.sender)))
     if f.recipient is not None:
-        rcpt = _address_match(Recipient.address, Recipient.domain, _address(f.recipient))
+        rcpt = _address_match(Recipient.address, Recipient.domain, address_pattern(f.recipient))
         where.append(Message.event_id.in_(select(Recipient.event_id)
                                           .where(rcpt, *_dates(f, Recipient.received_at))))
     if f.domain is not None:
@@ -336,7 +340,7 @@ def search(engine: Engine, filters: Filters | None = None, *, limit: int | None 
     for row in found:
         item = row._asdict()
         item["time"] = utc(item.pop("received_at"))
-        item["recipients"] = ",".join(recipients[row.event_id])
+        item["recipients"] = recipients[row.event_id]
         out.append({k: item[k] for k in FIELDS})
     return out
 
@@ -429,36 +433,6 @@ def printable(value: Any) -> str:
     return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
-_TABLE_RECIPIENTS = 3
-_NO_WRAP = {"time", "event_id", "action", "size", "queue_status"}  # copied whole, so kept whole
-
-
-def _table_cell(row: dict[str, Any], name: str) -> Text:
-    value = row.get(name)
-    if name == "recipients" and value:
-        rcpts = str(value).split(",")
-        if len(rcpts) > _TABLE_RECIPIENTS:  # a list mailing keeps one row one row
-            value = ",".join(rcpts[:_TABLE_RECIPIENTS]) + f" (+{len(rcpts) - _TABLE_RECIPIENTS} more)"
-    # Text(), never str: a subject like "[red]" must not be read as markup.
-    return Text(printable(value))
-
-
-def render_table(rows: Sequence[dict[str, Any]], *, width: int | None = None) -> str:
-    """For reading on a terminal; long recipient lists are shortened (csv/json keep all)."""
-    table = Table(show_lines=False, expand=False)
-    columns = ("time", "event_id", "action", "reason", "client_ip", "sender",
-               "recipients", "subject", "size", "queue_status")
-    for name in columns:
-        header = "time (UTC)" if name == "time" else name.replace("_", " ")
-        table.add_column(header, overflow="fold", no_wrap=name in _NO_WRAP,
-                         justify="right" if name == "size" else "left")
-    for row in rows:
-        table.add_row(*(_table_cell(row, name) for name in columns))
-    buf = io.StringIO()
-    Console(file=buf, width=width or 200, no_color=True, highlight=False).print(table)
-    return buf.getvalue()
-
-
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -466,13 +440,16 @@ def _csv_cell(value: Any) -> Any:
     # Subjects and senders come from strangers: a leading '=' would run as a
     # spreadsheet formula when the export is opened (CSV injection, OWASP).
     value = _plain(value)
+    if isinstance(value, (list, tuple)):  # recipients: one cell, comma-separated
+        value = ",".join(str(v) for v in value)
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
 
 
 def render_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str] = FIELDS) -> str:
-    """CSV for spreadsheets (formula-like cells get a leading quote); use JSON for tools."""
+    """CSV for spreadsheets (lists joined with ',', formula-like cells get a leading quote);
+    use JSON for tools."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()

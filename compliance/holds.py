@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from compliance.audit import FilterError, Filters, party_clause
 from compliance.db import session_factory
 from compliance.models import MATTER_LEN, Hold, Message
+from compliance.patterns import like_pattern
 from compliance.records import record_hold, record_release
 from ingest.event import AnyEvent, HoldCreated, HoldReleased, utc
 from ingest.ids import uuid7
@@ -121,8 +122,18 @@ def covering(engine: Engine, event_id: str, *, include_released: bool = False) -
 
 
 def find(session: Session, matter_or_id: str, *, active_only: bool = False) -> Hold:
-    """A hold by id, or by matter (the active one, else the latest)."""
+    """A hold by id, by matter (the active one, else the latest), or by the first 8+ characters
+    of its id (a prefix that starts several ids is refused, naming them)."""
     hold = session.get(Hold, matter_or_id)
+    ident = matter_or_id.strip().lower()
+    if hold is None and len(ident) >= 8 and not session.scalar(
+            select(Hold.hold_id).where(Hold.matter == matter_or_id).limit(1)):
+        found = list(session.scalars(select(Hold).where(Hold.hold_id.like(
+            like_pattern(ident) + "%", escape="\\")).order_by(Hold.hold_id).limit(3)))
+        if len(found) > 1:
+            raise HoldError(f"{matter_or_id!r} is the start of several hold ids "
+                            f"({', '.join(h.hold_id for h in found[:2])}, ...): give more of it")
+        hold = found[0] if found else None
     if hold is None:
         stmt = select(Hold).where(Hold.matter == matter_or_id)
         if active_only:
@@ -165,6 +176,13 @@ def release(engine: Engine, log: LogAppend, matter_or_id: str, *, reason: str, a
         log(ev)
         record_release(session, ev)
     return ev
+
+
+def query_text(query: dict[str, Any]) -> str:
+    """A hold's filters as the options that select them (``--subject contract --action
+    quarantine``); "" for none (custodians and dates alone)."""
+    return " ".join(f"--{k.replace('_', '-')} {json.dumps(v) if ' ' in str(v) else v}"
+                    for k, v in query.items() if v not in (None, ""))
 
 
 def listing(engine: Engine, *, include_released: bool = False) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compliance.audit import address_pattern
 from compliance.dlp_hunts import HuntStore, finding_rows
 from ingest.event import MessageScanned
 from ingest.ids import uuid7
@@ -77,9 +78,10 @@ class HuntFilter:
     def matches(self, when: datetime | None, sender: str, recipients: list[str], direction: str) -> bool:
         if not self.in_time(when):
             return False
-        if self.sender is not None and not _glob(self.sender, sender):
+        if self.sender is not None and not _glob(address_pattern(self.sender), sender):
             return False
-        if self.recipient is not None and not any(_glob(self.recipient, r) for r in recipients):
+        rcpt = address_pattern(self.recipient) if self.recipient is not None else None
+        if rcpt is not None and not any(_glob(rcpt, r) for r in recipients):
             return False
         if self.domain is not None:
             domains = [_domain(a) for a in [sender, *recipients]]

@@ -3,7 +3,8 @@
 * ``manifest.csv`` / ``manifest.json``: one row per produced message;
 * ``edrm.xml``: EDRM XML 1.2 load file (Root/Batch/Documents/Document with
   ``#From``-style tags and the native file as ExternalFile; the hash is SHA-256,
-  hex, as the ``Hash`` attribute);
+  hex, as the ``Hash`` attribute; ``#DateSent`` and ``#DateReceived`` are ISO 8601
+  in UTC, the Date header's own text is kept in ``QSCAN_DateHeader``);
 * ``loadfile.dat``: Concordance DAT, UTF-8 with BOM, CRLF records, fields
   qualified by ``þ`` (U+00FE) and separated by DC4 (0x14); a line break inside
   a value becomes ``®`` (U+00AE), Concordance's newline mark;
@@ -89,7 +90,7 @@ def _json_value(value: Any) -> Any:
 # -- EDRM XML -------------------------------------------------------------------
 _EDRM_TAGS = (
     ("#From", "header_from", "Text"), ("#To", "header_to", "Text"), ("#CC", "header_cc", "Text"),
-    ("#Subject", "subject", "Text"), ("#DateSent", "header_date", "Text"),
+    ("#Subject", "subject", "Text"), ("#DateSent", "date_sent", "DateTime"),
     ("#DateReceived", "received_at", "DateTime"), ("#FileSize", "size", "Integer"),
     ("#MessageID", "message_id", "Text"),
 )
@@ -99,8 +100,24 @@ _CUSTOM_TAGS = (
     ("QSCAN_Action", "action"), ("QSCAN_Verdict", "verdict"), ("QSCAN_Source", "source"),
     ("QSCAN_MessageSHA256", "message_sha256"), ("QSCAN_OriginalSHA256", "original_sha256"),
     ("QSCAN_MboxOffset", "offset"), ("QSCAN_MboxLength", "length"),
-    ("QSCAN_Tombstone", "tombstone"),
+    ("QSCAN_Tombstone", "tombstone"), ("QSCAN_DateHeader", "header_date"),
 )
+
+
+def date_sent(header: Any) -> str | None:
+    """The Date header as ISO 8601 in UTC (``2026-11-25T09:00:00Z``), as EDRM's DateTime tags
+    want it; None when the header is missing or no date (the text stays in QSCAN_DateHeader)."""
+    from email.utils import parsedate_to_datetime
+
+    if not header:
+        return None
+    try:
+        when = parsedate_to_datetime(str(header))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 2822's "-0000": the zone is unknown; read as UTC
+        when = when.replace(tzinfo=UTC)
+    return _text(when)
 
 
 def _xml(value: Any) -> str:
@@ -127,10 +144,11 @@ def edrm_xml(batch: str, rows: Sequence[dict[str, Any]], *, description: str) ->
                 "Hash": _xml(row.get("sha256")),
             })
         tags = ET.SubElement(doc, "Tags")
+        values = {**row, "date_sent": date_sent(row.get("header_date"))}
         for tag, key, kind in _EDRM_TAGS:
-            if row.get(key) not in (None, ""):
+            if values.get(key) not in (None, ""):
                 ET.SubElement(tags, "Tag", {"TagName": tag, "TagDataType": kind,
-                                            "TagValue": _xml(row.get(key))})
+                                            "TagValue": _xml(values.get(key))})
         for tag, key in _CUSTOM_TAGS:
             if row.get(key) not in (None, ""):
                 ET.SubElement(tags, "Tag", {"TagName": tag, "TagDataType": "Text",

@@ -182,7 +182,8 @@ LIST_FIELDS = ("received", "event_id", "folder", "state", "reason", "rules", "se
 
 def listing(engine: Engine, filters: ListFilters, *, limit: int | None = 100,
             offset: int = 0) -> list[dict[str, Any]]:
-    """Quarantined messages, newest first, with the rules that put each one there."""
+    """Quarantined messages, newest first, with the rules that put each one there (each rule
+    once, in the order found) and the recipients, both as lists."""
     q, m = QuarantineEntry, Message
     stmt = (select(q.received_at, q.event_id, q.folder, q.state, q.reason, m.sender, m.subject,
                    m.size)
@@ -204,15 +205,20 @@ def listing(engine: Engine, filters: ListFilters, *, limit: int | None = 100,
                     select(Finding.event_id, Finding.scanner, Finding.name)
                     .where(Finding.event_id.in_(ids), Finding.verdict != "clean")
                     .order_by(Finding.id)):
-                rules[event_id].append(f"{scanner}:{name}" if name else scanner)
+                _add_once(rules[event_id], f"{scanner}:{name}" if name else scanner)
             for event_id, rule in conn.execute(
                     select(DlpFinding.event_id, DlpFinding.rule)
                     .where(DlpFinding.event_id.in_(ids)).order_by(DlpFinding.id)):
-                rules[event_id].append(f"dlp:{rule}")
+                _add_once(rules[event_id], f"dlp:{rule}")
     return [{"received": utc(r.received_at), "event_id": r.event_id, "folder": r.folder,
-             "state": r.state, "reason": r.reason, "rules": ",".join(rules[r.event_id]),
-             "sender": r.sender, "recipients": ",".join(rcpts[r.event_id]),
+             "state": r.state, "reason": r.reason, "rules": rules[r.event_id],
+             "sender": r.sender, "recipients": rcpts[r.event_id],
              "subject": r.subject, "size": r.size} for r in rows]
+
+
+def _add_once(items: list[str], item: str) -> None:
+    if item not in items:  # several findings of one rule (a DLP rule per detector, ...)
+        items.append(item)
 
 
 def count(engine: Engine, filters: ListFilters) -> int:

@@ -280,6 +280,13 @@ class Journal:
         ).fetchone()
         return JournalEntry(*row) if row else None
 
+    def ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
+        """Kept event ids that start with ``prefix`` (at most ``limit``; the UNIQUE index on
+        event_id makes it a range scan), for the commands that take an id prefix."""
+        rows = self._db.execute("SELECT event_id FROM events WHERE event_id >= ? AND event_id < ? "
+                                "ORDER BY event_id LIMIT ?", (prefix, prefix + "\uffff", limit))
+        return [r[0] for r in rows]
+
     def last_of_type(self, event_type: str) -> JournalEntry | None:
         """The newest kept event of one type (no index on type: a backward scan; rare use)."""
         row = self._db.execute(

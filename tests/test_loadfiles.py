@@ -89,3 +89,21 @@ def test_mboxrd_quoting_is_reversible(body: list[bytes]) -> None:
     lines = entry.split(b"\n")[1:]
     assert not any(line.startswith(b"From ") for line in lines)
     assert loadfiles.mbox_unquote(entry) == message
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("Wed, 25 Nov 2026 10:00:00 +0100", "2026-11-25T09:00:00Z"),
+    ("25 Nov 2026 10:00:00 -0000", "2026-11-25T10:00:00Z"),
+    ("not a date", None),
+    ("", None),
+])
+def test_edrm_date_sent_is_iso_8601(header: str, expected: str | None) -> None:
+    root = ET.fromstring(loadfiles.edrm_xml("M", [row(header_date=header)], description="qscan"))
+    tags = {t.get("TagName"): t for t in root.iter("Tag")}
+    if expected is None:
+        assert "#DateSent" not in tags
+    else:
+        assert tags["#DateSent"].get("TagValue") == expected
+        assert tags["#DateSent"].get("TagDataType") == "DateTime"
+    if header:
+        assert tags["QSCAN_DateHeader"].get("TagValue") == header  # the header's own text kept

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qscan.cli.output import output_options
+
 if TYPE_CHECKING:
     from qscan.config import Config
 
@@ -56,7 +58,7 @@ def keygen(private: Path, public: Path) -> None:
 
 
 @anchor.command("write")
-@click.option("--json", "as_json", is_flag=True, help="print the anchor written")
+@output_options("text")
 @click.pass_context
 def write(ctx: click.Context, as_json: bool) -> None:
     """Take the chain heads now and write them everywhere configured (journal and so Kafka,

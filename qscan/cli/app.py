@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qscan import __version__
+from qscan.cli.output import output_options
 
 if TYPE_CHECKING:  # pydantic, SQLAlchemy, alembic are imported when a command runs, not for --help
     from qscan.config import Config
@@ -98,7 +99,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("--json", "as_json", is_flag=True, help="print the effective config as JSON")
+@output_options("text")
 @click.pass_context
 def config_check(ctx: click.Context, as_json: bool) -> None:
     """Validate the config file, run the daemon's start-up checks, print the effective values.
@@ -135,7 +136,8 @@ def config_check(ctx: click.Context, as_json: bool) -> None:
 
 
 @config.command("example")
-@click.option("--data-dir", default="/var/lib/qscan", show_default=True)
+@click.option("--data-dir", default="/var/lib/qscan", show_default=True,
+              help="the data_dir the example names (journal, maildirs, SQLite store under it)")
 def config_example(data_dir: str) -> None:
     """Print a complete, commented config with every default."""
     from qscan.config import example_config
@@ -178,11 +180,14 @@ def daemon(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
-@click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
+@click.option("--from-beginning", "from_start", is_flag=True,
+              help="reset this consumer's position first: rebuild from the oldest event the log holds")
+@click.option("--from-start", "from_start", is_flag=True, hidden=True)  # the old name of --from-beginning
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
               help="read the local journal or the Kafka topic (default: consumers.source)")
-@click.option("--partitions", default=None, metavar="0,1,...",
+@click.option("--partition", "partitions", default=None, metavar="0,1,...",
               help="Kafka: read exactly these partitions instead of joining the consumer group")
+@click.option("--partitions", "partitions", default=None, hidden=True)  # the old name of --partition
 @click.pass_context
 def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source: str | None,
             partitions: str | None) -> None:
@@ -192,9 +197,9 @@ def consume(ctx: click.Context, name: str, once: bool, from_start: bool, source:
     Examples:
       qscan consume archive             # follow the log
       qscan consume summaries --once    # catch up and exit
-      qscan consume archive --from-start --once   # rebuild from what the journal holds
+      qscan consume archive --from-beginning --once   # rebuild from what the journal holds
       qscan consume summaries --source kafka      # join the group qscan-summaries
-      qscan consume archive --source kafka --partitions 0,1   # a static layout
+      qscan consume archive --source kafka --partition 0,1   # a static layout
     """
     from ingest.journal import Journal
     from ingest.log import JournalReader, Stop, run_consumer
@@ -280,8 +285,9 @@ def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) ->
 
 @cli.command()
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
-@click.option("--from-beginning", is_flag=True, required=True,
-              help="required: start again from the oldest event the log still holds")
+@click.option("--from-beginning", is_flag=True,
+              help="start again from the oldest event the log still holds (what replay always does; "
+                   "accepted for scripts that say so)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
               help="which log's positions to reset (default: consumers.source)")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
@@ -309,12 +315,18 @@ def replay(ctx: click.Context, name: str, from_beginning: bool, source: str | No
         _consume_kafka(cfg, name, once=True, from_start=True,
                        partitions=",".join(str(p) for p in range(settings.partitions)))
         return
+    from qscan.cli.progress import progress_bar
+
     sink = make_sink(cfg, name)
     sink.set_position(0)
-    with Journal(cfg.journal_path) as journal:
+    with Journal(cfg.journal_path) as journal, progress_bar() as bar:
+        start = max(journal.oldest() - 1, 0)
+        task = bar.add_task(f"replaying {name}", total=max(journal.head() - start, 0))
         try:
             n = run_consumer(JournalReader(journal), sink, cfg.consumers, once=True,
-                             stop=Stop().install())
+                             stop=Stop().install(),
+                             on_batch=lambda pos, head: bar.update(task, completed=pos - start,
+                                                                   total=head - start))
         finally:
             sink.close()
     click.echo(f"{name}: replayed {n} events from the journal")
@@ -327,13 +339,14 @@ def consumer() -> None:
 
 @consumer.command("position")
 @click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@output_options("text")
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default="journal", show_default=True,
               help="the journal's position, or one Kafka partition's (with --partition)")
 @click.option("--partition", type=int, default=None, help="with --source kafka: the partition")
 @click.pass_context
 def consumer_position(ctx: click.Context, name: str, new_position: int | None, source: str,
-                      partition: int | None) -> None:
+                      partition: int | None, as_json: bool) -> None:
     """Show (or set) where a consumer stands in the journal or in one Kafka partition.
 
     \b
@@ -361,7 +374,11 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
         try:
             if new_position is not None:
                 ksink.set_position(new_position)
-            click.echo(f"{name}: {key} at offset {ksink.position()}")
+            if as_json:
+                click.echo(json.dumps({"consumer": name, "source": "kafka", "key": key,
+                                       "partition": partition, "position": ksink.position()}))
+            else:
+                click.echo(f"{name}: {key} at offset {ksink.position()}")
         finally:
             ksink.close()
         return
@@ -373,7 +390,11 @@ def consumer_position(ctx: click.Context, name: str, new_position: int | None, s
                 j.set_position(name, new_position)
         with Journal(cfg.journal_path) as j:
             head = j.head()
-        click.echo(f"{name}: position {sink.position()} of {head} (lag {head - sink.position()})")
+        if as_json:
+            click.echo(json.dumps({"consumer": name, "source": "journal", "position": sink.position(),
+                                   "head": head, "lag": head - sink.position()}))
+        else:
+            click.echo(f"{name}: position {sink.position()} of {head} (lag {head - sink.position()})")
     finally:
         sink.close()
 
@@ -409,7 +430,7 @@ def journal() -> None:
 
 
 @journal.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def journal_status(ctx: click.Context, as_json: bool) -> None:
     """Head, oldest kept event, size on disk and every reader's position and lag.

@@ -19,6 +19,7 @@ import click
 
 from qscan import __version__
 from qscan.cli.db import When, filter_options, sql_store, take_filters
+from qscan.cli.output import Column, emit_rows, output_options
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -56,7 +57,7 @@ def _progress() -> Progress:
 @click.option("--save-anchor", type=click.Path(dir_okay=False, path_type=Path),
               help="write the chain heads to FILE (keep it where the database admins cannot); "
               "refused when verify finds problems")
-@click.option("--json", "as_json", is_flag=True, help="the full report as JSON")
+@output_options("text")
 @click.pass_context
 def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple[Path, ...],
            anchor_key: Path | None, save_anchor: Path | None, as_json: bool) -> None:
@@ -77,27 +78,35 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
     from qscan.wiring.compliance import archived, copy_store
 
     cfg = _config(ctx)
-    with sql_store(ctx) as engine:
+    with sql_store(ctx) as engine, _progress() as bar:
+        stages = bar.add_task("verify: hash chains", total=2 + (not no_log) + (not no_files))
         report = v.verify_chain(engine)
         journal = None
         if not no_log and cfg.journal_path.exists():
             journal = Journal(cfg.journal_path, readonly=True)
         try:
             topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
+            bar.update(stages, advance=1, description="verify: anchors")
             anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
             report.merge(anchored)
             position, waiting = _summaries_coverage(cfg, engine, journal, report)
+            bar.update(stages, advance=1, description="verify: journal against SQL")
             if journal is not None:
                 reader = JournalReader(journal)
                 report.merge(v.verify_release_events(
                     engine, _release_events(reader), local_host=cfg.hostname,
                     since=_journal_since(journal)))
-                report.merge(v.verify_log(engine, _batches(reader, skip=waiting), position=position,
-                                            local_host=cfg.hostname, raw=reader.raw))
+                events = bar.add_task("  journal events", total=journal.count())
+                report.merge(v.verify_log(engine, _counted(_batches(reader, skip=waiting), bar, events),
+                                          position=position, local_host=cfg.hostname,
+                                          raw=reader.raw))
+            if not no_log:
+                bar.update(stages, advance=1, description="verify: stored copies")
             if not no_files:
                 known = _journal_ids(journal, position) | waiting
                 report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
                                              pending=lambda event_id: event_id in known))
+                bar.update(stages, advance=1)
         finally:
             if journal is not None:
                 journal.close()
@@ -118,6 +127,13 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
         click.echo(f"{verdict}: {report.entries} chain entries ({heads}), {report.files} stored "
                    f"copies, {report.log_events} journal events checked", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+def _counted(batches: Any, bar: Progress, task: Any) -> Any:
+    """The batches, each advancing ``task`` of ``bar`` by its size once checked."""
+    for batch in batches:
+        yield batch
+        bar.advance(task, len(batch))
 
 
 def _batches(reader: Any, size: int = 1000, skip: frozenset[str] | set[str] = frozenset()) -> Any:
@@ -295,7 +311,7 @@ def retention_show(ctx: click.Context) -> None:
 @retention.command("apply")
 @click.option("--dry-run", is_flag=True, help="only say what would be deleted")
 @click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) -> None:
     """Delete the archive and quarantine copies the rules say have expired.
@@ -309,9 +325,11 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
 
     cfg = _config(ctx)
     p = cfg.retention
-    with sql_store(ctx) as engine, log_appender(cfg) as append:
+    with sql_store(ctx) as engine, log_appender(cfg) as append, _progress() as bar:
+        task = bar.add_task("retention: checked" if dry_run else "retention: deleting", total=None)
         outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
-                          actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now)
+                          actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now,
+                          progress=lambda n: bar.advance(task, n))
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": outcome.deleted,
                                "held": outcome.held, "finished": outcome.finished,
@@ -377,29 +395,46 @@ def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], re
     click.echo(f"hold {ev.event_id} on {matter!r}: {n} stored messages covered now")
 
 
+HOLD_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
+    Column("matter", min_width=10), Column("hold_id", "id", ident=True, drop=4),
+    Column("state", drop=5), Column("messages", right=True),
+    Column("custodians", min_width=10, drop=2), Column("dates", min_width=10, drop=3),
+    Column("filters", min_width=10, drop=1), Column("created_at", "created (UTC)", drop=6),
+    Column("reason", min_width=10, drop=7),
+)
+
+
+def _hold_cell(row: dict[str, Any], col: Column) -> Any:
+    from compliance.holds import query_text
+
+    if col.key == "state":
+        return f"released {row['released_at'][:10]}" if row["released_at"] else "active"
+    if col.key == "dates":
+        if not row["since"] and not row["until"]:
+            return "any time"
+        return f"{(row['since'] or '')[:10] or '…'} to {(row['until'] or '')[:10] or '…'}"
+    if col.key == "filters":
+        return query_text(row["query"])
+    if col.key == "created_at":
+        return f"{row['created_at'][:16].replace('T', ' ')} {row['created_by']}"
+    return row.get(col.key)
+
+
 @hold.command("list")
 @click.option("--all", "include_released", is_flag=True, help="released holds too")
-@click.option("--json", "as_json", is_flag=True)
+@output_options()
 @click.pass_context
-def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None:
-    """Active holds (with --all, released ones too) and how many messages each covers."""
+def hold_list(ctx: click.Context, include_released: bool, fmt: str, wide: bool) -> None:
+    """Active holds (with --all, released ones too) and how many messages each covers.
+
+    The table shows a hold's filters as the options that would select the same mail
+    (nothing when it holds custodians' mail alone); --format json has every field."""
     from compliance import holds
 
     with sql_store(ctx) as engine:
         rows = holds.listing(engine, include_released=include_released)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    if not rows:
-        click.echo("no holds" if include_released else "no active holds", err=True)
-    for h in rows:
-        state = f"released {h['released_at']} by {h['released_by']}" if h["released_at"] \
-            else "active"
-        click.echo(f"{h['matter']} ({h['hold_id']}): {state}; {h['messages']} messages; "
-                   f"custodians {', '.join(h['custodians']) or '-'}; "
-                   f"{h['since'] or '...'} to {h['until'] or '...'}; "
-                   f"query {json.dumps(h['query'])}; created {h['created_at']} by "
-                   f"{h['created_by']}: {h['reason']}")
+    emit_rows(rows, HOLD_COLUMNS, fmt, wide=wide, cells=_hold_cell,
+              empty="no holds" if include_released else "no active holds")
 
 
 @hold.command("release")
@@ -407,7 +442,7 @@ def hold_list(ctx: click.Context, include_released: bool, as_json: bool) -> None
 @click.option("--reason", required=True, help="why the hold ends")
 @click.pass_context
 def hold_release(ctx: click.Context, matter: str, reason: str) -> None:
-    """End the active hold on MATTER (or the hold with that id)."""
+    """End the active hold on MATTER (or the hold with that id, or its first 8+ characters)."""
     from compliance import holds
     from qscan.wiring.compliance import actor, log_appender
 

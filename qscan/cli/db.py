@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ingest.vocabulary import Action, utc
+from qscan.cli.output import Column, emit_rows, output_options
 from scanners.direction import DIRECTIONS
 from scanners.result import Category
 
@@ -31,12 +31,16 @@ if TYPE_CHECKING:  # imported where used: `qscan --help` starts without SQLAlche
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DAYS_A_YEAR = 365
 
 
 def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
-    """A point in time (UTC) from '2026-11-25', '2026-11-25T10:00', '7d' or '12h'.
+    """A point in time (UTC) from '2026-11-25', '2026-11-25T10:00', '7d', '12h' or '5y'.
+
+    The one parser of every ``--since``/``--until`` (and ``--now``): relative times count
+    back from now in s, m (minutes), h, d, w or y (365 days).
 
     A date alone is midnight UTC, or with ``end`` the midnight after it, so
     ``--until 2026-11-25`` includes that whole day. Times without an offset
@@ -44,7 +48,8 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
     """
     m = _RELATIVE.match(text)
     if m:
-        delta = timedelta(**{_UNITS[m.group(2).lower()]: int(m.group(1))})
+        unit, n = m.group(2).lower(), int(m.group(1))
+        delta = timedelta(days=n * _DAYS_A_YEAR) if unit == "y" else timedelta(**{_UNITS[unit]: n})
         return (now or datetime.now(UTC)) - delta
     text = text.strip()
     if len(text) == 10:
@@ -68,7 +73,7 @@ class When(click.ParamType):
         try:
             return parse_when(str(value), end=self.end)
         except ValueError:
-            self.fail(f"{value!r} is not a date: use 2026-11-25, 2026-11-25T10:00, 7d or 12h",
+            self.fail(f"{value!r} is not a date: use 2026-11-25, 2026-11-25T10:00, 12h, 7d or 1y",
                       param, ctx)
 
 
@@ -217,7 +222,8 @@ def filter_options(fn: F) -> F:
     """The audit filters, as options (audit search, hold create, export)."""
     options = [
         click.option("--sender", metavar="ADDR",
-                     help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces"),
+                     help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces, "
+                     "a bare name is a local part in any domain (alice = alice@*)"),
         click.option("--recipient", metavar="ADDR",
                      help="any envelope recipient (same rules as --sender)"),
         click.option("--domain", metavar="DOMAIN",
@@ -260,24 +266,45 @@ def take_filters(kwargs: dict[str, Any]) -> Any:
         raise click.UsageError(str(exc)) from exc
 
 
+AUDIT_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
+    Column("time", "time (UTC)"), Column("event_id", "id", ident=True),
+    Column("action", drop=3), Column("sender", min_width=8), Column("recipients", min_width=8, drop=2),
+    Column("subject", min_width=8), Column("reason", min_width=8, drop=5),
+    Column("client_ip", "client", drop=7), Column("size", right=True, drop=6),
+    Column("category", drop=8), Column("attachments", min_width=8, drop=9),
+    Column("queue_status", "queue", drop=4),
+)
+_TABLE_RECIPIENTS = 2
+
+
+def _audit_cell(row: dict[str, Any], col: Column) -> Any:
+    value = row.get(col.key)
+    if col.key == "time" and isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if col.key == "recipients" and isinstance(value, list) and len(value) > _TABLE_RECIPIENTS:
+        return ", ".join(value[:_TABLE_RECIPIENTS]) + f" (+{len(value) - _TABLE_RECIPIENTS})"
+    return value
+
+
 @audit.command("search")
 @filter_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="csv for spreadsheets, json for tools")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
               help="at most this many rows, the page size with --page (0: all)")
 @click.option("--offset", type=click.IntRange(min=0), default=None, help="skip this many rows first")
 @click.option("--page", type=click.IntRange(min=1), default=None,
               help="page N of --limit rows (1 is the newest)")
 @click.option("--count", "count_only", is_flag=True, help="print only the number of matches")
+@output_options()
 @click.pass_context
-def search(ctx: click.Context, fmt: str, limit: int, offset: int | None, page: int | None,
-           count_only: bool, **kwargs: Any) -> None:
+def search(ctx: click.Context, fmt: str, wide: bool, limit: int, offset: int | None,
+           page: int | None, count_only: bool, **kwargs: Any) -> None:
     """Find messages by sender, recipient, domain, time, subject, verdict, attachment,
     client, finding or DLP rule; newest first.
 
     Filters combine with AND. Times are UTC; relative times (30m, 12h, 7d, 2w)
-    count back from now.
+    count back from now. The table fits the terminal (ids shortened to a prefix any
+    command accepts, long text cut with "…"); --wide shows every column whole, --format
+    json every value exactly.
 
     \b
     Examples:
@@ -304,23 +331,16 @@ def search(ctx: click.Context, fmt: str, limit: int, offset: int | None, page: i
         total = store.count(engine, filters) if fmt == "table" else None
     if fmt == "csv":
         click.echo(store.render_csv(rows), nl=False)
-    elif fmt == "json":
-        click.echo(store.render_json(rows), nl=False)
-    else:
-        if rows:
-            width = max(shutil.get_terminal_size((200, 24)).columns, 120)
-            click.echo(store.render_table(rows, width=width), nl=False)
-            pages = f", page {page} of {-(-(total or 0) // limit)}" if page else ""
-            click.echo(f"{offset + 1}-{offset + len(rows)} of {total} matching messages{pages}",
-                       err=True)
-        else:
-            click.echo(f"no matching messages{f' past the first {total}' if total else ''}",
-                       err=True)
+        return
+    pages = f", page {page} of {-(-(total or 0) // limit)}" if page else ""
+    emit_rows(rows, AUDIT_COLUMNS, fmt, wide=wide, fields=store.FIELDS, cells=_audit_cell,
+              footer=f"{offset + 1}-{offset + len(rows)} of {total} matching messages{pages}",
+              empty=f"no matching messages{f' past the first {total}' if total else ''}")
 
 
 @audit.command("show")
 @click.argument("event_id")
-@click.option("--json", "as_json", is_flag=True, help="everything as one JSON object")
+@output_options("text")
 @click.pass_context
 def show(ctx: click.Context, event_id: str, as_json: bool) -> None:
     """Print one message: its summary line, envelope, parts, every finding, and where its

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from qscan.cli.db import When
+from qscan.cli.output import output_options
 from scanners.direction import DIRECTIONS
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def check(ctx: click.Context, rules: str | None) -> None:
 @click.option("--sender", default="", help="envelope sender")
 @click.option("--recipient", "recipients", multiple=True, help="envelope recipient (repeatable)")
 @click.option("--outbound", is_flag=True, help="as if RELAYCLIENT were set (an authorised sender)")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def test(ctx: click.Context, message: str, rules: str | None, sender: str, recipients: tuple[str, ...],
          outbound: bool, as_json: bool) -> None:
@@ -181,13 +182,16 @@ def _finish(store: HuntStore | None, stats: HuntStats) -> int | str:
               show_default=True, help="where past mail is read from")
 @click.option("--since", type=When(), help="received at or after (2026-11-25, 2026-11-25T10:00, 7d)")
 @click.option("--until", type=When(end=True), help="received before (a date includes that day)")
-@click.option("--sender", help="envelope sender ('*' allowed)")
+@click.option("--sender", help="envelope sender ('*' allowed; alice = alice@*)")
 @click.option("--recipient", help="an envelope recipient ('*' allowed)")
 @click.option("--domain", help="the sender's or a recipient's domain ('*' allowed)")
-@click.option("--direction", type=click.Choice(DIRECTIONS))
-@click.option("--partitions", help="kafka: only these partitions, e.g. 0,1 (default: all)")
+@click.option("--direction", type=click.Choice(DIRECTIONS),
+              help="outbound = RELAYCLIENT set; local = injected on the host")
+@click.option("--partition", "partitions", metavar="0,1,...",
+              help="kafka: only these partitions, e.g. 0,1 (default: all)")
+@click.option("--partitions", "partitions", hidden=True)  # the old name of --partition
 @click.option("--dry-run", is_flag=True, help="report only: record nothing in SQL")
-@click.option("--json", "as_json", is_flag=True, help="print the totals as JSON")
+@output_options("text")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
 @click.pass_context
 def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, until: datetime | None,
@@ -250,7 +254,9 @@ def hunt(ctx: click.Context, rules: str, source: str, since: datetime | None, un
         store.start(hunt_id, actor=actor(), source=source, rules_path=str(rules_path.resolve()),
                     rules_sha256=rules_digest(rules_path), query=query_of(filt, source))
     console = Console(stderr=True)
-    show = console.is_terminal if progress is None else progress
+    from qscan.cli.progress import progress_wanted
+
+    show = progress_wanted() if progress is None else progress  # a terminal, and no -q
     bar = Progress(TextColumn("dlp hunt"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[hits]}"), TimeElapsedColumn(), console=console,
                    disable=not show, transient=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -10,6 +9,8 @@ from email.policy import default as default_policy
 from typing import TYPE_CHECKING
 
 import click
+
+from qscan.cli.output import Column, emit_rows, output_options, to_json
 
 if TYPE_CHECKING:
     from ingest.event import MessageScanned
@@ -23,11 +24,32 @@ def _config(ctx: click.Context) -> Config:
     return ctx.obj["config"]()
 
 
+def _resolve(cfg: Config, ident: str) -> str:
+    """A whole event id from the id or its first 8+ characters, as the journal holds it."""
+    from ingest.journal import Journal
+
+    ident = ident.strip().lower()
+    with Journal(cfg.journal_path, readonly=True) as journal:
+        if journal.get(ident, with_raw=False) is not None:
+            return ident
+        if len(ident) < 8:
+            raise click.ClickException(f"no event {ident!r} in {cfg.journal_path} (give the whole "
+                                       "event id or its first 8+ characters)")
+        found = journal.ids_starting(ident, limit=3)
+    if not found:
+        raise click.ClickException(f"no event {ident!r}... in {cfg.journal_path} (pruned, or another host's)")
+    if len(found) > 1:
+        raise click.ClickException(f"{ident!r} is the start of several event ids ({', '.join(found[:2])}, "
+                                   "...): give more of it")
+    return found[0]
+
+
 def _event(cfg: Config, event_id: str) -> MessageScanned:
     from ingest.event import MessageScanned
     from ingest.journal import Journal
     from ingest.log import decode_entry
 
+    event_id = _resolve(cfg, event_id)
     with Journal(cfg.journal_path, readonly=True) as journal:
         entry = journal.get(event_id, with_raw=True)
     if entry is None:
@@ -49,7 +71,8 @@ def notify() -> None:
                                            "fr", "pt", "nl", "zh"]),
               help="language (default: the one the address would get)")
 @click.option("--kind", type=click.Choice(KINDS), help="template kind (default: the event's)")
-@click.option("--audience", type=click.Choice(AUDIENCES), default="recipient", show_default=True)
+@click.option("--audience", type=click.Choice(AUDIENCES), default="recipient", show_default=True,
+              help="whom the notice is for")
 @click.option("--to", "address", help="address to render for (default: from the event or the config)")
 @click.option("--format", "fmt", type=click.Choice(["text", "html", "mime"]), default="text",
               show_default=True,
@@ -57,7 +80,8 @@ def notify() -> None:
 @click.pass_context
 def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | None, audience: str,
             address: str | None, fmt: str) -> None:
-    """Render a notification for EVENT_ID without sending anything.
+    """Render a notification for EVENT_ID (the id or its first 8+ characters) without sending
+    anything.
 
     \b
     Examples:
@@ -110,7 +134,8 @@ def preview(ctx: click.Context, event_id: str, lang: str | None, kind: str | Non
 @click.argument("event_id")
 @click.pass_context
 def plan_command(ctx: click.Context, event_id: str) -> None:
-    """Who would be told of EVENT_ID, in which language, and who would not and why."""
+    """Who would be told of EVENT_ID (the id or its first 8+ characters), in which language, and
+    who would not and why."""
     from qscan.wiring.notify import notifier
 
     cfg = _config(ctx)
@@ -127,19 +152,31 @@ def plan_command(ctx: click.Context, event_id: str) -> None:
         click.echo(f"silent  {who}  {why}")
 
 
+OUTBOX_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
+    Column("id", right=True), Column("state"), Column("kind", drop=3), Column("audience", drop=4),
+    Column("language", "lang", drop=5), Column("recipient", min_width=10),
+    Column("event_id", "event", ident=True, drop=2), Column("attempts", "tries", right=True, drop=6),
+    Column("last_error", "error", min_width=10, drop=1),
+)
+
+
 @notify.command("outbox")
-@click.option("--state", type=click.Choice(["pending", "sending", "indoubt", "sent", "failed"]))
-@click.option("--event", "event_id", help="only this event's notifications")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--state", type=click.Choice(["pending", "sending", "indoubt", "sent", "failed"]),
+              help="only notifications in this state")
+@click.option("--event", "event_id", help="only this event's notifications (id or first 8+ characters)")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="at most this many rows")
+@output_options()
 @click.pass_context
 def outbox_command(ctx: click.Context, state: str | None, event_id: str | None, limit: int,
-                   as_json: bool) -> None:
-    """List notifications, newest first, with counts per state."""
+                   fmt: str, wide: bool) -> None:
+    """List notifications, newest first, with counts per state (JSON: {"counts", "notifications"})."""
     from compliance.db import make_engine
     from compliance.notify.outbox import Outbox
 
     cfg = _config(ctx)
+    if event_id is not None:
+        event_id = _resolve(cfg, event_id)
     engine = make_engine(cfg.sql_url)
     try:
         box = Outbox(engine)
@@ -150,14 +187,12 @@ def outbox_command(ctx: click.Context, state: str | None, event_id: str | None, 
     fields = ("id", "event_id", "recipient", "kind", "audience", "language", "state", "attempts",
               "next_attempt_at", "sent_at", "last_error")
     items = [{f: getattr(r, f) for f in fields} for r in rows]
-    if as_json:
-        click.echo(json.dumps({"counts": counts, "notifications": items}, indent=2, default=str))
+    if fmt == "json":
+        click.echo(to_json({"counts": counts, "notifications": items}), nl=False)
         return
-    click.echo("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "outbox empty")
-    for it in items:
-        err = f"  ({it['last_error']})" if it["last_error"] else ""
-        click.echo(f"{it['id']:>6} {it['state']:<8} {it['kind']}/{it['audience']:<9} {it['language']} "
-                   f"{it['recipient']}  event {it['event_id']}  tries {it['attempts']}{err}")
+    if fmt == "table":
+        click.echo("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "outbox empty", err=True)
+    emit_rows(items, OUTBOX_COLUMNS, fmt, wide=wide, fields=fields, empty="no notifications")
 
 
 @notify.command("flush")
@@ -184,7 +219,7 @@ def flush(ctx: click.Context, ignore_schedule: bool) -> None:
 
 @notify.command("retry")
 @click.option("--id", "ids", type=int, multiple=True, help="notification id (repeatable)")
-@click.option("--event", "event_id", help="every notification of this event")
+@click.option("--event", "event_id", help="every notification of this event (id or first 8+ characters)")
 @click.option("--state", "states", type=click.Choice(["indoubt", "failed"]), multiple=True,
               help="which states to requeue (default both)")
 @click.pass_context
@@ -196,6 +231,8 @@ def retry(ctx: click.Context, ids: tuple[int, ...], event_id: str | None, states
     if not ids and not event_id:
         raise click.UsageError("give --id or --event")
     cfg = _config(ctx)
+    if event_id is not None:
+        event_id = _resolve(cfg, event_id)
     engine = make_engine(cfg.sql_url)
     try:
         n = Outbox(engine).requeue(ids=ids, event_id=event_id, states=states or ("indoubt", "failed"))

@@ -1,4 +1,4 @@
-"""Operations commands: ``qscan status``, ``qscan report``, ``qscan install --check``.
+"""Operations commands: ``qscan status``, ``qscan report``, ``qscan install`` (checks only).
 
 See docs/operations.md for what each figure means and what to do about it.
 """
@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qscan.cli.db import When
+from qscan.cli.output import output_options
+
 if TYPE_CHECKING:
     from qscan.config import Config
 
@@ -23,7 +26,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="one JSON document for monitoring (same exit codes)")
+@output_options("text")
 @click.option("--max-lag", type=float, default=300.0, show_default=True, metavar="SECONDS",
               help="a consumer or the relay further behind than this is a problem (exit 8)")
 @click.option("--min-free", type=float, default=5.0, show_default=True, metavar="PERCENT",
@@ -65,15 +68,22 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
     else:
-        for line in render(st):
-            click.echo(line)
+        import re
+
+        from qscan.cli.output import wrap
+
+        for line in render(st):  # "name  state  detail": a folded detail stays in its column
+            lead = re.match(r"^(\S.{15} \S+\s+)\S", line)
+            click.echo(wrap(line, indent=len(lead.group(1)) if lead else 4))
     sys.exit(st.exit_code)
 
 
 @click.command()
-@click.option("--since", default=None, metavar="PERIOD",
-              help="how far back: 90m, 36h, 7d, 2w (the report ends now; default: from the first "
-                   "message of the last 31 days)")
+@click.option("--since", type=When(), default=None,
+              help="from (UTC): 2026-11-01, 2026-11-01T08:00, 90m, 36h, 7d, 2w, 1y (default: from the "
+                   "first message of the last 31 days)")
+@click.option("--until", type=When(end=True), default=None,
+              help="before (UTC; a date alone includes that day; default: now)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="directory for index.html and the SVG charts (created; files replaced)")
 @click.option("--unit", type=click.Choice(["auto", "minute", "5min", "15min", "hour", "6h", "day", "week"]),
@@ -81,7 +91,8 @@ def status(ctx: click.Context, as_json: bool, max_lag: float, min_free: float, p
               help="bucket of the traffic and blocked-mail bars (auto: the finest giving at most 180 bars)")
 @click.option("--url", default=None, help="SQLAlchemy URL to read (default: sql.url of the config)")
 @click.pass_context
-def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: str | None) -> None:
+def report(ctx: click.Context, since: datetime | None, until: datetime | None, out_dir: str, unit: str,
+           url: str | None) -> None:
     """Traffic graphs from the SQL store: SVG charts and one static HTML page.
 
     \b
@@ -97,23 +108,14 @@ def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: 
       qscan report --out /var/www/qscan              # the data's own period (at most 31 days)
       qscan report --since 7d --out /var/www/qscan   # the last week, hourly bars
       qscan report --since 2h --out /tmp/r           # the last two hours, a bar per minute
+      qscan report --since 2026-01-01 --until 2026-03-31 --out /tmp/q1   # a quarter, daily bars
     A daily cron job or systemd timer keeps a web page current (docs/operations.md).
     """
     from compliance.db import check_schema, make_engine
-    from qscan.ops.report import (
-        choose_step,
-        data_window,
-        gather,
-        parse_since,
-        render_charts,
-        render_html,
-        window,
-    )
+    from qscan.ops.report import choose_step, data_window, gather, render_charts, render_html
 
-    try:
-        period = parse_since(since) if since is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    if since is not None and until is not None and since >= until:
+        raise click.BadParameter("must be before --until", param_hint="--since")
     cfg = _config(ctx)
     from sqlalchemy.engine import make_url
 
@@ -129,7 +131,8 @@ def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: 
             check_schema(engine)
         except Exception as exc:
             raise click.ClickException(str(exc)) from exc
-        start, end = window(period) if period is not None else data_window(engine)
+        end = until or datetime.now(UTC)
+        start, end = (since, end) if since is not None else data_window(engine, now=end)
         data = gather(engine, start, end, choose_step(end - start, unit))
     finally:
         engine.dispose()
@@ -143,8 +146,8 @@ def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: 
 
 
 @click.command()
-@click.option("--check", is_flag=True, required=True,
-              help="required: verify only (qscan never changes the system itself)")
+@click.option("--check", is_flag=True,
+              help="verify only: what it always does (qscan never changes the system itself)")
 @click.option("--user", default="qscand", show_default=True, help="the service user the units run as")
 @click.option("--smtpd-run", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="qmail-smtpd's run script (default: the first of /var/qmail/supervise/qmail-smtpd/run, "
@@ -152,6 +155,10 @@ def report(ctx: click.Context, since: str | None, out_dir: str, unit: str, url: 
 @click.pass_context
 def install(ctx: click.Context, check: bool, user: str, smtpd_run: Path | None) -> None:
     """Verify the service user, directories, permissions and socket; print what to fix.
+
+    It only checks: nothing on the system is changed (`qscan install` and
+    `qscan install --check` are the same); each problem comes with the command that
+    fixes it, to run yourself.
 
     \b
     Checks, for the user the systemd units run as (contrib/systemd/):

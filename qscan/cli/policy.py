@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from qscan.cli.output import output_options
+
 if TYPE_CHECKING:
     from qscan.config import Config
 
@@ -86,7 +88,7 @@ def _envelope_defaults(msg: Any) -> tuple[str, list[str]]:
 @click.option("--relay", is_flag=True, help="as if RELAYCLIENT were set (outbound)")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False),
               help="rules file instead of internal.rules")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@output_options("text")
 @click.pass_context
 def explain(ctx: click.Context, message: str, sender: str | None, recipients: tuple[str, ...],
             client_ip: str | None, relay: bool, rules: str | None, as_json: bool) -> None:

@@ -9,10 +9,8 @@ store could not be used (qscan.cli.db.SqlStoreError).
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -22,6 +20,7 @@ import click
 
 from ingest.vocabulary import QUARANTINE_FOLDERS
 from qscan.cli.db import When, sql_store
+from qscan.cli.output import Column, emit_rows, output_options
 
 if TYPE_CHECKING:
     from qscan.config import Config
@@ -77,24 +76,24 @@ def quarantine() -> None:
 @click.option("--state", type=click.Choice(STATE_CHOICES), default=None,
               help="entries in this state (default: all but deleted)")
 @click.option("--sender", metavar="ADDR",
-              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces")
+              help="envelope sender; case-insensitive, '*' is a wildcard, '<>' finds bounces, "
+                   "a bare name is a local part in any domain (alice = alice@*)")
 @click.option("--recipient", metavar="ADDR", help="any envelope recipient (same rules)")
 @click.option("--since", type=When(), help="received from (UTC): 2026-11-25, 2026-11-25T10:00, 7d")
 @click.option("--until", type=When(end=True), help="received before; a date alone includes that day")
 @click.option("--reason", metavar="TEXT", help="the verdict's reason ('bad-attachment', 'spam*')")
 @click.option("--rule", metavar="NAME",
               help="a policy rule, signature or DLP rule that fired ('Eicar*', 'card-numbers')")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="csv for spreadsheets, json for tools")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
               help="at most this many rows (0: all)")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="skip this many rows first")
 @click.option("--pending", is_flag=True,
               help="release requests waiting for a second operator's approval (four-eyes)")
+@output_options()
 @click.pass_context
 def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str | None,
           recipient: str | None, since: datetime | None, until: datetime | None,
-          reason: str | None, rule: str | None, fmt: str, limit: int, offset: int,
+          reason: str | None, rule: str | None, fmt: str, wide: bool, limit: int, offset: int,
           pending: bool) -> None:
     """List quarantined messages, newest first, from the SQL index (no directory walk).
 
@@ -110,8 +109,10 @@ def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str
 
     if pending:
         with sql_store(ctx) as engine:
-            _print_rows(q.pending(engine, limit=limit or None, offset=offset), q.PENDING_FIELDS,
-                        fmt, "release requests waiting for approval")
+            rows = q.pending(engine, limit=limit or None, offset=offset)
+        emit_rows(rows, PENDING_COLUMNS, fmt, wide=wide, fields=q.PENDING_FIELDS,
+                  footer=f"{len(rows)} release requests waiting for approval",
+                  empty="no release requests waiting for approval")
         return
 
     try:
@@ -123,67 +124,33 @@ def list_(ctx: click.Context, folder: str | None, state: str | None, sender: str
     with sql_store(ctx) as engine:
         rows = q.listing(engine, filters, limit=limit or None, offset=offset)
         total = q.count(engine, filters) if fmt == "table" else None
-    if fmt == "csv":
-        click.echo(render_csv(rows), nl=False)
-    elif fmt == "json":
-        from compliance.audit import render_json
-
-        click.echo(render_json(rows), nl=False)
-    elif rows:
-        width = max(shutil.get_terminal_size((200, 24)).columns, 120)
-        click.echo(render_table(rows, width=width), nl=False)
-        click.echo(f"{offset + 1}-{offset + len(rows)} of {total} quarantined messages", err=True)
-    else:
-        click.echo("no matching quarantined messages", err=True)
+    emit_rows(rows, LIST_COLUMNS, fmt, wide=wide, fields=q.LIST_FIELDS, cells=_list_cell,
+              footer=f"{offset + 1}-{offset + len(rows)} of {total} quarantined messages",
+              empty="no matching quarantined messages")
 
 
-def _print_rows(rows: Sequence[dict[str, Any]], fields: Sequence[str], fmt: str,
-                what: str) -> None:
-    from compliance import audit
-
-    if fmt == "csv":
-        click.echo(audit.render_csv(rows, fields), nl=False)
-    elif fmt == "json":
-        click.echo(audit.render_json(rows), nl=False)
-    elif rows:
-        width = max(shutil.get_terminal_size((200, 24)).columns, 120)
-        click.echo(render_table(rows, width=width, fields=fields), nl=False)
-        click.echo(f"{len(rows)} {what}", err=True)
-    else:
-        click.echo(f"no {what}", err=True)
-
-
-def render_table(rows: Sequence[dict[str, Any]], *, width: int = 200,
-                 fields: Sequence[str] | None = None) -> str:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    from compliance.audit import printable
-
-    table = Table(show_lines=False, expand=False)
-    from compliance.quarantine import LIST_FIELDS
-
-    fields = fields or LIST_FIELDS
-    for name in fields:
-        table.add_column(f"{name} (UTC)" if name in ("received", "requested")
-                         else name.replace("_", " "), overflow="fold",
-                         no_wrap=name in ("received", "requested", "event_id", "size"),
-                         justify="right" if name == "size" else "left")
-    for row in rows:
-        # Text(), never str: a subject like "[red]" must not be read as markup.
-        table.add_row(*(Text(printable(row[name])) for name in fields))
-    buf = io.StringIO()
-    Console(file=buf, width=width, no_color=True, highlight=False).print(table)
-    return buf.getvalue()
+LIST_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
+    Column("received", "received (UTC)"), Column("event_id", "id", ident=True),
+    Column("folder", drop=4), Column("state", drop=6), Column("reason", min_width=8, drop=7),
+    Column("rules", min_width=8, drop=3), Column("sender", min_width=8),
+    Column("recipients", min_width=8, drop=2), Column("subject", min_width=8),
+    Column("size", right=True, drop=8),
+)
+PENDING_COLUMNS = (
+    Column("requested", "requested (UTC)"), Column("request_id", "request", ident=True, drop=5),
+    Column("event_id", "id", ident=True), Column("folder", drop=4),
+    Column("requested_by", "by", min_width=8, drop=3), Column("reason", min_width=8, drop=2),
+    Column("sender", min_width=8), Column("subject", min_width=8),
+)
 
 
-def render_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Spreadsheet-safe: formula-like cells get a leading quote (compliance.audit's rule)."""
-    from compliance import audit
-    from compliance.quarantine import LIST_FIELDS
-
-    return audit.render_csv(rows, LIST_FIELDS)
+def _list_cell(row: dict[str, Any], col: Column) -> Any:
+    value = row.get(col.key)
+    if col.key == "received" and isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if col.key == "recipients" and isinstance(value, list) and len(value) > 2:
+        return ", ".join(value[:2]) + f" (+{len(value) - 2})"
+    return value
 
 
 # -- show ---------------------------------------------------------------------------
@@ -201,7 +168,7 @@ def _copy(cfg: Config, entry: Any) -> Any:
               help="write the whole message (as queued, without the envelope block) to stdout")
 @click.option("--tty", "to_tty", is_flag=True,
               help="with --raw: write to a terminal anyway (hostile mail may carry escape sequences)")
-@click.option("--json", "as_json", is_flag=True, help="everything as one JSON object")
+@output_options("text")
 @click.pass_context
 def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bool) -> None:
     """Print one quarantined message: summary, envelope, every finding, its headers, where
@@ -484,7 +451,7 @@ def delete(ctx: click.Context, event_id: str, reason: str, by: str | None) -> No
               help="expire this folder only")
 @click.option("--dry-run", is_flag=True, help="only say what would be deleted")
 @click.option("--now", "now", type=When(), hidden=True, help="pretend it is this time (tests)")
-@click.option("--json", "as_json", is_flag=True)
+@output_options("text")
 @click.pass_context
 def expire(ctx: click.Context, older_than: timedelta | None, folder: str | None, dry_run: bool,
            now: datetime | None, as_json: bool) -> None:
