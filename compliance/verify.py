@@ -66,7 +66,8 @@ from ingest.event import (
     quarantine_folder,
     utc,
 )
-from ingest.log import LogRecord
+from ingest.journal import Journal
+from ingest.log import LogRecord, decode_entry
 
 PAGE = 1000
 
@@ -483,6 +484,33 @@ def summaries_position(engine: Engine, name: str = "summaries") -> int:
 
 
 RawOf = Callable[[str], bytes | None]
+
+
+def journal_records(journal: Journal, host: str, report: Report, *, size: int = 1000
+                    ) -> Iterator[list[LogRecord]]:
+    """The journal's events, decoded, in batches for :func:`verify_log`.
+
+    An event whose body does not decode as its type (forged ``{}``, garbage bytes, fields
+    of the wrong type) is an ``unreadable-event`` finding in ``report``, named by host, seq
+    and event id, and left out of the comparison; verify goes on with the others. (Its
+    SQL rows, if any, then have no event: the SQL-to-journal check reports them.)"""
+    after = 0
+    while True:
+        entries = journal.read(after, size, with_raw=False)
+        if not entries:
+            return
+        batch = []
+        for entry in entries:
+            try:
+                batch.append(decode_entry(entry))
+            except (ValueError, TypeError, AttributeError) as exc:  # pydantic's are ValueErrors
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                report.problems.append(Problem(
+                    "unreadable-event", f"journal {host}#{entry.seq}", entry.event_id,
+                    f"its body does not decode as a {entry.type!r} event ({reason}): "
+                    "altered or forged"))
+        yield batch
+        after = entries[-1].seq
 
 
 def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, position: int,

@@ -92,8 +92,9 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
                 report.merge(v.verify_release_events(
                     engine, _release_events(reader), local_host=cfg.hostname,
                     since=_journal_since(journal)))
-                report.merge(v.verify_log(engine, _batches(reader), position=position,
-                                            local_host=cfg.hostname, raw=reader.raw))
+                report.merge(v.verify_log(engine, v.journal_records(journal, cfg.hostname, report),
+                                          position=position,
+                                          local_host=cfg.hostname, raw=reader.raw))
             if not no_files:
                 known = _journal_ids(journal, position)
                 report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
@@ -118,16 +119,6 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
         click.echo(f"{verdict}: {report.entries} chain entries ({heads}), {report.files} stored "
                    f"copies, {report.log_events} journal events checked", err=True)
     sys.exit(0 if report.ok else 1)
-
-
-def _batches(reader: Any, size: int = 1000) -> Any:
-    pos = 0
-    while True:
-        batch = reader.read(pos, size, with_raw=False)
-        if not batch:
-            return
-        yield batch
-        pos = batch[-1].position
 
 
 def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ...],
