@@ -277,17 +277,10 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
 
 # -- release ------------------------------------------------------------------------
 def operator() -> str:
-    """The login running this command, as four-eyes compares it: the account of the real
-    uid (not $USER or $LOGNAME, which anyone can set), or sudo's caller when root runs it
-    through sudo."""
-    import pwd
+    """The login running this command, as four-eyes compares it (compliance.identity)."""
+    from compliance.identity import login
 
-    if os.geteuid() == 0 and os.environ.get("SUDO_USER"):
-        return os.environ["SUDO_USER"]
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
+    return login()
 
 
 def _actor(cfg: Config, by: str | None) -> str:

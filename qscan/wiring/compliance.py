@@ -8,8 +8,6 @@ a raw message can still be read from the journal, and who is acting.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,12 +29,11 @@ def archived(cfg: Config) -> Callable[[str, list[str]], bool]:
 
 
 def actor(cfg: Config) -> str:
-    """user@host: the account that ran the command (sudo's caller when there is one)."""
-    try:
-        user = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{cfg.hostname}"
+    """login@host: who runs this command (compliance.identity: the real uid's account, or
+    sudo's caller when root runs it through sudo; never $USER or $LOGNAME)."""
+    from compliance.identity import actor as login_at
+
+    return login_at(cfg.hostname)
 
 
 @contextmanager
