@@ -79,7 +79,8 @@ class Problem:
     kind: str  # altered-row, inserted-row, deleted-row, head, inconsistent, altered-file,
     #            inserted-file, deleted-file, misplaced-file, missing-row, log-mismatch,
     #            unlogged-row; altered-event, deleted-event, inserted-event (the journal
-    #            chain, compliance.journal_chain); anchor (compliance.anchor)
+    #            chain, compliance.journal_chain); unreadable-event (a journal event
+    #            that does not decode); anchor (compliance.anchor)
     where: str
     event_id: str | None
     detail: str
