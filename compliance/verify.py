@@ -54,15 +54,13 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.quarantine_records import check_release_events
+from compliance.quarantine_records import ReleaseEvent, check_release_events
 from compliance.record_check import RecordCheck
 from compliance.records import deletion_row
 from ingest.event import (
     MessageDeleted,
-    MessageReleased,
     MessageScanned,
     QueueFailed,
-    ReleaseRequested,
     quarantine_folder,
     utc,
 )
@@ -459,7 +457,7 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 
 # -- the log ----------------------------------------------------------------------
-def verify_release_events(engine: Engine, events: Iterable[MessageReleased | ReleaseRequested],
+def verify_release_events(engine: Engine, events: Iterable[ReleaseEvent],
                           *, local_host: str | None, since: datetime | None) -> Report:
     """Quarantine releases and four-eyes requests against their events, both ways."""
     report = Report()

@@ -184,12 +184,13 @@ def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ..
 
 
 def _release_events(reader: Any) -> Any:
-    from ingest.event import MessageReleased, ReleaseRequested
+    from ingest.event import MessageReleased, ReleaseDenied, ReleaseRequested
     from ingest.log import LogRecord
 
-    for item in reader.scan(types={"message.released", "release.requested"}):
+    for item in reader.scan(types={"message.released", "release.requested", "release.denied"}):
         if isinstance(item, LogRecord) and isinstance(item.event, (MessageReleased,
-                                                                   ReleaseRequested)):
+                                                                   ReleaseRequested,
+                                                                   ReleaseDenied)):
             yield item.event
 
 
