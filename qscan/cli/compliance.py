@@ -74,7 +74,7 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
     from compliance import verify as v
     from ingest.journal import Journal
     from ingest.log import JournalReader
-    from qscan.wiring.compliance import archived, copy_store
+    from qscan.wiring.compliance import copy_store, todays_rule
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine:
@@ -97,7 +97,7 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
                                           local_host=cfg.hostname, raw=reader.raw))
             if not no_files:
                 known = _journal_ids(journal, position)
-                report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
+                report.merge(v.verify_copies(engine, copy_store(cfg), archived=todays_rule(cfg),
                                              pending=lambda event_id: event_id in known))
         finally:
             if journal is not None:
@@ -216,6 +216,19 @@ def _journal_ids(journal: Any, after: int) -> set[str]:
         pos = entries[-1].seq
 
 
+def _archive_judge(cfg: Config) -> Callable[[str, str, list[str]], bool]:
+    """Whether a message should have an archive copy, by its recorded decision; refuses
+    (exit 1) when the decision record cannot be read."""
+    from compliance.copystore import CopyError
+    from qscan.wiring.compliance import archived
+
+    try:
+        return archived(cfg)
+    except CopyError as exc:
+        raise click.ClickException(f"the archive decisions cannot be read ({exc}): run "
+                                   "`qscan verify`") from exc
+
+
 # -- retention --------------------------------------------------------------------
 @click.group()
 def retention() -> None:
@@ -255,12 +268,13 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
     its row is never deleted (it is reported; run `qscan verify`).
     """
     from compliance import retention as r
-    from qscan.wiring.compliance import actor, archived, copy_store, log_appender
+    from qscan.wiring.compliance import actor, copy_store, log_appender
 
     cfg = _config(ctx)
     p = cfg.retention
+    judge = _archive_judge(cfg)
     with sql_store(ctx) as engine, log_appender(cfg) as append:
-        outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
+        outcome = r.apply(engine, copy_store(cfg), append, p, archived=judge,
                           actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": outcome.deleted,
@@ -400,10 +414,11 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         raise click.UsageError("qscan export needs --matter NAME and --out DIR "
                                "(or: qscan export verify DIR)")
     from compliance import export as ex
-    from qscan.wiring.compliance import actor, archived, copy_store, journal_raw, log_appender
+    from qscan.wiring.compliance import actor, copy_store, journal_raw, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)
+    judge = _archive_judge(cfg)
     try:
         req = ex.ExportRequest(matter=matter, out=out, actor=actor(cfg), host=cfg.hostname,
                                tool_version=__version__, filters=filters,
@@ -415,7 +430,7 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         task = bar.add_task(f"exporting {matter}", total=None)
         try:
             ev = ex.run(engine, copy_store(cfg), append, req, raw_from_log=raw,
-                        archived=archived(cfg),
+                        archived=judge,
                         progress=lambda done, total: bar.update(task, completed=done,
                                                                 total=total))
         except ex.ExportError as exc:
