@@ -227,7 +227,7 @@ def check_release_events(conn: Connection, events: Iterable[ReleaseEvent],
 def _check_denial(conn: Connection, ev: ReleaseDenied, problem: Report) -> None:
     r = ReleaseRequest
     row = conn.execute(select(r.ref_event_id, r.operator, r.state, r.denial_event_id,
-                              r.denied_by, r.denied_operator, r.denial_reason)
+                              r.denied_by, r.denied_operator, r.denial_reason, r.denied_at)
                        .where(r.event_id == ev.request_id)).first()
     if row is None:
         problem("missing-row", "quarantine_release_requests", ev.request_id,
@@ -243,9 +243,11 @@ def _check_denial(conn: Connection, ev: ReleaseDenied, problem: Report) -> None:
     if row.denial_event_id is None and row.state == RELEASED:
         return  # released first (a forced release): the denial came too late, and says so
     want = denial_row(ev)
-    fields = ("state", "denial_event_id", "denied_by", "denied_operator", "denial_reason")
+    fields = ("state", "denial_event_id", "denied_by", "denied_operator", "denial_reason",
+              "denied_at")
+    denied_at = utc(row.denied_at) if row.denied_at is not None else None
     differ = [f for f, have in zip(fields, (row.state, row.denial_event_id, row.denied_by,
-                                            row.denied_operator, row.denial_reason),
+                                            row.denied_operator, row.denial_reason, denied_at),
                                    strict=True) if have != want[f]]
     if differ:
         problem("log-mismatch", "quarantine_release_requests", ev.request_id,
@@ -258,14 +260,18 @@ def _check_states(conn: Connection, problem: Report) -> None:
     after its denial; one closed in SQL without an event hides a pending release)."""
     r = ReleaseRequest
     for row in conn.execute(select(r.event_id, r.state, r.release_event_id,
-                                   r.denial_event_id)):
+                                   r.denial_event_id, r.denied_at, r.denied_by,
+                                   r.denied_operator, r.denial_reason)):
         closed_by = {RELEASED: row.release_event_id, DENIED: row.denial_event_id,
                      WITHDRAWN: row.denial_event_id}.get(row.state)
+        denial = (row.denied_at, row.denied_by, row.denied_operator, row.denial_reason)
         if row.state == PENDING:
             bad = row.release_event_id is not None or row.denial_event_id is not None
         else:
             bad = closed_by is None or (row.state in (DENIED, WITHDRAWN)
                                         and row.release_event_id is not None)
+        # a denial's facts without the denial (an open request made to look refused)
+        bad = bad or (row.denial_event_id is None and any(x is not None for x in denial))
         if bad:
             problem("inconsistent", "quarantine_release_requests", row.event_id,
                     f"state {row.state!r} does not match the events that closed it "

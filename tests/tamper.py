@@ -38,8 +38,10 @@ from compliance.models import (
     Message,
     Part,
     QuarantineEntry,
+    QuarantineRelease,
     QueueFailure,
     Recipient,
+    ReleaseRequest,
 )
 from ingest.ids import uuid7
 from ingest.journal_link import link
@@ -124,6 +126,13 @@ def _alterable(rehash: bool) -> list[tuple[Any, str, str]]:
             ("query", "t"), ("format", "t"), ("out_dir", "t"), ("messages", "i"),
             ("missing", "i"), ("total_bytes", "i"), ("files", "t"), ("custody_sha256", "t"))]
         cols += [(ExportItem, "doc_id", "t"), (ExportItem, "sha256", "t")]
+        # quarantine releases and four-eyes requests (a denied one): their events
+        cols += [(QuarantineRelease, name, "t") for name in (
+            "folder", "actor", "reason", "sha256", "requested_by")]
+        cols += [(ReleaseRequest, name, code) for name, code in (
+            ("folder", "t"), ("actor", "t"), ("operator", "t"), ("reason", "t"),
+            ("state", "t"), ("denied_by", "t"), ("denied_operator", "t"),
+            ("denial_reason", "t"), ("denied_at", "d"))]
     return cols
 
 

@@ -102,6 +102,16 @@ def build_store(site: Site) -> None:
     spam = next(e for e in quarantined if e.category == Category.SPAM)
     released = _quarantine_cli(site, "release", spam.event_id, "--reason", "false positive")
     assert released.exit_code == 0, released.output
+    # four-eyes: a DLP release requested by one login and denied by another
+    dlp = next(e for e in quarantined if e.category == Category.DLP)
+    for login, args in (("alice", ("release", dlp.event_id, "--reason", "test data")),
+                        ("bob", ("deny", dlp.event_id, "--reason", "real card numbers"))):
+        os.environ["SUDO_USER"] = login  # root through sudo (compliance.identity)
+        try:
+            done = _quarantine_cli(site, *args)
+        finally:
+            del os.environ["SUDO_USER"]
+        assert done.exit_code == 0, done.output
     site.consume()  # the summaries consumer meets the compliance events on the log
     anchors.write()  # the anchors cover every kind of event; the untouched store verifies
     site.consume()
@@ -228,6 +238,7 @@ def test_an_untouched_store_has_no_finding(stores: Stores, kind: str) -> None:
         assert tombstones[0] >= 2
         (released,) = site.sql("SELECT count(*) FROM quarantine_releases")
         assert released[0] == 1
+        assert site.sql("SELECT state FROM quarantine_release_requests") == [("denied",)]
         witness = (site.root / "witness.jsonl").read_text().splitlines()
         assert len(witness) == 2  # and as many chain.anchored events: all were compared
         assert any(n.startswith("4 anchors used") for n in report["notes"]), report["notes"]
