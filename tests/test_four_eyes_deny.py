@@ -106,9 +106,17 @@ def test_verify_holds_denials_to_their_events_both_ways(site: QSite, requested: 
     [den] = events(site, "release.denied")
     # reopened in SQL, so it could be approved after its denial
     site.sql("UPDATE quarantine_release_requests SET state = 'pending', denial_event_id = NULL")
+    # the event disagrees, and the row keeps a denial's facts without the denial
+    assert site.verify_kinds("--no-files") == ["inconsistent", "log-mismatch"]
+    site.sql("UPDATE quarantine_release_requests SET denied_at = NULL, denied_by = NULL, "
+             "denied_operator = NULL, denial_reason = NULL")
     assert site.verify_kinds("--no-files") == ["log-mismatch"]
+    site.sql("UPDATE quarantine_release_requests SET state = 'denied', denied_at = :t, "
+             "denied_by = 'bob@admin.example.com', denied_operator = 'bob', "
+             "denial_reason = 'real cards'", t=den["time"])
     # reopened, the denial's id left: the row contradicts itself as well
-    site.sql("UPDATE quarantine_release_requests SET denial_event_id = :d", d=den["event_id"])
+    site.sql("UPDATE quarantine_release_requests SET state = 'pending', denial_event_id = :d",
+             d=den["event_id"])
     assert site.verify_kinds("--no-files") == ["inconsistent", "log-mismatch"]
     # the denier rewritten
     site.sql("UPDATE quarantine_release_requests SET state = 'denied', denial_event_id = :d, "
