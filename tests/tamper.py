@@ -490,6 +490,23 @@ def journal_edit_field_relinked(site: Site, rng: random.Random) -> Tampered:
     return _edit_field(site, rng, relink=True)
 
 
+def journal_unreadable_body(site: Site, rng: random.Random) -> Tampered:
+    """An event's body replaced by one that does not decode (``{}``, garbage bytes, a field
+    of the wrong type), its link left or re-hashed: verify must name it, not crash."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        head = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+        seq, event_id, typ, appended, body, raw, prev, _ = rng.choice(_events(db, "seq < ?", head))
+        forged = rng.choice([b"{}", bytes(rng.randrange(256) for _ in range(24)),
+                             body.replace(b'"event_id":', b'"event_id":7,"x":', 1)])
+        db.execute("UPDATE events SET body = ? WHERE seq = ?", (forged, seq))
+        if rng.random() < 0.5:
+            db.execute("UPDATE events SET chain = ? WHERE seq = ?",
+                       (link(prev, seq, appended, event_id, typ, forged, raw), seq))
+    return Tampered(f"journal {host}#{seq} ({typ}): body replaced by {forged[:24]!r}",
+                    (event_id,), ((host, seq),))
+
+
 def journal_delete_event(site: Site, rng: random.Random) -> Tampered:
     """One event deleted (any but the newest: that is the tail's kind)."""
     host = site.cfg.hostname
@@ -582,6 +599,7 @@ JOURNAL_TAMPERINGS: dict[str, Tampering] = {
     "journal-edit-raw": journal_edit_raw,
     "journal-edit-field": journal_edit_field,
     "journal-edit-field-relinked": journal_edit_field_relinked,
+    "journal-unreadable-body": journal_unreadable_body,
     "journal-delete-event": journal_delete_event,
     "journal-insert-event": journal_insert_event,
     "journal-truncate-tail": journal_truncate_tail,
