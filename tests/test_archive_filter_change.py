@@ -40,7 +40,7 @@ def _store(site: Site) -> tuple[list[str], str]:
 
 
 def test_retention_expires_copies_archived_under_an_older_filter(site: Site) -> None:
-    kept, left = _store(site)
+    kept, _ = _store(site)
     site.cfg.retention = replace(site.cfg.retention, default_days=365)
     result = site.cli("retention", "apply", "--json")
     assert result.exit_code == 0, result.output
