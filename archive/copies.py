@@ -16,7 +16,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,6 +166,23 @@ def archive_predicate(settings: ArchiveSettings) -> Callable[[str, list[str]], b
 
 
 # -- the recorded archive decisions (archive.consumer writes them) --------------
+def archive_judge(decisions: Mapping[str, ArchiveDecision],
+                  today: Callable[[str, list[str]], bool]) -> Callable[[str, str, list[str]], bool]:
+    """Whether a message should have an archive copy: ``(event id, sender, recipients)``.
+
+    Its recorded decision (``MaildirCopies.archive_decisions``: archived once means kept
+    until a tombstone), never today's settings - except for messages handled before
+    decisions were recorded, which ``today`` (``archive_predicate``) judges. The one
+    rule retention, export and ``audit show`` judge archive copies by (verify reads the
+    same decisions and also checks them against their recorded settings)."""
+
+    def kept(event_id: str, sender: str, recipients: list[str]) -> bool:
+        decision = decisions.get(event_id.lower())
+        return decision.archived if decision is not None else today(sender, recipients)
+
+    return kept
+
+
 def parse_decisions(lines: Iterable[str], where: str
                     ) -> tuple[dict[str, list[tuple[bool, str]]], dict[str, tuple[bool, str | None]]]:
     """Decision lines by event id, and the recorded settings by digest (pure)."""

@@ -52,7 +52,7 @@ PAGE = 500
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 LogAppend = Callable[[AnyEvent], None]
 RawFromLog = Callable[[str], bytes | None]
-Archived = Callable[[str, list[str]], bool]
+Archived = Callable[[str, str, list[str]], bool]  # (event id, sender, recipients)
 # Why a selected message was not produced (the manifest's ``source``):
 DELETED = "deleted"  # deleted lawfully: the manifest names the tombstone
 NOT_STORED = "not stored"  # no copy kept by design (rejected, queue failed, archive filter)
@@ -149,8 +149,10 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
         progress: Callable[[int, int], None] | None = None) -> ExportCompleted:
     """Produce the export; returns its custody event (already on the log and in SQL).
 
-    ``archived(sender, recipients)`` says whether the archive settings keep such a
-    message (default: all), which tells "not stored" from "missing".
+    ``archived(event_id, sender, recipients)`` says whether the message should have an
+    archive copy - its recorded archive decision, else today's settings
+    (archive.copies.archive_judge; default: all) - which tells "not stored" from
+    "missing".
 
     Order: the directory is complete and renamed into place, then the event goes on
     the log (the durable record), then the SQL row. A failed log append removes the
@@ -181,7 +183,7 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     os.mkdir(tmp, 0o700)
     try:
-        rows, items = _produce(engine, store, raw_from_log, archived or (lambda s, r: True),
+        rows, items = _produce(engine, store, raw_from_log, archived or (lambda e, s, r: True),
                                req, where, tmp, total, progress)
         produced = [r for r in rows if r["sha256"]]
         total_bytes = sum(int(r["size"]) for r in produced)
@@ -259,7 +261,7 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
                     raw, source = None, DELETED
                 else:
                     kept = expected_location(r.action, r.category, r.queue_status, None,
-                                             archived(r.sender, rcpts)) is not None
+                                             archived(r.event_id, r.sender, rcpts)) is not None
                     raw, source = _fetch(store, raw_from_log, facts, kept)
                 row: dict[str, Any] = {
                     "doc_id": doc_id, "event_id": r.event_id, "file": "", "offset": None,

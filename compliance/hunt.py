@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
-import getpass
 import hashlib
 import json
 import logging
@@ -212,11 +211,10 @@ def rules_digest(path: Path) -> str:
 
 
 def actor() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    """login@host of who runs the hunt (compliance.identity; never $USER or $LOGNAME)."""
+    from compliance.identity import actor as login_at
+
+    return login_at(socket.gethostname())
 
 
 def error_text(exc: BaseException) -> str:

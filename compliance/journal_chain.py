@@ -10,7 +10,8 @@ header and the value: ``ingest.kafka_log``). Per event it checks two things:
 * continuity: its ``prev`` must be the ``chain`` of the event just before it
   and its seq that event's + 1 - else an event was **deleted** (a seq is
   missing) or **altered and re-hashed / inserted** (the seqs run on but the
-  link does not).
+  link does not: the finding names both events, ``journal HOST#N-#N+1``, and
+  the earlier one's id, since the chain cannot tell which of the two is false).
 
 Where the chain starts: at ``chain_start`` from GENESIS; after pruning, the
 first kept event must link to the recorded prune point (``chain_pruned``).
@@ -76,6 +77,7 @@ class _Walker:
         self.keep = keep
         self.last_seq: int | None = None  # seq of the previous event walked
         self.last_link: tuple[int, str] | None = None  # (seq, chain) of the last linked one
+        self.last_id: str | None = None  # its event id
         self.unchained = 0
 
     def where(self, seq: int) -> str:
@@ -146,14 +148,21 @@ class _Walker:
         elif before == self.last_link[0]:
             want = self.last_link[1]
         if want is not None and prev != want:
-            linked = self.last_link[0] if self.last_link else None
-            self.add("altered-event", seq, event_id,
-                     f"it does not link to #{linked} (#{linked} was altered and re-hashed, or "
-                     "this event was inserted)" if linked is not None else
-                     "it does not link to where the chain starts (the events before it were "
-                     "altered, or it was inserted)")
+            if self.last_link is not None:
+                # either the event before was altered and re-hashed, or this one is not its
+                # real successor (inserted, replaced): both are named, the earlier by its id
+                linked, linked_id = self.last_link[0], self.last_id
+                self.r.findings.append(ChainFinding(
+                    "altered-event", f"journal {self.r.host}#{linked}-#{seq}", linked_id,
+                    f"#{seq} ({event_id}) does not link to #{linked}: #{linked} was altered "
+                    f"and re-hashed, or #{seq} was inserted or replaced"))
+            else:
+                self.add("altered-event", seq, event_id,
+                         "it does not link to where the chain starts (the events before it "
+                         "were altered, or it was inserted)")
         self.last_seq = seq
         self.last_link = (seq, chain)
+        self.last_id = event_id
         self.r.head = (seq, chain)
         if seq in self.keep:
             self.r.links[seq] = chain

@@ -34,6 +34,10 @@ the request and both logins. Logins are compared, not the free-text ``--by``.
 A release officer (``quarantine.release_officers``) may release such mail in one
 step with ``--force``, recorded as forced. Exactly once still holds: the
 approval goes through the same claim, so two approvers cannot both release.
+A pending request can be closed without a release (:func:`deny`, a
+``release.denied`` event): *withdrawn* by its requester, *denied* by anyone
+else; the claim re-checks the request under a row lock, so an approval and a
+denial racing each other cannot both win.
 
 **Deletion** reuses retention's lawful deletion (compliance.retention): legal
 holds are re-checked in the deleting transaction, each copy gets a chained
@@ -72,11 +76,14 @@ from compliance.models import (
 from compliance.patterns import like_pattern, wildcard_match
 from compliance.quarantine_records import (
     DELETED,
+    DENIED,
     PENDING,
     QUARANTINED,
     RELEASED,
     RELEASING,
     STATES,
+    WITHDRAWN,
+    record_denied,
     record_released,
     record_requested,
 )
@@ -85,6 +92,7 @@ from ingest.event import (
     VIRUS_FOLDER,
     AnyEvent,
     MessageReleased,
+    ReleaseDenied,
     ReleaseRequested,
     utc,
 )
@@ -309,6 +317,15 @@ def releases(engine: Engine, event_id: str) -> list[dict[str, Any]]:
     return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
 
 
+def requests(engine: Engine, event_id: str) -> list[dict[str, Any]]:
+    """A message's four-eyes release request, with how it was closed (released, denied,
+    withdrawn), for ``quarantine show``: [] when none was made."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(ReleaseRequest)
+                            .where(ReleaseRequest.ref_event_id == event_id)).mappings().all()
+    return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+
 def _describe_state(session: Session, entry: Entry) -> str:
     """Why an entry cannot be released or deleted, in words."""
     when = printable(entry.updated_at)
@@ -355,10 +372,16 @@ Queue = Callable[[bytes, str, Sequence[str]], tuple[int, str | None]]
 
 
 def claim(engine: Engine, event_id: str, *, force: bool = False, retry_interrupted: bool = False,
-          stale_after: timedelta = timedelta(minutes=11), now: datetime | None = None) -> Entry:
-    """Mark the entry ``releasing`` and commit; refuse when it cannot be released by us."""
+          stale_after: timedelta = timedelta(minutes=11), now: datetime | None = None,
+          request_id: str | None = None) -> Entry:
+    """Mark the entry ``releasing`` and commit; refuse when it cannot be released by us.
+
+    ``request_id``: the four-eyes request being approved; it must still be pending (its
+    row is locked, so a concurrent :func:`deny` either happened before or waits)."""
     now = now or datetime.now(UTC)
     with session_factory(engine, write=True).begin() as session:
+        if request_id is not None:
+            _open_request(session, request_id, event_id)
         entry = _entry(session, event_id)
         if entry is None:
             raise NotFound(f"no quarantined message {event_id!r}")
@@ -419,7 +442,8 @@ def release(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
         if folder in policy.folders:
             policy.check_force(folder, operator, force)
     entry = claim(engine, event_id, force=force or request is not None,
-                  retry_interrupted=retry_interrupted, stale_after=stale_after)
+                  retry_interrupted=retry_interrupted, stale_after=stale_after,
+                  request_id=request.event_id if request else None)
     try:
         stamp = Stamp(str(uuid7()), datetime.now(UTC), actor, reason, host, entry.folder,
                       entry.event_id)
@@ -521,6 +545,11 @@ def request_release(engine: Engine, log_append: LogAppend, event_id: str, *, act
         known = session.execute(select(ReleaseRequest.event_id, ReleaseRequest.actor,
                                        ReleaseRequest.state)
                                 .where(ReleaseRequest.ref_event_id == event_id)).first()
+        if known is not None and known.state in (DENIED, WITHDRAWN):
+            raise QuarantineError(
+                f"message {event_id}'s release request ({known.event_id}) was {known.state}: "
+                "a message has one request; it stays quarantined (a release officer may "
+                "still release it with --force)")
         if known is not None:
             raise QuarantineError(
                 f"message {event_id} already has a release request ({known.event_id}, "
@@ -555,6 +584,49 @@ def approve(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str,
                    prepare=prepare, queue=queue, to=request.to, operator=operator,
                    four_eyes=four_eyes, request=request, retry_interrupted=retry_interrupted,
                    stale_after=stale_after)
+
+
+def _open_request(session: Session, request_id: str, event_id: str) -> None:
+    """Lock a request's row and refuse unless it is still pending."""
+    r = ReleaseRequest
+    row = session.execute(select(r.state, r.denied_by, r.denial_reason)
+                          .where(r.event_id == request_id).with_for_update()).first()
+    if row is None or row.state != PENDING:
+        what = "is gone" if row is None else (
+            f"was {row.state} by {row.denied_by}: {row.denial_reason}"
+            if row.state in (DENIED, WITHDRAWN) else f"is {row.state}")
+        raise QuarantineError(f"the release request {request_id} for message {event_id} {what}")
+
+
+def deny(engine: Engine, log_append: LogAppend, event_id: str, *, actor: str, operator: str,
+         reason: str, host: str) -> ReleaseDenied:
+    """Close a message's pending release request without releasing it: withdrawn when
+    ``operator`` is the requester's login, else denied. The message stays quarantined."""
+    if not reason.strip():
+        raise QuarantineError("say why (--reason): the denial is recorded with its reason")
+    with session_factory(engine, write=True).begin() as session:
+        request = _pending(session, event_id)
+        if request is None:
+            entry = _entry(session, event_id)
+            if entry is None:
+                raise NotFound(f"no quarantined message {event_id!r}")
+            closed = session.execute(select(ReleaseRequest.event_id, ReleaseRequest.state)
+                                     .where(ReleaseRequest.ref_event_id == event_id)).first()
+            raise QuarantineError(
+                f"message {event_id} has no pending release request" +
+                (f" (request {closed.event_id} is {closed.state})" if closed else ""))
+        _open_request(session, request.event_id, event_id)
+        entry = _entry(session, event_id)
+        if entry is not None and entry.state == RELEASING:
+            raise QuarantineError(f"message {event_id} is being released (the request was "
+                                  "approved): too late to deny it")
+        ev = ReleaseDenied(
+            event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+            ref_event_id=event_id, request_id=request.event_id, actor=actor,
+            operator=operator, reason=reason, withdrawn=operator == request.operator)
+        log_append(ev)
+        record_denied(session, ev)
+    return ev
 
 
 PENDING_FIELDS = ("requested", "request_id", "event_id", "folder", "requested_by", "reason",

@@ -97,9 +97,14 @@ class Outcome:
         return sum(self.deleted.values())
 
 
-def candidates(engine: Engine, policy: RetentionPolicy, archived: Callable[[str, list[str]], bool], *,
+def candidates(engine: Engine, policy: RetentionPolicy,
+               archived: Callable[[str, str, list[str]], bool], *,
                now: datetime | None = None) -> Iterator[list[Candidate]]:
-    """Expired messages with a copy, not yet deleted, in batches; holds are applied later."""
+    """Expired messages with a copy, not yet deleted, in batches; holds are applied later.
+
+    ``archived(event_id, sender, recipients)``: whether a message should have an archive
+    copy - the decision the archive consumer recorded, else today's settings
+    (archive.copies.archive_judge) - so a filter changed since never strands old copies."""
     now = now or datetime.now(UTC)
     for rule, days, cond in tiers(policy):
         if days is None:
@@ -123,7 +128,7 @@ def candidates(engine: Engine, policy: RetentionPolicy, archived: Callable[[str,
             for r in rows:
                 rcpts = recipients.get(r.event_id, [])
                 location = expected_location(r.action, r.category, r.queue_status, r.folder,
-                                             archived(r.sender, rcpts))
+                                             archived(r.event_id, r.sender, rcpts))
                 received = utc(r.received_at)
                 batch.append(Candidate(
                     MessageFacts(r.event_id, received, r.sender, rcpts, r.raw_sha256, location),
@@ -258,7 +263,7 @@ def finish_pending(engine: Engine, store: CopyStore, *, dry_run: bool = False,
 
 
 def apply(engine: Engine, store: CopyStore, log_append: LogAppend, policy: RetentionPolicy, *,
-          archived: Callable[[str, list[str]], bool], actor: str, host: str,
+          archived: Callable[[str, str, list[str]], bool], actor: str, host: str,
           dry_run: bool = False, now: datetime | None = None,
           progress: Callable[[int], None] | None = None) -> Outcome:
     """One retention run over the whole store."""

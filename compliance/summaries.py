@@ -54,7 +54,7 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.quarantine_records import record_released, record_requested
+from compliance.quarantine_records import record_denied, record_released, record_requested
 from compliance.records import ComplianceEvent, chain_hosts, record
 from ingest.event import (
     Action,
@@ -65,6 +65,7 @@ from ingest.event import (
     MessageReleased,
     MessageScanned,
     QueueFailed,
+    ReleaseDenied,
     ReleaseRequested,
     utc,
 )
@@ -292,7 +293,7 @@ class SummarySink:
         events: list[MessageScanned] = []
         failures: dict[str, QueueFailed] = {}
         others: list[ComplianceEvent] = []
-        releases: list[MessageReleased | ReleaseRequested] = []  # after their messages
+        releases: list[MessageReleased | ReleaseRequested | ReleaseDenied] = []  # after messages
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned):
@@ -303,7 +304,7 @@ class SummarySink:
                 failures.setdefault(ev.event_id, ev)
             elif isinstance(ev, (MessageDeleted, HoldCreated, HoldReleased, ExportCompleted)):
                 others.append(ev)
-            elif isinstance(ev, (MessageReleased, ReleaseRequested)):
+            elif isinstance(ev, (MessageReleased, ReleaseRequested, ReleaseDenied)):
                 releases.append(ev)
             else:  # a later event type this version does not project
                 log.debug("summaries: skipping %s at %d", type(ev).__name__, rec.position)
@@ -321,6 +322,8 @@ class SummarySink:
             for released in releases:  # requests before their approvals (log order)
                 if isinstance(released, ReleaseRequested):
                     record_requested(session, released)
+                elif isinstance(released, ReleaseDenied):
+                    record_denied(session, released)
                 else:
                     record_released(session, released)
             chain.store()

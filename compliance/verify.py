@@ -53,19 +53,18 @@ from compliance.models import (
     QueueFailure,
     Recipient,
 )
-from compliance.quarantine_records import check_release_events
+from compliance.quarantine_records import ReleaseEvent, check_release_events
 from compliance.record_check import RecordCheck
 from compliance.records import deletion_row
 from ingest.event import (
     MessageDeleted,
-    MessageReleased,
     MessageScanned,
     QueueFailed,
-    ReleaseRequested,
     quarantine_folder,
     utc,
 )
-from ingest.log import LogRecord
+from ingest.journal import Journal
+from ingest.log import LogRecord, decode_entry
 
 PAGE = 1000
 
@@ -77,7 +76,8 @@ class Problem:
     kind: str  # altered-row, inserted-row, deleted-row, head, inconsistent, altered-file,
     #            inserted-file, deleted-file, misplaced-file, missing-row, log-mismatch,
     #            unlogged-row; altered-event, deleted-event, inserted-event (the journal
-    #            chain, compliance.journal_chain); anchor (compliance.anchor)
+    #            chain, compliance.journal_chain); unreadable-event (a journal event
+    #            that does not decode); anchor (compliance.anchor)
     where: str
     event_id: str | None
     detail: str
@@ -456,7 +456,7 @@ def _check_message(store: CopyStore, facts: MessageFacts, deleted: bool,
 
 
 # -- the log ----------------------------------------------------------------------
-def verify_release_events(engine: Engine, events: Iterable[MessageReleased | ReleaseRequested],
+def verify_release_events(engine: Engine, events: Iterable[ReleaseEvent],
                           *, local_host: str | None, since: datetime | None) -> Report:
     """Quarantine releases and four-eyes requests against their events, both ways."""
     report = Report()
@@ -484,6 +484,33 @@ def summaries_position(engine: Engine, name: str = "summaries") -> int:
 
 
 RawOf = Callable[[str], bytes | None]
+
+
+def journal_records(journal: Journal, host: str, report: Report, *, size: int = 1000
+                    ) -> Iterator[list[LogRecord]]:
+    """The journal's events, decoded, in batches for :func:`verify_log`.
+
+    An event whose body does not decode as its type (forged ``{}``, garbage bytes, fields
+    of the wrong type) is an ``unreadable-event`` finding in ``report``, named by host, seq
+    and event id, and left out of the comparison; verify goes on with the others. (Its
+    SQL rows, if any, then have no event: the SQL-to-journal check reports them.)"""
+    after = 0
+    while True:
+        entries = journal.read(after, size, with_raw=False)
+        if not entries:
+            return
+        batch = []
+        for entry in entries:
+            try:
+                batch.append(decode_entry(entry))
+            except (ValueError, TypeError, AttributeError) as exc:  # pydantic's are ValueErrors
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                report.problems.append(Problem(
+                    "unreadable-event", f"journal {host}#{entry.seq}", entry.event_id,
+                    f"its body does not decode as a {entry.type!r} event ({reason}): "
+                    "altered or forged"))
+        yield batch
+        after = entries[-1].seq
 
 
 def verify_log(engine: Engine, records: Iterable[Sequence[LogRecord]], *, position: int,

@@ -376,6 +376,25 @@ class ReleaseRequested(_Model):
     to: list[str] | None = Field(None, description="--to recipients, or null: the original ones")
 
 
+class ReleaseDenied(_Model):
+    """A pending four-eyes release request was closed without a release
+    (``qscan quarantine deny``): denied by another login, or withdrawn by its requester.
+    The message stays quarantined."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["release.denied"] = "release.denied"
+    event_id: str = Field(description="UUIDv7 of the denial")
+    time: datetime = Field(description="when it was denied (UTC)")
+    host: str = Field(description="the host it was denied on")
+    ref_event_id: str = Field(description="the message.scanned event of the quarantined message")
+    request_id: str = Field(description="the release.requested event it closes")
+    actor: str = Field(description="who denied it (user@host, or --by)")
+    operator: str = Field(description="the login that denied it")
+    reason: str = Field(description="why (--reason)")
+    withdrawn: bool = Field(description="true: the requester withdrew it; false: another login "
+                            "denied it")
+
+
 class ChainAnchored(_Model):
     """The chain heads at one moment, written outside the database (compliance/anchor.py).
 
@@ -405,11 +424,13 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "export.completed": ExportCompleted,
     "message.released": MessageReleased,
     "release.requested": ReleaseRequested,
+    "release.denied": ReleaseDenied,
     "chain.anchored": ChainAnchored,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
-            | ExportCompleted | MessageReleased | ReleaseRequested | ChainAnchored)
+            | ExportCompleted | MessageReleased | ReleaseRequested | ReleaseDenied
+            | ChainAnchored)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

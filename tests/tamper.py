@@ -5,16 +5,21 @@ attacker could (plain SQL and file writes; where it helps the attacker, the chai
 the head recomputed with qscan's own canonical encoding) and says which records it touched,
 so the test can demand that ``qscan verify`` names them.
 
-``TAMPERINGS`` is the registry the randomized test walks. Tamperings of the journal itself
-(raw bytes, a body field, a deleted event) belong with the journal's own chain: register
-them in ``JOURNAL_TAMPERINGS`` (same signature) and the randomized test runs them too.
+``TAMPERINGS`` is the registry the randomized test walks; ``JOURNAL_TAMPERINGS`` holds the
+tamperings of the journal itself (its SQLite file edited with plain SQL, the way someone
+with the file would: raw bytes, a body field with and without its own link re-hashed, an
+event deleted or inserted, the tail cut, the whole chain recomputed after an anchor). A
+journal finding names its event as ``journal HOST#SEQ`` and by event id.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,10 +38,13 @@ from compliance.models import (
     Message,
     Part,
     QuarantineEntry,
+    QuarantineRelease,
     QueueFailure,
     Recipient,
+    ReleaseRequest,
 )
 from ingest.ids import uuid7
+from ingest.journal_link import link
 from tests.compliance_site import Site
 
 
@@ -118,6 +126,13 @@ def _alterable(rehash: bool) -> list[tuple[Any, str, str]]:
             ("query", "t"), ("format", "t"), ("out_dir", "t"), ("messages", "i"),
             ("missing", "i"), ("total_bytes", "i"), ("files", "t"), ("custody_sha256", "t"))]
         cols += [(ExportItem, "doc_id", "t"), (ExportItem, "sha256", "t")]
+        # quarantine releases and four-eyes requests (a denied one): their events
+        cols += [(QuarantineRelease, name, "t") for name in (
+            "folder", "actor", "reason", "sha256", "requested_by")]
+        cols += [(ReleaseRequest, name, code) for name, code in (
+            ("folder", "t"), ("actor", "t"), ("operator", "t"), ("reason", "t"),
+            ("state", "t"), ("denied_by", "t"), ("denied_operator", "t"),
+            ("denial_reason", "t"), ("denied_at", "d"))]
     return cols
 
 
@@ -384,8 +399,212 @@ TAMPERINGS: dict[str, Tampering] = {
     "insert-and-rehash": insert_and_rehash,
     "rehash-subject-category-score": rehash_subject_category_score,
 }
-# Tamperings of the journal itself: the journal chain's work registers them here.
-JOURNAL_TAMPERINGS: dict[str, Tampering] = {}
+
+# -- the journal ----------------------------------------------------------------------
+_EVENT_COLS = "seq, event_id, type, appended, body, raw, prev, chain"
+
+
+@contextmanager
+def _journal_db(site: Site) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(site.cfg.journal_path, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _events(db: sqlite3.Connection, where: str = "1", *params: Any) -> list[Any]:
+    return db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE {where} ORDER BY seq",
+                      params).fetchall()
+
+
+def _anchored_seq(db: sqlite3.Connection, host: str) -> int:
+    """The newest journal seq an anchor (a ``chain.anchored`` event) recorded for ``host``."""
+    seqs = [json.loads(body)["anchor"]["journal"][host]["seq"] for (body,) in db.execute(
+        "SELECT body FROM events WHERE type = 'chain.anchored'")]
+    if not seqs:
+        raise AssertionError("the tamper store holds no anchor")
+    return max(seqs)
+
+
+def _rechain(db: sqlite3.Connection, from_seq: int) -> None:
+    """Recompute every link from ``from_seq`` to the head (each event's ``prev`` and
+    ``chain``), as an attacker with qscan's code would after an edit."""
+    rows = _events(db, "seq >= ?", from_seq)
+    prev = rows[0][6]
+    for seq, event_id, typ, appended, body, raw, _, _ in rows:
+        digest = link(prev, seq, appended, event_id, typ, body, raw)
+        db.execute("UPDATE events SET prev = ?, chain = ? WHERE seq = ?", (prev, digest, seq))
+        prev = digest
+
+
+def _edit_body(body: bytes, rng: random.Random) -> bytes:
+    """A body field changed (``action`` where there is one, else another string field)."""
+    obj = json.loads(body)
+    if "action" in obj:
+        obj["action"] = rng.choice([a for a in ("deliver", "drop", "reject", "quarantine")
+                                    if a != obj["action"]])
+    else:
+        name = rng.choice(sorted(k for k, v in obj.items()
+                                 if isinstance(v, str) and k not in ("type", "event_id")))
+        obj[name] = obj[name] + "x"
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def journal_edit_raw(site: Site, rng: random.Random) -> Tampered:
+    """One byte of an event's stored raw message changed."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        seq, event_id, *_, raw, _, _ = rng.choice(_events(db, "raw IS NOT NULL"))
+        data = bytearray(raw)
+        at = rng.randrange(len(data))
+        data[at] ^= 0x01
+        db.execute("UPDATE events SET raw = ? WHERE seq = ?", (bytes(data), seq))
+    return Tampered(f"journal {host}#{seq}: raw byte {at} flipped", (event_id,), ((host, seq),))
+
+
+def _edit_field(site: Site, rng: random.Random, *, relink: bool) -> Tampered:
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        head = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+        # re-hashed at the head, the edit would be a new event's: that needs an anchor after it
+        seq, event_id, typ, appended, body, raw, prev, _ = rng.choice(
+            _events(db, "seq < ?", head) if relink else _events(db))
+        forged = _edit_body(body, rng)
+        db.execute("UPDATE events SET body = ? WHERE seq = ?", (forged, seq))
+        if relink:
+            db.execute("UPDATE events SET chain = ? WHERE seq = ?",
+                       (link(prev, seq, appended, event_id, typ, forged, raw), seq))
+    how = " and its link re-hashed" if relink else ""
+    return Tampered(f"journal {host}#{seq} ({typ}): a body field edited{how}", (event_id,),
+                    ((host, seq),))
+
+
+def journal_edit_field(site: Site, rng: random.Random) -> Tampered:
+    """A body field of an event (``action``, ...) edited; its link left as it was."""
+    return _edit_field(site, rng, relink=False)
+
+
+def journal_edit_field_relinked(site: Site, rng: random.Random) -> Tampered:
+    """A body field edited and that event's own link recomputed (the next one's not)."""
+    return _edit_field(site, rng, relink=True)
+
+
+def journal_unreadable_body(site: Site, rng: random.Random) -> Tampered:
+    """An event's body replaced by one that does not decode (``{}``, garbage bytes, a field
+    of the wrong type), its link left or re-hashed: verify must name it, not crash."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        head = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+        seq, event_id, typ, appended, body, raw, prev, _ = rng.choice(_events(db, "seq < ?", head))
+        forged = rng.choice([b"{}", bytes(rng.randrange(256) for _ in range(24)),
+                             body.replace(b'"event_id":', b'"event_id":7,"x":', 1)])
+        db.execute("UPDATE events SET body = ? WHERE seq = ?", (forged, seq))
+        if rng.random() < 0.5:
+            db.execute("UPDATE events SET chain = ? WHERE seq = ?",
+                       (link(prev, seq, appended, event_id, typ, forged, raw), seq))
+    return Tampered(f"journal {host}#{seq} ({typ}): body replaced by {forged[:24]!r}",
+                    (event_id,), ((host, seq),))
+
+
+def journal_delete_event(site: Site, rng: random.Random) -> Tampered:
+    """One event deleted (any but the newest: that is the tail's kind)."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        head = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+        seq, event_id, typ, *_ = rng.choice(_events(db, "seq < ?", head))
+        db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    return Tampered(f"journal {host}#{seq} ({typ}) deleted", (event_id,), ((host, seq),))
+
+
+def journal_insert_event(site: Site, rng: random.Random) -> Tampered:
+    """A forged event put into the journal: either without a link after the head, or in
+    the middle of the chain with a valid link to the event before it (the later events
+    moved up one seq, the journal's counter moved with them)."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        rows = _events(db)
+        model = rng.choice([r for r in rows if r[2] == "message.scanned"])
+        obj = json.loads(model[4])
+        forged_id = str(uuid7())
+        obj.update(event_id=forged_id, subject="forged", action="reject")
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        if rng.random() < 0.3:  # unlinked, after the head
+            seq = rows[-1][0] + 1
+            db.execute("INSERT INTO events(seq, event_id, type, appended, body) "
+                       "VALUES (?, ?, 'message.scanned', ?, ?)",
+                       (seq, forged_id, rows[-1][3], body))
+            how = "without a link after the head"
+        else:
+            seq = rng.randint(rows[0][0] + 1, rows[-1][0])
+            before = next(r for r in rows if r[0] == seq - 1)
+            db.execute("UPDATE events SET seq = seq + 1000000000 WHERE seq >= ?", (seq,))
+            db.execute("UPDATE events SET seq = seq - 1000000000 + 1 WHERE seq >= 1000000000")
+            db.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events'")
+            appended = before[3]
+            db.execute("INSERT INTO events(seq, event_id, type, appended, body, prev, chain) "
+                       "VALUES (?, ?, 'message.scanned', ?, ?, ?, ?)",
+                       (seq, forged_id, appended, body, before[7],
+                        link(before[7], seq, appended, forged_id, "message.scanned", body, None)))
+            how = "linked into the middle of the chain"
+    return Tampered(f"journal {host}#{seq}: forged event {forged_id} {how}", (forged_id,),
+                    ((host, seq),))
+
+
+def journal_truncate_tail(site: Site, rng: random.Random) -> Tampered:
+    """The newest 1-3 events deleted; or (half the time) the newest events back to and
+    including the last anchored head, with the journal's counter set back to match, so
+    only the anchors remember them (they can name only what they recorded)."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        rows = _events(db)
+        if rng.random() < 0.5:
+            gone = rows[-rng.randint(1, 3):]
+            named = gone
+            how = "cut"
+        else:
+            anchored = _anchored_seq(db, host)
+            gone = [r for r in rows if r[0] >= anchored - rng.randint(0, 2)]
+            named = [r for r in gone if r[0] == anchored]
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'",
+                       (gone[0][0] - 1,))
+            how = "cut back before the last anchored head, the counter reset"
+        db.execute("DELETE FROM events WHERE seq >= ?", (gone[0][0],))
+    return Tampered(f"journal {host}: #{gone[0][0]}-#{gone[-1][0]} {how}",
+                    tuple(r[1] for r in named), tuple((host, r[0]) for r in named))
+
+
+def journal_rechain_after_anchor(site: Site, rng: random.Random) -> Tampered:
+    """An event the anchors cover edited (a body field, or a raw byte), then every link from
+    it to the head recomputed: the chain walk alone passes; the anchors must name the event."""
+    host = site.cfg.hostname
+    with _journal_db(site) as db:
+        anchored = _anchored_seq(db, host)
+        seq, event_id, typ, *_ = rng.choice(_events(db, "seq <= ?", anchored))
+        body, raw = db.execute("SELECT body, raw FROM events WHERE seq = ?", (seq,)).fetchone()
+        if raw is not None and rng.random() < 0.5:
+            data = bytearray(raw)
+            data[rng.randrange(len(data))] ^= 0x01
+            db.execute("UPDATE events SET raw = ? WHERE seq = ?", (bytes(data), seq))
+            what = "raw byte"
+        else:
+            db.execute("UPDATE events SET body = ? WHERE seq = ?", (_edit_body(body, rng), seq))
+            what = "body field"
+        _rechain(db, seq)
+    return Tampered(f"journal {host}#{seq} ({typ}): a {what} edited, the chain recomputed "
+                    f"to the head", (event_id,), ((host, seq),))
+
+
+JOURNAL_TAMPERINGS: dict[str, Tampering] = {
+    "journal-edit-raw": journal_edit_raw,
+    "journal-edit-field": journal_edit_field,
+    "journal-edit-field-relinked": journal_edit_field_relinked,
+    "journal-unreadable-body": journal_unreadable_body,
+    "journal-delete-event": journal_delete_event,
+    "journal-insert-event": journal_insert_event,
+    "journal-truncate-tail": journal_truncate_tail,
+    "journal-rechain-after-anchor": journal_rechain_after_anchor,
+}
 
 _RANGE = re.compile(r"([^\s#]+)#(\d+)(?:-#(\d+))?")
 

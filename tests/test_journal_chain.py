@@ -84,7 +84,7 @@ def test_an_edited_and_rehashed_event_is_caught_at_the_next_link(journal: Journa
     forged = body(4, action="drop")
     tamper(journal, "UPDATE events SET body = ?, chain = ? WHERE seq = 4", forged,
            link(prev, 4, appended, "ev-4", "message.scanned", forged, None))
-    assert findings(journal) == [("altered-event", f"journal {HOST}#5", "ev-5")]
+    assert findings(journal) == [("altered-event", f"journal {HOST}#4-#5", "ev-4")]
 
 
 def test_a_deleted_event_is_named_by_its_seq(journal: Journal) -> None:
@@ -118,7 +118,7 @@ def test_a_replaced_event_with_a_valid_link_is_caught(journal: Journal) -> None:
                "VALUES (3, 'forged', 'message.scanned', 1.0, ?, ?, ?)",
                (forged, prev, link(prev, 3, 1.0, "forged", "message.scanned", forged, None)))
     db.close()
-    assert findings(journal) == [("altered-event", f"journal {HOST}#4", "ev-4")]
+    assert findings(journal) == [("altered-event", f"journal {HOST}#3-#4", "forged")]
 
 
 def test_pruning_keeps_the_chain_verifiable(journal: Journal) -> None:

@@ -212,7 +212,7 @@ def test_address_rule_and_local_mail(site: Site) -> None:
                                      retention.RetentionRule("local", 50, direction="local")),
                               default_days=None)
     with site.cli_context() as (engine, append):
-        outcome = retention.apply(engine, site.store, append, policy, archived=lambda s, r: True,
+        outcome = retention.apply(engine, site.store, append, policy, archived=lambda e, s, r: True,
                                   actor="t@h", host="h", now=NOW)
     assert outcome.deleted == {"local": 1}
     assert gone(site, local) and not gone(site, vip)

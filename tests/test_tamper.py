@@ -75,8 +75,12 @@ def store_events() -> list[Any]:
 
 
 def build_store(site: Site) -> None:
+    from qscan.ops.anchors import AnchorWriter
+
     evs = store_events()
     site.add(*evs)
+    anchors = AnchorWriter(site.cfg, site.journal)  # to the witness file and the journal
+    anchors.write()
     quarantined = [e for e in evs if isinstance(e, MessageScanned)
                    and e.action == Action.QUARANTINE]
     ok = [
@@ -98,7 +102,24 @@ def build_store(site: Site) -> None:
     spam = next(e for e in quarantined if e.category == Category.SPAM)
     released = _quarantine_cli(site, "release", spam.event_id, "--reason", "false positive")
     assert released.exit_code == 0, released.output
+    # four-eyes: a DLP release requested by one login and denied by another
+    dlp = next(e for e in quarantined if e.category == Category.DLP)
+    for login, args in (("alice", ("release", dlp.event_id, "--reason", "test data")),
+                        ("bob", ("deny", dlp.event_id, "--reason", "real card numbers"))):
+        os.environ["SUDO_USER"] = login  # root through sudo (compliance.identity)
+        try:
+            done = _quarantine_cli(site, *args)
+        finally:
+            del os.environ["SUDO_USER"]
+        assert done.exit_code == 0, done.output
     site.consume()  # the summaries consumer meets the compliance events on the log
+    anchors.write()  # the anchors cover every kind of event; the untouched store verifies
+    site.consume()
+
+
+def site_config(root: Path) -> str:
+    """The trial sites' settings beyond compliance_site's: the anchors' witness file."""
+    return f'\n[anchor]\nwitness_file = "{root / "witness.jsonl"}"\n'
 
 
 def _quarantine_cli(site: Site, *args: str) -> Any:
@@ -133,7 +154,7 @@ class Stores:
             root.mkdir(parents=True)
             url = self._db(kind, root, template=None)
             standin = write_standin(root.parent / "bin" / "qmail-queue", root.parent / "queued")
-            site = Site(url, root, f'qmail_queue = "{standin}"\n')
+            site = Site(url, root, f'qmail_queue = "{standin}"\n' + site_config(root))
             try:
                 build_store(site)
             finally:
@@ -161,7 +182,7 @@ class Stores:
             trial_url = f"sqlite:///{dest / 'qscan.db'}"
         else:
             trial_url = self._db(kind, dest, template=url.rsplit("/", 1)[1])
-        site = Site(trial_url, dest)
+        site = Site(trial_url, dest, site_config(dest))
         self.made.append(site)
         return site
 
@@ -217,6 +238,10 @@ def test_an_untouched_store_has_no_finding(stores: Stores, kind: str) -> None:
         assert tombstones[0] >= 2
         (released,) = site.sql("SELECT count(*) FROM quarantine_releases")
         assert released[0] == 1
+        assert site.sql("SELECT state FROM quarantine_release_requests") == [("denied",)]
+        witness = (site.root / "witness.jsonl").read_text().splitlines()
+        assert len(witness) == 2  # and as many chain.anchored events: all were compared
+        assert any(n.startswith("4 anchors used") for n in report["notes"]), report["notes"]
     finally:
         stores.drop(site)
 

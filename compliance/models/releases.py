@@ -1,4 +1,5 @@
-"""The quarantine releases (migration 0006) and release requests (0009, four-eyes) tables.
+"""The quarantine releases (migration 0006) and release requests (0009, four-eyes;
+denials 0011) tables.
 
 How rows are written, and why ``ref_event_id`` is unique: ``compliance.quarantine_records``.
 """
@@ -55,6 +56,15 @@ class ReleaseRequest(Base):
     reason: Mapped[str] = mapped_column(String(DETAIL_LEN))
     recipients: Mapped[str | None] = mapped_column(
         Text, nullable=True, doc="JSON list of --to recipients; null: the original envelope")
-    state: Mapped[str] = mapped_column(String(16), doc="pending or released")
+    state: Mapped[str] = mapped_column(String(16), doc="pending, released, denied or withdrawn")
     release_event_id: Mapped[str | None] = mapped_column(
         String(36), nullable=True, doc="the message.released that approved it")
+    # closed without a release (migration 0011): qscan quarantine deny
+    denial_event_id: Mapped[str | None] = mapped_column(
+        String(36), nullable=True, doc="the release.denied that closed it")
+    denied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    denied_by: Mapped[str | None] = mapped_column(String(255), nullable=True,
+                                                  doc="user@host, or --by")
+    denied_operator: Mapped[str | None] = mapped_column(
+        String(255), nullable=True, doc="the login that denied or withdrew it")
+    denial_reason: Mapped[str | None] = mapped_column(String(DETAIL_LEN), nullable=True)

@@ -75,7 +75,7 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
     from compliance import verify as v
     from ingest.journal import Journal
     from ingest.log import JournalReader
-    from qscan.wiring.compliance import archived, copy_store
+    from qscan.wiring.compliance import copy_store, todays_rule
 
     cfg = _config(ctx)
     with sql_store(ctx) as engine, _progress() as bar:
@@ -97,14 +97,15 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
                     engine, _release_events(reader), local_host=cfg.hostname,
                     since=_journal_since(journal)))
                 events = bar.add_task("  journal events", total=journal.count())
-                report.merge(v.verify_log(engine, _counted(_batches(reader, skip=waiting), bar, events),
+                records = _skipping(v.journal_records(journal, cfg.hostname, report), waiting)
+                report.merge(v.verify_log(engine, _counted(records, bar, events),
                                           position=position, local_host=cfg.hostname,
                                           raw=reader.raw))
             if not no_log:
                 bar.update(stages, advance=1, description="verify: stored copies")
             if not no_files:
                 known = _journal_ids(journal, position) | waiting
-                report.merge(v.verify_copies(engine, copy_store(cfg), archived=archived(cfg),
+                report.merge(v.verify_copies(engine, copy_store(cfg), archived=todays_rule(cfg),
                                              pending=lambda event_id: event_id in known))
                 bar.update(stages, advance=1)
         finally:
@@ -136,14 +137,9 @@ def _counted(batches: Any, bar: Progress, task: Any) -> Any:
         bar.advance(task, len(batch))
 
 
-def _batches(reader: Any, size: int = 1000, skip: frozenset[str] | set[str] = frozenset()) -> Any:
-    """The journal in batches, without the events in ``skip`` (still waiting in Kafka)."""
-    pos = 0
-    while True:
-        batch = reader.read(pos, size, with_raw=False)
-        if not batch:
-            return
-        pos = batch[-1].position
+def _skipping(batches: Any, skip: set[str]) -> Any:
+    """The batches without the events in ``skip`` (still waiting in Kafka)."""
+    for batch in batches:
         yield [r for r in batch if r.event.event_id not in skip] if skip else batch
 
 
@@ -251,12 +247,13 @@ def _check_anchors(cfg: Config, engine: Any, journal: Any, files: tuple[Path, ..
 
 
 def _release_events(reader: Any) -> Any:
-    from ingest.event import MessageReleased, ReleaseRequested
+    from ingest.event import MessageReleased, ReleaseDenied, ReleaseRequested
     from ingest.log import LogRecord
 
-    for item in reader.scan(types={"message.released", "release.requested"}):
+    for item in reader.scan(types={"message.released", "release.requested", "release.denied"}):
         if isinstance(item, LogRecord) and isinstance(item.event, (MessageReleased,
-                                                                   ReleaseRequested)):
+                                                                   ReleaseRequested,
+                                                                   ReleaseDenied)):
             yield item.event
 
 
@@ -280,6 +277,19 @@ def _journal_ids(journal: Any, after: int) -> set[str]:
             return ids
         ids.update(e.event_id for e in entries)
         pos = entries[-1].seq
+
+
+def _archive_judge(cfg: Config) -> Callable[[str, str, list[str]], bool]:
+    """Whether a message should have an archive copy, by its recorded decision; refuses
+    (exit 1) when the decision record cannot be read."""
+    from compliance.copystore import CopyError
+    from qscan.wiring.compliance import archived
+
+    try:
+        return archived(cfg)
+    except CopyError as exc:
+        raise click.ClickException(f"the archive decisions cannot be read ({exc}): run "
+                                   "`qscan verify`") from exc
 
 
 # -- retention --------------------------------------------------------------------
@@ -321,13 +331,14 @@ def retention_apply(ctx: click.Context, dry_run: bool, now: Any, as_json: bool) 
     its row is never deleted (it is reported; run `qscan verify`).
     """
     from compliance import retention as r
-    from qscan.wiring.compliance import actor, archived, copy_store, log_appender
+    from qscan.wiring.compliance import actor, copy_store, log_appender
 
     cfg = _config(ctx)
     p = cfg.retention
+    judge = _archive_judge(cfg)
     with sql_store(ctx) as engine, log_appender(cfg) as append, _progress() as bar:
         task = bar.add_task("retention: checked" if dry_run else "retention: deleting", total=None)
-        outcome = r.apply(engine, copy_store(cfg), append, p, archived=archived(cfg),
+        outcome = r.apply(engine, copy_store(cfg), append, p, archived=judge,
                           actor=actor(cfg), host=cfg.hostname, dry_run=dry_run, now=now,
                           progress=lambda n: bar.advance(task, n))
     if as_json:
@@ -485,10 +496,11 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         raise click.UsageError("qscan export needs --matter NAME and --out DIR "
                                "(or: qscan export verify DIR)")
     from compliance import export as ex
-    from qscan.wiring.compliance import actor, archived, copy_store, journal_raw, log_appender
+    from qscan.wiring.compliance import actor, copy_store, journal_raw, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)
+    judge = _archive_judge(cfg)
     try:
         req = ex.ExportRequest(matter=matter, out=out, actor=actor(cfg), host=cfg.hostname,
                                tool_version=__version__, filters=filters,
@@ -500,7 +512,7 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
         task = bar.add_task(f"exporting {matter}", total=None)
         try:
             ev = ex.run(engine, copy_store(cfg), append, req, raw_from_log=raw,
-                        archived=archived(cfg),
+                        archived=judge,
                         progress=lambda done, total: bar.update(task, completed=done,
                                                                 total=total))
         except ex.ExportError as exc:

@@ -64,6 +64,7 @@ def quarantine() -> None:
       qscan quarantine release 0192f1c0 --to helpdesk@example.com --reason "for inspection"
       qscan quarantine list --pending          # four-eyes: releases waiting for approval
       qscan quarantine approve 0192f1c0 --reason "checked with the DLP officer"
+      qscan quarantine deny 0192f1c0 --reason "real card numbers"   # or the requester withdraws
       qscan quarantine delete 0192f1c0 --reason "phishing, confirmed"
       qscan quarantine expire --dry-run        # nightly: qscan quarantine expire
     """
@@ -206,6 +207,7 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
         info["holds"] = [{"hold_id": h.hold_id, "matter": h.matter}
                          for h in holds.covering(engine, full)]
         info["releases"] = q.releases(engine, full)
+        info["requests"] = q.requests(engine, full)
     copy = _copy(cfg, entry)
     if raw:
         if copy is None:
@@ -233,6 +235,14 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
     info["copies"] = [f"{copy.location}: {copy.path}" if copy else
                       f"none ({entry.state})"]
     click.echo(render_details(info), nl=False)
+    for r in info["requests"]:
+        click.echo(audit.printable(
+            f"  {'requested:':<15} {r['time']:%Y-%m-%d %H:%M:%S} UTC by {r['actor']}: "
+            f"{r['reason']} (request {r['event_id']}, {r['state']})"))
+        if r["denial_event_id"]:
+            click.echo(audit.printable(
+                f"  {r['state'] + ':':<15} {r['denied_at']:%Y-%m-%d %H:%M:%S} UTC by "
+                f"{r['denied_by']}: {r['denial_reason']} (denial {r['denial_event_id']})"))
     for r in info["releases"]:
         click.echo(audit.printable(
             f"  {'released:':<15} {r['time']:%Y-%m-%d %H:%M:%S} UTC by {r['actor']} to "
@@ -244,17 +254,10 @@ def show(ctx: click.Context, event_id: str, raw: bool, to_tty: bool, as_json: bo
 
 # -- release ------------------------------------------------------------------------
 def operator() -> str:
-    """The login running this command, as four-eyes compares it: the account of the real
-    uid (not $USER or $LOGNAME, which anyone can set), or sudo's caller when root runs it
-    through sudo."""
-    import pwd
+    """The login running this command, as four-eyes compares it (compliance.identity)."""
+    from compliance.identity import login
 
-    if os.geteuid() == 0 and os.environ.get("SUDO_USER"):
-        return os.environ["SUDO_USER"]
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
+    return login()
 
 
 def _actor(cfg: Config, by: str | None) -> str:
@@ -411,6 +414,41 @@ def approve(ctx: click.Context, event_id: str, reason: str, by: str | None,
     click.echo(f"approved and released {full} from quarantine/{ev.folder} to "
                f"{', '.join(ev.recipients)} (release {ev.event_id}, requested by "
                f"{ev.requested_by})")
+
+
+@quarantine.command("deny")
+@click.argument("event_id")
+@click.option("--reason", required=True, help="why it is denied or withdrawn (log and SQL)")
+@click.option("--by", metavar="NAME", help="who denies, when not the unix user running this")
+@click.pass_context
+def deny(ctx: click.Context, event_id: str, reason: str, by: str | None) -> None:
+    """Deny a pending release request (four-eyes), or withdraw your own.
+
+    Nothing is released: the message stays quarantined, and the request is closed for
+    good (a message has one request; a release officer may still --force it). Recorded
+    as a release.denied event with the login that ran this: "withdrawn" when it is the
+    requester's, "denied" otherwise.
+
+    \b
+    Examples:
+      qscan quarantine list --pending
+      qscan quarantine deny 0192f1c0 --reason "real card numbers, not test data"
+    """
+    from compliance import quarantine as q
+    from compliance.audit import NotFound
+    from qscan.wiring.compliance import log_appender
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine, log_appender(cfg) as append:
+        try:
+            full = q.resolve(engine, event_id)
+            ev = q.deny(engine, append, full, actor=_actor(cfg, by), operator=operator(),
+                        reason=reason, host=cfg.hostname)
+        except (NotFound, q.QuarantineError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    what = "withdrew your" if ev.withdrawn else "denied the"
+    click.echo(f"{what} release request {ev.request_id} for {full}: it stays quarantined "
+               f"(denial {ev.event_id})")
 
 
 # -- delete -------------------------------------------------------------------------

@@ -8,14 +8,12 @@ a raw message can still be read from the journal, and who is acting.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from archive.copies import MaildirCopies, archive_predicate
-from compliance.copystore import MessageFacts
+from archive.copies import MaildirCopies, archive_judge, archive_predicate
+from compliance.copystore import CopyError, MessageFacts
 from compliance.verify import expected_location
 from ingest.event import AnyEvent, to_json, utc
 from ingest.journal import Journal
@@ -26,17 +24,25 @@ def copy_store(cfg: Config) -> MaildirCopies:
     return MaildirCopies(cfg.archive_maildir, cfg.quarantine_dir)
 
 
-def archived(cfg: Config) -> Callable[[str, list[str]], bool]:
+def todays_rule(cfg: Config) -> Callable[[str, list[str]], bool]:
+    """Today's ``[archive]`` settings as a rule (sender, recipients): for messages handled
+    before archive decisions were recorded."""
     return archive_predicate(cfg.archive)
 
 
+def archived(cfg: Config) -> Callable[[str, str, list[str]], bool]:
+    """Whether a message should have an archive copy (event id, sender, recipients): the
+    decision the archive consumer recorded for it, else today's settings
+    (archive.copies.archive_judge). Raises ``CopyError`` when the record is unreadable."""
+    return archive_judge(copy_store(cfg).archive_decisions(), todays_rule(cfg))
+
+
 def actor(cfg: Config) -> str:
-    """user@host: the account that ran the command (sudo's caller when there is one)."""
-    try:
-        user = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{cfg.hostname}"
+    """login@host: who runs this command (compliance.identity: the real uid's account, or
+    sudo's caller when root runs it through sudo; never $USER or $LOGNAME)."""
+    from compliance.identity import actor as login_at
+
+    return login_at(cfg.hostname)
 
 
 @contextmanager
@@ -74,8 +80,12 @@ def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:
     m = info["message"]
     rcpts = [r["address"] for r in info["recipients"]]
     folder = info["quarantine"]["folder"] if info["quarantine"] else None
-    where = expected_location(m["action"], m["category"], m["queue_status"], folder,
-                              archived(cfg)(m["sender"], rcpts))
+    try:
+        keep = archived(cfg)(m["event_id"], m["sender"], rcpts)
+        unreadable = None
+    except CopyError as exc:  # judged by today's settings, and said so
+        keep, unreadable = todays_rule(cfg)(m["sender"], rcpts), str(exc)
+    where = expected_location(m["action"], m["category"], m["queue_status"], folder, keep)
     facts = MessageFacts(m["event_id"], utc(m["received_at"]), m["sender"], rcpts,
                          m["raw_sha256"], where)
     out = [f"{c.location}: {c.path}" for c in copy_store(cfg).locate(facts)]
@@ -85,6 +95,8 @@ def copy_locations(cfg: Config, info: dict[str, Any]) -> list[str]:
         out.append(f"MISSING: expected in {where} (run `qscan verify`)" if where else
                    f"none kept ({m['action']}"
                    f"{', archive filter' if m['action'] in ('deliver', 'drop') else ''})")
+    if unreadable:
+        out.append(f"archive decisions unreadable ({unreadable}): judged by today's settings")
     with journal_raw(cfg) as raw:
         if raw(m["event_id"]) is not None:
             out.append(f"journal: {cfg.journal_path} still holds the event and the raw message")
