@@ -98,7 +98,7 @@ def floor_fsync(corpus: list[BenchMessage], work: Path) -> float:
 
 
 # The consumers run with the shipped default batch, as a new installation does.
-CONSUMER_BATCH: int = ConsumersConfig.model_fields["batch"].default
+CONSUMER_BATCH: int = ConsumersConfig().batch
 
 
 def floor_maildir(corpus: list[BenchMessage], work: Path, batch: int = CONSUMER_BATCH, threads: int = 16
