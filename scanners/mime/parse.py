@@ -122,8 +122,17 @@ def _charset(name: str | None) -> str:
 
 
 def part_filename(part: Message) -> str | None:
-    """The part's declared file name, or None; never raises on hostile parameters."""
+    """The part's declared file name, or None; never raises on hostile parameters.
+
+    ``get_filename`` parses the parameters of Content-Disposition and then of Content-Type; a
+    parameter is found only under a key that lowercases to ``filename``/``name`` (``name*``,
+    ``name*0*`` ...), which the header's text then holds, lowercased: a part whose two headers
+    hold no "name" (a text body) has none, and is not parsed (a third of a plain message's
+    walk)."""
     try:
+        if not any("name" in str(v).lower() for h in ("content-disposition", "content-type")
+                   if (v := part.get(h)) is not None):
+            return None
         name = part.get_filename()
     except Exception:
         return None
