@@ -127,8 +127,8 @@ def part_filename(part: Message) -> str | None:
     ``get_filename`` parses the parameters of Content-Disposition and then of Content-Type; a
     parameter is found only under a key that lowercases to ``filename``/``name`` (``name*``,
     ``name*0*`` ...), which the header's text then holds, lowercased: a part whose two headers
-    hold no "name" (a text body) has none, and is not parsed (a third of a plain message's
-    walk)."""
+    hold no "name" (a text body) has none, and is not parsed (about 9 % of a plain message's
+    scan, asked by the inventory and the crypto summary)."""
     try:
         if not any("name" in str(v).lower() for h in ("content-disposition", "content-type")
                    if (v := part.get(h)) is not None):
