@@ -67,7 +67,7 @@ from scanners.mime.filetype import (
     magic_type,
     sniff,
 )
-from scanners.mime.parse import decode_words, part_content_type, part_filename
+from scanners.mime.parse import decode_words, decoded_payload, part_content_type, part_filename
 from scanners.mime.parse import parse as parse_mime
 
 log = logging.getLogger(__name__)
@@ -427,7 +427,7 @@ def _children(part: Message) -> list[Message] | None:
 def _payload(node: Message, defects: list[str] | None) -> bytes:
     """A leaf's decoded bytes; its raw text when the transfer encoding is broken."""
     try:
-        data = node.get_payload(decode=True)
+        data = decoded_payload(node)
     except Exception:
         data = None
         if defects is not None:

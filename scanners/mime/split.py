@@ -101,11 +101,13 @@ def _headers(lines: list[str], policy: Policy) -> Message:
     return msg
 
 
-def _message(text: str, start: int, end: int, policy: Policy, depth: int
+def _message(text: str, start: int, end: int, policy: Policy, depth: int, trim: bool = False
              ) -> tuple[Message, Message]:
     """The message in text[start:end], and the message whose trailing line end belongs to
     the next boundary (feedparser's ``_last``: the message itself for a leaf or a
-    multipart, the innermost last message for message/*).
+    multipart, the innermost last message for message/*). ``trim``: that line end is the
+    boundary's; a leaf's payload is sliced without it (one copy of an attachment's text,
+    not two), a multipart's epilogue is left to :func:`_drop_line_end`.
 
     Parts are passed as offsets into the one text, never sliced out: a deeply nested
     message would otherwise hold a copy of itself per level.
@@ -119,12 +121,17 @@ def _message(text: str, start: int, end: int, policy: Policy, depth: int
     if maintype == "message":
         if ctype == "message/delivery-status":
             raise _NotExact
-        inner, last = _message(text, body, end, policy, depth + 1)
+        inner, last = _message(text, body, end, policy, depth + 1, trim)
         msg.set_payload([inner])
         return msg, last
     if maintype == "multipart":
         _multipart(msg, ctype, text, body, end, policy, depth)
         return msg, msg
+    if trim:  # _without_line_end, on the offsets
+        if text.endswith("\r\n", body, end):
+            end -= 2
+        elif text.endswith(("\n", "\r"), body, end):
+            end -= 1
     msg.set_payload(text[body:end])
     return msg, msg
 
@@ -147,7 +154,7 @@ def _multipart(msg: Message, ctype: str, text: str, body: int, end: int, policy:
     for line_start, line_end, close in found:
         if line_start == start:
             raise _NotExact  # repeated boundary lines: feedparser skips them all
-        part, last = _message(text, start, line_start, policy, depth + 1)
+        part, last = _message(text, start, line_start, policy, depth + 1, trim=True)
         _drop_line_end(last)
         parts.append(part)
         if close:
@@ -194,12 +201,10 @@ def _without_line_end(text: str) -> str:
 
 
 def _drop_line_end(last: Message) -> None:
+    """The line end before a boundary, off a multipart's epilogue (a leaf's payload was sliced
+    without it: ``_message(trim=True)``)."""
     if last.get_content_maintype() == "multipart":
         if last.epilogue == "":
             last.epilogue = None
         elif last.epilogue is not None:
             last.epilogue = _without_line_end(last.epilogue)
-        return
-    payload = last._payload  # type: ignore[attr-defined]  # get_payload() may transcode it
-    if isinstance(payload, str):
-        last._payload = _without_line_end(payload)  # type: ignore[attr-defined]
