@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, literal_column, not_, or_
+from sqlalchemy import ColumnElement, and_, bindparam, cast, func, literal_column, not_, or_
+from sqlalchemy.dialects.postgresql import REGCONFIG
 
 from compliance.discovery.query import (
     FIELDS,
@@ -111,7 +112,7 @@ class PgCompiler:
     def _query(self, leaf: Leaf) -> ColumnElement[Any]:
         name = f"dq{len(self.params)}"
         self.params[name] = tsquery_text(leaf)
-        cfg = func.cast(bindparam("dq_config", self.config), literal_column("regconfig"))
+        cfg = cast(bindparam("dq_config", self.config), REGCONFIG)
         return func.to_tsquery(cfg, bindparam(name, self.params[name]))
 
     def _leaf(self, leaf: Leaf, scope: tuple[Field, ...]) -> ColumnElement[bool]:

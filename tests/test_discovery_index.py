@@ -1,0 +1,137 @@
+"""The discovery index on SQLite FTS5 and PostgreSQL: one query table, the same hits on both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from compliance.discovery.document import IndexedMessage
+from compliance.discovery.index import DiscoveryIndex
+from compliance.discovery.query import Field, parse
+from compliance.discovery.search import NO_FILTERS, Filters, Searcher
+
+
+def msg(n: int, *, subject: str = "", body: str = "", attachment: str = "",
+        sender: str = "alice@example.com", to: tuple[str, ...] = ("bob@example.org",),
+        cc: str = "", month: int = 1, sha: str | None = None,
+        incomplete: str | None = None) -> IndexedMessage:
+    text: dict[Field, str] = {"subject": subject, "from": f"Alice <{sender}> {sender}",
+                              "to": " ".join(to), "cc": cc, "body": body,
+                              "attachment": attachment}
+    return IndexedMessage(
+        event_id=f"ev{n}", sha256=sha or f"{n:064x}", received_at=datetime(2026, month, 5, tzinfo=UTC),
+        host="mx1", sender=sender, subject=subject, recipients=to, text=text,
+        incomplete=incomplete)
+
+
+DOCS = [
+    msg(1, subject="Quarterly invoice", body="Please pay the wire transfer today."),
+    msg(2, subject="Re: lunch", body="The merger with Acme is confidential.", month=2),
+    msg(3, subject="Acme merger", body="Nothing about transfers here.", sender="carol@example.com",
+        month=2),
+    msg(4, subject="budget", attachment="forecast.xlsx Revenue forecast for Acme, wire",
+        cc="dave@example.net", month=3),
+    msg(5, subject="e-mail policy", body="Use e-mail only. Café crème.", to=("erin@example.org",),
+        month=3),
+    msg(6, subject="Quarterly invoice", body="Please pay the wire transfer today.",
+        to=("frank@example.org",), sha=f"{1:064x}"),  # a copy of ev1: same hash
+    msg(7, body="acme one two three four five six merger", month=4, incomplete="limit: x"),
+]
+
+# query -> the distinct messages it finds (by first copy's event id)
+TABLE = [
+    ("invoice", {"ev1"}),
+    ("INVOICE", {"ev1"}),
+    ('"wire transfer"', {"ev1"}),
+    ('"transfer wire"', set()),
+    ("transfer*", {"ev1", "ev3"}),
+    ("acme", {"ev2", "ev3", "ev4", "ev7"}),
+    ("acme AND merger", {"ev2", "ev3", "ev7"}),
+    ("acme merger", {"ev2", "ev3", "ev7"}),
+    ("acme OR invoice", {"ev1", "ev2", "ev3", "ev4", "ev7"}),
+    ("acme NOT merger", {"ev4"}),
+    ("acme NOT (merger OR forecast)", set()),
+    ("subject:acme", {"ev3"}),
+    ("subject:(acme OR budget)", {"ev3", "ev4"}),
+    ("attachment:forecast", {"ev4"}),
+    ("attachment:forecast.xlsx", {"ev4"}),
+    ("body:acme", {"ev2", "ev7"}),
+    ("from:carol", {"ev3"}),
+    ("from:carol@example.com", {"ev3"}),
+    ("to:erin", {"ev5"}),
+    ("cc:dave", {"ev4"}),
+    ("e-mail", {"ev5"}),
+    ("café", {"ev5"}),
+    ("cafe", set()),
+    ("merger NEAR/1 acme", {"ev2", "ev3"}),
+    ("merger NEAR/5 acme", {"ev2", "ev3"}),
+    ("merger NEAR/6 acme", {"ev2", "ev3", "ev7"}),
+    ("acme NEAR/6 merger", {"ev2", "ev3", "ev7"}),
+    ("subject:(acme NEAR/0 merger)", {"ev3"}),
+    ("confid* NEAR/3 acme", {"ev2"}),
+    ('"wire trans"*', {"ev1"}),
+    ('subject:invoice NOT body:"wire transfer"', set()),
+    ("wire NOT subject:invoice", {"ev4"}),
+]
+
+
+@pytest.fixture
+def index(migrated_url: str, tmp_path: Path) -> Iterator[DiscoveryIndex]:
+    idx = DiscoveryIndex.open(migrated_url, tmp_path / "discovery.db")
+    try:
+        with idx.engine.begin() as conn:
+            idx.replace(conn, [(n, m) for n, m in enumerate(DOCS, 1)])
+        yield idx
+    finally:
+        idx.close()
+
+
+def hits(index: DiscoveryIndex, query: str, filters: Filters = NO_FILTERS) -> set[str]:
+    result = Searcher(index).search(parse(query), filters, page_size=100)
+    found = {h.event_id for h in result.hits}
+    assert result.counts.total == len(found)
+    return found
+
+
+def test_query_table(index: DiscoveryIndex) -> None:
+    wrong = {q: (hits(index, q), want) for q, want in TABLE if hits(index, q) != want}
+    assert wrong == {}
+
+
+def test_counts_snippets_and_copies(index: DiscoveryIndex) -> None:
+    result = Searcher(index).search(parse("wire OR merger"))
+    c = result.counts
+    assert c.total == 5  # ev6 is a copy of ev1
+    assert dict(c.per_month) == {"2026-01": 1, "2026-02": 2, "2026-03": 1, "2026-04": 1}
+    assert dict(c.per_custodian)["alice@example.com"] == 4
+    assert dict(c.per_custodian)["carol@example.com"] == 1
+    assert c.incomplete == 1
+    by_id = {h.event_id: h for h in result.hits}
+    assert set(by_id) == {"ev1", "ev2", "ev3", "ev4", "ev7"}
+    assert "[wire]" in by_id["ev1"].snippet
+    assert "[merger]" in by_id["ev2"].snippet or "[Merger]" in by_id["ev2"].snippet
+    assert [h.event_id for h in result.hits] == ["ev7", "ev4", "ev3", "ev2", "ev1"]
+    second = Searcher(index).search(parse("wire OR merger"), page=2, page_size=2)
+    assert [h.event_id for h in second.hits] == ["ev3", "ev2"]
+
+
+def test_filters(index: DiscoveryIndex) -> None:
+    assert hits(index, "acme", Filters(since=datetime(2026, 2, 1, tzinfo=UTC),
+                                       until=datetime(2026, 3, 1, tzinfo=UTC))) == {"ev2", "ev3"}
+    assert hits(index, "acme", Filters(sender="Carol@Example.com")) == {"ev3"}
+    assert hits(index, "invoice", Filters(recipient="frank@example.org")) == {"ev6"}
+    assert hits(index, '"x\'; DROP TABLE discovery_docs; --"') == set()
+    assert hits(index, "acme") == {"ev2", "ev3", "ev4", "ev7"}
+
+
+def test_replace_and_delete(index: DiscoveryIndex) -> None:
+    with index.engine.begin() as conn:
+        index.replace(conn, [(9, msg(2, subject="changed", body="nothing"))])
+    assert hits(index, "merger") == {"ev3", "ev7"}
+    assert hits(index, "changed") == {"ev2"}
+    with index.engine.begin() as conn:
+        assert index.delete(conn, ["ev2", "ev3", "nope"]) == 2
+    assert hits(index, "changed OR merger") == {"ev7"}
