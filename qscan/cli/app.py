@@ -176,7 +176,7 @@ def daemon(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
 @click.option("--from-start", is_flag=True, help="replay: reset this consumer's position to 0 first")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
@@ -279,7 +279,7 @@ def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) ->
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @click.option("--from-beginning", is_flag=True, required=True,
               help="required: start again from the oldest event the log still holds")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default=None,
@@ -326,7 +326,7 @@ def consumer() -> None:
 
 
 @consumer.command("position")
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default="journal", show_default=True,
               help="the journal's position, or one Kafka partition's (with --partition)")
