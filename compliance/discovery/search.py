@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, and_, func, literal_column, select, text, true
@@ -21,7 +21,8 @@ from compliance.discovery import schema
 from compliance.discovery.compile import PgCompiler, to_fts5, tsquery_text
 from compliance.discovery.index import DiscoveryIndex
 from compliance.discovery.query import Node, Not, leaves
-from ingest.event import utc
+from ingest.event import DiscoverySearched, utc
+from ingest.ids import uuid7
 
 _D = schema.docs
 _P = schema.participants
@@ -165,3 +166,17 @@ class Searcher:
         rows = conn.execute(stmt, {"cfg": self.index.pg_config, "q": _highlight_query(tree),
                                    "ids": list(ids)})
         return {int(i): str(s) for i, s in rows}
+
+
+def searched_event(query: str, tree: Node, filters: Filters, counts: Counts, *, actor: str,
+                   host: str) -> DiscoverySearched:
+    """The ``discovery.searched`` event that records one search (who ran what, and how many)."""
+    from compliance.discovery.query import render
+
+    given = {k: (v.isoformat() if isinstance(v, datetime) else v)
+             for k, v in (("since", filters.since), ("until", filters.until),
+                          ("sender", filters.sender), ("recipient", filters.recipient))
+             if v is not None}
+    return DiscoverySearched(event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+                             actor=actor, query=query, canonical=render(tree), filters=given,
+                             total=counts.total, incomplete=counts.incomplete)

@@ -594,6 +594,8 @@ def _register_optional() -> None:
     cli.add_command(quarantine)
     from qscan.cli.anchor import anchor
     cli.add_command(anchor)
+    from qscan.cli.discover import discover
+    cli.add_command(discover)
 
 
 _register_optional()
