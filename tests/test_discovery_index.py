@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compliance.discovery.document import IndexedMessage
 from compliance.discovery.index import DiscoveryIndex
-from compliance.discovery.query import Field, parse
+from compliance.discovery.query import Field, QueryError, parse
 from compliance.discovery.search import NO_FILTERS, Filters, Searcher
 
 
@@ -135,3 +137,22 @@ def test_replace_and_delete(index: DiscoveryIndex) -> None:
     with index.engine.begin() as conn:
         assert index.delete(conn, ["ev2", "ev3", "nope"]) == 2
     assert hits(index, "changed OR merger") == {"ev7"}
+
+
+_PIECES = st.sampled_from([*'ab"()*:-\'%;\\', " ", "AND ", "OR ", "NOT ", "NEAR/2 ", "subject:",
+                           "attachment:", "acme", "merger", "wire", "');DROP TABLE x;--",
+                           "{subject}", "NEAR(", "^", "é"])
+
+
+@given(st.lists(_PIECES, max_size=16).map("".join))
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_query_is_a_query_error_or_an_answer(index: DiscoveryIndex, text: str) -> None:
+    """Never a database error: what parses runs on both databases, the rest names a column."""
+    try:
+        tree = parse(text)
+    except QueryError as exc:
+        assert 1 <= exc.column <= len(text) + 1
+        return
+    result = Searcher(index).search(tree, page_size=100)
+    assert result.counts.total == len(result.hits) <= len(DOCS)
