@@ -44,6 +44,8 @@ def setup(tmp_path: Path, url: str) -> tuple[Path, list[str]]:
 def test_consume_then_search(tmp_path: Path, migrated_url: str) -> None:
     cfg, ids = setup(tmp_path, migrated_url)
     runner = CliRunner()
+    out = runner.invoke(cli, ["-c", str(cfg), "discover", "search", "acme"])
+    assert out.exit_code == 0 and "index is empty" in out.stderr, out.output
     out = runner.invoke(cli, ["-c", str(cfg), "consume", "index", "--once"])
     assert out.exit_code == 0, out.output
 
@@ -75,7 +77,9 @@ def test_consume_then_search(tmp_path: Path, migrated_url: str) -> None:
         searches = [from_json(e.body, type_=e.type) for e in j.read(0, 100, with_raw=False)
                     if e.type == "discovery.searched"]
     assert [s.query for s in searches if isinstance(s, DiscoverySearched)] == [
-        '"wire transfer" acme', "attachment:acme", "falcon OR lunch"]
+        "acme", '"wire transfer" acme', "attachment:acme", "falcon OR lunch"]
+    assert isinstance(searches[0], DiscoverySearched) and searches[0].total == 0
+    searches = searches[1:]
     first = searches[0]
     assert isinstance(first, DiscoverySearched)
     assert first.total == 2 and "@" in first.actor and first.canonical == '"wire transfer" AND acme'

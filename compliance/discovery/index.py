@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from compliance.db import check_schema, make_engine
 from compliance.discovery import schema
@@ -126,6 +126,11 @@ class DiscoveryIndex:
             conn.execute(_FTS_INSERT if self.kind == "sqlite" else _PG_INSERT, texts)
         if people:
             conn.execute(insert(schema.participants), people)
+
+    def messages(self) -> int:
+        """How many messages the index holds."""
+        with self.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(schema.docs)) or 0
 
     # -- position -----------------------------------------------------------------------------
     def _positions(self) -> Any:

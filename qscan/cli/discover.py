@@ -85,6 +85,9 @@ def search(ctx: click.Context, query: str, since: datetime | None, until: dateti
         ctx.exit(DB_EXIT)
     try:
         result = Searcher(index).search(tree, filters, page=page, page_size=size)
+        if not result.counts.total and not index.messages():
+            click.echo("qscan: the discovery index is empty: run `qscan consume index` "
+                       '(or add "index" to [consumers] enabled)', err=True)
     except SQLAlchemyError as exc:
         click.echo(f"qscan: discovery search failed: {exc}", err=True)
         ctx.exit(DB_EXIT)
