@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -21,7 +23,8 @@ from ingest.log import LogRecord
 from tests.dlp_docs import docx, mail, pdf, xlsx, zip_of
 from tests.factories import make_event
 
-SETTINGS = DiscoverySettings(max_part_size=2 * 1024 * 1024, max_text=200_000, max_time=3.0)
+SETTINGS = DiscoverySettings(max_part_size=2 * 1024 * 1024, max_text=200_000, max_time=3.0,
+                             workers=1)
 
 
 @pytest.fixture
@@ -43,6 +46,7 @@ def deleted(ref: str) -> MessageDeleted:
                           reason="retention")
 
 
+@functools.cache
 def zip_bomb() -> bytes:
     """A zip whose one member inflates to 200 MB of zeros."""
     out = BytesIO()
@@ -88,7 +92,16 @@ def test_replay_is_idempotent_and_tombstones_remove(sink: IndexSink) -> None:
     assert result.counts.total == 1 and sink.position() == 3
 
 
-def test_hostile_content_never_stops_it(sink: IndexSink) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hostile_content_never_stops_it(migrated_url: str, tmp_path: Path, workers: int) -> None:
+    sink = IndexSink(migrated_url, tmp_path / "discovery.db", replace(SETTINGS, workers=workers))
+    try:
+        hostile(sink)
+    finally:
+        sink.close()
+
+
+def hostile(sink: IndexSink) -> None:
     bomb = make_event(subject="bomb", raw=mail(body="bomb body", attachments=[
         ("bomb.zip", "application/zip", zip_bomb())]))
     huge = make_event(subject="huge", raw=mail(body="huge body", attachments=[
@@ -119,3 +132,26 @@ def test_oversized_event_is_indexed_by_headers(sink: IndexSink) -> None:
     hits = Searcher(sink.index).search(parse("subject:oversized")).hits
     assert [h.event_id for h in hits] == [ev.event_id]
     assert hits[0].incomplete and "headers only" in hits[0].incomplete
+
+
+def test_parallel_extraction_is_the_same_and_survives_a_dead_worker(
+        migrated_url: str, tmp_path: Path) -> None:
+    events = [make_event(subject=f"s{i}", raw=mail(body=f"body number{i}", subject=f"s{i}",
+                                                   attachments=[("a.pdf", "application/pdf",
+                                                                 pdf([f"pdfword{i}"]))]))
+              for i in range(6)]
+    one = IndexSink(migrated_url, tmp_path / "one.db", replace(SETTINGS, workers=1))
+    two = IndexSink(migrated_url, tmp_path / "two.db", replace(SETTINGS, workers=2))
+    try:
+        assert two.documents(events) == one.documents(events)
+        assert two._pool is not None
+        for proc in list(two._pool._processes.values()):  # a worker crashes (SIGKILL)
+            proc.kill()
+            proc.join()
+        two.apply([LogRecord(i, ev) for i, ev in enumerate(events, 1)], len(events))
+        assert found(two, "attachment:pdfword3") == {events[3].event_id}
+        hits = Searcher(two.index).search(parse("body:body")).hits
+        assert len(hits) == 6 and not any(h.incomplete for h in hits)
+    finally:
+        one.close()
+        two.close()

@@ -32,6 +32,9 @@ class DiscoverySettings:
     max_members: int = setting(_EXTRACT.unpack.max_members, "archive members read per message", ge=1)
     max_total_bytes: int = setting(
         _EXTRACT.unpack.max_total_bytes, "bytes unpacked from archives per message", ge=1024)
+    workers: int = setting(
+        2, "processes extracting text in parallel for the index consumer (1: in the consumer "
+        "itself); a message that crashes one is indexed by its headers", ge=1, le=64)
     page_size: int = setting(50, "hits per page of `qscan discover search`", ge=1, le=10_000)
 
     @property
