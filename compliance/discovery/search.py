@@ -121,13 +121,14 @@ class Searcher:
                  if self.index.kind == "sqlite"
                  else func.to_char(func.timezone("UTC", _D.c.received_at), "YYYY-MM"))
         with self.index.engine.connect() as conn:
-            total = conn.scalar(select(func.count()).select_from(first), params) or 0
-            incomplete = conn.scalar(
-                select(func.count()).select_from(_D).where(
-                    _D.c.id.in_(select(first.c.id)), _D.c.incomplete.is_not(None)), params) or 0
+            # one pass for the total, the not fully indexed and the months
             months = conn.execute(
-                select(month.label("month"), func.count()).where(_D.c.id.in_(select(first.c.id)))
+                select(month.label("month"), func.count(),
+                       func.count(_D.c.incomplete))  # counts the non-NULL
+                .where(_D.c.id.in_(select(first.c.id)))
                 .group_by("month").order_by("month"), params).all()
+            total = sum(n for _, n, _ in months)
+            incomplete = sum(i for _, _, i in months)
             custodians = conn.execute(
                 select(_P.c.address, func.count(func.distinct(m.c.sha256)).label("n"))
                 .join(m, m.c.id == _P.c.doc_id).group_by(_P.c.address)
@@ -141,7 +142,7 @@ class Searcher:
                 .limit(page_size).offset((max(page, 1) - 1) * page_size), params).all()
             snippets = self._snippets(conn, tree, [r.id for r in rows])
         counts = Counts(total=total, per_custodian=tuple((a, n) for a, n in custodians),
-                        per_month=tuple((str(mo), n) for mo, n in months),
+                        per_month=tuple((str(mo), n) for mo, n, _ in months),
                         incomplete=incomplete)
         hits = tuple(Hit(event_id=r.event_id, sha256=r.sha256, received_at=r.received_at,
                          sender=r.sender, subject=r.subject, snippet=snippets.get(r.id, ""),
