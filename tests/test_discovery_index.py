@@ -12,7 +12,22 @@ from hypothesis import strategies as st
 
 from compliance.discovery.document import IndexedMessage
 from compliance.discovery.index import DiscoveryIndex
-from compliance.discovery.query import Field, QueryError, parse
+from compliance.discovery.query import (
+    FIELDS,
+    And,
+    Field,
+    Near,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    QueryError,
+    Scoped,
+    Term,
+    parse,
+    render,
+    tokens,
+)
 from compliance.discovery.search import NO_FILTERS, Filters, Searcher
 
 
@@ -156,3 +171,84 @@ def test_any_query_is_a_query_error_or_an_answer(index: DiscoveryIndex, text: st
         return
     result = Searcher(index).search(tree, page_size=100)
     assert result.counts.total == len(result.hits) <= len(DOCS)
+
+
+# -- differential: both databases against a reference evaluation of the documented meaning --
+
+VOCAB = ["acme", "merger", "wire", "transfer", "invoice", "quarterly", "e", "mail", "the",
+         "pay", "budget", "forecast", "alice", "example", "com", "nothing", "zzz"]
+PREFIXES = ["tra", "me", "qu", "ex", "a", "z"]
+_words = st.sampled_from(VOCAB)
+_terms = st.one_of(st.builds(Term, _words), st.builds(Term, st.sampled_from(PREFIXES), st.just(True)))
+_leaves = st.one_of(
+    _terms,
+    st.builds(Phrase, st.lists(_words, min_size=2, max_size=3).map(tuple), st.booleans()),
+    st.builds(Near, _terms, _terms, st.integers(0, 6)))
+
+
+def _unscoped(node: Node) -> bool:
+    if isinstance(node, Scoped):
+        return False
+    if isinstance(node, (Not,)):
+        return _unscoped(node.expr)
+    if isinstance(node, (And, Or)):
+        return all(_unscoped(n) for n in node.items)
+    return True
+
+
+def _grow(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
+    ands = st.tuples(children, st.lists(st.one_of(children, st.builds(Not, children)),
+                                        min_size=1, max_size=3)).map(lambda t: And((t[0], *t[1])))
+    ors = st.lists(children, min_size=2, max_size=3).map(lambda xs: Or(tuple(xs)))
+    scoped = st.builds(Scoped, st.sampled_from(FIELDS), children.filter(_unscoped))
+    return st.one_of(ands, ors, scoped)
+
+
+_trees = st.recursive(_leaves, _grow, max_leaves=6)
+
+
+def _hit(pattern: Term, token: str) -> bool:
+    return token.startswith(pattern.word) if pattern.prefix else token == pattern.word
+
+
+def _holds(node: Node, doc: IndexedMessage, scope: tuple[Field, ...]) -> bool:
+    """What the query language says, computed from the documents' tokens in Python."""
+    if isinstance(node, Scoped):
+        return _holds(node.expr, doc, (node.field,))
+    if isinstance(node, Not):
+        return not _holds(node.expr, doc, scope)
+    if isinstance(node, And):
+        return all(_holds(n, doc, scope) for n in node.items)
+    if isinstance(node, Or):
+        return any(_holds(n, doc, scope) for n in node.items)
+    for field in scope:
+        toks = tokens(doc.text[field])
+        if isinstance(node, Term) and any(_hit(node, t) for t in toks):
+            return True
+        if isinstance(node, Phrase):
+            pats = [Term(w, node.prefix and i == len(node.words) - 1)
+                    for i, w in enumerate(node.words)]
+            if any(all(_hit(p, toks[i + k]) for k, p in enumerate(pats))
+                   for i in range(len(toks) - len(pats) + 1)):
+                return True
+        if isinstance(node, Near):
+            left = [i for i, t in enumerate(toks) if _hit(node.left, t)]
+            right = [j for j, t in enumerate(toks) if _hit(node.right, t)]
+            if any(abs(i - j) - 1 <= node.distance for i in left for j in right):
+                return True
+    return False
+
+
+def _expected(tree: Node) -> set[str]:
+    first: dict[str, str] = {}
+    for doc in DOCS:
+        if _holds(tree, doc, FIELDS):
+            first.setdefault(doc.sha256, doc.event_id)
+    return set(first.values())
+
+
+@given(_trees)
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_both_databases_mean_what_the_language_says(index: DiscoveryIndex, tree: Node) -> None:
+    assert hits(index, render(tree)) == _expected(tree), render(tree)

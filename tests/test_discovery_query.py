@@ -149,7 +149,7 @@ def test_fts5_and_tsquery_texts() -> None:
     assert to_fts5(tree) == '((({subject} : ("wire tr" *))) NOT NEAR("x" "y" *, 1))'
     near = parse("x NEAR/1 y*")
     assert isinstance(near, Near)
-    assert tsquery_text(near) == ("( 'x' <1> 'y':* ) | ( 'y':* <1> 'x' ) | "
+    assert tsquery_text(near) == ("( 'x' <0> 'y':* ) | ( 'x' <1> 'y':* ) | ( 'y':* <1> 'x' ) | "
                                   "( 'x' <2> 'y':* ) | ( 'y':* <2> 'x' )")
 
 

@@ -15,7 +15,7 @@ PostgreSQL: one ``tsvector`` column per field (``PG_VECTORS``, each with a GIN i
 A leaf becomes ``(v1 @@ q OR v2 @@ q ...)`` over the vectors of its scope, where ``q`` is
 ``to_tsquery(config, :param)`` and the parameter is a tsquery text built from quoted
 lexemes: ``'a' <-> 'b'`` for a phrase, ``'a':*`` for a prefix, and for ``NEAR/N`` every
-exact distance ``<1>`` .. ``<N+1>`` in both orders (tsquery only knows exact distances).
+exact distance ``<0>`` .. ``<N+1>`` in both orders (tsquery only knows exact distances).
 AND / OR / NOT are SQL's. One vector per field rather than weights on one vector: a
 tsvector has four weights and the language six fields, and a phrase must not match
 across the end of one field and the start of the next.
@@ -94,8 +94,10 @@ def tsquery_text(leaf: Leaf) -> str:
         last = len(leaf.words) - 1
         return " <-> ".join(_lexeme(w, leaf.prefix and i == last) for i, w in enumerate(leaf.words))
     a, b = _lexeme(leaf.left.word, leaf.left.prefix), _lexeme(leaf.right.word, leaf.right.prefix)
-    return " | ".join(f"( {x} <{d}> {y} )" for d in range(1, leaf.distance + 2)
-                      for x, y in ((a, b), (b, a)))
+    # <0>: one token matching both sides (``acme NEAR acme``, ``ac* NEAR acme``) counts, as
+    # in FTS5's NEAR
+    return " | ".join([f"( {a} <0> {b} )"] + [f"( {x} <{d}> {y} )" for d in range(1, leaf.distance + 2)
+                                              for x, y in ((a, b), (b, a))])
 
 
 class PgCompiler:
