@@ -252,3 +252,20 @@ def _expected(tree: Node) -> set[str]:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_both_databases_mean_what_the_language_says(index: DiscoveryIndex, tree: Node) -> None:
     assert hits(index, render(tree)) == _expected(tree), render(tree)
+
+
+def test_long_field_text(index: DiscoveryIndex) -> None:
+    """A tsvector holds 1 MB: PostgreSQL cuts a field past PG_FIELD_CHARS and says so."""
+    from compliance.discovery.index import PG_FIELD_CHARS
+
+    words = " ".join(f"w{i}" for i in range(PG_FIELD_CHARS // 4))
+    long = msg(20, body=f"start {words} tailword")
+    with index.engine.begin() as conn:
+        index.replace(conn, [(20, long)])
+    hit = Searcher(index).search(parse("start")).hits[0]
+    assert hit.event_id == "ev20"
+    if index.kind == "postgresql":
+        assert hit.incomplete and "body indexed up to" in hit.incomplete
+        assert hits(index, "tailword") == set()
+    else:
+        assert hit.incomplete is None and hits(index, "tailword") == {"ev20"}
