@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
 	touch $(STAMP)
 
-# The native qscan-queue, built with the system compiler and hardening flags (scripts/build-client.sh);
+# The native qscan-queue, built with the system compiler and hardening flags (ingest/native/build.sh);
 # the Python reference client is installed beside it as qscan-queue-py.
-$(CLIENT): ingest/native/qscan_queue.c scripts/build-client.sh $(STAMP)
-	sh scripts/build-client.sh $(CLIENT)
+$(CLIENT): ingest/native/qscan_queue.c ingest/native/build.sh $(STAMP)
+	sh ingest/native/build.sh $(CLIENT)
 
 install: $(STAMP) $(CLIENT)
 

@@ -415,6 +415,23 @@ class ChainAnchored(_Model):
         None, description="{sql|journal: {HOST: {from, h: [12-hex-digit hashes]}}}")
 
 
+class DiscoverySearched(_Model):
+    """A discovery search was run (`qscan discover search`, docs/discovery.md): who, what, how many."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["discovery.searched"] = "discovery.searched"
+    event_id: str
+    time: datetime
+    host: str
+    actor: str = Field(description="user@host that ran it")
+    query: str = Field(description="the query as typed")
+    canonical: str = Field(description="the query as parsed, in its canonical spelling")
+    filters: dict[str, Any] = Field({}, description="the metadata filters (since, until, sender, "
+                                    "recipient)")
+    total: int = Field(description="distinct messages found (by hash)")
+    incomplete: int = Field(0, description="of those, messages not fully indexed")
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
@@ -426,11 +443,12 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "release.requested": ReleaseRequested,
     "release.denied": ReleaseDenied,
     "chain.anchored": ChainAnchored,
+    "discovery.searched": DiscoverySearched,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
             | ExportCompleted | MessageReleased | ReleaseRequested | ReleaseDenied
-            | ChainAnchored)
+            | ChainAnchored | DiscoverySearched)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

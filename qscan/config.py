@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from archive.consumer import ArchiveSettings
+from compliance.discovery.settings import DiscoverySettings
 from compliance.notify.settings import NotifySettings
 from compliance.settings import AnchorSettings, QuarantineSettings, RetentionPolicy, SqlSettings
 from ingest.daemon import DaemonSettings
@@ -114,7 +115,7 @@ SCANNER_NAMES = tuple(SCANNER_SETTINGS)
 
 # The consumers `qscan run` can start; qscan/wiring/pipeline.py's SINKS builds each (a test keeps
 # the two equal).
-ConsumerName = Literal["archive", "summaries", "notify"]
+ConsumerName = Literal["archive", "summaries", "notify", "index"]
 CONSUMER_NAMES: tuple[ConsumerName, ...] = typing.get_args(ConsumerName)
 
 
@@ -152,6 +153,7 @@ class Config(_Section):
     quarantine: QuarantineSettings = QuarantineSettings()
     anchor: AnchorSettings = AnchorSettings()
     dlp: DlpSettings = DlpSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     metrics: MetricsSettings = MetricsSettings()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
@@ -173,6 +175,10 @@ class Config(_Section):
         return self.sql.url or f"sqlite:///{self.data_dir / 'qscan.db'}"
 
     @property
+    def discovery_path(self) -> Path:
+        return self.discovery.path or self.data_dir / "discovery.db"
+
+    @property
     def summary_log_path(self) -> Path:
         return self.summary_log.path or self.data_dir / "summary.log"
 
@@ -187,6 +193,7 @@ class Config(_Section):
         out["archive"]["quarantine_dir"] = str(self.quarantine_dir)
         out["sql"]["url"] = self.sql_url
         out["summary_log"]["path"] = str(self.summary_log_path)
+        out["discovery"]["path"] = str(self.discovery_path)
         out["daemon"]["hostname"] = self.hostname
         out["daemon"]["socket_mode"] = oct(self.daemon.socket_mode)
         from qscan.redact import mask_values  # printed by `config check`: no passwords
@@ -209,6 +216,7 @@ _PATH_KEYS = [
     ("notify", "qmail_inject"),
     ("notify", "mark_key"),
     ("quarantine", "qmail_queue"),
+    ("discovery", "path"),
 ]
 
 

@@ -67,7 +67,13 @@ from scanners.mime.filetype import (
     magic_type,
     sniff,
 )
-from scanners.mime.parse import decode_words, decoded_payload, part_content_type, part_filename
+from scanners.mime.parse import (
+    decode_words,
+    decoded_payload,
+    part_children,
+    part_content_type,
+    part_filename,
+)
 from scanners.mime.parse import parse as parse_mime
 
 log = logging.getLogger(__name__)
@@ -282,7 +288,7 @@ class _Builder:
                 if top:
                     self.defects.append("nesting-too-deep")
                 continue
-            children = _children(node)
+            children = part_children(node)
             if children is not None:
                 stack.extend(reversed([(c, _join(path, i), depth + 1) for i, c in enumerate(children, 1)]))
                 continue
@@ -412,16 +418,6 @@ def open_container(data: bytes, kind: str, name: str, label: str, budget: Budget
     if kind == "uu":
         return uu_members(data, label, budget, keep)
     return archive_members(data, kind, name, label, budget, keep)
-
-
-def _children(part: Message) -> list[Message] | None:
-    try:
-        if not part.is_multipart():
-            return None
-        children = part.get_payload()
-    except Exception:
-        return None
-    return [c for c in children if isinstance(c, Message)] if isinstance(children, list) else []
 
 
 def _payload(node: Message, defects: list[str] | None) -> bytes:

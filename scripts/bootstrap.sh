@@ -50,5 +50,5 @@ fi
 # compat mode: a plain path entry, no import hook - qscan-queue starts once per message
 "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 # the installed qscan-queue is the native client (the Python one is qscan-queue-py)
-sh "$(dirname "$0")/build-client.sh" "$VENV/bin/qscan-queue"
+sh "$(dirname "$0")/../ingest/native/build.sh" "$VENV/bin/qscan-queue"
 echo "bootstrap: ready ($VENV)"

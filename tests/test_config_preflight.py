@@ -300,7 +300,7 @@ def test_consumer_names_are_the_wired_sinks() -> None:
     from qscan.wiring.pipeline import SINKS, make_sink
 
     assert set(CONSUMER_NAMES) == set(SINKS)
-    with pytest.raises(ValidationError, match="'archive', 'summaries' or 'notify'"):
+    with pytest.raises(ValidationError, match="'archive', 'summaries', 'notify' or 'index'"):
         Config.model_validate({"consumers": {"enabled": ["archives"]}})
     with pytest.raises(ValueError, match="unknown consumer 'archives'"):
         make_sink(Config(), "archives")

@@ -56,7 +56,7 @@ def test_completion_completes_commands_and_choices() -> None:
         return [line.split(",", 1)[1] for line in out.splitlines()]
 
     assert "daemon" in complete("qscan da") and "db" not in complete("qscan da")
-    assert complete("qscan consume ") == ["archive", "summaries", "notify"]
+    assert complete("qscan consume ") == ["archive", "summaries", "notify", "index"]
     bash = subprocess.run(["bash", "-c", 'eval "$(qscan completion bash)" && complete -p qscan'],
                           env={**os.environ, "PYTHONPATH": str(ROOT),
                                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},

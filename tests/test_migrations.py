@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from compliance import db
+from compliance.discovery import schema as discovery_schema
 from compliance.models import Base
 from compliance.summaries import SummarySink
 from ingest.event import Action, Category, Timings
@@ -32,6 +33,13 @@ TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "
           "dlp_hunts", "dlp_hunt_findings",  # 0005 (compliance/dlp_hunts)
           "quarantine_releases",  # 0006 (compliance/quarantine_records)
           "quarantine_release_requests"}  # 0009 (four-eyes, compliance/quarantine_records)
+# 0011 (compliance/discovery/schema.py), PostgreSQL only: SQLite keeps the index in its own file
+DISCOVERY_PG = {"discovery_docs", "discovery_participants", "discovery_text"}
+
+
+def _tables(keep: Any) -> Any:
+    """An Alembic include_object that compares only the tables ``keep(name)`` accepts."""
+    return lambda obj, name, type_, reflected, compare_to: type_ != "table" or keep(name)
 
 
 def engine_for(url: str) -> Engine:
@@ -56,13 +64,18 @@ def test_upgrade_matches_models(db_url: str) -> None:
     engine = engine_for(db_url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(conn, opts={
+                "compare_type": True, "include_object": _tables(lambda n: n not in DISCOVERY_PG)})
             assert compare_metadata(ctx, Base.metadata) == []
+            if conn.dialect.name == "postgresql":
+                ctx = MigrationContext.configure(conn, opts={
+                    "compare_type": True, "include_object": _tables(DISCOVERY_PG.__contains__)})
+                assert compare_metadata(ctx, discovery_schema.metadata) == []
             tables = set(inspect(conn).get_table_names())
             views = set(inspect(conn).get_view_names())
     finally:
         engine.dispose()
-    assert tables == TABLES
+    assert tables == TABLES | (DISCOVERY_PG if db_url.startswith("postgresql") else set())
     assert views == {"summary_lines"}
 
 
@@ -72,6 +85,9 @@ def test_expression_indexes(db_url: str) -> None:
     sql = index_sql(engine)
     engine.dispose()
     expected = {i.name for t in Base.metadata.tables.values() for i in t.indexes}
+    if engine.dialect.name == "postgresql":
+        expected |= {i.name for t in discovery_schema.metadata.tables.values()
+                     if t.name in DISCOVERY_PG for i in t.indexes}
     assert set(sql) == expected
     assert "lower(sender), received_at" in sql["ix_messages_sender_received"]
     assert "lower(address), received_at, event_id" in sql["ix_recipients_address_received"]
@@ -81,7 +97,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0011"
+    assert db.current(db_url) == db.head() == "0012"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

@@ -178,7 +178,7 @@ def daemon(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @click.option("--once", is_flag=True, help="stop when caught up instead of following the log")
 @click.option("--from-beginning", "from_start", is_flag=True,
               help="reset this consumer's position first: rebuild from the oldest event the log holds")
@@ -284,7 +284,7 @@ def _reset_kafka_position(cfg: Config, name: str, topic: str, partition: int) ->
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @click.option("--from-beginning", is_flag=True,
               help="start again from the oldest event the log still holds (what replay always does; "
                    "accepted for scripts that say so)")
@@ -338,7 +338,7 @@ def consumer() -> None:
 
 
 @consumer.command("position")
-@click.argument("name", type=click.Choice(["archive", "summaries", "notify"]))
+@click.argument("name", type=click.Choice(["archive", "summaries", "notify", "index"]))
 @output_options("text")
 @click.option("--set", "new_position", type=int, help="move the position (0 replays everything kept)")
 @click.option("--source", type=click.Choice(["journal", "kafka"]), default="journal", show_default=True,
@@ -615,6 +615,8 @@ def _register_optional() -> None:
     cli.add_command(quarantine)
     from qscan.cli.anchor import anchor
     cli.add_command(anchor)
+    from qscan.cli.discover import discover
+    cli.add_command(discover)
 
 
 _register_optional()

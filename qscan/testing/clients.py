@@ -1,7 +1,7 @@
 """The two qscan-queue programs, for the tests, the demo and the benchmarks.
 
 ``native_client()`` is the installed ``qscan-queue`` (``make install`` compiles
-ingest/native/qscan_queue.c into the venv with scripts/build-client.sh). Run from a checkout
+ingest/native/qscan_queue.c into the venv with ingest/native/build.sh). Run from a checkout
 whose venv holds an older or a Python ``qscan-queue`` (a second worktree sharing one venv), it
 is a build of this checkout's source with the same script, cached by the source's hash.
 ``sanitized_client()`` is the same source built with AddressSanitizer and UBSan.
@@ -15,11 +15,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SOURCE = ROOT / "ingest" / "native" / "qscan_queue.c"
-BUILD = ROOT / "scripts" / "build-client.sh"
+NATIVE = Path(str(resources.files("ingest") / "native"))  # package data: an installed wheel has it
+SOURCE = NATIVE / "qscan_queue.c"
+BUILD = NATIVE / "build.sh"
 VENV_BIN = Path(sys.executable).parent
 SANITIZE = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all", "-g")
 
@@ -50,7 +52,7 @@ def _cache_dir() -> Path:
 
 
 def build_client(out: Path, *extra: str) -> Path:
-    """Compile the native client into ``out`` (scripts/build-client.sh; ``extra`` CFLAGS)."""
+    """Compile the native client into ``out`` (ingest/native/build.sh; ``extra`` CFLAGS)."""
     done = subprocess.run(["sh", str(BUILD), str(out), *extra], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"building {SOURCE} failed:\n{done.stderr}")

@@ -158,6 +158,13 @@ def _notify_sink(cfg: Config, position_key: str | None) -> Sink:
     return make_notify_sink(cfg, name=f"notify@{position_key}" if position_key else "notify")
 
 
+def _index_sink(cfg: Config, position_key: str | None) -> Sink:
+    from compliance.discovery.consumer import IndexSink
+
+    return IndexSink(cfg.sql_url, cfg.discovery_path, cfg.discovery,
+                     name=f"index@{position_key}" if position_key else "index")
+
+
 @dataclass(frozen=True)
 class SinkEntry:
     """One consumer `qscan run` can start: its sink, and where it keeps Kafka anchors."""
@@ -174,6 +181,7 @@ SINKS: dict[str, SinkEntry] = {
     "archive": SinkEntry(_archive_sink, "maildir"),
     "summaries": SinkEntry(_summary_sink, "sql"),
     "notify": SinkEntry(_notify_sink, "sql", outbox=True),
+    "index": SinkEntry(_index_sink, "sql"),
 }
 
 

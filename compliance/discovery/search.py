@@ -1,0 +1,183 @@
+"""Running a parsed query against the index: counts first, then a page of hits.
+
+Counts and hits are de-duplicated by the message's hash (``discovery_docs.sha256``): one
+message delivered to many recipients, or seen on two hosts, counts once; the hit shown for
+it is its earliest copy. The metadata filters (``Filters``) are SQL conditions beside the
+text match, all bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, and_, func, literal_column, select, text, true
+from sqlalchemy.sql import Select
+
+from compliance.discovery import schema
+from compliance.discovery.compile import PgCompiler, to_fts5, tsquery_text
+from compliance.discovery.index import DiscoveryIndex
+from compliance.discovery.query import Node, Not, leaves
+from ingest.event import DiscoverySearched, utc
+from ingest.ids import uuid7
+
+_D = schema.docs
+_P = schema.participants
+CUSTODIANS_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The metadata filters (as `audit search`): not part of the query text."""
+
+    since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
+    sender: str | None = None  # envelope sender (exact, case-insensitive)
+    recipient: str | None = None  # an envelope recipient (exact, case-insensitive)
+
+
+NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    event_id: str
+    sha256: str
+    received_at: datetime
+    sender: str
+    subject: str
+    snippet: str
+    incomplete: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    total: int  # distinct messages (by hash)
+    per_custodian: tuple[tuple[str, int], ...]  # the CUSTODIANS_SHOWN busiest addresses
+    per_month: tuple[tuple[str, int], ...]  # 'YYYY-MM', oldest first
+    incomplete: int  # of the total, messages not fully indexed
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    counts: Counts
+    hits: tuple[Hit, ...] = field(default=())
+    page: int = 1
+    page_size: int = 50
+
+
+def _highlight_query(tree: Node) -> str:
+    """One tsquery text that any positive leaf satisfies (ts_headline marks its words)."""
+    def positive(node: Node) -> list[Any]:
+        if isinstance(node, Not):
+            return []
+        if hasattr(node, "items"):
+            return [leaf for item in node.items for leaf in positive(item)]
+        if hasattr(node, "expr"):
+            return positive(node.expr)
+        return [node]
+    found = positive(tree) or leaves(tree)
+    return " | ".join(f"( {tsquery_text(leaf)} )" for leaf in found)
+
+
+class Searcher:
+    def __init__(self, index: DiscoveryIndex) -> None:
+        self.index = index
+
+    def _matching(self, tree: Node, filters: Filters) -> tuple[Select[Any], dict[str, Any]]:
+        """SELECT of the matching docs' id, sha256, received_at (with the filters)."""
+        params: dict[str, Any] = {}
+        if self.index.kind == "sqlite":
+            params["dq_match"] = to_fts5(tree)
+            cond: ColumnElement[bool] = _D.c.id.in_(
+                select(literal_column("rowid")).select_from(text("discovery_text"))
+                .where(text("discovery_text MATCH :dq_match")))
+        else:
+            compiler = PgCompiler("discovery_text", self.index.pg_config)
+            cond = _D.c.id.in_(select(schema.pg_text.c.doc_id)
+                               .where(compiler.condition(tree)))
+        conds = [cond]
+        if filters.since is not None:
+            conds.append(_D.c.received_at >= utc(filters.since))
+        if filters.until is not None:
+            conds.append(_D.c.received_at < utc(filters.until))
+        if filters.sender:
+            conds.append(func.lower(_D.c.sender) == filters.sender.lower())
+        if filters.recipient:
+            conds.append(_D.c.id.in_(select(_P.c.doc_id).where(
+                _P.c.role == "to", _P.c.address == filters.recipient.lower())))
+        return select(_D.c.id, _D.c.sha256, _D.c.received_at).where(and_(true(), *conds)), params
+
+    def search(self, tree: Node, filters: Filters = NO_FILTERS, *, page: int = 1,
+               page_size: int = 50) -> Result:
+        matching, params = self._matching(tree, filters)
+        m = matching.subquery("m")
+        # the first copy of each distinct message
+        first = select(func.min(m.c.id).label("id")).group_by(m.c.sha256).subquery("first")
+        month = (func.substr(func.cast(_D.c.received_at, Text), 1, 7)
+                 if self.index.kind == "sqlite"
+                 else func.to_char(func.timezone("UTC", _D.c.received_at), "YYYY-MM"))
+        with self.index.engine.connect() as conn:
+            # one pass for the total, the not fully indexed and the months
+            months = conn.execute(
+                select(month.label("month"), func.count(),
+                       func.count(_D.c.incomplete))  # counts the non-NULL
+                .where(_D.c.id.in_(select(first.c.id)))
+                .group_by("month").order_by("month"), params).all()
+            total = sum(n for _, n, _ in months)
+            incomplete = sum(i for _, _, i in months)
+            custodians = conn.execute(
+                select(_P.c.address, func.count(func.distinct(m.c.sha256)).label("n"))
+                .join(m, m.c.id == _P.c.doc_id).group_by(_P.c.address)
+                .order_by(literal_column("n").desc(), _P.c.address).limit(CUSTODIANS_SHOWN),
+                params).all()
+            rows = conn.execute(
+                select(_D.c.id, _D.c.event_id, _D.c.sha256, _D.c.received_at, _D.c.sender,
+                       _D.c.subject, _D.c.incomplete)
+                .where(_D.c.id.in_(select(first.c.id)))
+                .order_by(_D.c.received_at.desc(), _D.c.id.desc())
+                .limit(page_size).offset((max(page, 1) - 1) * page_size), params).all()
+            snippets = self._snippets(conn, tree, [r.id for r in rows])
+        counts = Counts(total=total, per_custodian=tuple((a, n) for a, n in custodians),
+                        per_month=tuple((str(mo), n) for mo, n, _ in months),
+                        incomplete=incomplete)
+        hits = tuple(Hit(event_id=r.event_id, sha256=r.sha256, received_at=r.received_at,
+                         sender=r.sender, subject=r.subject, snippet=snippets.get(r.id, ""),
+                         incomplete=r.incomplete) for r in rows)
+        return Result(counts, hits, page=max(page, 1), page_size=page_size)
+
+    def _snippets(self, conn: Any, tree: Node, ids: Sequence[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        if self.index.kind == "sqlite":
+            stmt = text("SELECT rowid, snippet(discovery_text, -1, '[', ']', '…', 16) "
+                        "FROM discovery_text WHERE discovery_text MATCH :q AND rowid IN "
+                        "(SELECT value FROM json_each(:ids))")
+            rows = conn.execute(stmt, {"q": to_fts5(tree), "ids": json.dumps(list(ids))})
+            return {int(i): str(s) for i, s in rows}
+        stmt = text(
+            "SELECT doc_id, ts_headline(CAST(:cfg AS regconfig), "
+            "subject || ' … ' || body || ' … ' || attachment, "
+            "to_tsquery(CAST(:cfg AS regconfig), :q), "
+            "'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=2, "
+            "FragmentDelimiter=\" … \"') FROM discovery_text WHERE doc_id = ANY(:ids)")
+        rows = conn.execute(stmt, {"cfg": self.index.pg_config, "q": _highlight_query(tree),
+                                   "ids": list(ids)})
+        return {int(i): str(s) for i, s in rows}
+
+
+def searched_event(query: str, tree: Node, filters: Filters, counts: Counts, *, actor: str,
+                   host: str) -> DiscoverySearched:
+    """The ``discovery.searched`` event that records one search (who ran what, and how many)."""
+    from compliance.discovery.query import render
+
+    given = {k: (v.isoformat() if isinstance(v, datetime) else v)
+             for k, v in (("since", filters.since), ("until", filters.until),
+                          ("sender", filters.sender), ("recipient", filters.recipient))
+             if v is not None}
+    return DiscoverySearched(event_id=str(uuid7()), time=datetime.now(UTC), host=host,
+                             actor=actor, query=query, canonical=render(tree), filters=given,
+                             total=counts.total, incomplete=counts.incomplete)
