@@ -7,7 +7,6 @@ and the URL (and its password) lives in one place.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from pathlib import Path
 from typing import Any, TextIO
@@ -167,16 +166,11 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    # Alembic logs its dialect choice at INFO on every configure: noise for
-    # what is a read-only check before each audit search and consumer start.
-    quiet = logging.getLogger("alembic.runtime.migration")
-    level = quiet.level
-    quiet.setLevel(max(level, logging.WARNING))
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        quiet.setLevel(level)
+    # Alembic logs its dialect choice at INFO on every configure; qscan's log handler shows
+    # libraries' INFO only under -v (qscan/logs.py). (Raising the logger's level around the
+    # call, as this did, raced between threads and could leave it raised for good.)
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def current(url: str) -> str | None:

@@ -44,6 +44,7 @@ class Harness:
 
     def set_exit(self, code: int, reply: str | None = None, sleep: float | None = None) -> None:
         (self.record / "exit_code").write_text(str(code))
+        (self.record / ".running").unlink(missing_ok=True)
         for name, value in (("reply", reply), ("sleep", sleep)):
             path = self.record / name
             if value is None:
@@ -53,6 +54,14 @@ class Harness:
 
     def recorded(self) -> list[tuple[bytes, bytes]]:
         return recorded(self.record)
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        """Until a delayed stand-in qmail-queue (``set_exit(..., sleep=S)``) holds a message."""
+        deadline = time.monotonic() + timeout
+        while not (self.record / ".running").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stand-in qmail-queue never started")
+            time.sleep(0.01)
 
     def client_env(self, **extra: str) -> dict[str, str]:
         queue = {"QSCAN_QMAIL_QUEUE": str(self.qmail_queue)} if self.qmail_queue is not None else {}

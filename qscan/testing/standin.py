@@ -5,7 +5,8 @@
 qmail-queue does, records both under ``record_dir`` (``N.msg`` and ``N.env``),
 and exits with the code found in ``record_dir/exit_code`` (default 0). When
 ``record_dir/reply`` exists and the code is 82 its text goes to fd 6;
-``record_dir/sleep`` makes it wait that many seconds first (in-flight tests).
+``record_dir/sleep`` makes it wait that many seconds first (in-flight tests), after touching
+``record_dir/.running`` (the harness's ``wait_running``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ msg = read_all(0)
 env = read_all(1)
 delay = control("sleep")
 if delay:
+    open(os.path.join(RECORD, ".running"), "a").close()  # tests wait for it: qmail-queue holds the mail
     time.sleep(float(delay))
 code = int(control("exit_code", "0"))
 if code == 0 or control("record_failures"):
