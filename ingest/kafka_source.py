@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any, Protocol
 
 from ingest.event import EVENT_TYPES, AnyEvent
-from ingest.kafka_log import KafkaSettings, make_consumer
+from ingest.kafka_log import KafkaSettings, make_consumer, record_at
 from ingest.log import ConsumerSettings, LogRecord, PassedOver, Scanned, Sink, Stop, Undecodable
 
 with warnings.catch_warnings():
@@ -282,21 +282,9 @@ class KafkaSource:
         return f"the topic id is now {tid}, not the one its offsets were read from"
 
     def _fetch(self, probe: Any, tp: TopicPartition, offset: int) -> tuple[Any, int | None]:
-        """(the record at ``offset`` or the next one kept, the high-watermark) by Fetch.
-
-        ListOffsets is not used: some Kafka-protocol brokers answer it approximately.
-        Raises OffsetOutOfRangeError when the partition does not reach ``offset``.
-        """
-        probe.assign([tp])
-        probe.seek(tp, offset)
-        deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
-        while time.monotonic() < deadline:
-            for rec in probe.poll(timeout_ms=200, max_records=1).get(tp, []):
-                return rec, probe.highwater(tp)
-            hw = probe.highwater(tp)
-            if hw is not None and hw <= offset:
-                return None, hw
-        raise KafkaTimeoutError(f"no answer fetching {tp} offset {offset}")
+        """(the record at ``offset`` or the next one kept, the high-watermark) by Fetch
+        (ListOffsets is not used: some Kafka-protocol brokers answer it approximately)."""
+        return record_at(probe, tp, offset, self.settings.request_timeout_ms / 1000)
 
     def _mismatch(self, probe: Any, tp: TopicPartition, pos: int) -> str | None:
         """Why the partition is not the one read up to ``pos``, or None if it is (or cannot tell)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +38,4 @@ class DiscoverySettings:
 
     @property
     def limits(self) -> ExtractLimits:
-        return ExtractLimits(
-            max_part_size=self.max_part_size, max_text=self.max_text, max_time=self.max_time,
-            max_pdf_pages=self.max_pdf_pages,
-            unpack=dataclasses.replace(
-                _EXTRACT.unpack, max_members=self.max_members,
-                max_total_bytes=self.max_total_bytes, max_time=self.max_time),
-        )
+        return ExtractLimits.of(self)

@@ -35,6 +35,7 @@ child process), armed once per message with the time left.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -89,6 +90,19 @@ class ExtractLimits:
     max_xml_bytes: int = 20 * MiB  # uncompressed XML read from one office document
     unpack: UnpackLimits = field(default_factory=lambda: UnpackLimits(
         max_depth=5, max_members=500, max_total_bytes=100 * MiB, max_ratio=100.0, max_time=5.0))
+
+    @classmethod
+    def of(cls, settings: Any) -> ExtractLimits:
+        """The limits a settings section ([dlp], [discovery]) names: its ``max_part_size``,
+        ``max_text``, ``max_time``, ``max_pdf_pages``, ``max_members``, ``max_total_bytes``
+        and, if it has one, ``max_depth``; the rest are the extractor's defaults."""
+        unpack = cls().unpack
+        return cls(max_part_size=settings.max_part_size, max_text=settings.max_text,
+                   max_time=settings.max_time, max_pdf_pages=settings.max_pdf_pages,
+                   unpack=dataclasses.replace(
+                       unpack, max_depth=getattr(settings, "max_depth", unpack.max_depth),
+                       max_members=settings.max_members,
+                       max_total_bytes=settings.max_total_bytes, max_time=settings.max_time))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,6 @@ and every fired rule is recorded.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -399,10 +398,4 @@ class DlpSettings:
 
     @property
     def limits(self) -> ExtractLimits:
-        return ExtractLimits(
-            max_part_size=self.max_part_size, max_text=self.max_text, max_time=self.max_time,
-            max_pdf_pages=self.max_pdf_pages,
-            unpack=dataclasses.replace(
-                _EXTRACT.unpack, max_depth=self.max_depth, max_members=self.max_members,
-                max_total_bytes=self.max_total_bytes, max_time=self.max_time),
-        )
+        return ExtractLimits.of(self)
