@@ -10,7 +10,7 @@ under a name that says what it is:
 - ``NAME@kafka.TOPIC.P#at`` / ``#id``: the consumer's anchor (qscan/wiring/kafka_anchor.py),
   not a position.
 
-``qscan verify`` and ``qscan status`` both read positions through :func:`coverage`,
+``qscan verify`` and ``qscan status`` (its Kafka lag) both read positions through :func:`coverage`,
 so neither looks for one spelling and misses the other.
 """
 

@@ -25,25 +25,16 @@ from qscan.config import Config
 
 
 def sql_positions(url: str, name: str, topic: str) -> dict[int, int]:
-    """``{partition: position}`` stored by a SQL consumer (summaries, notify)."""
-    from sqlalchemy import text
-
+    """``{partition: position}`` stored by a SQL consumer (summaries, notify), read the way
+    ``qscan verify`` reads them (compliance.positions)."""
     from compliance.db import make_engine
+    from compliance.positions import coverage
 
-    prefix = f"{name}@kafka.{topic}."
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT name, position FROM consumer_positions WHERE name LIKE :p"),
-                                {"p": f"{name}@kafka.%"}).all()
+        return coverage(engine, name).kafka_for(topic)
     finally:
         engine.dispose()
-    out: dict[int, int] = {}
-    for key, position in rows:
-        suffix = str(key)[len(prefix):] if str(key).startswith(prefix) else ""
-        if suffix.isdigit():
-            out[int(suffix)] = int(position)
-    return out
 
 
 def archive_positions(archive_dir: Path, topic: str) -> dict[int, int]:
