@@ -222,3 +222,27 @@ def test_part_filename_is_get_filenames(ctype: str, disp: str, which: str) -> No
         assume(False)
     for part in msg.walk():
         assert part_filename(part) == _stdlib_filename(part)
+
+
+# -- headers the stdlib's own structured parser cannot read ----------------------------------------
+def test_a_parameter_the_stdlib_parser_crashes_on_leaves_a_readable_part() -> None:
+    """``Name*`` with no value is an IndexError inside CPython's header parser: the part is read
+    from the header's text instead (type, no filename), and the walk goes on."""
+    raw = (b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
+           b"--x\r\nContent-Type: application/octet-stream; Name*\r\n"
+           b"Content-Disposition: attachment; filename*\r\n\r\nAAAA\r\n--x--\r\n")
+    msg = parse(raw)
+    leaf = list(msg.walk())[1]
+    assert leaf.get_content_type() == "application/octet-stream"
+    assert part_filename(leaf) is None
+    assert [p.content_type for p in walk_parts(msg)[0]] == ["application/octet-stream"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab*=;\"' \\()<>@,:/?[]%\t\r\n")), max_size=40))
+def test_any_content_type_parameters_parse(params: str) -> None:
+    raw = f"From: a@b\r\nContent-Type: text/plain; {params}\r\n\r\nbody\r\n".encode()
+    msg = parse(raw)
+    msg.get_content_type()
+    part_filename(msg)
+    walk_parts(msg)

@@ -33,17 +33,27 @@ class _FetchCachingPolicy(policy.EmailPolicy):
         if hasattr(value, "name"):
             return value
         if len(value) > _FETCH_CACHE_MAX_VALUE:  # a hostile giant header is not kept across messages
-            return super().header_fetch_parse(name, value)
+            return self._structured(name, value)
         key = (name, value)
         hit = _FETCHED.get(key)
         if hit is None:
             if len(_FETCHED) >= _FETCH_CACHE_SIZE:
                 _FETCHED.clear()
-            hit = _FETCHED[key] = super().header_fetch_parse(name, value)
+            hit = _FETCHED[key] = self._structured(name, value)
         return hit
+
+    def _structured(self, name: str, value: str) -> str:
+        """The stdlib's structured header; its raw text, unfolded, where the stdlib's own
+        parser raises (``Content-Type: text/plain; Name*`` is an IndexError in CPython 3.11):
+        the compat accessors (get_content_type, get_param, get_filename) read plain text."""
+        try:
+            return super().header_fetch_parse(name, value)
+        except Exception:
+            return _FOLD_BREAKS.sub("", value)
 
 
 _FETCHED: dict[tuple[str, str], str] = {}
+_FOLD_BREAKS = re.compile(r"\r?\n")
 _FETCH_CACHE_SIZE = 2048
 _FETCH_CACHE_MAX_VALUE = 2000
 POLICY = _FetchCachingPolicy()  # policy.default's settings (utf8=False, linesep "\n", raise_on_defect=False)
