@@ -112,7 +112,12 @@ def test_smtp_relay_down_with_notices_waiting(tmp_path: Path) -> None:
             assert problem["what"].endswith(f"with {waiting} notices waiting")
             r = qscan(h.config, "status", "--no-scanners", "--probe-timeout", "1")
             assert r.returncode == SMTP_DOWN
-            assert any(line.startswith("smtp relay") and "DOWN" in line and f"{waiting} notices waiting" in line
-                       for line in r.stdout.splitlines()), r.stdout
+            # the row's detail wraps under it at the terminal's width: read the row as one line
+            lines = r.stdout.splitlines()
+            start = next(n for n, line in enumerate(lines) if line.startswith("smtp relay"))
+            end = next(n for n in range(start + 1, len(lines)) if not lines[n].startswith("      "))
+            row = " ".join(" ".join(lines[start:end]).split())
+            assert row.startswith("smtp relay DOWN 127.0.0.1:"), r.stdout
+            assert row.endswith(f"{waiting} notices waiting"), r.stdout
     finally:
         smtp.stop()
