@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -25,7 +26,9 @@ def test_committed_man_pages_match_the_cli() -> None:
     committed = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "man").glob("*.1")}
     assert sorted(committed) == sorted(wanted), "run `make man`"
     stale = [name for name, text in wanted.items() if committed[name] != text]
-    assert not stale, f"run `make man`: {stale}"
+    first = "".join(difflib.unified_diff(committed[stale[0]].splitlines(True),
+                                         wanted[stale[0]].splitlines(True))) if stale else ""
+    assert not stale, f"run `make man`: {stale}\n{first}"
     assert {"qscan.1", "qscan-db-upgrade.1", "qscan-run.1", "qscan-completion.1"} <= set(wanted)
 
 

@@ -115,7 +115,7 @@ def test_smtp_relay_down_with_notices_waiting(tmp_path: Path) -> None:
             # the row's detail wraps under it at the terminal's width: read the row as one line
             lines = r.stdout.splitlines()
             start = next(n for n, line in enumerate(lines) if line.startswith("smtp relay"))
-            end = next(n for n in range(start + 1, len(lines)) if not lines[n].startswith("      "))
+            end = next(n for n in range(start + 1, len(lines)) if not lines[n].startswith(" "))
             row = " ".join(" ".join(lines[start:end]).split())
             assert row.startswith("smtp relay DOWN 127.0.0.1:"), r.stdout
             assert row.endswith(f"{waiting} notices waiting"), r.stdout

@@ -73,7 +73,11 @@ def render(root: click.Command, path: tuple[str, ...]) -> str:
              ".SH SYNOPSIS", f".B {roff(' '.join(('qscan', *path)))}",
              roff(" ".join(cmd.collect_usage_pieces(ctx))), ".SH DESCRIPTION"]
     lines += paragraphs(cmd.help or "")
-    options = [rec for p in cmd.get_params(ctx) if (rec := p.get_help_record(ctx)) is not None]
+    options = [rec for p in cmd.params if (rec := p.get_help_record(ctx)) is not None]
+    if cmd.add_help_option and ctx.help_option_names:
+        # named from this context, not cmd.get_help_option(): click caches that on the command,
+        # with the names of whichever context asked first (a test invoking it bare has no -h)
+        options.append((", ".join(ctx.help_option_names), "Show this message and exit."))
     if options:
         lines.append(".SH OPTIONS")
         for opts, help_text in options:
