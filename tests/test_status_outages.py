@@ -70,11 +70,11 @@ def test_broker_down_is_reported_at_once(broker: Broker, tmp_path: Path) -> None
         assert code == 0, doc["problems"]
         assert doc["broker"]["reachable"] is True
         broker.stop()
-        code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "1")
+        code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "3")
         assert code == BROKER_DOWN, doc["problems"]
         [problem] = doc["problems"]
         assert problem["what"].startswith(f"Kafka broker {broker.bootstrap} (topic qscan.events): ")
-        r = qscan(h.config, "status", "--no-scanners", "--probe-timeout", "1")
+        r = qscan(h.config, "status", "--no-scanners", "--probe-timeout", "3")
         assert r.returncode == BROKER_DOWN
         assert any(line.startswith("kafka") and "UNREACHABLE" in line for line in r.stdout.splitlines()), r.stdout
 
@@ -95,7 +95,7 @@ def test_smtp_relay_down_with_notices_waiting(tmp_path: Path) -> None:
             assert doc["smtp"]["reachable"] and doc["smtp"]["notices_waiting"] == 0
             smtp.stop()
             # down, but nothing waits: shown, not a problem
-            code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "1")
+            code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "5")
             assert code == 0 and doc["smtp"]["reachable"] is False, doc
             ev = policy_event()
             with Journal(h.journal) as j:
@@ -103,14 +103,14 @@ def test_smtp_relay_down_with_notices_waiting(tmp_path: Path) -> None:
             res = subprocess.run([sys.executable, "-m", "qscan", "-c", str(h.config), "consume", "notify",
                                   "--once"], capture_output=True, text=True, timeout=120)
             assert res.returncode == 0, res.stderr
-            code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "1")
+            code, doc = status_json(h.config, "--no-scanners", "--probe-timeout", "5")
             waiting = doc["smtp"]["notices_waiting"]
             assert waiting and waiting >= 1
             assert code == SMTP_DOWN, doc["problems"]
             [problem] = [p for p in doc["problems"] if p["code"] == SMTP_DOWN]
             assert problem["what"].startswith(f"notify: SMTP relay 127.0.0.1:{smtp.port} is down (")
             assert problem["what"].endswith(f"with {waiting} notices waiting")
-            r = qscan(h.config, "status", "--no-scanners", "--probe-timeout", "1")
+            r = qscan(h.config, "status", "--no-scanners", "--probe-timeout", "5")
             assert r.returncode == SMTP_DOWN
             # the row's detail wraps under it at the terminal's width: read the row as one line
             lines = r.stdout.splitlines()

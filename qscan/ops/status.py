@@ -246,14 +246,15 @@ def _in_thread(work: Any, timeout: float, what: str) -> tuple[Any, str | None]:
 def sql_store_info(url: str, timeout: float, *, notices: bool) -> dict[str, Any]:
     """Can the SQL store be read (the consumer-positions table), and with ``notices`` how many
     notifications wait to go out (pending or being sent)."""
+    # imported before the clock starts: on a busy host importing the models alone can take
+    # longer than the probe's timeout, and an answer that slow is the host's, not the store's
+    from sqlalchemy import func, make_url, select
+
+    from compliance.db import make_engine
+    from compliance.models import ConsumerPosition, Notification
     from qscan.redact import mask_url
 
     def work() -> int | None:
-        from sqlalchemy import func, make_url, select
-
-        from compliance.db import make_engine
-        from compliance.models import ConsumerPosition, Notification
-
         u = make_url(url)
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
                 and not Path(u.database).exists():  # a status check creates nothing
