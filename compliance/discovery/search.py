@@ -38,8 +38,33 @@ class Filters:
     sender: str | None = None  # envelope sender (exact, case-insensitive)
     recipient: str | None = None  # an envelope recipient (exact, case-insensitive)
 
+    def as_json(self) -> dict[str, Any]:
+        """The filters that are set, times as ISO 8601 UTC (events, holds, exports)."""
+        return {k: (utc(v).isoformat() if isinstance(v, datetime) else v)
+                for k, v in (("since", self.since), ("until", self.until),
+                             ("sender", self.sender), ("recipient", self.recipient))
+                if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Filters:
+        unknown = set(data) - {"since", "until", "sender", "recipient"}
+        if unknown:
+            raise ValueError(f"unknown discovery filters: {', '.join(sorted(unknown))}")
+        when = {k: datetime.fromisoformat(data[k]) for k in ("since", "until") if data.get(k)}
+        return cls(since=when.get("since"), until=when.get("until"),
+                   sender=data.get("sender"), recipient=data.get("recipient"))
+
 
 NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One indexed message (copy) a query matches."""
+
+    event_id: str
+    sha256: str
+    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +174,17 @@ class Searcher:
                          incomplete=r.incomplete) for r in rows)
         return Result(counts, hits, page=max(page, 1), page_size=page_size)
 
+    def matches(self, tree: Node, filters: Filters = NO_FILTERS) -> list[Match]:
+        """Every message the query matches, every copy of it (not one page, no
+        de-duplication: a hold or an export takes them all), oldest first."""
+        matching, params = self._matching(tree, filters)
+        m = matching.subquery("m")
+        stmt = (select(_D.c.event_id, m.c.sha256, m.c.received_at)
+                .join(m, m.c.id == _D.c.id).order_by(m.c.received_at, _D.c.event_id))
+        with self.index.engine.connect() as conn:
+            return [Match(r.event_id, r.sha256, utc(r.received_at))
+                    for r in conn.execute(stmt, params)]
+
     def _snippets(self, conn: Any, tree: Node, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
             return {}
@@ -170,14 +206,11 @@ class Searcher:
 
 
 def searched_event(query: str, tree: Node, filters: Filters, counts: Counts, *, actor: str,
-                   host: str) -> DiscoverySearched:
+                   host: str, purpose: str | None = None) -> DiscoverySearched:
     """The ``discovery.searched`` event that records one search (who ran what, and how many)."""
     from compliance.discovery.query import render
 
-    given = {k: (v.isoformat() if isinstance(v, datetime) else v)
-             for k, v in (("since", filters.since), ("until", filters.until),
-                          ("sender", filters.sender), ("recipient", filters.recipient))
-             if v is not None}
     return DiscoverySearched(event_id=str(uuid7()), time=datetime.now(UTC), host=host,
-                             actor=actor, query=query, canonical=render(tree), filters=given,
-                             total=counts.total, incomplete=counts.incomplete)
+                             actor=actor, query=query, canonical=render(tree),
+                             filters=filters.as_json(), total=counts.total,
+                             incomplete=counts.incomplete, purpose=purpose)
