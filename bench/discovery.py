@@ -325,12 +325,15 @@ def load_postgres(url: str, n: int) -> float:
         for index in indexes:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
         conn.exec_driver_sql("CREATE UNLOGGED TABLE bench_text (doc_id bigint, "
+                             "received_at timestamptz, "
                              + ", ".join(f"{c} text, n_{c} text" for c in FTS5_COLUMNS) + ")")
     done = 0
-    staged = (*TEXT_COLUMNS, *(f"n_{c}" for c in FTS5_COLUMNS))
+    staged = (*TEXT_COLUMNS, "received_at", *(f"n_{c}" for c in FTS5_COLUMNS))
     for docs, people, texts in Synthetic(n).chunks():
-        for t in texts:  # the vectors are built from the query language's tokens, as the consumer does
+        for d, t in zip(docs, texts, strict=True):
+            # the vectors are built from the query language's tokens, as the consumer does
             t.update({f"n_{c}": " ".join(tokens(t[c])) for c in FTS5_COLUMNS})
+            t["received_at"] = d["received_at"]
         with engine.begin() as conn:
             raw = conn.connection.driver_connection
             for table, cols, rows in (("discovery_docs", DOC_COLUMNS, docs),
@@ -348,8 +351,8 @@ def load_postgres(url: str, n: int) -> float:
         conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
         log("  postgresql: tsvectors ...")
         conn.exec_driver_sql(
-            "INSERT INTO discovery_text (doc_id, " + ", ".join(FTS5_COLUMNS) + ", "
-            + ", ".join(f"tsv_{c}" for c in FTS5_COLUMNS) + ") SELECT doc_id, "
+            "INSERT INTO discovery_text (doc_id, received_at, " + ", ".join(FTS5_COLUMNS) + ", "
+            + ", ".join(f"tsv_{c}" for c in FTS5_COLUMNS) + ") SELECT doc_id, received_at, "
             + ", ".join(FTS5_COLUMNS) + ", "
             + ", ".join(f"to_tsvector('simple', n_{c})" for c in FTS5_COLUMNS) + " FROM bench_text")
         conn.exec_driver_sql("DROP TABLE bench_text")

@@ -98,7 +98,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0013"
+    assert db.current(db_url) == db.head() == "0014"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

@@ -137,8 +137,12 @@ class Searcher:
                 .where(text("discovery_text MATCH :dq_match")))
         else:
             compiler = PgCompiler("discovery_text", self.index.pg_config)
+            dates = [schema.pg_text.c.received_at >= utc(filters.since)] if filters.since else []
+            if filters.until is not None:
+                dates.append(schema.pg_text.c.received_at < utc(filters.until))
+            # the dates on the text table too: one bitmap scan narrows by both (see schema)
             cond = _D.c.id.in_(select(schema.pg_text.c.doc_id)
-                               .where(compiler.condition(tree)))
+                               .where(compiler.condition(tree), *dates))
         conds = [cond]
         if filters.since is not None:
             conds.append(_D.c.received_at >= utc(filters.since))
