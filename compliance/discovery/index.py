@@ -6,7 +6,7 @@ that a replay rebuilds; keeping it out of the store keeps the store (chained rec
 the schema Alembic checks) free of FTS5's shadow tables, and the index can be deleted
 and rebuilt, or vacuumed, without touching the evidence.
 
-PostgreSQL: the tables of migration 0011 in the SQL store, one ``tsvector`` per field
+PostgreSQL: the tables of migration 0012 (and 0014) in the SQL store, one ``tsvector`` per field
 with a GIN index, the position in ``consumer_positions`` like the other consumers. The
 vectors are built from the same tokens the query language cuts words into
 (``query.tokens``), so a word matches the same text as on SQLite.

@@ -1,5 +1,6 @@
 """The discovery index's tables (not on the store's ``Base``: on SQLite they live in their
-own file, see compliance/discovery/index.py; on PostgreSQL migration 0011 creates them).
+own file, see compliance/discovery/index.py; on PostgreSQL migration 0012 creates them,
+0014 adds ``discovery_text.received_at``).
 
 ``discovery_docs``: one row per indexed message (metadata the filters and counts use);
 ``discovery_participants``: its envelope sender and recipients (filters, per-custodian
