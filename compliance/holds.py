@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Engine, and_, false, func, or_, select
 from sqlalchemy.orm import Session
@@ -41,6 +41,10 @@ from ingest.event import (
     utc,
 )
 from ingest.ids import uuid7
+
+if TYPE_CHECKING:
+    from compliance.discovery.index import DiscoveryIndex
+    from compliance.discovery.selection import Change
 
 LogAppend = Callable[[AnyEvent], None]
 
@@ -219,12 +223,12 @@ class Rerun:
 
     hold_id: str
     matter: str
-    change: Any  # compliance.discovery.selection.Change
+    change: Change
     deleted: dict[str, datetime]  # removed messages with a tombstone: when they were deleted
 
 
-def rerun(engine: Engine, index: Any, matter_or_id: str) -> Rerun:
-    """Run a hold's recorded discovery search again over ``index`` (a DiscoveryIndex) and
+def rerun(engine: Engine, index: DiscoveryIndex, matter_or_id: str) -> Rerun:
+    """Run a hold's recorded discovery search again over ``index`` and
     compare: messages it finds now and did not then, and held messages it no longer finds
     (those deleted since - only possible after a release - say when)."""
     from compliance.discovery.selection import rerun as run_again
