@@ -162,7 +162,8 @@ class Searcher:
         # (as a subquery it ran once per statement: three times the phrase recheck on
         # PostgreSQL, three times the FTS5 doclist walk on SQLite - bench/discovery.py).
         # It lives in this connection's transaction, rolled back at the end.
-        m = Table("discovery_matches", MetaData(), Column("id", BigInteger, primary_key=True),
+        m = Table("discovery_matches", MetaData(),
+                  Column("id", BigInteger, primary_key=True, autoincrement=False),
                   Column("sha256", String(64)), prefixes=["TEMPORARY"])
         # the first copy of each distinct message
         first = select(func.min(m.c.id).label("id")).group_by(m.c.sha256).subquery("first")
