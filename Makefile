@@ -9,7 +9,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 CLIENT   := $(VENV)/bin/qscan-queue
 
-.PHONY: install demo test test-fast lint typecheck schema man clean bench bench-anchors
+.PHONY: install demo test test-fast lint typecheck schema man clean bench bench-anchors bench-discovery
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh scripts/debian-packages.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/bootstrap.sh
@@ -51,6 +51,13 @@ clean:
 bench: install
 	$(PY) -m bench.run --docs docs/performance.md
 	$(PY) -m bench.cli_help
+
+# Discovery search (docs/discovery.md): indexing rate of the bench corpus into SQLite FTS5, and a
+# phrase query with a date filter over DISCOVERY_MESSAGES synthetic indexed messages on SQLite and
+# PostgreSQL (when installed), index size per message -> bench/results/discovery.json
+DISCOVERY_MESSAGES ?= 1000000
+bench-discovery: install
+	$(PY) bench/discovery.py --messages $(DISCOVERY_MESSAGES)
 
 # `make bench` plus amavisd-new on the same corpus (not in CI: it installs a Debian package when
 # missing; the bench starts its own amavisd with its own configuration, never the system's service)

@@ -2,7 +2,9 @@
 
 ``qscan export --matter NAME [filters] --out DIR`` selects the messages the
 matter's hold covers (custodians, dates, query), narrowed by any further
-filters, and produces in DIR:
+filters; with ``--query`` (a discovery search, compliance/discovery/selection.py)
+the messages the search found, narrowed to the matter's hold when the matter has
+one (a matter without a hold is allowed then), and produces in DIR:
 
 * ``messages/PREFIX0000001.eml`` ... (or one ``messages.mbox``, mboxrd): each
   message as qmail-queue received it from qscan, read from its archive or
@@ -10,8 +12,10 @@ filters, and produces in DIR:
   proven against the SQL row's ``raw_sha256`` before it is written;
 * ``manifest.csv``, ``manifest.json``, ``edrm.xml``, ``loadfile.dat``
   (compliance.loadfiles);
-* ``custody.json``: who ran it, when, the exact selection, the tool version,
-  counts, the SHA-256 of every other file, and the chain heads at that moment.
+* ``custody.json``: who ran it, when, the exact selection (for an export by
+  query: the query as typed and in canonical form, its filters, and the result
+  set as event ids with the messages' hashes), the tool version, counts, the
+  SHA-256 of every other file, and the chain heads at that moment.
 
 The same custody record is stored in SQL (``exports``, ``export_items``) and on
 the log (``export.completed``). Everything is written into a hidden sibling
@@ -28,13 +32,13 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, Engine, and_, func, select, true, tuple_
 
 from compliance import holds, loadfiles
 from compliance.audit import Filters
@@ -43,7 +47,14 @@ from compliance.db import session_factory
 from compliance.models import ChainHead, Deletion, Export, Message, Recipient
 from compliance.records import record_export
 from compliance.verify import expected_location
-from ingest.event import AnyEvent, ExportCompleted, ExportedItem, utc
+from ingest.event import (
+    AnyEvent,
+    DiscoveryQuery,
+    ExportCompleted,
+    ExportedItem,
+    SelectedItem,
+    utc,
+)
 from ingest.ids import uuid7
 from ingest.private import fsync_dir
 
@@ -73,6 +84,9 @@ class ExportRequest:
     filters: Filters = field(default_factory=Filters)
     fmt: Literal["eml", "mbox"] = "eml"
     prefix: str = "QSCAN"
+    # an export by query: the discovery search and every message (copy) it found
+    discovery: DiscoveryQuery | None = None
+    selected: Sequence[SelectedItem] = ()
 
     def __post_init__(self) -> None:
         if not _PREFIX.match(self.prefix):
@@ -97,19 +111,36 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _selected(engine: Engine, where: ColumnElement[bool]) -> Iterator[list[Any]]:
+def _pages(ids: Sequence[str] | None) -> Iterator[ColumnElement[bool] | None]:
+    """The selection in pages: keyset pages of the condition (None), or for an export by
+    query the chosen event ids PAGE at a time (a bound list per page: no statement ever
+    carries more parameters than a database takes)."""
+    if ids is None:
+        while True:
+            yield None
+    else:
+        for start in range(0, len(ids), PAGE):
+            yield Message.event_id.in_(list(ids[start:start + PAGE]))
+
+
+def _selected(engine: Engine, where: ColumnElement[bool],
+              ids: Sequence[str] | None = None) -> Iterator[list[Any]]:
     last: tuple[datetime, str] | None = None
     m = Message
-    while True:
+    for page in _pages(ids):
         stmt = (select(m.event_id, m.received_at, m.host, m.sender, m.header_from, m.header_to,
                        m.header_cc, m.header_date, m.subject, m.message_id, m.action,
                        m.category, m.raw_sha256, m.sha256, m.queue_status,
                        Deletion.event_id.label("tombstone"))
                 .outerjoin(Deletion, Deletion.ref_event_id == m.event_id)
                 .where(where))
-        if last is not None:
+        if page is not None:
+            stmt = stmt.where(page)
+        elif last is not None:
             stmt = stmt.where(tuple_(m.received_at, m.event_id) > tuple_(*last))
-        stmt = stmt.order_by(m.received_at, m.event_id).limit(PAGE)
+        stmt = stmt.order_by(m.received_at, m.event_id)
+        if page is None:
+            stmt = stmt.limit(PAGE)
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
             rcpts: dict[str, list[str]] = {r.event_id: [] for r in rows}
@@ -118,10 +149,11 @@ def _selected(engine: Engine, where: ColumnElement[bool]) -> Iterator[list[Any]]
                         select(Recipient.event_id, Recipient.address)
                         .where(Recipient.event_id.in_(list(rcpts))).order_by(Recipient.id)):
                     rcpts[event_id].append(address)
-        if not rows:
+        if page is None and not rows:
             return
-        yield [(r, rcpts[r.event_id]) for r in rows]
-        last = (rows[-1].received_at, rows[-1].event_id)
+        if rows:
+            yield [(r, rcpts[r.event_id]) for r in rows]
+            last = (rows[-1].received_at, rows[-1].event_id)
 
 
 def _fetch(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFacts,
@@ -168,23 +200,35 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
         raise ExportError(f"{out.parent} is not a directory")
     with session_factory(engine)() as session:
         try:
-            hold = holds.find(session, req.matter)
+            hold: Any = holds.find(session, req.matter)
         except holds.HoldError as exc:
-            raise ExportError(str(exc)) from exc
-        spec = holds.spec_of(hold)
-        hold_id = hold.hold_id
+            if req.discovery is None:
+                raise ExportError(str(exc)) from exc
+            hold = None  # an export by query needs no hold: the search chose the messages
+        spec = holds.spec_of(hold) if hold is not None else None
+        hold_id = hold.hold_id if hold is not None else None
         heads = {h.host: {"seq": h.seq, "hash": h.hash}
                  for h in session.scalars(select(ChainHead).order_by(ChainHead.host))}
-    where = and_(spec.clause(), *req.filters.where())
+    where = and_(spec.clause() if spec is not None else true(), *req.filters.where())
+    ids = [i.event_id for i in req.selected] if req.discovery is not None else None
     with engine.connect() as conn:
-        total = int(conn.scalar(select(func.count()).select_from(Message).where(where)) or 0)
-    query = {"hold": spec.describe(), "filters": req.filters.as_json()}
+        if ids is None:
+            total = int(conn.scalar(select(func.count()).select_from(Message).where(where)) or 0)
+        else:
+            total = sum(int(conn.scalar(select(func.count()).select_from(Message)
+                                        .where(where, Message.event_id.in_(ids[i:i + PAGE])))
+                            or 0) for i in range(0, len(ids), PAGE))
+    query: dict[str, Any] = {"hold": spec.describe() if spec is not None else None,
+                             "filters": req.filters.as_json()}
+    if req.discovery is not None:
+        query["discovery"] = {**req.discovery.model_dump(),
+                              "results": [i.model_dump() for i in req.selected]}
     export_id = str(uuid7())
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     os.mkdir(tmp, 0o700)
     try:
         rows, items = _produce(engine, store, raw_from_log, archived or (lambda e, s, r: True),
-                               req, where, tmp, total, progress)
+                               req, where, tmp, total, progress, ids)
         produced = [r for r in rows if r["sha256"]]
         total_bytes = sum(int(r["size"]) for r in produced)
         meta = {"export_id": export_id, "matter": req.matter, "hold_id": hold_id,
@@ -207,7 +251,8 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
                        "missing": len(rows) - len(produced),
                        "deleted": sum(1 for r in rows if r["source"] == DELETED),
                        "not_stored": sum(1 for r in rows if r["source"] == NOT_STORED),
-                       "bytes": total_bytes},
+                       "bytes": total_bytes,
+                       **({"search_results": len(ids)} if ids is not None else {})},
             "chain_heads": heads, "files": files,
         }
         data = (json.dumps(custody, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
@@ -240,7 +285,7 @@ def run(engine: Engine, store: CopyStore, log_append: LogAppend, req: ExportRequ
 
 def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
              archived: Archived, req: ExportRequest, where: ColumnElement[bool], tmp: Path, total: int,
-             progress: Callable[[int, int], None] | None
+             progress: Callable[[int, int], None] | None, ids: Sequence[str] | None = None
              ) -> tuple[list[dict[str, Any]], list[ExportedItem]]:
     rows: list[dict[str, Any]] = []
     items: list[ExportedItem] = []
@@ -252,7 +297,7 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
         mbox = os.fdopen(fd, "wb")
     offset = 0
     try:
-        for batch in _selected(engine, where):
+        for batch in _selected(engine, where, ids):
             for r, rcpts in batch:
                 doc_id = f"{req.prefix}{len(rows) + 1:07d}"
                 received = utc(r.received_at)

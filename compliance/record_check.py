@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from compliance.models import Export, ExportItem, Hold
+from compliance.models import Export, ExportItem, Hold, HoldItem
 from ingest.event import ExportCompleted, HoldCreated, HoldReleased, utc
 from ingest.summary_line import clean
 
@@ -85,7 +85,12 @@ class RecordCheck:
         rows = {h.hold_id: h for h in conn.execute(select(
             Hold.hold_id, Hold.matter, Hold.custodians, Hold.since, Hold.until, Hold.query,
             Hold.reason, Hold.created_by, Hold.created_at, Hold.released_at, Hold.released_by,
-            Hold.release_reason, Hold.release_event_id))}
+            Hold.release_reason, Hold.release_event_id, Hold.discovery))}
+        items: dict[str, list[tuple[str, str]]] = {}
+        if self.created:
+            for r in conn.execute(select(HoldItem.hold_id, HoldItem.event_id, HoldItem.sha256)
+                                  .where(HoldItem.hold_id.in_(list(self.created)))):
+                items.setdefault(r.hold_id, []).append((r.event_id, r.sha256))
         for hold_id, ev in sorted(self.created.items()):
             row = rows.get(hold_id)
             if row is None:
@@ -103,6 +108,11 @@ class RecordCheck:
                 ("reason", ev.reason, row.reason),
                 ("created_by", clean(ev.actor, 255), row.created_by),
                 ("created_at", _utc(ev.time), _utc(row.created_at)),
+                # a hold by query: the search, and the messages it holds by id
+                ("discovery", ev.discovery.model_dump() if ev.discovery else None,
+                 _json(row.discovery)),
+                ("hold_items", sorted((i.event_id, i.sha256) for i in ev.items),
+                 sorted(items.get(hold_id, []))),
             ])
             if diff:
                 problem("log-mismatch", "holds", hold_id,

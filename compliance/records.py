@@ -22,6 +22,7 @@ from compliance.models import (
     Export,
     ExportItem,
     Hold,
+    HoldItem,
     Message,
     QuarantineEntry,
 )
@@ -88,8 +89,21 @@ def record_hold(session: Session, ev: HoldCreated) -> bool:
         since=utc(ev.since) if ev.since else None, until=utc(ev.until) if ev.until else None,
         query=json.dumps(ev.query, sort_keys=True, ensure_ascii=False), reason=ev.reason,
         created_by=clean(ev.actor, 255), created_at=utc(ev.time),
+        discovery=hold_discovery_json(ev),
     ))
+    if ev.items:
+        session.execute(insert(HoldItem), [
+            {"hold_id": ev.event_id, "event_id": item.event_id, "sha256": item.sha256}
+            for item in ev.items
+        ])
     return True
+
+
+def hold_discovery_json(ev: HoldCreated) -> str | None:
+    """``holds.discovery``: the search of a hold by query, as its event records it."""
+    if ev.discovery is None:
+        return None
+    return json.dumps(ev.discovery.model_dump(), sort_keys=True, ensure_ascii=False)
 
 
 def record_release(session: Session, ev: HoldReleased) -> bool:

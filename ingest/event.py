@@ -264,8 +264,30 @@ class MessageDeleted(_Model):
     message_hash: str | None = Field(None, description="chain hash of the message's SQL row")
 
 
+class DiscoveryQuery(_Model):
+    """A discovery search as recorded with the hold or export it chose messages for
+    (docs/discovery.md): enough to say how the set was chosen and to run it again."""
+
+    query: str = Field(description="the query as typed")
+    canonical: str = Field(description="the query as parsed, in its canonical spelling")
+    filters: dict[str, Any] = Field({}, description="the metadata filters (since, until, sender, "
+                                    "recipient)")
+    total: int = Field(description="distinct messages found (by hash)")
+    incomplete: int = Field(0, description="of those, messages not fully indexed")
+
+
+class SelectedItem(_Model):
+    """One message a discovery search found: every copy (event) of it, with its hash."""
+
+    event_id: str
+    sha256: str = Field(description="of the message as received (copies share it)")
+
+
 class HoldCreated(_Model):
-    """A legal hold: matching messages must not be deleted until it is released."""
+    """A legal hold: matching messages must not be deleted until it is released.
+
+    A hold made from a discovery search (``qscan hold create --query``) holds exactly the
+    messages the search found (``items``), and records the search (``discovery``)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     type: Literal["hold.created"] = "hold.created"
@@ -279,6 +301,10 @@ class HoldCreated(_Model):
     query: dict[str, Any] = Field({}, description="further audit-search filters")
     reason: str
     actor: str
+    discovery: DiscoveryQuery | None = Field(None, description="the discovery search that chose "
+                                             "the held messages (a hold by query)")
+    items: list[SelectedItem] = Field([], description="a hold by query: the messages held, "
+                                      "every copy, as the search found them")
 
 
 class HoldReleased(_Model):
@@ -311,7 +337,8 @@ class ExportCompleted(_Model):
     hold_id: str | None = None
     actor: str
     started: datetime
-    query: dict[str, Any]
+    query: dict[str, Any] = Field(description="the exact selection: the hold, the filters and, "
+                                  "for an export by query, the discovery search with its results")
     tool_version: str
     format: str
     out_dir: str
@@ -430,6 +457,9 @@ class DiscoverySearched(_Model):
                                     "recipient)")
     total: int = Field(description="distinct messages found (by hash)")
     incomplete: int = Field(0, description="of those, messages not fully indexed")
+    purpose: str | None = Field(None, description="what the search chose messages for, when not "
+                                "`discover search`: 'hold MATTER', 'export MATTER', "
+                                "'rerun of hold MATTER'")
 
 
 EVENT_TYPES: dict[str, type[_Model]] = {

@@ -97,3 +97,28 @@ def test_report_judges_targets_against_the_runs_floors(capsys: pytest.CaptureFix
     report(r)
     line = next(x for x in capsys.readouterr().out.splitlines() if "p50 floor" in x)
     assert "MISSED" in line
+
+
+@pytest.mark.integration
+def test_discovery_bench_runs_small(tmp_path: Path) -> None:
+    """bench/discovery.py at toy sizes: the indexing rate, the synthetic load and the timed
+    search on both databases, and SQLite and PostgreSQL find the same messages."""
+    from qscan.testing import postgres
+
+    out = tmp_path / "d.json"
+    skip = "" if postgres.available() else "postgresql"
+    proc = subprocess.run(
+        [sys.executable, "bench/discovery.py", "--count", "20", "--workers", "1",
+         "--messages", "3000", "--json", str(out), *(["--skip", skip] if skip else [])],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["indexing"]["messages"] == 20 and r["indexing"]["messages_per_second"] > 0
+    sqlite = r["query"]["sqlite"]
+    assert sqlite["index_bytes_per_message"] > 0
+    first = sqlite["queries"][0]
+    assert first["total"] > 0 and first["hits_on_page"] > 0 and first["best_of_3_ms"] > 0
+    if not skip:
+        pg = r["query"]["postgresql"]
+        assert [q["total"] for q in pg["queries"]] == [q["total"] for q in sqlite["queries"]]

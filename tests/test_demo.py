@@ -30,6 +30,12 @@ def test_make_demo(tmp_path: Path) -> None:
     assert b"Customer list for the migration" in dlp_copy.read_bytes()
     assert "4556 7375 8689 9855" not in (data / "summary.log").read_text()  # masked, never in logs
     assert "stopped qscan run" in text
+    # the corpus is indexed once the other consumers are done, and one discovery search shown:
+    # a phrase in two subjects, a word in a CSV inside a zip attachment
+    assert f"discovery index:   {data / 'discovery.db'}" in text
+    assert "qscan discover search '\"q3 figures\" OR attachment:revenue' --limit 3" in text
+    assert "\n3 messages\n" in text and "hits 1-3 of 3:" in text
+    assert "Re: [Q3 figures]" in text and "[revenue]" in text
     assert len(list((data / "queued").glob("*.msg"))) == 25
     # one archived message carries the envelope block at its bottom
     archived = sorted((data / "archive" / "new").iterdir())

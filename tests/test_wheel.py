@@ -104,6 +104,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     shown = run([qscan, "demo", "--data-dir", demo], cwd=site, env=env).stdout
     assert "27/27 accepted" in shown and "deliver=25, quarantine=2" in shown, shown[-3000:]
     assert "stopped qscan run" in shown
+    assert "hits 1-3 of 3:" in shown  # the demo's discovery search, from the installed wheel
 
     # one more message through the installed client, into a daemon started from the venv
     client = queue_client(venv / "bin")

@@ -6,7 +6,7 @@ that a replay rebuilds; keeping it out of the store keeps the store (chained rec
 the schema Alembic checks) free of FTS5's shadow tables, and the index can be deleted
 and rebuilt, or vacuumed, without touching the evidence.
 
-PostgreSQL: the tables of migration 0011 in the SQL store, one ``tsvector`` per field
+PostgreSQL: the tables of migration 0012 (and 0014) in the SQL store, one ``tsvector`` per field
 with a GIN index, the position in ``consumer_positions`` like the other consumers. The
 vectors are built from the same tokens the query language cuts words into
 (``query.tokens``), so a word matches the same text as on SQLite.
@@ -36,8 +36,8 @@ PG_FIELD_CHARS = 250_000  # a tsvector holds at most 1 MB: longer field text is 
 _FTS_INSERT = text("INSERT INTO discovery_text (rowid, " + ", ".join(FTS5_COLUMNS) + ") VALUES "
                    "(:doc_id, " + ", ".join(f":{c}" for c in FTS5_COLUMNS) + ")")
 _PG_INSERT = text(
-    "INSERT INTO discovery_text (doc_id, " + ", ".join(FTS5_COLUMNS) + ", "
-    + ", ".join(PG_VECTORS[f] for f in FIELDS) + ") VALUES (:doc_id, "
+    "INSERT INTO discovery_text (doc_id, received_at, " + ", ".join(FTS5_COLUMNS) + ", "
+    + ", ".join(PG_VECTORS[f] for f in FIELDS) + ") VALUES (:doc_id, :received_at, "
     + ", ".join(f":{c}" for c in FTS5_COLUMNS) + ", "
     + ", ".join(f"to_tsvector(CAST(:cfg AS regconfig), :n_{COLUMNS[f]})" for f in FIELDS) + ")")
 
@@ -114,6 +114,7 @@ class DiscoveryIndex:
                 values.update({f"n_{COLUMNS[f]}": " ".join(tokens(values[COLUMNS[f]]))
                                for f in FIELDS})
                 values["cfg"] = self.pg_config
+                values["received_at"] = m.received_at
             row["incomplete"] = notes
             doc_id = conn.scalar(insert(schema.docs).values(row).returning(schema.docs.c.id))
             values["doc_id"] = doc_id

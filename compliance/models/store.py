@@ -253,6 +253,23 @@ class Hold(Base):
     released_by: Mapped[str | None] = mapped_column(String(255))
     release_reason: Mapped[str | None] = mapped_column(Text)
     release_event_id: Mapped[str | None] = mapped_column(String(36))
+    # -- 0013 ------------------------------------------------------------------
+    discovery: Mapped[str | None] = mapped_column(
+        Text, doc="a hold by query: JSON of the discovery search that chose its messages "
+        "(query, canonical, filters, total, incomplete); its messages are in hold_items")
+
+
+class HoldItem(Base):
+    """A hold by query: one message (copy) it holds, as the discovery search found it."""
+
+    __tablename__ = "hold_items"
+    __table_args__ = (Index("ix_hold_items_hold_event", "hold_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    hold_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("holds.hold_id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    sha256: Mapped[str] = mapped_column(String(64), doc="the message's hash when it was found")
 
 
 class Export(Base):

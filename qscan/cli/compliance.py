@@ -367,7 +367,10 @@ def hold() -> None:
     Examples:
       qscan hold create "Acme v. Example" --custodian ceo@example.com \\
           --custodian '*@acme.test' --since 2025-01-01 --reason "litigation notice 2026-11-20"
+      qscan hold create "Falcon" --query '"wire transfer" AND acme' --since 2026-01-01 \\
+          --reason "subpoena 2026-12-01"
       qscan hold list
+      qscan hold show Falcon --rerun
       qscan hold release "Acme v. Example" --reason "case settled"
     """
 
@@ -376,34 +379,74 @@ def hold() -> None:
 @click.argument("matter")
 @click.option("--custodian", "custodians", multiple=True, metavar="ADDR",
               help="an address whose mail (sent or received) is held; repeat; '*' allowed")
+@click.option("--query", "search", metavar="QUERY",
+              help="hold exactly what this discovery search finds (docs/discovery.md); "
+              "with --since/--until/--sender/--recipient only")
 @click.option("--reason", required=True, help="why (kept with the hold, on the log and in SQL)")
 @filter_options
 @click.pass_context
-def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], reason: str,
-                **kwargs: Any) -> None:
+def hold_create(ctx: click.Context, matter: str, custodians: tuple[str, ...], search: str | None,
+                reason: str, **kwargs: Any) -> None:
     """Put MATTER on hold: the custodians' mail, within --since/--until, narrowed by any
-    further filters. Mail arriving later is covered as well."""
+    further filters. Mail arriving later is covered as well.
+
+    With --query, the messages a discovery search finds (every page, every copy) are
+    held, by id, as found now; the search and its results are recorded with the hold,
+    and `qscan hold show MATTER --rerun` shows what it would find today."""
     from compliance import holds
     from qscan.wiring.compliance import actor, log_appender
 
     filters = take_filters(kwargs)
     cfg = _config(ctx)
-    since, until = filters.since, filters.until
-    query = type(filters)(**{**filters.__dict__, "since": None, "until": None})
+    chosen = None
+    if search is not None:
+        chosen = _hold_selection(ctx, cfg, matter, search, custodians, filters)
+        spec_args: dict[str, Any] = {"discovery": chosen.record()}
+    else:
+        spec_args = {"custodians": custodians, "since": filters.since, "until": filters.until,
+                     "query": type(filters)(**{**filters.__dict__, "since": None,
+                                               "until": None})}
     try:
-        spec = holds.HoldSpec(matter=matter, custodians=custodians, since=since, until=until,
-                              query=query)
+        spec = holds.HoldSpec(matter=matter, **spec_args)
     except holds.HoldError as exc:
         raise click.UsageError(str(exc)) from exc
     with sql_store(ctx) as engine, log_appender(cfg) as append:
         try:
             ev = holds.create(engine, append, spec, reason=reason, actor=actor(cfg),
-                              host=cfg.hostname)
+                              host=cfg.hostname, items=chosen.items() if chosen else ())
         except holds.HoldError as exc:
             raise click.ClickException(str(exc)) from exc
         covered = [h for h in holds.listing(engine) if h["hold_id"] == ev.event_id]
     n = covered[0]["messages"] if covered else 0
-    click.echo(f"hold {ev.event_id} on {matter!r}: {n} stored messages covered now")
+    found = (f" ({chosen.counts.total} found by the query, {len(chosen.matches)} copies held "
+             "by id)" if chosen else "")
+    click.echo(f"hold {ev.event_id} on {matter!r}: {n} stored messages covered now{found}")
+
+
+def _hold_selection(ctx: click.Context, cfg: Config, matter: str, search: str,
+                    custodians: tuple[str, ...], filters: Any) -> Any:
+    """The discovery search of ``hold create --query``: its filters are --since, --until
+    and exact --sender/--recipient; custodians and the other audit filters are refused
+    (the hold is exactly what the recorded search found)."""
+    from compliance.discovery.search import Filters
+    from qscan.cli.discover import choose
+
+    others = sorted(k for k, v in filters.as_json().items()
+                    if k not in ("since", "until", "sender", "recipient"))
+    if custodians or others:
+        given = ["--custodian"] if custodians else []
+        given += [f"--{k.replace('_', '-')}" for k in others]
+        raise click.UsageError(f"--query takes --since, --until, --sender and --recipient "
+                               f"only, not {', '.join(given)}: a hold by query holds exactly "
+                               "what the search finds")
+    for name in ("sender", "recipient"):
+        value = getattr(filters, name)
+        if value is not None and ("*" in value or "@" not in value):
+            raise click.UsageError(f"with --query, --{name} is one exact address (as in "
+                                   "`qscan discover search`), not a pattern")
+    return choose(ctx, cfg, search, Filters(since=filters.since, until=filters.until,
+                                            sender=filters.sender, recipient=filters.recipient),
+                  purpose=f"hold {matter}")
 
 
 HOLD_COLUMNS = (  # drop: which go first on a narrow terminal (0: never)
@@ -425,6 +468,8 @@ def _hold_cell(row: dict[str, Any], col: Column) -> Any:
             return "any time"
         return f"{(row['since'] or '')[:10] or '…'} to {(row['until'] or '')[:10] or '…'}"
     if col.key == "filters":
+        if row.get("discovery"):
+            return f"--query {json.dumps(row['discovery']['canonical'], ensure_ascii=False)}"
         return query_text(row["query"])
     if col.key == "created_at":
         return f"{row['created_at'][:16].replace('T', ' ')} {row['created_by']}"
@@ -446,6 +491,107 @@ def hold_list(ctx: click.Context, include_released: bool, fmt: str, wide: bool) 
         rows = holds.listing(engine, include_released=include_released)
     emit_rows(rows, HOLD_COLUMNS, fmt, wide=wide, cells=_hold_cell,
               empty="no holds" if include_released else "no active holds")
+
+
+@hold.command("show")
+@click.argument("matter")
+@click.option("--rerun", is_flag=True,
+              help="a hold by query: run its search again and list what changed since")
+@output_options("text")
+@click.pass_context
+def hold_show(ctx: click.Context, matter: str, rerun: bool, as_json: bool) -> None:
+    """One hold (by matter, id, or its first 8+ characters): what it covers and why; for a
+    hold by query, the search as recorded and the messages it holds.
+
+    With --rerun, the recorded search (its canonical query, its filters) runs again over
+    today's index and the messages it finds that the hold does not have (mail indexed
+    since), and the held messages it no longer finds (deleted after a release, or no longer
+    indexed), are listed. The hold itself does not change; the rerun is recorded as a
+    discovery.searched event."""
+    from compliance import holds
+
+    cfg = _config(ctx)
+    with sql_store(ctx) as engine:
+        try:
+            doc = holds.show(engine, matter)
+        except holds.HoldError as exc:
+            raise click.ClickException(str(exc)) from exc
+        again = _rerun(ctx, cfg, engine, doc["hold_id"]) if rerun else None
+    if again is not None:
+        change = again.change
+        doc["rerun"] = {
+            "total": change.now.counts.total, "copies": len(change.now.matches),
+            "added": [{"event_id": m.event_id, "sha256": m.sha256,
+                       "received_at": m.received_at.isoformat()} for m in change.added],
+            "removed": [{"event_id": i.event_id, "sha256": i.sha256,
+                         "deleted_at": (again.deleted[i.event_id].isoformat()
+                                        if i.event_id in again.deleted else None)}
+                        for i in change.removed]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    _show_hold(doc)
+
+
+def _rerun(ctx: click.Context, cfg: Config, engine: Any, hold_id: str) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from compliance import holds
+    from compliance.discovery.search import searched_event
+    from qscan.cli.discover import open_index
+    from qscan.wiring.compliance import actor, log_appender
+
+    index = open_index(ctx, cfg)
+    try:
+        again = holds.rerun(engine, index, hold_id)
+    except holds.HoldError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"discovery search failed: {exc}") from exc
+    finally:
+        index.close()
+    now = again.change.now
+    with log_appender(cfg) as append:
+        append(searched_event(now.query, now.tree, now.filters, now.counts, actor=actor(cfg),
+                              host=cfg.hostname, purpose=f"rerun of hold {again.matter}"))
+    return again
+
+
+def _show_hold(doc: dict[str, Any]) -> None:
+    state = (f"released {doc['released_at'][:16].replace('T', ' ')} by {doc['released_by']}: "
+             f"{printable(doc['release_reason'] or '')}" if doc["released_at"] else "active")
+    click.echo(f"hold {doc['hold_id']} on {printable(doc['matter'])!r} ({state})")
+    click.echo(f"  created {doc['created_at'][:16].replace('T', ' ')} UTC by "
+               f"{doc['created_by']}: {printable(doc['reason'])}")
+    found = doc.get("discovery")
+    if found:
+        filters = " ".join(f"--{k} {v}" for k, v in found["filters"].items())
+        click.echo(f"  query      {printable(found['query'])}")
+        click.echo(f"  canonical  {printable(found['canonical'])}")
+        click.echo(f"  filters    {filters or 'none'}")
+        more = f", {found['incomplete']} not fully indexed" if found["incomplete"] else ""
+        click.echo(f"  found      {found['total']} messages{more}; {len(doc['items'])} copies "
+                   "held by id")
+    else:
+        from compliance.holds import query_text
+
+        dates = f"{(doc['since'] or '')[:10] or '…'} to {(doc['until'] or '')[:10] or '…'}"
+        click.echo(f"  custodians {', '.join(doc['custodians']) or 'none'}")
+        click.echo(f"  dates      {dates if doc['since'] or doc['until'] else 'any time'}")
+        click.echo(f"  filters    {query_text(doc['query']) or 'none'}")
+    click.echo(f"  covers     {doc['messages']} stored messages now")
+    again = doc.get("rerun")
+    if again is None:
+        return
+    click.echo(f"\nrerun: {again['total']} messages now ({again['copies']} copies); "
+               f"{len(again['added'])} added, {len(again['removed'])} removed since the hold")
+    for m in again["added"]:
+        click.echo(f"  + {m['event_id']}  {m['received_at'][:16].replace('T', ' ')}  "
+                   f"sha256 {m['sha256'][:16]}  (not held)")
+    for m in again["removed"]:
+        why = (f"deleted {m['deleted_at'][:16].replace('T', ' ')}" if m["deleted_at"]
+               else "no longer found")
+        click.echo(f"  - {m['event_id']}  sha256 {m['sha256'][:16]}  ({why})")
 
 
 @hold.command("release")
@@ -475,10 +621,13 @@ def hold_release(ctx: click.Context, matter: str, reason: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["eml", "mbox"]), default="eml",
               show_default=True, help="one .eml per message, or one mbox (mboxrd)")
 @click.option("--prefix", default="QSCAN", show_default=True, help="document id prefix")
+@click.option("--query", "search", metavar="QUERY",
+              help="export what this discovery search finds (docs/discovery.md), within the "
+              "matter's hold if it has one; --since/--until/--sender/--recipient go to the search")
 @filter_options
 @click.pass_context
 def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, prefix: str,
-           **kwargs: Any) -> None:
+           search: str | None, **kwargs: Any) -> None:
     """Produce a legal-discovery export of a matter: .eml files (or one mbox), manifest.csv
     and manifest.json, an EDRM XML and a Concordance DAT load file, and a chain-of-custody
     record (custody.json, also in SQL and on the log).
@@ -488,6 +637,8 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
       qscan export --matter "Acme v. Example" --out /srv/productions/acme-001
       qscan export --matter "Acme v. Example" --since 2025-06-01 --subject contract \\
           --format mbox --out /srv/productions/acme-002
+      qscan export --matter Falcon --query '"wire transfer" NEAR/5 acme' \\
+          --out /srv/productions/falcon-001
       qscan export verify /srv/productions/acme-001
     """
     if ctx.invoked_subcommand is not None:
@@ -501,10 +652,15 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
     filters = take_filters(kwargs)
     cfg = _config(ctx)
     judge = _archive_judge(cfg)
+    by_query: dict[str, Any] = {}
+    if search is not None:
+        filters, chosen = _export_selection(ctx, cfg, matter, search, filters)
+        by_query = {"discovery": chosen.record(), "selected": chosen.items()}
     try:
         req = ex.ExportRequest(matter=matter, out=out, actor=actor(cfg), host=cfg.hostname,
                                tool_version=__version__, filters=filters,
-                               fmt="mbox" if fmt == "mbox" else "eml", prefix=prefix)
+                               fmt="mbox" if fmt == "mbox" else "eml", prefix=prefix,
+                               **by_query)
     except ex.ExportError as exc:
         raise click.UsageError(str(exc)) from exc
     with sql_store(ctx) as engine, log_appender(cfg) as append, journal_raw(cfg) as raw, \
@@ -521,6 +677,27 @@ def export(ctx: click.Context, matter: str | None, out: Path | None, fmt: str, p
                f"{ev.out_dir}" + (f"; {ev.missing} selected messages not produced (deleted by "
                                   "retention, not stored by design, or missing: the manifest's "
                                   "source says which)" if ev.missing else ""))
+
+
+def _export_selection(ctx: click.Context, cfg: Config, matter: str, search: str,
+                      filters: Any) -> tuple[Any, Any]:
+    """(the audit filters left to narrow with, the discovery selection) of ``export
+    --query``: --since/--until and exact --sender/--recipient go to the search."""
+    from compliance.discovery.search import Filters
+    from qscan.cli.discover import choose
+
+    for name in ("sender", "recipient"):
+        value = getattr(filters, name)
+        if value is not None and ("*" in value or "@" not in value):
+            raise click.UsageError(f"with --query, --{name} is one exact address (as in "
+                                   "`qscan discover search`), not a pattern")
+    chosen = choose(ctx, cfg, search, Filters(since=filters.since, until=filters.until,
+                                              sender=filters.sender,
+                                              recipient=filters.recipient),
+                    purpose=f"export {matter}")
+    rest = type(filters)(**{**filters.__dict__, "since": None, "until": None, "sender": None,
+                            "recipient": None})
+    return rest, chosen
 
 
 @export.command("verify")

@@ -20,7 +20,9 @@ from qscan.cli.db import DB_EXIT, When
 from qscan.cli.output import output_options
 
 if TYPE_CHECKING:
-    from compliance.discovery.search import Result
+    from compliance.discovery.index import DiscoveryIndex
+    from compliance.discovery.search import Filters, Result
+    from compliance.discovery.selection import Selection
     from qscan.config import Config
 
 
@@ -101,6 +103,57 @@ def search(ctx: click.Context, query: str, since: datetime | None, until: dateti
         _csv(result, "\t" if fmt == "tsv" else ",")
     else:
         {"table": _table, "json": _json}[fmt](result)
+
+
+def open_index(ctx: click.Context, cfg: Config) -> DiscoveryIndex:
+    """The discovery index ``cfg`` names; exit 3 (one line) when it cannot be opened."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from compliance.db import SchemaMissing
+    from compliance.discovery.index import DiscoveryIndex
+
+    try:
+        return DiscoveryIndex.open(cfg.sql_url, cfg.discovery_path, cfg.discovery.pg_config)
+    except (SchemaMissing, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+        click.echo(f"qscan: cannot open the discovery index: {exc}", err=True)
+        ctx.exit(DB_EXIT)
+        raise  # not reached: ctx.exit raises
+
+
+def choose(ctx: click.Context, cfg: Config, query: str, filters: Filters, *,
+           purpose: str) -> Selection:
+    """Every message ``query`` finds, for a hold or an export: the search runs over the
+    whole index (all pages, every copy) and is recorded as a ``discovery.searched`` event
+    (with ``purpose``) before anything is done with it. Exit 2 for a query that does not
+    parse or finds nothing to hold, 3 when the index cannot be used."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from compliance.discovery.query import QueryError
+    from compliance.discovery.search import searched_event
+    from compliance.discovery.selection import select_messages
+    from qscan.wiring.compliance import actor, log_appender
+
+    index = open_index(ctx, cfg)
+    try:
+        chosen = select_messages(index, query, filters)
+        empty = not chosen.matches and not index.messages()
+    except QueryError as exc:
+        raise click.UsageError(f"--query: {exc}") from exc
+    except SQLAlchemyError as exc:
+        click.echo(f"qscan: discovery search failed: {exc}", err=True)
+        ctx.exit(DB_EXIT)
+        raise  # not reached
+    finally:
+        index.close()
+    with log_appender(cfg) as append:
+        append(searched_event(query, chosen.tree, filters, chosen.counts, actor=actor(cfg),
+                              host=cfg.hostname, purpose=purpose))
+    if empty:
+        raise click.UsageError("the discovery index is empty: run `qscan consume index` "
+                               '(or add "index" to [consumers] enabled)')
+    if not chosen.matches:
+        raise click.UsageError(f"--query {query!r} finds no messages (nothing for {purpose})")
+    return chosen
 
 
 def _table(result: Result) -> None:

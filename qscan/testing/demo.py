@@ -147,6 +147,7 @@ def run_demo(data_dir: Path, *, concurrency: int = 4, keep_running: bool = False
                    f"max {lat[-1]:.1f} ms)")
         wait_for_consumers(data_dir / "journal.db", ["archive", "summaries"])
         _report(qscan, data_dir)
+        _discovery(qscan, data_dir)
         status = 0 if not failures else 1
         if keep_running:
             click.echo("running; Ctrl-C to stop")
@@ -190,3 +191,19 @@ def _report(qscan: list[str], data_dir: Path) -> None:
     click.echo(f"one-line log:      {data_dir / 'summary.log'}")
     click.echo(f"config:            {data_dir / 'qscan.toml'}  (try: qscan -c {data_dir / 'qscan.toml'} "
                "audit search --sender '*@example.com')")
+
+
+DEMO_QUERY = '"q3 figures" OR attachment:revenue'
+
+
+def _discovery(qscan: list[str], data_dir: Path) -> None:
+    """Index the corpus once (the index consumer, after the others) and show one search."""
+    indexed = subprocess.run([*qscan, "consume", "index", "--once"], capture_output=True,
+                             text=True)
+    if indexed.returncode != 0:
+        raise click.ClickException(f"qscan consume index failed: {indexed.stderr.strip()}")
+    click.echo(f"\ndiscovery index:   {data_dir / 'discovery.db'} (qscan consume index --once)")
+    click.echo(f"discovery search (qscan discover search {DEMO_QUERY!r} --limit 3):")
+    out = subprocess.run([*qscan, "discover", "search", DEMO_QUERY, "--limit", "3"],
+                         capture_output=True, text=True, check=True)
+    click.echo(out.stdout)
