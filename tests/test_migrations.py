@@ -32,7 +32,8 @@ TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "
           "notifications",  # 0003 (compliance/notify)
           "dlp_hunts", "dlp_hunt_findings",  # 0005 (compliance/dlp_hunts)
           "quarantine_releases",  # 0006 (compliance/quarantine_records)
-          "quarantine_release_requests"}  # 0009 (four-eyes, compliance/quarantine_records)
+          "quarantine_release_requests",  # 0009 (four-eyes, compliance/quarantine_records)
+          "web_accounts"}  # 0014 (the web console, compliance/accounts)
 # 0011 (compliance/discovery/schema.py), PostgreSQL only: SQLite keeps the index in its own file
 DISCOVERY_PG = {"discovery_docs", "discovery_participants", "discovery_text"}
 
@@ -97,7 +98,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0012"
+    assert db.current(db_url) == db.head() == "0014"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:
