@@ -113,7 +113,7 @@ def test_hostile_mail_text_is_shown_escaped(site: Site, events: dict[str, Messag
     for html in (c.get("/audit").text, c.get(f"/message/{events['bob'].event_id}").text):
         assert "<script>" not in html and "<img" not in html
         assert "&lt;script&gt;" in html
-        assert "\u202e" not in html and "\x1b" not in html  # shown as <U+202E> and ␛, or removed
+        assert "\u202e" not in html and "\x1b" not in html  # shown as labels, or removed
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;.pdf" in c.get("/audit").text  # the file name, as text
 
 
@@ -241,3 +241,76 @@ def test_web_user_commands(site: Site, tmp_path: Path) -> None:
     changes = [(e.login, e.change) for e in journal_events(site, "console.account")]
     assert changes == [("zed", "created"), ("zed", "disabled")]
     assert "hash" not in json.dumps(listed)
+
+
+HOSTILE_RAW = (b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\n"
+               b"Subject: =?utf-8?q?=3Cscript=3Ealert(1)=3C/script=3E?=\r\n"
+               b"X-Evil: <img src=x onerror=alert(2)> \x1b[2J bell\x07\r\n"
+               b"X-Folded: first\r\n\tsecond \xe2\x80\xae line\r\n"
+               b"Message-ID: <m1@example.com>\r\n\r\n<html><script>alert(3)</script></html>\r\n")
+
+
+def test_message_view_shows_every_part_of_the_record(site: Site) -> None:
+    from ingest.event import Category, Finding, Part
+
+    ev = make_event(sender="alice@example.com", recipients=["bob@example.org", "eve@example.org"],
+                    subject="<b>Invoice</b>", raw=HOSTILE_RAW,
+                    attachments=[("invoice.zip", "application/zip", 2048)],
+                    findings=[Finding(scanner="clamav", version="1", verdict=Category.VIRUS, name="Eicar-Test",
+                                      detail="<i>found</i>", duration_ms=1.5)])
+    member = Part(path="2!/a.exe", content_type="application/octet-stream", detected_type="application/x-dosexec",
+                  filename="a.exe", size=99, sha256="2" * 64)
+    ev = ev.model_copy(update={"parts": [*ev.parts, member]})
+    site.add(ev)
+    from tests.web_site import add_accounts
+
+    add_accounts(site)
+    from compliance import holds
+    from compliance.audit import Filters
+
+    with site.cli_context() as (engine, append):
+        holds.create(engine, append, holds.HoldSpec(matter="Case <1>", custodians=("bob@example.org",),
+                                                    query=Filters()),
+                     reason="litigation", actor="lawyer@admin.example.com", host="admin.example.com")
+    c = client(site)
+    sign_in(c, "aud")
+    html = c.get(f"/message/{ev.event_id}").text
+    for needle in ("&lt;b&gt;Invoice&lt;/b&gt;", "Eicar-Test", "&lt;i&gt;found&lt;/i&gt;", "invoice.zip",
+                   "application/x-dosexec", "in archive", "1" * 64, "legal hold &#39;Case &lt;1&gt;&#39;",
+                   "lawyer@admin.example.com", "&lt;eve@example.org&gt;", "scanned",
+                   "X-Evil", 'onerror=alert(2)&gt; <span class="ctl" title="U+001B">ESC</span>[2J bell'
+                   '<span class="ctl" title="U+0007">BEL</span>',  # ESC and BEL shown
+                   'second <span class="ctl" title="U+202E">U+202E</span> line', "Read from: <strong>archive</strong>"):
+        assert needle in html, needle
+    assert "<script>" not in html and "<img" not in html and "\x1b" not in html
+    assert "Download raw message" not in html  # an auditor reads the record, not the mail
+
+
+def test_raw_download_is_for_raw_roles_and_recorded(site: Site, events: dict[str, MessageScanned]) -> None:
+    ev = events["bob"]
+    lea = client(site)
+    page = sign_in(lea, "lea")
+    view = lea.get(f"/message/{ev.event_id}")
+    assert "Download raw message" in view.text
+    token = csrf_of(view.text)
+    assert lea.post(f"/message/{ev.event_id}/raw", data={"csrf": "forged"}).status_code == 403
+    assert journal_events(site, "message.raw_read") == []
+    got = lea.post(f"/message/{ev.event_id}/raw", data={"csrf": token})
+    assert got.status_code == 200 and got.content == ev.raw_message
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"] == f'attachment; filename="{ev.event_id}.eml"'
+    [read] = journal_events(site, "message.raw_read")
+    assert (read.ref_event_id, read.actor, read.role, read.source) == (
+        ev.event_id, "lea@admin.example.com", "legal", "archive")
+    assert lea.get(f"/message/{ev.event_id}/raw").status_code == 405
+    assert page.status_code == 200
+    for login in ("aud", "bob"):  # an auditor; a user, even for their own message
+        other = client(site)
+        view = sign_in(other, login)
+        refused = other.post(f"/message/{ev.event_id}/raw", data={"csrf": csrf_of(view.text)})
+        assert refused.status_code == 403
+    bob = client(site)
+    view = sign_in(bob, "bob")
+    assert bob.post(f"/message/{events['other'].event_id}/raw",
+                    data={"csrf": csrf_of(view.text)}).status_code in (403, 404)
+    assert len(journal_events(site, "message.raw_read")) == 1

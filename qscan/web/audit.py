@@ -40,15 +40,15 @@ class Field:
     hint: str = ""
 
 
-FIELDS = (
+FIELDS = (  # the first PRIMARY are always shown, the rest under "More filters"
     Field("since", "since", "Since (UTC)", hint="2026-11-25, 2026-11-25T10:00, 7d, 12h"),
     Field("until", "until", "Until (UTC)", hint="a date alone includes that day"),
     Field("sender", "sender", "Sender", hint="alice@example.com, *@example.com, <> (bounces)"),
     Field("recipient", "recipient", "Recipient", hint="any envelope recipient; * wildcard"),
-    Field("domain", "domain", "Domain", hint="sender's or any recipient's"),
     Field("subject", "subject", "Subject contains"),
     Field("action", "action", "Action", tuple(a.value for a in Action)),
     Field("verdict", "category", "Verdict", tuple(c.value for c in Category)),
+    Field("domain", "domain", "Domain", hint="sender's or any recipient's"),
     Field("direction", "direction", "Direction", tuple(DIRECTIONS)),
     Field("attachment", "attachment", "Attachment name", hint="*.exe, invoice*.pdf"),
     Field("attachment_type", "attachment_type", "Attachment type", hint="application/pdf, image/*"),
@@ -57,6 +57,7 @@ FIELDS = (
     Field("dlp_rule", "dlp_rule", "DLP rule", hint="* allowed"),
     Field("message_id", "message_id", "Message-ID"),
 )
+PRIMARY = 7
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
 
@@ -80,6 +81,11 @@ def read_filters(params: Any) -> tuple[store.Filters, dict[str, str]]:
         else:
             values[f.attr] = text
     return store.Filters(**values), typed
+
+
+def _more_open(typed: dict[str, str]) -> bool:
+    """The "More filters" section starts open when one of its filters is set."""
+    return any(typed.get(f.name) for f in FIELDS[PRIMARY:])
 
 
 def _cursor(text: str | None) -> tuple[datetime, str] | None:
@@ -107,7 +113,8 @@ async def search(visit: Visit) -> Response:
         filters, typed = read_filters(params)
     except store.FilterError as exc:
         typed = {f.name: str(params.get(f.name, ""))[:500] for f in FIELDS}
-        return visit.render("audit.html", status=400, fields=FIELDS, typed=typed, error=str(exc),
+        return visit.render("audit.html", status=400, main=FIELDS[:PRIMARY], more=FIELDS[PRIMARY:],
+                            typed=typed, more_open=_more_open(typed), error=str(exc),
                             rows=[], total=None, next_link=None, first_link=None, query="", page_no=1)
     after = _cursor(params.get("after"))
     try:
@@ -126,7 +133,8 @@ async def search(visit: Visit) -> Response:
         next_link = "/audit?" + _query(typed, after=f"{last['time'].isoformat()}_{last['event_id']}",
                                        page=str(page_no + 1))
     first_link = ("/audit?" + query) if after else None
-    return visit.render("audit.html", fields=FIELDS, typed=typed, error=None, rows=rows, total=total,
+    return visit.render("audit.html", main=FIELDS[:PRIMARY], more=FIELDS[PRIMARY:], typed=typed,
+                        more_open=_more_open(typed), error=None, rows=rows, total=total,
                         cap=COUNT_CAP, next_link=next_link, first_link=first_link, query=query,
                         page_no=page_no, size=size)
 

@@ -1,9 +1,10 @@
 """Jinja2 filters of the console's templates: mail text shown as text, never as markup.
 
 Autoescape already makes ``<script>`` harmless; ``visible`` also shows what a header or file
-name hides: control characters become visible symbols (U+2400 block: ␀ ␉ ␊ ␍ ␛) and the
-Unicode format characters that reorder or hide text (bidi overrides, zero-width) become
-``<U+202E>`` markers, so a subject cannot pretend to be something else on the page.
+name hides: each control character becomes a small marked label (``ESC``, ``CR``, ``BEL``...)
+and each Unicode format character that reorders or hides text (bidi overrides, zero-width
+spaces) its code point (``U+202E``), so a subject cannot pretend to be something else on the
+page. The text around them is escaped here, the labels are the only markup added.
 """
 
 from __future__ import annotations
@@ -13,26 +14,43 @@ from datetime import datetime
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from ingest.vocabulary import utc
 
+NAMES = {0: "NUL", 7: "BEL", 8: "BS", 9: "TAB", 10: "LF", 11: "VT", 12: "FF", 13: "CR", 27: "ESC",
+         127: "DEL"}
+_LABEL = Markup('<span class="ctl" title="U+{code:04X}">{name}</span>')
 
-def visible(value: Any) -> str:
-    """Text with every control and format character made visible (escaping comes after)."""
-    if value is None:
-        return ""
-    out = []
-    for c in str(value):
+
+def _hidden(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")
+
+
+def visible(value: Any) -> Markup:
+    """Escaped text with every control and format character shown as a label."""
+    text = "" if value is None else str(value)
+    if not any(_hidden(c) for c in text):
+        return escape(text)
+    out: list[str] = []
+    plain: list[str] = []
+    for c in text:
+        if not _hidden(c):
+            plain.append(c)
+            continue
+        out.append(escape("".join(plain)))
+        plain = []
         code = ord(c)
-        if code < 0x20:
-            out.append(chr(0x2400 + code))
-        elif code == 0x7F:
-            out.append("\u2421")
-        elif unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co"):
-            out.append(f"<U+{code:04X}>")
-        else:
-            out.append(c)
-    return "".join(out)
+        out.append(_LABEL.format(code=code, name=NAMES.get(code, f"U+{code:04X}")))
+    out.append(escape("".join(plain)))
+    return Markup("".join(out))
+
+
+def visible_header(value: Any) -> Markup:
+    """A header line: its folding whitespace (leading tabs) read as spaces, the rest as visible."""
+    text = "" if value is None else str(value)
+    stripped = text.lstrip(" \t")
+    return Markup(" " * (len(text) - len(stripped))) + visible(stripped)
 
 
 def when(value: Any, seconds: bool = False) -> str:
@@ -51,4 +69,4 @@ def size(value: Any) -> str:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(visible=visible, when=when, size=size)
+    env.filters.update(visible=visible, visible_header=visible_header, when=when, size=size)
