@@ -314,3 +314,19 @@ def test_raw_download_is_for_raw_roles_and_recorded(site: Site, events: dict[str
     assert bob.post(f"/message/{events['other'].event_id}/raw",
                     data={"csrf": csrf_of(view.text)}).status_code in (403, 404)
     assert len(journal_events(site, "message.raw_read")) == 1
+
+
+def test_web_commands_without_the_extra_say_so(tmp_path: Path) -> None:
+    from qscan.extras import hint
+    from tests.test_extras import qscan_without
+
+    config = tmp_path / "qscan.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n')
+    from compliance import db
+
+    db.upgrade(f"sqlite:///{tmp_path / 'qscan.db'}")
+    for modules, args in (("starlette,uvicorn", ["web"]),
+                          ("argon2", ["web", "user", "add", "amy", "--role", "auditor", "--password-stdin"])):
+        out = qscan_without(modules, "-c", str(config), *args)
+        assert out.returncode == 78, out.stderr
+        assert out.stderr.splitlines() == ["qscan: " + hint("web")]

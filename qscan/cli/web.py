@@ -96,6 +96,8 @@ def _password(stdin: bool) -> str:
 def user_add(ctx: click.Context, login: str, role: str, addresses: tuple[str, ...],
              domains: tuple[str, ...], password_stdin: bool, sso_only: bool) -> None:
     """Add the account LOGIN with a role (a user role needs --address or --domain)."""
+    import argon2  # noqa: F401  (the web extra: a missing one is named before a password is asked)
+
     from compliance import accounts
     from qscan.wiring.compliance import actor, log_appender
 
