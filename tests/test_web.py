@@ -97,7 +97,7 @@ def test_csrf_is_required_on_every_form(site: Site, events: dict[str, MessageSca
 def test_a_user_sees_only_their_own_mail(site: Site, events: dict[str, MessageScanned]) -> None:
     c = client(site)
     page = sign_in(c, "bob")
-    assert "1 matching messages" in page.text and "Board minutes" not in page.text
+    assert "1 matching message" in page.text and "Board minutes" not in page.text
     assert c.get(f"/message/{events['bob'].event_id}").status_code == 200
     other = c.get(f"/message/{events['other'].event_id}")  # IDOR: a real id that is not bob's
     assert other.status_code == 404

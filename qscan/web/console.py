@@ -190,12 +190,12 @@ class Visit:
 
 
 def signin_event(visit: Visit, login: str, outcome: str, method: str,
-           account: Account | None = None) -> ConsoleSignIn:
+                 account: Account | None = None) -> ConsoleSignIn:
+    """The ``console.signin`` event of one attempt (the login as given: bounded, controls as '?')."""
     shown = "".join(c if c.isprintable() else "?" for c in login)[:LOGIN_LEN]
     return ConsoleSignIn(event_id=str(uuid7()), time=datetime.now(UTC), host=visit.cfg.hostname,
-                         login=shown, outcome=outcome,
-                         method=method,
-                         remote=visit.remote, role=account.role if account else None)
+                         login=shown, outcome=outcome, method=method, remote=visit.remote,
+                         role=account.role if account else None)
 
 
 async def proxy_sign_in(visit: Visit) -> None:
@@ -221,8 +221,6 @@ async def proxy_sign_in(visit: Visit) -> None:
         raise Refused(403, "Your single sign-on login has no console account here; ask a postmaster.")
     visit.sign_in(account, "proxy")
     await visit.run(visit.console.append, signin_event(visit, account.login, "ok", "proxy", account))
-
-
 
 
 def _read_session(console: Console, request: Request) -> tuple[dict[str, Any], bool]:
