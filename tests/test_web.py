@@ -98,6 +98,8 @@ def test_a_user_sees_only_their_own_mail(site: Site, events: dict[str, MessageSc
     c = client(site)
     page = sign_in(c, "bob")
     assert "1 matching message" in page.text and "Board minutes" not in page.text
+    assert "1 matching message" in c.get("/audit?since=1d").text  # the scope's branches take the dates
+    assert "0 matching messages" in c.get("/audit?until=2000-01-01").text
     assert c.get(f"/message/{events['bob'].event_id}").status_code == 200
     other = c.get(f"/message/{events['other'].event_id}")  # IDOR: a real id that is not bob's
     assert other.status_code == 404
