@@ -332,3 +332,12 @@ def test_web_commands_without_the_extra_say_so(tmp_path: Path) -> None:
         out = qscan_without(modules, "-c", str(config), *args)
         assert out.returncode == 78, out.stderr
         assert out.stderr.splitlines() == ["qscan: " + hint("web")]
+
+
+def test_sign_in_goes_back_only_to_this_console() -> None:
+    from qscan.web.console import safe_next
+
+    assert safe_next("/audit?sender=a%40b") == "/audit?sender=a%40b"
+    for bad in (None, "", "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example",
+                "/\n/evil.example", " /audit", "audit"):
+        assert safe_next(bad) == "/", bad

@@ -317,7 +317,9 @@ def _next(target: str) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path on this console, never another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after signing in: a path on this console, never another site (no '//', no
+    backslash, no whitespace or control characters, which browsers drop: '/<TAB>/evil.example')."""
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
         return "/"
     return value
