@@ -341,3 +341,16 @@ def test_sign_in_goes_back_only_to_this_console() -> None:
     for bad in (None, "", "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example",
                 "/\n/evil.example", " /audit", "audit"):
         assert safe_next(bad) == "/", bad
+
+
+def test_verify_takes_the_consoles_events_in_its_stride(site: Site, events: dict[str, MessageScanned]) -> None:
+    """Sign-ins, account changes and raw reads are on the journal (its chain covers them) and
+    `qscan verify` reads past them: no problem, every event counted."""
+    c = client(site)
+    view = sign_in(c, "lea")
+    c.post(f"/message/{events['bob'].event_id}/raw", data={"csrf": csrf_of(c.get(f"/message/{events['bob'].event_id}").text)})
+    assert view.status_code == 200
+    site.consume()
+    report = json.loads(site.cli("verify", "--json").output)
+    assert report["ok"] and report["problems"] == []
+    assert report["log_events"] == 2 + 5 + 1 + 1  # messages, console.account x5, console.signin, message.raw_read

@@ -137,3 +137,24 @@ def test_user_role_limits(browser: Any, served: Any, tmp_path: Path) -> None:
     assert "not yours to see" in page.get_by_role("alert").inner_text()
     page.screenshot(path=str(shots_dir(tmp_path) / "not-found-narrow.png"), full_page=True)
     page.context.close()
+
+
+def test_raw_download_in_the_browser_is_recorded(browser: Any, served: Any) -> None:
+    base, site, events = served
+    ev = events["bob"]
+    page = new_page(browser)
+    sign_in(page, base, "lea")
+    page.goto(f"{base}/message/{ev.event_id}")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download raw message (.eml)").click()
+    download = info.value
+    assert download.suggested_filename == f"{ev.event_id}.eml"
+    assert Path(download.path()).read_bytes() == ev.raw_message
+    reads = [e for e in journal_events(site, "message.raw_read") if e.actor.startswith("lea@")]
+    assert [(r.ref_event_id, r.role, r.source) for r in reads] == [(ev.event_id, "legal", "archive")]
+    page.context.close()
+    auditor = new_page(browser)
+    sign_in(auditor, base, "aud")
+    auditor.goto(f"{base}/message/{ev.event_id}")
+    assert auditor.get_by_role("button", name="Download raw message (.eml)").count() == 0
+    auditor.context.close()
