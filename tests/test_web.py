@@ -305,6 +305,8 @@ def test_raw_download_is_for_raw_roles_and_recorded(site: Site, events: dict[str
     assert (read.ref_event_id, read.actor, read.role, read.source) == (
         ev.event_id, "lea@admin.example.com", "legal", "archive")
     assert lea.get(f"/message/{ev.event_id}/raw").status_code == 405
+    lost = lea.get("/no/such/page")
+    assert lost.status_code == 404 and "There is no such page." in lost.text and "console.css" in lost.text
     assert page.status_code == 200
     for login in ("aud", "bob"):  # an auditor; a user, even for their own message
         other = client(site)

@@ -149,6 +149,12 @@ class Visit:
         return self.console.cfg
 
     @property
+    def actor(self) -> str:
+        """login@host of the signed-in account: what the events a page appends name."""
+        assert self.account is not None
+        return self.console.actor(self.account)
+
+    @property
     def csrf(self) -> str:
         token: str = self.session["c"]
         return token
