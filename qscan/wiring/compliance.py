@@ -84,13 +84,12 @@ def _facts(cfg: Config, info: dict[str, Any], *, recorded: bool = True
     m = info["message"]
     rcpts = [r["address"] for r in info["recipients"]]
     folder = info["quarantine"]["folder"] if info["quarantine"] else None
-    try:
-        if not recorded:
-            raise CopyError("not read")
-        keep = archived(cfg)(m["event_id"], m["sender"], rcpts)
-        unreadable = None
-    except CopyError as exc:  # judged by today's settings, and said so
-        keep, unreadable = todays_rule(cfg)(m["sender"], rcpts), str(exc)
+    keep, unreadable = todays_rule(cfg)(m["sender"], rcpts), None
+    if recorded:
+        try:
+            keep = archived(cfg)(m["event_id"], m["sender"], rcpts)
+        except CopyError as exc:  # judged by today's settings, and said so
+            unreadable = str(exc)
     where = expected_location(m["action"], m["category"], m["queue_status"], folder, keep)
     facts = MessageFacts(m["event_id"], utc(m["received_at"]), m["sender"], rcpts,
                          m["raw_sha256"], where)
