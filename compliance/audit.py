@@ -30,6 +30,7 @@ from sqlalchemy import (
     SQLColumnExpression,
     String,
     and_,
+    false,
     func,
     or_,
     select,
@@ -305,6 +306,47 @@ def _ascii_ilike(column: SQLColumnExpression[str], pattern: str) -> ColumnElemen
     return column.ilike(pattern, escape="\\")
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a restricted reader (the console's ``user`` role) may see: mail sent by or to one
+    of ``addresses``, or by or to anyone at one of ``domains``. Whole, lowercased values: no
+    wildcards (an assigned address is a fact, not a search). An empty scope sees nothing."""
+
+    addresses: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+
+    def clause(self, dates: Filters | None = None) -> ColumnElement[bool]:
+        """``dates``: a query whose time range also bounds each branch (so each reads only that
+        range of its (address, time) index, not the reader's whole history)."""
+        addrs = sorted({a.strip().lower() for a in self.addresses if a.strip()})
+        doms = sorted({d.strip().lower().lstrip("@") for d in self.domains if d.strip()})
+        if not addrs and not doms:
+            return false()
+        by_sender: list[ColumnElement[bool]] = []
+        by_rcpt: list[ColumnElement[bool]] = []
+        if addrs:  # each on its lower(...) expression index
+            by_sender.append(func.lower(Message.sender).in_(addrs))
+            by_rcpt.append(func.lower(Recipient.address).in_(addrs))
+        if doms:
+            by_sender.append(Message.sender_domain.in_(doms))
+            by_rcpt.append(Recipient.domain.in_(doms))
+        when = dates or Filters()
+        return _either(and_(or_(*by_sender), *_dates(when)),
+                       and_(or_(*by_rcpt), *_dates(when, Recipient.received_at)))
+
+
+def _scoped(where: list[ColumnElement[bool]], scope: Scope | None,
+            filters: Filters | None = None) -> list[ColumnElement[bool]]:
+    return where if scope is None else [*where, scope.clause(filters)]
+
+
+def visible(engine: Engine, event_id: str, scope: Scope | None) -> bool:
+    """Whether the message ``event_id`` is there and ``scope`` (None: everything) covers it."""
+    stmt = select(Message.event_id).where(*_scoped([Message.event_id == event_id], scope))
+    with engine.connect() as conn:
+        return conn.scalar(stmt) is not None
+
+
 def _query(filters: Filters | None, kwargs: dict[str, Any]) -> Filters:
     if filters is not None and kwargs:
         raise TypeError("pass either a Filters object or keyword filters, not both")
@@ -312,13 +354,20 @@ def _query(filters: Filters | None, kwargs: dict[str, Any]) -> Filters:
 
 
 def search(engine: Engine, filters: Filters | None = None, *, limit: int | None = 100,
-           offset: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
+           offset: int = 0, scope: Scope | None = None, after: tuple[datetime, str] | None = None,
+           **kwargs: Any) -> list[dict[str, Any]]:
     """Matching messages, newest first; ``limit=None`` returns them all.
 
-    Filters come as a ``Filters`` object or as its fields in keywords.
+    Filters come as a ``Filters`` object or as its fields in keywords; ``scope`` restricts
+    them to what a ``user``-role reader may see. ``after``: keyset paging, the rows that
+    come after (older than) this (time, event id), read from the time index however deep
+    the page (``offset`` reads and skips every row before it).
     """
-    where = _query(filters, kwargs).where()
+    query = _query(filters, kwargs)
+    where = _scoped(query.where(), scope, query)
     m = Message
+    if after is not None:
+        where.append(tuple_(m.received_at, m.event_id) < tuple_(utc(after[0]), after[1]))
     stmt = (
         select(m.received_at, m.event_id, m.action, m.category, m.reason, m.client_ip,
                m.sender, m.subject, m.size, m.attachments, m.queue_status)
@@ -345,10 +394,30 @@ def search(engine: Engine, filters: Filters | None = None, *, limit: int | None 
     return out
 
 
-def count(engine: Engine, filters: Filters | None = None, **kwargs: Any) -> int:
-    where = _query(filters, kwargs).where()
+def count(engine: Engine, filters: Filters | None = None, *, scope: Scope | None = None,
+          cap: int | None = None, **kwargs: Any) -> int:
+    """How many match; with ``cap``, counting stops there (a page's "more than 10,000")."""
+    query = _query(filters, kwargs)
+    where = _scoped(query.where(), scope, query)
+    stmt = select(func.count()).select_from(Message).where(*where)
+    if cap is not None:
+        capped = select(Message.event_id).where(*where).limit(cap).subquery()
+        stmt = select(func.count()).select_from(capped)
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(Message).where(*where)).scalar_one()
+        return conn.execute(stmt).scalar_one()
+
+
+def iter_search(engine: Engine, filters: Filters, *, scope: Scope | None = None,
+                batch: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    """Every matching row, newest first, in keyset batches (downloads of a whole result)."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        rows = search(engine, filters, limit=batch, scope=scope, after=after)
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1]["time"], rows[-1]["event_id"])
 
 
 def event_ids(engine: Engine, filters: Filters, *, batch: int = 1000) -> Iterator[list[str]]:

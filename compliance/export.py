@@ -156,9 +156,11 @@ def _selected(engine: Engine, where: ColumnElement[bool],
             last = (rows[-1].received_at, rows[-1].event_id)
 
 
-def _fetch(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFacts,
-           kept: bool) -> tuple[bytes | None, str]:
-    """The message and where it came from; (None, why) when there is none.
+def fetch_message(store: CopyStore, raw_from_log: RawFromLog | None, facts: MessageFacts,
+                  kept: bool) -> tuple[bytes | None, str]:
+    """The message and where it came from (archive, quarantine/FOLDER, journal); (None, why)
+    when there is none. A copy that fails its check is skipped; the journal's bytes count only
+    when their SHA-256 is the one recorded. Exports and the console's raw download use it.
 
     Only for messages without a tombstone: a lawfully deleted message is never
     produced, not even from the journal.
@@ -307,7 +309,7 @@ def _produce(engine: Engine, store: CopyStore, raw_from_log: RawFromLog | None,
                 else:
                     kept = expected_location(r.action, r.category, r.queue_status, None,
                                              archived(r.event_id, r.sender, rcpts)) is not None
-                    raw, source = _fetch(store, raw_from_log, facts, kept)
+                    raw, source = fetch_message(store, raw_from_log, facts, kept)
                 row: dict[str, Any] = {
                     "doc_id": doc_id, "event_id": r.event_id, "file": "", "offset": None,
                     "length": None, "sha256": None, "size": None, "source": source,

@@ -462,6 +462,57 @@ class DiscoverySearched(_Model):
                                 "'rerun of hold MATTER'")
 
 
+class ConsoleSignIn(_Model):
+    """A sign-in to the web console, or a refused one (`qscan web`, docs/web.md)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["console.signin"] = "console.signin"
+    event_id: str
+    time: datetime
+    host: str = Field(description="the host the console runs on")
+    login: MailText = Field(description="the login given (bounded, controls removed), or the SSO header's")
+    outcome: Literal["ok", "failed", "throttled"] = Field(
+        description="ok: signed in; failed: unknown login, wrong password or disabled account; "
+        "throttled: refused unchecked, too many recent failures")
+    method: Literal["password", "proxy"] = Field(description="a password, or the trusted proxy's header")
+    remote: str = Field(description="the client's address as the console saw it")
+    role: str | None = Field(None, description="the account's role, when signed in")
+
+
+class ConsoleAccountChanged(_Model):
+    """A console account was created or changed (`qscan web user add|disable`)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["console.account"] = "console.account"
+    event_id: str
+    time: datetime
+    host: str
+    login: str
+    change: Literal["created", "updated", "disabled", "enabled"]
+    role: str
+    addresses: list[str] = Field([], description="the addresses a user-role account sees")
+    domains: list[str] = Field([], description="the domains a user-role account sees")
+    password: bool = Field(description="the account has a password (false: SSO only)")
+    actor: str = Field(description="user@host that made the change")
+
+
+class MessageRawRead(_Model):
+    """Someone read a stored message's raw source (the console's raw download)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["message.raw_read"] = "message.raw_read"
+    event_id: str
+    time: datetime
+    host: str = Field(description="the host it was read on")
+    ref_event_id: str = Field(description="the message.scanned event whose message was read")
+    actor: str = Field(description="login@host (web) of the reader")
+    role: str = Field(description="the reader's console role")
+    via: Literal["web"] = "web"
+    remote: str = Field(description="the client's address as the console saw it")
+    source: str = Field(description="where the bytes came from: archive, quarantine/FOLDER or journal")
+    sha256: str = Field(description="SHA-256 of the bytes handed out")
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
@@ -474,11 +525,15 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "release.denied": ReleaseDenied,
     "chain.anchored": ChainAnchored,
     "discovery.searched": DiscoverySearched,
+    "console.signin": ConsoleSignIn,
+    "console.account": ConsoleAccountChanged,
+    "message.raw_read": MessageRawRead,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
             | ExportCompleted | MessageReleased | ReleaseRequested | ReleaseDenied
-            | ChainAnchored | DiscoverySearched)
+            | ChainAnchored | DiscoverySearched | ConsoleSignIn | ConsoleAccountChanged
+            | MessageRawRead)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

@@ -48,6 +48,7 @@ from ingest.log import ConsumerSettings, JournalSettings, KafkaLogSettings
 from ingest.processor import HeadersSettings
 from ingest.summary_log import SummaryLogSettings
 from qscan.ops.settings import MetricsSettings
+from qscan.web.settings import WebSettings
 from scanners.clamd import ClamdSettings
 from scanners.cmdline import CmdlineSettings
 from scanners.cymru import CymruSettings
@@ -155,6 +156,7 @@ class Config(_Section):
     dlp: DlpSettings = DlpSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     metrics: MetricsSettings = MetricsSettings()
+    web: WebSettings = WebSettings()
     source: Path | None = Field(None, exclude=True, description="file this was loaded from")
 
     # Effective values (defaults resolved against data_dir).
@@ -179,6 +181,10 @@ class Config(_Section):
         return self.discovery.path or self.data_dir / "discovery.db"
 
     @property
+    def web_secret_path(self) -> Path:
+        return self.web.secret_file or self.data_dir / "web-secret"
+
+    @property
     def summary_log_path(self) -> Path:
         return self.summary_log.path or self.data_dir / "summary.log"
 
@@ -194,6 +200,7 @@ class Config(_Section):
         out["sql"]["url"] = self.sql_url
         out["summary_log"]["path"] = str(self.summary_log_path)
         out["discovery"]["path"] = str(self.discovery_path)
+        out["web"]["secret_file"] = str(self.web_secret_path)
         out["daemon"]["hostname"] = self.hostname
         out["daemon"]["socket_mode"] = oct(self.daemon.socket_mode)
         from qscan.redact import mask_values  # printed by `config check`: no passwords
@@ -217,6 +224,7 @@ _PATH_KEYS = [
     ("notify", "mark_key"),
     ("quarantine", "qmail_queue"),
     ("discovery", "path"),
+    ("web", "secret_file"),
 ]
 
 

@@ -122,3 +122,12 @@ def test_discovery_bench_runs_small(tmp_path: Path) -> None:
     if not skip:
         pg = r["query"]["postgresql"]
         assert [q["total"] for q in pg["queries"]] == [q["total"] for q in sqlite["queries"]]
+def test_web_console_bench_runs(tmp_path: Path) -> None:
+    from bench.web_console import main
+
+    out = tmp_path / "web.json"
+    main(["--rows", "400", "--skip", "postgresql", "--out", str(out)])  # figures are not asserted
+    result = json.loads(out.read_text())
+    searches = result["sqlite"]["search"]
+    assert {r["as"] for r in searches} == {"aud", "usr"} and len(result["sqlite"]["message"]) == 3
+    assert any(r["search"] == "page 6 (keyset)" for r in searches)

@@ -36,6 +36,7 @@ def test_make_demo(tmp_path: Path) -> None:
     assert "qscan discover search '\"q3 figures\" OR attachment:revenue' --limit 3" in text
     assert "\n3 messages\n" in text and "hits 1-3 of 3:" in text
     assert "Re: [Q3 figures]" in text and "[revenue]" in text
+    assert "web console:       qscan -c" in text and "sign in as demo, password " in text  # the test extra has [web]
     assert len(list((data / "queued").glob("*.msg"))) == 25
     # one archived message carries the envelope block at its bottom
     archived = sorted((data / "archive" / "new").iterdir())

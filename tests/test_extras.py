@@ -53,4 +53,4 @@ def test_missing_extra_follows_the_exception_chain() -> None:
     except RuntimeError as exc:
         assert missing_extra(exc) == "postgres"
     assert missing_extra(ModuleNotFoundError("x", name="numpy")) is None
-    assert set(MODULES.values()) == {"kafka", "postgres", "signing"}
+    assert set(MODULES.values()) == {"kafka", "postgres", "signing", "web"}

@@ -33,7 +33,8 @@ TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "
           "dlp_hunts", "dlp_hunt_findings",  # 0005 (compliance/dlp_hunts)
           "quarantine_releases",  # 0006 (compliance/quarantine_records)
           "quarantine_release_requests",  # 0009 (four-eyes, compliance/quarantine_records)
-          "hold_items"}  # 0013 (holds by discovery query, compliance/holds)
+          "hold_items",  # 0013 (holds by discovery query, compliance/holds)
+          "web_accounts"}  # 0014 (the web console, compliance/accounts)
 # 0011 (compliance/discovery/schema.py), PostgreSQL only: SQLite keeps the index in its own file
 DISCOVERY_PG = {"discovery_docs", "discovery_participants", "discovery_text"}
 

@@ -36,6 +36,8 @@ PACKAGE_DATA = {
     "demo corpus manifest": "qscan/demo/corpus/manifest.json",
     "demo DLP rules": "qscan/demo/dlp.toml",
     "man page": "share/man/man1/qscan.1",
+    "console templates": "qscan/web/templates/base.html",
+    "console stylesheet": "qscan/web/static/console.css",
 }
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
                               ".hypothesis", "demo-data", "work")

@@ -12,6 +12,7 @@ here imports them back.
 
 from __future__ import annotations
 
+from compliance.models.accounts import WebAccount
 from compliance.models.base import (
     ADDRESS_LEN,
     CRYPTO_LEN,
@@ -78,4 +79,5 @@ __all__ = [
     "Recipient",
     "ReleaseRequest",
     "RowId",
+    "WebAccount",
 ]

@@ -617,6 +617,8 @@ def _register_optional() -> None:
     cli.add_command(anchor)
     from qscan.cli.discover import discover
     cli.add_command(discover)
+    from qscan.cli.web import web
+    cli.add_command(web)
 
 
 _register_optional()

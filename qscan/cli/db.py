@@ -10,16 +10,16 @@ the words an auditor already searches with.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ingest.vocabulary import Action, utc
+from compliance.when import parse_when
+from ingest.vocabulary import Action
 from qscan.cli.output import Column, emit_rows, output_options
 from scanners.direction import DIRECTIONS
 from scanners.result import Category
@@ -30,35 +30,6 @@ if TYPE_CHECKING:  # imported where used: `qscan --help` starts without SQLAlche
     from qscan.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DAYS_A_YEAR = 365
-
-
-def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
-    """A point in time (UTC) from '2026-11-25', '2026-11-25T10:00', '7d', '12h' or '5y'.
-
-    The one parser of every ``--since``/``--until`` (and ``--now``): relative times count
-    back from now in s, m (minutes), h, d, w or y (365 days).
-
-    A date alone is midnight UTC, or with ``end`` the midnight after it, so
-    ``--until 2026-11-25`` includes that whole day. Times without an offset
-    are UTC, like every time qscan writes.
-    """
-    m = _RELATIVE.match(text)
-    if m:
-        unit, n = m.group(2).lower(), int(m.group(1))
-        delta = timedelta(days=n * _DAYS_A_YEAR) if unit == "y" else timedelta(**{_UNITS[unit]: n})
-        return (now or datetime.now(UTC)) - delta
-    text = text.strip()
-    if len(text) == 10:
-        day = date.fromisoformat(text)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start + timedelta(days=1) if end else start
-    when = datetime.fromisoformat(text)
-    return utc(when)
-
 
 class When(click.ParamType):
     name = "DATE"

@@ -148,6 +148,7 @@ def run_demo(data_dir: Path, *, concurrency: int = 4, keep_running: bool = False
         wait_for_consumers(data_dir / "journal.db", ["archive", "summaries"])
         _report(qscan, data_dir)
         _discovery(qscan, data_dir)
+        _console(qscan, data_dir)
         status = 0 if not failures else 1
         if keep_running:
             click.echo("running; Ctrl-C to stop")
@@ -207,3 +208,20 @@ def _discovery(qscan: list[str], data_dir: Path) -> None:
     out = subprocess.run([*qscan, "discover", "search", DEMO_QUERY, "--limit", "3"],
                          capture_output=True, text=True, check=True)
     click.echo(out.stdout)
+
+
+def _console(qscan: list[str], data_dir: Path) -> None:
+    """A demo account for the web console, and how to open it on this machine (docs/web.md)."""
+    import secrets
+
+    config = data_dir / "qscan.toml"
+    try:
+        import argon2  # noqa: F401  (the web extra)
+    except ImportError:
+        click.echo("web console:       needs the web extra: pip install 'qscan[web]' (docs/web.md)")
+        return
+    password = secrets.token_urlsafe(12)
+    subprocess.run([*qscan, "web", "user", "add", "demo", "--role", "postmaster", "--password-stdin"],
+                   input=password + "\n", capture_output=True, text=True, check=True)
+    click.echo(f"web console:       qscan -c {config} web --insecure-cookies   (this machine only), "
+               f"then open http://127.0.0.1:8470/ and sign in as demo, password {password}")
