@@ -68,3 +68,6 @@ class WebSettings:
         ("postmaster", "legal", "dlp-officer"), "roles that may download a message's raw source "
         "(each download is an event on the log)")
     page_size: int = setting(50, "rows per page of the audit search", ge=5, le=1000)
+    user_release: bool = setting(
+        False, "mail users (role user) may release their own spam and policy quarantine mail, "
+        "to their own addresses only, with a reason (each release is an event on the log)")
