@@ -125,3 +125,48 @@ def test_user_releases_own_spam(browser: Any, served: Any, tmp_path: Path) -> No
     assert "Released" in page.get_by_role("status").inner_text()
     assert b"Tbob@example.org\0" in site.queued()[-1][1]
     page.context.close()
+
+
+def test_hold_from_search_and_export_download(browser: Any, served: Any, tmp_path: Path) -> None:
+    import zipfile
+
+    from compliance.export import verify_export
+
+    base, site, _ = served
+    shots = shots_dir(tmp_path)
+    page = new_page(browser)
+    sign_in(page, base, "lea")
+    page.goto(f"{base}/holds")
+    page.get_by_label("Recipient").fill("partner@outside.test")
+    page.get_by_role("button", name="Continue").click()
+    assert "1 messages" in page.content()
+    page.get_by_label("Matter").fill("Outside v. Us")
+    page.get_by_label("Reason").fill("litigation notice 2026-12-01")
+    page.screenshot(path=str(shots / "hold-new-wide.png"), full_page=True)
+    page.get_by_role("button", name="Create hold").click()
+    assert "The hold is in place" in page.get_by_role("status").inner_text()
+    row = page.locator("tr", has_text="Outside v. Us")
+    assert row.locator("td[data-label=Messages]").inner_text() == "1"
+    page.screenshot(path=str(shots / "holds-wide.png"), full_page=True)
+    row.get_by_role("button", name="Export").click()
+    assert "The export is complete" in page.get_by_role("status").inner_text()
+    page.get_by_role("link", name="Verify the export").click()
+    assert "Every file matches its custody record" in page.get_by_role("status").inner_text()
+    page.screenshot(path=str(shots / "export-wide.png"), full_page=True)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download (.zip)").click()
+    saved = tmp_path / "export.zip"
+    info.value.save_as(saved)
+    zipfile.ZipFile(saved).extractall(tmp_path / "unzipped")
+    [production] = list((tmp_path / "unzipped").iterdir())
+    assert verify_export(production, site.engine) == []
+    narrow = new_page(browser, 390)
+    sign_in(narrow, base, "lea")
+    narrow.goto(f"{base}/holds")
+    narrow.screenshot(path=str(shots / "holds-narrow.png"), full_page=True)
+    narrow.goto(f"{base}/verify")
+    narrow.get_by_role("button", name="Run verify now").click()
+    assert "OK" in narrow.get_by_role("status").inner_text()
+    narrow.screenshot(path=str(shots / "verify-narrow.png"), full_page=True)
+    narrow.context.close()
+    page.context.close()

@@ -12,10 +12,10 @@ from types import ModuleType
 
 from starlette.routing import BaseRoute
 
-from qscan.web import audit, auth, message, quarantine
+from qscan.web import audit, auth, holds, message, quarantine
 from qscan.web.console import NavItem
 
-AREAS: tuple[ModuleType, ...] = (audit, message, quarantine, auth)
+AREAS: tuple[ModuleType, ...] = (audit, message, quarantine, holds, auth)
 
 
 def routes() -> list[BaseRoute]:

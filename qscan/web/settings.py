@@ -71,3 +71,7 @@ class WebSettings:
     user_release: bool = setting(
         False, "mail users (role user) may release their own spam and policy quarantine mail, "
         "to their own addresses only, with a reason (each release is an event on the log)")
+    export_dir: Path | None = setting(
+        None, "where exports started from the console are written, one directory each "
+        "(default: DATA_DIR/exports); keep it on storage the legal team may read",
+        example="/srv/productions")
