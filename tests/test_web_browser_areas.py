@@ -170,3 +170,19 @@ def test_hold_from_search_and_export_download(browser: Any, served: Any, tmp_pat
     narrow.screenshot(path=str(shots / "verify-narrow.png"), full_page=True)
     narrow.context.close()
     page.context.close()
+
+
+def test_dashboard(browser: Any, served: Any, tmp_path: Path) -> None:
+    base, _, _ = served
+    shots = shots_dir(tmp_path)
+    for name, width in WIDTHS.items():
+        page = new_page(browser, width)
+        sign_in(page, base, "pam")
+        page.goto(f"{base}/dashboard")
+        assert page.get_by_role("heading", name="Traffic and verdicts").is_visible()
+        for img in page.locator(".charts img").all():  # the SVG charts load and draw
+            assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+        assert "daemon not running" in page.get_by_role("alert").inner_text()
+        page.screenshot(path=str(shots / f"dashboard-{name}.png"), full_page=True)
+        assert page.dialogs == []
+        page.context.close()
