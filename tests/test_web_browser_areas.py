@@ -186,3 +186,27 @@ def test_dashboard(browser: Any, served: Any, tmp_path: Path) -> None:
         page.screenshot(path=str(shots / f"dashboard-{name}.png"), full_page=True)
         assert page.dialogs == []
         page.context.close()
+
+
+def test_discovery_search(browser: Any, served: Any, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from qscan.cli import cli
+
+    base, site, _ = served
+    indexed = CliRunner().invoke(cli, ["-c", str(site.config_file), "consume", "index", "--once"])
+    assert indexed.exit_code == 0, indexed.output
+    shots = shots_dir(tmp_path)
+    for name, width in WIDTHS.items():
+        page = new_page(browser, width)
+        sign_in(page, base, "lea")
+        page.goto(f"{base}/discover")
+        page.get_by_label("Query").fill("subject:customer OR subject:parcel")
+        page.get_by_role("button", name="Search").click()
+        assert "q=subject" in page.url
+        assert page.locator("ol.hits li").count() == 2
+        assert page.locator("mark").count() >= 2
+        page.screenshot(path=str(shots / f"discover-{name}.png"), full_page=True)
+        page.context.close()
+    searches = journal_events(site, "discovery.searched")
+    assert [s.actor for s in searches][-2:] == ["lea@admin.example.com"] * 2
