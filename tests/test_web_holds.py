@@ -4,6 +4,7 @@ zip holds a production that `export verify` accepts, `qscan verify`'s result, ro
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -79,6 +80,10 @@ def test_hold_from_search_export_and_verify(site: Site) -> None:
     assert "Every file matches its custody record" in checked.text
     zipped = post(c, f"/exports/{export_id}/download")
     assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    [got] = journal_events(site, "export.downloaded")
+    assert (got.export_id, got.actor, got.role, got.remote) == (export_id, "lea@admin.example.com",
+                                                                "legal", "192.0.2.70")
+    assert got.sha256 == hashlib.sha256(zipped.content).hexdigest() and got.bytes == len(zipped.content)
     out = site.root / "unzipped"
     zipfile.ZipFile(io.BytesIO(zipped.content)).extractall(out)
     [production] = list(out.iterdir())

@@ -4,7 +4,8 @@ an export of a matter, download it as a zip, check it (``export verify``) and ru
 Each goes through what the CLI runs: ``compliance.holds.create``/``release`` (``qscan hold``),
 ``compliance.export.run`` and ``verify_export`` (``qscan export``, ``export verify``), and
 ``qscan.cli.compliance.run_verify`` (``qscan verify``); their events (``hold.created``,
-``hold.released``, ``export.completed``) name the signed-in ``login@host``. A hold made here
+``hold.released``, ``export.completed``) name the signed-in ``login@host``; a zip download is an
+``export.downloaded`` event (who, from where, the zip's hash) before its first byte is sent. A hold made here
 selects with the audit search's filters exactly as ``qscan hold create`` does with the same
 options (the time range becomes the hold's own dates). Roles: ``legal`` and ``postmaster``;
 ``auditor`` may also run the verification.
@@ -12,6 +13,7 @@ options (the time range becomes the hold's own dates). Roles: ``legal`` and ``po
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 import zipfile
@@ -28,6 +30,8 @@ from starlette.routing import Route
 from compliance import audit as store
 from compliance import export as ex
 from compliance import holds
+from ingest.event import ExportDownloaded
+from ingest.ids import uuid7
 from qscan.web.audit import FIELDS as AUDIT_FIELDS
 from qscan.web.audit import read_filters
 from qscan.web.console import NavItem, Refused, Visit, page
@@ -179,15 +183,19 @@ async def show_export(visit: Visit) -> Response:
                         present=Path(row["out_dir"]).is_dir())
 
 
-def _zip(directory: Path) -> IO[bytes]:
-    """The export directory as a zip (stored, not compressed: the files are hashed as made)."""
+def _zip(directory: Path) -> tuple[IO[bytes], str, int]:
+    """The export directory as a zip (stored, not compressed: the files are hashed as made),
+    with its SHA-256 and size."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by download() once streamed)
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for path in sorted(directory.rglob("*")):
             if path.is_file() and not path.is_symlink():
                 z.write(path, f"{directory.name}/{path.relative_to(directory).as_posix()}")
+    size = spool.tell()
     spool.seek(0)
-    return spool
+    digest = hashlib.file_digest(spool, "sha256").hexdigest()
+    spool.seek(0)
+    return spool, digest, size
 
 
 @page(LEGAL)
@@ -196,7 +204,18 @@ async def download(visit: Visit) -> Response:
     directory = Path(row["out_dir"])
     if not directory.is_dir():
         raise Refused(404, f"The export's directory is gone ({directory}).")
-    spool = await visit.run(_zip, directory)
+    account = visit.account
+    assert account is not None
+    spool, digest, size = await visit.run(_zip, directory)
+    event = ExportDownloaded(event_id=str(uuid7()), time=datetime.now(UTC), host=visit.cfg.hostname,
+                             export_id=row["export_id"], matter=row["matter"],
+                             actor=visit.console.actor(account), role=account.role,
+                             remote=visit.remote, sha256=digest, bytes=size)
+    try:
+        await visit.run(visit.console.append, event)  # recorded before a byte is handed out
+    except BaseException:
+        spool.close()
+        raise
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
