@@ -125,6 +125,7 @@ def test_four_eyes_request_then_a_second_person_approves(site: QSite, mail: dict
     assert site.queued() == [] and site.state(dlp) == "quarantined"
     [req] = journal_events(site, "release.requested")
     assert (req.actor, req.operator) == ("pam@admin.example.com", "pam")
+    assert "to its original recipients" in dee.get(f"/quarantine/{dlp}").text
     pending = dee.get("/approvals")
     assert dlp in pending.text and "test card numbers" in pending.text
     own = post(pam, f"/quarantine/{dlp}/approve", reason="me myself")
@@ -142,7 +143,9 @@ def test_four_eyes_deny_and_withdraw(site: QSite, mail: dict[str, Any]) -> None:
     assert post(pam, f"/quarantine/{virus}/release", reason="false positive?").status_code == 303
     denied = post(dee, f"/quarantine/{virus}/deny", reason="it is a real virus")
     assert denied.status_code == 303 and site.state(virus) == "quarantined"
-    assert post(dee, f"/quarantine/{dlp}/release", reason="asked by sales").status_code == 303
+    assert post(dee, f"/quarantine/{dlp}/release", reason="asked by sales",
+                to="analyst@example.com").status_code == 303
+    assert "asked to release this message to analyst@example.com" in dee.get(f"/quarantine/{dlp}").text
     assert post(dee, f"/quarantine/{dlp}/deny", reason="changed my mind").status_code == 303
     closed = journal_events(site, "release.denied")
     assert [(d.operator, d.withdrawn) for d in closed] == [("dee", False), ("dee", True)]

@@ -15,6 +15,7 @@ become requests another person approves on the "Approvals" page.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -170,10 +171,11 @@ async def _show(visit: Visit, event_id: str, *, error: str | None = None,
     assert account is not None
     four_eyes = entry.folder in visit.cfg.quarantine.four_eyes
     pending = next((r for r in info["requests"] if r["state"] == "pending"), None)
+    pending_to = json.loads(pending["recipients"]) if pending and pending["recipients"] else []
     done = DONE.get(visit.request.query_params.get("done", ""))
     return visit.render(
         "quarantine_show.html", status=status, entry=entry, info=info, m=info["message"],
-        four_eyes=four_eyes, pending=pending, error=error, done=done,
+        four_eyes=four_eyes, pending=pending, pending_to=pending_to, error=error, done=done,
         may_act=may_act(account) and entry.state == "quarantined",
         self_release=may_self_release(visit, entry),
         own=own_recipients(account, entry.recipients) if account.role == "user" else [],
