@@ -108,6 +108,19 @@ def test_four_eyes_dlp_release_by_two_people(browser: Any, served: Any, tmp_path
     assert len(site.queued()) == queued + 1
     [rel] = [e for e in journal_events(site, "message.released") if e.ref_event_id == dlp]
     assert (rel.operator, rel.requested_by) == ("dee", "pam")
+    # a virus release asked for by dee, denied by pam from the approvals page's Deny button
+    virus = mail["virus"].event_id
+    dee.goto(f"{base}/quarantine/{virus}")
+    dee.locator("form[action$='/release']").get_by_label("Reason").fill("looks like a false positive")
+    dee.get_by_role("button", name="Request release").click()
+    pam.goto(f"{base}/approvals")
+    row = pam.locator("tr", has_text="Your parcel")
+    row.get_by_label("reason").fill("EICAR is a test virus: stays in quarantine")
+    row.get_by_role("button", name="Deny").click()
+    assert "stays quarantined" in pam.get_by_role("status").inner_text()
+    [denied] = journal_events(site, "release.denied")
+    assert (denied.ref_event_id, denied.operator, denied.withdrawn) == (virus, "pam", False)
+    assert len(site.queued()) == queued + 1  # nothing more went out
     pam.context.close()
     dee.context.close()
 
