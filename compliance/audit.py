@@ -315,7 +315,9 @@ class Scope:
     addresses: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
 
-    def clause(self) -> ColumnElement[bool]:
+    def clause(self, dates: Filters | None = None) -> ColumnElement[bool]:
+        """``dates``: a query whose time range also bounds each branch (so each reads only that
+        range of its (address, time) index, not the reader's whole history)."""
         addrs = sorted({a.strip().lower() for a in self.addresses if a.strip()})
         doms = sorted({d.strip().lower().lstrip("@") for d in self.domains if d.strip()})
         if not addrs and not doms:
@@ -328,11 +330,14 @@ class Scope:
         if doms:
             by_sender.append(Message.sender_domain.in_(doms))
             by_rcpt.append(Recipient.domain.in_(doms))
-        return _either(or_(*by_sender), or_(*by_rcpt))
+        when = dates or Filters()
+        return _either(and_(or_(*by_sender), *_dates(when)),
+                       and_(or_(*by_rcpt), *_dates(when, Recipient.received_at)))
 
 
-def _scoped(where: list[ColumnElement[bool]], scope: Scope | None) -> list[ColumnElement[bool]]:
-    return where if scope is None else [*where, scope.clause()]
+def _scoped(where: list[ColumnElement[bool]], scope: Scope | None,
+            filters: Filters | None = None) -> list[ColumnElement[bool]]:
+    return where if scope is None else [*where, scope.clause(filters)]
 
 
 def visible(engine: Engine, event_id: str, scope: Scope | None) -> bool:
@@ -358,7 +363,8 @@ def search(engine: Engine, filters: Filters | None = None, *, limit: int | None 
     come after (older than) this (time, event id), read from the time index however deep
     the page (``offset`` reads and skips every row before it).
     """
-    where = _scoped(_query(filters, kwargs).where(), scope)
+    query = _query(filters, kwargs)
+    where = _scoped(query.where(), scope, query)
     m = Message
     if after is not None:
         where.append(tuple_(m.received_at, m.event_id) < tuple_(utc(after[0]), after[1]))
@@ -391,7 +397,8 @@ def search(engine: Engine, filters: Filters | None = None, *, limit: int | None 
 def count(engine: Engine, filters: Filters | None = None, *, scope: Scope | None = None,
           cap: int | None = None, **kwargs: Any) -> int:
     """How many match; with ``cap``, counting stops there (a page's "more than 10,000")."""
-    where = _scoped(_query(filters, kwargs).where(), scope)
+    query = _query(filters, kwargs)
+    where = _scoped(query.where(), scope, query)
     stmt = select(func.count()).select_from(Message).where(*where)
     if cap is not None:
         capped = select(Message.event_id).where(*where).limit(cap).subquery()

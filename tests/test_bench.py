@@ -97,3 +97,14 @@ def test_report_judges_targets_against_the_runs_floors(capsys: pytest.CaptureFix
     report(r)
     line = next(x for x in capsys.readouterr().out.splitlines() if "p50 floor" in x)
     assert "MISSED" in line
+
+
+def test_web_console_bench_runs(tmp_path: Path) -> None:
+    from bench.web_console import main
+
+    out = tmp_path / "web.json"
+    main(["--rows", "400", "--skip", "postgresql", "--out", str(out)])  # figures are not asserted
+    result = json.loads(out.read_text())
+    searches = result["sqlite"]["search"]
+    assert {r["as"] for r in searches} == {"aud", "usr"} and len(result["sqlite"]["message"]) == 3
+    assert any(r["search"] == "page 6 (keyset)" for r in searches)

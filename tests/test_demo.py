@@ -30,6 +30,7 @@ def test_make_demo(tmp_path: Path) -> None:
     assert b"Customer list for the migration" in dlp_copy.read_bytes()
     assert "4556 7375 8689 9855" not in (data / "summary.log").read_text()  # masked, never in logs
     assert "stopped qscan run" in text
+    assert "web console:       qscan -c" in text and "sign in as demo, password " in text  # the test extra has [web]
     assert len(list((data / "queued").glob("*.msg"))) == 25
     # one archived message carries the envelope block at its bottom
     archived = sorted((data / "archive" / "new").iterdir())

@@ -97,7 +97,9 @@ def test_csrf_is_required_on_every_form(site: Site, events: dict[str, MessageSca
 def test_a_user_sees_only_their_own_mail(site: Site, events: dict[str, MessageScanned]) -> None:
     c = client(site)
     page = sign_in(c, "bob")
-    assert "1 matching messages" in page.text and "Board minutes" not in page.text
+    assert "1 matching message" in page.text and "Board minutes" not in page.text
+    assert "1 matching message" in c.get("/audit?since=1d").text  # the scope's branches take the dates
+    assert "0 matching messages" in c.get("/audit?until=2000-01-01").text
     assert c.get(f"/message/{events['bob'].event_id}").status_code == 200
     other = c.get(f"/message/{events['other'].event_id}")  # IDOR: a real id that is not bob's
     assert other.status_code == 404
@@ -303,6 +305,8 @@ def test_raw_download_is_for_raw_roles_and_recorded(site: Site, events: dict[str
     assert (read.ref_event_id, read.actor, read.role, read.source) == (
         ev.event_id, "lea@admin.example.com", "legal", "archive")
     assert lea.get(f"/message/{ev.event_id}/raw").status_code == 405
+    lost = lea.get("/no/such/page")
+    assert lost.status_code == 404 and "There is no such page." in lost.text and "console.css" in lost.text
     assert page.status_code == 200
     for login in ("aud", "bob"):  # an auditor; a user, even for their own message
         other = client(site)
@@ -330,3 +334,25 @@ def test_web_commands_without_the_extra_say_so(tmp_path: Path) -> None:
         out = qscan_without(modules, "-c", str(config), *args)
         assert out.returncode == 78, out.stderr
         assert out.stderr.splitlines() == ["qscan: " + hint("web")]
+
+
+def test_sign_in_goes_back_only_to_this_console() -> None:
+    from qscan.web.console import safe_next
+
+    assert safe_next("/audit?sender=a%40b") == "/audit?sender=a%40b"
+    for bad in (None, "", "https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example",
+                "/\n/evil.example", " /audit", "audit"):
+        assert safe_next(bad) == "/", bad
+
+
+def test_verify_takes_the_consoles_events_in_its_stride(site: Site, events: dict[str, MessageScanned]) -> None:
+    """Sign-ins, account changes and raw reads are on the journal (its chain covers them) and
+    `qscan verify` reads past them: no problem, every event counted."""
+    c = client(site)
+    view = sign_in(c, "lea")
+    c.post(f"/message/{events['bob'].event_id}/raw", data={"csrf": csrf_of(c.get(f"/message/{events['bob'].event_id}").text)})
+    assert view.status_code == 200
+    site.consume()
+    report = json.loads(site.cli("verify", "--json").output)
+    assert report["ok"] and report["problems"] == []
+    assert report["log_events"] == 2 + 5 + 1 + 1  # messages, console.account x5, console.signin, message.raw_read

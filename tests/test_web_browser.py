@@ -77,6 +77,7 @@ def test_sign_in_search_and_message(browser: Any, served: Any, tmp_path: Path) -
         page.screenshot(path=str(shots / f"login-{name}.png"), full_page=True)
         sign_in(page, base, "aud", "wrong password!")
         assert page.get_by_role("alert").inner_text().startswith("Wrong login or password")
+        page.screenshot(path=str(shots / f"login-failed-{name}.png"), full_page=True)
         sign_in(page, base, "aud")
         assert page.url.endswith("/audit")
         assert page.get_by_text("2 matching messages").is_visible()
@@ -100,7 +101,7 @@ def test_search_filters_in_the_form(browser: Any, served: Any) -> None:
     page.get_by_label("Verdict").select_option("spam")
     page.get_by_role("button", name="Search").click()
     assert "verdict=spam" in page.url  # the address is the saved search
-    assert page.get_by_text("1 matching messages").is_visible()
+    assert page.get_by_text("1 matching message").is_visible()
     assert page.locator("td.subject").inner_text() == "Board minutes"
     page.get_by_label("Since (UTC)").fill("someday")
     page.get_by_role("button", name="Search").click()
@@ -124,12 +125,36 @@ def test_csrf_is_refused(browser: Any, served: Any) -> None:
     page.context.close()
 
 
-def test_user_role_limits(browser: Any, served: Any) -> None:
+def test_user_role_limits(browser: Any, served: Any, tmp_path: Path) -> None:
     base, _, events = served
     page = new_page(browser, 390)
     sign_in(page, base, "bob")
-    assert page.get_by_text("1 matching messages").is_visible()
+    assert page.get_by_text("1 matching message").is_visible()
     assert HOSTILE_SUBJECT[:8] in page.locator("td.subject").inner_text()
+    page.screenshot(path=str(shots_dir(tmp_path) / "audit-user-narrow.png"), full_page=True)
     response = page.goto(f"{base}/message/{events['other'].event_id}")
     assert response is not None and response.status == 404
+    assert "not yours to see" in page.get_by_role("alert").inner_text()
+    page.screenshot(path=str(shots_dir(tmp_path) / "not-found-narrow.png"), full_page=True)
     page.context.close()
+
+
+def test_raw_download_in_the_browser_is_recorded(browser: Any, served: Any) -> None:
+    base, site, events = served
+    ev = events["bob"]
+    page = new_page(browser)
+    sign_in(page, base, "lea")
+    page.goto(f"{base}/message/{ev.event_id}")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download raw message (.eml)").click()
+    download = info.value
+    assert download.suggested_filename == f"{ev.event_id}.eml"
+    assert Path(download.path()).read_bytes() == ev.raw_message
+    reads = [e for e in journal_events(site, "message.raw_read") if e.actor.startswith("lea@")]
+    assert [(r.ref_event_id, r.role, r.source) for r in reads] == [(ev.event_id, "legal", "archive")]
+    page.context.close()
+    auditor = new_page(browser)
+    sign_in(auditor, base, "aud")
+    auditor.goto(f"{base}/message/{ev.event_id}")
+    assert auditor.get_by_role("button", name="Download raw message (.eml)").count() == 0
+    auditor.context.close()

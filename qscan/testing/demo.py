@@ -190,3 +190,21 @@ def _report(qscan: list[str], data_dir: Path) -> None:
     click.echo(f"one-line log:      {data_dir / 'summary.log'}")
     click.echo(f"config:            {data_dir / 'qscan.toml'}  (try: qscan -c {data_dir / 'qscan.toml'} "
                "audit search --sender '*@example.com')")
+    _console(qscan, data_dir)
+
+
+def _console(qscan: list[str], data_dir: Path) -> None:
+    """A demo account for the web console, and how to open it on this machine (docs/web.md)."""
+    import secrets
+
+    config = data_dir / "qscan.toml"
+    try:
+        import argon2  # noqa: F401  (the web extra)
+    except ImportError:
+        click.echo("web console:       needs the web extra: pip install 'qscan[web]' (docs/web.md)")
+        return
+    password = secrets.token_urlsafe(12)
+    subprocess.run([*qscan, "web", "user", "add", "demo", "--role", "postmaster", "--password-stdin"],
+                   input=password + "\n", capture_output=True, text=True, check=True)
+    click.echo(f"web console:       qscan -c {config} web --insecure-cookies   (this machine only), "
+               f"then open http://127.0.0.1:8470/ and sign in as demo, password {password}")

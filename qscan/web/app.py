@@ -69,10 +69,14 @@ async def _home(request: Request) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route, wrong method), on the console's error page."""
     status = getattr(exc, "status_code", 404)
     text = {404: "There is no such page.", 405: "That is not how this page is used."}.get(status, "Error.")
-    return HTMLResponse(f"<!doctype html><title>{status}</title><p>{text} "
-                        "<a href=\"/\">Back to the console</a></p>", status_code=status)
+    console: Console = request.app.state.console
+    html = console.templates.get_template("error.html").render(
+        visit=None, account=None, nav=[], csrf_field="", path=request.url.path, status_code=status,
+        message=text)
+    return HTMLResponse(html, status_code=status)
 
 
 def create_app(cfg: Config, *, engine: Engine | None = None, secure_cookies: bool | None = None) -> Starlette:

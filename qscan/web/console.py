@@ -149,6 +149,12 @@ class Visit:
         return self.console.cfg
 
     @property
+    def actor(self) -> str:
+        """login@host of the signed-in account: what the events a page appends name."""
+        assert self.account is not None
+        return self.console.actor(self.account)
+
+    @property
     def csrf(self) -> str:
         token: str = self.session["c"]
         return token
@@ -190,12 +196,12 @@ class Visit:
 
 
 def signin_event(visit: Visit, login: str, outcome: str, method: str,
-           account: Account | None = None) -> ConsoleSignIn:
+                 account: Account | None = None) -> ConsoleSignIn:
+    """The ``console.signin`` event of one attempt (the login as given: bounded, controls as '?')."""
     shown = "".join(c if c.isprintable() else "?" for c in login)[:LOGIN_LEN]
     return ConsoleSignIn(event_id=str(uuid7()), time=datetime.now(UTC), host=visit.cfg.hostname,
-                         login=shown, outcome=outcome,
-                         method=method,
-                         remote=visit.remote, role=account.role if account else None)
+                         login=shown, outcome=outcome, method=method, remote=visit.remote,
+                         role=account.role if account else None)
 
 
 async def proxy_sign_in(visit: Visit) -> None:
@@ -221,8 +227,6 @@ async def proxy_sign_in(visit: Visit) -> None:
         raise Refused(403, "Your single sign-on login has no console account here; ask a postmaster.")
     visit.sign_in(account, "proxy")
     await visit.run(visit.console.append, signin_event(visit, account.login, "ok", "proxy", account))
-
-
 
 
 def _read_session(console: Console, request: Request) -> tuple[dict[str, Any], bool]:
@@ -319,7 +323,9 @@ def _next(target: str) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path on this console, never another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after signing in: a path on this console, never another site (no '//', no
+    backslash, no whitespace or control characters, which browsers drop: '/<TAB>/evil.example')."""
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
         return "/"
     return value

@@ -161,7 +161,7 @@ async def download(visit: Visit) -> Response:
         raise Refused(404, f"This message's stored copy cannot be read ({info['source']}).")
     console = visit.console
     event = MessageRawRead(event_id=str(uuid7()), time=datetime.now(UTC), host=visit.cfg.hostname,
-                           ref_event_id=event_id, actor=console.actor(account), role=account.role,
+                           ref_event_id=event_id, actor=visit.actor, role=account.role,
                            remote=visit.remote, source=info["source"],
                            sha256=hashlib.sha256(raw).hexdigest())
     await visit.run(console.append, event)  # recorded before a byte is handed out

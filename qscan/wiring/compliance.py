@@ -75,17 +75,21 @@ def journal_raw(cfg: Config) -> Iterator[Callable[[str], bytes | None]]:
         journal.close()
 
 
-def _facts(cfg: Config, info: dict[str, Any]) -> tuple[MessageFacts, bool, str | None]:
+def _facts(cfg: Config, info: dict[str, Any], *, recorded: bool = True
+           ) -> tuple[MessageFacts, bool, str | None]:
     """A message's facts (``compliance.audit.details``) for the copy store, whether the archive
-    should keep it, and why that could only be judged by today's settings (else None)."""
+    should keep it, and why that could only be judged by today's settings (else None).
+    ``recorded=False`` judges by today's settings straight away, without reading the archive's
+    decision record (one line per message ever archived: too much to read for one page)."""
     m = info["message"]
     rcpts = [r["address"] for r in info["recipients"]]
     folder = info["quarantine"]["folder"] if info["quarantine"] else None
-    try:
-        keep = archived(cfg)(m["event_id"], m["sender"], rcpts)
-        unreadable = None
-    except CopyError as exc:  # judged by today's settings, and said so
-        keep, unreadable = todays_rule(cfg)(m["sender"], rcpts), str(exc)
+    keep, unreadable = todays_rule(cfg)(m["sender"], rcpts), None
+    if recorded:
+        try:
+            keep = archived(cfg)(m["event_id"], m["sender"], rcpts)
+        except CopyError as exc:  # judged by today's settings, and said so
+            unreadable = str(exc)
     where = expected_location(m["action"], m["category"], m["queue_status"], folder, keep)
     facts = MessageFacts(m["event_id"], utc(m["received_at"]), m["sender"], rcpts,
                          m["raw_sha256"], where)
@@ -95,12 +99,15 @@ def _facts(cfg: Config, info: dict[str, Any]) -> tuple[MessageFacts, bool, str |
 def stored_message(cfg: Config, info: dict[str, Any]) -> tuple[bytes | None, str]:
     """A message's bytes as handed to qmail-queue, from its checked stored copy or the journal
     (``compliance.export.fetch_message``, as exports read them), and where they came from;
-    (None, why) when there are none - and always for a lawfully deleted message."""
+    (None, why) when there are none - and always for a lawfully deleted message. The copy is
+    found by its name in every maildir; whether a missing one was expected ("missing" or "not
+    stored") is judged by today's archive settings, not the decision record (the console's
+    message view must stay fast on a site of millions)."""
     from compliance.export import fetch_message
 
     if info["deletion"]:
         return None, "deleted"
-    facts, keep, _ = _facts(cfg, info)
+    facts, keep, _ = _facts(cfg, info, recorded=False)
     with journal_raw(cfg) as raw:
         return fetch_message(copy_store(cfg), raw, facts, keep)
 
