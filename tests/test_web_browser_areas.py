@@ -93,13 +93,13 @@ def test_four_eyes_dlp_release_by_two_people(browser: Any, served: Any, tmp_path
     pam.get_by_role("button", name="Request release").click()
     assert "Release requested" in pam.get_by_role("status").inner_text()
     queued = len(site.queued())
-    # the requester cannot approve their own request
-    pam.get_by_label("Reason").fill("approving my own")
-    pam.get_by_role("button", name="Approve and release").click()
-    assert "cannot approve" in pam.get_by_role("alert").inner_text()
+    # the requester is offered no approval of their own request, only its withdrawal
+    assert pam.get_by_role("button", name="Approve and release").count() == 0
+    assert pam.get_by_role("button", name="Withdraw my request").is_visible()
     dee.goto(f"{base}/approvals")
     dee.screenshot(path=str(shots / "approvals-narrow.png"), full_page=True)
     pam.goto(f"{base}/approvals")
+    assert pam.locator("tr", has_text="Q4 customer list").get_by_role("button", name="Approve").count() == 0
     pam.screenshot(path=str(shots / "approvals-wide.png"), full_page=True)
     row = dee.locator("tr", has_text="Q4 customer list")
     row.get_by_label("reason").fill("checked with sales: test data")

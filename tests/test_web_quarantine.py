@@ -128,7 +128,10 @@ def test_four_eyes_request_then_a_second_person_approves(site: QSite, mail: dict
     assert "to its original recipients" in dee.get(f"/quarantine/{dlp}").text
     pending = dee.get("/approvals")
     assert dlp in pending.text and "test card numbers" in pending.text
-    own = post(pam, f"/quarantine/{dlp}/approve", reason="me myself")
+    mine = pam.get(f"/quarantine/{dlp}").text
+    assert "Withdraw my request" in mine and "Approve and release" not in mine
+    assert "Approve and release" in dee.get(f"/quarantine/{dlp}").text
+    own = post(pam, f"/quarantine/{dlp}/approve", reason="me myself")  # forged: still refused
     assert own.status_code == 409 and "cannot approve" in own.text and site.queued() == []
     ok = post(dee, f"/quarantine/{dlp}/approve", reason="checked: test data")
     assert ok.status_code == 303 and len(site.queued()) == 1 and site.state(dlp) == "released"

@@ -179,7 +179,8 @@ async def _show(visit: Visit, event_id: str, *, error: str | None = None,
         may_act=may_act(account) and entry.state == "quarantined",
         self_release=may_self_release(visit, entry),
         own=own_recipients(account, entry.recipients) if account.role == "user" else [],
-        may_decide=may_act(account) and pending is not None)
+        may_decide=may_act(account) and pending is not None,
+        own_request=pending is not None and pending["operator"] == account.login)
 
 
 @page(READERS | {"user"})
@@ -329,7 +330,8 @@ async def approvals(visit: Visit) -> Response:
     account = visit.account
     assert account is not None
     rows = await visit.run(q.pending, visit.console.engine, limit=500)
-    return visit.render("approvals.html", rows=rows, may_decide=may_act(account))
+    return visit.render("approvals.html", rows=rows, may_decide=may_act(account),
+                        me=visit.console.actor(account))
 
 
 NAV = [NavItem("Quarantine", "/quarantine", READERS | {"user"}),
