@@ -415,3 +415,30 @@ def _check_sql(engine: Engine, custody: dict[str, Any], custody_sha: str) -> lis
     if json.loads(row.files) != custody.get("files"):
         problems.append(f"{CUSTODY}: its file list differs from the one stored in SQL")
     return problems
+
+
+# -- listing ----------------------------------------------------------------------
+EXPORT_FIELDS = ("export_id", "matter", "hold_id", "actor", "started_at", "finished_at", "format",
+                 "out_dir", "messages", "missing", "total_bytes", "custody_sha256")
+
+
+def listing(engine: Engine, *, matter: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Exports made, newest first (the custody rows in SQL; the web console's exports page)."""
+    cols = [getattr(Export, f) for f in EXPORT_FIELDS]
+    stmt = select(*cols).order_by(Export.finished_at.desc()).limit(limit)
+    if matter is not None:
+        stmt = stmt.where(Export.matter == matter)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [{k: (utc(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+
+
+def get(engine: Engine, export_id: str) -> dict[str, Any] | None:
+    """One export's custody row (with its query), or None."""
+    cols = [getattr(Export, f) for f in EXPORT_FIELDS]
+    with engine.connect() as conn:
+        row = conn.execute(select(*cols, Export.query).where(Export.export_id == export_id)
+                           ).mappings().first()
+    if row is None:
+        return None
+    return {k: (utc(v) if isinstance(v, datetime) else v) for k, v in row.items()}

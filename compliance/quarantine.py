@@ -61,7 +61,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from compliance import holds, retention
-from compliance.audit import Filters, NotFound, printable
+from compliance.audit import Filters, NotFound, Scope, printable
 from compliance.copystore import CopyStore, MessageFacts
 from compliance.db import session_factory
 from compliance.models import (
@@ -155,6 +155,7 @@ class ListFilters:
     until: datetime | None = None
     reason: str | None = None  # the verdict's reason, '*' allowed ('bad-attachment', 'spam*')
     rule: str | None = None  # a finding's name (policy rule, signature) or a DLP rule, '*' allowed
+    scope: Scope | None = None  # a restricted reader's mail only (the web console's user role)
 
     def __post_init__(self) -> None:
         if self.folder is not None and self.folder not in QUARANTINE_FOLDERS:
@@ -181,6 +182,8 @@ class ListFilters:
                 wildcard_match(func.lower(Finding.name), rule.lower()))
             by_dlp = select(DlpFinding.event_id).where(wildcard_match(DlpFinding.rule, rule))
             where.append(or_(q.event_id.in_(by_finding), q.event_id.in_(by_dlp)))
+        if self.scope is not None:
+            where.append(self.scope.clause())
         return where
 
 

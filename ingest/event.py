@@ -513,6 +513,24 @@ class MessageRawRead(_Model):
     sha256: str = Field(description="SHA-256 of the bytes handed out")
 
 
+class ExportDownloaded(_Model):
+    """Someone downloaded a discovery export (the console's zip of the export directory)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["export.downloaded"] = "export.downloaded"
+    event_id: str
+    time: datetime
+    host: str = Field(description="the host it was downloaded from")
+    export_id: str = Field(description="the export.completed event of the export")
+    matter: str = Field(description="the export's matter")
+    actor: str = Field(description="login@host (web) of the person downloading")
+    role: str = Field(description="their console role")
+    via: Literal["web"] = "web"
+    remote: str = Field(description="the client's address as the console saw it")
+    sha256: str = Field(description="SHA-256 of the zip handed out")
+    bytes: int = Field(description="size of the zip handed out")
+
+
 EVENT_TYPES: dict[str, type[_Model]] = {
     "message.scanned": MessageScanned,
     "message.queue_failed": QueueFailed,
@@ -528,12 +546,13 @@ EVENT_TYPES: dict[str, type[_Model]] = {
     "console.signin": ConsoleSignIn,
     "console.account": ConsoleAccountChanged,
     "message.raw_read": MessageRawRead,
+    "export.downloaded": ExportDownloaded,
 }
 
 AnyEvent = (MessageScanned | QueueFailed | MessageDeleted | HoldCreated | HoldReleased
             | ExportCompleted | MessageReleased | ReleaseRequested | ReleaseDenied
             | ChainAnchored | DiscoverySearched | ConsoleSignIn | ConsoleAccountChanged
-            | MessageRawRead)
+            | MessageRawRead | ExportDownloaded)
 
 
 def to_json(event: _Model, *, with_raw: bool = True) -> bytes:

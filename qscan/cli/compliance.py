@@ -72,45 +72,10 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
       qscan verify --save-anchor /mnt/worm/qscan-anchor-$(date +%F).json
       qscan verify --anchor /mnt/worm/qscan-anchor-2026-11-01.json --no-files
     """
-    from compliance import verify as v
-    from ingest.journal import Journal
-    from ingest.log import JournalReader
-    from qscan.wiring.compliance import copy_store, todays_rule
-
     cfg = _config(ctx)
     with sql_store(ctx) as engine, _progress() as bar:
-        stages = bar.add_task("verify: hash chains", total=2 + (not no_log) + (not no_files))
-        report = v.verify_chain(engine)
-        journal = None
-        if not no_log and cfg.journal_path.exists():
-            journal = Journal(cfg.journal_path, readonly=True)
-        try:
-            topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
-            bar.update(stages, advance=1, description="verify: anchors")
-            anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
-            report.merge(anchored)
-            position, waiting = _summaries_coverage(cfg, engine, journal, report)
-            bar.update(stages, advance=1, description="verify: journal against SQL")
-            if journal is not None:
-                reader = JournalReader(journal)
-                report.merge(v.verify_release_events(
-                    engine, _release_events(reader), local_host=cfg.hostname,
-                    since=_journal_since(journal)))
-                events = bar.add_task("  journal events", total=journal.count())
-                records = _skipping(v.journal_records(journal, cfg.hostname, report), waiting)
-                report.merge(v.verify_log(engine, _counted(records, bar, events),
-                                          position=position, local_host=cfg.hostname,
-                                          raw=reader.raw))
-            if not no_log:
-                bar.update(stages, advance=1, description="verify: stored copies")
-            if not no_files:
-                known = _journal_ids(journal, position) | waiting
-                report.merge(v.verify_copies(engine, copy_store(cfg), archived=todays_rule(cfg),
-                                             pending=lambda event_id: event_id in known))
-                bar.update(stages, advance=1)
-        finally:
-            if journal is not None:
-                journal.close()
+        report = run_verify(cfg, engine, bar, no_files=no_files, no_log=no_log,
+                            anchor_files=anchor_files, anchor_key=anchor_key)
     if save_anchor is not None and report.ok:
         save_anchor.write_text(json.dumps({"heads": report.heads}, indent=2) + "\n")
     elif save_anchor is not None:
@@ -128,6 +93,51 @@ def verify(ctx: click.Context, no_files: bool, no_log: bool, anchor_files: tuple
         click.echo(f"{verdict}: {report.entries} chain entries ({heads}), {report.files} stored "
                    f"copies, {report.log_events} journal events checked", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+def run_verify(cfg: Config, engine: Any, bar: Progress, *, no_files: bool = False,
+               no_log: bool = False, anchor_files: tuple[Path, ...] = (),
+               anchor_key: Path | None = None) -> Any:
+    """What `qscan verify` checks, as a report (compliance.verify.Report); the web console's
+    verify page runs this too. Raises click.UsageError/ClickException for unusable anchors."""
+    from compliance import verify as v
+    from ingest.journal import Journal
+    from ingest.log import JournalReader
+    from qscan.wiring.compliance import copy_store, todays_rule
+
+    stages = bar.add_task("verify: hash chains", total=2 + (not no_log) + (not no_files))
+    report = v.verify_chain(engine)
+    journal = None
+    if not no_log and cfg.journal_path.exists():
+        journal = Journal(cfg.journal_path, readonly=True)
+    try:
+        topic = not no_log and cfg.log.kafka is not None and cfg.consumers.source == "kafka"
+        bar.update(stages, advance=1, description="verify: anchors")
+        anchored = _check_anchors(cfg, engine, journal, anchor_files, anchor_key, topic)
+        report.merge(anchored)
+        position, waiting = _summaries_coverage(cfg, engine, journal, report)
+        bar.update(stages, advance=1, description="verify: journal against SQL")
+        if journal is not None:
+            reader = JournalReader(journal)
+            report.merge(v.verify_release_events(
+                engine, _release_events(reader), local_host=cfg.hostname,
+                since=_journal_since(journal)))
+            events = bar.add_task("  journal events", total=journal.count())
+            records = _skipping(v.journal_records(journal, cfg.hostname, report), waiting)
+            report.merge(v.verify_log(engine, _counted(records, bar, events),
+                                      position=position, local_host=cfg.hostname,
+                                      raw=reader.raw))
+        if not no_log:
+            bar.update(stages, advance=1, description="verify: stored copies")
+        if not no_files:
+            known = _journal_ids(journal, position) | waiting
+            report.merge(v.verify_copies(engine, copy_store(cfg), archived=todays_rule(cfg),
+                                         pending=lambda event_id: event_id in known))
+            bar.update(stages, advance=1)
+    finally:
+        if journal is not None:
+            journal.close()
+    return report
 
 
 def _counted(batches: Any, bar: Progress, task: Any) -> Any:

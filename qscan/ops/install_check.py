@@ -625,7 +625,7 @@ QMAILQ = "qmailq"
 # Units that run the real qmail-queue: `qscan run` and the notify consumer with
 # notify.transport = "qmail-inject" (an instance of qscan-consume@); quarantine releases are run
 # by hand. The daemon never runs it (qscan-queue does): its unit may set NoNewPrivileges=.
-QUEUE_UNITS = ("qscan.service", "qscan-consume@.service")
+QUEUE_UNITS = ("qscan.service", "qscan-consume@.service", "qscan-web.service")
 UNIT_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"),
              Path("/usr/local/lib/systemd/system"), Path("/lib/systemd/system"),
              Path("/usr/lib/systemd/system"))

@@ -68,3 +68,10 @@ class WebSettings:
         ("postmaster", "legal", "dlp-officer"), "roles that may download a message's raw source "
         "(each download is an event on the log)")
     page_size: int = setting(50, "rows per page of the audit search", ge=5, le=1000)
+    user_release: bool = setting(
+        False, "mail users (role user) may release their own spam and policy quarantine mail, "
+        "to their own addresses only, with a reason (each release is an event on the log)")
+    export_dir: Path | None = setting(
+        None, "where exports started from the console are written, one directory each "
+        "(default: DATA_DIR/exports); keep it on storage the legal team may read",
+        example="/srv/productions")
