@@ -35,6 +35,13 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 
+# A group member left without partitions this long while the topic has some rejoins the group
+# (then after twice as long, up to REJOIN_MAX): a group that rebalanced while the topic did not
+# exist (a broker restarted without its data) is handed empty assignments, and neither
+# kafka-python nor every Kafka-protocol broker (Tansu) rebalances again once the topic is back.
+UNASSIGNED_GRACE = 15.0
+REJOIN_MAX = 300.0
+
 SinkFactory = Callable[[str], Sink]  # position key -> sink
 
 
@@ -151,6 +158,8 @@ class KafkaSource:
         self._unchecked: list[TopicPartition] = []  # assigned while the broker could not be asked
         self._retry_at = 0.0
         self._retry_backoff = 0.0
+        self._unassigned_since: float | None = None
+        self._rejoin_after = UNASSIGNED_GRACE
 
     # -- partitions ---------------------------------------------------------------
     def _sink(self, partition: int) -> Sink:
@@ -416,6 +425,37 @@ class KafkaSource:
         self.applied += n
         return n
 
+    def _rejoin_if_unassigned(self) -> None:
+        """Group mode: no partitions for a while although the topic has some - rejoin, so the
+        group's partitions are handed out again from fresh metadata. A member of a group with
+        more members than partitions rejoins too, ever more rarely (up to REJOIN_MAX): a
+        rebalance is cheap, partitions read by nobody are not."""
+        if self.static is not None:
+            return
+        now = time.monotonic()
+        if self.consumer.assignment():
+            self._unassigned_since, self._rejoin_after = None, UNASSIGNED_GRACE
+            return
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+            return
+        if now - self._unassigned_since < self._rejoin_after:
+            return
+        from ingest.kafka_log import topic_identity
+
+        self._unassigned_since = now
+        partitions = topic_identity(self.consumer, self.settings.topic)[0]
+        if not partitions:
+            return
+        log.warning("%s: no partitions of %s assigned for %.0fs while it has %d: rejoining the "
+                    "consumer group", self.name, self.settings.topic, self._rejoin_after, partitions)
+        self._rejoin_after = min(REJOIN_MAX, self._rejoin_after * 2)
+        self.consumer.close(autocommit=False)
+        for sink in self.sinks.values():
+            sink.close()
+        self.sinks.clear()
+        self._make_consumer()
+
     # -- group mode: join once the topic exists -------------------------------------------
     def _wait_for_topic(self, stop: Stop, give_up: float | None) -> bool:
         """Wait (riding out a broker that does not answer) until the topic exists; False when
@@ -455,6 +495,7 @@ class KafkaSource:
             while not stop.requested:
                 try:
                     n = self.poll_once()
+                    self._rejoin_if_unassigned()
                 except (KafkaError, OSError) as exc:  # the broker down: wait as the relay does
                     backoff = min(30.0, backoff * 2 or 0.5)
                     log.warning("%s: %s: %s; retrying in %.1fs", self.name, type(exc).__name__, exc, backoff)
