@@ -71,7 +71,10 @@ class Site:
     def cli(self, *args: str) -> Result:
         cfg = self.cfg
 
-        @click.group()
+        # the real CLI's help names: click caches each command's help option the first time
+        # it is built, so a bare group here would leave `--help` alone on these commands for
+        # every later test in the process (test_manpages then sees stale pages)
+        @click.group(context_settings={"help_option_names": ["-h", "--help"]})
         @click.pass_context
         def main(ctx: click.Context) -> None:
             ctx.obj = {"config": lambda: cfg}
