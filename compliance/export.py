@@ -442,3 +442,24 @@ def get(engine: Engine, export_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: (utc(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def recorded_search(directory: Path) -> tuple[dict[str, Any], DiscoveryQuery, list[SelectedItem]]:
+    """An export by query's custody record, its discovery search and the result set it took
+    (``ExportError`` when the directory holds no export, or an export not chosen by a query).
+    Run it again with ``compliance.discovery.selection.rerun`` to see what changed since."""
+    path = directory / CUSTODY
+    try:
+        custody = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: no readable custody record ({exc})") from exc
+    found = (custody.get("query") or {}).get("discovery") if isinstance(custody, dict) else None
+    if not found:
+        raise ExportError(f"{directory}: this export was not chosen by a discovery query "
+                          "(qscan export --query): there is no search to run again")
+    try:
+        results = [SelectedItem.model_validate(i) for i in found.get("results", [])]
+        then = DiscoveryQuery.model_validate({k: v for k, v in found.items() if k != "results"})
+    except ValueError as exc:
+        raise ExportError(f"{path}: the recorded search is unreadable ({exc})") from exc
+    return custody, then, results

@@ -183,6 +183,22 @@ def test_export_by_query_records_how_the_set_was_chosen(site: Site, corpus: dict
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["query"]["discovery"]["canonical"] == "acme"
     assert site.cli("export", "verify", str(out_dir)).exit_code == 0
+    # re-running the export's recorded search later shows what changed since
+    same = json.loads(site.cli("export", "rerun", str(out_dir), "--json").stdout)
+    assert (same["added"], same["removed"], same["then"], same["now"]) == (
+        [], [], {"total": 1, "copies": 1}, {"total": 1, "copies": 1})
+    newer = make_event(sender="bob@example.org", when=ago(3), raw=mail(
+        body="Acme again", subject="follow-up"))
+    add(site, newer)
+    rerun = site.cli("export", "rerun", str(out_dir))
+    assert rerun.exit_code == 0, rerun.output
+    assert "then: 1 messages (1 copies); now: 2 messages (2 copies); 1 added, 0 removed" \
+        in rerun.stdout
+    assert f"+ {newer.event_id}" in rerun.stdout and "(not in the export)" in rerun.stdout
+    assert [s.purpose for s in events(site, "discovery.searched")][-1] == \
+        f"rerun of export {custody['export_id']}"
+    plain = site.cli("export", "rerun", str(tmp_path))  # no custody record there
+    assert plain.exit_code == 1 and "no readable custody record" in plain.output
 
     # within a hold: the query narrows what the hold covers
     assert site.cli("hold", "create", "Falcon", "--query", '"wire transfer"',

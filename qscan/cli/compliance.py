@@ -729,3 +729,58 @@ def export_verify(ctx: click.Context, directory: Path, no_db: bool) -> None:
         click.echo(f"{directory}: {len(problems)} PROBLEM(S)", err=True)
         sys.exit(1)
     click.echo(f"{directory}: every file matches its custody record", err=True)
+
+
+@export.command("rerun")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@output_options("text")
+@click.pass_context
+def export_rerun(ctx: click.Context, directory: Path, as_json: bool) -> None:
+    """An export by query (qscan export --query): run its recorded search again over
+    today's index and list what changed since the export - messages it finds now that the
+    export does not hold (mail indexed since), and exported messages it no longer finds.
+    The export is not touched; the rerun is recorded as a discovery.searched event."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from compliance.discovery.search import searched_event
+    from compliance.discovery.selection import rerun
+    from compliance.export import ExportError, recorded_search
+    from qscan.cli.discover import open_index
+    from qscan.wiring.compliance import actor, log_appender
+
+    try:
+        custody, then, items = recorded_search(directory)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cfg = _config(ctx)
+    index = open_index(ctx, cfg)
+    try:
+        change = rerun(index, then, items)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"discovery search failed: {exc}") from exc
+    finally:
+        index.close()
+    now = change.now
+    with log_appender(cfg) as append:
+        append(searched_event(now.query, now.tree, now.filters, now.counts, actor=actor(cfg),
+                              host=cfg.hostname, purpose=f"rerun of export {custody['export_id']}"))
+    doc = {"export_id": custody["export_id"], "matter": custody.get("matter"),
+           "query": then.query, "canonical": then.canonical, "filters": then.filters,
+           "then": {"total": then.total, "copies": len(items)},
+           "now": {"total": now.counts.total, "copies": len(now.matches)},
+           "added": [{"event_id": m.event_id, "sha256": m.sha256,
+                      "received_at": m.received_at.isoformat()} for m in change.added],
+           "removed": [{"event_id": i.event_id, "sha256": i.sha256} for i in change.removed]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"export {doc['export_id']} ({printable(str(doc['matter']))}): "
+               f"{printable(then.query)}")
+    click.echo(f"then: {then.total} messages ({len(items)} copies); now: {now.counts.total} "
+               f"messages ({len(now.matches)} copies); {len(change.added)} added, "
+               f"{len(change.removed)} removed since the export")
+    for m in change.added:
+        click.echo(f"  + {m.event_id}  {m.received_at:%Y-%m-%d %H:%M}  sha256 {m.sha256[:16]}  "
+                   "(not in the export)")
+    for i in change.removed:
+        click.echo(f"  - {i.event_id}  sha256 {i.sha256[:16]}  (no longer found)")
