@@ -61,11 +61,12 @@ PRIMARY = 7
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
 
-def read_filters(params: Any) -> tuple[store.Filters, dict[str, str]]:
-    """The Filters a query string asks for, and the values as typed (to refill the form)."""
-    typed = {f.name: str(params.get(f.name, "")).strip()[:500] for f in FIELDS}
+def read_form(params: Any, fields: tuple[Field, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A filter form's values by attribute (dates parsed, choices checked; FilterError names
+    the field), and the values as typed (to refill the form). The audit and quarantine pages'."""
+    typed = {f.name: str(params.get(f.name, "")).strip()[:500] for f in fields}
     values: dict[str, Any] = {}
-    for f in FIELDS:
+    for f in fields:
         text = typed[f.name]
         if not text:
             continue
@@ -80,6 +81,12 @@ def read_filters(params: Any) -> tuple[store.Filters, dict[str, str]]:
                 ) from exc
         else:
             values[f.attr] = text
+    return values, typed
+
+
+def read_filters(params: Any) -> tuple[store.Filters, dict[str, str]]:
+    """The Filters a query string asks for, and the values as typed (to refill the form)."""
+    values, typed = read_form(params, FIELDS)
     return store.Filters(**values), typed
 
 

@@ -16,7 +16,6 @@ become requests another person approves on the "Approvals" page.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -27,8 +26,8 @@ from starlette.routing import Route
 from compliance import audit as store
 from compliance import quarantine as q
 from compliance.accounts import Account
-from compliance.when import parse_when
 from ingest.vocabulary import QUARANTINE_FOLDERS
+from qscan.web.audit import Field, read_form
 from qscan.web.console import NavItem, Refused, Visit, page
 from qscan.web.message import _EVENT_ID
 
@@ -46,43 +45,20 @@ DONE = {  # ?done= after an action: what the page says happened
 NOT_FOUND = "There is no such quarantined message, or it is not yours to see."
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str
-    label: str
-    choices: tuple[str, ...] = ()
-    hint: str = ""
-
-
-FIELDS = (
-    Field("folder", "Folder", tuple(QUARANTINE_FOLDERS)),
-    Field("state", "State", STATES),
-    Field("since", "Since (UTC)", hint="2026-11-25, 7d, 12h"),
-    Field("until", "Until (UTC)", hint="a date alone includes that day"),
-    Field("sender", "Sender", hint="alice@example.com, *@example.com, <>"),
-    Field("recipient", "Recipient", hint="any envelope recipient; * wildcard"),
-    Field("reason", "Reason", hint="bad-attachment, spam*"),
-    Field("rule", "Rule", hint="Eicar*, card-numbers"),
+FIELDS = (  # as the audit page's: query-string name, ListFilters field, label, choices, hint
+    Field("folder", "folder", "Folder", tuple(QUARANTINE_FOLDERS)),
+    Field("state", "state", "State", STATES),
+    Field("since", "since", "Since (UTC)", hint="2026-11-25, 7d, 12h"),
+    Field("until", "until", "Until (UTC)", hint="a date alone includes that day"),
+    Field("sender", "sender", "Sender", hint="alice@example.com, *@example.com, <>"),
+    Field("recipient", "recipient", "Recipient", hint="any envelope recipient; * wildcard"),
+    Field("reason", "reason", "Reason", hint="bad-attachment, spam*"),
+    Field("rule", "rule", "Rule", hint="Eicar*, card-numbers"),
 )
 
 
 def _filters(params: Any, account: Account) -> tuple[q.ListFilters, dict[str, str]]:
-    typed = {f.name: str(params.get(f.name, "")).strip()[:500] for f in FIELDS}
-    values: dict[str, Any] = {}
-    for f in FIELDS:
-        text = typed[f.name]
-        if not text:
-            continue
-        if f.choices and text not in f.choices:
-            raise store.FilterError(f"unknown {f.label.lower()} {text!r}")
-        if f.name in ("since", "until"):
-            try:
-                values[f.name] = parse_when(text, end=f.name == "until")
-            except ValueError as exc:
-                raise store.FilterError(f"{f.label}: {text!r} is not a date: use 2026-11-25, "
-                                        "2026-11-25T10:00, 12h or 7d") from exc
-        else:
-            values[f.name] = text
+    values, typed = read_form(params, FIELDS)
     try:
         filters = q.ListFilters(**values, scope=account.scope)
         filters.where()
