@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import quopri
 
 from hypothesis import assume, given, settings
@@ -10,7 +11,15 @@ from hypothesis import strategies as st
 
 from ingest.mime import header_summary, walk_parts
 from scanners.mime.filetype import exec_kind, sniff
-from scanners.mime.parse import decoded_payload, display_header, parse, part_filename, part_payload
+from scanners.mime.parse import (
+    decoded_payload,
+    display_header,
+    parse,
+    part_filename,
+    part_payload,
+    strict_b64decode,
+    without_line_breaks,
+)
 
 
 def test_display_header_decodes_and_unfolds() -> None:
@@ -186,6 +195,40 @@ def test_decoded_payload_is_the_stdlibs(payload: bytes, cte: bytes, multipart: b
     assert part_payload(leaf_fast) == part_payload(leaf_slow)
     assert decoded_payload(fast if multipart else leaf_fast) == (slow if multipart else leaf_slow).get_payload(
         decode=True)
+
+
+@st.composite
+def _base64_quads(draw: st.DrawFn) -> bytes:
+    """Text of a length divisible by 4 from the base64 alphabet and '=' (padding anywhere, in
+    any amount), or a real encoding with a character swapped: what strict mode must judge."""
+    if draw(st.booleans()):
+        text = bytearray(base64.b64encode(draw(st.binary(max_size=40))))
+        if text and draw(st.booleans()):
+            text[draw(st.integers(0, len(text) - 1))] = draw(st.sampled_from(_B64_CHARS))
+        return bytes(text)
+    quads = draw(st.integers(0, 6))
+    return bytes(draw(st.lists(st.sampled_from(_B64_CHARS + b"===="), min_size=4 * quads, max_size=4 * quads)))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_base64_quads())
+def test_strict_b64decode_is_binascii_strict_mode(text: bytes) -> None:
+    """pybase64 first, binascii when it refuses: the same bytes and the same refusals as
+    ``a2b_base64(strict_mode=True)`` (what the stdlib's get_payload tries first)."""
+    try:
+        want: bytes | None = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        want = None
+    try:
+        got: bytes | None = strict_b64decode(text)
+    except binascii.Error:
+        got = None
+    assert got == want
+
+
+@given(data=st.binary(max_size=200).map(lambda b: b.replace(b"\0", b"\r")))
+def test_without_line_breaks_is_translate(data: bytes) -> None:
+    assert without_line_breaks(data) == data.translate(None, b"\r\n")
 
 
 def _stdlib_filename(part: object) -> str | None:

@@ -17,6 +17,8 @@ from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.parser import Parser
 
+import pybase64
+
 from scanners.mime.split import parse_text
 
 
@@ -163,20 +165,25 @@ def decoded_payload(part: Message) -> bytes | None:
 
     The stdlib checks the whole payload for surrogates by encoding it, encodes it again, and for
     base64 splits it into lines and joins them before ``binascii.a2b_base64(strict_mode=True)``
-    (about 1.7 ms for a 300 KB attachment). For an ASCII payload the lines joined are the text
-    without its CR and LF bytes, and when their length is a multiple of 4 the stdlib's first
-    try is exactly ``a2b_base64(joined, strict_mode=True)``: done here directly. Anything else
-    (not ASCII, padding to repair, characters outside the alphabet, uuencode: the cases where
-    the stdlib records a defect or tries again) goes to the stdlib itself.
+    (about 2.4 ms for a 300 KB attachment on the bench VM, CPython 3.11's decoder alone 1.6 ms).
+    For an ASCII payload the lines joined are the text without its CR and LF bytes, and when
+    their length is a multiple of 4 the stdlib's first try is exactly
+    ``a2b_base64(joined, strict_mode=True)``. That is done here with pybase64's SIMD decoder in
+    validating mode (0.04 ms for the same part), which accepts a subset of what strict mode
+    accepts and decodes it to the same bytes (``tests/test_mime.py`` holds it so on random
+    input); what it refuses goes to the strict decoder, then to the stdlib. The line breaks
+    go with two single-byte ``replace`` calls (``memchr``; ``translate`` walks every byte).
+    Anything else (not ASCII, padding to repair, characters outside the alphabet, uuencode: the
+    cases where the stdlib records a defect or tries again) goes to the stdlib itself.
     ``tests/test_mime.py`` holds the two to the same bytes and defects on random payloads."""
     payload = getattr(part, "_payload", None)
     if isinstance(payload, str) and payload.isascii():
         cte = str(part.get("content-transfer-encoding", "")).lower()
         if cte == "base64":
-            joined = payload.encode("ascii").translate(None, b"\r\n")
+            joined = without_line_breaks(payload.encode("ascii"))
             if len(joined) % 4 == 0:
                 try:
-                    return binascii.a2b_base64(joined, strict_mode=True)
+                    return strict_b64decode(joined)
                 except binascii.Error:
                     pass  # the stdlib tries again, leniently, and records the defect
         elif cte == "quoted-printable":
@@ -185,6 +192,22 @@ def decoded_payload(part: Message) -> bytes | None:
             return payload.encode("ascii")
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else None
+
+
+def without_line_breaks(data: bytes) -> bytes:
+    """``data.translate(None, b"\\r\\n")``, ten times faster on base64 text (one LF per 77 bytes)."""
+    data = data.replace(b"\n", b"")
+    return data.replace(b"\r", b"") if b"\r" in data else data
+
+
+def strict_b64decode(joined: bytes) -> bytes:
+    """``binascii.a2b_base64(joined, strict_mode=True)``: the same bytes, the same refusals
+    (``binascii.Error``), pybase64's SIMD decoder first. pybase64 refuses a few inputs strict
+    mode takes (surplus padding, ``QQ====``): those are decoded by binascii."""
+    try:
+        return pybase64.b64decode(joined, validate=True)
+    except binascii.Error:
+        return binascii.a2b_base64(joined, strict_mode=True)
 
 
 def part_payload(part: Message) -> bytes:
