@@ -319,3 +319,51 @@ def test_kafka_fed_consumers_show_positions_and_lag(tmp_path: Path) -> None:
     assert kc["consumers"]["archive"]["partitions"]["1"]["position"] == ends[1]
     r = qscan(config, "status", "--no-scanners", "--probe-timeout", "1")
     assert any(line.startswith("kafka") and "UNREACHABLE" in line for line in r.stdout.splitlines()), r.stdout
+
+
+def test_scanners_are_probed_side_by_side(tmp_path: Path) -> None:
+    """Each scanner's probe waits for the other's to arrive before it answers: probed one after
+    the other, the first would wait out its timeout and be reported down. Side by side, a status
+    (and the console's dashboard) with every scanner slow waits one timeout, not one each."""
+    import socket
+
+    from qscan.config import Config
+    from qscan.ops.status import scanner_info
+
+    both = threading.Barrier(2, timeout=10)
+
+    def serve(listener: socket.socket, answer: bytes) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            try:
+                both.wait()
+            except threading.BrokenBarrierError:
+                return
+            conn.sendall(answer)
+
+    clamd = socket.socket(socket.AF_UNIX)
+    clamd.bind(str(tmp_path / "clamd.sock"))
+    rspamd = socket.create_server(("127.0.0.1", 0))
+    clamd.listen()
+    servers = [
+        threading.Thread(target=serve, args=(clamd, b"ClamAV 1.0.7/27000/Mon Dec  7 09:00:00 2026\0"), daemon=True),
+        threading.Thread(target=serve, args=(rspamd, b"HTTP/1.0 200 OK\r\nServer: rspamd/3.4\r\n"
+                                                     b"Content-Length: 5\r\n\r\npong\n"), daemon=True),
+    ]
+    for t in servers:
+        t.start()
+    cfg = Config.model_validate({
+        "scanners": {"enabled": ["size", "clamd", "internal", "rspamd"]},
+        "clamd": {"socket": str(tmp_path / "clamd.sock")},
+        "rspamd": {"host": "127.0.0.1", "port": rspamd.getsockname()[1]},
+    })
+    try:
+        got = scanner_info(cfg, timeout=5.0)
+    finally:
+        both.abort()
+        clamd.close()
+        rspamd.close()
+    assert list(got) == ["clamd", "rspamd"]  # in the configured order, in-process ones left out
+    assert got["clamd"]["reachable"] and got["clamd"]["version"] == "1.0.7/27000", got
+    assert got["rspamd"]["reachable"] and got["rspamd"]["version"] == "3.4", got

@@ -204,16 +204,24 @@ def _probe_version(scanner: Any, timeout: float) -> dict[str, Any]:
 def scanner_info(cfg: Config, timeout: float) -> dict[str, dict[str, Any]]:
     """Reachability and version of each enabled network scanner (its registry entry's ``probe``:
     ``version`` asks the scanner itself, ``ping`` its HTTP /ping); in-process ones need none."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from qscan.wiring.pipeline import SCANNERS
 
-    out: dict[str, dict[str, Any]] = {}
-    for name in cfg.scanners.enabled:
+    def probe(name: str) -> dict[str, Any] | None:
         entry = SCANNERS[name]
         if entry.probe == "ping":
-            out[name] = _probe_ping(getattr(cfg, name), timeout)
-        elif entry.probe == "version":
-            out[name] = _probe_version(entry.build(cfg), timeout)
-    return out
+            return _probe_ping(getattr(cfg, name), timeout)
+        if entry.probe == "version":
+            return _probe_version(entry.build(cfg), timeout)
+        return None
+
+    # All at once: a status (or the console's dashboard) with two scanners down waits one
+    # timeout, not one per scanner.
+    names = list(cfg.scanners.enabled)
+    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="status-probe") as pool:
+        answers = list(pool.map(probe, names))
+    return {name: got for name, got in zip(names, answers, strict=True) if got is not None}
 
 
 # -- sinks, broker, SMTP relay ---------------------------------------------------------
