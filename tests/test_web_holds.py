@@ -51,6 +51,8 @@ def post(c: TestClient, path: str, **data: str) -> Any:
 
 def test_hold_from_search_export_and_verify(site: Site) -> None:
     c = client(site, "lea")
+    found = c.get("/audit?sender=ceo@example.com&subject=contract")
+    assert 'href="/holds/new?sender=ceo%40example.com&amp;subject=contract"' in found.text
     form = c.get("/holds/new?sender=ceo@example.com&subject=contract")
     assert form.status_code == 200 and "1 messages" in form.text
     q = "sender=ceo%40example.com&subject=contract"
@@ -125,6 +127,7 @@ def test_roles_without_holds(site: Site, login: str) -> None:
     c = client(site, login)
     assert c.get("/holds").status_code == 403
     assert c.get("/holds/new?sender=x").status_code == 403
+    assert "/holds/new" not in c.get("/audit?sender=ceo@example.com").text  # no hold link either
     token = csrf_of(c.get("/audit").text)
     for path in ("/holds/new", "/exports"):
         assert c.post(path, data={"csrf": token, "matter": "M", "reason": "r", "q": ""},
