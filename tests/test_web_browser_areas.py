@@ -5,6 +5,7 @@ go to $QSCAN_WEB_SHOTS (or the test's tmp directory)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,8 @@ def test_hold_from_search_and_export_download(browser: Any, served: Any, tmp_pat
     assert row.locator("td[data-label=Messages]").inner_text() == "1"
     page.screenshot(path=str(shots / "holds-wide.png"), full_page=True)
     row.get_by_role("button", name="Export").click()
+    # straight to the export, or (on a busy machine) through its progress page, which reloads itself
+    page.wait_for_url(re.compile(r"/exports/[0-9a-f-]{36}\?done=exported$"), timeout=60_000)
     assert "The export is complete" in page.get_by_role("status").inner_text()
     page.get_by_role("link", name="Verify the export").click()
     assert "Every file matches its custody record" in page.get_by_role("status").inner_text()

@@ -101,6 +101,59 @@ def test_hold_from_search_export_and_verify(site: Site) -> None:
     assert "Acme v. Example" not in c.get("/holds").text.split("<h2>Exports")[0]
 
 
+def test_a_long_export_goes_on_behind_its_progress_page(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export that outlasts the request's wait runs on in the console: the person sees its
+    progress page (reloading itself), other roles do not, and the page leads to the export
+    once it is made. A refusal that comes at once is still the form's 409."""
+    import threading
+
+    from compliance import export as ex
+    from qscan.web import holds as web_holds
+
+    gate = threading.Event()
+    real_run = ex.run
+
+    def slow_run(*args: Any, progress: Any = None, **kw: Any) -> Any:
+        progress(0, 1)
+        assert gate.wait(30)
+        return real_run(*args, progress=progress, **kw)
+
+    monkeypatch.setattr(web_holds, "QUICK", 0.05)
+    monkeypatch.setattr(ex, "run", slow_run)
+    c = client(site, "lea")
+    gate.set()
+    nothing = post(c, "/exports", matter="No such matter", format="eml")
+    if nothing.status_code == 303:  # the refusal took longer than QUICK (a busy machine): its page says it
+        assert site_job(c, nothing.headers["location"]).finished.wait(30)
+        nothing = c.get(nothing.headers["location"])
+    assert nothing.status_code == 409 and "The export was not made" in nothing.text
+    gate.clear()
+    assert post(c, "/holds/new", matter="Acme v. Example", reason="notice",
+                q="sender=ceo%40example.com&subject=contract").status_code == 303
+    started = post(c, "/exports", matter="Acme v. Example", format="mbox")
+    assert started.status_code == 303 and started.headers["location"].startswith("/exports/jobs/")
+    waiting = c.get(started.headers["location"], follow_redirects=False)
+    assert waiting.status_code == 200 and 'http-equiv="refresh"' in waiting.text
+    assert "Exporting: 0 of 1 messages" in waiting.text and "<progress" in waiting.text
+    assert client(site, "aud").get(started.headers["location"]).status_code == 403
+    assert journal_events(site, "export.completed") == []
+    gate.set()
+    job = site_job(c, started.headers["location"])
+    assert job.finished.wait(30)
+    done = c.get(started.headers["location"], follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].endswith("?done=exported")
+    assert "1 produced" in c.get(done.headers["location"]).text
+    [ev] = journal_events(site, "export.completed")
+    assert ev.actor == "lea@admin.example.com" and ev.format == "mbox"
+    assert c.get("/exports/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+def site_job(c: TestClient, location: str) -> Any:
+    """The console's job behind a progress page (the app the test client drives)."""
+    app: Any = c.app
+    return app.state.console.jobs.get(location.rsplit("/", 1)[1])
+
+
 def test_export_verify_shows_tampering(site: Site) -> None:
     c = client(site, "pam")
     post(c, "/holds/new", matter="M1", custodians="cfo@example.com", reason="r", q="")

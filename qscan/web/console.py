@@ -34,6 +34,7 @@ from compliance.roles import ROLES
 from ingest.event import AnyEvent, ConsoleSignIn
 from ingest.ids import uuid7
 from qscan.config import Config
+from qscan.web.jobs import Jobs
 
 log = logging.getLogger("qscan.web")
 T = TypeVar("T")
@@ -86,6 +87,7 @@ class Console:
     templates: jinja2.Environment = field(init=False)
     signer: URLSafeTimedSerializer = field(init=False)
     nav: list[NavItem] = field(default_factory=list)
+    jobs: Jobs = field(default_factory=Jobs)  # exports running in this process (qscan/web/jobs.py)
 
     def __post_init__(self) -> None:
         self.templates = jinja2.Environment(

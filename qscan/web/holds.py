@@ -35,6 +35,7 @@ from ingest.ids import uuid7
 from qscan.web.audit import FIELDS as AUDIT_FIELDS
 from qscan.web.audit import read_filters
 from qscan.web.console import NavItem, Refused, Visit, page
+from qscan.web.jobs import QUICK, Job, JobFailed, Progress
 
 LEGAL = frozenset({"legal", "postmaster"})
 VERIFIERS = LEGAL | {"auditor"}
@@ -145,23 +146,47 @@ async def start_export(visit: Visit) -> Response:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", matter).strip("-")[:40] or "matter"
     out = base / f"{slug}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
 
-    def run() -> str:
+    def run(progress: Progress) -> str:
+        from compliance.copystore import CopyError
+
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         req = ex.ExportRequest(matter=matter, out=out, actor=visit.console.actor(account),
                                host=visit.cfg.hostname, tool_version=__version__, fmt=fmt,
                                prefix=prefix)
-        with log_appender(visit.cfg) as append, journal_raw(visit.cfg) as raw:
-            ev = ex.run(visit.console.engine, copy_store(visit.cfg), append, req,
-                        raw_from_log=raw, archived=archived(visit.cfg))
+        try:
+            with log_appender(visit.cfg) as append, journal_raw(visit.cfg) as raw:
+                ev = ex.run(visit.console.engine, copy_store(visit.cfg), append, req,
+                            raw_from_log=raw, archived=archived(visit.cfg), progress=progress)
+        except (ex.ExportError, CopyError) as exc:
+            raise JobFailed(f"The export was not made: {exc}") from exc
         return ev.event_id
 
-    from compliance.copystore import CopyError
+    # A big matter takes minutes: past QUICK seconds the export goes on in a thread of the
+    # console and the person watches its progress page (no request outlives a proxy's timeout).
+    job = visit.console.jobs.start("export", matter, visit.console.actor(account), run)
+    await run_in_threadpool(job.finished.wait, QUICK)
+    if job.state == "failed":
+        raise Refused(409, job.error or "The export was not made.")
+    return RedirectResponse(_job_next(job) or f"/exports/jobs/{job.id}", status_code=303)
 
-    try:
-        export_id = await visit.run(run)
-    except (ex.ExportError, CopyError) as exc:
-        raise Refused(409, f"The export was not made: {exc}") from exc
-    return RedirectResponse(f"/exports/{export_id}?done=exported", status_code=303)
+
+def _job_next(job: Job) -> str | None:
+    """Where a finished export job leads: its export's page; None while it runs or if it failed."""
+    if job.state == "done" and job.result:
+        return f"/exports/{job.result}?done=exported"
+    return None
+
+
+@page(LEGAL)
+async def export_job(visit: Visit) -> Response:
+    """An export under way: its progress, reloading every 2 s until it is done or failed."""
+    job = visit.console.jobs.get(str(visit.request.path_params["job_id"]))
+    if job is None or job.kind != "export":
+        raise Refused(404, "There is no such export under way. If the console was restarted "
+                           "meanwhile, the export was cut off: start it again from the holds page.")
+    if (goto := _job_next(job)) is not None:
+        return RedirectResponse(goto, status_code=303)
+    return visit.render("export_job.html", status=409 if job.state == "failed" else 200, job=job)
 
 
 def _export(visit: Visit) -> dict[str, Any]:
@@ -260,6 +285,7 @@ ROUTES = [
     Route("/holds/new", create, methods=["POST"], name="hold_create"),
     Route("/holds/{hold_id}/release", release, methods=["POST"], name="hold_release"),
     Route("/exports", start_export, methods=["POST"], name="export_start"),
+    Route("/exports/jobs/{job_id}", export_job, name="export_job"),
     Route("/exports/{export_id}", show_export, name="export"),
     Route("/exports/{export_id}/download", download, methods=["POST"], name="export_download"),
     Route("/verify", verify_page, methods=["GET", "POST"], name="verify"),
