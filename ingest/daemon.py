@@ -58,6 +58,7 @@ from typing import Any
 from ingest import exitcodes as ec
 from ingest import frames
 from ingest.frames import FrameDecoder, ProtocolError, RequestAssembler
+from ingest.journal import JournalError
 from ingest.processor import (
     NOT_REPORTED,
     NOT_REPORTED_TEXT,
@@ -77,6 +78,10 @@ log = logging.getLogger(__name__)
 # connection is closed (metrics: qscan/ops/metrics.py). It must be cheap and must not raise.
 Observer = Callable[[Processor, Outcome], None]
 STATUS_INTERVAL = 1.0  # seconds between rewrites of the status file
+# A worker's journal copies its WAL into the database here, between messages, not inside the
+# append that crosses SQLite's 1,000-page mark (a 5-15 ms stall of that one message): at most
+# this often while busy, and whenever it is idle (ingest.journal.Journal.checkpoint).
+CHECKPOINT_INTERVAL = 0.25
 RECV = 1 << 20  # a worker's read: a whole request at once
 MASTER_RECV = 256 * 1024  # the master's read per connection and turn: fair among many
 JOB_MAX = 256 * 1024  # a job datagram (attributes are at most frames.MAX_ATTR_BYTES)
@@ -357,6 +362,7 @@ class Worker:
         self.observe = observe
         self.received = 0  # bytes of the message in hand (or last handled)
         self.handled = 0  # messages answered
+        self._next_checkpoint = 0.0  # when this worker next checkpoints the journal (_checkpoint)
         if self.board is not None:
             self.board.assign(self.slot, os.getpid())
 
@@ -382,6 +388,9 @@ class Worker:
                 try:
                     ready = {fd for fd, _ in waiter.poll(1.0)}
                 except InterruptedError:
+                    continue
+                if not ready:
+                    self._checkpoint()
                     continue
                 if self.ctl.fileno() in ready:
                     self._from_master()
@@ -418,6 +427,8 @@ class Worker:
                 # Its event holds the whole message (raw_message): let it go now, not when the
                 # next message arrives, so an idle worker does not sit on the last big one.
                 outcome = None
+                if time.monotonic() >= self._next_checkpoint:
+                    self._checkpoint()
                 limit = self.opts.recycle_after_bytes
                 if limit and self.received >= limit:
                     log.info("worker %d recycled after a %d-byte message (recycle_after_bytes %d)",
@@ -425,6 +436,14 @@ class Worker:
                     break
         finally:
             waiter.close()
+
+    def _checkpoint(self) -> None:
+        """The journal's WAL into the database (its client has its answer already)."""
+        self._next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
+        try:
+            self.processor.journal.checkpoint()
+        except JournalError as exc:  # the next append says whether the journal is usable
+            log.warning("%s", exc)
 
     def _run(self, work: Callable[[], Outcome | None]) -> Outcome | None:
         if self.board is not None:

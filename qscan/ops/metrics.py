@@ -104,8 +104,8 @@ def error_kind(error: str) -> str:
 class TimedJournal(Journal):
     """The workers' journal: remembers how long each append (with its fsync) took."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
-        super().__init__(path, readonly=readonly)
+    def __init__(self, path: str | Path, *, readonly: bool = False, autocheckpoint: bool = True) -> None:
+        super().__init__(path, readonly=readonly, autocheckpoint=autocheckpoint)
         self.append_seconds: list[float] = []
 
     def append(self, event_id: str, event_type: str, body: bytes, raw: bytes | None = None,

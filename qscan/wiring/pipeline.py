@@ -125,7 +125,8 @@ def processor_factory(cfg: Config, journal_cls: type[Journal] = Journal) -> Call
 
     ``journal_cls``: qscan.ops.metrics.TimedJournal when [metrics] is on (append latency)."""
     options = processor_options(cfg)
-    return lambda: _processor(cfg, options, journal_cls)
+    # a worker checkpoints the journal itself, between messages (ingest.daemon.Worker.run)
+    return lambda: _processor(cfg, options, journal_cls, autocheckpoint=False)
 
 
 def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Processor:
@@ -133,9 +134,11 @@ def make_processor(cfg: Config, journal_cls: type[Journal] = Journal) -> Process
     return _processor(cfg, processor_options(cfg), journal_cls)
 
 
-def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal]) -> Processor:
+def _processor(cfg: Config, options: ProcessorOptions, journal_cls: type[Journal],
+               autocheckpoint: bool = True) -> Processor:
     summary = open_summary_log(cfg.summary_log, cfg.summary_log_path)
-    return Processor(options, journal_cls(cfg.journal_path), make_scanners(cfg), summary)
+    return Processor(options, journal_cls(cfg.journal_path, autocheckpoint=autocheckpoint),
+                     make_scanners(cfg), summary)
 
 
 def _archive_sink(cfg: Config, position_key: str | None) -> Sink:
