@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from qscan.cli import cli
+from qscan.ops import install_check
 from qscan.ops.install_check import (
     QUEUE_UNITS,
     WALK_NAMED,
@@ -35,8 +36,10 @@ from qscan.ops.install_check import (
     check_smtp_connect,
     check_units,
     connect_as,
+    is_static_elf,
     setuid_blockers,
     smtp_identity,
+    static_behind_libc,
     unit_settings,
 )
 from qscan.testing.clients import native_client
@@ -247,6 +250,32 @@ def test_the_client_must_be_native_and_runnable_by_the_smtp_user(site: Path) -> 
     assert any(not f.ok and f"to reach {private / 'python3'}" in f.what for f in check_client(script, "nobody"))
     (found,) = check_client(site / "missing", "nobody")
     assert not found.ok and "not installed" in found.what and "make install" in found.fix
+
+
+def test_a_static_client_older_than_the_c_library_is_named(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """qscan-queue is linked statically: after a glibc upgrade it must be rebuilt, and the
+    install check says so (by the static C library's date against the client's)."""
+    client = tmp_path / "qscan-queue"
+    shutil.copy2(native_client(), client)
+    assert is_static_elf(client)
+    assert not is_static_elf(Path("/bin/true")) and not is_static_elf(tmp_path)
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    assert not is_static_elf(tmp_path / "script")
+    libc = tmp_path / "lib" / "libc.a"
+    libc.parent.mkdir()
+    libc.write_bytes(b"!<arch>\n")
+    monkeypatch.setattr(install_check, "LIBC_ARCHIVES", (str(tmp_path / "lib" / "libc.a"),))
+    old = client.stat().st_mtime
+    os.utime(libc, (old + 3600, old + 3600))  # glibc upgraded after the client was built
+    assert static_behind_libc(client) == str(libc)
+    (found,) = check_client(client, "root")
+    assert not found.ok and "statically linked and older than the C library" in found.what
+    assert "make install" in found.fix
+    os.utime(libc, (old - 3600, old - 3600))
+    assert static_behind_libc(client) is None
+    (found,) = check_client(client, "root")
+    assert found.ok and "(native)" in found.what
 
 
 def test_check_units_reads_installed_units_and_drop_ins(tmp_path: Path) -> None:

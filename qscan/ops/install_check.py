@@ -27,6 +27,7 @@ import shlex
 import shutil
 import socket
 import stat
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -557,6 +558,45 @@ def check_programs(cfg: Config) -> list[Finding]:
     return out
 
 
+# Where Debian (and most distributions) keep the static C library the client is linked with;
+# it is upgraded together with the shared one (libc6-dev and libc6 come from one source).
+LIBC_ARCHIVES = ("/usr/lib/*-linux-gnu/libc.a", "/usr/lib64/libc.a", "/usr/lib/libc.a")
+PT_INTERP = 3  # the ELF program header naming a dynamic loader
+
+
+def is_static_elf(path: Path) -> bool:
+    """An ELF executable with no program interpreter (PT_INTERP): linked statically."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
+                return False
+            end = "<" if head[5] == 1 else ">"
+            phoff, = struct.unpack_from(end + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    count = len(table) // phentsize if phentsize >= 4 else 0
+    types = [struct.unpack_from(end + "I", table, i * phentsize)[0] for i in range(count)]
+    return bool(types) and PT_INTERP not in types
+
+
+def static_behind_libc(client: Path, archives: tuple[str, ...] | None = None) -> str | None:
+    """The C library a static ``client`` predates (its path), else None. qscan-queue is linked
+    statically (ingest/native/build.sh): a glibc upgrade reaches it only when it is rebuilt."""
+    if not is_static_elf(client):
+        return None
+    import glob
+
+    found = [Path(p) for pattern in archives or LIBC_ARCHIVES for p in glob.glob(pattern)]
+    newest = max(found, key=lambda p: p.stat().st_mtime, default=None)
+    if newest is None or newest.stat().st_mtime <= client.stat().st_mtime:
+        return None
+    return str(newest)
+
+
 def _interpreter(path: Path) -> Path | None:
     """The program a ``#!`` script names (None: not a script)."""
     try:
@@ -603,6 +643,10 @@ def check_client(client: Path, smtp_user: str = "qmaild") -> list[Finding]:
                                       f"owner {_owner(st)})", f"chmod 0755 {program}"))
     if out:
         return out
+    if interpreter is None and (stale := static_behind_libc(real)) is not None:
+        return [Finding(False, f"qscan-queue {client} is statically linked and older than the C "
+                               f"library ({stale}, upgraded since): it lacks that upgrade's fixes",
+                        "make install (rebuilds it), then copy it where QMAILQUEUE points")]
     kind = "native" if interpreter is None else f"a script for {interpreter}: the native client is faster"
     return [Finding(True, f"qscan-queue {client} ({kind}); {smtp_user} can run it (set QMAILQUEUE to it in "
                           "tcp.smtp rules, and QSCAN_QMAIL_QUEUE when qmail-queue is not "
