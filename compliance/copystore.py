@@ -74,6 +74,10 @@ class CopyStore(Protocol):
         """The archive decisions recorded so far, by event id (messages handled before
         decisions were recorded have none); raises ``CopyError`` on an unreadable record."""
 
+    def archive_decision(self, event_id: str) -> ArchiveDecision | None:
+        """One message's recorded decisions (``archive_decisions()[event_id]``), found without
+        parsing every line; raises ``CopyError`` when a line of it is unreadable."""
+
     def decision_trouble(self, decision: ArchiveDecision, sender: str,
                          recipients: list[str]) -> str | None:
         """None when each recorded decision is what its recorded settings give for these

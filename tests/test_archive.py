@@ -313,6 +313,34 @@ def test_decision_record_is_appended_per_run_and_read_back(dirs):
     assert _mode(dirs[0] / DECISIONS_FILE) == 0o600
 
 
+def test_one_messages_decision_is_the_whole_records_answer(dirs):
+    """``archive_decision`` (audit show: one message, no parse of every line) gives what the
+    whole record gives, replays under other settings and a second consumer's record included;
+    a damaged line of that message is an error, as it is for the whole read."""
+    events = [_event(recipients=["a@example.org"]), _event(recipients=["b@example.org"])]
+    for key, pattern in ((None, "a@"), (None, "b@"), ("second", "a@|b@")):
+        sink = ArchiveSink(*dirs, ArchiveSettings(filter=pattern), position_key=key)
+        sink.apply(_records(events), 2)
+        sink.close()
+    store = MaildirCopies(*dirs)
+    everything = store.archive_decisions()
+    for e in events:
+        assert store.archive_decision(e.event_id) == everything[e.event_id]
+        assert store.archive_decision(e.event_id.upper()) == everything[e.event_id]
+        assert len(everything[e.event_id].made) == 3
+    assert store.archive_decision("01900000-0000-7000-8000-000000000000") is None
+    record = dirs[0] / DECISIONS_FILE
+    text = record.read_text()
+    # an id that appears inside another line (not at its start) is not a decision of that message
+    record.write_text(text + f"S x D {events[0].event_id} 1 y\n")
+    with pytest.raises(CopyError):
+        store.archive_decisions()
+    assert store.archive_decision(events[0].event_id) == everything[events[0].event_id]
+    record.write_text(text + f"D {events[0].event_id} 2 zz\n")
+    with pytest.raises(CopyError, match="not a decision record"):
+        store.archive_decision(events[0].event_id)
+
+
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60),
                 max_size=8))
 def test_decision_record_parser_takes_any_text(lines: list[str]) -> None:
