@@ -1,4 +1,5 @@
-"""Holds and exports against the log: the SQL rows must say what their events said.
+"""Holds, exports and the console's activity against the log: the SQL rows must say what their
+events said.
 
 Holds and exports are not on the hash chains; their durable record is the
 ``hold.created``, ``hold.released`` and ``export.completed`` event on the log.
@@ -22,7 +23,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from compliance.models import Export, ExportItem, Hold, HoldItem
+from compliance.activity import COLUMNS as ACTIVITY_COLUMNS
+from compliance.activity import CONSOLE_EVENTS, ConsoleEvent, activity_row
+from compliance.models import ConsoleActivity, Export, ExportItem, Hold, HoldItem
 from ingest.event import ExportCompleted, HoldCreated, HoldReleased, utc
 from ingest.summary_line import clean
 
@@ -54,6 +57,7 @@ class RecordCheck:
         self.created: dict[str, HoldCreated] = {}
         self.released: dict[str, HoldReleased] = {}
         self.exports: dict[str, ExportCompleted] = {}
+        self.console: dict[str, ConsoleEvent] = {}
         self.oldest: datetime | None = None
 
     def add(self, event: Any, position: int | None = None) -> None:
@@ -68,10 +72,13 @@ class RecordCheck:
             self.released[event.event_id] = event
         elif isinstance(event, ExportCompleted):
             self.exports[event.event_id] = event
+        elif isinstance(event, CONSOLE_EVENTS):
+            self.console[event.event_id] = event
 
     def check(self, conn: Connection, problem: ProblemSink) -> None:
         self._holds(conn, problem)
         self._exports(conn, problem)
+        self._console(conn, problem)
 
     def _local(self, actor: str | None) -> bool:
         return self.local_host is None or (actor or "").endswith(f"@{self.local_host}")
@@ -195,3 +202,30 @@ class RecordCheck:
                 problem("unlogged-row", "exports", export_id,
                         "an export the journal has no export.completed event for, although it "
                         "still holds events from that time")
+
+    def _console(self, conn: Connection, problem: ProblemSink) -> None:
+        """The console's activity rows against its events: the projection (compliance.activity)
+        column by column; a row this host made that the journal has no event for, although it
+        still holds events from that time, is reported (a forged sign-in or download)."""
+        rows = {r.event_id: r._asdict() for r in conn.execute(
+            select(*(getattr(ConsoleActivity, c) for c in ACTIVITY_COLUMNS)))}
+        for event_id, ev in sorted(self.console.items()):
+            row = rows.get(event_id)
+            if row is None:
+                if event_id not in self.pending:
+                    problem("missing-row", "console_activity", event_id,
+                            f"the journal holds this {ev.type} event, SQL has no activity row")
+                continue
+            want = activity_row(ev)
+            diff = _differences((c, want[c], _utc(row[c]) if c == "time" else row[c])
+                                for c in ACTIVITY_COLUMNS)
+            if diff:
+                problem("log-mismatch", "console_activity", event_id,
+                        f"differs from its {ev.type} event in: {', '.join(diff)}")
+        for event_id, row in sorted(rows.items()):
+            if (event_id not in self.console and self.oldest is not None
+                    and _utc(row["time"]) >= self.oldest  # type: ignore[operator]
+                    and (self.local_host is None or row["host"] == self.local_host)):
+                problem("unlogged-row", "console_activity", event_id,
+                        f"a {row['type']} row the journal has no event for, although it still "
+                        "holds events from that time")

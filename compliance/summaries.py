@@ -33,6 +33,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from compliance import canonical
+from compliance.activity import CONSOLE_EVENTS, ConsoleEvent, record_activity
 from compliance.bulk import insert_rows
 from compliance.chain import ChainWriter
 from compliance.db import check_schema, make_engine, session_factory
@@ -294,6 +295,7 @@ class SummarySink:
         failures: dict[str, QueueFailed] = {}
         others: list[ComplianceEvent] = []
         releases: list[MessageReleased | ReleaseRequested | ReleaseDenied] = []  # after messages
+        console: list[ConsoleEvent] = []  # the web console's activity (compliance.activity)
         for rec in records:
             ev = rec.event
             if isinstance(ev, MessageScanned):
@@ -306,6 +308,8 @@ class SummarySink:
                 others.append(ev)
             elif isinstance(ev, (MessageReleased, ReleaseRequested, ReleaseDenied)):
                 releases.append(ev)
+            elif isinstance(ev, CONSOLE_EVENTS):
+                console.append(ev)
             else:  # a later event type this version does not project
                 log.debug("summaries: skipping %s at %d", type(ev).__name__, rec.position)
         hosts = {row["host"] for row in messages.values()}
@@ -326,6 +330,7 @@ class SummarySink:
                     record_denied(session, released)
                 else:
                     record_released(session, released)
+            record_activity(session, console)
             chain.store()
             self._store_position(session, position)
 

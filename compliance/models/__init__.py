@@ -13,6 +13,7 @@ here imports them back.
 from __future__ import annotations
 
 from compliance.models.accounts import WebAccount
+from compliance.models.activity import ConsoleActivity
 from compliance.models.base import (
     ADDRESS_LEN,
     CRYPTO_LEN,
@@ -60,6 +61,7 @@ __all__ = [
     "TYPE_LEN",
     "Base",
     "ChainHead",
+    "ConsoleActivity",
     "ConsumerPosition",
     "Deletion",
     "DlpFinding",

@@ -12,10 +12,10 @@ from types import ModuleType
 
 from starlette.routing import BaseRoute
 
-from qscan.web import audit, auth, dashboard, discover, holds, message, quarantine
+from qscan.web import activity, audit, auth, dashboard, discover, holds, message, quarantine
 from qscan.web.console import NavItem
 
-AREAS: tuple[ModuleType, ...] = (dashboard, audit, message, quarantine, holds, discover, auth)
+AREAS: tuple[ModuleType, ...] = (dashboard, audit, message, quarantine, holds, discover, activity, auth)
 
 
 def routes() -> list[BaseRoute]:
