@@ -139,7 +139,7 @@ def test_user_role_limits(browser: Any, served: Any, tmp_path: Path) -> None:
     page.context.close()
 
 
-def test_raw_download_in_the_browser_is_recorded(browser: Any, served: Any) -> None:
+def test_raw_download_in_the_browser_is_recorded(browser: Any, served: Any, tmp_path: Path) -> None:
     base, site, events = served
     ev = events["bob"]
     page = new_page(browser)
@@ -157,4 +157,14 @@ def test_raw_download_in_the_browser_is_recorded(browser: Any, served: Any) -> N
     sign_in(auditor, base, "aud")
     auditor.goto(f"{base}/message/{ev.event_id}")
     assert auditor.get_by_role("button", name="Download raw message (.eml)").count() == 0
+    # ... and sees the read on the console's activity page, at both widths
+    site.consume()
+    for name, width in WIDTHS.items():
+        page = new_page(browser, width)
+        sign_in(page, base, "aud")
+        page.get_by_role("link", name="Activity").first.click()
+        row = page.locator("tr", has_text="raw mail read").first
+        assert "lea@" in row.inner_text() and ev.event_id in row.inner_text()
+        page.screenshot(path=str(shots_dir(tmp_path) / f"activity-{name}.png"), full_page=True)
+        page.context.close()
     auditor.context.close()
