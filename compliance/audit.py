@@ -349,9 +349,9 @@ class Scope:
 # A query whose matches come from "sent by or to X" (a user's scope, the domain filter) or from a
 # recipient is a semi-join: PostgreSQL either gathers every match, joins each to its message and
 # sorts them all for one page (a busy user: 6,000 messages), or walks the whole store newest first
-# probing each message (a busy recipient: 60,000 probes for 50 rows). Both indexes it could read
-# in time order are there - (lower(sender) | sender_domain, received_at) on messages,
-# (lower(address) | domain, received_at, event_id) on recipients - so each way in becomes its own
+# probing each message (a busy recipient: 60,000 probes for 50 rows). The indexes it could read
+# in time order are there - (lower(sender) | sender_domain, received_at, event_id) on messages
+# (0016), (lower(address) | domain, received_at, event_id) on recipients - so each way in is its own
 # branch, "newest n of this branch, with every other filter", and the page is the newest n of
 # their union. A recipient row carries its message's time (0004, written with it), so a
 # recipients branch is ordered by its own (received_at, event_id) and keeps one row per message
