@@ -130,7 +130,10 @@ async def search(visit: Visit) -> Response:
         page_no = 1
     engine, scope = visit.console.engine, account.scope
     rows = await visit.run(store.search, engine, filters, limit=size + 1, scope=scope, after=after)
-    total = await visit.run(store.count, engine, filters, scope=scope, cap=COUNT_CAP + 1)
+    if after is None and len(rows) <= size:
+        total = len(rows)  # the whole result is on this first page: nothing left to count
+    else:
+        total = await visit.run(store.count, engine, filters, scope=scope, cap=COUNT_CAP + 1)
     more = len(rows) > size
     rows = rows[:size]
     query = _query(typed)
