@@ -35,7 +35,7 @@ TABLES = {"messages", "recipients", "findings", "consumer_positions", "parts", "
           "quarantine_release_requests",  # 0009 (four-eyes, compliance/quarantine_records)
           "hold_items",  # 0013 (holds by discovery query, compliance/holds)
           "web_accounts",  # 0015 (the web console, compliance/accounts)
-          "console_activity"}  # 0016 (the console's activity, compliance/activity)
+          "console_activity"}  # 0017 (the console's activity, compliance/activity)
 # 0011 (compliance/discovery/schema.py), PostgreSQL only: SQLite keeps the index in its own file
 DISCOVERY_PG = {"discovery_docs", "discovery_participants", "discovery_text"}
 
@@ -104,7 +104,7 @@ def test_expression_indexes(db_url: str) -> None:
 def test_current_is_head_and_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)
-    assert db.current(db_url) == db.head() == "0016"
+    assert db.current(db_url) == db.head() == "0017"
 
 
 def test_downgrade_round_trip(db_url: str) -> None:

@@ -1,4 +1,4 @@
-"""The web console's activity (migration 0016 console_activity): one row per console event -
+"""The web console's activity (migration 0017 console_activity): one row per console event -
 sign-ins and refused ones, account changes, raw mail read, exports downloaded - as the summaries
 consumer projects them from the log (``compliance.activity``), so an auditor can list them."""
 
