@@ -91,7 +91,14 @@ def test_daemon_and_consumer_endpoints(tmp_path: Path) -> None:
         h.set_exit(0)
         assert h.send(CLEAN).code == 0  # local injection
 
-        m = wait_for(port, lambda m: value(m, "qscan_message_processing_seconds_count") == 4)
+        # the workers count a message when they answer it; the master counts qmail-queue's exit
+        # when it reads the client's report, which may come a moment after the client exited
+        # (and journals the compensating message.queue_failed); a worker is idle after answering
+        m = wait_for(port, lambda m: value(m, "qscan_message_processing_seconds_count") == 4
+                     and value(m, "qscan_qmail_queue_exits_total", code="0") == 2
+                     and value(m, "qscan_qmail_queue_exits_total", code="71") == 1
+                     and value(m, "qscan_journal_head") == 5
+                     and value(m, "qscan_workers", state="idle") == 2)
         msgs = "qscan_messages_total"
         assert value(m, msgs, action="deliver", category="clean", direction="inbound") == 1
         assert value(m, msgs, action="quarantine", category="policy", direction="inbound") == 1
