@@ -115,3 +115,25 @@ def test_verify_compares_activity_rows_with_their_events(site: Site,
     assert found == {("log-mismatch", signin[0]), ("missing-row", acct[0]),
                      ("unlogged-row", "01990000-0000-7000-8000-000000000001")}, problems
     assert any("remote" in p["detail"] for p in problems if p["kind"] == "log-mismatch")
+
+
+def test_the_cli_lists_what_the_page_lists(site: Site, events: dict[str, MessageScanned]) -> None:
+    from click.testing import CliRunner
+
+    from qscan.cli import cli
+
+    sign_in(client(site), "pam", "wrong password")
+    site.consume()
+    config = site.root / "qscan.toml"
+    config.write_text(f'data_dir = "{site.root}"\n[sql]\nurl = "{site.url}"\n')
+    run = CliRunner()
+    got = run.invoke(cli, ["-c", str(config), "web", "activity", "--kind", "console.signin", "--json"])
+    assert got.exit_code == 0, got.output
+    [row] = json.loads(got.stdout)
+    assert (row["actor"], row["outcome"], row["remote"]) == ("pam", "failed", "192.0.2.80")
+    assert row["time"].endswith("+00:00")  # exact, with its zone
+    table = run.invoke(cli, ["-c", str(config), "web", "activity", "--since", "1d"], terminal_width=80)
+    assert table.exit_code == 0 and "console.account" in table.stdout and "console.signin" in table.stdout
+    assert all(len(line) <= 80 for line in table.stdout.splitlines())
+    none = run.invoke(cli, ["-c", str(config), "web", "activity", "--login", "nobody"])
+    assert none.exit_code == 0 and "no console activity" in none.output

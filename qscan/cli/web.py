@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from compliance.roles import ROLES
-from qscan.cli.db import sql_store
+from qscan.cli.db import When, sql_store
 from qscan.cli.output import Column, emit_rows, output_options
 
 if TYPE_CHECKING:
@@ -146,6 +146,44 @@ def user_list(ctx: click.Context, fmt: str, wide: bool) -> None:
         rows = [a.row() for a in accounts.listing(engine)]
     emit_rows(rows, USER_COLUMNS, fmt, wide=wide, cells=_user_cell,
               empty="no accounts: add one with `qscan web user add LOGIN --role ROLE`")
+
+
+ACTIVITY_COLUMNS = (
+    Column("time", "time (UTC)"), Column("type", "what", min_width=10), Column("actor", "who", min_width=8),
+    Column("outcome", drop=3), Column("role", drop=4), Column("remote", "from", drop=2),
+    Column("subject", "on", min_width=8, drop=1), Column("detail", min_width=8, drop=5),
+)
+
+
+@web.command("activity")
+@click.option("--login", metavar="LOGIN", help="only this person (a login, with or without its @host)")
+@click.option("--kind", type=click.Choice(["console.signin", "console.account", "message.raw_read",
+                                           "export.downloaded"]), help="only this kind of event")
+@click.option("--since", type=When(), help="at or after (2026-11-25, 7d, 12h)")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="the newest this many")
+@output_options()
+@click.pass_context
+def activity(ctx: click.Context, login: str | None, kind: str | None, since: datetime | None,
+             limit: int, fmt: str, wide: bool) -> None:
+    """The console's own activity, newest first: sign-ins (and refused ones), account changes,
+    raw mail read and exports downloaded - what the console's Activity page lists, from the
+    rows the summaries consumer projects from their events (`qscan verify` checks them).
+
+    \b
+    Examples:
+      qscan web activity                                   # the latest 100
+      qscan web activity --kind console.signin --since 7d  # a week of sign-ins
+      qscan web activity --login alice --format csv > alice.csv
+    """
+    from compliance import activity as act
+
+    with sql_store(ctx) as engine:
+        rows = act.listing(engine, actor=login, kind=kind, since=since, limit=limit)
+    if fmt == "table":  # json, csv and tsv keep the exact time (ISO 8601, with its zone)
+        for r in rows:
+            r["time"] = r["time"].strftime("%Y-%m-%d %H:%M:%S")
+    emit_rows(rows, ACTIVITY_COLUMNS, fmt, wide=wide, empty="no console activity")
 
 
 def _set_disabled(ctx: click.Context, login: str, disabled: bool) -> None:
