@@ -53,6 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.audit_search import Population, log  # noqa: E402
 from bench.corpus import BenchMessage, generate  # noqa: E402
 from compliance import db  # noqa: E402
 from compliance.discovery import schema  # noqa: E402
@@ -225,18 +226,7 @@ class Synthetic:
         words, cum = _vocabulary(rng)
         pool = rng.choices(words, cum_weights=cum, k=400_000)
         self.sentences = [" ".join(pool[i:i + 4 + (i % 11)]) for i in range(0, 360_000, 9)]
-        self.domains = ["example.com", "example.org", "example.net"] + [
-            f"d{i}.example" for i in range(2000)]
-        self.local = [f"user{i}@{self.domains[i % 3]}" for i in range(5000)]
-        self.remote = [f"p{i}@{self.domains[3 + i % 2000]}" for i in range(45000)]
-
-    def address(self) -> str:
-        r = self.rng.random()
-        if r < 0.05:
-            return self.local[self.rng.randrange(20)]  # the busy custodians
-        if r < 0.5:
-            return self.local[self.rng.randrange(len(self.local))]
-        return self.remote[self.rng.randrange(len(self.remote))]
+        self.address = Population(rng).address  # bench/audit_search.py's: busy custodians, a long tail
 
     def text(self, lo: int, hi: int) -> str:
         return ". ".join(self.rng.choices(self.sentences, k=self.rng.randint(lo, hi)))
@@ -480,10 +470,6 @@ def bench_postgres_query(n: int) -> dict[str, Any] | None:
     finally:
         pg.stop_server(server)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main() -> None:

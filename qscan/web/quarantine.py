@@ -16,6 +16,7 @@ become requests another person approves on the "Approvals" page.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -241,9 +242,14 @@ async def release(visit: Visit) -> Response:
     return await _act(visit, event_id, run)
 
 
-@page(ACTORS)
-async def delete(visit: Visit) -> Response:
-    from qscan.wiring.compliance import copy_store, log_appender
+Decision = Callable[[Account, str, str, Callable[[Any], None]], str]
+
+
+async def _decide(visit: Visit, work: Decision) -> Response:
+    """A deletion, approval or denial of the entry in the path: ``work(account, event_id,
+    reason, append)`` does it (blocking, in a worker) with the required reason and the log's
+    appender, and says what happened, for ``?done=``; a refusal shows the entry (``_act``)."""
+    from qscan.wiring.compliance import log_appender
 
     account = visit.account
     assert account is not None
@@ -253,52 +259,44 @@ async def delete(visit: Visit) -> Response:
     def run() -> str:
         reason = _reason(visit)
         with log_appender(visit.cfg) as append:
-            q.delete(visit.console.engine, copy_store(visit.cfg), append, event_id,
-                     actor=visit.console.actor(account), host=visit.cfg.hostname, reason=reason)
-        return "deleted"
+            return work(account, event_id, reason, append)
 
     return await _act(visit, event_id, run)
+
+
+@page(ACTORS)
+async def delete(visit: Visit) -> Response:
+    from qscan.wiring.compliance import copy_store
+
+    def work(account: Account, event_id: str, reason: str, append: Callable[[Any], None]) -> str:
+        q.delete(visit.console.engine, copy_store(visit.cfg), append, event_id,
+                 actor=visit.console.actor(account), host=visit.cfg.hostname, reason=reason)
+        return "deleted"
+
+    return await _decide(visit, work)
 
 
 @page(ACTORS)
 async def approve(visit: Visit) -> Response:
-    from qscan.wiring.compliance import log_appender
-
-    account = visit.account
-    assert account is not None
-    event_id = _event_id(visit)
-    await visit.run(_entry, visit, event_id)
-
-    def run() -> str:
-        reason = _reason(visit)
+    def work(account: Account, event_id: str, reason: str, append: Callable[[Any], None]) -> str:
         prepare, queue, timeout, four_eyes = _wiring(visit)
-        with log_appender(visit.cfg) as append:
-            q.approve(visit.console.engine, append, event_id, actor=visit.console.actor(account),
-                      operator=account.login, reason=reason, host=visit.cfg.hostname,
-                      prepare=prepare, queue=queue, four_eyes=four_eyes,
-                      stale_after=timedelta(seconds=timeout + 60))
+        q.approve(visit.console.engine, append, event_id, actor=visit.console.actor(account),
+                  operator=account.login, reason=reason, host=visit.cfg.hostname,
+                  prepare=prepare, queue=queue, four_eyes=four_eyes,
+                  stale_after=timedelta(seconds=timeout + 60))
         return "approved"
 
-    return await _act(visit, event_id, run)
+    return await _decide(visit, work)
 
 
 @page(ACTORS)
 async def deny(visit: Visit) -> Response:
-    from qscan.wiring.compliance import log_appender
-
-    account = visit.account
-    assert account is not None
-    event_id = _event_id(visit)
-    await visit.run(_entry, visit, event_id)
-
-    def run() -> str:
-        reason = _reason(visit)
-        with log_appender(visit.cfg) as append:
-            q.deny(visit.console.engine, append, event_id, actor=visit.console.actor(account),
-                   operator=account.login, reason=reason, host=visit.cfg.hostname)
+    def work(account: Account, event_id: str, reason: str, append: Callable[[Any], None]) -> str:
+        q.deny(visit.console.engine, append, event_id, actor=visit.console.actor(account),
+               operator=account.login, reason=reason, host=visit.cfg.hostname)
         return "denied"
 
-    return await _act(visit, event_id, run)
+    return await _decide(visit, work)
 
 
 @page(READERS)
