@@ -22,6 +22,9 @@ from tests.pg import (  # noqa: E402, F401
     sqlite_migrated_template,
 )
 
+# The console's browser tests share one chromium per module (tests/web_browser.py).
+from tests.web_browser import browser  # noqa: E402, F401
+
 
 def require(what: str, available: bool) -> None:
     """A test that needs a real component: skip on a developer box, fail in CI (CI=true).

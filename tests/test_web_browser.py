@@ -17,20 +17,11 @@ import pytest
 from compliance import db
 from ingest.event import MessageScanned
 from tests.compliance_site import Site
-from tests.conftest import require
-from tests.web_browser import CHROMIUM, chromium, playwright_available, qscan_web
+from tests.web_browser import qscan_web
 from tests.web_site import HOSTILE_SUBJECT, PASSWORD, journal_events, populate, shots_dir
 
 pytestmark = pytest.mark.integration
 WIDTHS = {"wide": 1280, "narrow": 390}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require("Debian chromium (/usr/bin/chromium)", CHROMIUM.exists())
-    require("Playwright for Python (the test extra)", playwright_available())
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

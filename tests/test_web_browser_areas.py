@@ -14,22 +14,13 @@ import pytest
 
 from compliance import db
 from ingest.event import Category, Finding
-from tests.conftest import require
 from tests.test_quarantine import EICAR, QSite, quarantined
 from tests.test_web_browser import WIDTHS, new_page, sign_in
-from tests.web_browser import CHROMIUM, chromium, playwright_available, qscan_web
+from tests.web_browser import qscan_web
 from tests.web_site import add_accounts, journal_events, shots_dir
 
 pytestmark = pytest.mark.integration
 CARDS = Finding(scanner="dlp", verdict=Category.DLP, name="card-numbers")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require("Debian chromium (/usr/bin/chromium)", CHROMIUM.exists())
-    require("Playwright for Python (the test extra)", playwright_available())
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

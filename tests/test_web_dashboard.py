@@ -12,10 +12,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingest.event import Action, Category
-from qscan.web.app import create_app
 from tests.compliance_site import Site, open_site
 from tests.factories import make_event
-from tests.web_site import PASSWORD, add_accounts, csrf_of
+from tests.web_site import add_accounts, signed_in
 
 
 @pytest.fixture
@@ -29,11 +28,7 @@ def site(migrated_url: str, tmp_path: Path) -> Iterator[Site]:
 
 
 def client(site: Site, login: str) -> TestClient:
-    c = TestClient(create_app(site.cfg, engine=site.engine, secure_cookies=False))
-    token = csrf_of(c.get("/login").text)
-    assert c.post("/login", data={"login": login, "password": PASSWORD, "csrf": token,
-                                  "next": "/"}).status_code == 200
-    return c
+    return signed_in(site, login, address="testclient")
 
 
 def test_dashboard_charts_and_health(site: Site) -> None:

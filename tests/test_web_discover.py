@@ -13,12 +13,11 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from qscan.cli import cli
-from qscan.web.app import create_app
 from qscan.web.discover import marked
 from tests.compliance_site import Site, open_site
 from tests.dlp_docs import mail
 from tests.factories import make_event
-from tests.web_site import PASSWORD, add_accounts, csrf_of, journal_events
+from tests.web_site import add_accounts, journal_events, signed_in
 
 
 @pytest.fixture
@@ -40,11 +39,7 @@ def site(migrated_url: str, tmp_path: Path) -> Iterator[Site]:
 
 
 def client(site: Site, login: str) -> TestClient:
-    c = TestClient(create_app(site.cfg, engine=site.engine, secure_cookies=False))
-    token = csrf_of(c.get("/login").text)
-    assert c.post("/login", data={"login": login, "password": PASSWORD, "csrf": token,
-                                  "next": "/"}).status_code == 200
-    return c
+    return signed_in(site, login, address="testclient")
 
 
 def test_search_counts_hits_and_event(site: Site) -> None:

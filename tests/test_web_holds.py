@@ -16,10 +16,9 @@ from starlette.testclient import TestClient
 
 from compliance.export import verify_export
 from ingest.event import Action, Category
-from qscan.web.app import create_app
 from tests.compliance_site import Site, open_site
 from tests.factories import make_event
-from tests.web_site import PASSWORD, add_accounts, csrf_of, journal_events
+from tests.web_site import add_accounts, csrf_of, journal_events, signed_in
 
 
 @pytest.fixture
@@ -36,12 +35,7 @@ def site(migrated_url: str, tmp_path: Path) -> Iterator[Site]:
 
 
 def client(site: Site, login: str) -> TestClient:
-    c = TestClient(create_app(site.cfg, engine=site.engine, secure_cookies=False),
-                   client=("192.0.2.70", 50000))
-    token = csrf_of(c.get("/login").text)
-    assert c.post("/login", data={"login": login, "password": PASSWORD, "csrf": token,
-                                  "next": "/"}).status_code == 200
-    return c
+    return signed_in(site, login, address="192.0.2.70")
 
 
 def post(c: TestClient, path: str, **data: str) -> Any:

@@ -16,9 +16,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from ingest.event import Category, Finding
-from qscan.web.app import create_app
 from tests.test_quarantine import EICAR, QSite, quarantined
-from tests.web_site import PASSWORD, add_accounts, csrf_of, journal_events
+from tests.web_site import add_accounts, csrf_of, journal_events, signed_in
 
 CARDS = Finding(scanner="dlp", verdict=Category.DLP, name="card-numbers")
 
@@ -47,12 +46,7 @@ def mail(site: QSite) -> dict[str, Any]:
 
 
 def client(site: QSite, login: str) -> TestClient:
-    c = TestClient(create_app(site.cfg, engine=site.engine, secure_cookies=False),
-                   client=("192.0.2.60", 50000))
-    token = csrf_of(c.get("/login").text)
-    signed = c.post("/login", data={"login": login, "password": PASSWORD, "csrf": token, "next": "/"})
-    assert signed.status_code == 200, signed.text
-    return c
+    return signed_in(site, login, address="192.0.2.60")
 
 
 def post(c: TestClient, path: str, **data: str) -> Any:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CHROMIUM = Path(os.environ.get("QSCAN_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -30,6 +32,18 @@ def playwright_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One chromium per test module (a fixture, through tests/conftest.py); a missing browser
+    or Playwright is a failure in CI."""
+    from tests.conftest import require
+
+    require("Debian chromium (/usr/bin/chromium)", CHROMIUM.exists())
+    require("Playwright for Python (the test extra)", playwright_available())
+    with chromium() as b:
+        yield b
 
 
 @contextmanager

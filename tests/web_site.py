@@ -45,6 +45,21 @@ def add_accounts(site: Site) -> None:
                          actor="test@admin.example.com", host=site.cfg.hostname)
 
 
+def signed_in(site: Any, login: str, *, address: str = "192.0.2.70",
+              password: str = PASSWORD) -> Any:
+    """A TestClient of the site's console signed in as ``login`` from ``address``."""
+    from starlette.testclient import TestClient
+
+    from qscan.web.app import create_app
+
+    c = TestClient(create_app(site.cfg, engine=site.engine, secure_cookies=False),
+                   client=(address, 50000))
+    token = csrf_of(c.get("/login").text)
+    signed = c.post("/login", data={"login": login, "password": password, "csrf": token, "next": "/"})
+    assert signed.status_code == 200, signed.text
+    return c
+
+
 def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, html[:2000]
