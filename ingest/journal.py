@@ -368,7 +368,7 @@ class Journal:
             raise
         self._sync()
         if deleted:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.checkpoint()
         return deleted
 
     def checkpoint(self) -> int:
